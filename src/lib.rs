@@ -1,0 +1,1 @@
+//! redmutex (skeleton, being written)
