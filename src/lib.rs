@@ -1,1 +1,111 @@
-//! redmutex (skeleton, being written)
+//! A distributed [`std::sync::Mutex`]: a lock held across threads, processes and hosts, stored in
+//! Redis with the Redlock algorithm over N independent Redis masters.
+//!
+//! Redlock writes the lock key, with a random token and an expiry, to every node; the lock is
+//! taken when a majority accepted it within a time short enough to leave the lease some
+//! validity. Any two majorities share a node, so two clients cannot hold the lock at once, and a
+//! minority of nodes can crash, stall or be cut off without stopping the lock.
+//!
+//! redmutex is blocking and thread-based: one round writes to every node before reading any
+//! reply (the round trips overlap on the calling thread), every call is bounded by connect and
+//! I/O timeouts, a failing node is a "no" vote rather than an error, and the guard releases the
+//! lock on `Drop` like a [`MutexGuard`](std::sync::MutexGuard).
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use redmutex::RedLockFactory;
+//!
+//! // One factory per process: it owns a connection pool per node.
+//! let factory = RedLockFactory::new([
+//!     "redis://127.0.0.1:7001",
+//!     "redis://127.0.0.1:7002",
+//!     "redis://127.0.0.1:7003",
+//! ])?;
+//!
+//! {
+//!     let _g = factory.create_lock("k").acquire()?;
+//!     // Critical section: no other client holds "k" on these nodes
+//!     // (for at most the lease time, 10 s by default).
+//! } // `_g` dropped: the lock is released.
+//! # Ok::<(), redmutex::Error>(())
+//! ```
+//!
+//! As with `std::sync::Mutex`, the guard must be bound to a name for the lock to stay held:
+//! `let _ = lock.acquire()?;` drops the guard at the end of the statement and releases the lock
+//! at once. `let _g = ...` keeps it until the end of the scope, and `drop(g)` or
+//! [`g.release()`](RedLockGuard::release) ends it early.
+//!
+//! ```no_run
+//! # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+//! let lock = factory.create_lock("jobs:42");
+//! let guard = lock.acquire()?;
+//! // ... work ...
+//! guard.release()?; // unlike a drop, tells you if the lock had been lost meanwhile
+//! # Ok::<(), redmutex::Error>(())
+//! ```
+//!
+//! # Differences from `std::sync::Mutex`
+//!
+//! - **A lease, not ownership.** A lock expires after its TTL even while its guard lives, so a
+//!   crashed holder cannot block others forever. [`RedLockGuard::validity`] says how long is
+//!   left; [`RedLockGuard::extend`] renews it.
+//! - **It can expire, and release can fail.** [`RedLockGuard::release`] returns
+//!   [`Error::Expired`] or [`Error::LockLost`] when a quorum no longer had the token: the
+//!   critical section may have overlapped another holder's. Dropping the guard releases too,
+//!   but can only log a failure.
+//! - **No poisoning.** A panic while holding the guard releases the lock during unwinding.
+//! - **Not reentrant.** Acquiring a lock you already hold waits like any other caller.
+//! - **No data inside.** The lock protects whatever you decide it protects.
+//! - **Failures are errors.** A cluster where too few nodes answer gives
+//!   [`Error::NoQuorum`] with each node's cause, never a hang.
+//!
+//! # What it guarantees
+//!
+//! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
+//! same rate, nodes do not lose keys (restarted nodes stay down longer than the TTL, or use AOF
+//! with `appendfsync always`), and the holder stops acting before its validity ends. A process
+//! pause (GC, swap, SIGSTOP) after the lock was taken can break the last one: protect resources
+//! that must never see two writers with fencing at the resource. See `docs/design.md` in the
+//! repository.
+//!
+//! # Interoperability
+//!
+//! The key is the resource name, the value a 160-bit random token; the lock is taken with
+//! `SET key token NX PX ttl` and released with the usual compare-and-delete script, so
+//! redmutex excludes redsync, node-redlock, redlock-py and other Redlock clients using the
+//! same names on the same nodes.
+//!
+//! # Cargo features
+//!
+//! - `tls` (alias of `tls-rustls`): `rediss://` nodes through rustls.
+//! - `tls-native-tls`: `rediss://` nodes through the platform's TLS library.
+//!
+//! # Logging
+//!
+//! Through the [`log`] facade: `debug` for each round, `warn` for node failures, lost locks
+//! and failed releases on drop. The library never prints and never logs node URLs or tokens.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::print_stdout,
+        clippy::print_stderr,
+        clippy::panic,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing
+    )
+)]
+
+mod error;
+mod factory;
+mod guard;
+mod lock;
+mod node;
+mod round;
+mod scripts;
+
+pub use error::{Error, NodeError, Result};
+pub use factory::{MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
+pub use guard::RedLockGuard;
+pub use lock::{MAX_RESOURCE_LEN, RedLock};

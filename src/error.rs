@@ -1,0 +1,226 @@
+//! The error type: one variant per situation a caller can act on.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an operation on a lock failed.
+///
+/// The variants keep apart what users of other Redis lock clients keep confusing:
+///
+/// | situation | variant |
+/// |---|---|
+/// | the lock is held by someone else | not an error: [`RedLock::try_acquire`] returns `Ok(None)` and [`RedLock::acquire`] waits |
+/// | too few nodes answered (dead, stopped, unreachable, refusing) | [`Error::NoQuorum`], with each node's cause |
+/// | a quorum said yes, but so late that no validity was left | [`Error::TooLate`] |
+/// | the wait of [`RedLock::acquire_timeout`] ran out | [`Error::Timeout`] |
+/// | the lease had already run out before release or extend | [`Error::Expired`] |
+/// | a quorum no longer held our token although the lease had not run out | [`Error::LockLost`] |
+/// | bad configuration or arguments | [`Error::InvalidConfig`], [`Error::InvalidArgument`] |
+///
+/// [`Expired`](Error::Expired) and [`LockLost`](Error::LockLost) both mean that the critical
+/// section may have overlapped another holder's.
+///
+/// No variant carries a node URL, so passwords never reach `Display`, `Debug` or logs: nodes are
+/// named by `host:port` (or socket path).
+///
+/// [`RedLock::try_acquire`]: crate::RedLock::try_acquire
+/// [`RedLock::acquire`]: crate::RedLock::acquire
+/// [`RedLock::acquire_timeout`]: crate::RedLock::acquire_timeout
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The factory or lock configuration is invalid; the message names the setting.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An argument to a call is invalid; the message names it.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// Fewer nodes than the quorum answered, so the operation could not be decided.
+    ///
+    /// `failures` holds one entry per node that failed, with its address and cause.
+    #[error("no quorum for {resource:?}: {answered} of {nodes} nodes answered, {needed} needed{}", FailureList(.failures))]
+    NoQuorum {
+        /// The resource (key) the operation was about.
+        resource: String,
+        /// How many nodes answered.
+        answered: usize,
+        /// The quorum.
+        needed: usize,
+        /// How many nodes the factory has.
+        nodes: usize,
+        /// What went wrong on each node that did not answer.
+        failures: Vec<NodeError>,
+    },
+
+    /// A quorum granted the lock, but the round took so long that no validity was left
+    /// (`ttl - elapsed - drift <= 0`). The partial locks were released.
+    #[error("acquired {resource:?} too late: the round took {elapsed:?}, leaving no validity")]
+    TooLate {
+        /// The resource (key).
+        resource: String,
+        /// How long the round took.
+        elapsed: Duration,
+    },
+
+    /// [`RedLock::acquire_timeout`](crate::RedLock::acquire_timeout) gave up: the lock stayed
+    /// held by someone else for the whole wait.
+    #[error("timed out after {waited:?} waiting for {resource:?}")]
+    Timeout {
+        /// The resource (key).
+        resource: String,
+        /// How long the call waited.
+        waited: Duration,
+    },
+
+    /// The guard's validity had already ended, and a quorum no longer holds our token: another
+    /// client may have held the lock since.
+    #[error("the lease on {resource:?} expired before the operation")]
+    Expired {
+        /// The resource (key).
+        resource: String,
+    },
+
+    /// A quorum no longer holds our token although the guard's validity had not ended: the key
+    /// was deleted or overwritten from outside, or a node lost its data. The critical section
+    /// may have overlapped another holder's.
+    #[error("the lock on {resource:?} was lost: a quorum no longer holds our token")]
+    LockLost {
+        /// The resource (key).
+        resource: String,
+    },
+}
+
+impl Error {
+    /// The per-node failures behind the error, if any (only [`Error::NoQuorum`] has them).
+    #[must_use]
+    pub fn node_errors(&self) -> &[NodeError] {
+        match self {
+            Self::NoQuorum { failures, .. } => failures,
+            _ => &[],
+        }
+    }
+}
+
+struct FailureList<'a>(&'a [NodeError]);
+
+impl fmt::Display for FailureList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            f.write_str(if i == 0 { " (" } else { "; " })?;
+            write!(f, "{e}")?;
+        }
+        if !self.0.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// What went wrong on one node during a round.
+///
+/// The node is named by its address (`host:port` or socket path), never by its URL.
+#[derive(Debug, thiserror::Error)]
+#[error("{node}: {cause}")]
+#[non_exhaustive]
+pub struct NodeError {
+    node: String,
+    #[source]
+    cause: NodeCause,
+}
+
+impl NodeError {
+    pub(crate) fn new(node: &str, cause: NodeCause) -> Self {
+        Self {
+            node: node.to_owned(),
+            cause,
+        }
+    }
+
+    /// The node's address (`host:port`, or the socket path).
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The Redis client error behind the failure, when there is one.
+    #[must_use]
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        match &self.cause {
+            NodeCause::Redis(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the node did not answer within the I/O or connect timeout.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        match &self.cause {
+            NodeCause::Redis(e) => e.is_timeout(),
+            NodeCause::Checkout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the node was skipped because it failed recently and is backing off.
+    #[must_use]
+    pub fn is_backing_off(&self) -> bool {
+        matches!(self.cause, NodeCause::Down(_))
+    }
+}
+
+/// The cause inside a [`NodeError`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NodeCause {
+    /// The client or the server reported an error.
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    /// No connection could be checked out of the pool in time.
+    #[error("no connection within the connect timeout ({0})")]
+    Checkout(String),
+    /// The node failed recently and is skipped until its back-off ends.
+    #[error("skipped while backing off after a failure ({0})")]
+    Down(String),
+    /// The node answered something a Redis server would not.
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_quorum_lists_every_node() {
+        let e = Error::NoQuorum {
+            resource: "k".into(),
+            answered: 1,
+            needed: 2,
+            nodes: 3,
+            failures: vec![
+                NodeError::new("127.0.0.1:1", NodeCause::Checkout("refused".into())),
+                NodeError::new("127.0.0.1:2", NodeCause::Unexpected("garbage".into())),
+            ],
+        };
+        let s = e.to_string();
+        assert_eq!(
+            s,
+            "no quorum for \"k\": 1 of 3 nodes answered, 2 needed (127.0.0.1:1: no connection \
+             within the connect timeout (refused); 127.0.0.1:2: unexpected reply: garbage)"
+        );
+        assert_eq!(e.node_errors().len(), 2);
+        assert!(e.node_errors()[0].is_timeout());
+        assert!(!e.node_errors()[1].is_timeout());
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<Error>();
+        check::<NodeError>();
+    }
+}

@@ -1,0 +1,573 @@
+//! `RedLockFactory`, its builder, and the validated configuration they share with every lock.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
+
+use crate::error::{Error, Result};
+use crate::lock::RedLock;
+use crate::node::{Node, NodeSettings, node_name};
+use crate::round::{self, majority};
+
+/// Defaults, in one place.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) const TTL: Duration = Duration::from_secs(10);
+    pub(super) const RETRY_DELAY: Duration = Duration::from_millis(50);
+    pub(super) const RETRY_JITTER: Duration = Duration::from_millis(50);
+    pub(super) const MAX_RETRIES: u32 = 3;
+    pub(super) const DRIFT_FACTOR: f64 = 0.01;
+    pub(super) const POOL_SIZE: u32 = 16;
+    pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+    pub(super) const IO_TIMEOUT: Duration = Duration::from_millis(100);
+}
+
+/// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
+/// round down.
+pub const MAX_NODES: usize = 32;
+
+/// The longest TTL accepted (about 34 years): far beyond any sensible lease, and small enough
+/// that Redis can add it to its clock.
+pub(crate) const MAX_TTL: Duration = Duration::from_millis(1 << 40);
+
+/// Settings shared by the factory and all its locks, validated by [`RedLockFactoryBuilder::build`].
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) ttl: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_jitter: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) drift_factor: f64,
+    pub(crate) quorum: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) io_timeout: Duration,
+}
+
+/// What the factory, its locks and their guards share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) config: Config,
+    /// All nodes' bits, for rounds that go to every node.
+    pub(crate) all: u64,
+}
+
+/// Checks a lease duration (a TTL or an extension).
+pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<()> {
+    if ttl.as_millis() == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{what} must be at least 1 ms, got {ttl:?}"
+        )));
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::InvalidConfig(format!(
+            "{what} {ttl:?} is too long (at most {MAX_TTL:?})"
+        )));
+    }
+    let drift = round::drift(ttl, drift_factor);
+    if ttl <= drift {
+        return Err(Error::InvalidConfig(format!(
+            "{what} {ttl:?} leaves no validity after the clock drift allowance of {drift:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds a [`RedLockFactory`]: the nodes, and the settings of the locks it creates.
+///
+/// Setters never panic: every value is checked by [`build`](Self::build), which names the
+/// setting that is wrong.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redmutex::RedLockFactory;
+///
+/// let factory = RedLockFactory::builder()
+///     .nodes(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+///     .node(("10.0.0.3", 6379))
+///     .ttl(Duration::from_secs(30))
+///     .io_timeout(Duration::from_millis(50))
+///     .build()?;
+/// # Ok::<(), redmutex::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RedLockFactoryBuilder {
+    nodes: Vec<redis::RedisResult<ConnectionInfo>>,
+    ttl: Duration,
+    retry_delay: Duration,
+    retry_jitter: Duration,
+    max_retries: u32,
+    drift_factor: f64,
+    quorum: Option<usize>,
+    pool_size: u32,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl Default for RedLockFactoryBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            ttl: defaults::TTL,
+            retry_delay: defaults::RETRY_DELAY,
+            retry_jitter: defaults::RETRY_JITTER,
+            max_retries: defaults::MAX_RETRIES,
+            drift_factor: defaults::DRIFT_FACTOR,
+            quorum: None,
+            pool_size: defaults::POOL_SIZE,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            io_timeout: defaults::IO_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for RedLockFactoryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match n {
+                Ok(info) => node_name(info),
+                Err(_) => "<invalid>".to_owned(),
+            })
+            .collect();
+        f.debug_struct("RedLockFactoryBuilder")
+            .field("nodes", &nodes)
+            .field("ttl", &self.ttl)
+            .field("retry_delay", &self.retry_delay)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("max_retries", &self.max_retries)
+            .field("drift_factor", &self.drift_factor)
+            .field("quorum", &self.quorum)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("io_timeout", &self.io_timeout)
+            .finish()
+    }
+}
+
+impl RedLockFactoryBuilder {
+    /// A builder with no nodes and every setting at its default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one node: a URL (`redis://[user][:password@]host[:port][/db]`, `rediss://` with
+    /// the `tls` feature, `redis+unix:///path`), a `(host, port)` pair, or a
+    /// [`redis::ConnectionInfo`].
+    ///
+    /// Each node must be an independent Redis master (not a replica of another node). An
+    /// unparsable node is reported by [`build`](Self::build).
+    pub fn node<T: IntoConnectionInfo>(mut self, node: T) -> Self {
+        self.nodes.push(node.into_connection_info());
+        self
+    }
+
+    /// Adds several nodes, as [`node`](Self::node) does for one.
+    pub fn nodes<I>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: IntoConnectionInfo,
+    {
+        self.nodes.extend(
+            nodes
+                .into_iter()
+                .map(IntoConnectionInfo::into_connection_info),
+        );
+        self
+    }
+
+    /// The lease time of the locks the factory creates: how long a lock outlives a holder
+    /// that died without releasing it. A lock can override it with [`RedLock::with_ttl`].
+    ///
+    /// Defaults to 10 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The base pause between two rounds while waiting for a lock held elsewhere.
+    ///
+    /// Defaults to 50 ms.
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// The random extra pause, uniform in `[0, jitter)`, added to
+    /// [`retry_delay`](Self::retry_delay) so contenders fall out of lock-step.
+    ///
+    /// Defaults to 50 ms.
+    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.retry_jitter = jitter;
+        self
+    }
+
+    /// How many rounds in a row may fail for want of a quorum of answering nodes before
+    /// [`RedLock::acquire`] and [`RedLock::acquire_timeout`] return the error. Rounds that find
+    /// the lock held elsewhere are waits, not failures, and do not count.
+    ///
+    /// Defaults to 3 (so at most 4 failed rounds).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// The clock drift factor: the validity of a lease is shortened by
+    /// `ttl * factor + 2 ms` to allow for nodes' clocks running at different rates. Must be
+    /// finite and in `[0, 1)`.
+    ///
+    /// Defaults to 0.01.
+    pub fn clock_drift_factor(mut self, factor: f64) -> Self {
+        self.drift_factor = factor;
+        self
+    }
+
+    /// How many nodes must agree. It must be a strict majority (more than half the nodes) or
+    /// two holders could each gather a quorum.
+    ///
+    /// Defaults to `nodes / 2 + 1`.
+    pub fn quorum(mut self, quorum: usize) -> Self {
+        self.quorum = Some(quorum);
+        self
+    }
+
+    /// The most connections kept open to each node. Threads beyond it wait for a connection,
+    /// up to the connect timeout.
+    ///
+    /// Defaults to 16.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long opening a connection to a node may take, handshake included; also the most a
+    /// round waits for a free pooled connection.
+    ///
+    /// Defaults to 500 ms.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a round waits for the nodes' replies (one deadline shared by all nodes of the
+    /// round), and the write timeout of each connection. Keep it a small fraction of the TTL.
+    ///
+    /// Defaults to 100 ms.
+    pub fn io_timeout(mut self, timeout: Duration) -> Self {
+        self.io_timeout = timeout;
+        self
+    }
+
+    /// Checks every setting and creates the factory.
+    ///
+    /// This does not wait for connections: a node that is down (a minority may be) neither fails
+    /// nor delays the build, and is connected to in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`], naming the setting, when there are no nodes, too many nodes,
+    /// a node that does not parse, a duplicate node (it would fake a quorum), a zero, too long
+    /// or drift-eaten TTL, a drift factor outside `[0, 1)`, a quorum that is not a strict
+    /// majority, a zero pool size, or a zero timeout.
+    pub fn build(self) -> Result<RedLockFactory> {
+        let config = self.check()?;
+        let mut infos = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.into_iter().enumerate() {
+            let info = node.map_err(|e| {
+                Error::InvalidConfig(format!("node {i}: {}", redacted_redis_error(&e)))
+            })?;
+            let name = node_name(&info);
+            if infos
+                .iter()
+                .any(|seen: &ConnectionInfo| node_name(seen) == name)
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "node {i} ({name}) is given twice: a duplicate node would fake a quorum"
+                )));
+            }
+            infos.push(info);
+        }
+        let threads = infos.len().clamp(2, 8);
+        let settings = NodeSettings {
+            connect_timeout: config.connect_timeout,
+            io_timeout: config.io_timeout,
+            pool_size: self.pool_size,
+            thread_pool: Arc::new(
+                ScheduledThreadPool::builder()
+                    .num_threads(threads)
+                    .thread_name_pattern("redmutex-connect-{}")
+                    .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+                    .build(),
+            ),
+            epoch: Instant::now(),
+        };
+        let mut nodes = Vec::with_capacity(infos.len());
+        for (i, info) in infos.into_iter().enumerate() {
+            let node = Node::new(info, &settings).map_err(|e| {
+                Error::InvalidConfig(format!("node {i}: {}", redacted_redis_error(&e)))
+            })?;
+            nodes.push(node);
+        }
+        let all = if nodes.len() == 64 {
+            u64::MAX
+        } else {
+            (1u64 << nodes.len()) - 1
+        };
+        Ok(RedLockFactory {
+            shared: Arc::new(Shared { nodes, config, all }),
+        })
+    }
+
+    fn check(&self) -> Result<Config> {
+        let n = self.nodes.len();
+        if n == 0 {
+            return Err(Error::InvalidConfig("no nodes given".into()));
+        }
+        if n > MAX_NODES {
+            return Err(Error::InvalidConfig(format!(
+                "{n} nodes given; at most {MAX_NODES} are supported"
+            )));
+        }
+        let f = self.drift_factor;
+        if !f.is_finite() || !(0.0..1.0).contains(&f) {
+            return Err(Error::InvalidConfig(format!(
+                "clock drift factor must be in [0, 1), got {f}"
+            )));
+        }
+        check_ttl("ttl", self.ttl, f)?;
+        let quorum = self.quorum.unwrap_or_else(|| majority(n));
+        if quorum <= n / 2 || quorum > n {
+            return Err(Error::InvalidConfig(format!(
+                "quorum {quorum} for {n} nodes must be a strict majority ({} to {n})",
+                majority(n)
+            )));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::InvalidConfig("pool size must be at least 1".into()));
+        }
+        for (what, d) in [
+            ("connect timeout", self.connect_timeout),
+            ("I/O timeout", self.io_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} must be at least 1 ms, got {d:?}"
+                )));
+            }
+            if d > MAX_TTL {
+                return Err(Error::InvalidConfig(format!("{what} {d:?} is too long")));
+            }
+        }
+        for (what, d) in [
+            ("retry delay", self.retry_delay),
+            ("retry jitter", self.retry_jitter),
+        ] {
+            if d > MAX_TTL {
+                return Err(Error::InvalidConfig(format!("{what} {d:?} is too long")));
+            }
+        }
+        Ok(Config {
+            ttl: self.ttl,
+            retry_delay: self.retry_delay,
+            retry_jitter: self.retry_jitter,
+            max_retries: self.max_retries,
+            drift_factor: f,
+            quorum,
+            connect_timeout: self.connect_timeout,
+            io_timeout: self.io_timeout,
+        })
+    }
+}
+
+/// A redis-rs error as text, with anything that looks like a URL with credentials removed.
+///
+/// redis-rs does not put URLs in its parse errors today; this keeps it that way if it ever does.
+fn redacted_redis_error(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    if text.contains('@') {
+        "the node URL is invalid".to_owned()
+    } else {
+        text
+    }
+}
+
+/// Creates distributed locks over a fixed set of independent Redis nodes.
+///
+/// A factory owns one connection pool per node and the settings of the locks it creates. It is
+/// cheap to clone (an `Arc` inside) and `Send + Sync`: share one per process.
+///
+/// # Examples
+///
+/// ```no_run
+/// use redmutex::RedLockFactory;
+///
+/// let factory = RedLockFactory::new([
+///     "redis://127.0.0.1:7001",
+///     "redis://127.0.0.1:7002",
+///     "redis://127.0.0.1:7003",
+/// ])?;
+/// let _g = factory.create_lock("k").acquire()?;
+/// // critical section: no other holder of "k" on these nodes until `_g` drops
+/// # Ok::<(), redmutex::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RedLockFactory {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for RedLockFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.shared.config;
+        f.debug_struct("RedLockFactory")
+            .field("nodes", &self.shared.nodes)
+            .field("quorum", &c.quorum)
+            .field("ttl", &c.ttl)
+            .field("io_timeout", &c.io_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedLockFactory {
+    /// A factory over `nodes` with every setting at its default: the same as
+    /// `RedLockFactory::builder().nodes(nodes).build()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedLockFactoryBuilder::build`]: [`Error::InvalidConfig`] for no nodes, a node that
+    /// does not parse, or a duplicate node.
+    pub fn new<I>(nodes: I) -> Result<Self>
+    where
+        I: IntoIterator,
+        I::Item: IntoConnectionInfo,
+    {
+        Self::builder().nodes(nodes).build()
+    }
+
+    /// A builder for a factory with non-default settings.
+    pub fn builder() -> RedLockFactoryBuilder {
+        RedLockFactoryBuilder::new()
+    }
+
+    /// A lock on `resource`, using the factory's TTL.
+    ///
+    /// The Redis key is exactly `resource`, so clients of other Redlock libraries that use the
+    /// same name on the same nodes exclude each other. This does not talk to the nodes; an
+    /// invalid name (empty, or over 64 KiB) is reported when the lock is used.
+    pub fn create_lock(&self, resource: impl Into<Arc<str>>) -> RedLock {
+        RedLock::new(Arc::clone(&self.shared), resource.into())
+    }
+
+    /// The number of nodes.
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        self.shared.nodes.len()
+    }
+
+    /// How many nodes must agree for a lock to be taken.
+    #[must_use]
+    pub fn quorum(&self) -> usize {
+        self.shared.config.quorum
+    }
+
+    /// The default TTL of the locks this factory creates.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.shared.config.ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(b: RedLockFactoryBuilder) -> String {
+        match b.build() {
+            Err(Error::InvalidConfig(m)) => m,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("built"),
+        }
+    }
+
+    fn three() -> RedLockFactoryBuilder {
+        RedLockFactory::builder().nodes([
+            "redis://127.0.0.1:1",
+            "redis://127.0.0.1:2",
+            "redis://127.0.0.1:3",
+        ])
+    }
+
+    #[test]
+    fn rejects_bad_settings_by_name() {
+        assert!(err(RedLockFactory::builder()).contains("no nodes"));
+        assert!(err(three().ttl(Duration::ZERO)).contains("ttl"));
+        assert!(err(three().ttl(Duration::from_micros(900))).contains("ttl"));
+        assert!(err(three().ttl(Duration::from_millis(2))).contains("drift"));
+        assert!(err(three().ttl(Duration::MAX)).contains("too long"));
+        assert!(err(three().clock_drift_factor(f64::NAN)).contains("drift factor"));
+        assert!(err(three().clock_drift_factor(-0.1)).contains("drift factor"));
+        assert!(err(three().clock_drift_factor(1.0)).contains("drift factor"));
+        assert!(err(three().clock_drift_factor(f64::INFINITY)).contains("drift factor"));
+        assert!(err(three().quorum(1)).contains("quorum"));
+        assert!(err(three().quorum(4)).contains("quorum"));
+        assert!(err(three().pool_size(0)).contains("pool size"));
+        assert!(err(three().io_timeout(Duration::ZERO)).contains("I/O timeout"));
+        assert!(err(three().connect_timeout(Duration::from_nanos(5))).contains("connect timeout"));
+        assert!(err(three().retry_delay(Duration::MAX)).contains("retry delay"));
+        assert!(err(three().node("redis://127.0.0.1:2")).contains("twice"));
+        assert!(err(three().node("redis://localhost:1/db")).contains("node 3"));
+        assert!(err(three().node("ftp://127.0.0.1:1")).contains("node 3"));
+        let many: Vec<(String, u16)> = (0..40).map(|p| ("127.0.0.1".to_owned(), p)).collect();
+        assert!(err(RedLockFactory::builder().nodes(many)).contains("at most"));
+    }
+
+    #[test]
+    fn same_address_other_db_is_another_node() {
+        let f = RedLockFactory::builder()
+            .nodes([
+                "redis://127.0.0.1:1/0",
+                "redis://127.0.0.1:1/1",
+                "redis://127.0.0.1:1/2",
+            ])
+            .build()
+            .unwrap();
+        assert_eq!(f.node_count(), 3);
+    }
+
+    #[test]
+    fn builds_with_every_node_down_and_does_not_wait() {
+        let start = Instant::now();
+        let f = three().build().unwrap();
+        assert_eq!(f.quorum(), 2);
+        assert_eq!(f.ttl(), defaults::TTL);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn passwords_never_shown() {
+        let b = RedLockFactory::builder().nodes([
+            "redis://user:hunter2@127.0.0.1:1",
+            "redis://:hunter2@127.0.0.1:2/3",
+            "redis://127.0.0.1:3",
+        ]);
+        assert!(!format!("{b:?}").contains("hunter2"));
+        let f = b.build().unwrap();
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1:2/3"), "{shown}");
+        let bad = err(RedLockFactory::builder().node("redis://user:hunter2@[::1"));
+        assert!(!bad.contains("hunter2"), "{bad}");
+    }
+
+    #[test]
+    fn factory_is_send_sync_clone_static() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<RedLockFactory>();
+    }
+}

@@ -1,0 +1,422 @@
+//! `RedLock`: a named lock, and the acquisition loop around one round.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use crate::error::{Error, Result};
+use crate::factory::{Shared, check_ttl};
+use crate::guard::{RedLockGuard, Token};
+use crate::round::{self, Tally, fan_out, int_reply, set_reply};
+
+/// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
+pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
+
+/// A distributed lock on one resource, created by
+/// [`RedLockFactory::create_lock`](crate::RedLockFactory::create_lock).
+///
+/// A `RedLock` holds no state about who holds the lock: every acquisition returns a
+/// [`RedLockGuard`] that carries its own token and deadline. So one `RedLock` can be shared by
+/// many threads (it is `Send + Sync` and cheap to clone), and each thread that acquires it gets
+/// its own guard, as with `std::sync::Mutex`.
+///
+/// # Differences from `std::sync::Mutex`
+///
+/// - **A lease, not ownership.** The lock expires after its TTL even if the guard is still
+///   alive (a crashed holder cannot block others forever). Check [`RedLockGuard::validity`]
+///   before acting, and [`extend`](RedLockGuard::extend) long critical sections.
+/// - **Release can fail.** [`RedLockGuard::release`] reports a lock that expired or was lost;
+///   dropping the guard releases too, but can only log a failure.
+/// - **No poisoning.** A panic while holding the guard releases the lock on unwind.
+/// - **Not reentrant.** Acquiring a lock you hold waits (or times out) like any other caller.
+/// - **No data inside.** The lock guards whatever you decide; it does not own a value.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use redmutex::RedLockFactory;
+///
+/// let factory = RedLockFactory::new(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])?;
+/// let lock = factory.create_lock("reports:daily");
+/// match lock.try_acquire()? {
+///     Some(guard) => {
+///         // ... do the work, then release and learn whether it stayed ours throughout
+///         guard.release()?;
+///     }
+///     None => println!("someone else is on it"),
+/// }
+/// # Ok::<(), redmutex::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RedLock {
+    shared: Arc<Shared>,
+    resource: Arc<str>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for RedLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedLock")
+            .field("resource", &self.resource)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one acquisition round.
+enum Attempt {
+    Acquired(RedLockGuard),
+    /// Held elsewhere: a quorum answered, but not enough said yes.
+    Busy,
+    /// Too few nodes answered, or the round was too slow.
+    Failed(Error),
+}
+
+impl RedLock {
+    pub(crate) fn new(shared: Arc<Shared>, resource: Arc<str>) -> Self {
+        let ttl = shared.config.ttl;
+        Self {
+            shared,
+            resource,
+            ttl,
+        }
+    }
+
+    /// This lock with its own TTL instead of the factory's.
+    ///
+    /// An invalid TTL (zero, too long, or shorter than the drift allowance) is reported by the
+    /// first call that uses it, as [`Error::InvalidConfig`].
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The resource name, which is also the Redis key.
+    #[must_use]
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The lease time of each acquisition.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Takes the lock, waiting while it is held elsewhere.
+    ///
+    /// This function blocks: it runs rounds separated by `retry_delay` plus a random jitter until
+    /// a quorum grants the lock. It waits as long as the lock stays held by others; rounds that
+    /// fail because too few nodes answer are retried `max_retries` times in a row, then the
+    /// error is returned, so a dead cluster is reported, never waited on forever.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NoQuorum`]: too few nodes answered in `max_retries + 1` rounds in a row.
+    /// - [`Error::TooLate`]: the same, because rounds were slower than the TTL allows.
+    /// - [`Error::InvalidArgument`], [`Error::InvalidConfig`]: bad resource name or TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let _g = factory.create_lock("k").acquire()?;
+    /// // held until `_g` goes out of scope
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    ///
+    /// Bind the guard to a name: `let _ = lock.acquire()?;` drops the guard at the end of the
+    /// statement and releases the lock at once.
+    pub fn acquire(&self) -> Result<RedLockGuard> {
+        self.acquire_until(None)
+    }
+
+    /// Takes the lock if a single round can: never waits.
+    ///
+    /// This function does not block beyond one round (bounded by the connect and I/O
+    /// timeouts). `Ok(None)` means the lock is held elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoQuorum`] when too few nodes answered, [`Error::TooLate`] when the round took
+    /// the whole validity, [`Error::InvalidArgument`] or [`Error::InvalidConfig`] for a bad
+    /// name or TTL.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// if let Some(_g) = factory.create_lock("cron:cleanup").try_acquire()? {
+    ///     // only one host runs the cleanup
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<RedLockGuard>> {
+        self.check()?;
+        match self.attempt() {
+            Attempt::Acquired(g) => Ok(Some(g)),
+            Attempt::Busy => Ok(None),
+            Attempt::Failed(e) => Err(e),
+        }
+    }
+
+    /// Takes the lock, waiting at most about `timeout` while it is held elsewhere.
+    ///
+    /// This function blocks for up to `timeout` plus one round. A zero `timeout` makes one
+    /// round, like [`try_acquire`](Self::try_acquire) but with an error when the lock is held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the lock stayed held elsewhere; otherwise as
+    /// [`acquire`](Self::acquire) (a failing cluster is reported even before the timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// match factory.create_lock("k").acquire_timeout(Duration::from_secs(2)) {
+    ///     Ok(_g) => { /* critical section */ }
+    ///     Err(redmutex::Error::Timeout { .. }) => eprintln!("busy, try later"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<RedLockGuard> {
+        // A deadline too far to represent is no deadline.
+        self.acquire_until(Some(Instant::now().checked_add(timeout)))
+    }
+
+    /// Releases `guard`, reporting whether the lock was still ours: the same as
+    /// [`RedLockGuard::release`]. (The guard knows its own lock and token.)
+    ///
+    /// # Errors
+    ///
+    /// As [`RedLockGuard::release`].
+    pub fn release(&self, guard: RedLockGuard) -> Result<()> {
+        guard.release()
+    }
+
+    /// Whether anyone holds the lock: a quorum of nodes has the key.
+    ///
+    /// This function does not block beyond one round. The answer may be stale as soon as it
+    /// is returned; use it for monitoring, not to decide whether to acquire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoQuorum`] when too few nodes answered; [`Error::InvalidArgument`] for a bad
+    /// name.
+    pub fn is_locked(&self) -> Result<bool> {
+        check_resource(&self.resource)?;
+        let packed = redis::cmd("EXISTS")
+            .arg(&*self.resource)
+            .get_packed_command();
+        let tally = fan_out(&self.shared, &packed, self.shared.all, int_reply, None);
+        let q = self.shared.config.quorum;
+        if tally.answered() < q {
+            return Err(self.no_quorum(tally));
+        }
+        Ok(tally.yes >= q)
+    }
+
+    fn check(&self) -> Result<()> {
+        check_resource(&self.resource)?;
+        check_ttl("ttl", self.ttl, self.shared.config.drift_factor)
+    }
+
+    fn acquire_until(&self, deadline: Option<Option<Instant>>) -> Result<RedLockGuard> {
+        self.check()?;
+        let deadline = deadline.flatten();
+        let start = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let failed = match self.attempt() {
+                Attempt::Acquired(g) => return Ok(g),
+                Attempt::Busy => {
+                    failures = 0;
+                    None
+                }
+                Attempt::Failed(e) => {
+                    failures += 1;
+                    if failures > self.shared.config.max_retries {
+                        return Err(e);
+                    }
+                    Some(e)
+                }
+            };
+            let mut pause = self.pause();
+            if let Some(deadline) = deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(failed.unwrap_or_else(|| Error::Timeout {
+                        resource: self.resource.to_string(),
+                        waited: start.elapsed(),
+                    }));
+                }
+                // Sleep at most to the deadline, then make one last round.
+                pause = pause.min(deadline - now);
+            }
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// The pause between rounds: `retry_delay + uniform[0, retry_jitter)`.
+    fn pause(&self) -> Duration {
+        let c = &self.shared.config;
+        let jitter = u64::try_from(c.retry_jitter.as_nanos()).unwrap_or(u64::MAX);
+        let extra = if jitter == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..jitter)
+        };
+        c.retry_delay.saturating_add(Duration::from_nanos(extra))
+    }
+
+    /// One acquisition round.
+    fn attempt(&self) -> Attempt {
+        let shared = &self.shared;
+        let token = Token::new();
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let packed = redis::cmd("SET")
+            .arg(&*self.resource)
+            .arg(token.as_str())
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .get_packed_command();
+        let start = Instant::now();
+        let tally = fan_out(shared, &packed, shared.all, set_reply, None);
+        let elapsed = start.elapsed();
+        let q = shared.config.quorum;
+        let drift = round::drift(self.ttl, shared.config.drift_factor);
+        log::debug!(
+            "redmutex: SET {:?}: {}/{} yes, {} no, {} failed, quorum {q}, {elapsed:?}",
+            self.resource,
+            tally.yes,
+            shared.nodes.len(),
+            tally.no,
+            tally.failures.len()
+        );
+        if tally.yes >= q
+            && let Some(validity) = round::validity(self.ttl, elapsed, drift)
+        {
+            // `start + validity` cannot overflow: validity < ttl <= MAX_TTL.
+            let deadline = start.checked_add(validity).unwrap_or(start);
+            return Attempt::Acquired(RedLockGuard::new(
+                Arc::clone(shared),
+                Arc::clone(&self.resource),
+                token,
+                deadline,
+            ));
+        }
+        // Not acquired: take back every SET that may have landed, in one round, so a split vote
+        // frees the lock at once instead of blocking everyone for a TTL. Nodes that answered
+        // "no" certainly did not set our token and are skipped.
+        let mask = tally.written & !tally.refused;
+        if mask != 0 {
+            let released = crate::guard::release_round(shared, &self.resource, &token, mask);
+            log::debug!(
+                "redmutex: released partial {:?} on {} nodes",
+                self.resource,
+                released.yes
+            );
+        }
+        if tally.yes >= q {
+            log::warn!(
+                "redmutex: {:?}: a quorum answered but the round took {elapsed:?} of a {:?} TTL",
+                self.resource,
+                self.ttl
+            );
+            Attempt::Failed(Error::TooLate {
+                resource: self.resource.to_string(),
+                elapsed,
+            })
+        } else if tally.answered() >= q {
+            Attempt::Busy
+        } else {
+            Attempt::Failed(self.no_quorum(tally))
+        }
+    }
+
+    fn no_quorum(&self, tally: Tally) -> Error {
+        Error::NoQuorum {
+            resource: self.resource.to_string(),
+            answered: tally.answered(),
+            needed: self.shared.config.quorum,
+            nodes: self.shared.nodes.len(),
+            failures: tally.failures,
+        }
+    }
+}
+
+fn check_resource(resource: &str) -> Result<()> {
+    if resource.is_empty() {
+        return Err(Error::InvalidArgument(
+            "resource name must not be empty".into(),
+        ));
+    }
+    if resource.len() > MAX_RESOURCE_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "resource name is {} bytes long; at most {MAX_RESOURCE_LEN} are allowed",
+            resource.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RedLockFactory;
+
+    fn factory() -> RedLockFactory {
+        RedLockFactory::new(["redis://127.0.0.1:1"]).unwrap()
+    }
+
+    #[test]
+    fn bad_names_and_ttls_are_errors_before_any_io() {
+        let f = factory();
+        assert!(matches!(
+            f.create_lock("").try_acquire(),
+            Err(Error::InvalidArgument(_))
+        ));
+        let huge = "x".repeat(MAX_RESOURCE_LEN + 1);
+        assert!(matches!(
+            f.create_lock(huge.as_str()).acquire(),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            f.create_lock("k").with_ttl(Duration::ZERO).acquire(),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            f.create_lock("").is_locked(),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn pause_stays_within_delay_and_jitter() {
+        let f = RedLockFactory::builder()
+            .node("redis://127.0.0.1:1")
+            .retry_delay(Duration::from_millis(10))
+            .retry_jitter(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        let lock = f.create_lock("k");
+        let pauses: Vec<Duration> = (0..200).map(|_| lock.pause()).collect();
+        assert!(pauses.iter().all(|p| *p >= Duration::from_millis(10)));
+        assert!(pauses.iter().all(|p| *p < Duration::from_millis(15)));
+        // Jitter really varies.
+        assert!(pauses.iter().any(|p| *p != pauses[0]));
+    }
+
+    #[test]
+    fn lock_is_send_sync_clone_static() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<RedLock>();
+    }
+}
