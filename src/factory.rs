@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
@@ -306,7 +306,6 @@ impl RedLockFactoryBuilder {
                     .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
                     .build(),
             ),
-            epoch: Instant::now(),
         };
         let mut nodes = Vec::with_capacity(infos.len());
         for (i, info) in infos.into_iter().enumerate() {
@@ -486,6 +485,7 @@ impl RedLockFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn err(b: RedLockFactoryBuilder) -> String {
         match b.build() {

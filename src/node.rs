@@ -5,8 +5,8 @@
 //! its caller. Health tracking keeps a dead minority cheap: a node that failed is skipped (a "no"
 //! vote) for a short, growing back-off instead of costing a timeout in every round.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
@@ -19,6 +19,10 @@ use crate::scripts;
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
 /// Longest back-off between probes of a failing node.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The shortest wait for a pooled connection (r2d2 needs a non-zero one to start a connect).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+/// How often a caller waiting for a first connection checks whether the connect failed.
+const WAIT_SLICE: Duration = Duration::from_millis(5);
 
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct NodeConn {
@@ -39,11 +43,9 @@ pub(crate) struct NodeManager {
     health: Arc<Health>,
 }
 
-impl ManageConnection for NodeManager {
-    type Connection = NodeConn;
-    type Error = RedisError;
-
-    fn connect(&self) -> Result<NodeConn, RedisError> {
+impl NodeManager {
+    fn open(&self) -> Result<NodeConn, RedisError> {
+        let generation = self.health.generation.load(Ordering::Acquire);
         // Bounds the TCP connect and the handshake (AUTH, SELECT, CLIENT SETINFO).
         let mut con = self
             .client
@@ -62,9 +64,21 @@ impl ManageConnection for NodeManager {
         }
         Ok(NodeConn {
             con,
-            generation: self.health.generation.load(Ordering::Acquire),
+            generation,
             broken: false,
         })
+    }
+}
+
+impl ManageConnection for NodeManager {
+    type Connection = NodeConn;
+    type Error = RedisError;
+
+    /// Runs on r2d2's connector threads; a failure marks the node down at once, so callers
+    /// waiting for a connection stop waiting.
+    fn connect(&self) -> Result<NodeConn, RedisError> {
+        self.open()
+            .inspect_err(|e| self.health.failed(&format!("connect: {e}")))
     }
 
     fn is_valid(&self, conn: &mut NodeConn) -> Result<(), RedisError> {
@@ -76,7 +90,8 @@ impl ManageConnection for NodeManager {
     }
 }
 
-/// Logs pool errors (background connects to a dead node) at debug level, not error level.
+/// Logs r2d2's connect errors at debug level (they are already counted by [`Health`]), so a
+/// dead node does not flood the error log from background retries.
 #[derive(Debug)]
 struct QuietErrors {
     node: String,
@@ -88,18 +103,85 @@ impl r2d2::HandleError<RedisError> for QuietErrors {
     }
 }
 
-/// Shared between a node and its manager.
-#[derive(Debug, Default)]
+/// A node's health, shared between the node and its manager.
+#[derive(Debug)]
 struct Health {
-    /// Bumped when a connection-level failure suggests every open socket may be dead (a restart,
-    /// a reset): connections opened before are discarded on checkout without any I/O.
+    name: String,
+    epoch: Instant,
+    /// Bumped on every failure: connections opened before are discarded on checkout without
+    /// any I/O (a stopped or restarted node leaves them all stale).
     generation: AtomicU64,
     /// Consecutive failures; 0 when healthy.
     failures: AtomicU32,
-    /// Nanoseconds since the factory's epoch before which the node is skipped.
+    /// 0 when healthy; otherwise nanoseconds after `epoch` at which the next probe may start.
     down_until: AtomicU64,
     /// The last failure, for the error of a skipped node.
-    last_error: std::sync::Mutex<String>,
+    last_error: Mutex<String>,
+}
+
+impl Health {
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.load(Ordering::Acquire) != 0
+    }
+
+    fn backoff_nanos(&self) -> u64 {
+        let failures = self.failures.load(Ordering::Relaxed).clamp(1, 16);
+        let backoff = BACKOFF_BASE
+            .saturating_mul(1 << (failures - 1))
+            .min(BACKOFF_MAX);
+        u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes a failure: retires every connection opened so far and marks the node down.
+    fn failed(&self, message: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            message.clone_into(&mut last);
+        }
+        let until = self.now_nanos().saturating_add(self.backoff_nanos()).max(1);
+        if self.down_until.swap(until, Ordering::AcqRel) == 0 {
+            log::warn!("redmutex: node {} is failing: {message}", self.name);
+        }
+    }
+
+    /// Notes a reply: the node is healthy again.
+    fn answered(&self) {
+        if self.is_down() {
+            self.down_until.store(0, Ordering::Release);
+            self.failures.store(0, Ordering::Relaxed);
+            log::info!("redmutex: node {} is answering again", self.name);
+        }
+    }
+
+    /// Whether this caller gets to probe a node that is down: true for one caller once per
+    /// back-off period.
+    fn claim_probe(&self) -> bool {
+        let until = self.down_until.load(Ordering::Acquire);
+        let now = self.now_nanos();
+        until != 0
+            && now >= until
+            && self
+                .down_until
+                .compare_exchange(
+                    until,
+                    now.saturating_add(self.backoff_nanos()),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// One Redis node of a factory.
@@ -109,7 +191,6 @@ pub(crate) struct Node {
     pool: Pool<NodeManager>,
     health: Arc<Health>,
     connect_timeout: Duration,
-    epoch: Instant,
 }
 
 impl std::fmt::Debug for Node {
@@ -124,7 +205,6 @@ pub(crate) struct NodeSettings {
     pub(crate) io_timeout: Duration,
     pub(crate) pool_size: u32,
     pub(crate) thread_pool: Arc<scheduled_thread_pool::ScheduledThreadPool>,
-    pub(crate) epoch: Instant,
 }
 
 /// A display name for a node that never includes credentials.
@@ -140,14 +220,22 @@ pub(crate) fn node_name(info: &ConnectionInfo) -> String {
 impl Node {
     pub(crate) fn new(info: ConnectionInfo, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = node_name(&info);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health {
+            name: name.clone(),
+            epoch: Instant::now(),
+            generation: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+        });
         let manager = NodeManager {
             client: Client::open(info)?,
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
             health: Arc::clone(&health),
         };
-        // build_unchecked: a node that is down must neither fail nor block the build.
+        // build_unchecked: a node that is down must neither fail nor block the build. One idle
+        // connection is opened in the background right away.
         let pool = Pool::builder()
             .max_size(s.pool_size)
             .min_idle(Some(1))
@@ -161,100 +249,67 @@ impl Node {
             pool,
             health,
             connect_timeout: s.connect_timeout,
-            epoch: s.epoch,
         })
-    }
-
-    fn now_nanos(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Checks out a connection, or says why the node cannot take part in this round.
     ///
-    /// Never blocks longer than the connect timeout; a node that is backing off costs nothing.
-    pub(crate) fn checkout(&self) -> Result<PooledConnection<NodeManager>, NodeError> {
+    /// A healthy node is waited for until `deadline` at most (one deadline for all nodes of a
+    /// round: their pools connect in the background concurrently); the wait ends early when a
+    /// connect fails. A node that is down costs nothing: it is a "no" vote until r2d2's
+    /// background reconnection brings a fresh connection, which is then used at once.
+    pub(crate) fn checkout(
+        &self,
+        deadline: Instant,
+    ) -> Result<PooledConnection<NodeManager>, NodeError> {
         let generation = self.health.generation.load(Ordering::Acquire);
-        // Idle connections opened since the last connection-level failure are good to use, even
-        // while backing off: r2d2 reconnects in the background, so one of them means the node is
-        // back.
+        // Connections opened since the last failure are good to use, even while the node is
+        // marked down: one of them means the node is back.
         while let Some(mut conn) = self.pool.try_get() {
             if conn.generation >= generation {
                 return Ok(conn);
             }
             conn.broken = true; // opened before the failure: drop it without I/O
         }
-        let until = self.health.down_until.load(Ordering::Acquire);
-        if until != 0 {
-            let now = self.now_nanos();
-            // Back off; once the back-off ends, exactly one caller claims the probe.
-            if now < until
-                || self
-                    .health
-                    .down_until
-                    .compare_exchange(
-                        until,
-                        now + self.backoff_nanos(),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_err()
+        if self.health.is_down() {
+            // Once per back-off period, make sure a reconnection is under way; never wait.
+            if self.health.claim_probe()
+                && let Ok(conn) = self.pool.get_timeout(MIN_WAIT)
             {
-                return Err(NodeError::new(
-                    &self.name,
-                    NodeCause::Down(self.last_error()),
-                ));
+                return Ok(conn);
             }
+            return Err(self.down_error());
         }
-        match self.pool.get_timeout(self.connect_timeout) {
-            Ok(conn) => Ok(conn),
-            Err(e) => {
-                let message = e.to_string();
-                // An exhausted pool with live connections is not a node failure.
-                if self.pool.state().connections == 0 {
-                    self.record_failure(&message, false);
+        let end = deadline.min(Instant::now() + self.connect_timeout);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.pool.get_timeout(left.clamp(MIN_WAIT, WAIT_SLICE)) {
+                Ok(conn) => return Ok(conn),
+                Err(_) if self.health.is_down() => return Err(self.down_error()),
+                Err(e) if left <= MIN_WAIT => {
+                    let message = e.to_string();
+                    // An exhausted pool with live connections is not a node failure.
+                    if self.pool.state().connections == 0 {
+                        self.health.failed(&message);
+                    }
+                    return Err(NodeError::new(&self.name, NodeCause::Checkout(message)));
                 }
-                Err(NodeError::new(&self.name, NodeCause::Checkout(message)))
+                Err(_) => {}
             }
         }
     }
 
-    fn backoff_nanos(&self) -> u64 {
-        let failures = self.health.failures.load(Ordering::Relaxed).clamp(1, 16);
-        let backoff = BACKOFF_BASE
-            .saturating_mul(1 << (failures - 1))
-            .min(BACKOFF_MAX);
-        u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX)
+    fn down_error(&self) -> NodeError {
+        NodeError::new(&self.name, NodeCause::Down(self.health.last_error()))
     }
 
-    fn last_error(&self) -> String {
-        self.health
-            .last_error
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+    /// Notes an I/O failure in a round.
+    pub(crate) fn record_failure(&self, message: &str) {
+        self.health.failed(message);
     }
 
-    /// Notes a failure: the node backs off, and on a connection-level failure every connection
-    /// opened so far is retired.
-    pub(crate) fn record_failure(&self, message: &str, retire_connections: bool) {
-        if retire_connections {
-            self.health.generation.fetch_add(1, Ordering::AcqRel);
-        }
-        self.health.failures.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut last) = self.health.last_error.lock() {
-            message.clone_into(&mut last);
-        }
-        let until = self.now_nanos().saturating_add(self.backoff_nanos()).max(1);
-        self.health.down_until.store(until, Ordering::Release);
-        log::warn!("redmutex: node {} failed: {message}", self.name);
-    }
-
-    /// Notes a success: the node is healthy again.
+    /// Notes a reply in a round.
     pub(crate) fn record_success(&self) {
-        if self.health.down_until.load(Ordering::Relaxed) != 0 {
-            self.health.down_until.store(0, Ordering::Release);
-            self.health.failures.store(0, Ordering::Relaxed);
-            log::info!("redmutex: node {} is answering again", self.name);
-        }
+        self.health.answered();
     }
 }

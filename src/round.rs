@@ -107,12 +107,14 @@ pub(crate) fn fan_out(
     let mut tally = Tally::default();
     let mut sent: Vec<(usize, PooledConnection<NodeManager>)> = Vec::with_capacity(nodes.len());
 
-    // Write to every node before reading any reply.
+    // Write to every node before reading any reply. The pools connect in the background
+    // concurrently, so one checkout deadline serves all nodes.
+    let checkout_deadline = Instant::now() + shared.config.connect_timeout;
     for (i, node) in nodes.iter().enumerate() {
         if mask & (1 << i) == 0 {
             continue;
         }
-        let mut conn = match node.checkout() {
+        let mut conn = match node.checkout(checkout_deadline) {
             Ok(conn) => conn,
             Err(e) => {
                 tally.failures.push(e);
@@ -124,7 +126,7 @@ pub(crate) fn fan_out(
             Ok(()) => sent.push((i, conn)),
             Err(e) => {
                 conn.broken = true;
-                node.record_failure(&e.to_string(), !e.is_timeout());
+                node.record_failure(&e.to_string());
                 tally.failures.push(NodeError::new(&node.name, e.into()));
             }
         }
@@ -147,7 +149,7 @@ pub(crate) fn fan_out(
             Err(e) => {
                 // The connection may have a reply in flight, or be dead: never reuse it.
                 conn.broken = true;
-                node.record_failure(&e.to_string(), !e.is_timeout());
+                node.record_failure(&e.to_string());
                 tally.failures.push(NodeError::new(&node.name, e.into()));
                 continue;
             }

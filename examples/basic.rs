@@ -1,0 +1,42 @@
+//! Take a lock, work, release it, and see what `release` reports.
+//!
+//! Run with `REDMUTEX_NODES=redis://127.0.0.1:7001,...` (or `scripts/demo.sh`, which starts
+//! local nodes).
+
+use std::time::Duration;
+
+use redmutex::RedLockFactory;
+
+mod support;
+
+fn main() -> Result<(), redmutex::Error> {
+    let factory = RedLockFactory::builder()
+        .nodes(support::nodes())
+        .ttl(Duration::from_secs(5))
+        .build()?;
+    println!(
+        "{} nodes, quorum {}",
+        factory.node_count(),
+        factory.quorum()
+    );
+
+    // The design card's line: held until the end of the block.
+    {
+        let _g = factory.create_lock("redmutex:example:basic").acquire()?;
+        println!("holding redmutex:example:basic");
+    }
+
+    let lock = factory.create_lock("redmutex:example:basic");
+    let guard = lock.acquire()?;
+    println!(
+        "acquired again, token {}..., validity {:?}",
+        &guard.token()[..8],
+        guard.validity()
+    );
+    assert!(lock.is_locked()?);
+    guard.extend(Duration::from_secs(5))?;
+    println!("extended, validity {:?}", guard.validity());
+    lock.release(guard)?;
+    println!("released; locked now: {}", lock.is_locked()?);
+    Ok(())
+}
