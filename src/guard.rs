@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::rngs::SysRng;
+use rand::{Rng, TryRng};
 
 use crate::error::{Error, Result};
 use crate::factory::{Shared, check_ttl};
@@ -15,15 +16,19 @@ use crate::scripts;
 /// Random bytes in a token: 160 bits, as the Redlock page suggests (20 bytes of /dev/urandom).
 const TOKEN_BYTES: usize = 20;
 
-/// A lock token: 160 bits from the OS-seeded CSPRNG, as 40 lowercase hex digits.
+/// A lock token: 160 bits from the OS's CSPRNG, as 40 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Token([u8; TOKEN_BYTES * 2]);
 
 impl Token {
     pub(crate) fn new() -> Self {
         let mut raw = [0u8; TOKEN_BYTES];
-        // ThreadRng: ChaCha12 seeded and periodically reseeded from the OS, a CSPRNG.
-        rand::rng().fill_bytes(&mut raw);
+        // Straight from the OS (getrandom): one syscall, and unlike a user-space generator it
+        // cannot repeat itself in a forked child. Should the OS fail, ThreadRng (ChaCha12,
+        // seeded from the OS) is still a CSPRNG.
+        if SysRng.try_fill_bytes(&mut raw).is_err() {
+            rand::rng().fill_bytes(&mut raw);
+        }
         let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
         let mut hex = [0u8; TOKEN_BYTES * 2];
         for (pair, byte) in hex.chunks_exact_mut(2).zip(raw) {
@@ -103,12 +108,17 @@ struct Held {
     token: Token,
     /// Reference point of `deadline`.
     epoch: Instant,
-    /// Nanoseconds after `epoch` at which the validity ends; 0 once known lost.
+    /// Nanoseconds after `epoch` at which the validity ends.
     deadline: AtomicU64,
+    /// Set once a round found that a quorum no longer holds our token.
+    lost: AtomicBool,
 }
 
 impl Held {
     fn deadline(&self) -> Instant {
+        if self.lost.load(Ordering::Acquire) {
+            return self.epoch;
+        }
         let nanos = self.deadline.load(Ordering::Acquire);
         self.epoch
             .checked_add(Duration::from_nanos(nanos))
@@ -153,12 +163,14 @@ impl Held {
                 nodes: shared.nodes.len(),
                 failures: tally.failures,
             }
-        } else if Instant::now() >= self.deadline() {
+        } else if !self.lost.load(Ordering::Acquire) && Instant::now() >= self.deadline() {
             Error::Expired {
                 resource: self.resource.to_string(),
             }
         } else {
-            self.deadline.store(0, Ordering::Release);
+            if !self.lost.swap(true, Ordering::AcqRel) {
+                log::warn!("redmutex: lost the lock on {:?}", self.resource);
+            }
             Error::LockLost {
                 resource: self.resource.to_string(),
             }
@@ -180,6 +192,7 @@ impl RedLockGuard {
             token,
             epoch,
             deadline: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
         };
         held.set_deadline(deadline);
         Self { held: Some(held) }
@@ -304,7 +317,9 @@ impl RedLockGuard {
                 elapsed,
             });
         };
-        held.set_deadline(start.checked_add(validity).unwrap_or(start));
+        // The new expiries were set after `start`: the lease runs to `start + ttl - drift`,
+        // which is `end + validity`.
+        held.set_deadline(end.checked_add(validity).unwrap_or(end));
         Ok(())
     }
 

@@ -303,8 +303,11 @@ impl RedLock {
         if tally.yes >= q
             && let Some(validity) = round::validity(self.ttl, elapsed, drift)
         {
-            // `start + validity` cannot overflow: validity < ttl <= MAX_TTL.
-            let deadline = start.checked_add(validity).unwrap_or(start);
+            // Every SET was sent after `start`, so no key expires before `start + ttl` by the
+            // nodes' clocks (give or take the drift): the lease runs to `start + ttl - drift`,
+            // which is `start + elapsed + validity`.
+            let now = start + elapsed;
+            let deadline = now.checked_add(validity).unwrap_or(now);
             return Attempt::Acquired(RedLockGuard::new(
                 Arc::clone(shared),
                 Arc::clone(&self.resource),
