@@ -1,0 +1,752 @@
+//! Real-Redis test harness shared by every integration test (`mod common;`).
+//!
+//! Modelled on redis-rs's `redis-test` `RedisServer`: each [`RedisNode`] is a
+//! real `redis-server` child process listening on a free loopback port, with
+//! its own temporary directory, no persistence (unless asked for), and a log
+//! file. Nothing here uses the library under test: readiness checks and the
+//! [`RedisCluster::cmd`] inspection helper speak raw RESP over a `TcpStream`.
+//!
+//! The binary is `redis-server` from `PATH`, or the path in the environment
+//! variable `REDMUTEX_REDIS_SERVER`. When it cannot be found the harness
+//! panics with an installation hint: tests are never skipped silently.
+//!
+//! Every node is SIGKILLed and reaped when it is dropped (also while a test
+//! panics), so no `redis-server` outlives its test.
+//!
+//! All methods take `&self` (the process state sits behind a mutex), so a
+//! cluster can be shared between threads, e.g. with `std::thread::scope`,
+//! while one thread crashes or freezes nodes.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Environment variable overriding the `redis-server` binary.
+pub const REDIS_SERVER_ENV: &str = "REDMUTEX_REDIS_SERVER";
+
+/// How long a freshly spawned node may take to answer `PING`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`RedisCluster::restart`] keeps retrying to bind the old port.
+pub const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read/write timeout of [`RedisCluster::cmd`].
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Extra arguments that turn on durable persistence (an AOF fsynced on every
+/// write), for [`RedisCluster::start_with_args`].
+pub const AOF_ARGS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+
+const NOT_FOUND: &str = "redis-server not found: install it with \
+    `sudo apt-get install -y redis-server` (or run scripts/install-redis.sh), \
+    or set REDMUTEX_REDIS_SERVER";
+
+// ---------------------------------------------------------------------------
+// Free helpers
+// ---------------------------------------------------------------------------
+
+/// Polls `f` every 5 ms until it returns `true` or `limit` has passed.
+/// Returns whether it became true (`f` is always tried once more at the end).
+pub fn deadline_loop(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return f();
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn handed_out_ports() -> MutexGuard<'static, HashSet<u16>> {
+    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    PORTS
+        .get_or_init(|| Mutex::new(HashSet::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A loopback TCP port that was free a moment ago: bound on `127.0.0.1:0`,
+/// read back, released. A port is never handed out twice by one test process,
+/// so concurrent tests (and a node being restarted on its old port) do not
+/// step on each other.
+pub fn free_port() -> u16 {
+    let mut last_err = None;
+    for _ in 0..200 {
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
+            Ok(addr) => {
+                let port = addr.port();
+                if handed_out_ports().insert(port) {
+                    return port;
+                }
+            }
+            Err(e) => {
+                last_err = Some(e);
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    panic!("could not find a free loopback port: {last_err:?}");
+}
+
+/// A `redis://` URL on loopback where nothing listens (connections are
+/// refused).
+pub fn dead_url() -> String {
+    format!("redis://127.0.0.1:{}", free_port())
+}
+
+/// Sends one command, encoded as a RESP array, to `127.0.0.1:port` over a
+/// fresh connection with the given read/write timeout, and returns the reply
+/// parsed minimally (see [`RedisCluster::cmd`]).
+///
+/// # Errors
+/// Any connection, I/O or protocol error (including a read timeout).
+pub fn raw_cmd(port: u16, args: &[&str], timeout: Duration) -> io::Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    (&stream).write_all(&out)?;
+    read_reply(&mut BufReader::new(&stream))
+}
+
+/// Whether a Redis server on `127.0.0.1:port` answers an inline `PING` with
+/// `+PONG` within `timeout`.
+pub fn ping_port(port: u16, timeout: Duration) -> bool {
+    let attempt = || -> io::Result<bool> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 7];
+        stream.read_exact(&mut buf)?;
+        Ok(&buf == b"+PONG\r\n")
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Whether connecting to `127.0.0.1:port` is refused (nothing listens).
+pub fn port_refuses(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    matches!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Whether a process with this pid exists (zombies included) in /proc.
+pub fn pid_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// One-letter scheduler state of a process from /proc/<pid>/stat
+/// (`'T'` = stopped), if it can be read.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ..."; comm may contain spaces/parens, so split at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+fn protocol_error(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a reply",
+        ));
+    }
+    let line = line
+        .strip_suffix("\r\n")
+        .ok_or_else(|| protocol_error(format!("unterminated reply line {line:?}")))?;
+    Ok(line.to_owned())
+}
+
+/// Minimal RESP2 reply parser: `+OK` -> `OK`, `:5` -> `5`, bulk -> its
+/// contents, nil -> `(nil)`, `-ERR x` -> `ERR x`, arrays -> elements joined
+/// with `\n`.
+fn read_reply(r: &mut impl BufRead) -> io::Result<String> {
+    let line = read_line(r)?;
+    let (kind, rest) = line.split_at(line.len().min(1));
+    match kind {
+        "+" | "-" | ":" => Ok(rest.to_owned()),
+        "$" => {
+            let len: i64 = rest
+                .parse()
+                .map_err(|_| protocol_error(format!("bad bulk length {rest:?}")))?;
+            if len < 0 {
+                return Ok("(nil)".to_owned());
+            }
+            let len = usize::try_from(len).map_err(|_| protocol_error("bulk too long"))?;
+            let mut buf = vec![0u8; len + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(len);
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+        "*" => {
+            let len: i64 = rest
+                .parse()
+                .map_err(|_| protocol_error(format!("bad array length {rest:?}")))?;
+            if len < 0 {
+                return Ok("(nil)".to_owned());
+            }
+            let items = (0..len)
+                .map(|_| read_reply(r))
+                .collect::<io::Result<Vec<_>>>()?;
+            Ok(items.join("\n"))
+        }
+        _ => Err(protocol_error(format!("unknown reply {line:?}"))),
+    }
+}
+
+fn unique_temp_dir() -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "redmutex-test-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("cannot create temp dir {}: {e}", dir.display()),
+        }
+    }
+}
+
+fn redis_server_binary() -> OsString {
+    std::env::var_os(REDIS_SERVER_ENV)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redis-server".into())
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    // `kill(1)` rather than libc: the crate forbids unsafe code, tests too.
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "kill {signal} {pid} failed: {status:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// RedisNode
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Proc {
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl Proc {
+    /// SIGCONT (if stopped), SIGKILL, reap. Never panics.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.stopped {
+                // SIGKILL also ends a stopped process; SIGCONT is belt and braces.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stopped = false;
+    }
+}
+
+/// One `redis-server` child process on a fixed loopback port.
+pub struct RedisNode {
+    port: u16,
+    dir: PathBuf,
+    binary: OsString,
+    args: Mutex<Vec<String>>,
+    proc: Mutex<Proc>,
+}
+
+enum SpawnError {
+    /// The process exited or never became ready; the log tail is attached.
+    Failed(String),
+}
+
+impl RedisNode {
+    fn new(binary: OsString, port: u16, extra_args: &[&str]) -> Self {
+        Self {
+            port,
+            dir: unique_temp_dir(),
+            binary,
+            args: Mutex::new(extra_args.iter().map(|s| (*s).to_owned()).collect()),
+            proc: Mutex::new(Proc::default()),
+        }
+    }
+
+    fn proc(&self) -> MutexGuard<'_, Proc> {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The loopback port the node listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's working directory (AOF/RDB files, `redis.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the node's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    /// The node's log so far (empty if unreadable).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Pid of the running (or stopped) process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc().child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process exists and has not exited (a stopped process
+    /// counts as running).
+    pub fn is_running(&self) -> bool {
+        let mut proc = self.proc();
+        match proc.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                proc.child = None;
+                proc.stopped = false;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the node is currently SIGSTOPped by [`Self::stop`].
+    pub fn is_stopped(&self) -> bool {
+        self.proc().stopped
+    }
+
+    fn command_line(&self) -> Vec<String> {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let log = self.log_path().to_string_lossy().into_owned();
+        let mut args: Vec<String> = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+            "--logfile",
+            &log,
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Later options override earlier ones, so extra args win.
+        args.extend(self.args.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        args
+    }
+
+    /// Spawns the process (the caller holds `proc`, which must be empty).
+    fn spawn(&self, proc: &mut Proc) {
+        debug_assert!(proc.child.is_none());
+        let child = Command::new(&self.binary)
+            .args(self.command_line())
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                proc.child = Some(child);
+                proc.stopped = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                panic!("{NOT_FOUND} (tried {:?})", self.binary)
+            }
+            Err(e) => panic!("cannot spawn {:?}: {e}", self.binary),
+        }
+    }
+
+    /// Waits until our process answers PING on our port. Fails if it exits
+    /// first (typically: port taken) or on timeout.
+    fn wait_ready(&self, proc: &mut Proc, limit: Duration) -> Result<(), SpawnError> {
+        let deadline = Instant::now() + limit;
+        let Some(child) = proc.child.as_mut() else {
+            return Err(SpawnError::Failed("not spawned".into()));
+        };
+        let pid = child.id();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                proc.child = None;
+                return Err(SpawnError::Failed(format!(
+                    "redis-server on port {} exited with {status}; log:\n{}",
+                    self.port,
+                    self.log_tail()
+                )));
+            }
+            // Make sure the server answering is ours, not some other process
+            // that won a race for the port.
+            if ping_port(self.port, Duration::from_millis(500))
+                && server_pid(self.port) == Some(pid)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                proc.kill();
+                return Err(SpawnError::Failed(format!(
+                    "redis-server on port {} did not answer PING within {limit:?}; log:\n{}",
+                    self.port,
+                    self.log_tail()
+                )));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One attempt: spawn and wait for readiness.
+    fn try_start(&self) -> Result<(), SpawnError> {
+        let mut proc = self.proc();
+        proc.kill();
+        self.spawn(&mut proc);
+        self.wait_ready(&mut proc, READY_TIMEOUT)
+    }
+
+    /// Starts on the same port, retrying for [`REBIND_TIMEOUT`] while the
+    /// port cannot be bound.
+    fn start_same_port(&self) {
+        let deadline = Instant::now() + REBIND_TIMEOUT;
+        loop {
+            match self.try_start() {
+                Ok(()) => return,
+                Err(SpawnError::Failed(msg)) => {
+                    if Instant::now() >= deadline {
+                        panic!(
+                            "could not restart redis-server on port {}: {msg}",
+                            self.port
+                        );
+                    }
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Crashes the node: SIGKILL and reap. No-op when not running.
+    pub fn kill(&self) {
+        self.proc().kill();
+    }
+
+    /// Freezes the node with SIGSTOP: connections are still accepted by the
+    /// kernel but nothing is answered until [`Self::cont`].
+    ///
+    /// # Panics
+    /// If the node is not running.
+    pub fn stop(&self) {
+        let mut proc = self.proc();
+        let pid = proc
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("stop(): node is not running");
+        send_signal(pid, "-STOP");
+        proc.stopped = true;
+        deadline_loop(Duration::from_secs(2), || {
+            matches!(process_state(pid), Some('T' | 't') | None)
+        });
+    }
+
+    /// Resumes a node frozen by [`Self::stop`].
+    ///
+    /// # Panics
+    /// If the node is not running.
+    pub fn cont(&self) {
+        let mut proc = self.proc();
+        let pid = proc
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("cont(): node is not running");
+        send_signal(pid, "-CONT");
+        proc.stopped = false;
+        deadline_loop(Duration::from_secs(2), || {
+            !matches!(process_state(pid), Some('T' | 't'))
+        });
+    }
+
+    /// Kills the node if running, then starts it again on the same port,
+    /// in the same directory, with the same arguments. With the default
+    /// (non-persistent) arguments the dataset comes back empty; a node
+    /// started with [`AOF_ARGS`] reloads its AOF.
+    pub fn restart(&self) {
+        self.kill();
+        self.start_same_port();
+    }
+
+    /// Like [`Self::restart`], but turns on [`AOF_ARGS`] for this and every
+    /// later restart.
+    pub fn restart_with_aof(&self) {
+        self.kill();
+        self.args
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(AOF_ARGS.iter().map(|s| (*s).to_owned()));
+        self.start_same_port();
+    }
+
+    /// Sends one command and returns the reply (see [`RedisCluster::cmd`]).
+    ///
+    /// # Errors
+    /// Connection or I/O errors, including the 2 s timeout.
+    pub fn try_cmd(&self, args: &[&str]) -> io::Result<String> {
+        raw_cmd(self.port, args, CMD_TIMEOUT)
+    }
+
+    /// Sends one command and returns the reply (see [`RedisCluster::cmd`]).
+    ///
+    /// # Panics
+    /// On connection or I/O errors.
+    pub fn cmd(&self, args: &[&str]) -> String {
+        self.try_cmd(args)
+            .unwrap_or_else(|e| panic!("{args:?} on port {} failed: {e}", self.port))
+    }
+
+    /// Whether the node answers PING within `timeout`.
+    pub fn ping(&self, timeout: Duration) -> bool {
+        ping_port(self.port, timeout)
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.proc().kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `process_id` from `INFO server`, if the server answers.
+fn server_pid(port: u16) -> Option<u32> {
+    let info = raw_cmd(port, &["INFO", "server"], Duration::from_millis(500)).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------
+// RedisCluster
+// ---------------------------------------------------------------------------
+
+/// N independent Redis masters (Redlock's "cluster": no replication, no
+/// Redis Cluster mode), indexed `0..n`.
+pub struct RedisCluster {
+    nodes: Vec<RedisNode>,
+}
+
+impl RedisCluster {
+    /// Starts `n` nodes with the default, non-persistent arguments.
+    pub fn start(n: usize) -> Self {
+        Self::start_with_args(n, &[])
+    }
+
+    /// Starts `n` nodes, appending `extra_args` to the default arguments
+    /// (later options win), e.g. [`AOF_ARGS`].
+    pub fn start_with_args(n: usize, extra_args: &[&str]) -> Self {
+        Self::start_with_binary(redis_server_binary(), n, extra_args)
+    }
+
+    /// Like [`Self::start_with_args`] with an explicit binary (ignores
+    /// `REDMUTEX_REDIS_SERVER`).
+    pub fn start_with_binary(binary: impl Into<OsString>, n: usize, extra_args: &[&str]) -> Self {
+        let binary = binary.into();
+        // Spawn everything first, then wait, so nodes boot in parallel.
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let node = RedisNode::new(binary.clone(), free_port(), extra_args);
+            node.spawn(&mut node.proc());
+            nodes.push(node);
+        }
+        for slot in &mut nodes {
+            let mut attempt = 1;
+            loop {
+                let result = {
+                    let mut proc = slot.proc();
+                    slot.wait_ready(&mut proc, READY_TIMEOUT)
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(SpawnError::Failed(msg)) => {
+                        assert!(attempt < 5, "could not start redis-server: {msg}");
+                        attempt += 1;
+                        // Probably lost a race for the port: try another one.
+                        *slot = RedisNode::new(binary.clone(), free_port(), extra_args);
+                        slot.spawn(&mut slot.proc());
+                    }
+                }
+            }
+        }
+        Self { nodes }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &RedisNode {
+        &self.nodes[i]
+    }
+
+    /// All nodes.
+    pub fn nodes(&self) -> &[RedisNode] {
+        &self.nodes
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node, in index order.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisNode::url).collect()
+    }
+
+    /// URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].url()
+    }
+
+    /// Port of node `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.nodes[i].port()
+    }
+
+    /// Pid of node `i`, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].pid()
+    }
+
+    /// Crashes node `i` (SIGKILL + reap).
+    pub fn kill(&self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Freezes node `i` (SIGSTOP).
+    pub fn stop(&self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Resumes node `i` (SIGCONT).
+    pub fn cont(&self, i: usize) {
+        self.nodes[i].cont();
+    }
+
+    /// Kills node `i` if running and starts it again on the same port
+    /// (empty dataset unless it persists, e.g. with [`AOF_ARGS`]).
+    pub fn restart(&self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Restarts node `i` with [`AOF_ARGS`] turned on from now on.
+    pub fn restart_with_aof(&self, i: usize) {
+        self.nodes[i].restart_with_aof();
+    }
+
+    /// Whether node `i`'s process is alive (stopped counts as alive).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].is_running()
+    }
+
+    /// Whether node `i` is SIGSTOPped.
+    pub fn is_stopped(&self, i: usize) -> bool {
+        self.nodes[i].is_stopped()
+    }
+
+    /// Sends one command to node `i` over a fresh connection (2 s timeouts)
+    /// and returns the reply, minimally parsed: simple string as is
+    /// (`OK`, `PONG`), integer as text (`-2`), bulk string contents, nil as
+    /// `(nil)`, error as its message (`ERR ...`, `WRONGTYPE ...`), arrays as
+    /// their elements joined with `\n`.
+    ///
+    /// # Panics
+    /// On connection or I/O errors (use [`Self::try_cmd`] to handle them).
+    pub fn cmd(&self, i: usize, args: &[&str]) -> String {
+        self.nodes[i].cmd(args)
+    }
+
+    /// Fallible [`Self::cmd`].
+    ///
+    /// # Errors
+    /// Connection or I/O errors, including the 2 s timeout.
+    pub fn try_cmd(&self, i: usize, args: &[&str]) -> io::Result<String> {
+        self.nodes[i].try_cmd(args)
+    }
+
+    /// Whether node `i` answers PING within `timeout`.
+    pub fn ping(&self, i: usize, timeout: Duration) -> bool {
+        self.nodes[i].ping(timeout)
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].log()
+    }
+}
