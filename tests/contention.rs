@@ -1,0 +1,172 @@
+//! Mutual exclusion under contention: many threads, many keys, several processes. A witness
+//! counts who is inside each critical section; it must never see two.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::RedisCluster;
+use redmutex::RedLockFactory;
+
+fn factory(urls: Vec<String>) -> RedLockFactory {
+    RedLockFactory::builder()
+        .nodes(urls)
+        .ttl(Duration::from_secs(10))
+        .retry_delay(Duration::from_millis(1))
+        .retry_jitter(Duration::from_millis(4))
+        // Generous for a loaded 2-core machine running several test binaries.
+        .io_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+/// `threads` threads take `key_count` keys in turn, `rounds` times each; returns the
+/// acquisitions per key. Panics if any key ever had two holders.
+fn run_threads(n_nodes: usize, threads: usize, key_count: usize, rounds: usize) -> Vec<usize> {
+    let cluster = RedisCluster::start(n_nodes);
+    let factory = factory(cluster.urls());
+    let inside: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..key_count).map(|_| AtomicUsize::new(0)).collect());
+    let count: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..key_count).map(|_| AtomicUsize::new(0)).collect());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let factory = factory.clone();
+            let inside = Arc::clone(&inside);
+            let count = Arc::clone(&count);
+            thread::spawn(move || {
+                for r in 0..rounds {
+                    let k = (t + r) % key_count;
+                    let g = factory
+                        .create_lock(format!("contention:{k}"))
+                        .acquire()
+                        .unwrap();
+                    let before = inside[k].fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(before, 0, "two holders of key {k}");
+                    thread::sleep(Duration::from_micros(200));
+                    inside[k].fetch_sub(1, Ordering::SeqCst);
+                    count[k].fetch_add(1, Ordering::SeqCst);
+                    g.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Nothing left behind.
+    for i in 0..n_nodes {
+        assert_eq!(cluster.cmd(i, &["DBSIZE"]), "0", "node {i} kept keys");
+    }
+    count.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
+
+#[test]
+fn many_threads_one_key_one_node() {
+    let counts = run_threads(1, 8, 1, 25);
+    assert_eq!(counts, [200]);
+}
+
+#[test]
+fn many_threads_one_key_three_nodes() {
+    let counts = run_threads(3, 8, 1, 25);
+    assert_eq!(counts, [200]);
+}
+
+#[test]
+fn many_threads_one_key_five_nodes() {
+    let counts = run_threads(5, 6, 1, 20);
+    assert_eq!(counts, [120]);
+}
+
+#[test]
+fn many_threads_many_keys() {
+    let counts = run_threads(3, 12, 4, 20);
+    assert_eq!(counts.iter().sum::<usize>(), 240);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several processes. The test binary re-runs itself with `worker_process` selected; the worker
+// does nothing unless REDMUTEX_TEST_WORKER is set. The witness is a separate Redis node: INCR on
+// entry must return 1, and every entry is logged with the worker id.
+
+const WORKER_ENV: &str = "REDMUTEX_TEST_WORKER";
+
+#[test]
+fn worker_process() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return; // run as a normal test: nothing to do
+    };
+    // spec: "<id>;<rounds>;<witness port>;<url>,<url>,..."
+    let parts: Vec<&str> = spec.split(';').collect();
+    let (id, rounds, witness) = (parts[0], parts[1].parse::<usize>().unwrap(), parts[2]);
+    let urls: Vec<String> = parts[3].split(',').map(str::to_owned).collect();
+    let witness: u16 = witness.parse().unwrap();
+    let factory = factory(urls);
+    let lock = factory.create_lock("processes");
+    for _ in 0..rounds {
+        let g = lock.acquire().unwrap();
+        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        assert_eq!(n, "1", "worker {id}: {n} holders inside");
+        common::raw_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
+        thread::sleep(Duration::from_millis(1));
+        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        g.release().unwrap();
+    }
+}
+
+#[test]
+fn several_processes_one_key() {
+    const WORKERS: usize = 4;
+    const ROUNDS: usize = 25;
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..WORKERS)
+        .map(|id| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "worker_process",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(
+                    WORKER_ENV,
+                    format!(
+                        "{id};{ROUNDS};{};{}",
+                        witness.port(0),
+                        cluster.urls().join(",")
+                    ),
+                )
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a worker process failed: {status}");
+    }
+    assert_eq!(witness.cmd(0, &["GET", "inside"]), "0");
+    let log = witness.cmd(0, &["LRANGE", "log", "0", "-1"]);
+    let mut per_worker: HashMap<&str, usize> = HashMap::new();
+    for id in log.lines() {
+        *per_worker.entry(id).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.values().sum::<usize>(),
+        WORKERS * ROUNDS,
+        "{per_worker:?}"
+    );
+    assert_eq!(per_worker.len(), WORKERS);
+    for i in 0..3 {
+        assert_eq!(cluster.cmd(i, &["DBSIZE"]), "0");
+    }
+}
