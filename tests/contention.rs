@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -146,6 +146,7 @@ fn several_processes_one_key() {
                         cluster.urls().join(",")
                     ),
                 )
+                .stdout(Stdio::null())
                 .spawn()
                 .unwrap()
         })
