@@ -19,6 +19,9 @@
 
 #![allow(dead_code)]
 
+pub mod history;
+pub mod proxy;
+
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};

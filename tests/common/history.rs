@@ -1,0 +1,420 @@
+//! A Jepsen-style history of critical sections, and a checker for it.
+//!
+//! Workers (threads here, or other processes writing to the witness) loop
+//! acquire → critical section → release and record each critical section. Its start and end are
+//! ticks of a shared witness clock: `INCR` on a separate Redis node, which is linearizable, so
+//! if one critical section really ended before another began, its end tick is smaller than the
+//! other's start tick. Two records of one resource whose tick intervals intersect therefore
+//! really overlapped (the checker has no false positives).
+//!
+//! A record also says whether the holder's lease was still valid at its end tick: Redlock only
+//! promises mutual exclusion to holders that stop before their validity ends, so an overlap
+//! involving a holder that overran its lease is counted apart (an "overrun") rather than as a
+//! violation. When the lock hands out fencing tokens, the checker also asserts that they
+//! increase in witness order.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redmutex::{Error, RedLockFactory};
+
+/// The witness key incremented for every tick.
+pub const CLOCK_KEY: &str = "witness:clock";
+/// The witness list other processes push their records to (one [`Record::to_line`] each).
+pub const HISTORY_KEY: &str = "witness:history";
+
+/// A persistent connection to the witness node.
+pub struct Witness {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Witness {
+    /// Connects to the witness node on `127.0.0.1:port`.
+    ///
+    /// # Panics
+    /// If the node cannot be reached.
+    pub fn connect(port: u16) -> Self {
+        let writer = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        writer.set_nodelay(true).unwrap();
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(writer.try_clone().unwrap());
+        Self { writer, reader }
+    }
+
+    fn command(&mut self, args: &[&str]) -> io::Result<String> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.writer.write_all(&out)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// One tick of the shared clock.
+    ///
+    /// # Panics
+    /// If the witness does not answer with an integer.
+    pub fn tick(&mut self) -> u64 {
+        let reply = self.command(&["INCR", CLOCK_KEY]).unwrap();
+        reply
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("witness answered {reply:?} to INCR"))
+    }
+
+    /// Appends a record to the shared history list (for workers in other processes).
+    ///
+    /// # Panics
+    /// On I/O errors.
+    pub fn push(&mut self, record: &Record) {
+        let reply = self
+            .command(&["RPUSH", HISTORY_KEY, &record.to_line()])
+            .unwrap();
+        assert!(reply.starts_with(':'), "RPUSH answered {reply:?}");
+    }
+}
+
+/// One critical section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Who held the lock (`p<pid>/t<thread>`).
+    pub worker: String,
+    /// The resource (lock name).
+    pub resource: String,
+    /// Witness tick taken right after the lock was acquired.
+    pub start: u64,
+    /// Witness tick taken right before the lock was released.
+    pub end: u64,
+    /// The fencing token of the acquisition, when the lock hands them out.
+    pub fencing: Option<u64>,
+    /// Whether the guard was still valid after the end tick.
+    pub valid_at_end: bool,
+    /// Whether the release reported the lock as still ours.
+    pub release_ok: bool,
+    /// How long the acquisition took.
+    pub acquire: Duration,
+    /// Whether a fault was active when the acquisition started.
+    pub during_fault: bool,
+}
+
+impl Record {
+    /// A `;`-separated line (worker and resource names must not contain `;`).
+    pub fn to_line(&self) -> String {
+        format!(
+            "{};{};{};{};{};{};{};{};{}",
+            self.worker,
+            self.resource,
+            self.start,
+            self.end,
+            self.fencing
+                .map_or_else(|| "-".to_owned(), |f| f.to_string()),
+            u8::from(self.valid_at_end),
+            u8::from(self.release_ok),
+            self.acquire.as_micros(),
+            u8::from(self.during_fault),
+        )
+    }
+
+    /// Parses [`Self::to_line`].
+    ///
+    /// # Panics
+    /// On a malformed line.
+    pub fn from_line(line: &str) -> Self {
+        let f: Vec<&str> = line.split(';').collect();
+        assert_eq!(f.len(), 9, "bad history line {line:?}");
+        Self {
+            worker: f[0].to_owned(),
+            resource: f[1].to_owned(),
+            start: f[2].parse().unwrap(),
+            end: f[3].parse().unwrap(),
+            fencing: (f[4] != "-").then(|| f[4].parse().unwrap()),
+            valid_at_end: f[5] == "1",
+            release_ok: f[6] == "1",
+            acquire: Duration::from_micros(f[7].parse().unwrap()),
+            during_fault: f[8] == "1",
+        }
+    }
+}
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub struct Check {
+    /// Critical sections checked.
+    pub sections: usize,
+    /// Pairs of overlapping sections whose holders were both within their validity: a broken
+    /// mutual exclusion.
+    pub violations: Vec<(Record, Record)>,
+    /// Overlapping pairs where at least one holder had overrun its lease (outside Redlock's
+    /// promise; reported, not a violation).
+    pub overrun_overlaps: Vec<(Record, Record)>,
+    /// Sections whose holder's validity had ended by the end tick.
+    pub overruns: usize,
+    /// Consecutive sections (witness order) whose fencing tokens did not increase.
+    pub fencing_violations: Vec<(Record, Record)>,
+}
+
+/// Checks that no two critical sections on the same resource overlap, and that fencing tokens
+/// (where present) increase in witness order.
+pub fn check(records: &[Record]) -> Check {
+    let mut by_resource: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        assert!(r.start < r.end, "a section ends before it starts: {r:?}");
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    let mut out = Check {
+        sections: records.len(),
+        overruns: records.iter().filter(|r| !r.valid_at_end).count(),
+        ..Check::default()
+    };
+    for sections in by_resource.values_mut() {
+        sections.sort_by_key(|r| r.start);
+        // The section reaching furthest so far: any later start before its end overlaps it.
+        let mut furthest: Option<&Record> = None;
+        for &r in sections.iter() {
+            if let Some(f) = furthest
+                && r.start < f.end
+            {
+                let pair = (f.clone(), r.clone());
+                if f.valid_at_end && r.valid_at_end {
+                    out.violations.push(pair);
+                } else {
+                    out.overrun_overlaps.push(pair);
+                }
+            }
+            if furthest.is_none_or(|f| r.end > f.end) {
+                furthest = Some(r);
+            }
+        }
+        let fenced: Vec<&&Record> = sections.iter().filter(|r| r.fencing.is_some()).collect();
+        for w in fenced.windows(2) {
+            if w[1].fencing <= w[0].fencing {
+                out.fencing_violations
+                    .push(((*w[0]).clone(), (*w[1]).clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The `p`-th percentile (0..=100) of `values`, or zero when empty.
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut v = values.to_vec();
+    v.sort();
+    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[rank.min(v.len() - 1)]
+}
+
+/// How a run of workers is shaped.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Worker threads.
+    pub threads: usize,
+    /// Resource names the workers take in turn.
+    pub resources: Vec<String>,
+    /// Wall-time bound of the run.
+    pub duration: Duration,
+    /// Bound on critical sections per thread.
+    pub max_per_thread: usize,
+    /// Time spent inside each critical section (between the two ticks).
+    pub hold: Duration,
+    /// Bound on each acquisition (`acquire_timeout`).
+    pub acquire_timeout: Duration,
+    /// Prefix of the worker names.
+    pub name: String,
+}
+
+impl Workload {
+    /// `threads` threads over `resources` resources named `<prefix>:<i>`.
+    pub fn new(prefix: &str, threads: usize, resources: usize, duration: Duration) -> Self {
+        Self {
+            threads,
+            resources: (0..resources).map(|i| format!("{prefix}:{i}")).collect(),
+            duration,
+            max_per_thread: 100_000,
+            hold: Duration::from_micros(500),
+            acquire_timeout: Duration::from_secs(10),
+            name: format!("p{}", std::process::id()),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// Every critical section.
+    pub records: Vec<Record>,
+    /// Failed acquisitions by error kind.
+    pub errors: BTreeMap<String, usize>,
+    /// How long each failed call took.
+    pub error_latencies: Vec<Duration>,
+    /// The longest any acquisition call took (successful or not).
+    pub slowest_call: Duration,
+}
+
+impl Run {
+    /// Acquisition latencies, all or only those that started during a fault.
+    pub fn latencies(&self, during_fault: Option<bool>) -> Vec<Duration> {
+        self.records
+            .iter()
+            .filter(|r| during_fault.is_none_or(|f| r.during_fault == f))
+            .map(|r| r.acquire)
+            .collect()
+    }
+
+    /// Failed acquisitions, all kinds.
+    pub fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+}
+
+/// A short name for an error's kind.
+pub fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::NoQuorum { .. } => "NoQuorum",
+        Error::TooLate { .. } => "TooLate",
+        Error::Timeout { .. } => "Timeout",
+        Error::Expired { .. } => "Expired",
+        Error::LockLost { .. } => "LockLost",
+        Error::InvalidConfig(_) => "InvalidConfig",
+        Error::InvalidArgument(_) => "InvalidArgument",
+        _ => "other",
+    }
+}
+
+/// Runs `work` against `factory` on `work.threads` threads, each with its own witness
+/// connection; `fault` marks the acquisitions that start while a fault is injected.
+pub fn run_workers(
+    factory: &RedLockFactory,
+    witness_port: u16,
+    work: &Workload,
+    fault: &Arc<AtomicBool>,
+) -> Run {
+    let end = Instant::now() + work.duration;
+    let slowest = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..work.threads)
+        .map(|t| {
+            let factory = factory.clone();
+            let work = work.clone();
+            let fault = Arc::clone(fault);
+            let slowest = Arc::clone(&slowest);
+            thread::spawn(move || {
+                let mut witness = Witness::connect(witness_port);
+                let mut run = Run::default();
+                let locks: Vec<_> = work
+                    .resources
+                    .iter()
+                    .map(|r| factory.create_lock(r.as_str()))
+                    .collect();
+                for i in 0..work.max_per_thread {
+                    if Instant::now() >= end {
+                        break;
+                    }
+                    let lock = &locks[(t + i) % locks.len()];
+                    let during_fault = fault.load(Ordering::SeqCst);
+                    let t0 = Instant::now();
+                    let got = lock.acquire_timeout(work.acquire_timeout);
+                    let took = t0.elapsed();
+                    slowest.fetch_max(took.as_micros() as u64, Ordering::SeqCst);
+                    match got {
+                        Ok(g) => {
+                            let start = witness.tick();
+                            if !work.hold.is_zero() {
+                                thread::sleep(work.hold);
+                            }
+                            let end_tick = witness.tick();
+                            let valid_at_end = g.is_valid();
+                            let release_ok = g.release().is_ok();
+                            run.records.push(Record {
+                                worker: format!("{}/t{t}", work.name),
+                                resource: lock.resource().to_owned(),
+                                start,
+                                end: end_tick,
+                                fencing: None,
+                                valid_at_end,
+                                release_ok,
+                                acquire: took,
+                                during_fault,
+                            });
+                        }
+                        Err(e) => {
+                            *run.errors.entry(kind(&e).to_owned()).or_default() += 1;
+                            run.error_latencies.push(took);
+                            // Do not spin on a dead cluster.
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                }
+                run
+            })
+        })
+        .collect();
+    let mut total = Run::default();
+    for h in handles {
+        let run = h.join().expect("a worker thread panicked");
+        total.records.extend(run.records);
+        for (k, n) in run.errors {
+            *total.errors.entry(k).or_default() += n;
+        }
+        total.error_latencies.extend(run.error_latencies);
+    }
+    total.slowest_call = Duration::from_micros(slowest.load(Ordering::SeqCst));
+    total
+}
+
+/// Prints a run's figures on one line (visible with `--nocapture`) and returns the check.
+pub fn report(scenario: &str, run: &Run, faults: usize, extra: &str) -> Check {
+    let check = check(&run.records);
+    let during = run.latencies(Some(true));
+    let all = run.latencies(None);
+    eprintln!(
+        "[figures] {scenario}: acquisitions={} faults={faults} violations={} overruns={} \
+         overrun_overlaps={} fencing_violations={} errors={:?} acquire p50={:?} p99={:?} \
+         max={:?} | during faults: n={} p99={:?} max={:?} | slowest call={:?}{}{extra}",
+        check.sections,
+        check.violations.len(),
+        check.overruns,
+        check.overrun_overlaps.len(),
+        check.fencing_violations.len(),
+        run.errors,
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        percentile(&all, 100.0),
+        during.len(),
+        percentile(&during, 99.0),
+        percentile(&during, 100.0),
+        run.slowest_call,
+        if extra.is_empty() { "" } else { " | " },
+    );
+    check
+}
+
+/// Asserts a clean history: no violations, no fencing violations.
+///
+/// # Panics
+/// When the history shows broken mutual exclusion.
+pub fn assert_clean(check: &Check) {
+    assert!(
+        check.violations.is_empty(),
+        "mutual exclusion broken {} times, first: {:?}",
+        check.violations.len(),
+        check.violations.first()
+    );
+    assert!(
+        check.fencing_violations.is_empty(),
+        "fencing tokens out of order: {:?}",
+        check.fencing_violations.first()
+    );
+}

@@ -1,0 +1,275 @@
+//! Faults of the lock holders themselves, with real processes: a holder killed with SIGKILL, a
+//! holder frozen with SIGSTOP past its lease, and a history recorded by several processes while
+//! a node stalls. The test binary re-runs itself as the worker (`fault_worker`), which does
+//! nothing unless `REDMUTEX_FAULT_WORKER` is set.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::history::{self, Record, Witness, Workload, run_workers};
+use common::{RedisCluster, deadline_loop, raw_cmd};
+use redmutex::{Error, RedLockFactory};
+
+const WORKER_ENV: &str = "REDMUTEX_FAULT_WORKER";
+const CMD: Duration = Duration::from_secs(5);
+
+fn factory(urls: &[String], ttl: Duration) -> RedLockFactory {
+    RedLockFactory::builder()
+        .nodes(urls.iter().map(String::as_str))
+        .ttl(ttl)
+        .io_timeout(Duration::from_millis(150))
+        .connect_timeout(Duration::from_millis(300))
+        .retry_delay(Duration::from_millis(5))
+        .retry_jitter(Duration::from_millis(10))
+        .max_retries(10)
+        .build()
+        .unwrap()
+}
+
+fn outcome(r: Result<(), Error>) -> &'static str {
+    match r {
+        Ok(()) => "Ok",
+        Err(e) => history::kind(&e),
+    }
+}
+
+/// The worker side. `spec` is `<mode>;<witness port>;<ttl ms>;<arg>;<url>,<url>,...`.
+#[test]
+fn fault_worker() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return; // run as a normal test: nothing to do
+    };
+    let parts: Vec<&str> = spec.split(';').collect();
+    let (mode, witness, ttl, arg) = (parts[0], parts[1], parts[2], parts[3]);
+    let witness: u16 = witness.parse().unwrap();
+    let ttl = Duration::from_millis(ttl.parse().unwrap());
+    let urls: Vec<String> = parts[4].split(',').map(str::to_owned).collect();
+    let factory = factory(&urls, ttl);
+    match mode {
+        // Take the lock, say so, and hold it until killed.
+        "hold" => {
+            let g = factory.create_lock(arg).acquire().unwrap();
+            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            loop {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Take the lock, say so, wait for "go" (the parent freezes us meanwhile), then report
+        // what the guard says and does.
+        "pause" => {
+            let g = factory.create_lock(arg).acquire().unwrap();
+            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            assert!(deadline_loop(Duration::from_secs(60), || {
+                raw_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
+            }));
+            let valid = g.is_valid();
+            let extend = outcome(g.extend(ttl));
+            let release = outcome(g.release());
+            let report = format!("valid={valid};extend={extend};release={release}");
+            raw_cmd(witness, &["RPUSH", "result", &report], CMD).unwrap();
+        }
+        // Record a history for `arg` milliseconds and push it to the witness.
+        "history" => {
+            let mut work =
+                Workload::new("procs", 2, 2, Duration::from_millis(arg.parse().unwrap()));
+            work.name = format!("p{}", std::process::id());
+            let run = run_workers(&factory, witness, &work, &Arc::new(AtomicBool::new(false)));
+            let mut w = Witness::connect(witness);
+            for r in &run.records {
+                w.push(r);
+            }
+            assert_eq!(run.error_count(), 0, "{:?}", run.errors);
+        }
+        other => panic!("unknown worker mode {other:?}"),
+    }
+}
+
+fn spawn_worker(mode: &str, witness: u16, ttl: Duration, arg: &str, urls: &[String]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fault_worker",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(
+            WORKER_ENV,
+            format!(
+                "{mode};{witness};{};{arg};{}",
+                ttl.as_millis(),
+                urls.join(",")
+            ),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills `child` on drop, so a failing test leaves no worker behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+fn wait_held(witness: &RedisCluster, child: &mut Child) -> String {
+    let mut token = String::new();
+    let ok = deadline_loop(Duration::from_secs(20), || {
+        assert!(child.try_wait().unwrap().is_none(), "the worker died");
+        token = witness.cmd(0, &["LINDEX", "held", "0"]);
+        token != "(nil)"
+    });
+    assert!(ok, "the worker never took the lock");
+    token
+}
+
+#[test]
+fn holder_crash_others_get_the_lock_within_about_one_ttl() {
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let ttl = Duration::from_secs(3);
+    let urls = cluster.urls();
+    let mut child = Reaper(spawn_worker("hold", witness.port(0), ttl, "crash", &urls));
+    let token = wait_held(&witness, &mut child.0);
+    let holding = (0..3)
+        .filter(|&i| cluster.cmd(i, &["GET", "crash"]) == token)
+        .count();
+    assert!(holding >= 2, "the worker's token is on {holding} nodes");
+
+    let f = factory(&urls, Duration::from_secs(10));
+    let lock = f.create_lock("crash");
+    child.0.kill().unwrap(); // SIGKILL: no release, no unwinding
+    child.0.wait().unwrap();
+    let killed = Instant::now();
+    // The dead holder's lease still runs: nobody gets the lock before it expires.
+    assert!(lock.try_acquire().unwrap().is_none());
+    let g = lock.acquire_timeout(Duration::from_secs(20)).unwrap();
+    let after = killed.elapsed();
+    eprintln!("[figures] holder_crash: lock taken over {after:?} after SIGKILL (TTL {ttl:?})");
+    assert!(after <= ttl + Duration::from_secs(3), "{after:?}");
+    g.release().unwrap();
+}
+
+#[test]
+fn holder_paused_past_its_ttl_cannot_touch_the_new_holder() {
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let urls = cluster.urls();
+    let ttl = Duration::from_secs(1);
+    let mut child = Reaper(spawn_worker("pause", witness.port(0), ttl, "paused", &urls));
+    let old_token = wait_held(&witness, &mut child.0);
+    let pid = child.0.id();
+    signal(pid, "-STOP");
+    // Frozen past its lease: the keys expire on the nodes.
+    assert!(deadline_loop(Duration::from_secs(10), || {
+        (0..3).all(|i| cluster.cmd(i, &["EXISTS", "paused"]) == "0")
+    }));
+    let f = factory(&urls, Duration::from_secs(30));
+    let g = f
+        .create_lock("paused")
+        .acquire_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_ne!(g.token(), old_token);
+    // Thaw the old holder and let it act on its stale guard.
+    signal(pid, "-CONT");
+    witness.cmd(0, &["SET", "go", "1"]);
+    let mut result = String::new();
+    assert!(deadline_loop(Duration::from_secs(20), || {
+        result = witness.cmd(0, &["LINDEX", "result", "0"]);
+        result != "(nil)"
+    }));
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "worker failed: {status}");
+    eprintln!("[figures] holder_paused: the thawed holder reports {result}");
+    assert_eq!(result, "valid=false;extend=Expired;release=Expired");
+    // The new holder's key is intact on every node.
+    for i in 0..3 {
+        assert_eq!(cluster.cmd(i, &["GET", "paused"]), g.token(), "node {i}");
+    }
+    assert!(g.is_valid());
+    g.release().unwrap();
+}
+
+#[test]
+fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
+    const PROCESSES: usize = 3;
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let urls = cluster.urls();
+    let run_ms = 4000;
+    let children: Vec<Reaper> = (0..PROCESSES)
+        .map(|_| {
+            Reaper(spawn_worker(
+                "history",
+                witness.port(0),
+                Duration::from_secs(1),
+                &run_ms.to_string(),
+                &urls,
+            ))
+        })
+        .collect();
+    // This process is one more worker group, with a node stalling twice meanwhile.
+    let f = factory(&urls, Duration::from_secs(1));
+    let mut work = Workload::new("procs", 2, 2, Duration::from_millis(run_ms));
+    work.name = format!("p{}", std::process::id());
+    let fault = Arc::new(AtomicBool::new(false));
+    let (local, faults) = thread::scope(|s| {
+        let injector = s.spawn(|| {
+            for _ in 0..2 {
+                thread::sleep(Duration::from_millis(700));
+                cluster.stop(2);
+                fault.store(true, std::sync::atomic::Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(800));
+                cluster.cont(2);
+                fault.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+            2
+        });
+        let run = run_workers(&f, witness.port(0), &work, &fault);
+        (run, injector.join().unwrap())
+    });
+    for mut c in children {
+        let status = c.0.wait().unwrap();
+        assert!(status.success(), "a worker process failed: {status}");
+    }
+    let mut run = local;
+    let pushed = witness.cmd(0, &["LRANGE", history::HISTORY_KEY, "0", "-1"]);
+    run.records.extend(pushed.lines().map(Record::from_line));
+    let workers: std::collections::HashSet<&str> = run
+        .records
+        .iter()
+        .map(|r| r.worker.split('/').next().unwrap())
+        .collect();
+    let check = history::report(
+        "processes_and_threads",
+        &run,
+        faults,
+        &format!("processes={}", workers.len()),
+    );
+    history::assert_clean(&check);
+    assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
+    assert_eq!(run.error_count(), 0, "{:?}", run.errors);
+}
