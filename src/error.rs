@@ -124,7 +124,7 @@ impl fmt::Display for FailureList<'_> {
 /// What went wrong on one node during a round.
 ///
 /// The node is named by its address (`host:port` or socket path), never by its URL.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{node}: {cause}")]
 #[non_exhaustive]
 pub struct NodeError {
@@ -174,7 +174,7 @@ impl NodeError {
 }
 
 /// The cause inside a [`NodeError`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum NodeCause {
     /// The client or the server reported an error.
     #[error("{0}")]

@@ -8,9 +8,11 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::error::{Error, Result};
+use crate::keeper::Keeper;
 use crate::lock::RedLock;
 use crate::node::{Node, NodeSettings, node_name};
 use crate::round::{self, majority};
+use crate::waker::Waker;
 
 /// Defaults, in one place.
 mod defaults {
@@ -45,6 +47,9 @@ pub(crate) struct Config {
     pub(crate) quorum: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) io_timeout: Duration,
+    pub(crate) keep_alive: bool,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) fencing: bool,
 }
 
 /// What the factory, its locks and their guards share.
@@ -54,6 +59,16 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// All nodes' bits, for rounds that go to every node.
     pub(crate) all: u64,
+    /// The keep-alive thread's schedule.
+    pub(crate) keeper: Arc<Keeper>,
+    /// Wake-up on release.
+    pub(crate) waker: Waker,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.keeper.shutdown();
+    }
 }
 
 /// Checks a lease duration (a TTL or an extension).
@@ -108,6 +123,10 @@ pub struct RedLockFactoryBuilder {
     pool_size: u32,
     connect_timeout: Duration,
     io_timeout: Duration,
+    keep_alive: bool,
+    max_hold: Option<Duration>,
+    fencing: bool,
+    wake_on_release: bool,
 }
 
 impl Default for RedLockFactoryBuilder {
@@ -123,6 +142,10 @@ impl Default for RedLockFactoryBuilder {
             pool_size: defaults::POOL_SIZE,
             connect_timeout: defaults::CONNECT_TIMEOUT,
             io_timeout: defaults::IO_TIMEOUT,
+            keep_alive: false,
+            max_hold: None,
+            fencing: false,
+            wake_on_release: true,
         }
     }
 }
@@ -148,6 +171,10 @@ impl fmt::Debug for RedLockFactoryBuilder {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("io_timeout", &self.io_timeout)
+            .field("keep_alive", &self.keep_alive)
+            .field("max_hold", &self.max_hold)
+            .field("fencing", &self.fencing)
+            .field("wake_on_release", &self.wake_on_release)
             .finish()
     }
 }
@@ -265,6 +292,54 @@ impl RedLockFactoryBuilder {
         self
     }
 
+    /// Renew the leases of the locks this factory creates automatically while their guards
+    /// live (a lock can override it with [`RedLock::with_keep_alive`]).
+    ///
+    /// One background thread per factory renews every kept-alive guard at a third of its TTL,
+    /// batching the renewals that fall due together into one round trip per node. When a
+    /// renewal finds the lock lost, or the lease runs out before a quorum renews it, the guard
+    /// turns invalid at once and its [`loss_signal`](crate::RedLockGuard::loss_signal) and
+    /// [`on_loss`](crate::RedLockGuard::on_loss) callbacks fire. Releasing a guard takes it
+    /// out of the renewal schedule before the release round, so the two never race.
+    ///
+    /// Defaults to off.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+
+    /// With keep-alive, stop renewing once a lock has been held this long (measured from the
+    /// acquisition): the last renewal is shortened to end there, and the guard's loss signal
+    /// fires with [`LossReason::HoldLimit`](crate::LossReason::HoldLimit) when it runs out. A
+    /// lock can override it with [`RedLock::with_max_hold`].
+    ///
+    /// Defaults to no limit.
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.max_hold = Some(limit);
+        self
+    }
+
+    /// Issue a fencing token with every acquisition (see
+    /// [`RedLockGuard::fencing_token`](crate::RedLockGuard::fencing_token)); a lock can
+    /// override it with [`RedLock::with_fencing`]. Costs one more round trip per acquisition.
+    ///
+    /// Defaults to off.
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
+    }
+
+    /// Wake waiting [`acquire`](RedLock::acquire) calls when a redmutex client releases the
+    /// lock, through Redis pub/sub (one subscriber connection per node per factory, opened by
+    /// the first wait), instead of only polling every `retry_delay`. Polling stays as the
+    /// fallback for holders using other clients and for lost messages.
+    ///
+    /// Defaults to on.
+    pub fn wake_on_release(mut self, on: bool) -> Self {
+        self.wake_on_release = on;
+        self
+    }
+
     /// Checks every setting and creates the factory.
     ///
     /// This does not wait for connections: a node that is down (a minority may be) neither fails
@@ -320,7 +395,13 @@ impl RedLockFactoryBuilder {
             (1u64 << nodes.len()) - 1
         };
         Ok(RedLockFactory {
-            shared: Arc::new(Shared { nodes, config, all }),
+            shared: Arc::new(Shared {
+                nodes,
+                config,
+                all,
+                keeper: Arc::new(Keeper::default()),
+                waker: Waker::new(self.wake_on_release),
+            }),
         })
     }
 
@@ -372,7 +453,17 @@ impl RedLockFactoryBuilder {
                 return Err(Error::InvalidConfig(format!("{what} {d:?} is too long")));
             }
         }
+        if let Some(limit) = self.max_hold
+            && (limit.is_zero() || limit > MAX_TTL)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "max hold time must be between 1 ms and {MAX_TTL:?}, got {limit:?}"
+            )));
+        }
         Ok(Config {
+            keep_alive: self.keep_alive,
+            max_hold: self.max_hold,
+            fencing: self.fencing,
             ttl: self.ttl,
             retry_delay: self.retry_delay,
             retry_jitter: self.retry_jitter,

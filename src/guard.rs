@@ -2,63 +2,39 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use rand::rngs::SysRng;
-use rand::{Rng, TryRng};
 
 use crate::error::{Error, Result};
 use crate::factory::{Shared, check_ttl};
-use crate::round::{self, Fallback, Tally, fan_out, int_reply};
+use crate::keeper::{Task, renew_after};
+use crate::lease::{Lease, LossReason, LossSignal, Token, lock};
+use crate::round::{self, Fallback, Tally, fan_out, int_reply, release_reply};
 use crate::scripts;
 
-/// Random bytes in a token: 160 bits, as the Redlock page suggests (20 bytes of /dev/urandom).
-const TOKEN_BYTES: usize = 20;
-
-/// A lock token: 160 bits from the OS's CSPRNG, as 40 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Token([u8; TOKEN_BYTES * 2]);
-
-impl Token {
-    pub(crate) fn new() -> Self {
-        let mut raw = [0u8; TOKEN_BYTES];
-        // Straight from the OS (getrandom): one syscall, and unlike a user-space generator it
-        // cannot repeat itself in a forked child. Should the OS fail, ThreadRng (ChaCha12,
-        // seeded from the OS) is still a CSPRNG.
-        if SysRng.try_fill_bytes(&mut raw).is_err() {
-            rand::rng().fill_bytes(&mut raw);
-        }
-        let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
-        let mut hex = [0u8; TOKEN_BYTES * 2];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(raw) {
-            pair.copy_from_slice(&[digit(byte >> 4), digit(byte & 15)]);
-        }
-        Self(hex)
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        // Always ASCII hex digits.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-/// Runs the compare-and-delete script for `token` on the nodes in `mask`.
+/// Runs the compare-and-delete script for `token` on the nodes in `mask`. A yes vote's number
+/// is 1 when clients were waiting for the lock.
 pub(crate) fn release_round(shared: &Shared, resource: &str, token: &Token, mask: u64) -> Tally {
     let script = &*scripts::RELEASE;
+    let waiting = scripts::waiting_key(resource);
     let packed = redis::cmd("EVALSHA")
         .arg(script.get_hash())
-        .arg(1)
+        .arg(2)
         .arg(resource)
+        .arg(&waiting)
         .arg(token.as_str())
+        .arg(scripts::RELEASE_CHANNEL)
         .get_packed_command();
-    let args: [&[u8]; 1] = [token.as_str().as_bytes()];
+    let keys: [&[u8]; 2] = [resource.as_bytes(), waiting.as_bytes()];
+    let args: [&[u8]; 2] = [
+        token.as_str().as_bytes(),
+        scripts::RELEASE_CHANNEL.as_bytes(),
+    ];
     let fallback = Fallback {
         script,
-        key: resource,
+        keys: &keys,
         args: &args,
     };
-    fan_out(shared, &packed, mask, int_reply, Some(&fallback))
+    fan_out(shared, &packed, mask, release_reply, Some(&fallback))
 }
 
 /// Proof of holding a distributed lock; releases it when dropped.
@@ -98,42 +74,17 @@ pub(crate) fn release_round(shared: &Shared, resource: &str, token: &Token, mask
 #[must_use = "if unused the lock is released immediately"]
 #[clippy::has_significant_drop]
 pub struct RedLockGuard {
-    /// `None` once released.
-    held: Option<Held>,
+    lease: Arc<Lease>,
+    /// Set by `release`, so that `Drop` does not release again.
+    released: bool,
 }
 
-struct Held {
-    shared: Arc<Shared>,
-    resource: Arc<str>,
-    token: Token,
-    /// Reference point of `deadline`.
-    epoch: Instant,
-    /// Nanoseconds after `epoch` at which the validity ends.
-    deadline: AtomicU64,
-    /// Set once a round found that a quorum no longer holds our token.
-    lost: AtomicBool,
-}
-
-impl Held {
-    fn deadline(&self) -> Instant {
-        if self.lost.load(Ordering::Acquire) {
-            return self.epoch;
-        }
-        let nanos = self.deadline.load(Ordering::Acquire);
-        self.epoch
-            .checked_add(Duration::from_nanos(nanos))
-            .unwrap_or(self.epoch)
-    }
-
-    fn set_deadline(&self, deadline: Instant) {
-        let nanos = deadline.saturating_duration_since(self.epoch).as_nanos();
-        self.deadline
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
-    }
-
+impl Lease {
     fn release(&self) -> Result<()> {
         let shared = &*self.shared;
+        let start = Instant::now();
         let tally = release_round(shared, &self.resource, &self.token, shared.all);
+        let took = start.elapsed();
         let q = shared.config.quorum;
         log::debug!(
             "redmutex: release {:?}: {}/{} deleted, {} failed",
@@ -145,12 +96,16 @@ impl Held {
         // Our token on a quorum means those nodes held it without a break (nobody else can
         // write our token, and an expired key is gone), so nobody else held the lock meanwhile.
         if tally.yes >= q {
+            if tally.aux > 0 {
+                shared.waker.released_to_waiters(&self.resource, took);
+            }
             return Ok(());
         }
         Err(self.failure(tally))
     }
 
-    /// The error for a round in which too few nodes said yes.
+    /// The error for a round in which too few nodes said yes; marks the lease lost when a
+    /// quorum no longer holds the token.
     fn failure(&self, tally: Tally) -> Error {
         let shared = &*self.shared;
         let q = shared.config.quorum;
@@ -163,43 +118,63 @@ impl Held {
                 nodes: shared.nodes.len(),
                 failures: tally.failures,
             }
-        } else if !self.lost.load(Ordering::Acquire) && Instant::now() >= self.deadline() {
+        } else if !self.is_marked_lost() && Instant::now() >= self.deadline() {
+            self.mark_lost(LossReason::Expired);
             Error::Expired {
                 resource: self.resource.to_string(),
             }
         } else {
-            if !self.lost.swap(true, Ordering::AcqRel) {
-                log::warn!("redmutex: lost the lock on {:?}", self.resource);
-            }
+            self.mark_lost(LossReason::TokenGone);
             Error::LockLost {
                 resource: self.resource.to_string(),
             }
         }
     }
+
+    /// Takes the lease out of keep-alive (waiting for a renewal under way to finish), so the
+    /// release round that follows never races a renewal.
+    fn retire(&self) {
+        let entry = {
+            let mut live = lock(&self.live);
+            live.live = false;
+            live.entry.take()
+        };
+        if let Some(id) = entry {
+            self.shared.keeper.remove(id);
+        }
+    }
+
+    /// Makes sure the keeper will notice the loss: kept-alive leases are already scheduled;
+    /// others get a watch at their deadline.
+    fn watch(self: &Arc<Self>) {
+        let mut live = lock(&self.live);
+        if live.live && live.entry.is_none() {
+            let id = self.shared.keeper.add(
+                &self.shared,
+                Arc::clone(self),
+                Task::Watch(LossReason::Expired),
+                self.deadline(),
+            );
+            live.entry = Some(id);
+        }
+    }
 }
 
 impl RedLockGuard {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        resource: Arc<str>,
-        token: Token,
-        deadline: Instant,
-    ) -> Self {
-        let epoch = Instant::now().min(deadline);
-        let held = Held {
-            shared,
-            resource,
-            token,
-            epoch,
-            deadline: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
-        };
-        held.set_deadline(deadline);
-        Self { held: Some(held) }
-    }
-
-    fn held(&self) -> Option<&Held> {
-        self.held.as_ref()
+    pub(crate) fn new(lease: Lease) -> Self {
+        let lease = Arc::new(lease);
+        if lease.options.keep_alive {
+            let due = Instant::now() + renew_after(lease.options.ttl);
+            let shared = &lease.shared;
+            let id = shared
+                .keeper
+                .add(shared, Arc::clone(&lease), Task::Renew, due);
+            lock(&lease.live).entry = Some(id);
+        }
+        Self {
+            lease,
+            released: false,
+        }
     }
 
     /// The random token stored as the key's value on the nodes (40 hex digits).
@@ -207,31 +182,108 @@ impl RedLockGuard {
     /// Treat it as a secret capability: anyone with the token can release or extend the lock.
     #[must_use]
     pub fn token(&self) -> &str {
-        self.held().map_or("", |h| h.token.as_str())
+        self.lease.token.as_str()
     }
 
     /// The resource name (the Redis key).
     #[must_use]
     pub fn resource(&self) -> &str {
-        self.held().map_or("", |h| &h.resource)
+        &self.lease.resource
+    }
+
+    /// The fencing token of this acquisition: strictly greater than every token issued before
+    /// for this resource (as long as the nodes keep their data). `None` unless fencing is on
+    /// ([`RedLockFactoryBuilder::fencing`](crate::RedLockFactoryBuilder::fencing),
+    /// [`RedLock::with_fencing`](crate::RedLock::with_fencing)).
+    ///
+    /// Pass it with every write to the protected resource, and have the resource reject a write
+    /// whose token is smaller than one it has already seen: that keeps a paused, expired holder
+    /// from overwriting a newer holder's work, which no lease can prevent.
+    #[must_use]
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.lease.fencing
     }
 
     /// How much of the lease is left: the time during which no other client can hold the lock,
     /// allowing for clock drift. Zero once expired or lost.
     #[must_use]
     pub fn validity(&self) -> Duration {
-        self.held().map_or(Duration::ZERO, |h| {
-            h.deadline().saturating_duration_since(Instant::now())
-        })
+        self.lease.validity()
     }
 
     /// Whether the lease still has validity left: `validity() > 0`.
     ///
-    /// This does not talk to the nodes; a lock deleted from outside is only noticed by the next
+    /// This does not talk to the nodes. With keep-alive, it turns false as soon as a renewal
+    /// finds the lock lost; without, a lock deleted from outside is only noticed by the next
     /// [`extend`](Self::extend) or [`release`](Self::release).
     #[must_use]
     pub fn is_valid(&self) -> bool {
         !self.validity().is_zero()
+    }
+
+    /// Whether the lock is known to be lost or has run out: `!is_valid()`, as a question.
+    ///
+    /// This function does not block or touch the network.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        !self.is_valid()
+    }
+
+    /// A handle that tells when this lock is lost: [`LossSignal::wait`] blocks until then (or
+    /// until the guard is released), [`LossSignal::is_lost`] asks without blocking.
+    ///
+    /// With keep-alive the signal fires as soon as a renewal finds the lock lost, or the lease
+    /// runs out because renewals failed; without keep-alive it fires when the lease runs out
+    /// (or when [`extend`](Self::extend) finds it lost). It fires at most once, and never
+    /// after a release.
+    ///
+    /// # What to do on loss
+    ///
+    /// Stop acting on the protected resource at once: another client may hold the lock now.
+    /// Abandon or roll back the work in progress, then drop the guard (its release will report
+    /// the loss) and, if the work must go on, acquire the lock again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # let factory = redmutex::RedLockFactory::builder()
+    /// #     .node("redis://127.0.0.1:7001").keep_alive(true).build()?;
+    /// let guard = factory.create_lock("leader").acquire()?;
+    /// let lost = guard.loss_signal();
+    /// while !lost.is_lost() {
+    ///     // ... a slice of leader work ...
+    /// #   break;
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    #[must_use]
+    pub fn loss_signal(&self) -> LossSignal {
+        self.lease.watch();
+        LossSignal {
+            lease: Arc::clone(&self.lease),
+        }
+    }
+
+    /// Calls `callback` once if the lock is lost (at once, on this thread, if it already is).
+    ///
+    /// The callback runs on the factory's keep-alive thread (or on the thread that found the
+    /// loss): keep it short, e.g. send on a channel or set a flag. It is not called after a
+    /// release without loss.
+    pub fn on_loss(&self, callback: impl FnOnce(LossReason) + Send + 'static) {
+        let lease = &self.lease;
+        let mut outcome = lock(&lease.outcome);
+        if let Some(reason) = outcome.lost {
+            drop(outcome);
+            callback(reason);
+            return;
+        }
+        if outcome.ended {
+            return;
+        }
+        outcome.callbacks.push(Box::new(callback));
+        drop(outcome);
+        lease.watch();
     }
 
     /// Extends the lease so that it runs `ttl` from now.
@@ -264,9 +316,7 @@ impl RedLockGuard {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn extend(&self, ttl: Duration) -> Result<()> {
-        let Some(held) = self.held() else {
-            return Ok(());
-        };
+        let held = &*self.lease;
         let shared = &*held.shared;
         check_ttl("extension", ttl, shared.config.drift_factor)?;
         let old_deadline = held.deadline();
@@ -286,10 +336,11 @@ impl RedLockGuard {
             .arg(ttl_ms)
             .get_packed_command();
         let ms = ttl_ms.to_string();
+        let keys: [&[u8]; 1] = [held.resource.as_bytes()];
         let args: [&[u8]; 2] = [held.token.as_str().as_bytes(), ms.as_bytes()];
         let fallback = Fallback {
             script,
-            key: &held.resource,
+            keys: &keys,
             args: &args,
         };
         let tally = fan_out(shared, &packed, shared.all, int_reply, Some(&fallback));
@@ -350,21 +401,28 @@ impl RedLockGuard {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn release(mut self) -> Result<()> {
-        match self.held.take() {
-            Some(held) => held.release(),
-            None => Ok(()),
-        }
+        self.released = true;
+        end(&self.lease)
     }
+}
+
+/// Retires and releases a lease, and settles its loss signal.
+fn end(lease: &Lease) -> Result<()> {
+    lease.retire();
+    let result = lease.release();
+    // A loss was signalled by `release` itself; otherwise waiters learn the lease ended.
+    lease.mark_ended();
+    result
 }
 
 impl Drop for RedLockGuard {
     fn drop(&mut self) {
-        if let Some(held) = self.held.take()
-            && let Err(e) = held.release()
+        if !self.released
+            && let Err(e) = end(&self.lease)
         {
             log::warn!(
                 "redmutex: releasing {:?} on drop failed: {e}",
-                held.resource
+                self.lease.resource
             );
         }
     }
@@ -376,6 +434,7 @@ impl fmt::Debug for RedLockGuard {
         f.debug_struct("RedLockGuard")
             .field("resource", &self.resource())
             .field("validity", &self.validity())
+            .field("fencing_token", &self.fencing_token())
             .finish_non_exhaustive()
     }
 }

@@ -100,12 +100,16 @@
 mod error;
 mod factory;
 mod guard;
+mod keeper;
+mod lease;
 mod lock;
 mod node;
 mod round;
 mod scripts;
+mod waker;
 
 pub use error::{Error, NodeError, Result};
 pub use factory::{MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::RedLockGuard;
+pub use lease::{LossReason, LossSignal};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use crate::error::{Error, Result};
-use crate::factory::{Shared, check_ttl};
-use crate::guard::{RedLockGuard, Token};
-use crate::round::{self, Tally, fan_out, int_reply, set_reply};
+use crate::factory::{MAX_TTL, Shared, check_ttl};
+use crate::guard::{RedLockGuard, release_round};
+use crate::lease::{Lease, LeaseOptions, Token};
+use crate::round::{self, Fallback, Tally, acquire_reply, fan_out, int_reply, set_reply};
+use crate::scripts;
 
 /// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
 pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
@@ -54,6 +56,9 @@ pub struct RedLock {
     shared: Arc<Shared>,
     resource: Arc<str>,
     ttl: Duration,
+    keep_alive: bool,
+    max_hold: Option<Duration>,
+    fencing: bool,
 }
 
 impl std::fmt::Debug for RedLock {
@@ -61,6 +66,8 @@ impl std::fmt::Debug for RedLock {
         f.debug_struct("RedLock")
             .field("resource", &self.resource)
             .field("ttl", &self.ttl)
+            .field("keep_alive", &self.keep_alive)
+            .field("fencing", &self.fencing)
             .finish_non_exhaustive()
     }
 }
@@ -76,12 +83,40 @@ enum Attempt {
 
 impl RedLock {
     pub(crate) fn new(shared: Arc<Shared>, resource: Arc<str>) -> Self {
-        let ttl = shared.config.ttl;
+        let c = &shared.config;
+        let (ttl, keep_alive, max_hold, fencing) = (c.ttl, c.keep_alive, c.max_hold, c.fencing);
         Self {
             shared,
             resource,
             ttl,
+            keep_alive,
+            max_hold,
+            fencing,
         }
+    }
+
+    /// This lock with keep-alive on or off, instead of the factory's choice (see
+    /// [`RedLockFactoryBuilder::keep_alive`](crate::RedLockFactoryBuilder::keep_alive)).
+    #[must_use]
+    pub fn with_keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+
+    /// This lock with its own keep-alive hold limit (see
+    /// [`RedLockFactoryBuilder::max_hold`](crate::RedLockFactoryBuilder::max_hold)).
+    #[must_use]
+    pub fn with_max_hold(mut self, limit: Duration) -> Self {
+        self.max_hold = Some(limit);
+        self
+    }
+
+    /// This lock with fencing tokens on or off, instead of the factory's choice (see
+    /// [`RedLockGuard::fencing_token`]).
+    #[must_use]
+    pub fn with_fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
     }
 
     /// This lock with its own TTL instead of the factory's.
@@ -156,7 +191,7 @@ impl RedLock {
     /// ```
     pub fn try_acquire(&self) -> Result<Option<RedLockGuard>> {
         self.check()?;
-        match self.attempt() {
+        match self.attempt(false) {
             Attempt::Acquired(g) => Ok(Some(g)),
             Attempt::Busy => Ok(None),
             Attempt::Failed(e) => Err(e),
@@ -224,16 +259,36 @@ impl RedLock {
 
     fn check(&self) -> Result<()> {
         check_resource(&self.resource)?;
-        check_ttl("ttl", self.ttl, self.shared.config.drift_factor)
+        check_ttl("ttl", self.ttl, self.shared.config.drift_factor)?;
+        match self.max_hold {
+            Some(limit) if limit.is_zero() || limit > MAX_TTL => Err(Error::InvalidConfig(
+                format!("max hold time must be between 1 ms and {MAX_TTL:?}, got {limit:?}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn acquire_until(&self, deadline: Option<Option<Instant>>) -> Result<RedLockGuard> {
         self.check()?;
         let deadline = deadline.flatten();
         let start = Instant::now();
+        let waker = &self.shared.waker;
+        let wake = waker.enabled();
+        if wake {
+            waker.subscribe(&self.shared, self.shared.config.connect_timeout);
+            // Fairness: we just released this lock to waiters; let one of them take it first.
+            let grace = waker.grace_left(&self.resource);
+            if !grace.is_zero() {
+                let grace =
+                    deadline.map_or(grace, |d| grace.min(d.saturating_duration_since(start)));
+                std::thread::sleep(grace);
+            }
+        }
         let mut failures = 0u32;
         loop {
-            let failed = match self.attempt() {
+            // Read before the attempt, so a release during it still wakes the wait below.
+            let seen = if wake { waker.seq(&self.resource) } else { 0 };
+            let failed = match self.attempt(true) {
                 Attempt::Acquired(g) => return Ok(g),
                 Attempt::Busy => {
                     failures = 0;
@@ -259,7 +314,11 @@ impl RedLock {
                 // Sleep at most to the deadline, then make one last round.
                 pause = pause.min(deadline - now);
             }
-            std::thread::sleep(pause);
+            if wake && failed.is_none() {
+                waker.wait(&self.resource, seen, pause);
+            } else {
+                std::thread::sleep(pause);
+            }
         }
     }
 
@@ -275,31 +334,82 @@ impl RedLock {
         c.retry_delay.saturating_add(Duration::from_nanos(extra))
     }
 
-    /// One acquisition round.
-    fn attempt(&self) -> Attempt {
+    /// How long a waiter's mark stays: well past the longest pause between its rounds.
+    fn waiting_mark(&self) -> Duration {
+        let c = &self.shared.config;
+        c.retry_delay
+            .saturating_add(c.retry_jitter)
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(100))
+    }
+
+    /// One acquisition round (plus the fencing round when fencing is on). `waiting`: the caller
+    /// will wait if the lock is busy, so mark the resource as waited for.
+    fn attempt(&self, waiting: bool) -> Attempt {
         let shared = &self.shared;
         let token = Token::new();
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let packed = redis::cmd("SET")
-            .arg(&*self.resource)
-            .arg(token.as_str())
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .get_packed_command();
+        let mark = waiting && shared.waker.enabled();
         let start = Instant::now();
-        let tally = fan_out(shared, &packed, shared.all, set_reply, None);
+        let tally = if self.fencing || mark {
+            // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
+            let fence_key = scripts::fence_key(&self.resource);
+            let waiting_key = scripts::waiting_key(&self.resource);
+            let mark_ms = if mark {
+                u64::try_from(self.waiting_mark().as_millis()).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+            let (ttl_arg, mark_arg) = (ttl_ms.to_string(), mark_ms.to_string());
+            let script = &*scripts::ACQUIRE;
+            let packed = redis::cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(3)
+                .arg(&*self.resource)
+                .arg(&fence_key)
+                .arg(&waiting_key)
+                .arg(token.as_str())
+                .arg(&ttl_arg)
+                .arg(&mark_arg)
+                .get_packed_command();
+            let keys: [&[u8]; 3] = [
+                self.resource.as_bytes(),
+                fence_key.as_bytes(),
+                waiting_key.as_bytes(),
+            ];
+            let args: [&[u8]; 3] = [
+                token.as_str().as_bytes(),
+                ttl_arg.as_bytes(),
+                mark_arg.as_bytes(),
+            ];
+            let fallback = Fallback {
+                script,
+                keys: &keys,
+                args: &args,
+            };
+            fan_out(shared, &packed, shared.all, acquire_reply, Some(&fallback))
+        } else {
+            let packed = redis::cmd("SET")
+                .arg(&*self.resource)
+                .arg(token.as_str())
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .get_packed_command();
+            fan_out(shared, &packed, shared.all, set_reply, None)
+        };
         let elapsed = start.elapsed();
         let q = shared.config.quorum;
         let drift = round::drift(self.ttl, shared.config.drift_factor);
         log::debug!(
-            "redmutex: SET {:?}: {}/{} yes, {} no, {} failed, quorum {q}, {elapsed:?}",
+            "redmutex: acquire {:?}: {}/{} yes, {} no, {} failed, quorum {q}, {elapsed:?}",
             self.resource,
             tally.yes,
             shared.nodes.len(),
             tally.no,
             tally.failures.len()
         );
+        let mut failure = None;
         if tally.yes >= q
             && let Some(validity) = round::validity(self.ttl, elapsed, drift)
         {
@@ -308,26 +418,49 @@ impl RedLock {
             // which is `start + elapsed + validity`.
             let now = start + elapsed;
             let deadline = now.checked_add(validity).unwrap_or(now);
-            return Attempt::Acquired(RedLockGuard::new(
-                Arc::clone(shared),
-                Arc::clone(&self.resource),
-                token,
-                deadline,
-            ));
+            let fencing = if self.fencing {
+                match self.fence(tally.aux, deadline) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if failure.is_none() {
+                let options = LeaseOptions {
+                    ttl: self.ttl,
+                    keep_alive: self.keep_alive,
+                    hold_until: self.max_hold.and_then(|d| start.checked_add(d)),
+                };
+                let lease = Lease::new(
+                    Arc::clone(shared),
+                    Arc::clone(&self.resource),
+                    token,
+                    fencing,
+                    options,
+                    deadline,
+                );
+                return Attempt::Acquired(RedLockGuard::new(lease));
+            }
         }
         // Not acquired: take back every SET that may have landed, in one round, so a split vote
         // frees the lock at once instead of blocking everyone for a TTL. Nodes that answered
         // "no" certainly did not set our token and are skipped.
         let mask = tally.written & !tally.refused;
         if mask != 0 {
-            let released = crate::guard::release_round(shared, &self.resource, &token, mask);
+            let released = release_round(shared, &self.resource, &token, mask);
             log::debug!(
                 "redmutex: released partial {:?} on {} nodes",
                 self.resource,
                 released.yes
             );
         }
-        if tally.yes >= q {
+        if let Some(e) = failure {
+            Attempt::Failed(e)
+        } else if tally.yes >= q {
             log::warn!(
                 "redmutex: {:?}: a quorum answered but the round took {elapsed:?} of a {:?} TTL",
                 self.resource,
@@ -342,6 +475,48 @@ impl RedLock {
         } else {
             Attempt::Failed(self.no_quorum(tally))
         }
+    }
+
+    /// The fencing round of a quorum max-register: `seen` is the largest counter the grant's
+    /// quorum held; writes `seen + 1` back (never lowering a counter) and issues it only once a
+    /// quorum acknowledged the write before `deadline`, the end of the lease. Any later grant's
+    /// quorum shares a node with this write's quorum, so it reads at least `seen + 1`.
+    fn fence(&self, seen: i64, deadline: Instant) -> Result<u64> {
+        let shared = &self.shared;
+        let started = Instant::now();
+        // Lua numbers are doubles: integers are exact up to 2^53.
+        let token = u64::try_from(seen)
+            .ok()
+            .and_then(|s| s.checked_add(1))
+            .filter(|t| *t < (1 << 53))
+            .ok_or_else(|| Error::InvalidConfig(format!("fencing counter {seen} out of range")))?;
+        let fence_key = scripts::fence_key(&self.resource);
+        let value = token.to_string();
+        let script = &*scripts::FENCE;
+        let packed = redis::cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(1)
+            .arg(&fence_key)
+            .arg(&value)
+            .get_packed_command();
+        let keys: [&[u8]; 1] = [fence_key.as_bytes()];
+        let args: [&[u8]; 1] = [value.as_bytes()];
+        let fallback = Fallback {
+            script,
+            keys: &keys,
+            args: &args,
+        };
+        let tally = fan_out(shared, &packed, shared.all, int_reply, Some(&fallback));
+        if tally.yes < shared.config.quorum {
+            return Err(self.no_quorum(tally));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::TooLate {
+                resource: self.resource.to_string(),
+                elapsed: started.elapsed(),
+            });
+        }
+        Ok(token)
     }
 
     fn no_quorum(&self, tally: Tally) -> Error {

@@ -55,7 +55,7 @@ impl NodeManager {
         con.set_read_timeout(Some(self.connect_timeout))?;
         // Load the scripts now so rounds rarely meet NOSCRIPT. A server that refuses (an ACL
         // without SCRIPT) still works through the EVAL fallback; an I/O error fails the connect.
-        for script in [&*scripts::RELEASE, &*scripts::EXTEND] {
+        for script in scripts::ALL {
             if let Err(e) = script.load(&mut con)
                 && (e.is_io_error() || e.is_unrecoverable_error())
             {
@@ -188,6 +188,8 @@ impl Health {
 pub(crate) struct Node {
     /// `host:port` or socket path (plus `/db` when not 0): safe to print.
     pub(crate) name: String,
+    /// For connections outside the pool (the release subscriber).
+    pub(crate) client: Client,
     pool: Pool<NodeManager>,
     health: Arc<Health>,
     connect_timeout: Duration,
@@ -228,8 +230,9 @@ impl Node {
             down_until: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
         });
+        let client = Client::open(info)?;
         let manager = NodeManager {
-            client: Client::open(info)?,
+            client: client.clone(),
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
             health: Arc::clone(&health),
@@ -246,6 +249,7 @@ impl Node {
             .build_unchecked(manager);
         Ok(Self {
             name,
+            client,
             pool,
             health,
             connect_timeout: s.connect_timeout,

@@ -43,6 +43,14 @@ pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift: Duration) -> Opt
         .filter(|v| !v.is_zero())
 }
 
+/// One node's answer: yes or no, with a number some commands return alongside (the fencing
+/// counter, a waiters flag); 0 when there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vote {
+    Yes(i64),
+    No(i64),
+}
+
 /// The outcome of a round.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
@@ -57,6 +65,8 @@ pub(crate) struct Tally {
     pub(crate) written: u64,
     /// Bit i set when node i answered no.
     pub(crate) refused: u64,
+    /// The largest number that came with an answer (yes or no).
+    pub(crate) aux: i64,
 }
 
 impl Tally {
@@ -64,25 +74,62 @@ impl Tally {
     pub(crate) const fn answered(&self) -> usize {
         self.yes + self.no
     }
+
+    fn count(&mut self, node: usize, vote: Result<Vote, NodeError>) {
+        match vote {
+            Ok(Vote::Yes(aux)) => {
+                self.yes += 1;
+                self.aux = self.aux.max(aux);
+            }
+            Ok(Vote::No(aux)) => {
+                self.no += 1;
+                self.refused |= 1 << node;
+                self.aux = self.aux.max(aux);
+            }
+            Err(e) => self.failures.push(e),
+        }
+    }
 }
 
-/// How a reply becomes a vote: `Some(true)` yes, `Some(false)` no, `None` unexpected.
-pub(crate) type Classify = fn(&Value) -> Option<bool>;
+/// How a reply becomes a vote; `None` for a reply the command cannot give.
+pub(crate) type Classify = fn(&Value) -> Option<Vote>;
 
 /// `SET NX` says OK when it set the key and nil when the key exists.
-pub(crate) fn set_reply(v: &Value) -> Option<bool> {
+pub(crate) fn set_reply(v: &Value) -> Option<Vote> {
     match v {
-        Value::Okay => Some(true),
-        Value::Nil => Some(false),
+        Value::Okay => Some(Vote::Yes(0)),
+        Value::Nil => Some(Vote::No(0)),
         _ => None,
     }
 }
 
-/// The scripts and EXISTS answer 1 or 0.
-pub(crate) fn int_reply(v: &Value) -> Option<bool> {
+/// EXISTS and the extend script answer 1 or 0.
+pub(crate) fn int_reply(v: &Value) -> Option<Vote> {
     match v {
-        Value::Int(1) => Some(true),
-        Value::Int(0) => Some(false),
+        Value::Int(1) => Some(Vote::Yes(0)),
+        Value::Int(0) => Some(Vote::No(0)),
+        _ => None,
+    }
+}
+
+/// The release script answers 0 (not our token), 1 (deleted) or 2 (deleted, and clients were
+/// waiting for the lock).
+pub(crate) fn release_reply(v: &Value) -> Option<Vote> {
+    match v {
+        Value::Int(0) => Some(Vote::No(0)),
+        Value::Int(n @ (1 | 2)) => Some(Vote::Yes(n - 1)),
+        _ => None,
+    }
+}
+
+/// The acquire script answers `{granted, fencing counter}`.
+pub(crate) fn acquire_reply(v: &Value) -> Option<Vote> {
+    match v {
+        Value::Array(items) => match items.as_slice() {
+            [Value::Int(1), Value::Int(c)] if *c >= 0 => Some(Vote::Yes(*c)),
+            [Value::Int(0), Value::Int(c)] if *c >= 0 => Some(Vote::No(*c)),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -91,7 +138,7 @@ pub(crate) fn int_reply(v: &Value) -> Option<bool> {
 /// NOSCRIPT.
 pub(crate) struct Fallback<'a> {
     pub(crate) script: &'a redis::Script,
-    pub(crate) key: &'a str,
+    pub(crate) keys: &'a [&'a [u8]],
     pub(crate) args: &'a [&'a [u8]],
 }
 
@@ -103,9 +150,75 @@ pub(crate) fn fan_out(
     classify: Classify,
     fallback: Option<&Fallback<'_>>,
 ) -> Tally {
-    let nodes = &shared.nodes;
     let mut tally = Tally::default();
+    let written = exchange(
+        shared,
+        packed,
+        1,
+        mask,
+        classify,
+        fallback,
+        |_, node, vote| {
+            tally.count(node, vote);
+        },
+    );
+    tally.written = written;
+    tally
+}
+
+/// Like [`fan_out`] for `count` commands packed back to back (a pipeline per node): one round
+/// trip for all of them. Returns one tally per command. A node answering NOSCRIPT is a failure
+/// for that command (the script is loaded for next time).
+pub(crate) fn fan_out_batch(
+    shared: &Shared,
+    packed: &[u8],
+    count: usize,
+    mask: u64,
+    classify: Classify,
+) -> Vec<Tally> {
+    let mut tallies: Vec<Tally> = (0..count).map(|_| Tally::default()).collect();
+    let written = exchange(
+        shared,
+        packed,
+        count,
+        mask,
+        classify,
+        None,
+        |cmd, node, vote| {
+            if let Some(t) = tallies.get_mut(cmd) {
+                t.count(node, vote);
+            }
+        },
+    );
+    for t in &mut tallies {
+        t.written = written;
+    }
+    tallies
+}
+
+/// The round itself: checks out a connection per node in `mask` and writes `packed` to each,
+/// then reads `count` replies from each, calling `record(command, node, vote)` for every
+/// command on every node. Returns the mask of nodes written to.
+fn exchange(
+    shared: &Shared,
+    packed: &[u8],
+    count: usize,
+    mask: u64,
+    classify: Classify,
+    fallback: Option<&Fallback<'_>>,
+    mut record: impl FnMut(usize, usize, Result<Vote, NodeError>),
+) -> u64 {
+    let nodes = &shared.nodes;
+    let mut written = 0;
     let mut sent: Vec<(usize, PooledConnection<NodeManager>)> = Vec::with_capacity(nodes.len());
+    let fail_all = |record: &mut dyn FnMut(usize, usize, Result<Vote, NodeError>),
+                    node: usize,
+                    e: NodeError| {
+        for cmd in 1..count {
+            record(cmd, node, Err(e.clone()));
+        }
+        record(0, node, Err(e));
+    };
 
     // Write to every node before reading any reply. The pools connect in the background
     // concurrently, so one checkout deadline serves all nodes.
@@ -117,17 +230,17 @@ pub(crate) fn fan_out(
         let mut conn = match node.checkout(checkout_deadline) {
             Ok(conn) => conn,
             Err(e) => {
-                tally.failures.push(e);
+                fail_all(&mut record, i, e);
                 continue;
             }
         };
-        tally.written |= 1 << i;
+        written |= 1 << i;
         match conn.con.send_packed_command(packed) {
             Ok(()) => sent.push((i, conn)),
             Err(e) => {
                 conn.broken = true;
                 node.record_failure(&e.to_string());
-                tally.failures.push(NodeError::new(&node.name, e.into()));
+                fail_all(&mut record, i, NodeError::new(&node.name, e.into()));
             }
         }
     }
@@ -137,56 +250,74 @@ pub(crate) fn fan_out(
     let deadline = Instant::now() + shared.config.io_timeout;
     for (i, mut conn) in sent {
         let Some(node) = nodes.get(i) else { continue };
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(MIN_TIMEOUT);
-        let reply = conn
-            .con
-            .set_read_timeout(Some(left))
-            .and_then(|()| recv_reply(&mut conn.con));
-        let reply = match reply {
-            Ok(v) => v.extract_error(),
-            Err(e) => {
-                // The connection may have a reply in flight, or be dead: never reuse it.
-                conn.broken = true;
-                node.record_failure(&e.to_string());
-                tally.failures.push(NodeError::new(&node.name, e.into()));
+        let mut answered = false;
+        let mut load_scripts = false;
+        for cmd in 0..count {
+            if conn.broken {
+                let e = NodeCause::Unexpected("connection broken earlier in the pipeline".into());
+                record(cmd, i, Err(NodeError::new(&node.name, e)));
                 continue;
             }
-        };
-        node.record_success();
-        let reply = match (reply, fallback) {
-            (Err(e), Some(f))
-                if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)) =>
-            {
-                log::debug!("redmutex: {} had no script loaded; loading it", node.name);
-                let mut invocation = f.script.prepare_invoke();
-                invocation.key(f.key);
-                for arg in f.args {
-                    invocation.arg(*arg);
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(MIN_TIMEOUT);
+            let reply = conn
+                .con
+                .set_read_timeout(Some(left))
+                .and_then(|()| recv_reply(&mut conn.con));
+            let reply = match reply {
+                Ok(v) => v.extract_error(),
+                Err(e) => {
+                    // The connection may have a reply in flight, or be dead: never reuse it.
+                    conn.broken = true;
+                    node.record_failure(&e.to_string());
+                    record(cmd, i, Err(NodeError::new(&node.name, e.into())));
+                    continue;
                 }
-                invocation.invoke::<Value>(&mut conn.con).inspect_err(|e| {
-                    if e.is_io_error() {
-                        conn.broken = true;
+            };
+            answered = true;
+            let no_script = matches!(&reply, Err(e) if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)));
+            let reply = match (reply, fallback) {
+                (Err(_), Some(f)) if no_script => {
+                    log::debug!("redmutex: {} had no script loaded; loading it", node.name);
+                    let mut invocation = f.script.prepare_invoke();
+                    for key in f.keys {
+                        invocation.key(*key);
                     }
-                })
+                    for arg in f.args {
+                        invocation.arg(*arg);
+                    }
+                    invocation.invoke::<Value>(&mut conn.con).inspect_err(|e| {
+                        if e.is_io_error() {
+                            conn.broken = true;
+                        }
+                    })
+                }
+                (reply, _) => {
+                    load_scripts |= no_script;
+                    reply
+                }
+            };
+            let vote = match reply {
+                Ok(v) => classify(&v).ok_or_else(|| {
+                    NodeError::new(&node.name, NodeCause::Unexpected(format!("{v:?}")))
+                }),
+                Err(e) => Err(NodeError::new(&node.name, e.into())),
+            };
+            record(cmd, i, vote);
+        }
+        if answered {
+            node.record_success();
+        }
+        if load_scripts && !conn.broken {
+            for script in crate::scripts::ALL {
+                if let Err(e) = script.load(&mut conn.con) {
+                    conn.broken |= e.is_io_error();
+                }
             }
-            (reply, _) => reply,
-        };
-        match reply.map(|v| (classify(&v), v)) {
-            Ok((Some(true), _)) => tally.yes += 1,
-            Ok((Some(false), _)) => {
-                tally.no += 1;
-                tally.refused |= 1 << i;
-            }
-            Ok((None, v)) => tally.failures.push(NodeError::new(
-                &node.name,
-                NodeCause::Unexpected(format!("{v:?}")),
-            )),
-            Err(e) => tally.failures.push(NodeError::new(&node.name, e.into())),
         }
     }
-    tally
+    written
 }
 
 /// Reads one reply, skipping RESP3 push messages (they are not replies).
@@ -237,12 +368,31 @@ mod tests {
 
     #[test]
     fn replies_classify() {
-        assert_eq!(set_reply(&Value::Okay), Some(true));
-        assert_eq!(set_reply(&Value::Nil), Some(false));
+        use Vote::{No, Yes};
+        assert_eq!(set_reply(&Value::Okay), Some(Yes(0)));
+        assert_eq!(set_reply(&Value::Nil), Some(No(0)));
         assert_eq!(set_reply(&Value::Int(1)), None);
-        assert_eq!(int_reply(&Value::Int(1)), Some(true));
-        assert_eq!(int_reply(&Value::Int(0)), Some(false));
+        assert_eq!(int_reply(&Value::Int(1)), Some(Yes(0)));
+        assert_eq!(int_reply(&Value::Int(0)), Some(No(0)));
         assert_eq!(int_reply(&Value::Int(2)), None);
         assert_eq!(int_reply(&Value::Okay), None);
+        assert_eq!(release_reply(&Value::Int(2)), Some(Yes(1)));
+        assert_eq!(release_reply(&Value::Int(1)), Some(Yes(0)));
+        assert_eq!(release_reply(&Value::Int(0)), Some(No(0)));
+        assert_eq!(release_reply(&Value::Int(3)), None);
+        let arr = |g, c| Value::Array(vec![Value::Int(g), Value::Int(c)]);
+        assert_eq!(acquire_reply(&arr(1, 41)), Some(Yes(41)));
+        assert_eq!(acquire_reply(&arr(0, 7)), Some(No(7)));
+        assert_eq!(acquire_reply(&arr(1, -1)), None);
+        assert_eq!(acquire_reply(&Value::Okay), None);
+    }
+
+    #[test]
+    fn tally_counts_votes_and_keeps_the_largest_number() {
+        let mut t = Tally::default();
+        t.count(0, Ok(Vote::Yes(3)));
+        t.count(1, Ok(Vote::No(9)));
+        t.count(2, Ok(Vote::Yes(5)));
+        assert_eq!((t.yes, t.no, t.aux, t.refused), (2, 1, 9, 0b010));
     }
 }

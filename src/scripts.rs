@@ -1,24 +1,68 @@
-//! The Lua scripts, kept apart from the logic (as redsync's scripts.go).
+//! The Lua scripts and the extra key names, kept apart from the logic (as redsync's
+//! scripts.go).
 //!
-//! Both act only while the key still holds our token, so a stale holder can never delete or
-//! extend the lock of the client that holds it now. The release script is the one every Redlock
-//! client uses, which keeps redmutex interoperable on the wire.
+//! Every script acts on the lock key only while it still holds our token, so a stale holder can
+//! never delete or extend the lock of the client that holds it now. The lock key itself is
+//! exactly the resource name and holds only the token, as in every Redlock client, so redmutex
+//! interoperates on the wire.
 
 use std::sync::LazyLock;
 
-/// Deletes the key if it holds our token. Returns 1 if deleted, 0 otherwise.
+/// The channel on which releases are published (the message is the resource name).
+pub(crate) const RELEASE_CHANNEL: &str = "redmutex:released";
+
+/// The fencing counter of a resource: a plain integer string, no expiry.
+pub(crate) fn fence_key(resource: &str) -> String {
+    format!("redmutex:fence:{resource}")
+}
+
+/// The marker that says clients are waiting for a resource (expires by itself).
+pub(crate) fn waiting_key(resource: &str) -> String {
+    format!("redmutex:waiting:{resource}")
+}
+
+/// Deletes the lock key if it holds our token and announces the release.
+///
+/// KEYS: lock, waiting marker. ARGV: token, channel. Returns 0 (not our token), 1 (released),
+/// 2 (released, and clients are waiting).
 pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-    return redis.call("DEL", KEYS[1])
+    redis.call("DEL", KEYS[1])
+    redis.call("PUBLISH", ARGV[2], KEYS[1])
+    return 1 + redis.call("EXISTS", KEYS[2])
 else
     return 0
 end"#;
 
-/// Sets a new expiry (ARGV[2] milliseconds) if the key holds our token. Returns 1 or 0.
+/// Sets a new expiry if the lock key holds our token.
+///
+/// KEYS: lock. ARGV: token, milliseconds. Returns 1 or 0.
 pub(crate) const EXTEND_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
     return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 else
     return 0
 end"#;
+
+/// Takes the lock like `SET NX PX`, and also reads the fencing counter (in the same atomic step,
+/// so the value read belongs to this grant) and, when told, marks that we are waiting.
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark).
+/// Returns `{granted (1 or 0), counter (0 when absent)}`.
+pub(crate) const ACQUIRE_SRC: &str = r#"local granted = 0
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif tonumber(ARGV[3]) > 0 then
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+end
+return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
+
+/// Raises the fencing counter to at least ARGV[1] (a max-register: never lowers it).
+///
+/// KEYS: fencing counter. ARGV: value. Returns 1.
+pub(crate) const FENCE_SRC: &str = r#"local t = tonumber(ARGV[1])
+if tonumber(redis.call("GET", KEYS[1]) or "0") < t then
+    redis.call("SET", KEYS[1], ARGV[1])
+end
+return 1"#;
 
 /// The release script, with its SHA1 computed once.
 pub(crate) static RELEASE: LazyLock<redis::Script> =
@@ -27,3 +71,13 @@ pub(crate) static RELEASE: LazyLock<redis::Script> =
 /// The extend script, with its SHA1 computed once.
 pub(crate) static EXTEND: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(EXTEND_SRC));
+
+/// The acquire script, with its SHA1 computed once.
+pub(crate) static ACQUIRE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(ACQUIRE_SRC));
+
+/// The fencing write-back script, with its SHA1 computed once.
+pub(crate) static FENCE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(FENCE_SRC));
+
+/// Every script, to load when a connection opens.
+pub(crate) static ALL: [&LazyLock<redis::Script>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
