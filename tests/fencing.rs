@@ -1,0 +1,193 @@
+//! Fencing tokens: every grant of a resource gets a number larger than every earlier grant's,
+//! in the order a witness saw the critical sections, across threads, processes, node kills and
+//! delayed restarts.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{RedisCluster, deadline_loop};
+use redmutex::RedLockFactory;
+
+fn factory(urls: Vec<String>) -> RedLockFactory {
+    RedLockFactory::builder()
+        .nodes(urls)
+        .fencing(true)
+        .ttl(Duration::from_secs(2))
+        .retry_delay(Duration::from_millis(2))
+        .retry_jitter(Duration::from_millis(5))
+        .io_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(500))
+        .max_retries(20)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn tokens_increase_and_are_off_unless_asked_for() {
+    let cluster = RedisCluster::start(3);
+    let fenced = factory(cluster.urls());
+    let mut last = 0;
+    for _ in 0..10 {
+        let g = fenced.create_lock("fence:seq").acquire().unwrap();
+        let t = g.fencing_token().unwrap();
+        assert!(t > last, "{t} after {last}");
+        last = t;
+    }
+    // The counter is its own key, on (at least) a quorum of nodes; the lock key is unchanged.
+    let on_nodes: Vec<String> = (0..3)
+        .map(|i| cluster.cmd(i, &["GET", "redmutex:fence:fence:seq"]))
+        .collect();
+    assert!(on_nodes.iter().filter(|v| **v == last.to_string()).count() >= 2, "{on_nodes:?}");
+    let plain = RedLockFactory::new(cluster.urls()).unwrap();
+    let g = plain.create_lock("fence:seq").acquire().unwrap();
+    assert_eq!(g.fencing_token(), None);
+    drop(g);
+    // Per lock.
+    let g = plain.create_lock("fence:seq").with_fencing(true).acquire().unwrap();
+    assert_eq!(g.fencing_token(), Some(last + 1));
+}
+
+#[test]
+fn diverged_counters_still_give_a_larger_token() {
+    // The counter-example for "max of per-node INCRs": A=10, B=1, C=6. A quorum max-register
+    // must never hand out a token below one already issued.
+    let cluster = RedisCluster::start(3);
+    for (i, v) in [(0, "10"), (1, "1"), (2, "6")] {
+        cluster.cmd(i, &["SET", "redmutex:fence:div", v]);
+    }
+    let f = factory(cluster.urls());
+    let t1 = f.create_lock("div").acquire().unwrap().fencing_token().unwrap();
+    assert_eq!(t1, 11);
+    // The write-back reached the other nodes: a quorum without node 0 still sees 11.
+    cluster.stop(0);
+    let t2 = f.create_lock("div").acquire().unwrap().fencing_token().unwrap();
+    assert!(t2 > t1, "{t2} <= {t1}");
+    cluster.cont(0);
+}
+
+#[test]
+fn a_paused_holders_token_is_smaller_than_the_next() {
+    let cluster = RedisCluster::start(3);
+    let f = factory(cluster.urls());
+    let stale = f
+        .create_lock("pause")
+        .with_ttl(Duration::from_millis(300))
+        .acquire()
+        .unwrap();
+    // The holder "pauses" past its lease; someone else takes the lock.
+    assert!(deadline_loop(Duration::from_secs(5), || !stale.is_valid()));
+    let next = f.create_lock("pause").acquire().unwrap();
+    assert!(next.fencing_token() > stale.fencing_token());
+    // The resource would reject the stale holder's late write.
+    let resource_max = next.fencing_token().unwrap();
+    assert!(stale.fencing_token().unwrap() < resource_max);
+}
+
+#[test]
+fn threads_tokens_follow_the_witness_order() {
+    let cluster = RedisCluster::start(3);
+    let f = factory(cluster.urls());
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let f = f.clone();
+            let history = Arc::clone(&history);
+            thread::spawn(move || {
+                for _ in 0..15 {
+                    let g = f.create_lock("fence:threads").acquire().unwrap();
+                    // The witness: the order in which critical sections ran.
+                    history.lock().unwrap().push(g.fencing_token().unwrap());
+                    g.release().unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let history = history.lock().unwrap();
+    assert_eq!(history.len(), 90);
+    assert!(history.windows(2).all(|w| w[0] < w[1]), "{history:?}");
+}
+
+// Several processes, with node kills and delayed restarts. The witness is a separate Redis
+// node: each critical section appends its token to a list; the list must be increasing.
+
+const WORKER_ENV: &str = "REDMUTEX_FENCE_WORKER";
+
+#[test]
+fn fence_worker_process() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return; // run as a normal test: nothing to do
+    };
+    let parts: Vec<&str> = spec.split(';').collect();
+    let rounds: usize = parts[0].parse().unwrap();
+    let witness: u16 = parts[1].parse().unwrap();
+    let f = factory(parts[2].split(',').map(str::to_owned).collect());
+    let lock = f.create_lock("fence:procs");
+    let mut done = 0;
+    while done < rounds {
+        // Nodes are being killed: a failed acquisition is retried, never a test failure.
+        let Ok(g) = lock.acquire() else { continue };
+        let t = g.fencing_token().unwrap().to_string();
+        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        assert_eq!(n, "1", "two holders inside");
+        common::raw_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
+        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        let _ = g.release();
+        done += 1;
+    }
+}
+
+#[test]
+fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts() {
+    const WORKERS: usize = 3;
+    const ROUNDS: usize = 30;
+    // AOF keeps the counters of a crashed node; the restart is delayed past the TTL (2 s).
+    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let witness = RedisCluster::start(1);
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "fence_worker_process", "--test-threads", "1"])
+                .env(
+                    WORKER_ENV,
+                    format!("{ROUNDS};{};{}", witness.port(0), cluster.urls().join(",")),
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let count = || {
+        witness
+            .cmd(0, &["LLEN", "tokens"])
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    // Crash one node a third of the way in; bring it back (with its AOF) after the TTL.
+    assert!(deadline_loop(Duration::from_secs(60), || count() >= 20));
+    cluster.kill(1);
+    std::thread::sleep(Duration::from_millis(2_500));
+    cluster.restart_with_aof(1);
+    assert!(deadline_loop(Duration::from_secs(60), || count() >= 50));
+    cluster.kill(2);
+    std::thread::sleep(Duration::from_millis(2_500));
+    cluster.restart_with_aof(2);
+    for child in &mut children {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a worker failed: {status}");
+    }
+    let tokens: Vec<u64> = witness
+        .cmd(0, &["LRANGE", "tokens", "0", "-1"])
+        .lines()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), WORKERS * ROUNDS);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
