@@ -63,7 +63,8 @@ fn run_threads(n_nodes: usize, threads: usize, key_count: usize, rounds: usize) 
     // Nothing left behind: the locks are gone, and the short-lived waiting marks expire.
     for i in 0..n_nodes {
         assert!(
-            deadline_loop(Duration::from_secs(10), || cluster.cmd(i, &["DBSIZE"]) == "0"),
+            deadline_loop(Duration::from_secs(10), || cluster.cmd(i, &["DBSIZE"])
+                == "0"),
             "node {i} kept keys: {}",
             cluster.cmd(i, &["KEYS", "*"])
         );
@@ -172,6 +173,8 @@ fn several_processes_one_key() {
     );
     assert_eq!(per_worker.len(), WORKERS);
     for i in 0..3 {
-        assert!(deadline_loop(Duration::from_secs(10), || cluster.cmd(i, &["DBSIZE"]) == "0"));
+        assert!(deadline_loop(Duration::from_secs(10), || cluster
+            .cmd(i, &["DBSIZE"])
+            == "0"));
     }
 }

@@ -41,13 +41,20 @@ fn tokens_increase_and_are_off_unless_asked_for() {
     let on_nodes: Vec<String> = (0..3)
         .map(|i| cluster.cmd(i, &["GET", "redmutex:fence:fence:seq"]))
         .collect();
-    assert!(on_nodes.iter().filter(|v| **v == last.to_string()).count() >= 2, "{on_nodes:?}");
+    assert!(
+        on_nodes.iter().filter(|v| **v == last.to_string()).count() >= 2,
+        "{on_nodes:?}"
+    );
     let plain = RedLockFactory::new(cluster.urls()).unwrap();
     let g = plain.create_lock("fence:seq").acquire().unwrap();
     assert_eq!(g.fencing_token(), None);
     drop(g);
     // Per lock.
-    let g = plain.create_lock("fence:seq").with_fencing(true).acquire().unwrap();
+    let g = plain
+        .create_lock("fence:seq")
+        .with_fencing(true)
+        .acquire()
+        .unwrap();
     assert_eq!(g.fencing_token(), Some(last + 1));
 }
 
@@ -60,11 +67,21 @@ fn diverged_counters_still_give_a_larger_token() {
         cluster.cmd(i, &["SET", "redmutex:fence:div", v]);
     }
     let f = factory(cluster.urls());
-    let t1 = f.create_lock("div").acquire().unwrap().fencing_token().unwrap();
+    let t1 = f
+        .create_lock("div")
+        .acquire()
+        .unwrap()
+        .fencing_token()
+        .unwrap();
     assert_eq!(t1, 11);
     // The write-back reached the other nodes: a quorum without node 0 still sees 11.
     cluster.stop(0);
-    let t2 = f.create_lock("div").acquire().unwrap().fencing_token().unwrap();
+    let t2 = f
+        .create_lock("div")
+        .acquire()
+        .unwrap()
+        .fencing_token()
+        .unwrap();
     assert!(t2 > t1, "{t2} <= {t1}");
     cluster.cont(0);
 }

@@ -71,7 +71,9 @@ fn keys_deleted_from_outside_are_signalled_once() {
     assert!(guard.is_lost());
     assert!(!guard.is_valid());
     assert_eq!(signal.reason(), Some(LossReason::TokenGone));
-    assert!(deadline_loop(Duration::from_secs(5), || calls.load(Ordering::SeqCst) == 1));
+    assert!(deadline_loop(Duration::from_secs(5), || calls
+        .load(Ordering::SeqCst)
+        == 1));
     // A callback added after the loss runs at once.
     let late = Arc::new(AtomicUsize::new(0));
     let l = Arc::clone(&late);
@@ -80,7 +82,11 @@ fn keys_deleted_from_outside_are_signalled_once() {
     });
     assert_eq!(late.load(Ordering::SeqCst), 1);
     assert!(matches!(guard.release(), Err(Error::LockLost { .. })));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the callback fired more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the callback fired more than once"
+    );
 }
 
 #[test]
@@ -97,7 +103,11 @@ fn majority_down_lets_the_lease_run_out_and_says_so() {
         Some(LossReason::Expired)
     );
     // Not before the lease could have run out, and not much after.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(guard.is_lost());
 }
 
@@ -130,7 +140,10 @@ fn hold_limit_stops_renewal_and_signals() {
         Some(LossReason::HoldLimit)
     );
     let held = start.elapsed();
-    assert!(held >= Duration::from_millis(1_200), "ended early: {held:?}");
+    assert!(
+        held >= Duration::from_millis(1_200),
+        "ended early: {held:?}"
+    );
     assert!(held < Duration::from_secs(6), "ended late: {held:?}");
     assert!(deadline_loop(Duration::from_secs(3), || {
         (0..3).all(|i| cluster.cmd(i, &["EXISTS", "ka:limit"]) == "0")

@@ -42,7 +42,10 @@ fn a_release_wakes_a_waiter_long_before_its_next_poll() {
         let acquired = waiter.join().unwrap();
         let gap = acquired.saturating_duration_since(released);
         // A poll would take 5 s; the wake-up is a few round trips. Generous for a loaded box.
-        assert!(gap < Duration::from_secs(2), "round {round}: hand-over took {gap:?}");
+        assert!(
+            gap < Duration::from_secs(2),
+            "round {round}: hand-over took {gap:?}"
+        );
     }
 }
 
@@ -137,10 +140,7 @@ fn contending_threads_share_the_lock() {
         })
         .collect();
     let counts: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let (min, max) = (
-        *counts.iter().min().unwrap(),
-        *counts.iter().max().unwrap(),
-    );
+    let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
     let share = handoffs.load(Ordering::SeqCst) as f64 / TOTAL as f64;
     eprintln!(
         "{TOTAL} acquisitions in {:?}; per thread {counts:?}; hand-overs to another thread {:.0} %",
@@ -150,5 +150,8 @@ fn contending_threads_share_the_lock() {
     // Peers: 0.5-7 % of acquisitions go to another worker. Loose bounds, for a loaded machine:
     // the point is that no thread starves.
     assert!(min * 4 >= max, "a thread starved: {counts:?}");
-    assert!(share > 0.2, "the releaser keeps re-taking the lock: {share}");
+    assert!(
+        share > 0.2,
+        "the releaser keeps re-taking the lock: {share}"
+    );
 }
