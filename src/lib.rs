@@ -60,14 +60,26 @@
 //! - **Failures are errors.** A cluster where too few nodes answer gives
 //!   [`Error::NoQuorum`] with each node's cause, never a hang.
 //!
+//! # Beyond a mutex
+//!
+//! - **Keep-alive** ([`RedLockFactoryBuilder::keep_alive`]): one thread per factory renews
+//!   every kept-alive guard's lease, in batches, optionally up to a maximum hold time.
+//! - **Loss signal** ([`RedLockGuard::loss_signal`], [`RedLockGuard::on_loss`],
+//!   [`RedLockGuard::is_lost`]): the holder learns, without touching the network, that its
+//!   lock was lost.
+//! - **Fencing tokens** ([`RedLockFactoryBuilder::fencing`], [`RedLockGuard::fencing_token`]):
+//!   a number that grows with every grant, for the protected resource to refuse stale holders.
+//! - **Wake-up on release** ([`RedLockFactoryBuilder::wake_on_release`], on by default):
+//!   waiters are woken by the release, and hand-overs are fair.
+//!
 //! # What it guarantees
 //!
 //! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
 //! same rate, nodes do not lose keys (restarted nodes stay down longer than the TTL, or use AOF
 //! with `appendfsync always`), and the holder stops acting before its validity ends. A process
 //! pause (GC, swap, SIGSTOP) after the lock was taken can break the last one: protect resources
-//! that must never see two writers with fencing at the resource. See `docs/design.md` in the
-//! repository.
+//! that must never see two writers with fencing tokens checked at the resource. See
+//! `docs/design.md` and `docs/features.md` in the repository.
 //!
 //! # Interoperability
 //!
@@ -113,3 +125,8 @@ pub use factory::{MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::RedLockGuard;
 pub use lease::{LossReason, LossSignal};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
