@@ -1,0 +1,276 @@
+//! The command line, as clap derive types: the doc comments are the help text.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::exit::{CONFLICT_DEFAULT, TABLE};
+
+/// The node used when neither `--node` nor `REDMUTEX_NODES` is given.
+pub const DEFAULT_NODE: &str = "redis://127.0.0.1:6379";
+
+/// The longest duration accepted for any SECS argument (about 31 years).
+const MAX_SECS: f64 = 1e9;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "redmutex",
+    version,
+    about = "Run a command under a distributed lock, like flock(1) across hosts",
+    long_about = "Run a command under a distributed lock, like flock(1) across hosts.\n\n\
+        The lock is a lease taken with the Redlock algorithm on N independent Redis masters \
+        (a majority must grant it). `run` renews the lease while the command runs and \
+        releases it when the command ends.",
+    after_long_help = TABLE,
+    max_term_width = 98,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub nodes: NodeArgs,
+
+    /// Say more on stderr: -v how long it waited and why each node failed; -vv every round
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the lock lives.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// A Redis master: redis://[user][:password@]host[:port][/db] (rediss:// with TLS
+    /// builds, redis+unix:///path). Repeat for each node; or set REDMUTEX_NODES to a
+    /// comma-separated list. Passwords are never printed.
+    #[arg(
+        long = "node",
+        value_name = "URL",
+        env = "REDMUTEX_NODES",
+        hide_env_values = true,
+        value_delimiter = ',',
+        default_value = DEFAULT_NODE,
+        global = true
+    )]
+    pub nodes: Vec<String>,
+
+    /// How long connecting to a node may take, in seconds
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs, global = true)]
+    pub connect_timeout: Duration,
+
+    /// How long a round waits for the nodes' replies, in seconds
+    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_secs, global = true)]
+    pub io_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command while holding the lock; release it when the command ends
+    #[command(after_long_help = RUN_NOTES)]
+    Run(RunArgs),
+    /// Show whether the lock is held: the key on each node, its remaining TTL, the verdict
+    Status(StatusArgs),
+    /// Take the lock, print its token and exit, leaving the lock held until its TTL ends
+    Acquire(AcquireArgs),
+    /// Release a lock by its token (from `acquire`)
+    Release(TokenArgs),
+    /// Renew a lock by its token (from `acquire`) so that it runs --ttl from now
+    Extend(ExtendArgs),
+}
+
+const RUN_NOTES: &str = concat!(
+    "\
+The command gets REDMUTEX_KEY and REDMUTEX_TOKEN in its environment.
+
+The lease (--ttl) is renewed every ttl/3 while the command runs. If it is lost (the key was
+deleted or taken over, or too few nodes answered before it ran out), the command gets SIGTERM,
+then SIGKILL after --kill-after, and redmutex exits 79.
+
+SIGINT, SIGTERM and SIGHUP sent to redmutex are passed on to the command, and the lock is
+released once it has ended. The command stays in redmutex's process group, so a terminal's
+^C reaches both directly; in the terminal's foreground redmutex does not send SIGINT or SIGHUP
+a second time. If redmutex itself is SIGKILLed, the lock expires after --ttl (the command keeps
+running, unlocked).
+
+",
+    crate::exit::exit_table!()
+);
+
+/// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up at once if the lock is held elsewhere (exit with the conflict code)
+    #[arg(short, long, conflicts_with = "wait")]
+    pub nonblock: bool,
+
+    /// Give up after waiting SECS (fractional) for the lock; 0 is --nonblock [default: wait
+    /// as long as it takes]
+    #[arg(short, long, value_name = "SECS", value_parser = parse_secs)]
+    pub wait: Option<Duration>,
+
+    /// The exit status when -n or -w gave up
+    #[arg(short = 'E', long, value_name = "N", default_value_t = CONFLICT_DEFAULT)]
+    pub conflict_exit_code: u8,
+
+    /// The lease time in seconds: how long the lock outlives a holder that vanished
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub ttl: Duration,
+}
+
+impl WaitArgs {
+    /// How long to wait: `Some(ZERO)` for --nonblock, `None` for as long as it takes.
+    pub fn limit(&self) -> Option<Duration> {
+        if self.nonblock {
+            Some(Duration::ZERO)
+        } else {
+            self.wait
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// After the lease was lost: how long the command has between SIGTERM and SIGKILL
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub kill_after: Duration,
+
+    /// Run this shell command with `sh -c` instead of COMMAND
+    #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
+    pub shell: Option<OsString>,
+
+    /// The lock's name (the Redis key)
+    pub key: String,
+
+    /// The command to run and its arguments (after `--`)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "shell",
+        conflicts_with = "shell"
+    )]
+    pub argv: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// The lock's name (the Redis key)
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// The lock's name (the Redis key)
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The lock's name (the Redis key)
+    pub key: String,
+
+    /// The token printed by `acquire` (or set REDMUTEX_TOKEN, which keeps it out of `ps`)
+    #[arg(env = "REDMUTEX_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtendArgs {
+    #[command(flatten)]
+    pub lock: TokenArgs,
+
+    /// The new lease time in seconds, from now
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub ttl: Duration,
+}
+
+/// Parses fractional seconds ("1.5", "0", "30") into a `Duration`.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a non-negative number of seconds"));
+    }
+    if secs > MAX_SECS {
+        return Err(format!("{s:?} seconds is too long"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs(" 2 "), Ok(Duration::from_secs(2)));
+        for bad in ["", "-1", "NaN", "inf", "1e300", "abc", "1s"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_takes_a_command_after_the_key() {
+        let cli = Cli::try_parse_from([
+            "redmutex", "run", "-w", "0.5", "--ttl", "3", "k", "--", "ls", "-l", "--all",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.key, "k");
+        assert_eq!(run.argv, ["ls", "-l", "--all"]);
+        assert_eq!(run.wait.limit(), Some(Duration::from_millis(500)));
+        assert_eq!(run.wait.ttl, Duration::from_secs(3));
+        assert_eq!(run.wait.conflict_exit_code, 1);
+    }
+
+    #[test]
+    fn run_needs_exactly_one_command() {
+        assert!(Cli::try_parse_from(["redmutex", "run", "k"]).is_err());
+        assert!(Cli::try_parse_from(["redmutex", "run", "-c", "true", "k", "--", "ls"]).is_err());
+        assert!(Cli::try_parse_from(["redmutex", "run", "-c", "true", "k"]).is_ok());
+        assert!(Cli::try_parse_from(["redmutex", "run", "-n", "-w", "1", "k", "ls"]).is_err());
+    }
+
+    #[test]
+    fn nodes_repeat_or_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "redmutex",
+            "status",
+            "k",
+            "--node",
+            "redis://a:1,redis://b:2",
+            "--node",
+            "redis://c:3",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.nodes.nodes,
+            ["redis://a:1", "redis://b:2", "redis://c:3"]
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! `redmutex run`: hold the lock while a child runs.
+//!
+//! The child is spawned with `std::process::Command`, stays in redmutex's process group (as
+//! with flock, so a terminal's ^C and ^Z reach it directly) and inherits stdin, stdout and
+//! stderr. The main thread then waits for one of: the child exiting, a signal, or the lease
+//! being lost. It only signals the child while the child has not been reaped (it is reaped
+//! by `try_wait` on this same thread), so a recycled pid is never hit.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use redmutex::{Error, RedLockGuard};
+use rustix::process::{Pid, Signal, kill_process};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT};
+
+use crate::cli::RunArgs;
+use crate::exit::{Exit, Failure};
+use crate::lease;
+use crate::logger;
+use crate::signals::{self, Event};
+
+/// How often the child is polled when no event arrives (SIGCHLD usually wakes us first).
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs the child while holding `guard`, and releases the lock when it has ended.
+pub fn run(
+    args: &RunArgs,
+    guard: RedLockGuard,
+    events: &Receiver<Event>,
+    tx: &Sender<Event>,
+) -> Result<Exit, Failure> {
+    let mut cmd = command(args);
+    cmd.env("REDMUTEX_KEY", &args.key)
+        .env("REDMUTEX_TOKEN", guard.token());
+    if let Some(fencing) = fencing_token(&guard) {
+        cmd.env("REDMUTEX_FENCING_TOKEN", fencing.to_string());
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            release(guard, None);
+            return Err(spawn_failure(&program(args), &e));
+        }
+    };
+    log::info!("started {:?} (pid {})", program(args), child.id());
+
+    let guard = Arc::new(guard);
+    let keep = match lease::keep_alive(Arc::clone(&guard), args.wait.ttl, tx.clone()) {
+        Ok(keep) => keep,
+        Err(e) => {
+            // Without renewals the lease would run out under the child: stop it now.
+            let _ = child.kill();
+            let _ = child.wait();
+            release_arc(guard, None);
+            return Err(Failure::new(
+                Exit::OsError,
+                format!("cannot start the lease renewal thread: {e}"),
+            ));
+        }
+    };
+    let outcome = supervise(&mut child, args, events);
+    keep.stop();
+    let status = match outcome.status {
+        Ok(status) => status,
+        Err(e) => {
+            release_arc(guard, None);
+            return Err(Failure::new(
+                Exit::OsError,
+                format!("waiting for the command: {e}"),
+            ));
+        }
+    };
+    let child_exit = child_exit(status);
+    if outcome.lost {
+        release_arc(guard, None);
+        return Ok(Exit::LostLease);
+    }
+    Ok(release_arc(guard, Some(child_exit)))
+}
+
+/// What the supervision loop saw.
+struct Supervised {
+    status: io::Result<ExitStatus>,
+    lost: bool,
+}
+
+/// Waits for the child, passing on signals, and stops it if the lease is lost.
+fn supervise(child: &mut Child, args: &RunArgs, events: &Receiver<Event>) -> Supervised {
+    let pid = Pid::from_child(child);
+    let terminal_signals = in_terminal_foreground();
+    let mut lost = false;
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Supervised {
+                    status: Ok(status),
+                    lost,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Never leave the child running unlocked.
+                let _ = child.kill();
+                let status = child.wait().map_err(|_| e);
+                return Supervised { status, lost };
+            }
+        }
+        let now = Instant::now();
+        let timeout = kill_at.map_or(POLL, |t| t.saturating_duration_since(now).min(POLL));
+        match events.recv_timeout(timeout) {
+            Ok(Event::Signal(SIGCHLD)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Event::Signal(sig)) => {
+                if terminal_signals && (sig == SIGINT || sig == SIGHUP) {
+                    log::info!(
+                        "{} came from the terminal, which sent it to the command too",
+                        signals::name(sig)
+                    );
+                } else {
+                    log::info!("passing {} on to the command", signals::name(sig));
+                    send(pid, sig);
+                }
+            }
+            Ok(Event::Lost(e)) => {
+                if !lost {
+                    lost = true;
+                    logger::error(&lost_message(&args.key, &e));
+                    send(pid, signal_hook::consts::SIGTERM);
+                    kill_at = Some(Instant::now() + args.kill_after);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+        if !killed && kill_at.is_some_and(|t| Instant::now() >= t) {
+            log::info!(
+                "the command outlived --kill-after ({:?}): sending SIGKILL",
+                args.kill_after
+            );
+            let _ = child.kill();
+            killed = true;
+        }
+    }
+}
+
+fn lost_message(key: &str, e: &Error) -> String {
+    let why = match e {
+        Error::LockLost { .. } => "a quorum of nodes no longer holds its token".to_owned(),
+        Error::Expired { .. } => "it ran out before it could be renewed".to_owned(),
+        other => format!("it could not be renewed in time ({other})"),
+    };
+    format!("lost the lease on {key:?}: {why}; stopping the command")
+}
+
+/// Sends `sig` to the child. It has not been reaped yet (only this thread reaps it), so the
+/// pid is still its own; an error means it is already exiting.
+fn send(pid: Pid, sig: i32) {
+    if let Some(signal) = Signal::from_named_raw(sig)
+        && let Err(e) = kill_process(pid, signal)
+    {
+        log::debug!("sending {} to the command: {e}", signals::name(sig));
+    }
+}
+
+/// Whether redmutex is in the foreground process group of its controlling terminal: then the
+/// terminal sends ^C (SIGINT) and hangup (SIGHUP) to the whole group, child included, and
+/// passing them on would deliver them twice.
+fn in_terminal_foreground() -> bool {
+    std::fs::File::open("/dev/tty")
+        .ok()
+        .and_then(|tty| rustix::termios::tcgetpgrp(&tty).ok())
+        .is_some_and(|fg| fg == rustix::process::getpgrp())
+}
+
+/// The fencing token to export as `REDMUTEX_FENCING_TOKEN`.
+///
+/// The library does not issue fencing tokens yet, so this is `None` and the variable is not
+/// set. Once it does, `run --fencing` will take one and return it here.
+fn fencing_token(_guard: &RedLockGuard) -> Option<u64> {
+    None
+}
+
+fn command(args: &RunArgs) -> Command {
+    if let Some(shell) = &args.shell {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(shell);
+        return cmd;
+    }
+    let mut argv = args.argv.iter();
+    let mut cmd = Command::new(argv.next().map_or_else(OsString::new, Clone::clone));
+    cmd.args(argv);
+    cmd
+}
+
+fn program(args: &RunArgs) -> String {
+    if args.shell.is_some() {
+        return "sh".into();
+    }
+    args.argv
+        .first()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn spawn_failure(program: &str, e: &io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::NotFound {
+        Failure::new(Exit::NotFound, format!("command not found: {program}"))
+    } else {
+        Failure::new(Exit::CannotRun, format!("cannot run {program}: {e}"))
+    }
+}
+
+fn child_exit(status: ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Exit::Success,
+        (Some(code), _) => Exit::Child(u8::try_from(code & 0xff).unwrap_or(u8::MAX)),
+        (None, Some(sig)) => Exit::Signal(sig),
+        (None, None) => Exit::Software,
+    }
+}
+
+fn release_arc(guard: Arc<RedLockGuard>, child: Option<Exit>) -> Exit {
+    match Arc::try_unwrap(guard) {
+        Ok(guard) => release(guard, child),
+        // Cannot happen once the renewal thread has stopped; dropping releases anyway.
+        Err(_) => child.unwrap_or(Exit::LostLease),
+    }
+}
+
+/// Releases the lock after the child ended with `child` (`None`: no child, or the lease was
+/// already lost, so failures are not reported again), and decides the exit status.
+fn release(guard: RedLockGuard, child: Option<Exit>) -> Exit {
+    let key = guard.resource().to_owned();
+    let result = guard.release();
+    let Some(child) = child else {
+        if let Err(e) = result {
+            log::info!("releasing {key:?}: {e}");
+        }
+        return Exit::LostLease;
+    };
+    match result {
+        Ok(()) => {
+            log::info!("released {key:?}");
+            child
+        }
+        Err(e @ (Error::LockLost { .. } | Error::Expired { .. })) => {
+            logger::error(&format!(
+                "{e}: the command may have overlapped another holder"
+            ));
+            if child == Exit::Success {
+                Exit::LostLease
+            } else {
+                child
+            }
+        }
+        Err(e) => {
+            logger::warn(&format!(
+                "could not release {key:?} ({e}); it expires with its TTL"
+            ));
+            child
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_pass_through() {
+        assert_eq!(child_exit(ExitStatus::from_raw(0)), Exit::Success);
+        assert_eq!(child_exit(ExitStatus::from_raw(3 << 8)), Exit::Child(3));
+        assert_eq!(child_exit(ExitStatus::from_raw(15)), Exit::Signal(15));
+        assert_eq!(child_exit(ExitStatus::from_raw(9)), Exit::Signal(9));
+    }
+
+    #[test]
+    fn spawn_errors() {
+        let nf = io::Error::from(io::ErrorKind::NotFound);
+        assert_eq!(spawn_failure("x", &nf).exit, Exit::NotFound);
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        assert_eq!(spawn_failure("x", &denied).exit, Exit::CannotRun);
+    }
+}
