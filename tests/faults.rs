@@ -516,6 +516,12 @@ fn immediate_restart_with_aof_always_keeps_mutual_exclusion() {
             .is_none()
     );
     assert!(guard_a.is_valid());
+    // A's pooled connection to node 1 died with the old process; once A has reconnected, A
+    // sees its lock on a quorum again and releases it normally.
+    let lock_a = a.create_lock("restart:aof");
+    assert!(deadline_loop(Duration::from_secs(5), || {
+        matches!(lock_a.is_locked(), Ok(true))
+    }));
     guard_a.release().unwrap();
     b.create_lock("restart:aof")
         .try_acquire()
