@@ -151,6 +151,18 @@ fn exit_status_env_and_release() {
     assert_eq!(fields[2], "unset");
     assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
 
+    // With --fencing: a number that grows with each acquisition.
+    let fence = |n: &str| -> u64 {
+        let out = cluster.node(0).dir().join(format!("fence{n}"));
+        let script = format!("echo $REDMUTEX_FENCING_TOKEN > {}", out.display());
+        let o =
+            run_ok(redmutex(&cluster.urls()).args(["run", "--fencing", "cli:env", "-c", &script]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        fs::read_to_string(&out).unwrap().trim().parse().unwrap()
+    };
+    let (first, second) = (fence("1"), fence("2"));
+    assert!(second > first, "{first} then {second}");
+
     // A command given after `--`, with its own flags.
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", "sh", "-c", "exit 0"]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -171,6 +183,40 @@ fn exit_status_env_and_release() {
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", &dir]));
     assert_eq!(code(&o), 126, "{}", stderr(&o));
     assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+}
+
+#[test]
+fn the_lease_is_renewed_while_the_command_runs() {
+    let cluster = RedisCluster::start(3);
+    let dir = cluster.node(0).dir().to_owned();
+    let (ready, done) = (dir.join("ready"), dir.join("done"));
+    let script = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        ready.display(),
+        done.display()
+    );
+    let mut child = redmutex(&cluster.urls())
+        .args(["run", "--ttl", "2", "cli:renew", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_file(&ready);
+    // The lock stays held on every node for more than twice its TTL: it is renewed.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            holders(&cluster, "cli:renew"),
+            3,
+            "after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(child.try_wait().unwrap(), None, "redmutex ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = run_ok(redmutex(&cluster.urls()).args(["run", "-n", "cli:renew", "true"]));
+    assert_eq!(code(&o), 1, "the lock was free: {}", stderr(&o));
+    fs::write(&done, "").unwrap();
+    assert_eq!(wait_for(&mut child, SOON).code(), Some(0));
+    assert_eq!(holders(&cluster, "cli:renew"), 0);
 }
 
 #[test]

@@ -83,7 +83,9 @@ pub enum Command {
 
 const RUN_NOTES: &str = concat!(
     "\
-The command gets REDMUTEX_KEY and REDMUTEX_TOKEN in its environment.
+The command gets REDMUTEX_KEY and REDMUTEX_TOKEN in its environment, and with --fencing
+REDMUTEX_FENCING_TOKEN: pass it with each write to the protected resource, and have the
+resource refuse a write with a smaller token than one it has seen.
 
 The lease (--ttl) is renewed every ttl/3 while the command runs. If it is lost (the key was
 deleted or taken over, or too few nodes answered before it ran out), the command gets SIGTERM,
@@ -139,6 +141,11 @@ pub struct RunArgs {
     /// After the lease was lost: how long the command has between SIGTERM and SIGKILL
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub kill_after: Duration,
+
+    /// Also take a fencing token (a number that grows with every acquisition of KEY) and pass
+    /// it to the command as REDMUTEX_FENCING_TOKEN
+    #[arg(long)]
+    pub fencing: bool,
 
     /// Run this shell command with `sh -c` instead of COMMAND
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{RedLockFactory, RedLockGuard};
+use redmutex::{RedLock, RedLockFactory, RedLockGuard};
 
 use crate::cli::{AcquireArgs, Cli, Command, NodeArgs, WaitArgs};
 use crate::exit::{Exit, Failure};
@@ -76,7 +76,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     match &cli.command {
         Command::Run(args) => {
             let (tx, events) = listen()?;
-            match take(nodes, &args.key, &args.wait, &events)? {
+            // The library renews the lease while the command runs.
+            let lock = |l: RedLock| l.with_keep_alive(true).with_fencing(args.fencing);
+            match take(nodes, &args.key, &args.wait, &events, lock)? {
                 Taken::Guard(guard) => run::run(args, guard, &events, &tx),
                 Taken::Exit(exit) => Ok(exit),
             }
@@ -102,7 +104,8 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 /// `acquire`: take the lock, print the token, and leave the lock held.
 fn acquire(nodes: &NodeArgs, args: &AcquireArgs) -> Result<Exit, Failure> {
     let (_tx, events) = listen()?;
-    let guard = match take(nodes, &args.key, &args.wait, &events)? {
+    // No keep-alive: the lock must end with its TTL unless `extend`ed.
+    let guard = match take(nodes, &args.key, &args.wait, &events, |l| l)? {
         Taken::Guard(guard) => guard,
         Taken::Exit(exit) => return Ok(exit),
     };
@@ -138,9 +141,10 @@ fn take(
     key: &str,
     wait: &WaitArgs,
     events: &std::sync::mpsc::Receiver<Event>,
+    configure: impl FnOnce(RedLock) -> RedLock,
 ) -> Result<Taken, Failure> {
     let factory = factory(nodes, Some(wait.ttl))?;
-    let lock = factory.create_lock(key).with_ttl(wait.ttl);
+    let lock = configure(factory.create_lock(key).with_ttl(wait.ttl));
     Ok(match wait::acquire(&lock, wait.limit(), events)? {
         Outcome::Acquired(guard) => Taken::Guard(guard),
         Outcome::Busy => Taken::Exit(Exit::Conflict(wait.conflict_exit_code)),

@@ -10,11 +10,10 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, RedLockGuard};
+use redmutex::{Error, LossReason, RedLockGuard};
 use rustix::process::{Pid, Signal, kill_process};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT};
 
@@ -37,7 +36,8 @@ pub fn run(
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
         .env("REDMUTEX_TOKEN", guard.token());
-    if let Some(fencing) = fencing_token(&guard) {
+    // Set with --fencing only.
+    if let Some(fencing) = guard.fencing_token() {
         cmd.env("REDMUTEX_FENCING_TOKEN", fencing.to_string());
     }
     let mut child = match cmd.spawn() {
@@ -49,26 +49,12 @@ pub fn run(
     };
     log::info!("started {:?} (pid {})", program(args), child.id());
 
-    let guard = Arc::new(guard);
-    let keep = match lease::keep_alive(Arc::clone(&guard), args.wait.ttl, tx.clone()) {
-        Ok(keep) => keep,
-        Err(e) => {
-            // Without renewals the lease would run out under the child: stop it now.
-            let _ = child.kill();
-            let _ = child.wait();
-            release_arc(guard, None);
-            return Err(Failure::new(
-                Exit::OsError,
-                format!("cannot start the lease renewal thread: {e}"),
-            ));
-        }
-    };
+    lease::watch(&guard, tx);
     let outcome = supervise(&mut child, args, events);
-    keep.stop();
     let status = match outcome.status {
         Ok(status) => status,
         Err(e) => {
-            release_arc(guard, None);
+            release(guard, None);
             return Err(Failure::new(
                 Exit::OsError,
                 format!("waiting for the command: {e}"),
@@ -77,10 +63,10 @@ pub fn run(
     };
     let child_exit = child_exit(status);
     if outcome.lost {
-        release_arc(guard, None);
+        release(guard, None);
         return Ok(Exit::LostLease);
     }
-    Ok(release_arc(guard, Some(child_exit)))
+    Ok(release(guard, Some(child_exit)))
 }
 
 /// What the supervision loop saw.
@@ -127,10 +113,10 @@ fn supervise(child: &mut Child, args: &RunArgs, events: &Receiver<Event>) -> Sup
                     send(pid, sig);
                 }
             }
-            Ok(Event::Lost(e)) => {
+            Ok(Event::Lost(reason)) => {
                 if !lost {
                     lost = true;
-                    logger::error(&lost_message(&args.key, &e));
+                    logger::error(&lost_message(&args.key, reason));
                     send(pid, signal_hook::consts::SIGTERM);
                     kill_at = Some(Instant::now() + args.kill_after);
                 }
@@ -148,13 +134,8 @@ fn supervise(child: &mut Child, args: &RunArgs, events: &Receiver<Event>) -> Sup
     }
 }
 
-fn lost_message(key: &str, e: &Error) -> String {
-    let why = match e {
-        Error::LockLost { .. } => "a quorum of nodes no longer holds its token".to_owned(),
-        Error::Expired { .. } => "it ran out before it could be renewed".to_owned(),
-        other => format!("it could not be renewed in time ({other})"),
-    };
-    format!("lost the lease on {key:?}: {why}; stopping the command")
+fn lost_message(key: &str, reason: LossReason) -> String {
+    format!("lost the lease on {key:?}: {reason}; stopping the command")
 }
 
 /// Sends `sig` to the child. It has not been reaped yet (only this thread reaps it), so the
@@ -175,14 +156,6 @@ fn in_terminal_foreground() -> bool {
         .ok()
         .and_then(|tty| rustix::termios::tcgetpgrp(&tty).ok())
         .is_some_and(|fg| fg == rustix::process::getpgrp())
-}
-
-/// The fencing token to export as `REDMUTEX_FENCING_TOKEN`.
-///
-/// The library does not issue fencing tokens yet, so this is `None` and the variable is not
-/// set. Once it does, `run --fencing` will take one and return it here.
-fn fencing_token(_guard: &RedLockGuard) -> Option<u64> {
-    None
 }
 
 fn command(args: &RunArgs) -> Command {
@@ -221,14 +194,6 @@ fn child_exit(status: ExitStatus) -> Exit {
         (Some(code), _) => Exit::Child(u8::try_from(code & 0xff).unwrap_or(u8::MAX)),
         (None, Some(sig)) => Exit::Signal(sig),
         (None, None) => Exit::Software,
-    }
-}
-
-fn release_arc(guard: Arc<RedLockGuard>, child: Option<Exit>) -> Exit {
-    match Arc::try_unwrap(guard) {
-        Ok(guard) => release(guard, child),
-        // Cannot happen once the renewal thread has stopped; dropping releases anyway.
-        Err(_) => child.unwrap_or(Exit::LostLease),
     }
 }
 

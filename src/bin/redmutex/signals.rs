@@ -12,8 +12,8 @@ use signal_hook::iterator::Signals;
 pub enum Event {
     /// A signal arrived (SIGINT, SIGTERM, SIGHUP, or SIGCHLD as a wake-up).
     Signal(i32),
-    /// The lease was lost; the error says how.
-    Lost(redmutex::Error),
+    /// The lease was lost.
+    Lost(redmutex::LossReason),
 }
 
 /// The signals that end redmutex (after passing them to the child, if there is one).
