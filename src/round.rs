@@ -275,6 +275,17 @@ fn exchange(
                     continue;
                 }
             };
+            if let Err(e) = &reply
+                && is_read_only(e)
+            {
+                // A demoted master (now a replica) refuses writes: a failure of the node, whose
+                // connections must all go so the pool reconnects (through Sentinel: to the new
+                // master).
+                conn.broken = true;
+                node.record_failure(&e.to_string());
+                record(cmd, i, Err(NodeError::new(&node.name, e.clone().into())));
+                continue;
+            }
             answered = true;
             let no_script = matches!(&reply, Err(e) if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)));
             let reply = match (reply, fallback) {
@@ -288,7 +299,10 @@ fn exchange(
                         invocation.arg(*arg);
                     }
                     invocation.invoke::<Value>(&mut conn.con).inspect_err(|e| {
-                        if e.is_io_error() {
+                        if is_read_only(e) {
+                            node.record_failure(&e.to_string());
+                        }
+                        if e.is_io_error() || is_read_only(e) {
                             conn.broken = true;
                         }
                     })
@@ -318,6 +332,11 @@ fn exchange(
         }
     }
     written
+}
+
+/// Whether a server error says the node is a replica (READONLY): a demoted master.
+fn is_read_only(e: &redis::RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
 }
 
 /// Reads one reply, skipping RESP3 push messages (they are not replies).
