@@ -766,3 +766,95 @@ fn split_vote_contenders_all_get_the_lock_long_before_a_ttl() {
     // Without the cleanup, a split vote blocks everybody for the 10 s TTL.
     assert!(total < Duration::from_secs(8), "{total:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connection churn.
+
+/// Client connections on node `i`, not counting the one asking.
+fn clients(cluster: &RedisCluster, i: usize) -> usize {
+    cluster.cmd(i, &["CLIENT", "LIST"]).lines().count() - 1
+}
+
+#[test]
+fn connection_churn_pools_recover_and_leak_nothing() {
+    const POOL: u32 = 4;
+    const FACTORIES: usize = 2; // two independent pools per node, as two processes would have
+    // AOF with fsync always: a node restarted at once keeps its keys, so churn is safe.
+    let cluster = RedisCluster::start_with_args(3, AOF_ARGS);
+    let witness = RedisCluster::start(1);
+    let factories: Vec<RedLockFactory> = (0..FACTORIES)
+        .map(|_| builder(cluster.urls()).pool_size(POOL).build().unwrap())
+        .collect();
+    let fault = Arc::new(AtomicBool::new(false));
+    let mut most_clients = 0;
+    let (runs, restarts) = thread::scope(|s| {
+        let injector = s.spawn(|| {
+            let mut n = 0;
+            let end = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < end {
+                thread::sleep(Duration::from_millis(300));
+                fault.store(true, Ordering::SeqCst);
+                cluster.restart(n % 3);
+                fault.store(false, Ordering::SeqCst);
+                n += 1;
+                for i in 0..3 {
+                    most_clients = most_clients.max(clients(&cluster, i));
+                }
+            }
+            n
+        });
+        let runs: Vec<_> = factories
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                let fault = &fault;
+                let witness = witness.port(0);
+                s.spawn(move || {
+                    // More threads than pooled connections: checkouts wait and must not fail.
+                    let mut work = Workload::new("churn", 6, 3, Duration::from_secs(6));
+                    work.name = format!("f{k}");
+                    run_workers(f, witness, &work, fault)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>();
+        (runs, injector.join().unwrap())
+    });
+    let mut run = history::Run::default();
+    for r in runs {
+        run.records.extend(r.records);
+        for (k, n) in r.errors {
+            *run.errors.entry(k).or_default() += n;
+        }
+        run.slowest_call = run.slowest_call.max(r.slowest_call);
+    }
+    // Each factory: its pool, plus one pub/sub connection per node for wake-up on release.
+    let bound = (POOL as usize + 1) * FACTORIES;
+    let after: Vec<usize> = (0..3).map(|i| clients(&cluster, i)).collect();
+    let check = history::report(
+        "connection_churn",
+        &run,
+        restarts,
+        &format!(
+            "client connections per node: most seen {most_clients}, after {after:?}, bound {bound}"
+        ),
+    );
+    history::assert_clean(&check);
+    assert!(restarts >= 10, "only {restarts} restarts");
+    assert!(check.sections > 20, "{} acquisitions", check.sections);
+    assert!(
+        most_clients <= bound,
+        "{most_clients} connections on a node"
+    );
+    assert!(after.iter().all(|&n| n <= bound), "{after:?}");
+    // The pools recovered: every factory gets locks at once again.
+    for f in &factories {
+        let lock = f.create_lock("churn:after");
+        assert!(deadline_loop(Duration::from_secs(5), || matches!(
+            lock.try_acquire(),
+            Ok(Some(_))
+        )));
+    }
+}

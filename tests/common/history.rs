@@ -234,6 +234,9 @@ pub struct Workload {
     pub acquire_timeout: Duration,
     /// Prefix of the worker names.
     pub name: String,
+    /// Push each record to the witness's history list instead of keeping it in memory (for
+    /// long runs that measure this process's memory); read them back with [`fetch`].
+    pub push_to_witness: bool,
 }
 
 impl Workload {
@@ -247,6 +250,7 @@ impl Workload {
             hold: Duration::from_micros(500),
             acquire_timeout: Duration::from_secs(10),
             name: format!("p{}", std::process::id()),
+            push_to_witness: false,
         }
     }
 }
@@ -278,6 +282,23 @@ impl Run {
     pub fn error_count(&self) -> usize {
         self.errors.values().sum()
     }
+}
+
+/// Every record pushed to the witness on `127.0.0.1:port` so far.
+///
+/// # Panics
+/// If the witness cannot be read or holds a malformed line.
+pub fn fetch(port: u16) -> Vec<Record> {
+    let list = super::raw_cmd(
+        port,
+        &["LRANGE", HISTORY_KEY, "0", "-1"],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    list.lines()
+        .filter(|l| !l.is_empty())
+        .map(Record::from_line)
+        .collect()
 }
 
 /// A short name for an error's kind.
@@ -336,18 +357,24 @@ pub fn run_workers(
                             }
                             let end_tick = witness.tick();
                             let valid_at_end = g.is_valid();
+                            let fencing = g.fencing_token();
                             let release_ok = g.release().is_ok();
-                            run.records.push(Record {
+                            let record = Record {
                                 worker: format!("{}/t{t}", work.name),
                                 resource: lock.resource().to_owned(),
                                 start,
                                 end: end_tick,
-                                fencing: None,
+                                fencing,
                                 valid_at_end,
                                 release_ok,
                                 acquire: took,
                                 during_fault,
-                            });
+                            };
+                            if work.push_to_witness {
+                                witness.push(&record);
+                            } else {
+                                run.records.push(record);
+                            }
                         }
                         Err(e) => {
                             *run.errors.entry(kind(&e).to_owned()).or_default() += 1;

@@ -1,0 +1,130 @@
+//! A bounded soak with one node flapping, alone in its binary so that the memory it samples is
+//! its own. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use common::history::{self, Workload, run_workers};
+use common::{RedisCluster, deadline_loop};
+use redmutex::RedLockFactory;
+
+const TTL: Duration = Duration::from_secs(1);
+
+fn factory(urls: Vec<String>, pool_size: u32) -> RedLockFactory {
+    RedLockFactory::builder()
+        .nodes(urls)
+        .ttl(TTL)
+        .pool_size(pool_size)
+        .io_timeout(Duration::from_millis(150))
+        .connect_timeout(Duration::from_millis(300))
+        .retry_delay(Duration::from_millis(5))
+        .retry_jitter(Duration::from_millis(10))
+        .max_retries(10)
+        .build()
+        .unwrap()
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn soak_one_node_flapping() {
+    let secs: u64 = std::env::var("REDMUTEX_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30)
+        .clamp(5, 60);
+    let duration = Duration::from_secs(secs);
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let factory = factory(cluster.urls(), 16);
+    let fault = Arc::new(AtomicBool::new(false));
+    let stop = AtomicBool::new(false);
+    let mut work = Workload::new("soak", 16, 64, duration);
+    // Records go to the witness, so this process's memory is the library's, not the history's.
+    work.push_to_witness = true;
+    let (mut run, flaps, rss) = thread::scope(|s| {
+        // Node 2 flaps: frozen for a while, then killed and kept down past the TTL (the
+        // delayed-restart rule), then restarted empty.
+        let flapper = s.spawn(|| {
+            let mut flaps = 0;
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(700));
+                cluster.stop(2);
+                fault.store(true, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(500));
+                cluster.cont(2);
+                fault.store(false, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(700));
+                fault.store(true, Ordering::SeqCst);
+                cluster.kill(2);
+                thread::sleep(TTL + Duration::from_millis(200));
+                cluster.restart(2);
+                fault.store(false, Ordering::SeqCst);
+                flaps += 2;
+            }
+            flaps
+        });
+        let sampler = s.spawn(|| {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                samples.push(rss_kib());
+                thread::sleep(Duration::from_millis(500));
+            }
+            samples
+        });
+        let run = run_workers(&factory, witness.port(0), &work, &fault);
+        stop.store(true, Ordering::SeqCst);
+        (run, flapper.join().unwrap(), sampler.join().unwrap())
+    });
+    // Memory: after a warm-up fifth of the run, resident memory stays flat.
+    let warm = rss[rss.len() / 5];
+    let last = *rss.last().unwrap();
+    let peak = *rss.iter().max().unwrap();
+    run.records = history::fetch(witness.port(0));
+    let series: Vec<u64> = rss.iter().step_by(4).map(|k| k / 1024).collect();
+    eprintln!("[figures] soak VmRSS MiB every 2 s: {series:?}");
+    // No key without an expiry, and none left once the TTL has passed.
+    for i in 0..3 {
+        let keys = cluster.cmd(i, &["KEYS", "*"]);
+        for k in keys.lines().filter(|k| !k.is_empty()) {
+            let pttl: i64 = cluster.cmd(i, &["PTTL", k]).parse().unwrap();
+            assert!(
+                pttl > 0 || pttl == -2,
+                "key {k:?} on node {i} has PTTL {pttl}"
+            );
+        }
+    }
+    let drained = deadline_loop(TTL + Duration::from_secs(3), || {
+        (0..3).all(|i| cluster.cmd(i, &["DBSIZE"]) == "0")
+    });
+    let check = history::report(
+        "soak",
+        &run,
+        flaps,
+        &format!(
+            "{secs} s, 16 threads, 64 keys; VmRSS KiB warm={warm} last={last} peak={peak} \
+             keys left after TTL: {}",
+            if drained { 0 } else { 1 }
+        ),
+    );
+    history::assert_clean(&check);
+    assert!(drained, "keys leaked on the nodes");
+    assert!(flaps > 0);
+    assert!(check.sections > 1000, "{} acquisitions", check.sections);
+    assert!(
+        last.saturating_sub(warm) <= 16 * 1024,
+        "resident memory grew from {warm} KiB to {last} KiB"
+    );
+}
