@@ -11,7 +11,8 @@
 //! 1. `ping`, `floor`: one raw PING round trip, and the floor cycle (`SET key tok NX PX ttl`,
 //!    then the compare-and-delete script by EVALSHA) over one already-open connection per node,
 //!    written to every node before any reply is read. No library: the physical limit.
-//! 2. `cycle`: `acquire()` + `release()` of one key by one thread.
+//! 2. `cycle`: `acquire()` + `release()` of one key by one thread (library defaults);
+//!    `cycle-nowake`: the same with `wake_on_release(false)`.
 //! 3. `busy`, `busy-split`: `try_acquire()` of a lock held elsewhere on every node, and on a bare
 //!    majority only (our SET lands on the minority and is taken back in a second round).
 //! 4. `contended-*`: 4 threads on one key over 3 nodes, each holding it ~1 ms.
@@ -20,7 +21,8 @@
 //!    guards.
 //!
 //! Options (after `--`): `--quick`, `--runs N`, `--secs S` (length of one run), `--no-svg`,
-//! `--profile cycle|floor|busy N` (only N cycles on 3 nodes, for callgrind/strace).
+//! `--profile cycle|nowake|floor|busy N` (only N operations on 3 nodes, for callgrind, DHAT
+//! or strace; collect inside `redlock::profiled`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -130,8 +132,8 @@ impl Settings {
                 }
                 "--no-svg" => s.svg = false,
                 "--profile" => {
-                    let what: String = parse(it.next(), "--profile cycle|floor|busy N");
-                    let n: u64 = parse(it.next(), "--profile cycle|floor|busy N");
+                    let what: String = parse(it.next(), "--profile cycle|nowake|floor|busy N");
+                    let n: u64 = parse(it.next(), "--profile cycle|nowake|floor|busy N");
                     s.profile = Some((what, n));
                 }
                 _ => {}
@@ -505,6 +507,14 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
         let cycle_key = format!("bench:cycle:{n}");
         let floor_key = format!("bench:floor:{n}");
         let lock = fac.create_lock(cycle_key.as_str());
+        // The same cycle without wake-on-release, whose acquire runs a script instead of SET.
+        let nowake_fac = RedLockFactory::builder()
+            .nodes(urls.iter().map(String::as_str))
+            .ttl(TTL)
+            .wake_on_release(false)
+            .build()
+            .expect("factory");
+        let nowake = nowake_fac.create_lock(format!("bench:nowake:{n}"));
         let busy = fac.create_lock(format!("bench:busy:{n}"));
         let split = fac.create_lock(format!("bench:split:{n}"));
         // Someone else holds `busy` on every node, and `split` on a bare majority only.
@@ -520,6 +530,10 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
             let g = lock.acquire().expect("uncontended acquire");
             g.release().expect("release");
         };
+        let nowake_cycle = || {
+            let g = nowake.acquire().expect("uncontended acquire");
+            g.release().expect("release");
+        };
         let busy_try = || {
             let got = busy.try_acquire().expect("try_acquire on a busy lock");
             assert!(got.is_none(), "a lock held elsewhere was acquired");
@@ -532,13 +546,16 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
         // Warm up: pools connected, scripts loaded, caches hot.
         time_ops(s.warmup, || floor.cycle(&floor_key));
         time_ops(s.warmup, lib_cycle);
+        time_ops(s.warmup, nowake_cycle);
         time_ops(s.warmup, busy_try);
 
-        let (mut ping, mut fl, mut lib, mut bz, mut sp) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut ping, mut fl, mut lib, mut nw, mut bz, mut sp) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..s.runs {
             ping.push(time_ops(s.run, || floor.ping()));
             fl.push(time_ops(s.run, || floor.cycle(&floor_key)));
             lib.push(time_ops(s.run, lib_cycle));
+            nw.push(time_ops(s.run, nowake_cycle));
             bz.push(time_ops(s.run, busy_try));
             if n > 1 {
                 sp.push(time_ops(s.run, split_try));
@@ -548,6 +565,7 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
         let count = if s.mode == "smoke" { 20 } else { 1_000 };
         let (floor_allocs, _) = allocs_per_op(count, || floor.cycle(&floor_key));
         let (lib_allocs, lib_bytes) = allocs_per_op(count, lib_cycle);
+        let (nowake_allocs, _) = allocs_per_op(count, nowake_cycle);
         let (busy_allocs, _) = allocs_per_op(count, busy_try);
 
         let ping_row = Row::new("ping", n, 1, &ping);
@@ -565,6 +583,11 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
                 .vs_floor(&fl, &lib)
                 .with("allocs_per_op", lib_allocs)
                 .with("alloc_bytes_per_op", lib_bytes),
+        );
+        rows.push(
+            Row::new("cycle-nowake", n, 1, &nw)
+                .vs_floor(&fl, &nw)
+                .with("allocs_per_op", nowake_allocs),
         );
         rows.push(
             Row::new("busy", n, 1, &bz)
@@ -1057,7 +1080,7 @@ fn svg(rows: &[Row], title: &str) -> String {
             );
         }
         for (i, (name, color)) in legend.iter().enumerate() {
-            let lx = x0 + 10.0 + 130.0 * i as f64;
+            let lx = x0 + 10.0 + 125.0 * i as f64;
             let _ = writeln!(
                 s,
                 r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}">{name}</text>"#,
@@ -1067,14 +1090,18 @@ fn svg(rows: &[Row], title: &str) -> String {
             );
         }
     };
-    let (floor_c, lib_c, def_c) = ("#9aa5b1", "#2b6cb0", "#dd6b20");
+    let (floor_c, lib_c, def_c, nowake_c) = ("#9aa5b1", "#2b6cb0", "#dd6b20", "#63b3ed");
     let latency: Vec<(String, Vec<(f64, &str)>)> = NODE_COUNTS
         .iter()
         .map(|&n| {
             let v = |sc: &str| find(rows, sc, n).map_or(f64::NAN, |r| 1e6 / r.ops_per_sec);
             (
                 format!("{n} node{}", if n == 1 { "" } else { "s" }),
-                vec![(v("floor"), floor_c), (v("cycle"), lib_c)],
+                vec![
+                    (v("floor"), floor_c),
+                    (v("cycle"), lib_c),
+                    (v("cycle-nowake"), nowake_c),
+                ],
             )
         })
         .collect();
@@ -1084,7 +1111,11 @@ fn svg(rows: &[Row], title: &str) -> String {
         "Uncontended acquire + release (mean µs per cycle; lower is better)",
         "µs per cycle",
         &latency,
-        &[("floor (raw Redis)", floor_c), ("redmutex", lib_c)],
+        &[
+            ("floor (raw Redis)", floor_c),
+            ("redmutex", lib_c),
+            ("no wake-up", nowake_c),
+        ],
         Some(0),
     );
     let acq = |sc: &str| find(rows, sc, 3).map_or(f64::NAN, |r| r.ops_per_sec);
@@ -1127,7 +1158,16 @@ fn profile(what: &str, n: u64) {
     let cluster = common::RedisCluster::start(3);
     let urls = cluster.urls();
     let fac = factory(&urls, TTL);
-    let lock = fac.create_lock("bench:profile");
+    let nowake = RedLockFactory::builder()
+        .nodes(urls.iter().map(String::as_str))
+        .wake_on_release(false)
+        .build()
+        .expect("factory");
+    let lock = if what == "nowake" {
+        nowake.create_lock("bench:profile")
+    } else {
+        fac.create_lock("bench:profile")
+    };
     let mut floor = Floor::connect(&urls, TTL);
     let busy = fac.create_lock("bench:profile:busy");
     let all = floor.all();
@@ -1136,19 +1176,30 @@ fn profile(what: &str, n: u64) {
         floor.cycle("bench:profile:floor");
         drop(lock.acquire().expect("acquire"));
     }
-    let start = Instant::now();
-    let (allocs, bytes) = allocs_per_op(n, || match what {
+    let mut op = || match what {
         "floor" => floor.cycle("bench:profile:floor"),
         "busy" => assert!(busy.try_acquire().expect("try_acquire").is_none()),
         _ => {
             let g = lock.acquire().expect("acquire");
             g.release().expect("release");
         }
-    });
+    };
+    let start = Instant::now();
+    let (allocs, bytes) = allocs_per_op(1, || profiled(n, &mut op));
+    let (allocs, bytes) = (allocs / n as f64, bytes / n as f64);
     println!(
         "{what}: {n} ops in {:?}, {allocs:.1} allocations ({bytes:.0} bytes) per op",
         start.elapsed()
     );
+}
+
+/// The measured loop of the profiling mode, never inlined so that a profiler can collect
+/// only inside it: `valgrind --tool=callgrind --toggle-collect='redlock::profiled'`.
+#[inline(never)]
+fn profiled(n: u64, op: &mut dyn FnMut()) {
+    for _ in 0..n {
+        op();
+    }
 }
 
 // ---------------------------------------------------------------------------
