@@ -1,0 +1,132 @@
+//! Property tests (proptest) of the quorum and validity arithmetic, through the public API:
+//! which configurations the builder accepts, the quorum it picks, and the validity of real
+//! acquisitions on real nodes.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::RedisCluster;
+use proptest::prelude::*;
+use redmutex::{Error, MAX_NODES, RedLockFactory};
+
+const MAX_TTL: Duration = Duration::from_millis(1 << 40);
+
+fn urls(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("redis://127.0.0.1:{}", i + 1))
+        .collect()
+}
+
+/// The drift allowance as documented: `ttl * factor + 2 ms`.
+fn drift(ttl: Duration, factor: f64) -> Duration {
+    ttl.mul_f64(factor) + Duration::from_millis(2)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The default quorum is a strict majority, and a quorum is accepted iff it is one.
+    #[test]
+    fn quorum_is_a_strict_majority(n in 1..=MAX_NODES, q in 0usize..70) {
+        let f = RedLockFactory::new(urls(n)).unwrap();
+        prop_assert_eq!(f.quorum(), n / 2 + 1);
+        prop_assert!(2 * f.quorum() > n);
+        prop_assert!(f.quorum() <= n);
+        // Two quorums always share a node.
+        prop_assert!(2 * f.quorum() - n >= 1);
+        let built = RedLockFactory::builder().nodes(urls(n)).quorum(q).build();
+        let strict_majority = 2 * q > n && q <= n;
+        match built {
+            Ok(f) => {
+                prop_assert!(strict_majority, "quorum {} of {} accepted", q, n);
+                prop_assert_eq!(f.quorum(), q);
+            }
+            Err(Error::InvalidConfig(m)) => {
+                prop_assert!(!strict_majority, "quorum {} of {} rejected: {}", q, n, m);
+                prop_assert!(m.contains("quorum"));
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
+        }
+    }
+
+    /// A TTL is accepted iff it is at least 1 ms, at most the maximum, and longer than its
+    /// drift allowance; a drift factor iff it is in [0, 1).
+    #[test]
+    fn ttl_and_drift_acceptance(
+        ttl_us in prop_oneof![0u64..20_000, 0u64..u64::MAX / 1_000_000],
+        factor in prop_oneof![0.0f64..1.0, -2.0f64..2.0, Just(f64::NAN), Just(f64::INFINITY)],
+    ) {
+        let ttl = Duration::from_micros(ttl_us);
+        let built = RedLockFactory::builder()
+            .nodes(urls(3))
+            .ttl(ttl)
+            .clock_drift_factor(factor)
+            .build();
+        let factor_ok = factor.is_finite() && (0.0..1.0).contains(&factor);
+        let ttl_ok = ttl >= Duration::from_millis(1)
+            && ttl <= MAX_TTL
+            && (!factor_ok || ttl > drift(ttl, factor));
+        match built {
+            Ok(f) => {
+                prop_assert!(factor_ok && ttl_ok, "accepted ttl {:?} factor {}", ttl, factor);
+                prop_assert_eq!(f.ttl(), ttl);
+            }
+            Err(Error::InvalidConfig(m)) => {
+                prop_assert!(!(factor_ok && ttl_ok), "rejected ttl {:?} factor {}: {}", ttl, factor, m);
+            }
+            Err(e) => prop_assert!(false, "{:?}", e),
+        }
+    }
+}
+
+fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3))
+}
+
+proptest! {
+    // Each case is a real acquisition on three real nodes.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The validity of a fresh guard is `ttl - round - drift`: never more than `ttl - drift`,
+    /// never less than that minus the time the call took; an extension restarts it likewise.
+    #[test]
+    fn validity_is_ttl_minus_round_minus_drift(
+        ttl_ms in 1_000u64..120_000,
+        factor in 0.0f64..0.2,
+        ext_ms in 1_000u64..120_000,
+    ) {
+        let cluster = cluster();
+        let ttl = Duration::from_millis(ttl_ms);
+        let f = RedLockFactory::builder()
+            .nodes(cluster.urls())
+            .ttl(ttl)
+            .clock_drift_factor(factor)
+            .io_timeout(Duration::from_secs(1))
+            // Other properties build hundreds of factories concurrently: a fresh pool's first
+            // connection may take a while on a loaded machine.
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let lock = f.create_lock(format!("prop:{ttl_ms}:{ext_ms}"));
+        let t0 = Instant::now();
+        let g = lock.acquire_timeout(Duration::from_secs(30)).unwrap();
+        let call = t0.elapsed();
+        let v = g.validity();
+        let most = ttl - drift(ttl, factor);
+        prop_assert!(v <= most, "validity {:?} > ttl - drift {:?}", v, most);
+        prop_assert!(v + call + Duration::from_millis(1) >= most, "validity {:?}, call {:?}, bound {:?}", v, call, most);
+
+        let ext = Duration::from_millis(ext_ms);
+        let t0 = Instant::now();
+        g.extend(ext).unwrap();
+        let call = t0.elapsed();
+        let v = g.validity();
+        let most = ext - drift(ext, factor);
+        prop_assert!(v <= most, "extended validity {:?} > {:?}", v, most);
+        prop_assert!(v + call + Duration::from_millis(1) >= most, "extended validity {:?}, call {:?}", v, call);
+        g.release().unwrap();
+    }
+}
