@@ -1,6 +1,8 @@
 //! A tiny stderr logger for `--verbose` (the library logs through the `log` facade and never
 //! installs a logger itself).
 
+use std::io::Write;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct Stderr;
@@ -25,7 +27,7 @@ impl Log for Stderr {
         let text = record.args().to_string();
         // The library's messages already start with the crate's name.
         let text = text.strip_prefix("redmutex: ").unwrap_or(&text);
-        eprintln!("redmutex: {level}: {text}");
+        line(&format!("redmutex: {level}: {text}"));
     }
 
     fn flush(&self) {}
@@ -46,10 +48,15 @@ pub fn init(verbose: u8) {
 
 /// Prints a warning that is always shown (not only with `--verbose`).
 pub fn warn(message: &str) {
-    eprintln!("redmutex: warning: {message}");
+    line(&format!("redmutex: warning: {message}"));
 }
 
 /// Prints an error line: `redmutex: error: ...`.
 pub fn error(message: &str) {
-    eprintln!("redmutex: error: {message}");
+    line(&format!("redmutex: error: {message}"));
+}
+
+/// Writes one line to stderr; a closed stderr is not worth a panic (unlike `eprintln!`).
+fn line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }

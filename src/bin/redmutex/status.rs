@@ -1,6 +1,7 @@
 //! `redmutex status`: the key on each node, its remaining TTL, and the verdict.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
 
 use serde_json::json;
@@ -92,7 +93,7 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
         _ => format!("unknown: {answered} of {n} nodes answered, {q} needed"),
     };
 
-    if as_json {
+    let text = if as_json {
         let nodes_json: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -113,10 +114,15 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
             "answered": answered,
             "nodes": nodes_json,
         });
-        println!("{doc}");
+        format!("{doc}\n")
     } else {
-        print!("{}", table(key, &explain, &rows));
-    }
+        table(key, &explain, &rows)
+    };
+    // Not `print!`, which panics when stdout is a closed pipe.
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new(Exit::OsError, format!("cannot write to stdout: {e}")))?;
     if verdict == "unknown" {
         let details: Vec<String> = rows
             .iter()
