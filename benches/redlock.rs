@@ -50,6 +50,8 @@ end"#;
 
 /// The TTL of the uncontended and contended locks (the library's default).
 const TTL: Duration = Duration::from_secs(10);
+/// The TTL of the keys that make a lock busy: longer than any run.
+const HOLDER_TTL: Duration = Duration::from_secs(3600);
 /// The TTL of the footprint's guards.
 const FOOTPRINT_TTL: Duration = Duration::from_secs(60);
 /// The retry delay and jitter of the "fair" contended comparison (the floor uses the same).
@@ -517,13 +519,15 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
         let nowake = nowake_fac.create_lock(format!("bench:nowake:{n}"));
         let busy = fac.create_lock(format!("bench:busy:{n}"));
         let split = fac.create_lock(format!("bench:split:{n}"));
-        // Someone else holds `busy` on every node, and `split` on a bare majority only.
-        let holder = *b"someone-else-holds-this-lock-00000000000";
-        let all = floor.all();
-        assert_eq!(floor.set(all, busy.resource(), &holder), all);
+        // Someone else holds `busy` on every node, and `split` on a bare majority only, for
+        // longer than the whole benchmark.
+        let mut holder = Floor::connect(urls, HOLDER_TTL);
+        let token = *b"someone-else-holds-this-lock-00000000000";
+        let all = holder.all();
+        assert_eq!(holder.set(all, busy.resource(), &token), all);
         let majority = (1u64 << (n / 2 + 1)) - 1;
         if n > 1 {
-            assert_eq!(floor.set(majority, split.resource(), &holder), majority);
+            assert_eq!(holder.set(majority, split.resource(), &token), majority);
         }
 
         let lib_cycle = || {
@@ -1170,8 +1174,9 @@ fn profile(what: &str, n: u64) {
     };
     let mut floor = Floor::connect(&urls, TTL);
     let busy = fac.create_lock("bench:profile:busy");
-    let all = floor.all();
-    floor.set(all, busy.resource(), b"someone-else");
+    let mut holder = Floor::connect(&urls, HOLDER_TTL);
+    let all = holder.all();
+    holder.set(all, busy.resource(), b"someone-else");
     for _ in 0..200 {
         floor.cycle("bench:profile:floor");
         drop(lock.acquire().expect("acquire"));
