@@ -4,14 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionInfo, IntoConnectionInfo};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::error::{Error, Result};
 use crate::keeper::Keeper;
 use crate::lock::RedLock;
-use crate::node::{Node, NodeSettings, node_name};
+use crate::node::{Node, NodeSettings, NodeSpec};
 use crate::round::{self, majority};
+use crate::sentinel::{SentinelNode, is_sentinel_url};
 use crate::waker::Waker;
 
 /// Defaults, in one place.
@@ -92,6 +93,91 @@ pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<
     Ok(())
 }
 
+mod sealed {
+    /// Keeps [`IntoNode`](super::IntoNode) implemented by this crate only.
+    pub trait Sealed {
+        /// The node, or why it is invalid (never showing a password).
+        fn into_spec(self) -> Result<crate::node::NodeSpec, String>;
+    }
+}
+
+/// Something that names one node of a factory: a URL (`&str` or `String`), a `(host, port)`
+/// pair, a [`redis::ConnectionInfo`] or [`redis::ConnectionAddr`], or a [`SentinelNode`].
+///
+/// URLs: `redis://[user][:password@]host[:port][/db]`, `rediss://` (with the `tls` feature),
+/// `redis+unix:///path`, and the Sentinel form
+/// `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]` (see
+/// [`SentinelNode::from_url`]).
+pub trait IntoNode: sealed::Sealed {}
+
+/// A parse error of redis-rs as text, without the URL.
+fn redis_spec(info: redis::RedisResult<ConnectionInfo>) -> std::result::Result<NodeSpec, String> {
+    info.map(NodeSpec::Direct)
+        .map_err(|e| redacted_redis_error(&e))
+}
+
+fn url_spec(url: &str) -> std::result::Result<NodeSpec, String> {
+    if is_sentinel_url(url) {
+        SentinelNode::from_url(url)
+            .map(NodeSpec::Sentinel)
+            .map_err(|e| match e {
+                Error::InvalidConfig(m) => m,
+                other => other.to_string(),
+            })
+    } else {
+        redis_spec(url.into_connection_info())
+    }
+}
+
+impl sealed::Sealed for &str {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        url_spec(self)
+    }
+}
+impl IntoNode for &str {}
+
+impl sealed::Sealed for String {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        url_spec(&self)
+    }
+}
+impl IntoNode for String {}
+
+impl sealed::Sealed for &String {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        url_spec(self)
+    }
+}
+impl IntoNode for &String {}
+
+impl<T: Into<String>> sealed::Sealed for (T, u16) {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        redis_spec(self.into_connection_info())
+    }
+}
+impl<T: Into<String>> IntoNode for (T, u16) {}
+
+impl sealed::Sealed for ConnectionInfo {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        Ok(NodeSpec::Direct(self))
+    }
+}
+impl IntoNode for ConnectionInfo {}
+
+impl sealed::Sealed for ConnectionAddr {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        redis_spec(self.into_connection_info())
+    }
+}
+impl IntoNode for ConnectionAddr {}
+
+impl sealed::Sealed for SentinelNode {
+    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
+        Ok(NodeSpec::Sentinel(self))
+    }
+}
+impl IntoNode for SentinelNode {}
+
 /// Builds a [`RedLockFactory`]: the nodes, and the settings of the locks it creates.
 ///
 /// Setters never panic: every value is checked by [`build`](Self::build), which names the
@@ -113,7 +199,7 @@ pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RedLockFactoryBuilder {
-    nodes: Vec<redis::RedisResult<ConnectionInfo>>,
+    nodes: Vec<std::result::Result<NodeSpec, String>>,
     ttl: Duration,
     retry_delay: Duration,
     retry_jitter: Duration,
@@ -156,7 +242,7 @@ impl fmt::Debug for RedLockFactoryBuilder {
             .nodes
             .iter()
             .map(|n| match n {
-                Ok(info) => node_name(info),
+                Ok(spec) => spec.name(),
                 Err(_) => "<invalid>".to_owned(),
             })
             .collect();
@@ -186,13 +272,14 @@ impl RedLockFactoryBuilder {
     }
 
     /// Adds one node: a URL (`redis://[user][:password@]host[:port][/db]`, `rediss://` with
-    /// the `tls` feature, `redis+unix:///path`), a `(host, port)` pair, or a
-    /// [`redis::ConnectionInfo`].
+    /// the `tls` feature, `redis+unix:///path`, or a Sentinel group as
+    /// `redis+sentinel://host[:port],host[:port]/master_name[/db]`), a `(host, port)` pair, a
+    /// [`redis::ConnectionInfo`], or a [`SentinelNode`] (see [`IntoNode`]).
     ///
-    /// Each node must be an independent Redis master (not a replica of another node). An
-    /// unparsable node is reported by [`build`](Self::build).
-    pub fn node<T: IntoConnectionInfo>(mut self, node: T) -> Self {
-        self.nodes.push(node.into_connection_info());
+    /// Each node must be an independent Redis master or master group (not a replica of
+    /// another node). An unparsable node is reported by [`build`](Self::build).
+    pub fn node<T: IntoNode>(mut self, node: T) -> Self {
+        self.nodes.push(node.into_spec());
         self
     }
 
@@ -200,14 +287,21 @@ impl RedLockFactoryBuilder {
     pub fn nodes<I>(mut self, nodes: I) -> Self
     where
         I: IntoIterator,
-        I::Item: IntoConnectionInfo,
+        I::Item: IntoNode,
     {
-        self.nodes.extend(
-            nodes
-                .into_iter()
-                .map(IntoConnectionInfo::into_connection_info),
-        );
+        self.nodes
+            .extend(nodes.into_iter().map(sealed::Sealed::into_spec));
         self
+    }
+
+    /// Adds a Sentinel-managed master group as one node: each connection goes to the master
+    /// the sentinels name at that moment, and the node follows failovers by itself. The same
+    /// as [`node`](Self::node) with a [`SentinelNode`].
+    ///
+    /// Sentinel keeps each node available; safety still comes from the quorum of independent
+    /// nodes (see [`SentinelNode`]).
+    pub fn sentinel_node(self, node: SentinelNode) -> Self {
+        self.node(node)
     }
 
     /// The lease time of the locks the factory creates: how long a lock outlives a holder
@@ -348,26 +442,27 @@ impl RedLockFactoryBuilder {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`], naming the setting, when there are no nodes, too many nodes,
-    /// a node that does not parse, a duplicate node (it would fake a quorum), a zero, too long
+    /// a node that does not parse, a duplicate node (it would fake a quorum: for Sentinel
+    /// nodes, the same master name and database through a common sentinel), a zero, too long
     /// or drift-eaten TTL, a drift factor outside `[0, 1)`, a quorum that is not a strict
     /// majority, a zero pool size, or a zero timeout.
     pub fn build(self) -> Result<RedLockFactory> {
         let config = self.check()?;
         let mut infos = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.into_iter().enumerate() {
-            let info = node.map_err(|e| {
-                Error::InvalidConfig(format!("node {i}: {}", redacted_redis_error(&e)))
-            })?;
-            let name = node_name(&info);
-            if infos
-                .iter()
-                .any(|seen: &ConnectionInfo| node_name(seen) == name)
-            {
+            let spec = node.map_err(|e| Error::InvalidConfig(format!("node {i}: {e}")))?;
+            if let NodeSpec::Sentinel(sentinel) = &spec {
+                sentinel
+                    .check()
+                    .map_err(|e| Error::InvalidConfig(format!("node {i}: {e}")))?;
+            }
+            if infos.iter().any(|seen: &NodeSpec| seen.same_node(&spec)) {
                 return Err(Error::InvalidConfig(format!(
-                    "node {i} ({name}) is given twice: a duplicate node would fake a quorum"
+                    "node {i} ({}) is given twice: a duplicate node would fake a quorum",
+                    spec.name()
                 )));
             }
-            infos.push(info);
+            infos.push(spec);
         }
         let threads = infos.len().clamp(2, 8);
         let settings = NodeSettings {
@@ -535,7 +630,7 @@ impl RedLockFactory {
     pub fn new<I>(nodes: I) -> Result<Self>
     where
         I: IntoIterator,
-        I::Item: IntoConnectionInfo,
+        I::Item: IntoNode,
     {
         Self::builder().nodes(nodes).build()
     }
@@ -654,6 +749,51 @@ mod tests {
         assert!(shown.contains("127.0.0.1:2/3"), "{shown}");
         let bad = err(RedLockFactory::builder().node("redis://user:hunter2@[::1"));
         assert!(!bad.contains("hunter2"), "{bad}");
+    }
+
+    #[test]
+    fn sentinel_nodes_mix_with_plain_ones() {
+        let f = RedLockFactory::builder()
+            .node("redis://127.0.0.1:1")
+            .sentinel_node(SentinelNode::new("m", [("127.0.0.1", 2)]).password("hunter2"))
+            .node("redis+sentinel://:hunter2@127.0.0.1:3,127.0.0.1:4/m/1".to_owned())
+            .build()
+            .unwrap();
+        assert_eq!(f.node_count(), 3);
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sentinel:m@127.0.0.1:2"), "{shown}");
+        assert!(
+            shown.contains("sentinel:m@127.0.0.1:3,127.0.0.1:4/1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn sentinel_nodes_are_checked() {
+        let group = || SentinelNode::new("m", [("127.0.0.1", 2), ("127.0.0.1", 3)]);
+        let twice = err(three()
+            .sentinel_node(group())
+            .node("redis+sentinel://127.0.0.1:3/m"));
+        assert!(
+            twice.contains("node 4 (sentinel:m@127.0.0.1:3) is given twice"),
+            "{twice}"
+        );
+        // Another master name, or another database, is another node.
+        three()
+            .sentinel_node(group())
+            .node("redis+sentinel://127.0.0.1:3/other")
+            .node("redis+sentinel://127.0.0.1:3/m/1")
+            .build()
+            .unwrap();
+        let none: [(&str, u16); 0] = [];
+        assert!(err(three().sentinel_node(SentinelNode::new("m", none))).contains("node 3"));
+        assert!(err(three().sentinel_node(group().db(-2))).contains("node 3: database"));
+        let bad = err(three().node("redis+sentinel://u:hunter2@h:0/m"));
+        assert!(bad.contains("node 3: sentinel URL"), "{bad}");
+        assert!(!bad.contains("hunter2"), "{bad}");
+        #[cfg(not(any(feature = "tls-rustls", feature = "tls-native-tls")))]
+        assert!(err(three().node("rediss+sentinel://h/m")).contains("TLS"));
     }
 
     #[test]

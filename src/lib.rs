@@ -118,13 +118,15 @@ mod lock;
 mod node;
 mod round;
 mod scripts;
+mod sentinel;
 mod waker;
 
 pub use error::{Error, NodeError, Result};
-pub use factory::{MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
+pub use factory::{IntoNode, MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::RedLockGuard;
 pub use lease::{LossReason, LossSignal};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
+pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -14,6 +14,7 @@ use redis::{Client, ConnectionInfo, RedisError};
 
 use crate::error::{NodeCause, NodeError};
 use crate::scripts;
+use crate::sentinel::{Resolver, SentinelNode};
 
 /// First back-off after a failure; it doubles with each further failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
@@ -34,10 +35,61 @@ pub(crate) struct NodeConn {
     pub(crate) broken: bool,
 }
 
+/// What a node is, as given to the factory.
+///
+/// `pub` only so the sealed `IntoNode` trait can return it; this module is private, so users
+/// cannot name it.
+#[derive(Debug, Clone)]
+pub enum NodeSpec {
+    /// A Redis server at a fixed address.
+    Direct(ConnectionInfo),
+    /// A Sentinel-managed master group.
+    Sentinel(SentinelNode),
+}
+
+impl NodeSpec {
+    /// A display name that never includes credentials.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Self::Direct(info) => node_name(info),
+            Self::Sentinel(node) => node.name(),
+        }
+    }
+
+    /// Whether two specs name the same node (which would fake a quorum).
+    pub(crate) fn same_node(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Direct(a), Self::Direct(b)) => node_name(a) == node_name(b),
+            (Self::Sentinel(a), Self::Sentinel(b)) => a.same_group(b),
+            _ => false,
+        }
+    }
+}
+
+/// Where a node's connections come from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A fixed address.
+    Direct(Client),
+    /// The current master of a Sentinel-managed group, resolved for each connection.
+    Sentinel(Resolver),
+}
+
+impl Source {
+    /// Opens a connection, bounding the connect and the handshake by `timeout` (the
+    /// connection then has no I/O timeouts).
+    pub(crate) fn connect(&self, timeout: Duration) -> Result<redis::Connection, RedisError> {
+        match self {
+            Self::Direct(client) => client.get_connection_with_timeout(timeout),
+            Self::Sentinel(resolver) => resolver.connect(timeout),
+        }
+    }
+}
+
 /// Opens connections with bounded connect and I/O times.
 #[derive(Debug)]
 pub(crate) struct NodeManager {
-    client: Client,
+    source: Arc<Source>,
     connect_timeout: Duration,
     io_timeout: Duration,
     health: Arc<Health>,
@@ -46,10 +98,9 @@ pub(crate) struct NodeManager {
 impl NodeManager {
     fn open(&self) -> Result<NodeConn, RedisError> {
         let generation = self.health.generation.load(Ordering::Acquire);
-        // Bounds the TCP connect and the handshake (AUTH, SELECT, CLIENT SETINFO).
-        let mut con = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
+        // Bounds the TCP connect and the handshake (AUTH, SELECT, CLIENT SETINFO); for a
+        // Sentinel node also the sentinels' answer and the master's ROLE check.
+        let mut con = self.source.connect(self.connect_timeout)?;
         // The handshake resets the timeouts to None; set ours, never zero.
         con.set_write_timeout(Some(self.io_timeout))?;
         con.set_read_timeout(Some(self.connect_timeout))?;
@@ -186,10 +237,11 @@ impl Health {
 
 /// One Redis node of a factory.
 pub(crate) struct Node {
-    /// `host:port` or socket path (plus `/db` when not 0): safe to print.
+    /// `host:port` or socket path (plus `/db` when not 0), or `sentinel:master@sentinels`:
+    /// safe to print.
     pub(crate) name: String,
     /// For connections outside the pool (the release subscriber).
-    pub(crate) client: Client,
+    pub(crate) source: Arc<Source>,
     pool: Pool<NodeManager>,
     health: Arc<Health>,
     connect_timeout: Duration,
@@ -220,8 +272,8 @@ pub(crate) fn node_name(info: &ConnectionInfo) -> String {
 }
 
 impl Node {
-    pub(crate) fn new(info: ConnectionInfo, s: &NodeSettings) -> Result<Self, RedisError> {
-        let name = node_name(&info);
+    pub(crate) fn new(spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
+        let name = spec.name();
         let health = Arc::new(Health {
             name: name.clone(),
             epoch: Instant::now(),
@@ -230,9 +282,12 @@ impl Node {
             down_until: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
         });
-        let client = Client::open(info)?;
+        let source = Arc::new(match spec {
+            NodeSpec::Direct(info) => Source::Direct(Client::open(info)?),
+            NodeSpec::Sentinel(node) => Source::Sentinel(Resolver::new(&node)?),
+        });
         let manager = NodeManager {
-            client: client.clone(),
+            source: Arc::clone(&source),
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
             health: Arc::clone(&health),
@@ -249,7 +304,7 @@ impl Node {
             .build_unchecked(manager);
         Ok(Self {
             name,
-            client,
+            source,
             pool,
             health,
             connect_timeout: s.connect_timeout,

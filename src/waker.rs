@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use redis::Client;
-
 use crate::factory::Shared;
 use crate::lease::lock;
+use crate::node::Source;
 use crate::scripts::RELEASE_CHANNEL;
 
 const SHARDS: usize = 64;
@@ -102,12 +101,12 @@ impl Waker {
         self.started.call_once(|| {
             for (i, node) in shared.nodes.iter().enumerate() {
                 let weak = Arc::downgrade(shared);
-                let client = node.client.clone();
+                let source = Arc::clone(&node.source);
                 let connect_timeout = shared.config.connect_timeout;
                 let name = format!("redmutex-sub-{i}");
                 if let Err(e) = std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || subscriber(&weak, &client, connect_timeout))
+                    .spawn(move || subscriber(&weak, &source, connect_timeout))
                 {
                     log::warn!("redmutex: cannot start a subscriber thread: {e}");
                 }
@@ -201,27 +200,26 @@ impl Waker {
 }
 
 /// One node's subscriber: subscribes to the release channel and wakes the waiters of each
-/// announced resource; reconnects with back-off; exits when the factory is gone.
-fn subscriber(shared: &Weak<Shared>, client: &Client, connect_timeout: Duration) {
+/// announced resource; reconnects with back-off (to the current master, for a Sentinel node);
+/// exits when the factory is gone.
+fn subscriber(shared: &Weak<Shared>, source: &Source, connect_timeout: Duration) {
     let mut backoff = Duration::from_millis(50);
     while shared.strong_count() > 0 {
-        let result = client
-            .get_connection_with_timeout(connect_timeout)
-            .and_then(|mut con| {
-                con.set_read_timeout(Some(POLL_STOP))?;
-                con.set_write_timeout(Some(connect_timeout))?;
-                let mut pubsub = con.as_pubsub();
-                pubsub.subscribe(RELEASE_CHANNEL)?;
-                backoff = Duration::from_millis(50);
-                if let Some(s) = shared.upgrade() {
-                    s.waker.set_ready(true);
-                }
-                let result = listen(shared, &mut pubsub);
-                if let Some(s) = shared.upgrade() {
-                    s.waker.set_ready(false);
-                }
-                result
-            });
+        let result = source.connect(connect_timeout).and_then(|mut con| {
+            con.set_read_timeout(Some(POLL_STOP))?;
+            con.set_write_timeout(Some(connect_timeout))?;
+            let mut pubsub = con.as_pubsub();
+            pubsub.subscribe(RELEASE_CHANNEL)?;
+            backoff = Duration::from_millis(50);
+            if let Some(s) = shared.upgrade() {
+                s.waker.set_ready(true);
+            }
+            let result = listen(shared, &mut pubsub);
+            if let Some(s) = shared.upgrade() {
+                s.waker.set_ready(false);
+            }
+            result
+        });
         if let Err(e) = result {
             log::debug!("redmutex: subscriber: {e}; reconnecting in {backoff:?}");
             std::thread::sleep(backoff);
