@@ -21,6 +21,7 @@
 
 pub mod history;
 pub mod proxy;
+pub mod sentinel;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
