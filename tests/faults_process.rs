@@ -27,6 +27,8 @@ fn factory(urls: &[String], ttl: Duration) -> RedLockFactory {
         .retry_delay(Duration::from_millis(5))
         .retry_jitter(Duration::from_millis(10))
         .max_retries(10)
+        // Fencing tokens on: the history checker asserts they grow in witness order.
+        .fencing(true)
         .build()
         .unwrap()
 }
@@ -270,6 +272,10 @@ fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
         &format!("processes={}", workers.len()),
     );
     history::assert_clean(&check);
+    assert!(
+        run.records.iter().all(|r| r.fencing.is_some()),
+        "a section without a token"
+    );
     assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
     assert_eq!(run.error_count(), 0, "{:?}", run.errors);
 }
