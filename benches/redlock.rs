@@ -72,6 +72,8 @@ struct Settings {
     /// "full", "quick" or "smoke".
     mode: &'static str,
     runs: usize,
+    /// Runs of the contended and many-keys scenarios (longer each).
+    long_runs: usize,
     /// Length of one run of a single-thread scenario.
     run: Duration,
     /// Length of one contended or many-keys run.
@@ -92,8 +94,9 @@ impl Settings {
         let mut s = if quick {
             Self {
                 mode: "quick",
-                runs: 3,
-                run: Duration::from_millis(200),
+                runs: 5,
+                long_runs: 3,
+                run: Duration::from_millis(100),
                 long_run: Duration::from_millis(600),
                 warmup: Duration::from_millis(50),
                 guards: 2_000,
@@ -103,9 +106,10 @@ impl Settings {
         } else if bench {
             Self {
                 mode: "full",
-                runs: 5,
-                run: Duration::from_millis(1_000),
-                long_run: Duration::from_millis(2_000),
+                runs: 21,
+                long_runs: 7,
+                run: Duration::from_millis(250),
+                long_run: Duration::from_millis(1_500),
                 warmup: Duration::from_millis(200),
                 guards: 10_000,
                 svg: true,
@@ -115,6 +119,7 @@ impl Settings {
             Self {
                 mode: "smoke",
                 runs: 1,
+                long_runs: 1,
                 run: Duration::from_millis(30),
                 long_run: Duration::from_millis(100),
                 warmup: Duration::from_millis(10),
@@ -126,11 +131,14 @@ impl Settings {
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
-                "--runs" => s.runs = parse::<usize>(it.next(), "--runs N").max(1),
+                "--runs" => {
+                    s.runs = parse::<usize>(it.next(), "--runs N").max(1);
+                    s.long_runs = s.runs.div_ceil(3);
+                }
                 "--secs" => {
                     let secs: f64 = parse(it.next(), "--secs S");
                     s.run = Duration::from_secs_f64(secs.max(0.01));
-                    s.long_run = s.run * 2;
+                    s.long_run = s.run * 6;
                 }
                 "--no-svg" => s.svg = false,
                 "--profile" => {
@@ -248,12 +256,19 @@ impl Row {
 
     /// Sets the ratio from runs paired with the floor's runs of the same round.
     fn vs_floor(mut self, floor: &[Run], runs: &[Run]) -> Self {
-        let ratios = floor
+        let mut ratios: Vec<f64> = floor
             .iter()
             .zip(runs)
             .map(|(f, r)| f.ops_per_sec / r.ops_per_sec)
             .collect();
-        self.ratio_to_floor = Some(median(ratios));
+        self.ratio_to_floor = Some(median(ratios.clone()));
+        if ratios.len() >= 4 && !std::ptr::eq(floor, runs) {
+            // The middle half of the paired ratios: how much to trust the median.
+            ratios.sort_by(f64::total_cmp);
+            let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
+            self.extra.push(("ratio_p25", q(0.25)));
+            self.extra.push(("ratio_p75", q(0.75)));
+        }
         self
     }
 
@@ -555,14 +570,19 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
 
         let (mut ping, mut fl, mut lib, mut nw, mut bz, mut sp) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..s.runs {
-            ping.push(time_ops(s.run, || floor.ping()));
-            fl.push(time_ops(s.run, || floor.cycle(&floor_key)));
-            lib.push(time_ops(s.run, lib_cycle));
-            nw.push(time_ops(s.run, nowake_cycle));
-            bz.push(time_ops(s.run, busy_try));
-            if n > 1 {
-                sp.push(time_ops(s.run, split_try));
+        // Short runs, interleaved and in a rotating order, so that the floor and the library
+        // meet the same machine load; each ratio pairs runs of the same round.
+        for r in 0..s.runs {
+            for k in 0..6 {
+                match (r + k) % 6 {
+                    0 => ping.push(time_ops(s.run, || floor.ping())),
+                    1 => fl.push(time_ops(s.run, || floor.cycle(&floor_key))),
+                    2 => lib.push(time_ops(s.run, lib_cycle)),
+                    3 => nw.push(time_ops(s.run, nowake_cycle)),
+                    4 => bz.push(time_ops(s.run, busy_try)),
+                    _ if n > 1 => sp.push(time_ops(s.run, split_try)),
+                    _ => {}
+                }
             }
         }
 
@@ -809,7 +829,7 @@ fn contended(s: &Settings, urls: &[String], ping_us: f64) -> Vec<Row> {
     contended_library(&fair, "bench:contended:fair", s.warmup);
     contended_library(&default, "bench:contended:default", s.warmup);
     let (mut fl, mut fa, mut de) = (vec![], vec![], vec![]);
-    for _ in 0..s.runs {
+    for _ in 0..s.long_runs {
         fl.push(contended_floor(urls, "bench:contended:floor", s.long_run));
         fa.push(contended_library(&fair, "bench:contended:fair", s.long_run));
         de.push(contended_library(
@@ -886,9 +906,9 @@ fn many_keys(s: &Settings, urls: &[String]) -> Vec<Row> {
         };
         many_keys_run(threads, s.warmup, &lib_op);
         let (mut fl, mut lib) = (vec![], vec![]);
-        for _ in 0..s.runs {
-            fl.push(many_keys_run(threads, s.long_run / 2, &floor_op));
-            lib.push(many_keys_run(threads, s.long_run / 2, &lib_op));
+        for _ in 0..s.long_runs {
+            fl.push(many_keys_run(threads, s.long_run / 3, &floor_op));
+            lib.push(many_keys_run(threads, s.long_run / 3, &lib_op));
         }
         rows.push(Row::new("many-keys-floor", 3, threads, &fl).vs_floor(&fl, &fl));
         rows.push(Row::new("many-keys", 3, threads, &lib).vs_floor(&fl, &lib));
@@ -1217,8 +1237,9 @@ fn main() {
     }
     let started = Instant::now();
     progress(&format!(
-        "mode {}: {} run(s) per scenario, starting 5 redis-server nodes",
-        s.mode, s.runs
+        "mode {}: {} short run(s) per single-thread scenario, {} per threaded one; starting 5 \
+         redis-server nodes",
+        s.mode, s.runs, s.long_runs
     ));
     let cluster = common::RedisCluster::start(5);
     let urls = cluster.urls();
@@ -1239,9 +1260,10 @@ fn main() {
         .to_owned();
     println!();
     println!(
-        "redmutex benchmark, {} mode, median of {} run(s), redis {version}, {} CPU(s), {:.0} s",
+        "redmutex benchmark, {} mode, medians of {} (threaded: {}) runs, redis {version}, {} CPU(s), {:.0} s",
         s.mode,
         s.runs,
+        s.long_runs,
         thread::available_parallelism().map_or(0, usize::from),
         started.elapsed().as_secs_f64()
     );
