@@ -21,8 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// How often the pumps and the acceptor look at the switches.
+/// How often the acceptor looks for new connections and the switches.
 const POLL: Duration = Duration::from_millis(2);
+/// How often an idle pump looks at the switches (data is forwarded as soon as it arrives; this
+/// only bounds how late a pump notices a reset, a stop or the end of its peer). Kept long: a
+/// hundred idle pumps waking every few milliseconds would load a 2-core machine by themselves.
+const PUMP_POLL: Duration = Duration::from_millis(20);
 /// How long the proxy waits for the node when a client connects.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -293,7 +297,7 @@ fn pump(inner: &Inner, conn: &Conn, up: bool, epoch: u64) {
     } else {
         (&conn.server, &conn.client)
     };
-    let _ = from.set_read_timeout(Some(POLL));
+    let _ = from.set_read_timeout(Some(PUMP_POLL));
     let (latency, bytes) = if up {
         (&inner.latency_up, &inner.counters.bytes_up)
     } else {
