@@ -4,37 +4,23 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::factory::{Shared, check_ttl};
 use crate::keeper::{Task, renew_after};
 use crate::lease::{Lease, LossReason, LossSignal, Token, lock};
-use crate::round::{self, Fallback, Tally, fan_out, int_reply, release_reply};
+use crate::round::{self, Tally, int_reply, release_reply, script_round};
 use crate::scripts;
 
 /// Runs the compare-and-delete script for `token` on the nodes in `mask`. A yes vote's number
 /// is 1 when clients were waiting for the lock.
 pub(crate) fn release_round(shared: &Shared, resource: &str, token: &Token, mask: u64) -> Tally {
-    let script = &*scripts::RELEASE;
-    let waiting = scripts::waiting_key(resource);
-    let packed = redis::cmd("EVALSHA")
-        .arg(script.get_hash())
-        .arg(2)
-        .arg(resource)
-        .arg(&waiting)
-        .arg(token.as_str())
-        .arg(scripts::RELEASE_CHANNEL)
-        .get_packed_command();
-    let keys: [&[u8]; 2] = [resource.as_bytes(), waiting.as_bytes()];
-    let args: [&[u8]; 2] = [
-        token.as_str().as_bytes(),
-        scripts::RELEASE_CHANNEL.as_bytes(),
+    let keys = [
+        Arg::Str(resource),
+        Arg::Prefixed(scripts::WAITING_PREFIX, resource),
     ];
-    let fallback = Fallback {
-        script,
-        keys: &keys,
-        args: &args,
-    };
-    fan_out(shared, &packed, mask, release_reply, Some(&fallback))
+    let args = [Arg::Str(token.as_str()), Arg::Str(scripts::RELEASE_CHANNEL)];
+    script_round(shared, &scripts::RELEASE, &keys, &args, mask, release_reply)
 }
 
 /// Proof of holding a distributed lock; releases it when dropped.
@@ -326,24 +312,17 @@ impl RedLockGuard {
                 resource: held.resource.to_string(),
             });
         }
-        let script = &*scripts::EXTEND;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let packed = redis::cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1)
-            .arg(&*held.resource)
-            .arg(held.token.as_str())
-            .arg(ttl_ms)
-            .get_packed_command();
-        let ms = ttl_ms.to_string();
-        let keys: [&[u8]; 1] = [held.resource.as_bytes()];
-        let args: [&[u8]; 2] = [held.token.as_str().as_bytes(), ms.as_bytes()];
-        let fallback = Fallback {
-            script,
-            keys: &keys,
-            args: &args,
-        };
-        let tally = fan_out(shared, &packed, shared.all, int_reply, Some(&fallback));
+        let keys = [Arg::Str(&held.resource)];
+        let args = [Arg::Str(held.token.as_str()), Arg::Int(ttl_ms)];
+        let tally = script_round(
+            shared,
+            &scripts::EXTEND,
+            &keys,
+            &args,
+            shared.all,
+            int_reply,
+        );
         let end = Instant::now();
         let elapsed = end - start;
         log::debug!(

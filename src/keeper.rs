@@ -7,6 +7,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::command::{self, Arg};
 use crate::factory::Shared;
 use crate::lease::{Lease, LossReason, lock};
 use crate::round::{self, fan_out_batch, int_reply};
@@ -207,7 +208,6 @@ fn renew_all(shared: &Shared, leases: Vec<(u64, Arc<Lease>)>) -> Vec<(u64, Arc<L
     // Hold every lease's `live` lock for the round: a release waits for it, never races it.
     let mut live = Vec::with_capacity(leases.len());
     let mut packed = Vec::new();
-    let script = &*scripts::EXTEND;
     for (id, lease) in &leases {
         let guard = lock(&lease.live);
         if !guard.live {
@@ -220,13 +220,12 @@ fn renew_all(shared: &Shared, leases: Vec<(u64, Arc<Lease>)>) -> Vec<(u64, Arc<L
             continue;
         };
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        redis::cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1)
-            .arg(&*lease.resource)
-            .arg(lease.token.as_str())
-            .arg(ms)
-            .write_packed_command(&mut packed);
+        command::pack_script(
+            &mut packed,
+            &scripts::EXTEND,
+            &[Arg::Str(&lease.resource)],
+            &[Arg::Str(lease.token.as_str()), Arg::Int(ms)],
+        );
         live.push((*id, lease, ttl, guard));
     }
     if live.is_empty() {

@@ -109,6 +109,7 @@
     )
 )]
 
+mod command;
 mod error;
 mod factory;
 mod guard;

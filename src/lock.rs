@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::factory::{MAX_TTL, Shared, check_ttl};
 use crate::guard::{RedLockGuard, release_round};
 use crate::lease::{Lease, LeaseOptions, Token};
-use crate::round::{self, Fallback, Tally, acquire_reply, fan_out, int_reply, set_reply};
+use crate::round::{self, Tally, acquire_reply, command_round, int_reply, script_round, set_reply};
 use crate::scripts;
 
 /// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
@@ -246,10 +247,8 @@ impl RedLock {
     /// name.
     pub fn is_locked(&self) -> Result<bool> {
         check_resource(&self.resource)?;
-        let packed = redis::cmd("EXISTS")
-            .arg(&*self.resource)
-            .get_packed_command();
-        let tally = fan_out(&self.shared, &packed, self.shared.all, int_reply, None);
+        let args = [Arg::Str("EXISTS"), Arg::Str(&self.resource)];
+        let tally = command_round(&self.shared, &args, self.shared.all, int_reply);
         let q = self.shared.config.quorum;
         if tally.answered() < q {
             return Err(self.no_quorum(tally));
@@ -285,11 +284,21 @@ impl RedLock {
             }
         }
         let mut failures = 0u32;
+        // The first attempt is a bare SET NX PX, as fast as it gets; once the lock was found
+        // busy, the attempts also mark the resource as waited for (see `waker`).
+        let mut waiting = false;
         loop {
             // Read before the attempt, so a release during it still wakes the wait below.
             let seen = if wake { waker.seq(&self.resource) } else { 0 };
-            let failed = match self.attempt(true) {
+            let failed = match self.attempt(waiting) {
                 Attempt::Acquired(g) => return Ok(g),
+                // Busy at the first, bare attempt: try again at once, marking the resource as
+                // waited for, so that the holder's release is announced (a release in between
+                // simply lets this second attempt succeed).
+                Attempt::Busy if !waiting && wake => {
+                    waiting = true;
+                    continue;
+                }
                 Attempt::Busy => {
                     failures = 0;
                     None
@@ -353,50 +362,39 @@ impl RedLock {
         let start = Instant::now();
         let tally = if self.fencing || mark {
             // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
-            let fence_key = scripts::fence_key(&self.resource);
-            let waiting_key = scripts::waiting_key(&self.resource);
             let mark_ms = if mark {
                 u64::try_from(self.waiting_mark().as_millis()).unwrap_or(u64::MAX)
             } else {
                 0
             };
-            let (ttl_arg, mark_arg) = (ttl_ms.to_string(), mark_ms.to_string());
-            let script = &*scripts::ACQUIRE;
-            let packed = redis::cmd("EVALSHA")
-                .arg(script.get_hash())
-                .arg(3)
-                .arg(&*self.resource)
-                .arg(&fence_key)
-                .arg(&waiting_key)
-                .arg(token.as_str())
-                .arg(&ttl_arg)
-                .arg(&mark_arg)
-                .get_packed_command();
-            let keys: [&[u8]; 3] = [
-                self.resource.as_bytes(),
-                fence_key.as_bytes(),
-                waiting_key.as_bytes(),
+            let keys = [
+                Arg::Str(&self.resource),
+                Arg::Prefixed(scripts::FENCE_PREFIX, &self.resource),
+                Arg::Prefixed(scripts::WAITING_PREFIX, &self.resource),
             ];
-            let args: [&[u8]; 3] = [
-                token.as_str().as_bytes(),
-                ttl_arg.as_bytes(),
-                mark_arg.as_bytes(),
+            let args = [
+                Arg::Str(token.as_str()),
+                Arg::Int(ttl_ms),
+                Arg::Int(mark_ms),
             ];
-            let fallback = Fallback {
-                script,
-                keys: &keys,
-                args: &args,
-            };
-            fan_out(shared, &packed, shared.all, acquire_reply, Some(&fallback))
+            script_round(
+                shared,
+                &scripts::ACQUIRE,
+                &keys,
+                &args,
+                shared.all,
+                acquire_reply,
+            )
         } else {
-            let packed = redis::cmd("SET")
-                .arg(&*self.resource)
-                .arg(token.as_str())
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms)
-                .get_packed_command();
-            fan_out(shared, &packed, shared.all, set_reply, None)
+            let args = [
+                Arg::Str("SET"),
+                Arg::Str(&self.resource),
+                Arg::Str(token.as_str()),
+                Arg::Str("NX"),
+                Arg::Str("PX"),
+                Arg::Int(ttl_ms),
+            ];
+            command_round(shared, &args, shared.all, set_reply)
         };
         let elapsed = start.elapsed();
         let q = shared.config.quorum;
@@ -490,23 +488,15 @@ impl RedLock {
             .and_then(|s| s.checked_add(1))
             .filter(|t| *t < (1 << 53))
             .ok_or_else(|| Error::InvalidConfig(format!("fencing counter {seen} out of range")))?;
-        let fence_key = scripts::fence_key(&self.resource);
-        let value = token.to_string();
-        let script = &*scripts::FENCE;
-        let packed = redis::cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(1)
-            .arg(&fence_key)
-            .arg(&value)
-            .get_packed_command();
-        let keys: [&[u8]; 1] = [fence_key.as_bytes()];
-        let args: [&[u8]; 1] = [value.as_bytes()];
-        let fallback = Fallback {
-            script,
-            keys: &keys,
-            args: &args,
-        };
-        let tally = fan_out(shared, &packed, shared.all, int_reply, Some(&fallback));
+        let keys = [Arg::Prefixed(scripts::FENCE_PREFIX, &self.resource)];
+        let tally = script_round(
+            shared,
+            &scripts::FENCE,
+            &keys,
+            &[Arg::Int(token)],
+            shared.all,
+            int_reply,
+        );
         if tally.yes < shared.config.quorum {
             return Err(self.no_quorum(tally));
         }

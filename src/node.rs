@@ -33,6 +33,19 @@ pub(crate) struct NodeConn {
     /// Set after any I/O error or timeout: the connection may have a reply in flight or be dead,
     /// so it must never be used again.
     pub(crate) broken: bool,
+    /// The socket's current read timeout, to skip `setsockopt` when it would not change.
+    read_timeout: Duration,
+}
+
+impl NodeConn {
+    /// Sets the read timeout, with a system call only when it changes.
+    pub(crate) fn set_read_timeout(&mut self, timeout: Duration) -> redis::RedisResult<()> {
+        if timeout != self.read_timeout {
+            self.con.set_read_timeout(Some(timeout))?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
 }
 
 /// What a node is, as given to the factory.
@@ -113,10 +126,12 @@ impl NodeManager {
                 return Err(e);
             }
         }
+        con.set_read_timeout(Some(self.io_timeout))?;
         Ok(NodeConn {
             con,
             generation,
             broken: false,
+            read_timeout: self.io_timeout,
         })
     }
 }

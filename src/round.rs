@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use r2d2::PooledConnection;
 use redis::{ErrorKind, ServerErrorKind, Value};
 
+use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
 use crate::factory::Shared;
 use crate::node::NodeManager;
@@ -138,8 +139,37 @@ pub(crate) fn acquire_reply(v: &Value) -> Option<Vote> {
 /// NOSCRIPT.
 pub(crate) struct Fallback<'a> {
     pub(crate) script: &'a redis::Script,
-    pub(crate) keys: &'a [&'a [u8]],
-    pub(crate) args: &'a [&'a [u8]],
+    pub(crate) keys: &'a [Arg<'a>],
+    pub(crate) args: &'a [Arg<'a>],
+}
+
+/// Runs `script` on the nodes in `mask` (EVALSHA, loading it where a node answers NOSCRIPT).
+pub(crate) fn script_round(
+    shared: &Shared,
+    script: &redis::Script,
+    keys: &[Arg<'_>],
+    args: &[Arg<'_>],
+    mask: u64,
+    classify: Classify,
+) -> Tally {
+    command::with_buffer(|buf| {
+        command::pack_script(buf, script, keys, args);
+        let fallback = Fallback { script, keys, args };
+        fan_out(shared, buf, mask, classify, Some(&fallback))
+    })
+}
+
+/// Sends the command made of `args` to the nodes in `mask`.
+pub(crate) fn command_round(
+    shared: &Shared,
+    args: &[Arg<'_>],
+    mask: u64,
+    classify: Classify,
+) -> Tally {
+    command::with_buffer(|buf| {
+        command::pack(buf, args.iter().copied(), args.len());
+        fan_out(shared, buf, mask, classify, None)
+    })
 }
 
 /// Sends `packed` to every node whose bit is set in `mask`, then reads and counts the replies.
@@ -258,12 +288,9 @@ fn exchange(
                 record(cmd, i, Err(NodeError::new(&node.name, e)));
                 continue;
             }
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(MIN_TIMEOUT);
+            let left = deadline.saturating_duration_since(Instant::now());
             let reply = conn
-                .con
-                .set_read_timeout(Some(left))
+                .set_read_timeout(read_timeout(left, shared.config.io_timeout))
                 .and_then(|()| recv_reply(&mut conn.con));
             let reply = match reply {
                 Ok(v) => v.extract_error(),
@@ -293,10 +320,10 @@ fn exchange(
                     log::debug!("redmutex: {} had no script loaded; loading it", node.name);
                     let mut invocation = f.script.prepare_invoke();
                     for key in f.keys {
-                        invocation.key(*key);
+                        invocation.key(key.to_vec());
                     }
                     for arg in f.args {
-                        invocation.arg(*arg);
+                        invocation.arg(arg.to_vec());
                     }
                     invocation.invoke::<Value>(&mut conn.con).inspect_err(|e| {
                         if is_read_only(e) {
@@ -339,6 +366,18 @@ fn is_read_only(e: &redis::RedisError) -> bool {
     matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
 }
 
+/// The read timeout for a node when `left` remains of the round's I/O deadline: the I/O
+/// timeout itself while at least half of it is left (the socket already has it: no system
+/// call), else exactly what is left. So a round's reading phase lasts at most 1.5 times the I/O
+/// timeout, and a healthy round makes no `setsockopt` calls.
+pub(crate) fn read_timeout(left: Duration, io_timeout: Duration) -> Duration {
+    if left >= io_timeout / 2 {
+        io_timeout
+    } else {
+        left.max(MIN_TIMEOUT)
+    }
+}
+
 /// Reads one reply, skipping RESP3 push messages (they are not replies).
 fn recv_reply(con: &mut redis::Connection) -> redis::RedisResult<Value> {
     loop {
@@ -354,6 +393,15 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn read_timeout_stays_put_until_half_the_budget_is_spent() {
+        let io = 100 * MS;
+        assert_eq!(read_timeout(100 * MS, io), io);
+        assert_eq!(read_timeout(50 * MS, io), io);
+        assert_eq!(read_timeout(49 * MS, io), 49 * MS);
+        assert_eq!(read_timeout(Duration::ZERO, io), MS);
+    }
 
     #[test]
     fn majority_of_small_clusters() {

@@ -11,24 +11,24 @@ use std::sync::LazyLock;
 /// The channel on which releases are published (the message is the resource name).
 pub(crate) const RELEASE_CHANNEL: &str = "redmutex:released";
 
-/// The fencing counter of a resource: a plain integer string, no expiry.
-pub(crate) fn fence_key(resource: &str) -> String {
-    format!("redmutex:fence:{resource}")
-}
+/// The prefix of a resource's fencing counter key: a plain integer string, no expiry.
+pub(crate) const FENCE_PREFIX: &str = "redmutex:fence:";
 
-/// The marker that says clients are waiting for a resource (expires by itself).
-pub(crate) fn waiting_key(resource: &str) -> String {
-    format!("redmutex:waiting:{resource}")
-}
+/// The prefix of the key that says clients are waiting for a resource (expires by itself).
+pub(crate) const WAITING_PREFIX: &str = "redmutex:waiting:";
 
-/// Deletes the lock key if it holds our token and announces the release.
+/// Deletes the lock key if it holds our token and, when clients are waiting for it, announces
+/// the release (so uncontended releases publish nothing).
 ///
 /// KEYS: lock, waiting marker. ARGV: token, channel. Returns 0 (not our token), 1 (released),
-/// 2 (released, and clients are waiting).
+/// 2 (released, and clients were waiting: announced).
 pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
     redis.call("DEL", KEYS[1])
-    redis.call("PUBLISH", ARGV[2], KEYS[1])
-    return 1 + redis.call("EXISTS", KEYS[2])
+    if redis.call("EXISTS", KEYS[2]) == 1 then
+        redis.call("PUBLISH", ARGV[2], KEYS[1])
+        return 2
+    end
+    return 1
 else
     return 0
 end"#;
