@@ -1209,6 +1209,9 @@ fn profile(what: &str, n: u64) {
             g.release().expect("release");
         }
     };
+    for i in 0..cluster.len() {
+        cluster.cmd(i, &["CONFIG", "RESETSTAT"]);
+    }
     let start = Instant::now();
     let (allocs, bytes) = allocs_per_op(1, || profiled(n, &mut op));
     let (allocs, bytes) = (allocs / n as f64, bytes / n as f64);
@@ -1216,6 +1219,12 @@ fn profile(what: &str, n: u64) {
         "{what}: {n} ops in {:?}, {allocs:.1} allocations ({bytes:.0} bytes) per op",
         start.elapsed()
     );
+    // The server's side of it: time per command on node 0 (Lua scripts run inside EVALSHA).
+    for line in cluster.cmd(0, &["INFO", "commandstats"]).lines() {
+        if let Some(stat) = line.strip_prefix("cmdstat_") {
+            println!("  node 0 {stat}");
+        }
+    }
 }
 
 /// The measured loop of the profiling mode, never inlined so that a profiler can collect
