@@ -936,6 +936,17 @@ fn rss_kib() -> f64 {
 fn footprint(s: &Settings, urls: &[String]) -> Row {
     let urls = &urls[..3];
     progress(&format!("footprint: holding {} guards, 3 nodes", s.guards));
+    // The factories of earlier scenarios are gone, but their background threads notice only
+    // at their next wake-up: wait until the count settles.
+    let mut idle = os_threads();
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(300));
+        let now = os_threads();
+        if now == idle {
+            break;
+        }
+        idle = now;
+    }
     let fac = factory(urls, FOOTPRINT_TTL);
     // Connected and warm before counting.
     for _ in 0..50 {
@@ -966,6 +977,7 @@ fn footprint(s: &Settings, urls: &[String]) -> Row {
     let n = s.guards as f64;
     let row = Row::new("footprint", 3, 1, &[run])
         .with("guards", n)
+        .with("os_threads_no_factory", idle)
         .with("os_threads_before", threads_before)
         .with("os_threads_holding", threads_after)
         .with("rss_kib_before", rss_before)
