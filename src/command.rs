@@ -47,13 +47,6 @@ impl Arg<'_> {
             Self::Int(n) => write_int(out, *n),
         }
     }
-
-    /// The argument as owned bytes (for the rare NOSCRIPT fallback).
-    pub(crate) fn to_vec(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len());
-        self.write(&mut v);
-        v
-    }
 }
 
 /// Appends the decimal digits of `n` (without `fmt`, which costs more than the rest of the

@@ -43,7 +43,7 @@ pub enum Error {
     /// Fewer nodes than the quorum answered, so the operation could not be decided.
     ///
     /// `failures` holds one entry per node that failed, with its address and cause.
-    #[error("no quorum for {resource:?}: {answered} of {nodes} nodes answered, {needed} needed{}", FailureList(.failures))]
+    #[error("no quorum for {resource:?}: {answered} of {nodes} nodes answered, {needed} must agree{}", FailureList(.failures))]
     NoQuorum {
         /// The resource (key) the operation was about.
         resource: String,
@@ -209,7 +209,7 @@ mod tests {
         let s = e.to_string();
         assert_eq!(
             s,
-            "no quorum for \"k\": 1 of 3 nodes answered, 2 needed (127.0.0.1:1: no connection \
+            "no quorum for \"k\": 1 of 3 nodes answered, 2 must agree (127.0.0.1:1: no connection \
              within the connect timeout (refused); 127.0.0.1:2: unexpected reply: garbage)"
         );
         assert_eq!(e.node_errors().len(), 2);

@@ -33,6 +33,9 @@ mod defaults {
 /// round down.
 pub const MAX_NODES: usize = 32;
 
+/// The largest connection pool per node accepted (r2d2 allocates its slots up front).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
 /// The longest TTL accepted (about 34 years): far beyond any sensible lease, and small enough
 /// that Redis can add it to its clock.
 pub(crate) const MAX_TTL: Duration = Duration::from_millis(1 << 40);
@@ -359,8 +362,8 @@ impl RedLockFactoryBuilder {
         self
     }
 
-    /// The most connections kept open to each node. Threads beyond it wait for a connection,
-    /// up to the connect timeout.
+    /// The most connections kept open to each node (1 to [`MAX_POOL_SIZE`]). Threads beyond it
+    /// wait for a connection, up to the connect timeout.
     ///
     /// Defaults to 16.
     pub fn pool_size(mut self, size: u32) -> Self {
@@ -524,8 +527,11 @@ impl RedLockFactoryBuilder {
                 majority(n)
             )));
         }
-        if self.pool_size == 0 {
-            return Err(Error::InvalidConfig("pool size must be at least 1".into()));
+        if self.pool_size == 0 || self.pool_size > MAX_POOL_SIZE {
+            return Err(Error::InvalidConfig(format!(
+                "pool size must be between 1 and {MAX_POOL_SIZE}, got {}",
+                self.pool_size
+            )));
         }
         for (what, d) in [
             ("connect timeout", self.connect_timeout),
@@ -703,6 +709,7 @@ mod tests {
         assert!(err(three().quorum(1)).contains("quorum"));
         assert!(err(three().quorum(4)).contains("quorum"));
         assert!(err(three().pool_size(0)).contains("pool size"));
+        assert!(err(three().pool_size(u32::MAX)).contains("pool size"));
         assert!(err(three().io_timeout(Duration::ZERO)).contains("I/O timeout"));
         assert!(err(three().connect_timeout(Duration::from_nanos(5))).contains("connect timeout"));
         assert!(err(three().retry_delay(Duration::MAX)).contains("retry delay"));

@@ -123,7 +123,7 @@ mod sentinel;
 mod waker;
 
 pub use error::{Error, NodeError, Result};
-pub use factory::{IntoNode, MAX_NODES, RedLockFactory, RedLockFactoryBuilder};
+pub use factory::{IntoNode, MAX_NODES, MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::RedLockGuard;
 pub use lease::{LossReason, LossSignal};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};

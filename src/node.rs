@@ -118,7 +118,8 @@ impl NodeManager {
         con.set_write_timeout(Some(self.io_timeout))?;
         con.set_read_timeout(Some(self.connect_timeout))?;
         // Load the scripts now so rounds rarely meet NOSCRIPT. A server that refuses (an ACL
-        // without SCRIPT) still works through the EVAL fallback; an I/O error fails the connect.
+        // without SCRIPT LOAD) still works: rounds fall back to EVAL. An I/O error fails the
+        // connect.
         for script in scripts::ALL {
             if let Err(e) = script.load(&mut con)
                 && (e.is_io_error() || e.is_unrecoverable_error())

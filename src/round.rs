@@ -14,6 +14,7 @@ use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
 use crate::factory::Shared;
 use crate::node::NodeManager;
+use crate::scripts::Lua;
 
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
@@ -135,18 +136,38 @@ pub(crate) fn acquire_reply(v: &Value) -> Option<Vote> {
     }
 }
 
-/// A script to re-run through `redis::Script` (which loads it) on a node that answered
-/// NOSCRIPT.
+/// A script call to re-send as `EVAL <source>` to a node that answered NOSCRIPT (its script
+/// cache was flushed, or it restarted). EVAL needs no `SCRIPT LOAD` permission, so an ACL user
+/// without it still works.
 pub(crate) struct Fallback<'a> {
-    pub(crate) script: &'a redis::Script,
+    pub(crate) script: &'a Lua,
     pub(crate) keys: &'a [Arg<'a>],
     pub(crate) args: &'a [Arg<'a>],
 }
 
-/// Runs `script` on the nodes in `mask` (EVALSHA, loading it where a node answers NOSCRIPT).
+impl Fallback<'_> {
+    /// Sends the call as EVAL on `con` and reads the reply.
+    fn eval(&self, con: &mut redis::Connection) -> redis::RedisResult<Value> {
+        let mut packed = Vec::new();
+        let head = [
+            Arg::Str("EVAL"),
+            Arg::Str(self.script.src),
+            Arg::Int(self.keys.len() as u64),
+        ];
+        let all = head
+            .into_iter()
+            .chain(self.keys.iter().copied())
+            .chain(self.args.iter().copied());
+        command::pack(&mut packed, all, 3 + self.keys.len() + self.args.len());
+        con.send_packed_command(&packed)?;
+        recv_reply(con)?.extract_error()
+    }
+}
+
+/// Runs `script` on the nodes in `mask` (EVALSHA, or EVAL where a node answers NOSCRIPT).
 pub(crate) fn script_round(
     shared: &Shared,
-    script: &redis::Script,
+    script: &Lua,
     keys: &[Arg<'_>],
     args: &[Arg<'_>],
     mask: u64,
@@ -317,15 +338,9 @@ fn exchange(
             let no_script = matches!(&reply, Err(e) if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)));
             let reply = match (reply, fallback) {
                 (Err(_), Some(f)) if no_script => {
-                    log::debug!("redmutex: {} had no script loaded; loading it", node.name);
-                    let mut invocation = f.script.prepare_invoke();
-                    for key in f.keys {
-                        invocation.key(key.to_vec());
-                    }
-                    for arg in f.args {
-                        invocation.arg(arg.to_vec());
-                    }
-                    invocation.invoke::<Value>(&mut conn.con).inspect_err(|e| {
+                    log::debug!("redmutex: {} had no script loaded; sending EVAL", node.name);
+                    load_scripts = true;
+                    f.eval(&mut conn.con).inspect_err(|e| {
                         if is_read_only(e) {
                             node.record_failure(&e.to_string());
                         }
@@ -461,5 +476,64 @@ mod tests {
         t.count(1, Ok(Vote::No(9)));
         t.count(2, Ok(Vote::Yes(5)));
         assert_eq!((t.yes, t.no, t.aux, t.refused), (2, 1, 9, 0b010));
+    }
+}
+
+/// Properties of the quorum and validity arithmetic (contributed with the fault suite).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn majority_is_strict_and_quorums_intersect(n in 1usize..=64) {
+            let q = majority(n);
+            prop_assert!(2 * q > n);
+            prop_assert!(q <= n);
+            prop_assert!(q == 1 || 2 * (q - 1) <= n);
+        }
+
+        #[test]
+        fn drift_is_factor_times_ttl_plus_floor(ttl_ms in 1u64..(1 << 40), f in 0.0f64..1.0) {
+            let ttl = Duration::from_millis(ttl_ms);
+            let d = drift(ttl, f);
+            prop_assert!(d >= DRIFT_FLOOR);
+            prop_assert_eq!(d, ttl.mul_f64(f) + DRIFT_FLOOR);
+            prop_assert!(d < ttl + DRIFT_FLOOR);
+        }
+
+        #[test]
+        fn validity_is_checked_ttl_minus_elapsed_minus_drift(
+            ttl_us in 0u64..u64::MAX / 4,
+            elapsed_us in 0u64..u64::MAX / 4,
+            drift_us in 0u64..u64::MAX / 4,
+        ) {
+            let ttl = Duration::from_micros(ttl_us);
+            let elapsed = Duration::from_micros(elapsed_us);
+            let d = Duration::from_micros(drift_us);
+            let expected = i128::from(ttl_us) - i128::from(elapsed_us) - i128::from(drift_us);
+            match validity(ttl, elapsed, d) {
+                Some(v) => {
+                    prop_assert!(expected > 0);
+                    prop_assert_eq!(v.as_micros() as i128, expected);
+                    prop_assert!(v < ttl);
+                }
+                None => prop_assert!(expected <= 0),
+            }
+        }
+
+        #[test]
+        fn validity_shrinks_as_the_round_grows(
+            ttl_ms in 3u64..1_000_000,
+            a in 0u64..2_000_000,
+            b in 0u64..2_000_000,
+        ) {
+            let ttl = Duration::from_millis(ttl_ms);
+            let d = drift(ttl, 0.01);
+            let shorter = validity(ttl, Duration::from_millis(a.min(b)), d);
+            let longer = validity(ttl, Duration::from_millis(a.max(b)), d);
+            prop_assert!(longer <= shorter);
+        }
     }
 }

@@ -64,20 +64,40 @@ if tonumber(redis.call("GET", KEYS[1]) or "0") < t then
 end
 return 1"#;
 
-/// The release script, with its SHA1 computed once.
-pub(crate) static RELEASE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(RELEASE_SRC));
+/// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
+pub(crate) struct Lua {
+    pub(crate) src: &'static str,
+    pub(crate) script: redis::Script,
+}
 
-/// The extend script, with its SHA1 computed once.
-pub(crate) static EXTEND: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(EXTEND_SRC));
+impl Lua {
+    fn new(src: &'static str) -> Self {
+        Self {
+            src,
+            script: redis::Script::new(src),
+        }
+    }
+}
 
-/// The acquire script, with its SHA1 computed once.
-pub(crate) static ACQUIRE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(ACQUIRE_SRC));
+impl std::ops::Deref for Lua {
+    type Target = redis::Script;
 
-/// The fencing write-back script, with its SHA1 computed once.
-pub(crate) static FENCE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(FENCE_SRC));
+    fn deref(&self) -> &redis::Script {
+        &self.script
+    }
+}
+
+/// The release script.
+pub(crate) static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_SRC));
+
+/// The extend script.
+pub(crate) static EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(EXTEND_SRC));
+
+/// The acquire script.
+pub(crate) static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_SRC));
+
+/// The fencing write-back script.
+pub(crate) static FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(FENCE_SRC));
 
 /// Every script, to load when a connection opens.
-pub(crate) static ALL: [&LazyLock<redis::Script>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
+pub(crate) static ALL: [&LazyLock<Lua>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];

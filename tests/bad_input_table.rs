@@ -211,9 +211,14 @@ fn durations_and_factors_table() {
             Some("connect timeout"),
         ),
         ("pool 0", |b| b.pool_size(0), Some("pool size")),
-        // Not `pool_size(u32::MAX)`: r2d2 pre-allocates `max_size` slots and the process aborts
-        // on a ~1 TB allocation (reported; the builder should cap the pool size).
         ("pool 1000", |b| b.pool_size(1000), None),
+        // r2d2 pre-allocates `max_size` slots: an uncapped u32::MAX would abort the process.
+        ("pool 1025", |b| b.pool_size(1025), Some("pool size")),
+        (
+            "pool u32::MAX",
+            |b| b.pool_size(u32::MAX),
+            Some("pool size"),
+        ),
         ("max retries 0", |b| b.max_retries(0), None),
         ("max retries u32::MAX", |b| b.max_retries(u32::MAX), None),
         ("quorum 0", |b| b.quorum(0), Some("quorum")),

@@ -331,8 +331,8 @@ fn majority_unavailable_every_call_errs_within_its_bound_then_service_resumes() 
         assert!(shown.starts_with("NoQuorum"), "{what}: {shown}");
         // Node 2 answers; on a loaded machine it may time out now and then too.
         assert!(
-            shown.contains("1 of 3 nodes answered, 2 needed")
-                || shown.contains("0 of 3 nodes answered, 2 needed"),
+            shown.contains("1 of 3 nodes answered, 2 must agree")
+                || shown.contains("0 of 3 nodes answered, 2 must agree"),
             "{shown}"
         );
     }

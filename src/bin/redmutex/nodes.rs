@@ -192,7 +192,7 @@ fn decide(
         let mut f = Failure::new(
             Exit::Unavailable,
             format!(
-                "no quorum for {key:?}: {} of {n} nodes answered, {q} needed ({})",
+                "no quorum for {key:?}: {} of {n} nodes answered, {q} must agree ({})",
                 n - failures.len(),
                 failures.join("; ")
             ),

@@ -90,7 +90,7 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
             "no holder has a quorum ({q}) and too few nodes are free: it can be taken once \
              keys expire"
         ),
-        _ => format!("unknown: {answered} of {n} nodes answered, {q} needed"),
+        _ => format!("unknown: {answered} of {n} nodes answered, {q} must agree"),
     };
 
     let text = if as_json {
@@ -131,7 +131,7 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
         let mut f = Failure::new(
             Exit::Unavailable,
             format!(
-                "no quorum for {key:?}: {answered} of {n} nodes answered, {q} needed ({})",
+                "no quorum for {key:?}: {answered} of {n} nodes answered, {q} must agree ({})",
                 details.join("; ")
             ),
         );
