@@ -374,6 +374,17 @@ impl Node {
         }
     }
 
+    /// A fresh connection, after a pooled one turned out to be dead (the node restarted while
+    /// it sat idle): retires every connection opened so far, then checks out as usual (waiting
+    /// for r2d2's background connect, until `deadline` at most).
+    pub(crate) fn reconnect(
+        &self,
+        deadline: Instant,
+    ) -> Result<PooledConnection<NodeManager>, NodeError> {
+        self.health.generation.fetch_add(1, Ordering::AcqRel);
+        self.checkout(deadline)
+    }
+
     fn down_error(&self) -> NodeError {
         NodeError::new(&self.name, NodeCause::Down(self.health.last_error()))
     }

@@ -13,7 +13,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
 use crate::factory::Shared;
-use crate::node::NodeManager;
+use crate::node::{Node, NodeManager};
 use crate::scripts::Lua;
 
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
@@ -261,6 +261,8 @@ fn exchange(
 ) -> u64 {
     let nodes = &shared.nodes;
     let mut written = 0;
+    // Nodes whose connection was replaced while writing.
+    let mut fresh = 0u64;
     let mut sent: Vec<(usize, PooledConnection<NodeManager>)> = Vec::with_capacity(nodes.len());
     let fail_all = |record: &mut dyn FnMut(usize, usize, Result<Vote, NodeError>),
                     node: usize,
@@ -286,13 +288,24 @@ fn exchange(
             }
         };
         written |= 1 << i;
-        match conn.con.send_packed_command(packed) {
-            Ok(()) => sent.push((i, conn)),
+        let sent_on = match conn.con.send_packed_command(packed) {
+            Ok(()) => Ok(conn),
+            Err(e) if e.is_connection_dropped() => {
+                // Idle across a restart: one more try on a fresh connection.
+                conn.broken = true;
+                drop(conn);
+                fresh |= 1 << i;
+                resend(node, checkout_deadline, packed)
+            }
             Err(e) => {
                 conn.broken = true;
                 node.record_failure(&e.to_string());
-                fail_all(&mut record, i, NodeError::new(&node.name, e.into()));
+                Err(NodeError::new(&node.name, e.into()))
             }
+        };
+        match sent_on {
+            Ok(conn) => sent.push((i, conn)),
+            Err(e) => fail_all(&mut record, i, e),
         }
     }
 
@@ -303,6 +316,8 @@ fn exchange(
         let Some(node) = nodes.get(i) else { continue };
         let mut answered = false;
         let mut load_scripts = false;
+        // A connection already replaced in the writing phase is not retried again.
+        let mut retried = fresh & (1 << i) != 0;
         for cmd in 0..count {
             if conn.broken {
                 let e = NodeCause::Unexpected("connection broken earlier in the pipeline".into());
@@ -315,6 +330,27 @@ fn exchange(
                 .and_then(|()| recv_reply(&mut conn.con));
             let reply = match reply {
                 Ok(v) => v.extract_error(),
+                Err(e) if cmd == 0 && !retried && e.is_connection_dropped() => {
+                    // Idle across a restart: nothing was read yet, so send everything again on
+                    // a fresh connection, once.
+                    retried = true;
+                    conn.broken = true;
+                    match resend(node, deadline, packed) {
+                        Ok(fresh) => {
+                            conn = fresh;
+                            conn.set_read_timeout(read_timeout(
+                                deadline.saturating_duration_since(Instant::now()),
+                                shared.config.io_timeout,
+                            ))
+                            .and_then(|()| recv_reply(&mut conn.con))
+                            .and_then(Value::extract_error)
+                        }
+                        Err(ne) => {
+                            fail_all(&mut record, i, ne);
+                            break;
+                        }
+                    }
+                }
                 Err(e) => {
                     // The connection may have a reply in flight, or be dead: never reuse it.
                     conn.broken = true;
@@ -323,6 +359,7 @@ fn exchange(
                     continue;
                 }
             };
+
             if let Err(e) = &reply
                 && is_read_only(e)
             {
@@ -374,6 +411,27 @@ fn exchange(
         }
     }
     written
+}
+
+/// Sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]).
+fn resend(
+    node: &Node,
+    deadline: Instant,
+    packed: &[u8],
+) -> Result<PooledConnection<NodeManager>, NodeError> {
+    let mut conn = node.reconnect(deadline)?;
+    log::debug!(
+        "redmutex: {}: pooled connection was dead; retrying on a new one",
+        node.name
+    );
+    match conn.con.send_packed_command(packed) {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            conn.broken = true;
+            node.record_failure(&e.to_string());
+            Err(NodeError::new(&node.name, e.into()))
+        }
+    }
 }
 
 /// Whether a server error says the node is a replica (READONLY): a demoted master.

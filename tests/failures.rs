@@ -241,3 +241,31 @@ fn every_node_dead_from_the_start() {
         start.elapsed()
     );
 }
+
+#[test]
+fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
+    // Every node restarts (keeping its data, AOF) while the pools sit idle: the pooled
+    // connections are all dead. The release must still reach the nodes in the same call.
+    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let factory = factory(cluster.urls());
+    warm(&factory);
+    let guard = factory.create_lock("restarted").acquire().unwrap();
+    for i in 0..3 {
+        cluster.restart_with_aof(i);
+        assert_eq!(
+            cluster.cmd(i, &["GET", "restarted"]),
+            guard.token(),
+            "node {i}"
+        );
+    }
+    guard.release().unwrap();
+    for i in 0..3 {
+        assert_eq!(cluster.cmd(i, &["EXISTS", "restarted"]), "0", "node {i}");
+    }
+    // And the next acquisition too.
+    for i in 0..3 {
+        cluster.restart_with_aof(i);
+    }
+    let g = factory.create_lock("restarted").try_acquire().unwrap();
+    assert!(g.is_some(), "busy after the restarts");
+}
