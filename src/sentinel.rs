@@ -490,6 +490,12 @@ impl Resolver {
     pub(crate) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
         let deadline = Instant::now() + timeout;
         let n = self.sentinels.len();
+        if n == 0 {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no sentinel addresses given",
+            )));
+        }
         let first = self.first.load(Ordering::Relaxed);
         let mut tried: Vec<(String, u16)> = Vec::new();
         let mut problems: Vec<String> = Vec::new();
