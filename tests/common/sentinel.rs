@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     CMD_TIMEOUT, READY_TIMEOUT, RedisCluster, RedisNode, deadline_loop, free_port, ping_port,
-    raw_cmd, redis_server_binary, unique_temp_dir,
+    raw_cmd, redis_server_binary, send_signal, unique_temp_dir,
 };
 
 /// How long a new group may take until its sentinels know each other and the replica.
@@ -107,6 +107,30 @@ impl SentinelProcess {
     /// Connection or I/O errors.
     pub fn try_cmd(&self, args: &[&str]) -> io::Result<String> {
         raw_cmd(self.port, args, CMD_TIMEOUT)
+    }
+
+    /// Freezes the sentinel (SIGSTOP): the kernel still accepts connections, nothing answers.
+    pub fn stop(&self) {
+        if let Some(child) = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            send_signal(child.id(), "-STOP");
+        }
+    }
+
+    /// Resumes a sentinel frozen by [`Self::stop`].
+    pub fn cont(&self) {
+        if let Some(child) = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            send_signal(child.id(), "-CONT");
+        }
     }
 
     /// SIGKILLs the sentinel.
