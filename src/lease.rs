@@ -75,6 +75,9 @@ pub(crate) struct Outcome {
     pub(crate) lost: Option<LossReason>,
     /// Set once released (or dropped) without loss: waiters stop waiting.
     pub(crate) ended: bool,
+    /// Threads blocked in `LossSignal::wait*`: notify only when there are some (a notify is a
+    /// system call even with nobody waiting).
+    pub(crate) waiters: usize,
     pub(crate) callbacks: Vec<LossCallback>,
 }
 
@@ -189,9 +192,11 @@ impl Lease {
         let callbacks = {
             let mut outcome = lock(&self.outcome);
             outcome.lost = Some(reason);
+            if outcome.waiters > 0 {
+                self.outcome_changed.notify_all();
+            }
             std::mem::take(&mut outcome.callbacks)
         };
-        self.outcome_changed.notify_all();
         for callback in callbacks {
             callback(reason);
         }
@@ -202,8 +207,9 @@ impl Lease {
         let mut outcome = lock(&self.outcome);
         outcome.ended = true;
         outcome.callbacks.clear();
-        drop(outcome);
-        self.outcome_changed.notify_all();
+        if outcome.waiters > 0 {
+            self.outcome_changed.notify_all();
+        }
     }
 }
 
@@ -241,6 +247,7 @@ impl LossSignal {
     /// Blocks until the lock is lost (`Some(reason)`) or released without loss (`None`).
     pub fn wait(&self) -> Option<LossReason> {
         let mut outcome = lock(&self.lease.outcome);
+        outcome.waiters += 1;
         while outcome.lost.is_none() && !outcome.ended {
             outcome = self
                 .lease
@@ -248,6 +255,7 @@ impl LossSignal {
                 .wait(outcome)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        outcome.waiters -= 1;
         outcome.lost
     }
 
@@ -255,6 +263,7 @@ impl LossSignal {
     pub fn wait_timeout(&self, timeout: Duration) -> Option<LossReason> {
         let end = Instant::now().checked_add(timeout);
         let mut outcome = lock(&self.lease.outcome);
+        outcome.waiters += 1;
         while outcome.lost.is_none() && !outcome.ended {
             let left = match end {
                 Some(end) => end.saturating_duration_since(Instant::now()),
@@ -270,6 +279,7 @@ impl LossSignal {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        outcome.waiters -= 1;
         outcome.lost
     }
 }

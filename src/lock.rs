@@ -324,7 +324,11 @@ impl RedLock {
                 pause = pause.min(deadline - now);
             }
             if wake && failed.is_none() {
-                waker.wait(&self.resource, seen, pause);
+                // Woken by a release: the lock is most likely free, so the next attempt is a
+                // bare SET again (a busy one is followed at once by a marking attempt).
+                if waker.wait(&self.resource, seen, pause) {
+                    waiting = false;
+                }
             } else {
                 std::thread::sleep(pause);
             }

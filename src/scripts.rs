@@ -18,14 +18,16 @@ pub(crate) const FENCE_PREFIX: &str = "redmutex:fence:";
 pub(crate) const WAITING_PREFIX: &str = "redmutex:waiting:";
 
 /// Deletes the lock key if it holds our token and, when clients are waiting for it, announces
-/// the release (so uncontended releases publish nothing).
+/// the release (so uncontended releases publish nothing). The message is the SHA1 of the
+/// released token (40 hex digits: the same on every node, so a process woken by several nodes
+/// for one release wakes its waiters once) followed by the resource name.
 ///
 /// KEYS: lock, waiting marker. ARGV: token, channel. Returns 0 (not our token), 1 (released),
 /// 2 (released, and clients were waiting: announced).
 pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
     redis.call("DEL", KEYS[1])
     if redis.call("EXISTS", KEYS[2]) == 1 then
-        redis.call("PUBLISH", ARGV[2], KEYS[1])
+        redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]) .. KEYS[1])
         return 2
     end
     return 1

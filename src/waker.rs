@@ -32,10 +32,20 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const GRACE_MIN: Duration = Duration::from_millis(1);
 const GRACE_MAX: Duration = Duration::from_millis(20);
 
+/// The releases a shard has heard of.
+#[derive(Default)]
+struct Releases {
+    /// Bumped by every release announced for a resource of this shard.
+    seq: u64,
+    /// The id of the last one (a prefix of the released token's SHA1): each node announces the
+    /// same release; only the first announcement wakes a waiter.
+    last: [u8; 16],
+}
+
 #[derive(Default)]
 struct Shard {
     /// Bumped by every release announced for a resource of this shard.
-    seq: Mutex<u64>,
+    seq: Mutex<Releases>,
     changed: Condvar,
     /// Nanoseconds after the epoch until which a releaser of a resource of this shard holds
     /// back (0: none).
@@ -140,7 +150,8 @@ impl Waker {
     /// The release sequence number of `resource`'s shard: read it before an attempt, wait on
     /// it after.
     pub(crate) fn seq(&self, resource: &str) -> u64 {
-        self.shard(resource.as_bytes()).map_or(0, |s| *lock(&s.seq))
+        self.shard(resource.as_bytes())
+            .map_or(0, |s| lock(&s.seq).seq)
     }
 
     /// Sleeps until a release is announced for `resource`'s shard after `seen`, or `timeout`
@@ -152,7 +163,7 @@ impl Waker {
         };
         let end = Instant::now() + timeout;
         let mut seq = lock(&shard.seq);
-        while *seq == seen {
+        while seq.seq == seen {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -166,12 +177,25 @@ impl Waker {
         true
     }
 
-    /// A release of `resource` was announced.
-    fn notify(&self, resource: &[u8]) {
-        if let Some(shard) = self.shard(resource) {
-            *lock(&shard.seq) += 1;
-            shard.changed.notify_all();
+    /// A release was announced: `message` is the released token's SHA1 (40 hex digits), then
+    /// the resource. Wakes one waiter of the resource's shard: only one can take the lock, and
+    /// waking all would make them collide (the others still see the new sequence number when
+    /// their own wait ends). Repeated announcements of one release (one per node) are dropped.
+    fn notify(&self, message: &[u8]) {
+        let (Some(id), Some(resource)) = (message.get(..16), message.get(40..)) else {
+            return;
+        };
+        let Some(shard) = self.shard(resource) else {
+            return;
+        };
+        let mut releases = lock(&shard.seq);
+        if releases.last == id {
+            return;
         }
+        releases.last.copy_from_slice(id);
+        releases.seq += 1;
+        drop(releases);
+        shard.changed.notify_one();
     }
 
     /// We released `resource` while others waited for it: hold back from re-taking it for a
