@@ -1,0 +1,173 @@
+//! Figures for the features beyond a mutex (docs/features.md):
+//!
+//! 1. `fencing`: the cost of fencing tokens: an acquire + release cycle with fencing on against
+//!    the same cycle with it off, interleaved run by run on the same 3 nodes (the expected
+//!    price is one more round trip per acquisition).
+//! 2. `keep-alive`: how many kept-alive guards one factory sustains with no lease running out:
+//!    10,000 guards with a 30 s TTL over 3 nodes, held for longer than the TTL, watching every
+//!    guard's validity (the quick mode uses a 3 s TTL, so that several renewal rounds happen in
+//!    a few seconds).
+//!
+//! Prints one JSON line per result, and asserts nothing about speed.
+//! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use redmutex::RedLockFactory;
+
+struct Mode {
+    name: &'static str,
+    runs: usize,
+    run: Duration,
+    guards: usize,
+    ttl: Duration,
+    hold: Duration,
+}
+
+fn mode() -> Mode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--quick") {
+        Mode {
+            name: "quick",
+            runs: 5,
+            run: Duration::from_millis(300),
+            guards: 10_000,
+            ttl: Duration::from_secs(3),
+            hold: Duration::from_secs(7),
+        }
+    } else if args.iter().any(|a| a == "--bench") {
+        Mode {
+            name: "full",
+            runs: 15,
+            run: Duration::from_millis(500),
+            guards: 10_000,
+            ttl: Duration::from_secs(30),
+            hold: Duration::from_secs(40),
+        }
+    } else {
+        // `cargo test --benches`: a smoke pass.
+        Mode {
+            name: "smoke",
+            runs: 1,
+            run: Duration::from_millis(50),
+            guards: 100,
+            ttl: Duration::from_secs(1),
+            hold: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Acquire + release cycles per second on `lock`'s factory for `run`.
+fn cycles(factory: &RedLockFactory, key: &str, run: Duration) -> f64 {
+    let lock = factory.create_lock(key);
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < run {
+        lock.acquire().unwrap().release().unwrap();
+        n += 1;
+    }
+    f64::from(n) / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn fencing(m: &Mode, cluster: &common::RedisCluster) {
+    let plain = RedLockFactory::new(cluster.urls()).unwrap();
+    let fenced = RedLockFactory::builder()
+        .nodes(cluster.urls())
+        .fencing(true)
+        .build()
+        .unwrap();
+    // Warm both pools.
+    cycles(&plain, "bench:fence:plain", Duration::from_millis(50));
+    cycles(&fenced, "bench:fence:on", Duration::from_millis(50));
+    let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..m.runs {
+        // Alternate which goes first, so both meet the same load.
+        let (a, b) = if i % 2 == 0 {
+            let a = cycles(&plain, "bench:fence:plain", m.run);
+            (a, cycles(&fenced, "bench:fence:on", m.run))
+        } else {
+            let b = cycles(&fenced, "bench:fence:on", m.run);
+            (cycles(&plain, "bench:fence:plain", m.run), b)
+        };
+        off.push(a);
+        on.push(b);
+        ratios.push(a / b);
+    }
+    let (off, on, ratio) = (median(off), median(on), median(ratios));
+    println!(
+        "{{\"scenario\":\"fencing\",\"mode\":\"{}\",\"nodes\":3,\"threads\":1,\
+         \"cycles_per_sec_off\":{off:.1},\"cycles_per_sec_on\":{on:.1},\
+         \"ratio_on_to_off\":{ratio:.3},\"extra_us_per_cycle\":{:.1}}}",
+        m.name,
+        (1e6 / on) - (1e6 / off)
+    );
+}
+
+fn keep_alive(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::builder()
+        .nodes(cluster.urls())
+        .keep_alive(true)
+        .ttl(m.ttl)
+        .build()
+        .unwrap();
+    let acquiring = Instant::now();
+    let guards: Vec<_> = (0..m.guards)
+        .map(|i| {
+            factory
+                .create_lock(format!("bench:ka:{i}"))
+                .acquire()
+                .unwrap()
+        })
+        .collect();
+    let acquired_in = acquiring.elapsed();
+    let start = Instant::now();
+    let mut min_validity = m.ttl;
+    let mut lost = 0;
+    let mut checks = 0u32;
+    while start.elapsed() < m.hold {
+        for g in &guards {
+            let v = g.validity();
+            min_validity = min_validity.min(v);
+            if v.is_zero() {
+                lost += 1;
+            }
+        }
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every key must still be there, with its TTL renewed.
+    let pttl: i64 = cluster
+        .cmd(0, &["PTTL", "bench:ka:0"])
+        .parse()
+        .unwrap_or(-2);
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
+    println!(
+        "{{\"scenario\":\"keep-alive\",\"mode\":\"{}\",\"nodes\":3,\"guards\":{},\
+         \"ttl_ms\":{},\"held_ms\":{},\"renewal_rounds_per_guard\":{},\"leases_lost\":{lost},\
+         \"min_validity_ms\":{},\"checks\":{checks},\"pttl_first_key_ms\":{pttl},\
+         \"acquire_all_ms\":{},\"process_threads\":{threads}}}",
+        m.name,
+        m.guards,
+        m.ttl.as_millis(),
+        start.elapsed().as_millis(),
+        start.elapsed().as_millis() / (m.ttl.as_millis() / 3).max(1),
+        min_validity.as_millis(),
+        acquired_in.as_millis(),
+    );
+    drop(guards);
+}
+
+fn main() {
+    let m = mode();
+    let cluster = common::RedisCluster::start(3);
+    fencing(&m, &cluster);
+    keep_alive(&m, &cluster);
+}
