@@ -71,6 +71,8 @@
 //!   a number that grows with every grant, for the protected resource to refuse stale holders.
 //! - **Wake-up on release** ([`RedLockFactoryBuilder::wake_on_release`], on by default):
 //!   waiters are woken by the release, and hand-overs are fair.
+//! - **Sentinel-managed nodes** ([`SentinelNode`], `redis+sentinel://` URLs): each node may be
+//!   a master group that fails over by itself; the quorum still needs independent groups.
 //!
 //! # What it guarantees
 //!
