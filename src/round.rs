@@ -292,10 +292,8 @@ fn exchange(
             Ok(()) => Ok(conn),
             Err(e) if e.is_connection_dropped() => {
                 // Idle across a restart: one more try on a fresh connection.
-                conn.broken = true;
-                drop(conn);
                 fresh |= 1 << i;
-                resend(node, checkout_deadline, packed)
+                resend(node, checkout_deadline, packed, conn)
             }
             Err(e) => {
                 conn.broken = true;
@@ -312,7 +310,7 @@ fn exchange(
     // Read the replies against one shared deadline: a round's reading is bounded by one I/O
     // timeout however many nodes are slow.
     let deadline = Instant::now() + shared.config.io_timeout;
-    for (i, mut conn) in sent {
+    'nodes: for (i, mut conn) in sent {
         let Some(node) = nodes.get(i) else { continue };
         let mut answered = false;
         let mut load_scripts = false;
@@ -334,8 +332,7 @@ fn exchange(
                     // Idle across a restart: nothing was read yet, so send everything again on
                     // a fresh connection, once.
                     retried = true;
-                    conn.broken = true;
-                    match resend(node, deadline, packed) {
+                    match resend(node, deadline, packed, conn) {
                         Ok(fresh) => {
                             conn = fresh;
                             conn.set_read_timeout(read_timeout(
@@ -347,7 +344,7 @@ fn exchange(
                         }
                         Err(ne) => {
                             fail_all(&mut record, i, ne);
-                            break;
+                            continue 'nodes;
                         }
                     }
                 }
@@ -413,12 +410,17 @@ fn exchange(
     written
 }
 
-/// Sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]).
+/// Sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]), after
+/// `dead` failed. `dead` goes back to the pool (to be dropped) first: with a pool of one, the
+/// fresh connection needs its place.
 fn resend(
     node: &Node,
     deadline: Instant,
     packed: &[u8],
+    mut dead: PooledConnection<NodeManager>,
 ) -> Result<PooledConnection<NodeManager>, NodeError> {
+    dead.broken = true;
+    drop(dead);
     let mut conn = node.reconnect(deadline)?;
     log::debug!(
         "redmutex: {}: pooled connection was dead; retrying on a new one",

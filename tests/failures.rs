@@ -247,7 +247,16 @@ fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     // Every node restarts (keeping its data, AOF) while the pools sit idle: the pooled
     // connections are all dead. The release must still reach the nodes in the same call.
     let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
-    let factory = factory(cluster.urls());
+    // One connection per node: no background connect (to top up idle connections) can be under
+    // way while a node restarts. One that fails marks the node down, and a down node is skipped
+    // until r2d2's next reconnection (a separate, known delay of up to half the connect timeout).
+    let factory = RedLockFactory::builder()
+        .nodes(cluster.urls())
+        .pool_size(1)
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .unwrap();
     warm(&factory);
     let guard = factory.create_lock("restarted").acquire().unwrap();
     for i in 0..3 {
