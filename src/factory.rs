@@ -10,7 +10,7 @@ use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 use crate::error::{Error, Result};
 use crate::keeper::Keeper;
 use crate::lock::RedLock;
-use crate::node::{Node, NodeSettings, NodeSpec};
+use crate::node::{Node, NodeSettings, NodeSpec, Servers};
 use crate::round::{self, majority};
 use crate::sentinel::{SentinelNode, is_sentinel_url};
 use crate::waker::Waker;
@@ -479,10 +479,11 @@ impl RedLockFactoryBuilder {
                     .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
                     .build(),
             ),
+            servers: Arc::new(Servers::new(infos.len())),
         };
         let mut nodes = Vec::with_capacity(infos.len());
         for (i, info) in infos.into_iter().enumerate() {
-            let node = Node::new(info, &settings).map_err(|e| {
+            let node = Node::new(i, info, &settings).map_err(|e| {
                 Error::InvalidConfig(format!("node {i}: {}", redacted_redis_error(&e)))
             })?;
             nodes.push(node);

@@ -12,14 +12,25 @@ use crate::lease::{Lease, LossReason, LossSignal, Token, lock};
 use crate::round::{self, Tally, int_reply, release_reply, script_round};
 use crate::scripts;
 
-/// Runs the compare-and-delete script for `token` on the nodes in `mask`. A yes vote's number
-/// is 1 when clients were waiting for the lock.
-pub(crate) fn release_round(shared: &Shared, resource: &str, token: &Token, mask: u64) -> Tally {
+/// Runs the compare-and-delete script for `token` on the nodes in `mask`; `announce` wakes the
+/// waiters (a held lock's release), or not (a failed attempt's take-back). A yes vote's number
+/// is 1 when clients were waiting and were told.
+pub(crate) fn release_round(
+    shared: &Shared,
+    resource: &str,
+    token: &Token,
+    mask: u64,
+    announce: bool,
+) -> Tally {
     let keys = [
         Arg::Str(resource),
         Arg::Prefixed(scripts::WAITING_PREFIX, resource),
     ];
-    let args = [Arg::Str(token.as_str()), Arg::Str(scripts::RELEASE_CHANNEL)];
+    let args = [
+        Arg::Str(token.as_str()),
+        Arg::Str(scripts::RELEASE_CHANNEL),
+        Arg::Str(if announce { "1" } else { "0" }),
+    ];
     script_round(shared, &scripts::RELEASE, &keys, &args, mask, release_reply)
 }
 
@@ -69,7 +80,7 @@ impl Lease {
     fn release(&self) -> Result<()> {
         let shared = &*self.shared;
         let start = Instant::now();
-        let tally = release_round(shared, &self.resource, &self.token, shared.all);
+        let tally = release_round(shared, &self.resource, &self.token, shared.all, true);
         let took = start.elapsed();
         let q = shared.config.quorum;
         log::debug!(

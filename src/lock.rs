@@ -453,7 +453,7 @@ impl RedLock {
         // "no" certainly did not set our token and are skipped.
         let mask = tally.written & !tally.refused;
         if mask != 0 {
-            let released = release_round(shared, &self.resource, &token, mask);
+            let released = release_round(shared, &self.resource, &token, mask, false);
             log::debug!(
                 "redmutex: released partial {:?} on {} nodes",
                 self.resource,

@@ -99,6 +99,50 @@ impl Source {
     }
 }
 
+/// Which Redis server each node of a factory turned out to be (its `run_id` and database), so
+/// that two addresses reaching one server (`localhost` and `127.0.0.1`, a socket and a port, a
+/// NAT) cannot count twice towards a quorum: the address check at build time cannot see that.
+#[derive(Debug)]
+pub(crate) struct Servers {
+    ids: Mutex<Vec<Option<String>>>,
+}
+
+impl Servers {
+    pub(crate) fn new(nodes: usize) -> Self {
+        Self {
+            ids: Mutex::new(vec![None; nodes]),
+        }
+    }
+
+    /// Records that node `index` is server `id`; `Err(j)` if node `j` already is.
+    fn claim(&self, index: usize, id: &str) -> Result<(), usize> {
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(j) = ids
+            .iter()
+            .enumerate()
+            .position(|(j, other)| j != index && other.as_deref() == Some(id))
+        {
+            return Err(j);
+        }
+        if let Some(slot) = ids.get_mut(index) {
+            *slot = Some(id.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The server behind a connection: `run_id/db`, or `None` if the server won't say (an ACL
+/// without INFO): then the check is skipped.
+fn server_id(con: &mut redis::Connection) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(con).ok()?;
+    let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
+    let db = redis::ConnectionLike::get_db(con);
+    Some(format!("{run_id}/{db}"))
+}
+
 /// Opens connections with bounded connect and I/O times.
 #[derive(Debug)]
 pub(crate) struct NodeManager {
@@ -106,6 +150,9 @@ pub(crate) struct NodeManager {
     connect_timeout: Duration,
     io_timeout: Duration,
     health: Arc<Health>,
+    /// This node's index in `servers`.
+    index: usize,
+    servers: Arc<Servers>,
 }
 
 impl NodeManager {
@@ -126,6 +173,19 @@ impl NodeManager {
             {
                 return Err(e);
             }
+        }
+        if let Some(id) = server_id(&mut con)
+            && let Err(j) = self.servers.claim(self.index, &id)
+        {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "duplicate node",
+                format!(
+                    "node {} reaches the same Redis server as node {j}, which would fake a \
+                     quorum; it is left out",
+                    self.index
+                ),
+            )));
         }
         con.set_read_timeout(Some(self.io_timeout))?;
         Ok(NodeConn {
@@ -275,6 +335,7 @@ pub(crate) struct NodeSettings {
     pub(crate) io_timeout: Duration,
     pub(crate) pool_size: u32,
     pub(crate) thread_pool: Arc<scheduled_thread_pool::ScheduledThreadPool>,
+    pub(crate) servers: Arc<Servers>,
 }
 
 /// A display name for a node that never includes credentials.
@@ -288,7 +349,7 @@ pub(crate) fn node_name(info: &ConnectionInfo) -> String {
 }
 
 impl Node {
-    pub(crate) fn new(spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
+    pub(crate) fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
         let health = Arc::new(Health {
             name: name.clone(),
@@ -307,6 +368,8 @@ impl Node {
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
             health: Arc::clone(&health),
+            index,
+            servers: Arc::clone(&s.servers),
         };
         // build_unchecked: a node that is down must neither fail nor block the build. One idle
         // connection is opened in the background right away.

@@ -22,11 +22,13 @@ pub(crate) const WAITING_PREFIX: &str = "redmutex:waiting:";
 /// released token (40 hex digits: the same on every node, so a process woken by several nodes
 /// for one release wakes its waiters once) followed by the resource name.
 ///
-/// KEYS: lock, waiting marker. ARGV: token, channel. Returns 0 (not our token), 1 (released),
-/// 2 (released, and clients were waiting: announced).
+/// KEYS: lock, waiting marker. ARGV: token, channel, announce ("1" for the release of a held
+/// lock; "0" when taking back the partial locks of a failed attempt, which must not wake anyone:
+/// the lock is still held elsewhere, and a waiter woken by its own take-back would spin).
+/// Returns 0 (not our token), 1 (released), 2 (released, and clients were waiting: announced).
 pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
     redis.call("DEL", KEYS[1])
-    if redis.call("EXISTS", KEYS[2]) == 1 then
+    if ARGV[3] == "1" and redis.call("EXISTS", KEYS[2]) == 1 then
         redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]) .. KEYS[1])
         return 2
     end

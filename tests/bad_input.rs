@@ -217,3 +217,27 @@ fn bad_durations_and_names_on_every_entry_point() {
     }
     assert_eq!(cluster.cmd(0, &["DBSIZE"]), "0");
 }
+
+#[test]
+fn two_addresses_of_one_server_count_once() {
+    // 127.0.0.1 and localhost name the same server: the build cannot tell, the connections can
+    // (same run_id). Counted twice, that server alone would make a quorum of 2 out of 3.
+    let cluster = RedisCluster::start(2);
+    let port = cluster.port(0);
+    let factory = quick(vec![
+        format!("redis://127.0.0.1:{port}"),
+        format!("redis://localhost:{port}"),
+        cluster.url(1),
+    ]);
+    let g = factory.create_lock("dup").acquire().unwrap();
+    g.release().unwrap();
+    cluster.kill(1);
+    // With the duplicate counted, this would be granted; counted once, it is not.
+    let err = factory
+        .create_lock("dup")
+        .acquire_timeout(Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
+    assert!(err.to_string().contains("same Redis server"), "{err}");
+    assert_eq!(cluster.cmd(0, &["EXISTS", "dup"]), "0");
+}

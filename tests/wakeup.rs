@@ -155,3 +155,57 @@ fn contending_threads_share_the_lock() {
         "the releaser keeps re-taking the lock: {share}"
     );
 }
+
+#[test]
+fn taking_back_a_partial_lock_wakes_nobody() {
+    // Another client holds the lock on nodes 1 and 2 (a quorum); node 0 is free. Two waiters
+    // keep winning node 0 and taking it back, and each marks node 0 as waited for when the
+    // other has it. If a take-back announced a release, each would wake the other at once and
+    // they would spin (ping-pong) for as long as the real holder keeps the lock.
+    let cluster = RedisCluster::start(3);
+    for i in 1..3 {
+        cluster.cmd(i, &["SET", "spin:k", "other-client", "PX", "60000"]);
+    }
+    cluster.cmd(0, &["CONFIG", "RESETSTAT"]);
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let factory = RedLockFactory::builder()
+                .nodes(cluster.urls())
+                .retry_delay(Duration::from_millis(50))
+                .retry_jitter(Duration::from_millis(50))
+                .build()
+                .unwrap();
+            thread::spawn(move || {
+                factory
+                    .create_lock("spin:k")
+                    .acquire_timeout(Duration::from_secs(2))
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for w in waiters {
+        let err = w.join().unwrap().unwrap_err();
+        assert!(matches!(err, redmutex::Error::Timeout { .. }), "{err:?}");
+    }
+    // About 2 s / 75 ms ≈ 27 polls per waiter, each a SET or a script plus a take-back. A
+    // ping-pong makes thousands.
+    let stats = cluster.cmd(0, &["INFO", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_set:") || l.starts_with("cmdstat_evalsha:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!("{calls} commands on node 0 in 2 s");
+    assert!(
+        calls < 400,
+        "{calls} commands in 2 s: the waiters woke each other"
+    );
+    assert_eq!(cluster.cmd(0, &["EXISTS", "spin:k"]), "0");
+}
