@@ -88,9 +88,21 @@ pub(crate) fn pack_script(
     keys: &[Arg<'_>],
     args: &[Arg<'_>],
 ) {
+    pack_call(out, "EVALSHA", script.get_hash(), keys, args);
+}
+
+/// Appends `<verb> <script> <keys.len()> <keys...> <args...>`: EVALSHA with a hash, or EVAL
+/// with the source.
+pub(crate) fn pack_call(
+    out: &mut Vec<u8>,
+    verb: &str,
+    script: &str,
+    keys: &[Arg<'_>],
+    args: &[Arg<'_>],
+) {
     let head = [
-        Arg::Str("EVALSHA"),
-        Arg::Str(script.get_hash()),
+        Arg::Str(verb),
+        Arg::Str(script),
         Arg::Int(keys.len() as u64),
     ];
     let all = head

@@ -406,8 +406,9 @@ impl RedLockFactoryBuilder {
     }
 
     /// With keep-alive, stop renewing once a lock has been held this long (measured from the
-    /// acquisition): the last renewal is shortened to end there, and the guard's loss signal
-    /// fires with [`LossReason::HoldLimit`](crate::LossReason::HoldLimit) when it runs out. A
+    /// acquisition): the last renewal is shortened to end there (renewals that would add
+    /// less than a tenth of the TTL are skipped, so the lease may end up to that much earlier),
+    /// and the guard's loss signal fires with [`LossReason::HoldLimit`](crate::LossReason::HoldLimit) when it runs out. A
     /// lock can override it with [`RedLock::with_max_hold`].
     ///
     /// Defaults to no limit.

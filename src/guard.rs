@@ -98,11 +98,63 @@ impl Lease {
             }
             return Ok(());
         }
-        Err(self.failure(tally))
+        Err(self.noting_loss(self.failure(tally)))
     }
 
-    /// The error for a round in which too few nodes said yes; marks the lease lost when a
-    /// quorum no longer holds the token.
+    /// Judges an extension round for `ttl` that ran `elapsed` and ended at `end`, begun while
+    /// the validity ran to `old_deadline`: on success moves the deadline to `end + validity`
+    /// (the new expiries were set after the round began, so the lease runs to
+    /// `start + ttl - drift`). Used by [`RedLockGuard::extend`] and the keep-alive thread.
+    ///
+    /// It marks nothing lost: callers do (see [`noting_loss`](Self::noting_loss)), outside any
+    /// lock, since loss callbacks run user code.
+    pub(crate) fn extended(
+        &self,
+        tally: Tally,
+        ttl: Duration,
+        elapsed: Duration,
+        end: Instant,
+        old_deadline: Instant,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        if tally.yes < shared.config.quorum {
+            return Err(self.failure(tally));
+        }
+        if end >= old_deadline {
+            return Err(Error::Expired {
+                resource: self.resource.to_string(),
+            });
+        }
+        let drift = round::drift(ttl, shared.config.drift_factor);
+        let Some(validity) = round::validity(ttl, elapsed, drift) else {
+            return Err(Error::TooLate {
+                resource: self.resource.to_string(),
+                elapsed,
+            });
+        };
+        self.set_deadline(end.checked_add(validity).unwrap_or(end));
+        Ok(())
+    }
+
+    /// Marks the lease lost if `e` says it is, and hands `e` back.
+    pub(crate) fn noting_loss(&self, e: Error) -> Error {
+        match e {
+            Error::LockLost { .. } => self.mark_lost(LossReason::TokenGone),
+            Error::Expired { .. } => self.mark_lost(LossReason::Expired),
+            _ => {}
+        }
+        e
+    }
+
+    /// Whether the lease ended by running out (rather than by its token disappearing).
+    fn ran_out(&self) -> bool {
+        match lock(&self.outcome).lost {
+            Some(reason) => reason != LossReason::TokenGone,
+            None => Instant::now() >= self.deadline(),
+        }
+    }
+
+    /// The error for a round in which too few nodes said yes.
     fn failure(&self, tally: Tally) -> Error {
         let shared = &*self.shared;
         let q = shared.config.quorum;
@@ -115,13 +167,11 @@ impl Lease {
                 nodes: shared.nodes.len(),
                 failures: tally.failures,
             }
-        } else if !self.is_marked_lost() && Instant::now() >= self.deadline() {
-            self.mark_lost(LossReason::Expired);
+        } else if self.ran_out() {
             Error::Expired {
                 resource: self.resource.to_string(),
             }
         } else {
-            self.mark_lost(LossReason::TokenGone);
             Error::LockLost {
                 resource: self.resource.to_string(),
             }
@@ -319,9 +369,9 @@ impl RedLockGuard {
         let old_deadline = held.deadline();
         let start = Instant::now();
         if start >= old_deadline {
-            return Err(Error::Expired {
+            return Err(held.noting_loss(Error::Expired {
                 resource: held.resource.to_string(),
-            });
+            }));
         }
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let keys = [Arg::Str(&held.resource)];
@@ -343,25 +393,8 @@ impl RedLockGuard {
             shared.nodes.len(),
             tally.failures.len()
         );
-        if tally.yes < shared.config.quorum {
-            return Err(held.failure(tally));
-        }
-        if end >= old_deadline {
-            return Err(Error::Expired {
-                resource: held.resource.to_string(),
-            });
-        }
-        let drift = round::drift(ttl, shared.config.drift_factor);
-        let Some(validity) = round::validity(ttl, elapsed, drift) else {
-            return Err(Error::TooLate {
-                resource: held.resource.to_string(),
-                elapsed,
-            });
-        };
-        // The new expiries were set after `start`: the lease runs to `start + ttl - drift`,
-        // which is `end + validity`.
-        held.set_deadline(end.checked_add(validity).unwrap_or(end));
-        Ok(())
+        held.extended(tally, ttl, elapsed, end, old_deadline)
+            .map_err(|e| held.noting_loss(e))
     }
 
     /// Releases the lock and reports whether it was still ours.

@@ -8,9 +8,10 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::command::{self, Arg};
+use crate::error::Error;
 use crate::factory::Shared;
 use crate::lease::{Lease, LossReason, lock};
-use crate::round::{self, fan_out_batch, int_reply};
+use crate::round::{fan_out_batch, int_reply};
 use crate::scripts;
 
 /// Renewals sent in one pipeline at most.
@@ -226,7 +227,7 @@ fn renew_all(shared: &Shared, leases: Vec<(u64, Arc<Lease>)>) -> Vec<(u64, Arc<L
             &[Arg::Str(&lease.resource)],
             &[Arg::Str(lease.token.as_str()), Arg::Int(ms)],
         );
-        live.push((*id, lease, ttl, guard));
+        live.push((*id, lease, ttl, lease.deadline(), guard));
     }
     if live.is_empty() {
         return out;
@@ -235,37 +236,35 @@ fn renew_all(shared: &Shared, leases: Vec<(u64, Arc<Lease>)>) -> Vec<(u64, Arc<L
     let tallies = fan_out_batch(shared, &packed, live.len(), shared.all, int_reply);
     let end = Instant::now();
     let elapsed = end - start;
-    let q = shared.config.quorum;
-    let n = shared.nodes.len();
-    for ((id, lease, ttl, guard), tally) in live.into_iter().zip(tallies) {
-        let old_deadline = lease.deadline();
-        let drift = round::drift(ttl, shared.config.drift_factor);
-        let next = match round::validity(ttl, elapsed, drift) {
-            Some(v) if tally.yes >= q && end < old_deadline => {
-                lease.set_deadline(end + v);
+    for ((id, lease, ttl, old_deadline, guard), tally) in live.into_iter().zip(tallies) {
+        let yes = tally.yes;
+        let next = match lease.extended(tally, ttl, elapsed, end, old_deadline) {
+            Ok(()) => {
                 log::debug!("redmutex: renewed {:?} for {ttl:?}", lease.resource);
                 (Task::Renew, end + renew_after(ttl))
             }
-            _ if tally.no > n - q => {
-                drop(guard);
-                lease.mark_lost(LossReason::TokenGone);
-                continue;
-            }
-            _ if Instant::now() >= old_deadline => {
-                drop(guard);
-                lease.mark_lost(LossReason::Expired);
-                continue;
-            }
-            _ => {
-                // Nodes failing: try again soon, while validity lasts.
-                let left = old_deadline.saturating_duration_since(Instant::now());
+            // Nodes failing or slow: try again soon, while validity lasts.
+            Err(Error::NoQuorum { .. } | Error::TooLate { .. })
+                if Instant::now() < lease.deadline() =>
+            {
+                let left = lease.deadline().saturating_duration_since(Instant::now());
                 let retry = (ttl / 10).min(left / 3).max(MIN_RETRY);
                 log::debug!(
-                    "redmutex: renewal of {:?} failed ({} of {n} yes); retry in {retry:?}",
-                    lease.resource,
-                    tally.yes
+                    "redmutex: renewal of {:?} failed ({yes} yes); retry in {retry:?}",
+                    lease.resource
                 );
                 (Task::Renew, Instant::now() + retry)
+            }
+            Err(e) => {
+                // Lost: the callbacks run user code, so not under the lease's lock.
+                drop(guard);
+                if matches!(
+                    lease.noting_loss(e),
+                    Error::NoQuorum { .. } | Error::TooLate { .. }
+                ) {
+                    lease.mark_lost(LossReason::Expired);
+                }
+                continue;
             }
         };
         drop(guard);
@@ -280,17 +279,18 @@ pub(crate) fn renew_after(ttl: Duration) -> Duration {
     ttl / 3
 }
 
-/// The TTL to renew with: the lease's own, shortened to end at the hold limit; `None` once the
-/// hold limit leaves nothing worth renewing.
+/// The TTL to renew with: the lease's own, shortened to end at the hold limit; `None` once a
+/// renewal would add less than a tenth of the TTL before the limit (the lease then runs out at
+/// or a little before the limit, and the keeper signals `HoldLimit`). Renewing for a sliver
+/// would gain nothing and, on a slow round, turn a hold limit into an expiry.
 fn renewal_ttl(lease: &Lease, now: Instant) -> Option<Duration> {
     let ttl = lease.options.ttl;
     match lease.options.hold_until {
         None => Some(ttl),
         Some(limit) => {
             let left = limit.saturating_duration_since(now);
-            let drift = round::drift(left, lease.shared.config.drift_factor);
-            // Renewing for less than twice the drift allowance is not worth a round.
-            (left > drift.saturating_mul(2)).then(|| ttl.min(left))
+            let gain = left.saturating_sub(lease.validity());
+            (gain >= ttl / 10).then(|| ttl.min(left))
         }
     }
 }

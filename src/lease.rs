@@ -178,10 +178,6 @@ impl Lease {
         self.deadline().saturating_duration_since(Instant::now())
     }
 
-    pub(crate) fn is_marked_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-    }
-
     /// Records the loss, once: the guard turns invalid at once, then waiters are woken and
     /// callbacks run (on the calling thread).
     pub(crate) fn mark_lost(&self, reason: LossReason) {

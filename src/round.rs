@@ -149,16 +149,7 @@ impl Fallback<'_> {
     /// Sends the call as EVAL on `con` and reads the reply.
     fn eval(&self, con: &mut redis::Connection) -> redis::RedisResult<Value> {
         let mut packed = Vec::new();
-        let head = [
-            Arg::Str("EVAL"),
-            Arg::Str(self.script.src),
-            Arg::Int(self.keys.len() as u64),
-        ];
-        let all = head
-            .into_iter()
-            .chain(self.keys.iter().copied())
-            .chain(self.args.iter().copied());
-        command::pack(&mut packed, all, 3 + self.keys.len() + self.args.len());
+        command::pack_call(&mut packed, "EVAL", self.script.src, self.keys, self.args);
         con.send_packed_command(&packed)?;
         recv_reply(con)?.extract_error()
     }
