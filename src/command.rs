@@ -12,8 +12,9 @@ use std::cell::RefCell;
 pub(crate) enum Arg<'a> {
     /// Bytes as they are.
     Str(&'a str),
-    /// A key made of a fixed prefix and a resource name, written without building a String.
-    Prefixed(&'static str, &'a str),
+    /// Two strings written back to back (a resource name and a key suffix), without building
+    /// a String.
+    Joined(&'a str, &'a str),
     /// A decimal integer.
     Int(u64),
 }
@@ -32,7 +33,7 @@ impl Arg<'_> {
     fn len(&self) -> usize {
         match self {
             Self::Str(s) => s.len(),
-            Self::Prefixed(p, s) => p.len() + s.len(),
+            Self::Joined(a, b) => a.len() + b.len(),
             Self::Int(n) => digits(*n),
         }
     }
@@ -40,9 +41,9 @@ impl Arg<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         match self {
             Self::Str(s) => out.extend_from_slice(s.as_bytes()),
-            Self::Prefixed(p, s) => {
-                out.extend_from_slice(p.as_bytes());
-                out.extend_from_slice(s.as_bytes());
+            Self::Joined(a, b) => {
+                out.extend_from_slice(a.as_bytes());
+                out.extend_from_slice(b.as_bytes());
             }
             Self::Int(n) => write_int(out, *n),
         }
@@ -168,14 +169,14 @@ mod tests {
         pack_script(
             &mut ours,
             &script,
-            &[Arg::Str("res"), Arg::Prefixed("redmutex:fence:", "res")],
+            &[Arg::Str("res"), Arg::Joined("res", ":redmutex:fence")],
             &[Arg::Int(0), Arg::Int(u64::MAX)],
         );
         let theirs = redis::cmd("EVALSHA")
             .arg(script.get_hash())
             .arg(2)
             .arg("res")
-            .arg("redmutex:fence:res")
+            .arg("res:redmutex:fence")
             .arg(0)
             .arg(u64::MAX)
             .get_packed_command();

@@ -16,8 +16,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | too few nodes answered (dead, stopped, unreachable, refusing) | [`Error::NoQuorum`], with each node's cause |
 /// | a quorum said yes, but so late that no validity was left | [`Error::TooLate`] |
 /// | the wait of [`RedLock::acquire_timeout`] ran out | [`Error::Timeout`] |
+/// | the wait was called off with a cancel flag ([`Wait::cancel_on`]) | [`Error::Cancelled`] |
 /// | the lease had already run out before release or extend | [`Error::Expired`] |
 /// | a quorum no longer held our token although the lease had not run out | [`Error::LockLost`] |
+/// | a token-level call ([`RedLock::release_token`], [`RedLock::extend_token`]) found the token not held by a quorum | [`Error::NotHeld`] |
 /// | bad configuration or arguments | [`Error::InvalidConfig`], [`Error::InvalidArgument`] |
 ///
 /// [`Expired`](Error::Expired) and [`LockLost`](Error::LockLost) both mean that the critical
@@ -29,6 +31,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`RedLock::try_acquire`]: crate::RedLock::try_acquire
 /// [`RedLock::acquire`]: crate::RedLock::acquire
 /// [`RedLock::acquire_timeout`]: crate::RedLock::acquire_timeout
+/// [`RedLock::release_token`]: crate::RedLock::release_token
+/// [`RedLock::extend_token`]: crate::RedLock::extend_token
+/// [`Wait::cancel_on`]: crate::Wait::cancel_on
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -75,6 +80,26 @@ pub enum Error {
         resource: String,
         /// How long the call waited.
         waited: Duration,
+    },
+
+    /// The wait for the lock was called off: the cancel flag given with
+    /// [`Wait::cancel_on`](crate::Wait::cancel_on) was set. No lock is held.
+    #[error("stopped waiting for {resource:?} after {waited:?}: cancelled")]
+    Cancelled {
+        /// The resource (key).
+        resource: String,
+        /// How long the call waited.
+        waited: Duration,
+    },
+
+    /// A token-level call found that a quorum does not hold the lock with this token: it
+    /// expired, was released, was taken over, or the token is wrong. Nothing was changed.
+    #[error(
+        "{resource:?} is not held with this token on a quorum (expired, released, taken over, or a wrong token)"
+    )]
+    NotHeld {
+        /// The resource (key).
+        resource: String,
     },
 
     /// The guard's validity had already ended, and a quorum no longer holds our token: another

@@ -1,18 +1,17 @@
-//! `RedLockFactory`, its builder, and the validated configuration they share with every lock.
+//! `RedLockFactory` and its builder: they validate the settings and build the runtime state
+//! (nodes, services) that every lock of the factory shares.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
-use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
-
 use crate::error::{Error, Result};
-use crate::keeper::Keeper;
+use crate::keeper::{Keeper, Runtime};
 use crate::lock::RedLock;
-use crate::node::{Node, NodeSettings, NodeSpec, Servers};
-use crate::round::{self, majority};
-use crate::sentinel::{SentinelNode, is_sentinel_url};
+use crate::node::{IntoNode, MAX_NODES, NodeSpec, Nodes, SentinelNode};
+use crate::notify::Notifier;
+use crate::round::majority;
+use crate::shared::{Config, MAX_TTL, Shared, check_max_hold, check_ttl};
 use crate::waker::Waker;
 
 /// Defaults, in one place.
@@ -29,157 +28,8 @@ mod defaults {
     pub(super) const IO_TIMEOUT: Duration = Duration::from_millis(100);
 }
 
-/// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
-/// round down.
-pub const MAX_NODES: usize = 32;
-
 /// The largest connection pool per node accepted (r2d2 allocates its slots up front).
 pub const MAX_POOL_SIZE: u32 = 1024;
-
-/// The longest TTL accepted (about 34 years): far beyond any sensible lease, and small enough
-/// that Redis can add it to its clock.
-pub(crate) const MAX_TTL: Duration = Duration::from_millis(1 << 40);
-
-/// Settings shared by the factory and all its locks, validated by [`RedLockFactoryBuilder::build`].
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) ttl: Duration,
-    pub(crate) retry_delay: Duration,
-    pub(crate) retry_jitter: Duration,
-    pub(crate) max_retries: u32,
-    pub(crate) drift_factor: f64,
-    pub(crate) quorum: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) io_timeout: Duration,
-    pub(crate) keep_alive: bool,
-    pub(crate) max_hold: Option<Duration>,
-    pub(crate) fencing: bool,
-}
-
-/// What the factory, its locks and their guards share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) config: Config,
-    /// All nodes' bits, for rounds that go to every node.
-    pub(crate) all: u64,
-    /// The keep-alive thread's schedule.
-    pub(crate) keeper: Arc<Keeper>,
-    /// Wake-up on release.
-    pub(crate) waker: Waker,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.keeper.shutdown();
-    }
-}
-
-/// Checks a lease duration (a TTL or an extension).
-pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<()> {
-    if ttl.as_millis() == 0 {
-        return Err(Error::InvalidConfig(format!(
-            "{what} must be at least 1 ms, got {ttl:?}"
-        )));
-    }
-    if ttl > MAX_TTL {
-        return Err(Error::InvalidConfig(format!(
-            "{what} {ttl:?} is too long (at most {MAX_TTL:?})"
-        )));
-    }
-    let drift = round::drift(ttl, drift_factor);
-    if ttl <= drift {
-        return Err(Error::InvalidConfig(format!(
-            "{what} {ttl:?} leaves no validity after the clock drift allowance of {drift:?}"
-        )));
-    }
-    Ok(())
-}
-
-mod sealed {
-    /// Keeps [`IntoNode`](super::IntoNode) implemented by this crate only.
-    pub trait Sealed {
-        /// The node, or why it is invalid (never showing a password).
-        fn into_spec(self) -> Result<crate::node::NodeSpec, String>;
-    }
-}
-
-/// Something that names one node of a factory: a URL (`&str` or `String`), a `(host, port)`
-/// pair, a [`redis::ConnectionInfo`] or [`redis::ConnectionAddr`], or a [`SentinelNode`].
-///
-/// URLs: `redis://[user][:password@]host[:port][/db]`, `rediss://` (with the `tls` feature),
-/// `redis+unix:///path`, and the Sentinel form
-/// `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]` (see
-/// [`SentinelNode::from_url`]).
-pub trait IntoNode: sealed::Sealed {}
-
-/// A parse error of redis-rs as text, without the URL.
-fn redis_spec(info: redis::RedisResult<ConnectionInfo>) -> std::result::Result<NodeSpec, String> {
-    info.map(NodeSpec::Direct)
-        .map_err(|e| redacted_redis_error(&e))
-}
-
-fn url_spec(url: &str) -> std::result::Result<NodeSpec, String> {
-    if is_sentinel_url(url) {
-        SentinelNode::from_url(url)
-            .map(NodeSpec::Sentinel)
-            .map_err(|e| match e {
-                Error::InvalidConfig(m) => m,
-                other => other.to_string(),
-            })
-    } else {
-        redis_spec(url.into_connection_info())
-    }
-}
-
-impl sealed::Sealed for &str {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        url_spec(self)
-    }
-}
-impl IntoNode for &str {}
-
-impl sealed::Sealed for String {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        url_spec(&self)
-    }
-}
-impl IntoNode for String {}
-
-impl sealed::Sealed for &String {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        url_spec(self)
-    }
-}
-impl IntoNode for &String {}
-
-impl<T: Into<String>> sealed::Sealed for (T, u16) {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        redis_spec(self.into_connection_info())
-    }
-}
-impl<T: Into<String>> IntoNode for (T, u16) {}
-
-impl sealed::Sealed for ConnectionInfo {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        Ok(NodeSpec::Direct(self))
-    }
-}
-impl IntoNode for ConnectionInfo {}
-
-impl sealed::Sealed for ConnectionAddr {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        redis_spec(self.into_connection_info())
-    }
-}
-impl IntoNode for ConnectionAddr {}
-
-impl sealed::Sealed for SentinelNode {
-    fn into_spec(self) -> std::result::Result<NodeSpec, String> {
-        Ok(NodeSpec::Sentinel(self))
-    }
-}
-impl IntoNode for SentinelNode {}
 
 /// Builds a [`RedLockFactory`]: the nodes, and the settings of the locks it creates.
 ///
@@ -282,7 +132,7 @@ impl RedLockFactoryBuilder {
     /// Each node must be an independent Redis master or master group (not a replica of
     /// another node). An unparsable node is reported by [`build`](Self::build).
     pub fn node<T: IntoNode>(mut self, node: T) -> Self {
-        self.nodes.push(node.into_spec());
+        self.nodes.push(NodeSpec::parse(node));
         self
     }
 
@@ -292,8 +142,7 @@ impl RedLockFactoryBuilder {
         I: IntoIterator,
         I::Item: IntoNode,
     {
-        self.nodes
-            .extend(nodes.into_iter().map(sealed::Sealed::into_spec));
+        self.nodes.extend(nodes.into_iter().map(NodeSpec::parse));
         self
     }
 
@@ -452,55 +301,30 @@ impl RedLockFactoryBuilder {
     /// majority, a zero pool size, or a zero timeout.
     pub fn build(self) -> Result<RedLockFactory> {
         let config = self.check()?;
-        let mut infos = Vec::with_capacity(self.nodes.len());
+        let mut specs = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.into_iter().enumerate() {
             let spec = node.map_err(|e| Error::InvalidConfig(format!("node {i}: {e}")))?;
-            if let NodeSpec::Sentinel(sentinel) = &spec {
-                sentinel
-                    .check()
-                    .map_err(|e| Error::InvalidConfig(format!("node {i}: {e}")))?;
-            }
-            if infos.iter().any(|seen: &NodeSpec| seen.same_node(&spec)) {
+            if specs.iter().any(|seen: &NodeSpec| seen.same_node(&spec)) {
                 return Err(Error::InvalidConfig(format!(
                     "node {i} ({}) is given twice: a duplicate node would fake a quorum",
                     spec.name()
                 )));
             }
-            infos.push(spec);
+            specs.push(spec);
         }
-        let threads = infos.len().clamp(2, 8);
-        let settings = NodeSettings {
-            connect_timeout: config.connect_timeout,
-            io_timeout: config.io_timeout,
-            pool_size: self.pool_size,
-            thread_pool: Arc::new(
-                ScheduledThreadPool::builder()
-                    .num_threads(threads)
-                    .thread_name_pattern("redmutex-connect-{}")
-                    .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
-                    .build(),
-            ),
-            servers: Arc::new(Servers::new(infos.len())),
-        };
-        let mut nodes = Vec::with_capacity(infos.len());
-        for (i, info) in infos.into_iter().enumerate() {
-            let node = Node::new(i, info, &settings).map_err(|e| {
-                Error::InvalidConfig(format!("node {i}: {}", redacted_redis_error(&e)))
-            })?;
-            nodes.push(node);
-        }
-        let all = if nodes.len() == 64 {
-            u64::MAX
-        } else {
-            (1u64 << nodes.len()) - 1
-        };
+        let count = specs.len();
+        let nodes = Nodes::connect(specs, self.connect_timeout, self.io_timeout, self.pool_size)
+            .map_err(Error::InvalidConfig)?;
+        let shared = Arc::new(Shared {
+            nodes,
+            config,
+            waker: Waker::new(self.wake_on_release, count),
+            notifier: Notifier::default(),
+        });
         Ok(RedLockFactory {
-            shared: Arc::new(Shared {
-                nodes,
-                config,
-                all,
-                keeper: Arc::new(Keeper::default()),
-                waker: Waker::new(self.wake_on_release),
+            runtime: Arc::new(Runtime {
+                shared,
+                keeper: Keeper::default(),
             }),
         })
     }
@@ -556,13 +380,7 @@ impl RedLockFactoryBuilder {
                 return Err(Error::InvalidConfig(format!("{what} {d:?} is too long")));
             }
         }
-        if let Some(limit) = self.max_hold
-            && (limit.is_zero() || limit > MAX_TTL)
-        {
-            return Err(Error::InvalidConfig(format!(
-                "max hold time must be between 1 ms and {MAX_TTL:?}, got {limit:?}"
-            )));
-        }
+        check_max_hold(self.max_hold)?;
         Ok(Config {
             keep_alive: self.keep_alive,
             max_hold: self.max_hold,
@@ -573,21 +391,7 @@ impl RedLockFactoryBuilder {
             max_retries: self.max_retries,
             drift_factor: f,
             quorum,
-            connect_timeout: self.connect_timeout,
-            io_timeout: self.io_timeout,
         })
-    }
-}
-
-/// A redis-rs error as text, with anything that looks like a URL with credentials removed.
-///
-/// redis-rs does not put URLs in its parse errors today; this keeps it that way if it ever does.
-fn redacted_redis_error(e: &redis::RedisError) -> String {
-    let text = e.to_string();
-    if text.contains('@') {
-        "the node URL is invalid".to_owned()
-    } else {
-        text
     }
 }
 
@@ -612,17 +416,18 @@ fn redacted_redis_error(e: &redis::RedisError) -> String {
 /// ```
 #[derive(Clone)]
 pub struct RedLockFactory {
-    pub(crate) shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
 }
 
 impl fmt::Debug for RedLockFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.shared.config;
+        let shared = &self.runtime.shared;
+        let c = &shared.config;
         f.debug_struct("RedLockFactory")
-            .field("nodes", &self.shared.nodes)
+            .field("nodes", &shared.nodes)
             .field("quorum", &c.quorum)
             .field("ttl", &c.ttl)
-            .field("io_timeout", &c.io_timeout)
+            .field("io_timeout", &shared.nodes.io_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -654,25 +459,25 @@ impl RedLockFactory {
     /// same name on the same nodes exclude each other. This does not talk to the nodes; an
     /// invalid name (empty, or over 64 KiB) is reported when the lock is used.
     pub fn create_lock(&self, resource: impl Into<Arc<str>>) -> RedLock {
-        RedLock::new(Arc::clone(&self.shared), resource.into())
+        RedLock::new(Arc::clone(&self.runtime), resource.into())
     }
 
     /// The number of nodes.
     #[must_use]
     pub fn node_count(&self) -> usize {
-        self.shared.nodes.len()
+        self.runtime.shared.nodes.len()
     }
 
     /// How many nodes must agree for a lock to be taken.
     #[must_use]
     pub fn quorum(&self) -> usize {
-        self.shared.config.quorum
+        self.runtime.shared.config.quorum
     }
 
     /// The default TTL of the locks this factory creates.
     #[must_use]
     pub fn ttl(&self) -> Duration {
-        self.shared.config.ttl
+        self.runtime.shared.config.ttl
     }
 }
 

@@ -1,38 +1,13 @@
-//! `RedLockGuard`: proof of holding a lock, with the token, the deadline and the release.
+//! `RedLockGuard`: proof of holding a lock, with the token, the deadline and the release; and
+//! `LossSignal`, which tells when it is lost. Both are thin handles on the protocol's lease.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::command::Arg;
-use crate::error::{Error, Result};
-use crate::factory::{Shared, check_ttl};
-use crate::keeper::{Task, renew_after};
-use crate::lease::{Lease, LossReason, LossSignal, Token, lock};
-use crate::round::{self, Tally, int_reply, release_reply, script_round};
-use crate::scripts;
-
-/// Runs the compare-and-delete script for `token` on the nodes in `mask`; `announce` wakes the
-/// waiters (a held lock's release), or not (a failed attempt's take-back). A yes vote's number
-/// is 1 when clients were waiting and were told.
-pub(crate) fn release_round(
-    shared: &Shared,
-    resource: &str,
-    token: &Token,
-    mask: u64,
-    announce: bool,
-) -> Tally {
-    let keys = [
-        Arg::Str(resource),
-        Arg::Prefixed(scripts::WAITING_PREFIX, resource),
-    ];
-    let args = [
-        Arg::Str(token.as_str()),
-        Arg::Str(scripts::RELEASE_CHANNEL),
-        Arg::Str(if announce { "1" } else { "0" }),
-    ];
-    script_round(shared, &scripts::RELEASE, &keys, &args, mask, release_reply)
-}
+use crate::error::Result;
+use crate::keeper::{Runtime, Task, renew_after};
+use crate::protocol::lease::{Lease, LossReason, lock};
 
 /// Proof of holding a distributed lock; releases it when dropped.
 ///
@@ -72,161 +47,33 @@ pub(crate) fn release_round(
 #[clippy::has_significant_drop]
 pub struct RedLockGuard {
     lease: Arc<Lease>,
-    /// Set by `release`, so that `Drop` does not release again.
+    runtime: Arc<Runtime>,
+    /// Set by `release` and `leak`, so that `Drop` does not release again.
     released: bool,
 }
 
-impl Lease {
-    fn release(&self) -> Result<()> {
-        let shared = &*self.shared;
-        let start = Instant::now();
-        let tally = release_round(shared, &self.resource, &self.token, shared.all, true);
-        let took = start.elapsed();
-        let q = shared.config.quorum;
-        log::debug!(
-            "redmutex: release {:?}: {}/{} deleted, {} failed",
-            self.resource,
-            tally.yes,
-            shared.nodes.len(),
-            tally.failures.len()
-        );
-        // Our token on a quorum means those nodes held it without a break (nobody else can
-        // write our token, and an expired key is gone), so nobody else held the lock meanwhile.
-        if tally.yes >= q {
-            if tally.aux > 0 {
-                shared.waker.released_to_waiters(&self.resource, took);
-            }
-            return Ok(());
-        }
-        Err(self.noting_loss(self.failure(tally)))
-    }
-
-    /// Judges an extension round for `ttl` that ran `elapsed` and ended at `end`, begun while
-    /// the validity ran to `old_deadline`: on success moves the deadline to `end + validity`
-    /// (the new expiries were set after the round began, so the lease runs to
-    /// `start + ttl - drift`). Used by [`RedLockGuard::extend`] and the keep-alive thread.
-    ///
-    /// It marks nothing lost: callers do (see [`noting_loss`](Self::noting_loss)), outside any
-    /// lock, since loss callbacks run user code.
-    pub(crate) fn extended(
-        &self,
-        tally: Tally,
-        ttl: Duration,
-        elapsed: Duration,
-        end: Instant,
-        old_deadline: Instant,
-    ) -> Result<()> {
-        let shared = &*self.shared;
-        if tally.yes < shared.config.quorum {
-            return Err(self.failure(tally));
-        }
-        if end >= old_deadline {
-            return Err(Error::Expired {
-                resource: self.resource.to_string(),
-            });
-        }
-        let drift = round::drift(ttl, shared.config.drift_factor);
-        let Some(validity) = round::validity(ttl, elapsed, drift) else {
-            return Err(Error::TooLate {
-                resource: self.resource.to_string(),
-                elapsed,
-            });
-        };
-        self.set_deadline(end.checked_add(validity).unwrap_or(end));
-        Ok(())
-    }
-
-    /// Marks the lease lost if `e` says it is, and hands `e` back.
-    pub(crate) fn noting_loss(&self, e: Error) -> Error {
-        match e {
-            Error::LockLost { .. } => self.mark_lost(LossReason::TokenGone),
-            Error::Expired { .. } => self.mark_lost(LossReason::Expired),
-            _ => {}
-        }
-        e
-    }
-
-    /// Whether the lease ended by running out (rather than by its token disappearing).
-    fn ran_out(&self) -> bool {
-        match lock(&self.outcome).lost {
-            Some(reason) => reason != LossReason::TokenGone,
-            None => Instant::now() >= self.deadline(),
-        }
-    }
-
-    /// The error for a round in which too few nodes said yes.
-    fn failure(&self, tally: Tally) -> Error {
-        let shared = &*self.shared;
-        let q = shared.config.quorum;
-        if tally.yes + tally.failures.len() >= q {
-            // The nodes that failed might still hold our token: we cannot tell.
-            Error::NoQuorum {
-                resource: self.resource.to_string(),
-                answered: tally.answered(),
-                needed: q,
-                nodes: shared.nodes.len(),
-                failures: tally.failures,
-            }
-        } else if self.ran_out() {
-            Error::Expired {
-                resource: self.resource.to_string(),
-            }
-        } else {
-            Error::LockLost {
-                resource: self.resource.to_string(),
-            }
-        }
-    }
-
-    /// Takes the lease out of keep-alive (waiting for a renewal under way to finish), so the
-    /// release round that follows never races a renewal.
-    fn retire(&self) {
-        let entry = {
-            let mut live = lock(&self.live);
-            live.live = false;
-            live.entry.take()
-        };
-        if let Some(id) = entry {
-            self.shared.keeper.remove(id);
-        }
-    }
-
-    /// Makes sure the keeper will notice the loss: kept-alive leases are already scheduled;
-    /// others get a watch at their deadline.
-    fn watch(self: &Arc<Self>) {
-        let mut live = lock(&self.live);
-        if live.live && live.entry.is_none() {
-            let id = self.shared.keeper.add(
-                &self.shared,
-                Arc::clone(self),
-                Task::Watch(LossReason::Expired),
-                self.deadline(),
-            );
-            live.entry = Some(id);
-        }
-    }
-}
-
 impl RedLockGuard {
-    pub(crate) fn new(lease: Lease) -> Self {
+    pub(crate) fn new(runtime: Arc<Runtime>, lease: Lease) -> Self {
         let lease = Arc::new(lease);
         if lease.options.keep_alive {
             let due = Instant::now() + renew_after(lease.options.ttl);
-            let shared = &lease.shared;
-            let id = shared
+            let id = runtime
                 .keeper
-                .add(shared, Arc::clone(&lease), Task::Renew, due);
-            lock(&lease.live).entry = Some(id);
+                .add(&runtime.shared, Arc::clone(&lease), Task::Renew, due);
+            lease.slot().entry = Some(id);
         }
         Self {
             lease,
+            runtime,
             released: false,
         }
     }
 
     /// The random token stored as the key's value on the nodes (40 hex digits).
     ///
-    /// Treat it as a secret capability: anyone with the token can release or extend the lock.
+    /// Treat it as a secret capability: anyone with the token can release or extend the lock
+    /// ([`RedLock::release_token`](crate::RedLock::release_token)). Do not log it; inspection
+    /// shows its [`Fingerprint`](crate::Fingerprint) instead.
     #[must_use]
     pub fn token(&self) -> &str {
         self.lease.token.as_str()
@@ -306,7 +153,7 @@ impl RedLockGuard {
     /// ```
     #[must_use]
     pub fn loss_signal(&self) -> LossSignal {
-        self.lease.watch();
+        self.watch();
         LossSignal {
             lease: Arc::clone(&self.lease),
         }
@@ -314,9 +161,12 @@ impl RedLockGuard {
 
     /// Calls `callback` once if the lock is lost (at once, on this thread, if it already is).
     ///
-    /// The callback runs on the factory's keep-alive thread (or on the thread that found the
-    /// loss): keep it short, e.g. send on a channel or set a flag. It is not called after a
-    /// release without loss.
+    /// The callback runs on the factory's callback thread (`redmutex-notify`), one callback
+    /// after another, never on a thread of the library's and never while the library holds a
+    /// lock: it may block, panic (the panic is caught and logged) or drop guards, including
+    /// this one, without stopping keep-alive. Keep it short all the same (send on a channel,
+    /// set a flag): the next callback waits for it. It is not called after a release without
+    /// loss.
     pub fn on_loss(&self, callback: impl FnOnce(LossReason) + Send + 'static) {
         let lease = &self.lease;
         let mut outcome = lock(&lease.outcome);
@@ -330,24 +180,46 @@ impl RedLockGuard {
         }
         outcome.callbacks.push(Box::new(callback));
         drop(outcome);
-        lease.watch();
+        self.watch();
     }
 
-    /// Extends the lease so that it runs `ttl` from now.
+    /// Makes sure the keeper will notice the loss: kept-alive leases are already scheduled;
+    /// others get a watch at their deadline.
+    fn watch(&self) {
+        let lease = &self.lease;
+        let mut slot = lease.slot();
+        if slot.live && slot.entry.is_none() {
+            let id = self.runtime.keeper.add(
+                &self.runtime.shared,
+                Arc::clone(lease),
+                Task::Watch(LossReason::Expired),
+                lease.deadline(),
+            );
+            slot.entry = Some(id);
+        }
+    }
+
+    /// Extends the lease so that the nodes hold it at least `ttl` from now.
     ///
     /// This function blocks for one round. It succeeds only if a quorum still held our token and
-    /// answered before the current validity ended; then the guard's validity becomes
-    /// `ttl - round time - drift`. On failure the keys that were extended keep their new expiry
-    /// until released.
+    /// answered before the current validity ended; then the guard's validity becomes at least
+    /// `ttl - round time - drift`. It never shortens the lease: where the nodes already hold it
+    /// longer than `ttl`, they keep their expiry (and so does the guard).
+    ///
+    /// Rounds on one guard never overlap: an `extend` from another thread, or a keep-alive
+    /// renewal, waits for the one under way (at most one round). Whatever the outcome, the
+    /// guard never believes in a longer lease than a quorum of nodes really holds: a failed or
+    /// late round leaves its validity where it was (see `docs/reliability.md`, "Guard vs
+    /// nodes").
     ///
     /// # Errors
     ///
-    /// - [`Error::Expired`]: the validity had already ended (no round is made), or ended before
+    /// - [`Error::Expired`](crate::Error::Expired): the validity had already ended (no round is made), or ended before
     ///   a quorum answered.
-    /// - [`Error::LockLost`]: a quorum no longer holds our token; the guard becomes invalid.
-    /// - [`Error::NoQuorum`]: too few nodes answered to tell.
-    /// - [`Error::TooLate`]: the round took the whole new validity.
-    /// - [`Error::InvalidConfig`]: `ttl` is zero, too long, or shorter than the drift allowance.
+    /// - [`Error::LockLost`](crate::Error::LockLost): a quorum no longer holds our token; the guard becomes invalid.
+    /// - [`Error::NoQuorum`](crate::Error::NoQuorum): too few nodes answered to tell; the validity is unchanged.
+    /// - [`Error::TooLate`](crate::Error::TooLate): the round took the whole new validity; the validity is unchanged.
+    /// - [`Error::InvalidConfig`](crate::Error::InvalidConfig): `ttl` is zero, too long, or shorter than the drift allowance.
     ///
     /// # Examples
     ///
@@ -363,38 +235,7 @@ impl RedLockGuard {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn extend(&self, ttl: Duration) -> Result<()> {
-        let held = &*self.lease;
-        let shared = &*held.shared;
-        check_ttl("extension", ttl, shared.config.drift_factor)?;
-        let old_deadline = held.deadline();
-        let start = Instant::now();
-        if start >= old_deadline {
-            return Err(held.noting_loss(Error::Expired {
-                resource: held.resource.to_string(),
-            }));
-        }
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let keys = [Arg::Str(&held.resource)];
-        let args = [Arg::Str(held.token.as_str()), Arg::Int(ttl_ms)];
-        let tally = script_round(
-            shared,
-            &scripts::EXTEND,
-            &keys,
-            &args,
-            shared.all,
-            int_reply,
-        );
-        let end = Instant::now();
-        let elapsed = end - start;
-        log::debug!(
-            "redmutex: extend {:?}: {}/{} extended, {} failed, {elapsed:?}",
-            held.resource,
-            tally.yes,
-            shared.nodes.len(),
-            tally.failures.len()
-        );
-        held.extended(tally, ttl, elapsed, end, old_deadline)
-            .map_err(|e| held.noting_loss(e))
+        self.lease.extend(ttl)
     }
 
     /// Releases the lock and reports whether it was still ours.
@@ -405,11 +246,11 @@ impl RedLockGuard {
     ///
     /// # Errors
     ///
-    /// - [`Error::Expired`]: the lease had run out and a quorum no longer had our token: the
+    /// - [`Error::Expired`](crate::Error::Expired): the lease had run out and a quorum no longer had our token: the
     ///   critical section may have overlapped another holder's.
-    /// - [`Error::LockLost`]: the same, although the lease had not run out (the key was deleted
+    /// - [`Error::LockLost`](crate::Error::LockLost): the same, although the lease had not run out (the key was deleted
     ///   or overwritten from outside, or a node lost its data).
-    /// - [`Error::NoQuorum`]: too few nodes answered to tell; the keys left behind expire with
+    /// - [`Error::NoQuorum`](crate::Error::NoQuorum): too few nodes answered to tell; the keys left behind expire with
     ///   their TTL.
     ///
     /// # Examples
@@ -425,23 +266,61 @@ impl RedLockGuard {
     /// ```
     pub fn release(mut self) -> Result<()> {
         self.released = true;
-        end(&self.lease)
+        self.end()
     }
-}
 
-/// Retires and releases a lease, and settles its loss signal.
-fn end(lease: &Lease) -> Result<()> {
-    lease.retire();
-    let result = lease.release();
-    // A loss was signalled by `release` itself; otherwise waiters learn the lease ended.
-    lease.mark_ended();
-    result
+    /// Gives the lease up without releasing it, and returns its token: the lock stays held on
+    /// the nodes until its TTL runs out, or until a [`RedLock::release_token`] or
+    /// [`RedLock::extend_token`] with this token (from this process or another one). Keep-alive
+    /// stops, and the loss signal ends (as after a release).
+    ///
+    /// This is how a lease crosses a process boundary (like `lock_api`'s `MutexGuard::leak`):
+    /// `redmutex acquire` prints the token and exits, and a later `redmutex release` ends the
+    /// lock.
+    ///
+    /// The token is a capability: whoever has it can release or extend the lock. Pass it only
+    /// to the code that must end the lease, not through logs or command lines (`ps` shows
+    /// them).
+    ///
+    /// [`RedLock::release_token`]: crate::RedLock::release_token
+    /// [`RedLock::extend_token`]: crate::RedLock::extend_token
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let lock = factory.create_lock("deploy");
+    /// let token = lock.acquire()?.leak();
+    /// // ... later, maybe in another process with the same nodes:
+    /// lock.release_token(&token)?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    #[must_use = "the token is the only way to release the lock before its TTL"]
+    pub fn leak(mut self) -> String {
+        self.released = true;
+        self.retire();
+        self.lease.mark_ended();
+        self.lease.token.as_str().to_owned()
+    }
+
+    /// Takes the lease out of keep-alive (waiting for a round under way on it).
+    fn retire(&self) {
+        if let Some(id) = self.lease.retire() {
+            self.runtime.keeper.remove(id);
+        }
+    }
+
+    /// Retires and releases the lease, and settles its loss signal.
+    fn end(&self) -> Result<()> {
+        self.retire();
+        self.lease.release()
+    }
 }
 
 impl Drop for RedLockGuard {
     fn drop(&mut self) {
         if !self.released
-            && let Err(e) = end(&self.lease)
+            && let Err(e) = self.end()
         {
             log::warn!(
                 "redmutex: releasing {:?} on drop failed: {e}",
@@ -467,25 +346,80 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_160_bit_hex_and_distinct() {
-        let a = Token::new();
-        let b = Token::new();
-        assert_eq!(a.as_str().len(), 40);
-        assert!(
-            a.as_str()
-                .bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        assert_ne!(a.as_str(), b.as_str());
-        let many: std::collections::HashSet<String> = (0..10_000)
-            .map(|_| Token::new().as_str().to_owned())
-            .collect();
-        assert_eq!(many.len(), 10_000);
-    }
-
-    #[test]
     fn guard_is_send_sync_static() {
         fn check<T: Send + Sync + 'static>() {}
         check::<RedLockGuard>();
+        check::<LossSignal>();
+    }
+}
+
+/// A handle that learns when a held lock is lost, without touching the network.
+///
+/// Created by [`RedLockGuard::loss_signal`](crate::RedLockGuard::loss_signal). Cheap to clone,
+/// `Send + Sync`; it does not keep the lock held.
+#[derive(Clone)]
+pub struct LossSignal {
+    pub(crate) lease: Arc<Lease>,
+}
+
+impl fmt::Debug for LossSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LossSignal")
+            .field("resource", &self.lease.resource)
+            .field("lost", &self.reason())
+            .finish()
+    }
+}
+
+impl LossSignal {
+    /// Whether the lock is known to be lost. This function does not block.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Why the lock was lost, if it was. This function does not block.
+    #[must_use]
+    pub fn reason(&self) -> Option<LossReason> {
+        lock(&self.lease.outcome).lost
+    }
+
+    /// Blocks until the lock is lost (`Some(reason)`) or released without loss (`None`).
+    pub fn wait(&self) -> Option<LossReason> {
+        let mut outcome = lock(&self.lease.outcome);
+        outcome.waiters += 1;
+        while outcome.lost.is_none() && !outcome.ended {
+            outcome = self
+                .lease
+                .outcome_changed
+                .wait(outcome)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        outcome.waiters -= 1;
+        outcome.lost
+    }
+
+    /// Like [`wait`](Self::wait), for at most `timeout`; `None` also when the time ran out.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<LossReason> {
+        let end = Instant::now().checked_add(timeout);
+        let mut outcome = lock(&self.lease.outcome);
+        outcome.waiters += 1;
+        while outcome.lost.is_none() && !outcome.ended {
+            let left = match end {
+                Some(end) => end.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                break;
+            }
+            outcome = self
+                .lease
+                .outcome_changed
+                .wait_timeout(outcome, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        outcome.waiters -= 1;
+        outcome.lost
     }
 }

@@ -111,25 +111,32 @@
     )
 )]
 
-mod command;
-mod error;
+// Layers, top to bottom; a module imports only modules below it (docs/design.md, "Modules").
+// Handles:
 mod factory;
 mod guard;
-mod keeper;
-mod lease;
 mod lock;
+// Keep-alive, over the protocol:
+mod keeper;
+// The lease protocol:
+mod protocol;
+// Runtime state and services:
+mod notify;
+mod shared;
+mod waker;
+// The round, the nodes, and what goes on the wire:
+mod command;
+mod error;
 mod node;
 mod round;
 mod scripts;
-mod sentinel;
-mod waker;
 
 pub use error::{Error, NodeError, Result};
-pub use factory::{IntoNode, MAX_NODES, MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
-pub use guard::RedLockGuard;
-pub use lease::{LossReason, LossSignal};
+pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
+pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
-pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
+pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
+pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

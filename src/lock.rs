@@ -1,17 +1,15 @@
-//! `RedLock`: a named lock, and the acquisition loop around one round.
+//! `RedLock`: a named lock. A thin handle: every operation is a call of the lease protocol.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::RngExt;
-
-use crate::command::Arg;
 use crate::error::{Error, Result};
-use crate::factory::{MAX_TTL, Shared, check_ttl};
-use crate::guard::{RedLockGuard, release_round};
-use crate::lease::{Lease, LeaseOptions, Token};
-use crate::round::{self, Tally, acquire_reply, command_round, int_reply, script_round, set_reply};
-use crate::scripts;
+use crate::guard::RedLockGuard;
+use crate::keeper::Runtime;
+use crate::protocol::acquire::{self, MutexRequest, Wait};
+use crate::protocol::inspect::{self, Holding, Inspection, LockState};
+use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN};
+use crate::shared::{check_max_hold, check_ttl};
 
 /// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
 pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
@@ -54,7 +52,7 @@ pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct RedLock {
-    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
     resource: Arc<str>,
     ttl: Duration,
     keep_alive: bool,
@@ -73,21 +71,12 @@ impl std::fmt::Debug for RedLock {
     }
 }
 
-/// The outcome of one acquisition round.
-enum Attempt {
-    Acquired(RedLockGuard),
-    /// Held elsewhere: a quorum answered, but not enough said yes.
-    Busy,
-    /// Too few nodes answered, or the round was too slow.
-    Failed(Error),
-}
-
 impl RedLock {
-    pub(crate) fn new(shared: Arc<Shared>, resource: Arc<str>) -> Self {
-        let c = &shared.config;
+    pub(crate) fn new(runtime: Arc<Runtime>, resource: Arc<str>) -> Self {
+        let c = &runtime.shared.config;
         let (ttl, keep_alive, max_hold, fencing) = (c.ttl, c.keep_alive, c.max_hold, c.fencing);
         Self {
-            shared,
+            runtime,
             resource,
             ttl,
             keep_alive,
@@ -167,7 +156,7 @@ impl RedLock {
     /// Bind the guard to a name: `let _ = lock.acquire()?;` drops the guard at the end of the
     /// statement and releases the lock at once.
     pub fn acquire(&self) -> Result<RedLockGuard> {
-        self.acquire_until(None)
+        self.acquire_with(Wait::forever())
     }
 
     /// Takes the lock if a single round can: never waits.
@@ -192,11 +181,8 @@ impl RedLock {
     /// ```
     pub fn try_acquire(&self) -> Result<Option<RedLockGuard>> {
         self.check()?;
-        match self.attempt(false) {
-            Attempt::Acquired(g) => Ok(Some(g)),
-            Attempt::Busy => Ok(None),
-            Attempt::Failed(e) => Err(e),
-        }
+        let lease = acquire::try_acquire(&self.runtime.shared, &self.request())?;
+        Ok(lease.map(|lease| self.guard(lease)))
     }
 
     /// Takes the lock, waiting at most about `timeout` while it is held elsewhere.
@@ -222,8 +208,46 @@ impl RedLock {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<RedLockGuard> {
-        // A deadline too far to represent is no deadline.
-        self.acquire_until(Some(Instant::now().checked_add(timeout)))
+        self.acquire_with(Wait::timeout(timeout))
+    }
+
+    /// Takes the lock, waiting as `wait` says: as long as it takes ([`Wait::forever`]), up to a
+    /// timeout or a deadline ([`Wait::timeout`], [`Wait::until`]), and until a cancel flag is
+    /// set ([`Wait::cancel_on`]). [`acquire`](Self::acquire) and
+    /// [`acquire_timeout`](Self::acquire_timeout) are this with `Wait::forever()` and
+    /// `Wait::timeout(d)`.
+    ///
+    /// This function blocks until the lock is taken, the wait runs out (plus one round), or the
+    /// flag is seen set (within about 20 ms, or one round if a round is under way). Waiters are
+    /// woken by the holder's release and get the lock fairly, as with `acquire`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Cancelled`]: the flag was set; no lock is held (a lock taken by the last
+    ///   round is released).
+    /// - [`Error::Timeout`]: the lock stayed held elsewhere until the deadline.
+    /// - Otherwise as [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use redmutex::{Error, Wait};
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// // e.g. a signal handler or a shutdown path sets it: stop.store(true, Ordering::Release)
+    /// match factory.create_lock("k").acquire_with(Wait::forever().cancel_on(&stop)) {
+    ///     Ok(_g) => { /* critical section */ }
+    ///     Err(Error::Cancelled { .. }) => { /* shutting down */ }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn acquire_with(&self, wait: Wait<'_>) -> Result<RedLockGuard> {
+        self.check()?;
+        let lease = acquire::acquire(&self.runtime.shared, &self.request(), &wait)?;
+        Ok(self.guard(lease))
     }
 
     /// Releases `guard`, reporting whether the lock was still ours: the same as
@@ -246,281 +270,118 @@ impl RedLock {
     /// [`Error::NoQuorum`] when too few nodes answered; [`Error::InvalidArgument`] for a bad
     /// name.
     pub fn is_locked(&self) -> Result<bool> {
-        check_resource(&self.resource)?;
-        let args = [Arg::Str("EXISTS"), Arg::Str(&self.resource)];
-        let tally = command_round(&self.shared, &args, self.shared.all, int_reply);
-        let q = self.shared.config.quorum;
-        if tally.answered() < q {
-            return Err(self.no_quorum(tally));
+        let inspection = self.inspect()?;
+        match inspection.state {
+            LockState::Free { .. } => Ok(false),
+            LockState::Unknown { answered } => Err(Error::NoQuorum {
+                resource: self.resource.to_string(),
+                answered,
+                needed: inspection.quorum,
+                nodes: inspection.nodes.len(),
+                failures: inspection
+                    .nodes
+                    .into_iter()
+                    .filter_map(|n| match n.holding {
+                        Holding::Failed(e) => Some(e),
+                        _ => None,
+                    })
+                    .collect(),
+            }),
+            _ => Ok(true),
         }
-        Ok(tally.yes >= q)
+    }
+
+    /// What every node holds for this resource (the holder's [`Fingerprint`], never its
+    /// token, and the key's remaining TTL), the fencing counter, and the quorum's verdict:
+    /// for monitoring and scripts (`redmutex status`).
+    ///
+    /// This function does not block beyond one round, and changes nothing. The answer may be
+    /// stale as soon as it is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a bad name. Nodes that fail are reported in the
+    /// inspection ([`Holding::Failed`]), not as an error.
+    ///
+    /// [`Fingerprint`]: crate::Fingerprint
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redmutex::LockState;
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// match factory.create_lock("k").inspect()?.state {
+    ///     LockState::Held { holder, ttl, .. } => println!("held by {holder} for {ttl:?}"),
+    ///     LockState::Free { .. } => println!("free"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn inspect(&self) -> Result<Inspection> {
+        check_resource(&self.resource)?;
+        Ok(inspect::inspect(&self.runtime.shared, &self.resource))
+    }
+
+    /// Releases the lock held with `token` (from [`RedLockGuard::leak`], or `redmutex acquire`),
+    /// from any process: the same compare-and-delete, quorum rule and wake-up of waiters as
+    /// [`RedLockGuard::release`].
+    ///
+    /// The token is a capability: whoever has it can end the lock, even while its holder is
+    /// still working. Only pass it to the code that must end the lease.
+    ///
+    /// This function blocks for one round.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotHeld`]: a quorum does not hold the lock with this token (it expired, was
+    ///   released, was taken over, or the token is wrong); nothing was changed.
+    /// - [`Error::NoQuorum`]: too few nodes answered to tell.
+    /// - [`Error::InvalidArgument`]: an empty or oversized name or token.
+    pub fn release_token(&self, token: &str) -> Result<()> {
+        check_resource(&self.resource)?;
+        check_token(token)?;
+        lease::release(&self.runtime.shared, &self.resource, token)
+    }
+
+    /// Makes the nodes hold the lock of `token` at least `ttl` from now (it never shortens
+    /// it), from any process; returns the validity this proves (`ttl - round time - drift`).
+    /// The same script and quorum rule as [`RedLockGuard::extend`].
+    ///
+    /// The token is a capability: whoever has it can keep the lock held. Only pass it to the
+    /// code that owns the lease.
+    ///
+    /// This function blocks for one round.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotHeld`]: a quorum does not hold the lock with this token; nothing changed.
+    /// - [`Error::NoQuorum`]: too few nodes answered to tell.
+    /// - [`Error::TooLate`]: the round took the whole validity.
+    /// - [`Error::InvalidArgument`], [`Error::InvalidConfig`]: a bad name, token or TTL.
+    pub fn extend_token(&self, token: &str, ttl: Duration) -> Result<Duration> {
+        check_resource(&self.resource)?;
+        check_token(token)?;
+        lease::extend_token(&self.runtime.shared, &self.resource, token, ttl)
     }
 
     fn check(&self) -> Result<()> {
         check_resource(&self.resource)?;
-        check_ttl("ttl", self.ttl, self.shared.config.drift_factor)?;
-        match self.max_hold {
-            Some(limit) if limit.is_zero() || limit > MAX_TTL => Err(Error::InvalidConfig(
-                format!("max hold time must be between 1 ms and {MAX_TTL:?}, got {limit:?}"),
-            )),
-            _ => Ok(()),
+        check_ttl("ttl", self.ttl, self.runtime.shared.config.drift_factor)?;
+        check_max_hold(self.max_hold)
+    }
+
+    fn request(&self) -> MutexRequest<'_> {
+        MutexRequest {
+            resource: &self.resource,
+            ttl: self.ttl,
+            fencing: self.fencing,
+            keep_alive: self.keep_alive,
+            max_hold: self.max_hold,
         }
     }
 
-    fn acquire_until(&self, deadline: Option<Option<Instant>>) -> Result<RedLockGuard> {
-        self.check()?;
-        let deadline = deadline.flatten();
-        let start = Instant::now();
-        let waker = &self.shared.waker;
-        let wake = waker.enabled();
-        if wake {
-            waker.subscribe(&self.shared, self.shared.config.connect_timeout);
-            // Fairness: we just released this lock to waiters; let one of them take it first.
-            let grace = waker.grace_left(&self.resource);
-            if !grace.is_zero() {
-                let grace =
-                    deadline.map_or(grace, |d| grace.min(d.saturating_duration_since(start)));
-                std::thread::sleep(grace);
-            }
-        }
-        let mut failures = 0u32;
-        // The first attempt is a bare SET NX PX, as fast as it gets; once the lock was found
-        // busy, the attempts also mark the resource as waited for (see `waker`).
-        let mut waiting = false;
-        loop {
-            // Read before the attempt, so a release during it still wakes the wait below.
-            let seen = if wake { waker.seq(&self.resource) } else { 0 };
-            let failed = match self.attempt(waiting) {
-                Attempt::Acquired(g) => return Ok(g),
-                // Busy at the first, bare attempt: try again at once, marking the resource as
-                // waited for, so that the holder's release is announced (a release in between
-                // simply lets this second attempt succeed).
-                Attempt::Busy if !waiting && wake => {
-                    waiting = true;
-                    continue;
-                }
-                Attempt::Busy => {
-                    failures = 0;
-                    None
-                }
-                Attempt::Failed(e) => {
-                    failures += 1;
-                    if failures > self.shared.config.max_retries {
-                        return Err(e);
-                    }
-                    Some(e)
-                }
-            };
-            let mut pause = self.pause();
-            if let Some(deadline) = deadline {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(failed.unwrap_or_else(|| Error::Timeout {
-                        resource: self.resource.to_string(),
-                        waited: start.elapsed(),
-                    }));
-                }
-                // Sleep at most to the deadline, then make one last round.
-                pause = pause.min(deadline - now);
-            }
-            if wake && failed.is_none() {
-                // Woken by a release: the lock is most likely free, so the next attempt is a
-                // bare SET again (a busy one is followed at once by a marking attempt).
-                if waker.wait(&self.resource, seen, pause) {
-                    waiting = false;
-                }
-            } else {
-                std::thread::sleep(pause);
-            }
-        }
-    }
-
-    /// The pause between rounds: `retry_delay + uniform[0, retry_jitter)`.
-    fn pause(&self) -> Duration {
-        let c = &self.shared.config;
-        let jitter = u64::try_from(c.retry_jitter.as_nanos()).unwrap_or(u64::MAX);
-        let extra = if jitter == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..jitter)
-        };
-        c.retry_delay.saturating_add(Duration::from_nanos(extra))
-    }
-
-    /// How long a waiter's mark stays: well past the longest pause between its rounds.
-    fn waiting_mark(&self) -> Duration {
-        let c = &self.shared.config;
-        c.retry_delay
-            .saturating_add(c.retry_jitter)
-            .saturating_mul(2)
-            .saturating_add(Duration::from_millis(100))
-    }
-
-    /// One acquisition round (plus the fencing round when fencing is on). `waiting`: the caller
-    /// will wait if the lock is busy, so mark the resource as waited for.
-    fn attempt(&self, waiting: bool) -> Attempt {
-        let shared = &self.shared;
-        let token = Token::new();
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mark = waiting && shared.waker.enabled();
-        let start = Instant::now();
-        let tally = if self.fencing || mark {
-            // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
-            let mark_ms = if mark {
-                u64::try_from(self.waiting_mark().as_millis()).unwrap_or(u64::MAX)
-            } else {
-                0
-            };
-            let keys = [
-                Arg::Str(&self.resource),
-                Arg::Prefixed(scripts::FENCE_PREFIX, &self.resource),
-                Arg::Prefixed(scripts::WAITING_PREFIX, &self.resource),
-            ];
-            let args = [
-                Arg::Str(token.as_str()),
-                Arg::Int(ttl_ms),
-                Arg::Int(mark_ms),
-            ];
-            script_round(
-                shared,
-                &scripts::ACQUIRE,
-                &keys,
-                &args,
-                shared.all,
-                acquire_reply,
-            )
-        } else {
-            let args = [
-                Arg::Str("SET"),
-                Arg::Str(&self.resource),
-                Arg::Str(token.as_str()),
-                Arg::Str("NX"),
-                Arg::Str("PX"),
-                Arg::Int(ttl_ms),
-            ];
-            command_round(shared, &args, shared.all, set_reply)
-        };
-        let elapsed = start.elapsed();
-        let q = shared.config.quorum;
-        let drift = round::drift(self.ttl, shared.config.drift_factor);
-        log::debug!(
-            "redmutex: acquire {:?}: {}/{} yes, {} no, {} failed, quorum {q}, {elapsed:?}",
-            self.resource,
-            tally.yes,
-            shared.nodes.len(),
-            tally.no,
-            tally.failures.len()
-        );
-        let mut failure = None;
-        if tally.yes >= q
-            && let Some(validity) = round::validity(self.ttl, elapsed, drift)
-        {
-            // Every SET was sent after `start`, so no key expires before `start + ttl` by the
-            // nodes' clocks (give or take the drift): the lease runs to `start + ttl - drift`,
-            // which is `start + elapsed + validity`.
-            let now = start + elapsed;
-            let deadline = now.checked_add(validity).unwrap_or(now);
-            let fencing = if self.fencing {
-                match self.fence(tally.aux, deadline) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        failure = Some(e);
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            if failure.is_none() {
-                let options = LeaseOptions {
-                    ttl: self.ttl,
-                    keep_alive: self.keep_alive,
-                    hold_until: self.max_hold.and_then(|d| start.checked_add(d)),
-                };
-                let lease = Lease::new(
-                    Arc::clone(shared),
-                    Arc::clone(&self.resource),
-                    token,
-                    fencing,
-                    options,
-                    deadline,
-                );
-                return Attempt::Acquired(RedLockGuard::new(lease));
-            }
-        }
-        // Not acquired: take back every SET that may have landed, in one round, so a split vote
-        // frees the lock at once instead of blocking everyone for a TTL. Nodes that answered
-        // "no" certainly did not set our token and are skipped.
-        let mask = tally.written & !tally.refused;
-        if mask != 0 {
-            let released = release_round(shared, &self.resource, &token, mask, false);
-            log::debug!(
-                "redmutex: released partial {:?} on {} nodes",
-                self.resource,
-                released.yes
-            );
-        }
-        if let Some(e) = failure {
-            Attempt::Failed(e)
-        } else if tally.yes >= q {
-            log::warn!(
-                "redmutex: {:?}: a quorum answered but the round took {elapsed:?} of a {:?} TTL",
-                self.resource,
-                self.ttl
-            );
-            Attempt::Failed(Error::TooLate {
-                resource: self.resource.to_string(),
-                elapsed,
-            })
-        } else if tally.answered() >= q {
-            Attempt::Busy
-        } else {
-            Attempt::Failed(self.no_quorum(tally))
-        }
-    }
-
-    /// The fencing round of a quorum max-register: `seen` is the largest counter the grant's
-    /// quorum held; writes `seen + 1` back (never lowering a counter) and issues it only once a
-    /// quorum acknowledged the write before `deadline`, the end of the lease. Any later grant's
-    /// quorum shares a node with this write's quorum, so it reads at least `seen + 1`.
-    fn fence(&self, seen: i64, deadline: Instant) -> Result<u64> {
-        let shared = &self.shared;
-        let started = Instant::now();
-        // Lua numbers are doubles: integers are exact up to 2^53.
-        let token = u64::try_from(seen)
-            .ok()
-            .and_then(|s| s.checked_add(1))
-            .filter(|t| *t < (1 << 53))
-            .ok_or_else(|| Error::InvalidConfig(format!("fencing counter {seen} out of range")))?;
-        let keys = [Arg::Prefixed(scripts::FENCE_PREFIX, &self.resource)];
-        let tally = script_round(
-            shared,
-            &scripts::FENCE,
-            &keys,
-            &[Arg::Int(token)],
-            shared.all,
-            int_reply,
-        );
-        if tally.yes < shared.config.quorum {
-            return Err(self.no_quorum(tally));
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::TooLate {
-                resource: self.resource.to_string(),
-                elapsed: started.elapsed(),
-            });
-        }
-        Ok(token)
-    }
-
-    fn no_quorum(&self, tally: Tally) -> Error {
-        Error::NoQuorum {
-            resource: self.resource.to_string(),
-            answered: tally.answered(),
-            needed: self.shared.config.quorum,
-            nodes: self.shared.nodes.len(),
-            failures: tally.failures,
-        }
+    fn guard(&self, lease: Lease) -> RedLockGuard {
+        RedLockGuard::new(Arc::clone(&self.runtime), lease)
     }
 }
 
@@ -539,6 +400,19 @@ fn check_resource(resource: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_token(token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::InvalidArgument("the token must not be empty".into()));
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "the token is {} bytes long; at most {MAX_TOKEN_LEN} are allowed",
+            token.len()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_names_and_ttls_are_errors_before_any_io() {
+    fn bad_names_tokens_and_ttls_are_errors_before_any_io() {
         let f = factory();
         assert!(matches!(
             f.create_lock("").try_acquire(),
@@ -568,22 +442,19 @@ mod tests {
             f.create_lock("").is_locked(),
             Err(Error::InvalidArgument(_))
         ));
-    }
-
-    #[test]
-    fn pause_stays_within_delay_and_jitter() {
-        let f = RedLockFactory::builder()
-            .node("redis://127.0.0.1:1")
-            .retry_delay(Duration::from_millis(10))
-            .retry_jitter(Duration::from_millis(5))
-            .build()
-            .unwrap();
-        let lock = f.create_lock("k");
-        let pauses: Vec<Duration> = (0..200).map(|_| lock.pause()).collect();
-        assert!(pauses.iter().all(|p| *p >= Duration::from_millis(10)));
-        assert!(pauses.iter().all(|p| *p < Duration::from_millis(15)));
-        // Jitter really varies.
-        assert!(pauses.iter().any(|p| *p != pauses[0]));
+        assert!(matches!(
+            f.create_lock("k").release_token(""),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            f.create_lock("k")
+                .extend_token(&"t".repeat(MAX_TOKEN_LEN + 1), Duration::from_secs(1)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            f.create_lock("k").extend_token("t", Duration::ZERO),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 
     #[test]

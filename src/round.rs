@@ -1,9 +1,17 @@
-//! One Redlock round: the only place that talks to the nodes.
+//! One round: the only code that talks to the nodes for a lock operation.
 //!
-//! A round checks out one connection per node and writes the command to each at once, then
-//! reads the replies, so the round trips overlap on one thread. Every node's answer is a vote:
-//! yes, no, or a failure; a failure never aborts the round. The acquire, release, extend and
-//! is-locked operations only differ in the command they send and in how they count the votes.
+//! A round checks out one connection per node and writes the command(s) to each, then reads
+//! the replies, so the round trips overlap on one thread. Every node's answer is a vote: yes, no,
+//! or a failure; a failure never aborts the round. A round knows nothing of locks: it takes the
+//! nodes (with their timeouts), the commands and a classifier that turns a reply into a vote.
+//!
+//! The common case is two short phases, [`write_phase`] and [`read_phase`]. Recovering a node
+//! whose pooled connection turned out dead ([`recover`]) and re-sending a script to a node that
+//! lost it ([`eval_fallback`]) are separate, cold paths.
+//!
+//! Invariant: a connection that did not deliver every reply of the round is never used again
+//! (it is marked broken and dropped by the pool), on every path, and its node is recorded as
+//! failing, never as healthy.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +20,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::factory::Shared;
-use crate::node::{Node, NodeManager};
+use crate::node::{MAX_NODES, Node, NodeManager, Nodes};
 use crate::scripts::Lua;
 
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
@@ -53,7 +60,7 @@ pub(crate) enum Vote {
     No(i64),
 }
 
-/// The outcome of a round.
+/// The outcome of a round (of one command of a batch).
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// Nodes that said yes (SET done, token deleted or extended, key exists).
@@ -69,6 +76,8 @@ pub(crate) struct Tally {
     pub(crate) refused: u64,
     /// The largest number that came with an answer (yes or no).
     pub(crate) aux: i64,
+    /// The largest number that came with a yes.
+    pub(crate) aux_yes: i64,
 }
 
 impl Tally {
@@ -82,6 +91,7 @@ impl Tally {
             Ok(Vote::Yes(aux)) => {
                 self.yes += 1;
                 self.aux = self.aux.max(aux);
+                self.aux_yes = self.aux_yes.max(aux);
             }
             Ok(Vote::No(aux)) => {
                 self.no += 1;
@@ -136,145 +146,169 @@ pub(crate) fn acquire_reply(v: &Value) -> Option<Vote> {
     }
 }
 
-/// A script call to re-send as `EVAL <source>` to a node that answered NOSCRIPT (its script
-/// cache was flushed, or it restarted). EVAL needs no `SCRIPT LOAD` permission, so an ACL user
-/// without it still works.
-pub(crate) struct Fallback<'a> {
-    pub(crate) script: &'a Lua,
-    pub(crate) keys: &'a [Arg<'a>],
-    pub(crate) args: &'a [Arg<'a>],
-}
-
-impl Fallback<'_> {
-    /// Sends the call as EVAL on `con` and reads the reply.
-    fn eval(&self, con: &mut redis::Connection) -> redis::RedisResult<Value> {
-        let mut packed = Vec::new();
-        command::pack_call(&mut packed, "EVAL", self.script.src, self.keys, self.args);
-        con.send_packed_command(&packed)?;
-        recv_reply(con)?.extract_error()
+/// The fencing script answers the counter's previous value: every answer is an acknowledgement.
+pub(crate) fn fence_reply(v: &Value) -> Option<Vote> {
+    match v {
+        Value::Int(prior) if *prior >= 0 => Some(Vote::Yes(*prior)),
+        _ => None,
     }
 }
 
-/// Runs `script` on the nodes in `mask` (EVALSHA, or EVAL where a node answers NOSCRIPT).
-pub(crate) fn script_round(
-    shared: &Shared,
-    script: &Lua,
-    keys: &[Arg<'_>],
-    args: &[Arg<'_>],
-    mask: u64,
+/// One command of a round.
+#[derive(Clone, Copy)]
+pub(crate) enum Call<'a> {
+    /// A plain command made of these arguments.
+    Command(&'a [Arg<'a>]),
+    /// A script, sent as EVALSHA (and as EVAL to a node that answers NOSCRIPT).
+    Script {
+        script: &'a Lua,
+        keys: &'a [Arg<'a>],
+        args: &'a [Arg<'a>],
+    },
+}
+
+impl Call<'_> {
+    fn pack(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Command(args) => command::pack(out, args.iter().copied(), args.len()),
+            Self::Script { script, keys, args } => command::pack_script(out, script, keys, args),
+        }
+    }
+
+    /// Packs the call as `EVAL <source>`: a node that lost its script cache (a flush, a
+    /// restart) runs it anyway, and EVAL needs no `SCRIPT LOAD` permission. `false` for a
+    /// plain command.
+    fn pack_eval(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Self::Command(_) => false,
+            Self::Script { script, keys, args } => {
+                command::pack_call(out, "EVAL", script.src, keys, args);
+                true
+            }
+        }
+    }
+}
+
+/// Turns node `node`'s reply into a vote.
+fn classified(
+    nodes: &Nodes,
+    node: usize,
+    reply: Result<Value, NodeError>,
     classify: Classify,
-) -> Tally {
-    command::with_buffer(|buf| {
-        command::pack_script(buf, script, keys, args);
-        let fallback = Fallback { script, keys, args };
-        fan_out(shared, buf, mask, classify, Some(&fallback))
+) -> Result<Vote, NodeError> {
+    let v = reply?;
+    classify(&v).ok_or_else(|| {
+        let name = nodes.get(node).map_or("?", |n| n.name.as_str());
+        NodeError::new(name, NodeCause::Unexpected(format!("{v:?}")))
     })
 }
 
-/// Sends the command made of `args` to the nodes in `mask`.
-pub(crate) fn command_round(
-    shared: &Shared,
-    args: &[Arg<'_>],
-    mask: u64,
-    classify: Classify,
-) -> Tally {
-    command::with_buffer(|buf| {
-        command::pack(buf, args.iter().copied(), args.len());
-        fan_out(shared, buf, mask, classify, None)
-    })
-}
-
-/// Sends `packed` to every node whose bit is set in `mask`, then reads and counts the replies.
-pub(crate) fn fan_out(
-    shared: &Shared,
-    packed: &[u8],
-    mask: u64,
-    classify: Classify,
-    fallback: Option<&Fallback<'_>>,
-) -> Tally {
+/// Runs one command on the nodes in `mask`.
+pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify) -> Tally {
     let mut tally = Tally::default();
-    let written = exchange(
-        shared,
-        packed,
-        1,
-        mask,
-        classify,
-        fallback,
-        |_, node, vote| {
-            tally.count(node, vote);
-        },
-    );
-    tally.written = written;
+    tally.written = command::with_buffer(|buf| {
+        call.pack(buf);
+        exchange(nodes, buf, &[call], mask, &mut |_, node, reply| {
+            tally.count(node, classified(nodes, node, reply, classify));
+        })
+    });
     tally
 }
 
-/// Like [`fan_out`] for `count` commands packed back to back (a pipeline per node): one round
-/// trip for all of them. Returns one tally per command. A node answering NOSCRIPT is a failure
-/// for that command (the script is loaded for next time).
-pub(crate) fn fan_out_batch(
-    shared: &Shared,
-    packed: &[u8],
-    count: usize,
+/// Runs one command on the nodes in `mask` and returns each node's reply as it came (in node
+/// order; `None` for nodes outside `mask`), for callers that read values rather than votes.
+pub(crate) fn replies(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+) -> Vec<Option<Result<Value, NodeError>>> {
+    let mut out: Vec<Option<Result<Value, NodeError>>> = (0..nodes.len()).map(|_| None).collect();
+    command::with_buffer(|buf| {
+        call.pack(buf);
+        exchange(nodes, buf, &[call], mask, &mut |_, node, reply| {
+            if let Some(slot) = out.get_mut(node) {
+                *slot = Some(reply);
+            }
+        });
+    });
+    out
+}
+
+/// Runs several commands on the nodes in `mask`, pipelined: one round trip for all of them.
+/// Returns one tally per command.
+pub(crate) fn batch(
+    nodes: &Nodes,
+    calls: &[Call<'_>],
     mask: u64,
     classify: Classify,
 ) -> Vec<Tally> {
-    let mut tallies: Vec<Tally> = (0..count).map(|_| Tally::default()).collect();
-    let written = exchange(
-        shared,
-        packed,
-        count,
-        mask,
-        classify,
-        None,
-        |cmd, node, vote| {
+    let mut tallies: Vec<Tally> = (0..calls.len()).map(|_| Tally::default()).collect();
+    let written = command::with_buffer(|buf| {
+        for call in calls {
+            call.pack(buf);
+        }
+        exchange(nodes, buf, calls, mask, &mut |cmd, node, reply| {
             if let Some(t) = tallies.get_mut(cmd) {
-                t.count(node, vote);
+                t.count(node, classified(nodes, node, reply, classify));
             }
-        },
-    );
+        })
+    });
     for t in &mut tallies {
         t.written = written;
     }
     tallies
 }
 
-/// The round itself: checks out a connection per node in `mask` and writes `packed` to each,
-/// then reads `count` replies from each, calling `record(command, node, vote)` for every
-/// command on every node. Returns the mask of nodes written to.
+type Conn = PooledConnection<NodeManager>;
+
+/// Where replies go: `(command, node, reply)`. A reply is an error when the node failed to
+/// answer, or answered with an error.
+type Record<'r> = dyn FnMut(usize, usize, Result<Value, NodeError>) + 'r;
+
+/// The round: writes `packed` (the `calls`, packed) to every node in `mask`, then reads and
+/// records every reply. Returns the mask of nodes written to.
 fn exchange(
-    shared: &Shared,
+    nodes: &Nodes,
+    packed: &[u8],
+    calls: &[Call<'_>],
+    mask: u64,
+    record: &mut Record<'_>,
+) -> u64 {
+    let mut sent: [Option<Conn>; MAX_NODES] = std::array::from_fn(|_| None);
+    let (written, fresh) = write_phase(nodes, packed, calls.len(), mask, &mut sent, record);
+    read_phase(nodes, packed, calls, &mut sent, fresh, record);
+    written
+}
+
+/// Records `e` as the vote of node `node` for commands `from..count`.
+fn fail_from(record: &mut Record<'_>, from: usize, count: usize, node: usize, e: &NodeError) {
+    for cmd in from..count {
+        record(cmd, node, Err(e.clone()));
+    }
+}
+
+/// Checks out a connection per node and writes `packed` to it, before reading anything. The
+/// pools connect in the background concurrently, so one checkout deadline serves all nodes.
+/// Returns the nodes written to, and those whose connection was already replaced (not to be
+/// recovered a second time).
+fn write_phase(
+    nodes: &Nodes,
     packed: &[u8],
     count: usize,
     mask: u64,
-    classify: Classify,
-    fallback: Option<&Fallback<'_>>,
-    mut record: impl FnMut(usize, usize, Result<Vote, NodeError>),
-) -> u64 {
-    let nodes = &shared.nodes;
-    let mut written = 0;
-    // Nodes whose connection was replaced while writing.
-    let mut fresh = 0u64;
-    let mut sent: Vec<(usize, PooledConnection<NodeManager>)> = Vec::with_capacity(nodes.len());
-    let fail_all = |record: &mut dyn FnMut(usize, usize, Result<Vote, NodeError>),
-                    node: usize,
-                    e: NodeError| {
-        for cmd in 1..count {
-            record(cmd, node, Err(e.clone()));
-        }
-        record(0, node, Err(e));
-    };
-
-    // Write to every node before reading any reply. The pools connect in the background
-    // concurrently, so one checkout deadline serves all nodes.
-    let checkout_deadline = Instant::now() + shared.config.connect_timeout;
-    for (i, node) in nodes.iter().enumerate() {
+    sent: &mut [Option<Conn>; MAX_NODES],
+    record: &mut Record<'_>,
+) -> (u64, u64) {
+    let checkout_deadline = Instant::now() + nodes.connect_timeout;
+    let (mut written, mut fresh) = (0, 0);
+    for ((i, node), slot) in nodes.iter().enumerate().zip(sent.iter_mut()) {
         if mask & (1 << i) == 0 {
             continue;
         }
         let mut conn = match node.checkout(checkout_deadline) {
             Ok(conn) => conn,
             Err(e) => {
-                fail_all(&mut record, i, e);
+                fail_from(record, 0, count, i, &e);
                 continue;
             }
         };
@@ -282,134 +316,196 @@ fn exchange(
         let sent_on = match conn.con.send_packed_command(packed) {
             Ok(()) => Ok(conn),
             Err(e) if e.is_connection_dropped() => {
-                // Idle across a restart: one more try on a fresh connection.
                 fresh |= 1 << i;
-                resend(node, checkout_deadline, packed, conn)
+                recover(node, conn, packed, checkout_deadline)
             }
-            Err(e) => {
-                conn.broken = true;
-                node.record_failure(&e.to_string());
-                Err(NodeError::new(&node.name, e.into()))
-            }
+            Err(e) => Err(failed(node, &mut conn, e)),
         };
         match sent_on {
-            Ok(conn) => sent.push((i, conn)),
-            Err(e) => fail_all(&mut record, i, e),
+            Ok(conn) => *slot = Some(conn),
+            Err(e) => fail_from(record, 0, count, i, &e),
         }
     }
+    (written, fresh)
+}
 
-    // Read the replies against one shared deadline: a round's reading is bounded by one I/O
-    // timeout however many nodes are slow.
-    let deadline = Instant::now() + shared.config.io_timeout;
-    'nodes: for (i, mut conn) in sent {
-        let Some(node) = nodes.get(i) else { continue };
-        let mut answered = false;
-        let mut load_scripts = false;
-        // A connection already replaced in the writing phase is not retried again.
-        let mut retried = fresh & (1 << i) != 0;
-        for cmd in 0..count {
-            if conn.broken {
-                let e = NodeCause::Unexpected("connection broken earlier in the pipeline".into());
-                record(cmd, i, Err(NodeError::new(&node.name, e)));
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reply = conn
-                .set_read_timeout(read_timeout(left, shared.config.io_timeout))
-                .and_then(|()| recv_reply(&mut conn.con));
-            let reply = match reply {
-                Ok(v) => v.extract_error(),
-                Err(e) if cmd == 0 && !retried && e.is_connection_dropped() => {
+/// Reads every node's replies against one shared deadline: a round's reading is bounded by one
+/// I/O timeout (plus the slack of [`read_timeout`]) however many nodes are slow.
+fn read_phase(
+    nodes: &Nodes,
+    packed: &[u8],
+    calls: &[Call<'_>],
+    sent: &mut [Option<Conn>; MAX_NODES],
+    fresh: u64,
+    record: &mut Record<'_>,
+) {
+    let deadline = Instant::now() + nodes.io_timeout;
+    for (i, slot) in sent.iter_mut().enumerate() {
+        let (Some(conn), Some(node)) = (slot.take(), nodes.get(i)) else {
+            continue;
+        };
+        let ctx = Reading {
+            node,
+            index: i,
+            packed,
+            calls,
+            deadline,
+            io_timeout: nodes.io_timeout,
+        };
+        ctx.read(conn, fresh & (1 << i) != 0, record);
+    }
+}
+
+/// What reading one node's replies needs.
+struct Reading<'a> {
+    node: &'a Node,
+    index: usize,
+    packed: &'a [u8],
+    calls: &'a [Call<'a>],
+    deadline: Instant,
+    io_timeout: Duration,
+}
+
+impl Reading<'_> {
+    /// Reads and records the replies of every command on `conn`. `recovered`: the connection
+    /// already replaces a dead one.
+    fn read(&self, mut conn: Conn, mut recovered: bool, record: &mut Record<'_>) {
+        let count = self.calls.len();
+        // Commands the node answered NOSCRIPT to (its script cache was flushed).
+        let mut no_script: Vec<usize> = Vec::new();
+        let mut cmd = 0;
+        while cmd < count {
+            let reply = match self.recv(&mut conn) {
+                Ok(reply) => reply,
+                Err(e) if cmd == 0 && !recovered && e.is_connection_dropped() => {
                     // Idle across a restart: nothing was read yet, so send everything again on
                     // a fresh connection, once.
-                    retried = true;
-                    match resend(node, deadline, packed, conn) {
+                    recovered = true;
+                    match recover(self.node, conn, self.packed, self.deadline) {
                         Ok(fresh) => {
                             conn = fresh;
-                            conn.set_read_timeout(read_timeout(
-                                deadline.saturating_duration_since(Instant::now()),
-                                shared.config.io_timeout,
-                            ))
-                            .and_then(|()| recv_reply(&mut conn.con))
-                            .and_then(Value::extract_error)
+                            continue;
                         }
-                        Err(ne) => {
-                            fail_all(&mut record, i, ne);
-                            continue 'nodes;
-                        }
+                        Err(e) => return fail_from(record, 0, count, self.index, &e),
                     }
                 }
                 Err(e) => {
-                    // The connection may have a reply in flight, or be dead: never reuse it.
-                    conn.broken = true;
-                    node.record_failure(&e.to_string());
-                    record(cmd, i, Err(NodeError::new(&node.name, e.into())));
-                    continue;
+                    let e = failed(self.node, &mut conn, e);
+                    return fail_from(record, cmd, count, self.index, &e);
                 }
             };
-
-            if let Err(e) = &reply
-                && is_read_only(e)
-            {
-                // A demoted master (now a replica) refuses writes: a failure of the node, whose
-                // connections must all go so the pool reconnects (through Sentinel: to the new
-                // master).
-                conn.broken = true;
-                node.record_failure(&e.to_string());
-                record(cmd, i, Err(NodeError::new(&node.name, e.clone().into())));
-                continue;
+            match reply.extract_error() {
+                Err(e) if is_read_only(&e) => {
+                    // A demoted master (now a replica) refuses writes: a failure of the node,
+                    // whose connections must all go so the pool reconnects (through Sentinel:
+                    // to the new master).
+                    let e = failed(self.node, &mut conn, e);
+                    return fail_from(record, cmd, count, self.index, &e);
+                }
+                Err(e) if is_no_script(&e) && self.calls.get(cmd).is_some_and(is_script) => {
+                    no_script.push(cmd);
+                }
+                reply => record(cmd, self.index, self.reply(reply)),
             }
-            answered = true;
-            let no_script = matches!(&reply, Err(e) if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)));
-            let reply = match (reply, fallback) {
-                (Err(_), Some(f)) if no_script => {
-                    log::debug!("redmutex: {} had no script loaded; sending EVAL", node.name);
-                    load_scripts = true;
-                    f.eval(&mut conn.con).inspect_err(|e| {
-                        if is_read_only(e) {
-                            node.record_failure(&e.to_string());
-                        }
-                        if e.is_io_error() || is_read_only(e) {
-                            conn.broken = true;
-                        }
-                    })
-                }
-                (reply, _) => {
-                    load_scripts |= no_script;
-                    reply
-                }
-            };
-            let vote = match reply {
-                Ok(v) => classify(&v).ok_or_else(|| {
-                    NodeError::new(&node.name, NodeCause::Unexpected(format!("{v:?}")))
-                }),
-                Err(e) => Err(NodeError::new(&node.name, e.into())),
-            };
-            record(cmd, i, vote);
+            cmd += 1;
         }
-        if answered {
-            node.record_success();
+        if !no_script.is_empty() {
+            self.eval_fallback(&mut conn, &no_script, record);
         }
-        if load_scripts && !conn.broken {
-            for script in crate::scripts::ALL {
-                if let Err(e) = script.load(&mut conn.con) {
-                    conn.broken |= e.is_io_error();
+        if !conn.broken {
+            self.node.record_success();
+        }
+    }
+
+    /// Reads one reply, with the read timeout of what is left of the round.
+    fn recv(&self, conn: &mut Conn) -> redis::RedisResult<Value> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        conn.set_read_timeout(read_timeout(left, self.io_timeout))?;
+        recv_reply(&mut conn.con)
+    }
+
+    fn reply(&self, reply: redis::RedisResult<Value>) -> Result<Value, NodeError> {
+        reply.map_err(|e| NodeError::new(&self.node.name, e.into()))
+    }
+
+    /// Cold path: sends the scripts the node had lost again as `EVAL <source>` (which also
+    /// caches them on the node) and reads their replies, within the round's deadline. No
+    /// `SCRIPT LOAD`: it would cost round trips past the round's bound, and the user may not
+    /// have the permission.
+    #[cold]
+    fn eval_fallback(&self, conn: &mut Conn, cmds: &[usize], record: &mut Record<'_>) {
+        log::debug!(
+            "redmutex: {} had no script loaded; sending EVAL",
+            self.node.name
+        );
+        let mut packed = Vec::new();
+        for cmd in cmds {
+            if let Some(call) = self.calls.get(*cmd) {
+                call.pack_eval(&mut packed);
+            }
+        }
+        let out_of_time = self.deadline <= Instant::now();
+        let sent = if out_of_time {
+            Err(redis::RedisError::from((
+                ErrorKind::Io,
+                "no time left in the round for EVAL",
+            )))
+        } else {
+            conn.con.send_packed_command(&packed)
+        };
+        if let Err(e) = sent {
+            let e = failed(self.node, conn, e);
+            for cmd in cmds {
+                record(*cmd, self.index, Err(e.clone()));
+            }
+            return;
+        }
+        for (n, cmd) in cmds.iter().enumerate() {
+            match self.recv(conn) {
+                Ok(reply) => {
+                    let reply = reply.extract_error();
+                    if let Err(e) = &reply
+                        && is_read_only(e)
+                    {
+                        let e = failed(self.node, conn, e.clone());
+                        for cmd in cmds.iter().skip(n) {
+                            record(*cmd, self.index, Err(e.clone()));
+                        }
+                        return;
+                    }
+                    record(*cmd, self.index, self.reply(reply));
+                }
+                Err(e) => {
+                    let e = failed(self.node, conn, e);
+                    for cmd in cmds.iter().skip(n) {
+                        record(*cmd, self.index, Err(e.clone()));
+                    }
+                    return;
                 }
             }
         }
     }
-    written
 }
 
-/// Sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]), after
-/// `dead` failed. `dead` goes back to the pool (to be dropped) first: with a pool of one, the
-/// fresh connection needs its place.
-fn resend(
+/// Notes an I/O failure on `conn`: the connection may have a reply in flight or be dead, so it
+/// is never used again, and the node is marked failing.
+fn failed(node: &Node, conn: &mut Conn, e: redis::RedisError) -> NodeError {
+    conn.broken = true;
+    node.record_failure(&e.to_string());
+    NodeError::new(&node.name, e.into())
+}
+
+/// Cold path: sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]),
+/// after `dead` was found dead (the node restarted while it sat idle in the pool). `dead` goes
+/// back to the pool (to be dropped) first: with a pool of one, the fresh connection needs its
+/// place.
+#[cold]
+fn recover(
     node: &Node,
-    deadline: Instant,
+    mut dead: Conn,
     packed: &[u8],
-    mut dead: PooledConnection<NodeManager>,
-) -> Result<PooledConnection<NodeManager>, NodeError> {
+    deadline: Instant,
+) -> Result<Conn, NodeError> {
     dead.broken = true;
     drop(dead);
     let mut conn = node.reconnect(deadline)?;
@@ -419,17 +515,22 @@ fn resend(
     );
     match conn.con.send_packed_command(packed) {
         Ok(()) => Ok(conn),
-        Err(e) => {
-            conn.broken = true;
-            node.record_failure(&e.to_string());
-            Err(NodeError::new(&node.name, e.into()))
-        }
+        Err(e) => Err(failed(node, &mut conn, e)),
     }
+}
+
+fn is_script(call: &Call<'_>) -> bool {
+    matches!(call, Call::Script { .. })
 }
 
 /// Whether a server error says the node is a replica (READONLY): a demoted master.
 fn is_read_only(e: &redis::RedisError) -> bool {
     matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly))
+}
+
+/// Whether a server error says the node does not have the script.
+fn is_no_script(e: &redis::RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript))
 }
 
 /// The read timeout for a node when `left` remains of the round's I/O deadline: the I/O

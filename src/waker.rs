@@ -1,91 +1,159 @@
-//! Wake-up on release: waiters sleep until a release is announced instead of polling.
+//! Wake-up on release: a waiting `acquire` sleeps until the holder's release is announced,
+//! instead of polling.
 //!
-//! The release script publishes the resource name on one channel in the same round trip as the
-//! delete. Each factory keeps one subscriber connection per node (a thread each, started by the
-//! first waiting `acquire`), shared by every waiter in the process. Waiters sleep on one of a
-//! fixed set of shards (resource hash), so notifying takes no global lock and no per-resource
-//! bookkeeping. A waiter reads its shard's sequence number *before* each attempt, so a release
-//! that lands between the attempt and the wait is never missed; the randomised poll stays as
-//! a fallback for lost messages and holders using other clients.
+//! The release script publishes on the resource's own channel (`<resource>:redmutex:released`)
+//! in the same round trip as the delete, but only when a waiter has marked the resource (so an
+//! uncontended release publishes nothing). In this process, the waiters of one resource share a
+//! *room*: one subscription to that channel on one node (a node that answered "busy", so it
+//! holds the lock the waiters wait for). Whichever waiter finds the subscription free reads it
+//! itself, blocking on the socket: when the release arrives, that thread is already running and
+//! goes straight to its attempt (no hand-over between threads). The others sleep on the room's
+//! condition variable and take over the reading when it is free.
+//!
+//! A room subscribes when its first waiter enters (before that waiter's marking attempt, so a
+//! release that follows the attempt is heard) and unsubscribes when its last waiter leaves; the
+//! connection is then parked for the next room. No thread of its own, nothing per resource
+//! beyond the waiting, and nothing outside the resource's names: an ACL limited to an
+//! application's key prefix (`&app:*`) allows the channel. The randomised poll stays as the
+//! fallback for lost messages, a subscription that failed, and holders using other clients.
 //!
 //! Fairness: a waiting client marks the resource as waited for (a short-lived key written by
 //! the acquire script when the lock is busy); the release script reports the mark, and a
-//! releaser that saw it holds back briefly before taking the same lock again, so a waiter
-//! that was woken gets there first.
+//! releaser that saw it holds back briefly before taking the same resource again, so a waiter
+//! that was woken gets there first. The hold-back is kept per resource.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::factory::Shared;
-use crate::lease::lock;
-use crate::node::Source;
-use crate::scripts::RELEASE_CHANNEL;
+use redis::Value;
 
-const SHARDS: usize = 64;
-/// How often a subscriber wakes to see whether its factory is gone.
-const POLL_STOP: Duration = Duration::from_millis(250);
-/// Longest pause between reconnection attempts of a subscriber.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use crate::command::{self, Arg};
+use crate::node::Nodes;
+use crate::scripts::RELEASED_SUFFIX;
+
 /// Bounds of the pause a releaser observes before re-taking a lock others wait for.
 const GRACE_MIN: Duration = Duration::from_millis(1);
 const GRACE_MAX: Duration = Duration::from_millis(20);
+/// How often a wait with a cancel flag looks at it.
+const CANCEL_SLICE: Duration = Duration::from_millis(20);
+/// After a failed subscription, how long a room polls before trying again.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// Unsubscribed connections kept per node for the next room.
+const PARKED_PER_NODE: usize = 8;
+/// The smallest socket timeout: redis-rs rejects a zero `Duration`.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
-/// The releases a shard has heard of.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection subscribed to one release channel.
+struct Sub {
+    con: redis::Connection,
+    node: usize,
+    read_timeout: Duration,
+}
+
+impl Sub {
+    fn set_read_timeout(&mut self, timeout: Duration) -> redis::RedisResult<()> {
+        let timeout = timeout.max(MIN_TIMEOUT);
+        if timeout != self.read_timeout {
+            self.con.set_read_timeout(Some(timeout))?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a release message: `Ok(true)` when one came.
+    fn listen(&mut self, timeout: Duration) -> redis::RedisResult<bool> {
+        self.set_read_timeout(timeout)?;
+        match self.con.recv_response() {
+            Ok(v) => Ok(kind(&v) == Some(b"message".as_slice())),
+            Err(e) if e.is_timeout() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The kind of a pub/sub reply (`message`, `subscribe`, `unsubscribe`), RESP2 or RESP3.
+fn kind(v: &Value) -> Option<&[u8]> {
+    let items = match v {
+        Value::Array(items) => items.as_slice(),
+        Value::Push { kind, .. } => {
+            return Some(match kind {
+                redis::PushKind::Message => b"message",
+                redis::PushKind::Subscribe => b"subscribe",
+                redis::PushKind::Unsubscribe => b"unsubscribe",
+                _ => b"other",
+            });
+        }
+        _ => return None,
+    };
+    match items.first() {
+        Some(Value::BulkString(k)) => Some(k.as_slice()),
+        Some(Value::SimpleString(k)) => Some(k.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The waiters of one resource in this process.
 #[derive(Default)]
-struct Releases {
-    /// Bumped by every release announced for a resource of this shard.
-    seq: u64,
-    /// The id of the last one (a prefix of the released token's SHA1): each node announces the
-    /// same release; only the first announcement wakes a waiter.
-    last: [u8; 16],
+struct Room {
+    state: Mutex<RoomState>,
+    changed: Condvar,
 }
 
 #[derive(Default)]
-struct Shard {
-    /// Bumped by every release announced for a resource of this shard.
-    seq: Mutex<Releases>,
-    changed: Condvar,
-    /// Nanoseconds after the epoch until which a releaser of a resource of this shard holds
-    /// back (0: none).
-    grace_until: AtomicU64,
+struct RoomState {
+    waiters: usize,
+    /// The subscription, when no waiter is reading it.
+    sub: Option<Sub>,
+    /// A waiter is reading the subscription now.
+    reading: bool,
+    /// A waiter is subscribing now; others entering wait for it.
+    subscribing: bool,
+    /// After a failed subscription: poll until then.
+    retry_at: Option<Instant>,
+}
+
+impl RoomState {
+    fn subscribed(&self) -> bool {
+        self.sub.is_some() || self.reading
+    }
 }
 
 /// The per-factory wake-up service.
 pub(crate) struct Waker {
     enabled: bool,
-    shards: Vec<Shard>,
-    epoch: Instant,
-    hasher: std::hash::RandomState,
-    /// Subscribers started (once).
-    started: std::sync::Once,
-    /// Subscribers currently subscribed.
-    ready: AtomicUsize,
-    ready_changed: Condvar,
-    ready_lock: Mutex<()>,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    /// Per node: connections whose subscription was dropped (an UNSUBSCRIBE may still be on
+    /// its way back), for the next room.
+    parked: Vec<Mutex<Vec<redis::Connection>>>,
+    /// Per resource: until when this process holds back from re-taking it.
+    graces: Mutex<HashMap<Arc<str>, Instant>>,
+    /// `graces.len()`, read without the lock (the uncontended path looks only at this).
+    grace_count: AtomicUsize,
 }
 
 impl std::fmt::Debug for Waker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waker")
             .field("enabled", &self.enabled)
-            .field("subscribed", &self.ready.load(Ordering::Relaxed))
-            .finish()
+            .field("rooms", &lock(&self.rooms).len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Waker {
-    pub(crate) fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool, nodes: usize) -> Self {
         Self {
             enabled,
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            epoch: Instant::now(),
-            hasher: std::hash::RandomState::new(),
-            started: std::sync::Once::new(),
-            ready: AtomicUsize::new(0),
-            ready_changed: Condvar::new(),
-            ready_lock: Mutex::new(()),
+            rooms: Mutex::default(),
+            parked: (0..nodes).map(|_| Mutex::default()).collect(),
+            graces: Mutex::default(),
+            grace_count: AtomicUsize::new(0),
         }
     }
 
@@ -93,109 +161,119 @@ impl Waker {
         self.enabled
     }
 
-    fn shard(&self, resource: &[u8]) -> Option<&Shard> {
-        let mut h = self.hasher.build_hasher();
-        h.write(resource);
-        let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
-        self.shards.get(i)
-    }
-
-    fn now_nanos(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Starts the subscribers on first use and waits (up to `timeout`, that first time only)
-    /// until one is subscribed, so the first waits are not pure polls. Later subscribers and
-    /// reconnections happen in the background.
-    pub(crate) fn subscribe(&self, shared: &Arc<Shared>, timeout: Duration) {
-        self.started.call_once(|| {
-            for (i, node) in shared.nodes.iter().enumerate() {
-                let weak = Arc::downgrade(shared);
-                let source = Arc::clone(&node.source);
-                let connect_timeout = shared.config.connect_timeout;
-                let name = format!("redmutex-sub-{i}");
-                if let Err(e) = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || subscriber(&weak, &source, connect_timeout))
-                {
-                    log::warn!("redmutex: cannot start a subscriber thread: {e}");
+    /// Joins the waiters of `resource`. The first one subscribes to the resource's release
+    /// channel on one of the nodes in `busy` (they hold the lock that will be released), and
+    /// every waiter returns only once that subscription is in place (or failed), so a release
+    /// after the caller's next attempt is heard.
+    pub(crate) fn enter<'w>(&'w self, nodes: &'w Nodes, resource: &str, busy: u64) -> Seat<'w> {
+        let room = {
+            let mut rooms = lock(&self.rooms);
+            let room = match rooms.get(resource) {
+                Some(room) => Arc::clone(room),
+                None => {
+                    let room = Arc::new(Room::default());
+                    rooms.insert(Arc::from(resource), Arc::clone(&room));
+                    room
                 }
-            }
-            let end = Instant::now() + timeout;
-            let mut guard = lock(&self.ready_lock);
-            while self.ready.load(Ordering::Acquire) == 0 {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                guard = self
-                    .ready_changed
-                    .wait_timeout(guard, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-        });
-    }
-
-    fn set_ready(&self, up: bool) {
-        let _guard = lock(&self.ready_lock);
-        if up {
-            self.ready.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.ready.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.ready_changed.notify_all();
-    }
-
-    /// The release sequence number of `resource`'s shard: read it before an attempt, wait on
-    /// it after.
-    pub(crate) fn seq(&self, resource: &str) -> u64 {
-        self.shard(resource.as_bytes())
-            .map_or(0, |s| lock(&s.seq).seq)
-    }
-
-    /// Sleeps until a release is announced for `resource`'s shard after `seen`, or `timeout`
-    /// passes. Returns whether a release woke it.
-    pub(crate) fn wait(&self, resource: &str, seen: u64, timeout: Duration) -> bool {
-        let Some(shard) = self.shard(resource.as_bytes()) else {
-            std::thread::sleep(timeout);
-            return false;
+            };
+            lock(&room.state).waiters += 1;
+            room
         };
-        let end = Instant::now() + timeout;
-        let mut seq = lock(&shard.seq);
-        while seq.seq == seen {
+        let seat = Seat {
+            waker: self,
+            nodes,
+            resource: Arc::from(resource),
+            room,
+            busy,
+        };
+        let limit = nodes.connect_timeout + nodes.io_timeout.saturating_mul(2);
+        let end = Instant::now() + limit;
+        let mut state = lock(&seat.room.state);
+        while state.subscribing {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break;
             }
-            seq = shard
+            state = seat
+                .room
                 .changed
-                .wait_timeout(seq, left)
+                .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        true
+        drop(seat.ensure_subscribed(state));
+        seat
     }
 
-    /// A release was announced: `message` is the released token's SHA1 (40 hex digits), then
-    /// the resource. Wakes one waiter of the resource's shard: only one can take the lock, and
-    /// waking all would make them collide (the others still see the new sequence number when
-    /// their own wait ends). Repeated announcements of one release (one per node) are dropped.
-    fn notify(&self, message: &[u8]) {
-        let (Some(id), Some(resource)) = (message.get(..16), message.get(40..)) else {
-            return;
+    /// Opens (or reuses) a connection to node `i` subscribed to `channel`, within the node's
+    /// timeouts.
+    fn subscribe(&self, nodes: &Nodes, i: usize, channel: &str) -> redis::RedisResult<Sub> {
+        let io = nodes.io_timeout;
+        let parked = self.parked.get(i).and_then(|p| lock(p).pop());
+        let (mut con, reused) = match parked {
+            Some(con) => (con, true),
+            None => {
+                let node = nodes.get(i).ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Client, "no such node"))
+                })?;
+                let con = node.source.connect(nodes.connect_timeout)?;
+                (con, false)
+            }
         };
-        let Some(shard) = self.shard(resource) else {
-            return;
-        };
-        let mut releases = lock(&shard.seq);
-        if releases.last == id {
+        let result = (|| {
+            con.set_write_timeout(Some(io))?;
+            con.set_read_timeout(Some(io))?;
+            let mut packed = Vec::new();
+            command::pack(&mut packed, [Arg::Str("SUBSCRIBE"), Arg::Str(channel)], 2);
+            con.send_packed_command(&packed)?;
+            // A parked connection may first deliver what was in flight when its last room
+            // unsubscribed (messages, the UNSUBSCRIBE confirmation): skip to our confirmation.
+            let end = Instant::now() + io;
+            loop {
+                let reply = con.recv_response()?;
+                if let Value::ServerError(e) = &reply {
+                    return Err(redis::RedisError::from(e.clone()));
+                }
+                if kind(&reply) == Some(b"subscribe".as_slice()) {
+                    return Ok(());
+                }
+                if Instant::now() >= end {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no subscription confirmation",
+                    )));
+                }
+            }
+        })();
+        match result {
+            Ok(()) => Ok(Sub {
+                con,
+                node: i,
+                read_timeout: io,
+            }),
+            Err(e) if reused && (e.is_io_error() || e.is_connection_dropped()) => {
+                // The parked connection went stale: once more on a new one.
+                drop(con);
+                self.subscribe(nodes, i, channel)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops a subscription: sends UNSUBSCRIBE without waiting for the reply (one write) and
+    /// parks the connection for the next room, which skips the reply.
+    fn park(&self, mut sub: Sub) {
+        let mut packed = Vec::new();
+        command::pack(&mut packed, [Arg::Str("UNSUBSCRIBE")], 1);
+        if sub.con.send_packed_command(&packed).is_err() {
             return;
         }
-        releases.last.copy_from_slice(id);
-        releases.seq += 1;
-        drop(releases);
-        shard.changed.notify_one();
+        if let Some(parked) = self.parked.get(sub.node) {
+            let mut parked = lock(parked);
+            if parked.len() < PARKED_PER_NODE {
+                parked.push(sub.con);
+            }
+        }
     }
 
     /// We released `resource` while others waited for it: hold back from re-taking it for a
@@ -204,67 +282,162 @@ impl Waker {
         if !self.enabled {
             return;
         }
-        if let Some(shard) = self.shard(resource.as_bytes()) {
-            let grace = round.saturating_mul(3).clamp(GRACE_MIN, GRACE_MAX);
-            let until = self
-                .now_nanos()
-                .saturating_add(u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX));
-            shard.grace_until.store(until, Ordering::Release);
-        }
+        let grace = round.saturating_mul(3).clamp(GRACE_MIN, GRACE_MAX);
+        let now = Instant::now();
+        let mut graces = lock(&self.graces);
+        graces.retain(|_, until| *until > now);
+        graces.insert(Arc::from(resource), now + grace);
+        self.grace_count.store(graces.len(), Ordering::Release);
     }
 
     /// How long this process should still hold back from re-taking `resource`.
     pub(crate) fn grace_left(&self, resource: &str) -> Duration {
-        let Some(shard) = self.shard(resource.as_bytes()) else {
+        if self.grace_count.load(Ordering::Acquire) == 0 {
             return Duration::ZERO;
-        };
-        let until = shard.grace_until.load(Ordering::Acquire);
-        Duration::from_nanos(until.saturating_sub(self.now_nanos()))
+        }
+        lock(&self.graces)
+            .get(resource)
+            .map_or(Duration::ZERO, |until| {
+                until.saturating_duration_since(Instant::now())
+            })
     }
 }
 
-/// One node's subscriber: subscribes to the release channel and wakes the waiters of each
-/// announced resource; reconnects with back-off (to the current master, for a Sentinel node);
-/// exits when the factory is gone.
-fn subscriber(shared: &Weak<Shared>, source: &Source, connect_timeout: Duration) {
-    let mut backoff = Duration::from_millis(50);
-    while shared.strong_count() > 0 {
-        let result = source.connect(connect_timeout).and_then(|mut con| {
-            con.set_read_timeout(Some(POLL_STOP))?;
-            con.set_write_timeout(Some(connect_timeout))?;
-            let mut pubsub = con.as_pubsub();
-            pubsub.subscribe(RELEASE_CHANNEL)?;
-            backoff = Duration::from_millis(50);
-            if let Some(s) = shared.upgrade() {
-                s.waker.set_ready(true);
+/// One waiter's place in its resource's room; leaving it (on drop) unsubscribes the room when
+/// it was the last waiter.
+pub(crate) struct Seat<'w> {
+    waker: &'w Waker,
+    nodes: &'w Nodes,
+    resource: Arc<str>,
+    room: Arc<Room>,
+    /// Nodes that answered "busy": where to subscribe.
+    busy: u64,
+}
+
+impl Seat<'_> {
+    /// Subscribes the room if nobody has (and no recent attempt failed). Called with the room's
+    /// state locked; returns it locked.
+    fn ensure_subscribed<'s>(
+        &'s self,
+        mut state: MutexGuard<'s, RoomState>,
+    ) -> MutexGuard<'s, RoomState> {
+        let now = Instant::now();
+        if state.subscribed() || state.subscribing || state.retry_at.is_some_and(|t| t > now) {
+            return state;
+        }
+        state.subscribing = true;
+        drop(state);
+        let channel = format!("{}{RELEASED_SUFFIX}", self.resource);
+        // A node that answered "busy" first (it holds the lock), then any node that is up.
+        let n = self.nodes.len();
+        let order = (0..n)
+            .filter(|i| self.busy & (1 << i) != 0)
+            .chain((0..n).filter(|i| self.busy & (1 << i) == 0));
+        let mut result = Err(None);
+        for i in order {
+            if self.nodes.get(i).is_some_and(crate::node::Node::is_down) {
+                continue;
             }
-            let result = listen(shared, &mut pubsub);
-            if let Some(s) = shared.upgrade() {
-                s.waker.set_ready(false);
+            match self.waker.subscribe(self.nodes, i, &channel) {
+                Ok(sub) => {
+                    result = Ok(sub);
+                    break;
+                }
+                Err(e) => result = Err(Some(e)),
             }
-            result
-        });
-        if let Err(e) = result {
-            log::debug!("redmutex: subscriber: {e}; reconnecting in {backoff:?}");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        let mut state = lock(&self.room.state);
+        state.subscribing = false;
+        match result {
+            Ok(sub) => {
+                state.sub = Some(sub);
+                state.retry_at = None;
+            }
+            Err(e) => {
+                if let Some(e) = e {
+                    log::debug!(
+                        "redmutex: cannot subscribe to the releases of {:?} ({e}); polling",
+                        self.resource
+                    );
+                }
+                state.retry_at = Some(Instant::now() + RESUBSCRIBE_AFTER);
+            }
+        }
+        self.room.changed.notify_all();
+        state
+    }
+
+    /// Sleeps until a release of the resource is heard (`true`), `timeout` passes or `cancel`
+    /// is set (`false`).
+    pub(crate) fn wait(&self, timeout: Duration, cancel: Option<&AtomicBool>) -> bool {
+        let end = Instant::now() + timeout;
+        let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Acquire));
+        let mut state = self.ensure_subscribed(lock(&self.room.state));
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || cancelled() {
+                return false;
+            }
+            let slice = if cancel.is_some() {
+                left.min(CANCEL_SLICE)
+            } else {
+                left
+            };
+            if let Some(mut sub) = state.sub.take() {
+                state.reading = true;
+                drop(state);
+                let heard = sub.listen(slice);
+                state = lock(&self.room.state);
+                state.reading = false;
+                match heard {
+                    Ok(heard) => {
+                        state.sub = Some(sub);
+                        if heard {
+                            return true;
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!(
+                            "redmutex: subscription for {:?} failed ({e}); subscribing again",
+                            self.resource
+                        );
+                        drop(sub);
+                        state = self.ensure_subscribed(state);
+                    }
+                }
+            } else {
+                state = self
+                    .room
+                    .changed
+                    .wait_timeout(state, slice)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
         }
     }
 }
 
-fn listen(shared: &Weak<Shared>, pubsub: &mut redis::PubSub<'_>) -> redis::RedisResult<()> {
-    loop {
-        match pubsub.get_message() {
-            Ok(msg) => match shared.upgrade() {
-                Some(s) => s.waker.notify(msg.get_payload_bytes()),
-                None => return Ok(()),
-            },
-            Err(e) if e.is_timeout() => {
-                if shared.strong_count() == 0 {
-                    return Ok(());
-                }
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let sub = {
+            let mut rooms = lock(&self.waker.rooms);
+            let mut state = lock(&self.room.state);
+            state.waiters -= 1;
+            if state.waiters > 0 {
+                // Someone else reads the subscription from now on.
+                self.room.changed.notify_one();
+                return;
             }
-            Err(e) => return Err(e),
+            if rooms
+                .get(&self.resource)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.room))
+            {
+                rooms.remove(&self.resource);
+            }
+            state.sub.take()
+        };
+        if let Some(sub) = sub {
+            self.waker.park(sub);
         }
     }
 }

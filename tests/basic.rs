@@ -187,9 +187,13 @@ fn extend_moves_the_deadline_and_the_keys() {
         let pttl: i64 = cluster.cmd(i, &["PTTL", "extend:k"]).parse().unwrap();
         assert!(pttl > 29_000, "node {i}: pttl {pttl}");
     }
-    // Shortening works too: extend sets the lease to run `ttl` from now.
+    // Extending never shortens: the nodes keep their longer expiry, and so does the guard.
     guard.extend(Duration::from_secs(2)).unwrap();
-    assert!(guard.validity() <= Duration::from_secs(2));
+    assert!(guard.validity() > Duration::from_secs(28));
+    for i in 0..3 {
+        let pttl: i64 = cluster.cmd(i, &["PTTL", "extend:k"]).parse().unwrap();
+        assert!(pttl > 28_000, "node {i}: pttl {pttl}");
+    }
     assert!(matches!(
         guard.extend(Duration::ZERO),
         Err(Error::InvalidConfig(_))

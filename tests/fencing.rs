@@ -39,7 +39,7 @@ fn tokens_increase_and_are_off_unless_asked_for() {
     }
     // The counter is its own key, on (at least) a quorum of nodes; the lock key is unchanged.
     let on_nodes: Vec<String> = (0..3)
-        .map(|i| cluster.cmd(i, &["GET", "redmutex:fence:fence:seq"]))
+        .map(|i| cluster.cmd(i, &["GET", "fence:seq:redmutex:fence"]))
         .collect();
     assert!(
         on_nodes.iter().filter(|v| **v == last.to_string()).count() >= 2,
@@ -64,7 +64,7 @@ fn diverged_counters_still_give_a_larger_token() {
     // must never hand out a token below one already issued.
     let cluster = RedisCluster::start(3);
     for (i, v) in [(0, "10"), (1, "1"), (2, "6")] {
-        cluster.cmd(i, &["SET", "redmutex:fence:div", v]);
+        cluster.cmd(i, &["SET", "div:redmutex:fence", v]);
     }
     let f = factory(cluster.urls());
     let t1 = f

@@ -10,11 +10,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
-use redis::{Client, ConnectionInfo, RedisError};
+use redis::{Client, RedisError};
+
+use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::error::{NodeCause, NodeError};
 use crate::scripts;
-use crate::sentinel::{Resolver, SentinelNode};
+
+mod sentinel;
+mod spec;
+
+use sentinel::Resolver;
+pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
+pub(crate) use spec::redacted_redis_error;
+pub use spec::{IntoNode, NodeSpec};
+
+/// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
+/// round down.
+pub const MAX_NODES: usize = 32;
 
 /// First back-off after a failure; it doubles with each further failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
@@ -48,37 +61,6 @@ impl NodeConn {
     }
 }
 
-/// What a node is, as given to the factory.
-///
-/// `pub` only so the sealed `IntoNode` trait can return it; this module is private, so users
-/// cannot name it.
-#[derive(Debug, Clone)]
-pub enum NodeSpec {
-    /// A Redis server at a fixed address.
-    Direct(ConnectionInfo),
-    /// A Sentinel-managed master group.
-    Sentinel(SentinelNode),
-}
-
-impl NodeSpec {
-    /// A display name that never includes credentials.
-    pub(crate) fn name(&self) -> String {
-        match self {
-            Self::Direct(info) => node_name(info),
-            Self::Sentinel(node) => node.name(),
-        }
-    }
-
-    /// Whether two specs name the same node (which would fake a quorum).
-    pub(crate) fn same_node(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Direct(a), Self::Direct(b)) => node_name(a) == node_name(b),
-            (Self::Sentinel(a), Self::Sentinel(b)) => a.same_group(b),
-            _ => false,
-        }
-    }
-}
-
 /// Where a node's connections come from.
 #[derive(Debug)]
 pub(crate) enum Source {
@@ -103,12 +85,12 @@ impl Source {
 /// that two addresses reaching one server (`localhost` and `127.0.0.1`, a socket and a port, a
 /// NAT) cannot count twice towards a quorum: the address check at build time cannot see that.
 #[derive(Debug)]
-pub(crate) struct Servers {
+struct Servers {
     ids: Mutex<Vec<Option<String>>>,
 }
 
 impl Servers {
-    pub(crate) fn new(nodes: usize) -> Self {
+    fn new(nodes: usize) -> Self {
         Self {
             ids: Mutex::new(vec![None; nodes]),
         }
@@ -330,26 +312,16 @@ impl std::fmt::Debug for Node {
 }
 
 /// Settings a node needs from the factory.
-pub(crate) struct NodeSettings {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) io_timeout: Duration,
-    pub(crate) pool_size: u32,
-    pub(crate) thread_pool: Arc<scheduled_thread_pool::ScheduledThreadPool>,
-    pub(crate) servers: Arc<Servers>,
-}
-
-/// A display name for a node that never includes credentials.
-pub(crate) fn node_name(info: &ConnectionInfo) -> String {
-    let db = info.redis_settings().db();
-    if db == 0 {
-        info.addr().to_string()
-    } else {
-        format!("{}/{db}", info.addr())
-    }
+struct NodeSettings {
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    pool_size: u32,
+    thread_pool: Arc<ScheduledThreadPool>,
+    servers: Arc<Servers>,
 }
 
 impl Node {
-    pub(crate) fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
+    fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
         let health = Arc::new(Health {
             name: name.clone(),
@@ -457,8 +429,90 @@ impl Node {
         self.health.failed(message);
     }
 
+    /// Whether the node failed recently and is backing off.
+    pub(crate) fn is_down(&self) -> bool {
+        self.health.is_down()
+    }
+
     /// Notes a reply in a round.
     pub(crate) fn record_success(&self) {
         self.health.answered();
+    }
+}
+
+/// The nodes of a factory, with the timeouts every round on them uses.
+pub(crate) struct Nodes {
+    list: Vec<Node>,
+    /// How long a round may wait for a connection.
+    pub(crate) connect_timeout: Duration,
+    /// How long a round may wait for the replies.
+    pub(crate) io_timeout: Duration,
+    /// Every node's bit, for rounds that go to all of them.
+    all: u64,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.list).finish()
+    }
+}
+
+impl Nodes {
+    /// Creates the pools (connecting in the background: a node that is down neither fails nor
+    /// delays this). The specs are already checked; `Err` names the node whose client could
+    /// not be created.
+    pub(crate) fn connect(
+        specs: Vec<NodeSpec>,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+        pool_size: u32,
+    ) -> Result<Self, String> {
+        let threads = specs.len().clamp(2, 8);
+        let settings = NodeSettings {
+            connect_timeout,
+            io_timeout,
+            pool_size,
+            thread_pool: Arc::new(
+                ScheduledThreadPool::builder()
+                    .num_threads(threads)
+                    .thread_name_pattern("redmutex-connect-{}")
+                    .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+                    .build(),
+            ),
+            servers: Arc::new(Servers::new(specs.len())),
+        };
+        let mut list = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            let node = Node::new(i, spec, &settings)
+                .map_err(|e| format!("node {i}: {}", redacted_redis_error(&e)))?;
+            list.push(node);
+        }
+        let all = u64::MAX >> (64 - list.len().clamp(1, 64));
+        Ok(Self {
+            list,
+            connect_timeout,
+            io_timeout,
+            all,
+        })
+    }
+
+    /// How many nodes there are.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Every node's bit.
+    pub(crate) fn all(&self) -> u64 {
+        self.all
+    }
+
+    /// Node `i`.
+    pub(crate) fn get(&self, i: usize) -> Option<&Node> {
+        self.list.get(i)
+    }
+
+    /// The nodes, in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Node> {
+        self.list.iter()
     }
 }

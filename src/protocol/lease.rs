@@ -1,0 +1,676 @@
+//! One held lease: its token, what it believes about the nodes (the deadline), and every round
+//! made on it afterwards (extend, renew, release).
+//!
+//! # The deadline rule
+//!
+//! The deadline is a lower bound on the expiry that a quorum of nodes really holds for the
+//! token, at every instant. It is kept true by two facts and one rule:
+//!
+//! - a node's expiry for a token only grows: the acquisition sets it, the extend script never
+//!   shortens it (`PEXPIRE` only when the new expiry is later), and only the release deletes it.
+//!   So a round that failed, a reply that came late or never, a request that reached a node after
+//!   a later round, or two rounds at once can only leave the nodes holding *longer* than the
+//!   lease believes;
+//! - a command sent after `start` and applied by a node with `ttl` leaves that node holding the
+//!   token until at least `start + ttl` (minus the clock drift allowance);
+//! - the deadline moves in one place, [`Lease::settle`]: it is raised (never lowered) to
+//!   `start + ttl - drift` only when a quorum confirmed the extension before the old deadline
+//!   passed; a failed round leaves it where it was. Loss sets it to the past.
+//!
+//! Every round on a lease is also serialised by the lease's round lock, so the nodes and the
+//! lease always agree on which round came last. No user code runs while that lock is held:
+//! losses are marked after it is released, and loss callbacks run on the factory's callback
+//! thread.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SysRng;
+use rand::{Rng, TryRng};
+
+use super::verdict::{Question, Timing, Verdict, judge};
+use crate::command::Arg;
+use crate::error::{Error, Result};
+use crate::round::{self, Call, Tally};
+use crate::scripts;
+use crate::shared::{Shared, check_ttl};
+
+/// Random bytes in a token: 160 bits, as the Redlock page suggests (20 bytes of /dev/urandom).
+const TOKEN_BYTES: usize = 20;
+
+/// The longest token the token-level calls accept.
+pub(crate) const MAX_TOKEN_LEN: usize = 512;
+
+/// A lock token: 160 bits from the OS's CSPRNG, as 40 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token([u8; TOKEN_BYTES * 2]);
+
+impl Token {
+    pub(crate) fn new() -> Self {
+        let mut raw = [0u8; TOKEN_BYTES];
+        // Straight from the OS (getrandom): one syscall, and unlike a user-space generator it
+        // cannot repeat itself in a forked child. Should the OS fail, ThreadRng (ChaCha12,
+        // seeded from the OS) is still a CSPRNG.
+        if SysRng.try_fill_bytes(&mut raw).is_err() {
+            rand::rng().fill_bytes(&mut raw);
+        }
+        let digit = |n: u8| if n < 10 { b'0' + n } else { b'a' + n - 10 };
+        let mut hex = [0u8; TOKEN_BYTES * 2];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(raw) {
+            pair.copy_from_slice(&[digit(byte >> 4), digit(byte & 15)]);
+        }
+        Self(hex)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Why a held lock was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LossReason {
+    /// The lease ran out: no renewal reached a quorum in time (nodes failing or too slow), or
+    /// nobody renewed it.
+    Expired,
+    /// A quorum no longer holds our token: the key was deleted or overwritten from outside, or
+    /// a node lost its data.
+    TokenGone,
+    /// Keep-alive stopped renewing at the configured maximum hold time, and the lease then ran
+    /// out.
+    HoldLimit,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Expired => "the lease expired",
+            Self::TokenGone => "a quorum no longer holds our token",
+            Self::HoldLimit => "the maximum hold time was reached",
+        })
+    }
+}
+
+/// A callback run once when the lock is lost.
+pub(crate) type LossCallback = Box<dyn FnOnce(LossReason) + Send + 'static>;
+
+/// What becomes of a lease, seen by those waiting for its loss.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// `Some` once lost.
+    pub(crate) lost: Option<LossReason>,
+    /// Set once released (or dropped, or leaked) without loss: waiters stop waiting.
+    pub(crate) ended: bool,
+    /// Threads blocked in `LossSignal::wait*`: notify only when there are some (a notify is a
+    /// system call even with nobody waiting).
+    pub(crate) waiters: usize,
+    pub(crate) callbacks: Vec<LossCallback>,
+}
+
+/// Per-lease settings chosen when the lock was acquired.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseOptions {
+    /// The lease time used for renewals.
+    pub(crate) ttl: Duration,
+    /// Renew automatically.
+    pub(crate) keep_alive: bool,
+    /// With keep-alive: stop renewing at this instant.
+    pub(crate) hold_until: Option<Instant>,
+}
+
+/// The state guarded by a lease's round lock.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// False once released, dropped or leaked: no round may follow.
+    pub(crate) live: bool,
+    /// The keep-alive entry renewing or watching this lease.
+    pub(crate) entry: Option<u64>,
+}
+
+/// Locks a mutex, ignoring poisoning (nothing here can be left half-updated by a panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One held lock.
+pub(crate) struct Lease {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) resource: Arc<str>,
+    pub(crate) token: Token,
+    pub(crate) fencing: Option<u64>,
+    pub(crate) options: LeaseOptions,
+    /// Reference point of `deadline`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` at which the validity ends. Only [`settle`](Self::settle)
+    /// raises it.
+    deadline: AtomicU64,
+    /// Set once a round found that a quorum no longer holds our token, or the lease ran out.
+    lost: AtomicBool,
+    /// Held for every round on this lease: rounds never overlap, and release never races a
+    /// renewal.
+    slot: Mutex<Slot>,
+    pub(crate) outcome: Mutex<Outcome>,
+    pub(crate) outcome_changed: Condvar,
+}
+
+/// How a renewal round went for one lease.
+#[derive(Debug)]
+pub(crate) enum Renewal {
+    /// Renewed for this TTL.
+    Renewed(Duration),
+    /// Not renewed this time (nodes failing or slow, or another round on the lease was under
+    /// way); try again soon while validity lasts.
+    Retry,
+    /// The hold limit leaves nothing worth renewing: let the lease run out, then signal.
+    HoldLimit,
+    /// Released, or lost (the loss is marked): forget it.
+    Done,
+}
+
+impl Lease {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        resource: Arc<str>,
+        token: Token,
+        fencing: Option<u64>,
+        options: LeaseOptions,
+        deadline: Instant,
+    ) -> Self {
+        let epoch = Instant::now().min(deadline);
+        let nanos = deadline.saturating_duration_since(epoch).as_nanos();
+        Self {
+            shared,
+            resource,
+            token,
+            fencing,
+            options,
+            epoch,
+            deadline: AtomicU64::new(u64::try_from(nanos).unwrap_or(u64::MAX)),
+            lost: AtomicBool::new(false),
+            slot: Mutex::new(Slot {
+                live: true,
+                entry: None,
+            }),
+            outcome: Mutex::new(Outcome::default()),
+            outcome_changed: Condvar::new(),
+        }
+    }
+
+    /// The end of the validity (the epoch, i.e. the past, once lost).
+    pub(crate) fn deadline(&self) -> Instant {
+        if self.lost.load(Ordering::Acquire) {
+            return self.epoch;
+        }
+        let nanos = self.deadline.load(Ordering::Acquire);
+        self.epoch
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or(self.epoch)
+    }
+
+    pub(crate) fn validity(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// The keep-alive bookkeeping, under the round lock.
+    pub(crate) fn slot(&self) -> MutexGuard<'_, Slot> {
+        lock(&self.slot)
+    }
+
+    /// Whether the lease is still live, without waiting: `None` while a round holds its lock.
+    pub(crate) fn live_now(&self) -> Option<bool> {
+        match self.slot.try_lock() {
+            Ok(slot) => Some(slot.live),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner().live),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The one place the deadline moves after an acquisition: judges an extension round for
+    /// `ttl` that began at `start`, while the validity ran to `old_deadline`. Only a quorum
+    /// that confirmed the extension before `old_deadline` raises the deadline, to
+    /// `start + ttl - drift` (every confirming node applied the command after `start`); any other
+    /// outcome leaves it where it was, which stays a lower bound because nodes' expiries never
+    /// shrink (see the module docs). It never lowers the deadline.
+    ///
+    /// It marks nothing lost: callers do, with [`noting_loss`](Self::noting_loss), after
+    /// releasing the round lock.
+    fn settle(
+        &self,
+        tally: &Tally,
+        start: Instant,
+        ttl: Duration,
+        old_deadline: Instant,
+    ) -> Result<()> {
+        let end = Instant::now();
+        let drift = self.shared.drift(ttl);
+        let timing = Timing {
+            ttl,
+            elapsed: end.saturating_duration_since(start),
+            drift,
+        };
+        match judge(
+            tally,
+            self.shared.config.quorum,
+            Question::Holds,
+            Some(timing),
+        ) {
+            Verdict::Won(_) if end < old_deadline => {
+                if let Some(proven) = start.checked_add(ttl - drift) {
+                    let nanos = proven.saturating_duration_since(self.epoch).as_nanos();
+                    self.deadline
+                        .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::AcqRel);
+                }
+                Ok(())
+            }
+            Verdict::Won(_) => Err(Error::Expired {
+                resource: self.resource.to_string(),
+            }),
+            Verdict::TooLate => Err(Error::TooLate {
+                resource: self.resource.to_string(),
+                elapsed: timing.elapsed,
+            }),
+            Verdict::Refused if self.ran_out() => Err(Error::Expired {
+                resource: self.resource.to_string(),
+            }),
+            Verdict::Refused => Err(Error::LockLost {
+                resource: self.resource.to_string(),
+            }),
+            Verdict::Unknown => Err(no_quorum(&self.shared, &self.resource, tally)),
+        }
+    }
+
+    /// Extends the lease so that the nodes hold it at least `ttl` from now (never shorter than
+    /// they already do). One round, under the round lock.
+    pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
+        check_ttl("extension", ttl, self.shared.config.drift_factor)?;
+        let slot = self.slot();
+        let result = if slot.live {
+            self.extend_locked(ttl)
+        } else {
+            Err(Error::Expired {
+                resource: self.resource.to_string(),
+            })
+        };
+        drop(slot);
+        result.map_err(|e| self.noting_loss(e))
+    }
+
+    fn extend_locked(&self, ttl: Duration) -> Result<()> {
+        let old_deadline = self.deadline();
+        let start = Instant::now();
+        if start >= old_deadline {
+            return Err(Error::Expired {
+                resource: self.resource.to_string(),
+            });
+        }
+        let keys = [Arg::Str(&self.resource)];
+        let ms = millis(ttl);
+        let args = [Arg::Str(self.token.as_str()), Arg::Int(ms)];
+        let tally = round::round(
+            &self.shared.nodes,
+            extend_call(&keys, &args),
+            self.shared.nodes.all(),
+            round::int_reply,
+        );
+        log::debug!(
+            "redmutex: extend {:?}: {}/{} extended, {} failed, {:?}",
+            self.resource,
+            tally.yes,
+            self.shared.nodes.len(),
+            tally.failures.len(),
+            start.elapsed()
+        );
+        self.settle(&tally, start, ttl, old_deadline)
+    }
+
+    /// Takes the lease out of service before its release: no round may follow. Waits for a
+    /// round under way on it. Returns its keep-alive entry, for the caller to unschedule.
+    pub(crate) fn retire(&self) -> Option<u64> {
+        let mut slot = self.slot();
+        slot.live = false;
+        slot.entry.take()
+    }
+
+    /// Releases the lease (after [`retire`](Self::retire)): one round, under the round lock.
+    /// A loss found here is marked (after the lock is released); otherwise the loss signal
+    /// ends.
+    pub(crate) fn release(&self) -> Result<()> {
+        let slot = self.slot();
+        let result = release(&self.shared, &self.resource, self.token.as_str());
+        drop(slot);
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(Error::NotHeld { .. }) if self.ran_out() => Err(Error::Expired {
+                resource: self.resource.to_string(),
+            }),
+            Err(Error::NotHeld { .. }) => Err(Error::LockLost {
+                resource: self.resource.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.noting_loss(e));
+        self.mark_ended();
+        result
+    }
+
+    /// Marks the lease lost if `e` says it is, and hands `e` back.
+    pub(crate) fn noting_loss(&self, e: Error) -> Error {
+        match e {
+            Error::LockLost { .. } => self.mark_lost(LossReason::TokenGone),
+            Error::Expired { .. } => self.mark_lost(LossReason::Expired),
+            _ => {}
+        }
+        e
+    }
+
+    /// Whether the lease ended by running out (rather than by its token disappearing).
+    fn ran_out(&self) -> bool {
+        match lock(&self.outcome).lost {
+            Some(reason) => reason != LossReason::TokenGone,
+            None => Instant::now() >= self.deadline(),
+        }
+    }
+
+    /// Records the loss, once: the lease turns invalid at once, then waiters are woken and the
+    /// callbacks are handed to the callback thread. Never call it holding the round lock.
+    pub(crate) fn mark_lost(&self, reason: LossReason) {
+        if self.lost.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::warn!("redmutex: lost the lock on {:?}: {reason}", self.resource);
+        let callbacks = {
+            let mut outcome = lock(&self.outcome);
+            outcome.lost = Some(reason);
+            if outcome.waiters > 0 {
+                self.outcome_changed.notify_all();
+            }
+            std::mem::take(&mut outcome.callbacks)
+        };
+        if !callbacks.is_empty() {
+            self.shared.notifier.run(Box::new(move || {
+                for callback in callbacks {
+                    callback(reason);
+                }
+            }));
+        }
+    }
+
+    /// Records the end of the lease without loss (released, or leaked): loss waiters stop
+    /// waiting and callbacks are dropped unrun.
+    pub(crate) fn mark_ended(&self) {
+        let callbacks = {
+            let mut outcome = lock(&self.outcome);
+            outcome.ended = true;
+            if outcome.waiters > 0 {
+                self.outcome_changed.notify_all();
+            }
+            std::mem::take(&mut outcome.callbacks)
+        };
+        // Dropped outside the lock: a callback may own a guard, whose drop releases it.
+        drop(callbacks);
+    }
+
+    /// The TTL to renew with: the lease's own, shortened to end at the hold limit; `None`
+    /// once a renewal would add less than a tenth of the TTL before the limit (the lease then
+    /// runs out at or a little before the limit). Renewing for a sliver would gain nothing
+    /// and, on a slow round, turn a hold limit into an expiry.
+    fn renewal_ttl(&self, now: Instant) -> Option<Duration> {
+        let ttl = self.options.ttl;
+        match self.options.hold_until {
+            None => Some(ttl),
+            Some(limit) => {
+                let left = limit.saturating_duration_since(now);
+                let gain = left.saturating_sub(self.validity());
+                (gain >= ttl / 10).then(|| ttl.min(left))
+            }
+        }
+    }
+}
+
+/// The extend script as a call.
+fn extend_call<'a>(keys: &'a [Arg<'a>], args: &'a [Arg<'a>]) -> Call<'a> {
+    Call::Script {
+        script: &scripts::EXTEND,
+        keys,
+        args,
+    }
+}
+
+/// A duration in whole milliseconds, as Redis takes it.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Renews a batch of kept-alive leases in one pipelined round (one round trip for all).
+/// Leases with another round under way are skipped this time (`Retry`). Losses are marked
+/// after every round lock is released.
+pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
+    let now = Instant::now();
+    let mut out: Vec<Renewal> = leases.iter().map(|_| Renewal::Retry).collect();
+    // (index, lease, slot held for the round, ttl, deadline before the round)
+    let mut held = Vec::with_capacity(leases.len());
+    let mut expired = Vec::new();
+    for (i, lease) in leases.iter().enumerate() {
+        let slot = match lease.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            // An extend or a release is under way: try again soon.
+            Err(TryLockError::WouldBlock) => continue,
+        };
+        let Some(o) = out.get_mut(i) else { continue };
+        if !slot.live {
+            *o = Renewal::Done;
+            continue;
+        }
+        let old_deadline = lease.deadline();
+        if now >= old_deadline {
+            // Ran out before we could renew it (marked below, with every lock released).
+            drop(slot);
+            expired.push(lease);
+            *o = Renewal::Done;
+            continue;
+        }
+        match lease.renewal_ttl(now) {
+            Some(ttl) => held.push((i, lease, slot, ttl, old_deadline)),
+            None => *o = Renewal::HoldLimit,
+        }
+    }
+    if held.is_empty() {
+        for lease in expired {
+            lease.mark_lost(LossReason::Expired);
+        }
+        return out;
+    }
+    let owned: Vec<([Arg<'_>; 1], [Arg<'_>; 2])> = held
+        .iter()
+        .map(|(_, lease, _, ttl, _)| {
+            (
+                [Arg::Str(&lease.resource)],
+                [Arg::Str(lease.token.as_str()), Arg::Int(millis(*ttl))],
+            )
+        })
+        .collect();
+    let calls: Vec<Call<'_>> = owned
+        .iter()
+        .map(|(keys, args)| extend_call(keys, args))
+        .collect();
+    let start = Instant::now();
+    let tallies = round::batch(&shared.nodes, &calls, shared.nodes.all(), round::int_reply);
+    let mut lost = Vec::new();
+    for ((i, lease, slot, ttl, old_deadline), tally) in held.into_iter().zip(tallies) {
+        let result = lease.settle(&tally, start, ttl, old_deadline);
+        drop(slot);
+        let renewal = match result {
+            Ok(()) => {
+                log::debug!("redmutex: renewed {:?} for {ttl:?}", lease.resource);
+                Renewal::Renewed(ttl)
+            }
+            // Nodes failing or slow: try again soon, while validity lasts.
+            Err(Error::NoQuorum { .. } | Error::TooLate { .. })
+                if Instant::now() < lease.deadline() =>
+            {
+                log::debug!(
+                    "redmutex: renewal of {:?} failed ({} yes); retrying",
+                    lease.resource,
+                    tally.yes
+                );
+                Renewal::Retry
+            }
+            Err(e) => {
+                lost.push((lease, e));
+                Renewal::Done
+            }
+        };
+        if let Some(o) = out.get_mut(i) {
+            *o = renewal;
+        }
+    }
+    // Every round lock is released: marking may hand callbacks over, which may drop guards of
+    // this very batch (their release takes their round lock).
+    for lease in expired {
+        lease.mark_lost(LossReason::Expired);
+    }
+    for (lease, e) in lost {
+        if matches!(
+            lease.noting_loss(e),
+            Error::NoQuorum { .. } | Error::TooLate { .. }
+        ) {
+            lease.mark_lost(LossReason::Expired);
+        }
+    }
+    out
+}
+
+/// The error for a round that too few nodes answered.
+pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error {
+    Error::NoQuorum {
+        resource: resource.to_owned(),
+        answered: tally.answered(),
+        needed: shared.config.quorum,
+        nodes: shared.nodes.len(),
+        failures: tally.failures.clone(),
+    }
+}
+
+/// Runs the release script for `token` on the nodes in `mask`; `announce` wakes the waiters (a
+/// held lock's release), or not (a failed attempt's take-back).
+pub(crate) fn release_round(
+    shared: &Shared,
+    resource: &str,
+    token: &str,
+    mask: u64,
+    announce: bool,
+) -> Tally {
+    let keys = [
+        Arg::Str(resource),
+        Arg::Joined(resource, scripts::WAITING_SUFFIX),
+    ];
+    let args = [
+        Arg::Joined(resource, scripts::RELEASED_SUFFIX),
+        Arg::Str(if announce { "1" } else { "0" }),
+    ];
+    // ARGV: token, channel, announce.
+    let args = [Arg::Str(token), args[0], args[1]];
+    round::round(
+        &shared.nodes,
+        Call::Script {
+            script: &scripts::RELEASE,
+            keys: &keys,
+            args: &args,
+        },
+        mask,
+        round::release_reply,
+    )
+}
+
+/// Releases the lock `token` holds on `resource`, announcing it to waiters: the release of a
+/// guard and of a token alike.
+///
+/// `Err(NotHeld)` when a quorum is known not to hold the token.
+pub(crate) fn release(shared: &Shared, resource: &str, token: &str) -> Result<()> {
+    let start = Instant::now();
+    let tally = release_round(shared, resource, token, shared.nodes.all(), true);
+    let took = start.elapsed();
+    log::debug!(
+        "redmutex: release {resource:?}: {}/{} deleted, {} failed",
+        tally.yes,
+        shared.nodes.len(),
+        tally.failures.len()
+    );
+    // Our token on a quorum means those nodes held it without a break (nobody else can write
+    // our token, and an expired key is gone), so nobody else held the lock meanwhile.
+    match judge(&tally, shared.config.quorum, Question::Holds, None) {
+        Verdict::Won(_) | Verdict::TooLate => {
+            if tally.aux_yes > 0 {
+                shared.waker.released_to_waiters(resource, took);
+            }
+            Ok(())
+        }
+        Verdict::Refused => Err(Error::NotHeld {
+            resource: resource.to_owned(),
+        }),
+        Verdict::Unknown => Err(no_quorum(shared, resource, &tally)),
+    }
+}
+
+/// Makes the nodes hold `token`'s lock on `resource` at least `ttl` from now; returns the
+/// validity this proves (`ttl - round time - drift`).
+pub(crate) fn extend_token(
+    shared: &Shared,
+    resource: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<Duration> {
+    check_ttl("extension", ttl, shared.config.drift_factor)?;
+    let keys = [Arg::Str(resource)];
+    let args = [Arg::Str(token), Arg::Int(millis(ttl))];
+    let start = Instant::now();
+    let tally = round::round(
+        &shared.nodes,
+        extend_call(&keys, &args),
+        shared.nodes.all(),
+        round::int_reply,
+    );
+    let timing = Timing {
+        ttl,
+        elapsed: start.elapsed(),
+        drift: shared.drift(ttl),
+    };
+    match judge(&tally, shared.config.quorum, Question::Holds, Some(timing)) {
+        Verdict::Won(validity) => Ok(validity),
+        Verdict::TooLate => Err(Error::TooLate {
+            resource: resource.to_owned(),
+            elapsed: timing.elapsed,
+        }),
+        Verdict::Refused => Err(Error::NotHeld {
+            resource: resource.to_owned(),
+        }),
+        Verdict::Unknown => Err(no_quorum(shared, resource, &tally)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_160_bit_hex_and_distinct() {
+        let a = Token::new();
+        let b = Token::new();
+        assert_eq!(a.as_str().len(), 40);
+        assert!(
+            a.as_str()
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a.as_str(), b.as_str());
+        let many: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| Token::new().as_str().to_owned())
+            .collect();
+        assert_eq!(many.len(), 10_000);
+    }
+}

@@ -1,0 +1,19 @@
+//! The lease protocol: every operation on a lock (acquire, extend, renew, release, inspect, and
+//! their token-level forms) is written here once, over the round below it, and judged by the
+//! one [`verdict`]. The handles above (factory, lock, guard), the keep-alive thread and the
+//! command-line tool call these functions; none re-derives them.
+//!
+//! - [`acquire`]: one attempt and the waiting loop (wake-up, fairness, retries, deadline,
+//!   cancellation), plus fencing;
+//! - [`lease`]: a held lease, its deadline rule, and the rounds made on it;
+//! - [`inspect`]: a read-only view of a resource;
+//! - [`verdict`]: what a round decided.
+
+pub(crate) mod acquire;
+pub(crate) mod inspect;
+pub(crate) mod lease;
+pub(crate) mod verdict;
+
+pub use acquire::Wait;
+pub use inspect::{Fingerprint, Holding, Inspection, LockState, NodeView};
+pub use lease::LossReason;

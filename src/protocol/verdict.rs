@@ -1,0 +1,137 @@
+//! The one decision of a round: did it win, lose, or not tell? Every operation (acquire, extend,
+//! renew, release, fence, the token-level calls) counts its votes here.
+
+use std::time::Duration;
+
+use crate::round::{self, Tally};
+
+/// What a round decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A quorum said yes; for a round on a lease, early enough to leave this much validity
+    /// (`ttl - elapsed - drift`; zero for rounds without a lease).
+    Won(Duration),
+    /// A quorum said yes, but the round took the whole validity.
+    TooLate,
+    /// The answer is known to be no (see [`Question`]).
+    Refused,
+    /// Too few nodes answered to tell.
+    Unknown,
+}
+
+/// What a round asks; it decides how missing answers count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Question {
+    /// "Is the lock ours now?" (acquire). A quorum that answered without granting it means the
+    /// lock is held elsewhere: `Refused`, even if some nodes failed (they may be the holder's).
+    Grant,
+    /// "Does a quorum still hold our token?" (extend, renew, release, token-level calls). It is
+    /// `Refused` only when the nodes that said yes and those that failed (which may still hold
+    /// it) cannot make a quorum together.
+    Holds,
+}
+
+/// The timing of a round on a lease of `ttl`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) ttl: Duration,
+    pub(crate) elapsed: Duration,
+    pub(crate) drift: Duration,
+}
+
+/// Judges a round: the only place where votes become a decision.
+pub(crate) fn judge(
+    tally: &Tally,
+    quorum: usize,
+    question: Question,
+    timing: Option<Timing>,
+) -> Verdict {
+    if tally.yes >= quorum {
+        return match timing {
+            None => Verdict::Won(Duration::ZERO),
+            Some(t) => {
+                round::validity(t.ttl, t.elapsed, t.drift).map_or(Verdict::TooLate, Verdict::Won)
+            }
+        };
+    }
+    let refused = match question {
+        Question::Grant => tally.answered() >= quorum,
+        Question::Holds => tally.yes + tally.failures.len() < quorum,
+    };
+    if refused {
+        Verdict::Refused
+    } else {
+        Verdict::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{NodeCause, NodeError};
+
+    fn tally(yes: usize, no: usize, failed: usize) -> Tally {
+        Tally {
+            yes,
+            no,
+            failures: (0..failed)
+                .map(|i| NodeError::new(&format!("n{i}"), NodeCause::Unexpected(String::new())))
+                .collect(),
+            ..Tally::default()
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_quorum_of_yes_wins_with_what_is_left() {
+        let t = Timing {
+            ttl: 100 * MS,
+            elapsed: 10 * MS,
+            drift: 3 * MS,
+        };
+        assert_eq!(
+            judge(&tally(2, 1, 0), 2, Question::Grant, Some(t)),
+            Verdict::Won(87 * MS)
+        );
+        assert_eq!(
+            judge(&tally(3, 0, 0), 2, Question::Holds, None),
+            Verdict::Won(Duration::ZERO)
+        );
+        let slow = Timing {
+            elapsed: 97 * MS,
+            ..t
+        };
+        assert_eq!(
+            judge(&tally(2, 0, 1), 2, Question::Grant, Some(slow)),
+            Verdict::TooLate
+        );
+    }
+
+    #[test]
+    fn missing_answers_count_by_question() {
+        // One yes, one no, one failure out of 3.
+        assert_eq!(
+            judge(&tally(1, 1, 1), 2, Question::Grant, None),
+            Verdict::Refused
+        );
+        assert_eq!(
+            judge(&tally(1, 1, 1), 2, Question::Holds, None),
+            Verdict::Unknown
+        );
+        // Two failures: nobody can tell whether it is held.
+        assert_eq!(
+            judge(&tally(0, 1, 2), 2, Question::Grant, None),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            judge(&tally(0, 1, 2), 2, Question::Holds, None),
+            Verdict::Unknown
+        );
+        // No yes at all and one failure: our token is certainly gone.
+        assert_eq!(
+            judge(&tally(0, 2, 1), 2, Question::Holds, None),
+            Verdict::Refused
+        );
+    }
+}
