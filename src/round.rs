@@ -215,19 +215,23 @@ pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify
     tally
 }
 
-/// Runs one command on the nodes in `mask` and returns each node's reply as it came (in node
-/// order; `None` for nodes outside `mask`), for callers that read values rather than votes.
+/// Runs `calls` (pipelined) on the nodes in `mask` and returns each node's replies as they
+/// came, for callers that read values rather than votes: `out[node][command]`, empty for nodes
+/// outside `mask`.
 pub(crate) fn replies(
     nodes: &Nodes,
-    call: Call<'_>,
+    calls: &[Call<'_>],
     mask: u64,
-) -> Vec<Option<Result<Value, NodeError>>> {
-    let mut out: Vec<Option<Result<Value, NodeError>>> = (0..nodes.len()).map(|_| None).collect();
+) -> Vec<Vec<Result<Value, NodeError>>> {
+    let mut out: Vec<Vec<Result<Value, NodeError>>> =
+        (0..nodes.len()).map(|_| Vec::new()).collect();
     command::with_buffer(|buf| {
-        call.pack(buf);
-        exchange(nodes, buf, &[call], mask, &mut |_, node, reply| {
-            if let Some(slot) = out.get_mut(node) {
-                *slot = Some(reply);
+        for call in calls {
+            call.pack(buf);
+        }
+        exchange(nodes, buf, calls, mask, &mut |_, node, reply| {
+            if let Some(replies) = out.get_mut(node) {
+                replies.push(reply);
             }
         });
     });

@@ -90,20 +90,6 @@ if prior < tonumber(ARGV[1]) then
 end
 return prior"#;
 
-/// Reads one node's view of a resource without changing it: the SHA1 of the lock key's value
-/// (never the value: a token is a capability), its remaining time to live, and the fencing
-/// counter.
-///
-/// KEYS: lock, fencing counter. Returns `{sha1 or "", pttl ms (-2 absent, -1 no expiry),
-/// counter or -1}`.
-pub(crate) const INSPECT_SRC: &str = r#"local v = redis.call("GET", KEYS[1])
-local pttl = redis.call("PTTL", KEYS[1])
-local fence = tonumber(redis.call("GET", KEYS[2]) or "-1") or -1
-if not v then
-    return {"", -2, fence}
-end
-return {redis.sha1hex(v), pttl, fence}"#;
-
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -139,11 +125,8 @@ pub(crate) static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_SRC
 /// The fencing write-back script.
 pub(crate) static FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(FENCE_SRC));
 
-/// The read-only inspection script.
-pub(crate) static INSPECT: LazyLock<Lua> = LazyLock::new(|| Lua::new(INSPECT_SRC));
-
 /// Every script, to load when a connection opens.
-pub(crate) static ALL: [&LazyLock<Lua>; 5] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE, &INSPECT];
+pub(crate) static ALL: [&LazyLock<Lua>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).
 pub(crate) fn sha1_hex(text: &str) -> String {

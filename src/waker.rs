@@ -41,7 +41,10 @@ const CANCEL_SLICE: Duration = Duration::from_millis(20);
 /// After a failed subscription, how long a room polls before trying again.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 /// Unsubscribed connections kept per node for the next room.
-const PARKED_PER_NODE: usize = 8;
+const PARKED_PER_NODE: usize = 2;
+/// Rooms subscribed at once at most, per factory: past that, new rooms poll. This bounds the
+/// connections a factory opens to `pool size + MAX_SUBSCRIBED + 2 per node`.
+const MAX_SUBSCRIBED: usize = 64;
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
@@ -135,6 +138,8 @@ pub(crate) struct Waker {
     graces: Mutex<HashMap<Arc<str>, Instant>>,
     /// `graces.len()`, read without the lock (the uncontended path looks only at this).
     grace_count: AtomicUsize,
+    /// Rooms with a subscription (or subscribing) now.
+    subscribed: AtomicUsize,
 }
 
 impl std::fmt::Debug for Waker {
@@ -154,6 +159,7 @@ impl Waker {
             parked: (0..nodes).map(|_| Mutex::default()).collect(),
             graces: Mutex::default(),
             grace_count: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
         }
     }
 
@@ -325,6 +331,11 @@ impl Seat<'_> {
         if state.subscribed() || state.subscribing || state.retry_at.is_some_and(|t| t > now) {
             return state;
         }
+        if self.waker.subscribed.fetch_add(1, Ordering::AcqRel) >= MAX_SUBSCRIBED {
+            self.waker.subscribed.fetch_sub(1, Ordering::AcqRel);
+            state.retry_at = Some(now + RESUBSCRIBE_AFTER);
+            return state;
+        }
         state.subscribing = true;
         drop(state);
         let channel = format!("{}{RELEASED_SUFFIX}", self.resource);
@@ -354,6 +365,7 @@ impl Seat<'_> {
                 state.retry_at = None;
             }
             Err(e) => {
+                self.waker.subscribed.fetch_sub(1, Ordering::AcqRel);
                 if let Some(e) = e {
                     log::debug!(
                         "redmutex: cannot subscribe to the releases of {:?} ({e}); polling",
@@ -402,6 +414,7 @@ impl Seat<'_> {
                             self.resource
                         );
                         drop(sub);
+                        self.waker.subscribed.fetch_sub(1, Ordering::AcqRel);
                         state = self.ensure_subscribed(state);
                     }
                 }
@@ -437,6 +450,7 @@ impl Drop for Seat<'_> {
             state.sub.take()
         };
         if let Some(sub) = sub {
+            self.waker.subscribed.fetch_sub(1, Ordering::AcqRel);
             self.waker.park(sub);
         }
     }

@@ -52,6 +52,7 @@ const LOCK_COMMANDS: &[&str] = &[
     "+get",
     "+del",
     "+pexpire",
+    "+pttl",
     "+exists",
     "+evalsha",
     "+eval",
@@ -74,7 +75,9 @@ fn acl_user(cluster: &RedisCluster, i: usize, user: &str, password: &str, extra:
 fn acl_user_limited_to_lock_keys_and_commands_works() {
     capture_logs();
     let cluster = RedisCluster::start(3);
-    let mut perms = vec!["~locks:*", "~redmutex:*", "&*"];
+    // Every key and channel a lock touches is the resource name plus a suffix: the
+    // application's prefix covers them all.
+    let mut perms = vec!["~locks:*", "&locks:*"];
     perms.extend_from_slice(LOCK_COMMANDS);
     for i in 0..3 {
         acl_user(&cluster, i, "locker", "acl-s3cret", &perms);

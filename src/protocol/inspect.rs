@@ -1,6 +1,6 @@
 //! A read-only look at a resource on every node: who holds it, for how long, and the quorum's
-//! verdict. The token never leaves the nodes: they answer its SHA1, shortened here to a
-//! fingerprint.
+//! verdict. Plain reads (`GET`, `PTTL`), so a read-only user (a monitoring account) can
+//! inspect; the token read is reduced at once to a fingerprint and never kept or shown.
 
 use std::fmt;
 use std::time::Duration;
@@ -141,31 +141,30 @@ impl Inspection {
 
 /// Reads `resource` on every node (one round, no change).
 pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
-    let keys = [
-        Arg::Str(resource),
+    let get = [Arg::Str("GET"), Arg::Str(resource)];
+    let pttl = [Arg::Str("PTTL"), Arg::Str(resource)];
+    let fence = [
+        Arg::Str("GET"),
         Arg::Joined(resource, scripts::FENCE_SUFFIX),
     ];
-    let call = Call::Script {
-        script: &scripts::INSPECT,
-        keys: &keys,
-        args: &[],
-    };
-    let replies = round::replies(&shared.nodes, call, shared.nodes.all());
+    let calls = [
+        Call::Command(&get),
+        Call::Command(&pttl),
+        Call::Command(&fence),
+    ];
+    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all());
     let mut nodes = Vec::with_capacity(replies.len());
-    for (node, reply) in shared.nodes.iter().zip(replies) {
-        let (holding, fencing_counter) = match reply {
-            Some(Ok(v)) => parse(&v).unwrap_or_else(|| {
-                let cause = NodeCause::Unexpected(format!("{v:?}"));
-                (Holding::Failed(NodeError::new(&node.name, cause)), None)
-            }),
-            Some(Err(e)) => (Holding::Failed(e), None),
-            None => continue,
+    for (node, replies) in shared.nodes.iter().zip(replies) {
+        let (holding, fencing_counter) = match parse(&node.name, &replies) {
+            Ok(view) => view,
+            Err(e) => (Holding::Failed(e), None),
         };
         nodes.push(NodeView {
             node: node.name.clone(),
             holding,
             fencing_counter,
         });
+        drop(replies); // the value (a token) goes with them
     }
     let quorum = shared.config.quorum;
     let state = verdict(&nodes, quorum);
@@ -177,26 +176,42 @@ pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
     }
 }
 
-/// The inspect script's reply: `{sha1 or "", pttl, counter or -1}`.
-fn parse(v: &Value) -> Option<(Holding, Option<u64>)> {
-    let Value::Array(items) = v else { return None };
-    let [Value::BulkString(sha1), Value::Int(pttl), Value::Int(fence)] = items.as_slice() else {
-        return None;
+/// One node's replies to `GET key`, `PTTL key`, `GET counter`.
+fn parse(
+    node: &str,
+    replies: &[Result<Value, NodeError>],
+) -> Result<(Holding, Option<u64>), NodeError> {
+    let unexpected = |what: &str| NodeError::new(node, NodeCause::Unexpected(what.to_owned()));
+    let [value, pttl, fence] = replies else {
+        // Fewer replies: the node failed (every reply after a failure is that failure).
+        let e = replies.iter().find_map(|r| r.as_ref().err()).cloned();
+        return Err(e.unwrap_or_else(|| unexpected("missing replies")));
     };
-    let fence = u64::try_from(*fence).ok();
-    let holding = if sha1.is_empty() || *pttl == -2 {
-        Holding::Free
-    } else {
-        Holding::Held {
-            holder: Fingerprint::from_sha1(std::str::from_utf8(sha1).ok()?),
-            ttl: u64::try_from(*pttl).ok().map(Duration::from_millis),
-        }
+    let (value, pttl, fence) = (value.as_ref(), pttl.as_ref(), fence.as_ref());
+    let (value, pttl, fence) = (
+        value.map_err(Clone::clone)?,
+        pttl.map_err(Clone::clone)?,
+        fence.map_err(Clone::clone)?,
+    );
+    let fence = match fence {
+        Value::Nil => None,
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+        other => return Err(unexpected(&format!("{other:?}"))),
     };
-    Some((holding, fence))
+    let holding = match (value, pttl) {
+        (Value::Nil, _) | (_, Value::Int(-2)) => Holding::Free,
+        (Value::BulkString(token), Value::Int(ms)) => Holding::Held {
+            holder: Fingerprint::from_sha1(&scripts::sha1_hex(&String::from_utf8_lossy(token))),
+            ttl: u64::try_from(*ms).ok().map(Duration::from_millis),
+        },
+        (v, t) => return Err(unexpected(&format!("{v:?} {t:?}"))),
+    };
+    Ok((holding, fence))
 }
 
-/// The verdict, counted by the protocol's one judge: "held by X" is a round in which the nodes
-/// holding X said yes; "free" one in which the free nodes did.
+/// The verdict, counted by the protocol's one judge: each candidate ("free", or each holder)
+/// is a round in which the nodes showing it said yes. A candidate that a quorum shows wins; a
+/// candidate that could still reach a quorum with the nodes that failed makes it unknown.
 fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
     let tally = |yes: &dyn Fn(&Holding) -> bool| {
         let mut t = Tally::default();
@@ -209,44 +224,62 @@ fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
         }
         t
     };
-    let won = |t: &Tally| matches!(judge(t, quorum, Question::Grant, None), Verdict::Won(_));
     let free = tally(&|h| matches!(h, Holding::Free));
-    if won(&free) {
-        return LockState::Free { nodes: free.yes };
+    let mut unknown = false;
+    match judge(&free, quorum, Question::Holds, None) {
+        Verdict::Won(_) => return LockState::Free { nodes: free.yes },
+        Verdict::Unknown => unknown = true,
+        _ => {}
     }
+    let mut seen: Vec<&Fingerprint> = Vec::new();
     for n in nodes {
-        if let Holding::Held { holder, .. } = &n.holding {
-            let held = tally(&|h| matches!(h, Holding::Held { holder: x, .. } if x == holder));
-            if won(&held) {
-                // How long a quorum still holds it: the quorum-th longest TTL among its nodes.
-                let mut ttls: Vec<Option<Duration>> = nodes
-                    .iter()
-                    .filter_map(|n| match &n.holding {
-                        Holding::Held { holder: x, ttl } if x == holder => Some(*ttl),
-                        _ => None,
-                    })
-                    .collect();
-                // `None` (no expiry) sorts as the longest.
-                ttls.sort_by(|a, b| match (a, b) {
-                    (None, None) => std::cmp::Ordering::Equal,
-                    (None, _) => std::cmp::Ordering::Less,
-                    (_, None) => std::cmp::Ordering::Greater,
-                    (Some(a), Some(b)) => b.cmp(a),
-                });
+        let Holding::Held { holder, .. } = &n.holding else {
+            continue;
+        };
+        if seen.contains(&holder) {
+            continue;
+        }
+        seen.push(holder);
+        let held = tally(&|h| matches!(h, Holding::Held { holder: x, .. } if x == holder));
+        match judge(&held, quorum, Question::Holds, None) {
+            Verdict::Won(_) => {
                 return LockState::Held {
                     holder: holder.clone(),
                     nodes: held.yes,
-                    ttl: ttls.get(quorum - 1).copied().flatten(),
+                    ttl: quorum_ttl(nodes, holder, quorum),
                 };
             }
+            Verdict::Unknown => unknown = true,
+            _ => {}
         }
     }
-    match judge(&free, quorum, Question::Grant, None) {
-        Verdict::Unknown => LockState::Unknown {
+    if unknown {
+        LockState::Unknown {
             answered: free.answered(),
-        },
-        _ => LockState::Split,
+        }
+    } else {
+        LockState::Split
     }
+}
+
+/// How long a quorum still holds `holder`'s key: the quorum-th longest TTL among its nodes
+/// (`None`: no expiry).
+fn quorum_ttl(nodes: &[NodeView], holder: &Fingerprint, quorum: usize) -> Option<Duration> {
+    let mut ttls: Vec<Option<Duration>> = nodes
+        .iter()
+        .filter_map(|n| match &n.holding {
+            Holding::Held { holder: x, ttl } if x == holder => Some(*ttl),
+            _ => None,
+        })
+        .collect();
+    // Longest first; `None` (no expiry) is the longest.
+    ttls.sort_by(|a, b| match (a, b) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, _) => std::cmp::Ordering::Less,
+        (_, None) => std::cmp::Ordering::Greater,
+        (Some(a), Some(b)) => b.cmp(a),
+    });
+    ttls.get(quorum.saturating_sub(1)).copied().flatten()
 }
 
 #[cfg(test)]
