@@ -1,0 +1,335 @@
+//! The deadline rule (issue 10), as a property over random interleavings: **a guard's deadline is
+//! a lower bound on the expiry that a quorum of nodes really holds for its token, at every
+//! instant**.
+//!
+//! Each case acquires a kept-alive lock on 3 nodes, each behind a proxy, then runs random steps:
+//! extensions longer and shorter than the lease, two extensions at once from two threads sharing
+//! the guard, pauses during which keep-alive renews, each under a random fault on one or two
+//! nodes (replies late past the I/O timeout, requests late so that they land after later rounds,
+//! a black hole). Meanwhile a sampler thread compares, again and again, the guard's deadline with
+//! what the nodes hold, read directly (not through the proxies) and atomically per node:
+//! the quorum-th longest expiry among the nodes that hold the token (or "now" when fewer than a
+//! quorum hold it). The guard's deadline must never exceed it. The case ends with a release,
+//! after which no node may hold the key.
+
+mod common;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::RedisCluster;
+use common::proxy::{Proxy, ProxyHandle};
+use proptest::prelude::*;
+use redmutex::{RedLockFactory, RedLockGuard};
+
+/// Tolerance for the sampler's own timing (a node's expiry is read as `sent + PTTL`, a lower
+/// bound; a real violation is off by the length of a lease, hundreds of ms or more).
+const SLACK: Duration = Duration::from_millis(25);
+const IO_TIMEOUT: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    /// Replies from these nodes arrive after the I/O timeout.
+    LateReplies(u8, u64),
+    /// Requests to these nodes arrive late (and are applied then, after later rounds).
+    LateRequests(u8, u64),
+    /// Nothing reaches these nodes.
+    Blackhole(u8),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Extend(u64),
+    /// Two threads extend the same guard at once.
+    ExtendPair(u64, u64),
+    /// Keep-alive renews meanwhile.
+    Pause(u64),
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    // One or two of the three nodes (never all three: the lease would simply run out).
+    let mask = prop_oneof![Just(1u8), Just(2), Just(4), Just(3), Just(5), Just(6)];
+    prop_oneof![
+        Just(Fault::None),
+        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateReplies(m, d)),
+        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateRequests(m, d)),
+        mask.prop_map(Fault::Blackhole),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (50u64..3_000).prop_map(Action::Extend),
+        (50u64..3_000, 50u64..3_000).prop_map(|(a, b)| Action::ExtendPair(a, b)),
+        (20u64..300).prop_map(Action::Pause),
+    ]
+}
+
+fn apply(proxies: &[ProxyHandle], f: Fault) {
+    for (i, p) in proxies.iter().enumerate() {
+        let hit = |m: u8| m & (1 << i) != 0;
+        match f {
+            Fault::LateReplies(m, d) if hit(m) => p.set_latency_down(Duration::from_millis(d)),
+            Fault::LateRequests(m, d) if hit(m) => p.set_latency_up(Duration::from_millis(d)),
+            Fault::Blackhole(m) if hit(m) => p.blackhole(),
+            _ => {}
+        }
+    }
+}
+
+fn heal(proxies: &[ProxyHandle]) {
+    for p in proxies {
+        p.heal();
+        p.set_latency(Duration::ZERO);
+    }
+}
+
+/// Reads, on every node directly, whether it holds `token` for `key` and for how long, each
+/// node atomically (one script).
+struct Nodes {
+    conns: Vec<redis::Connection>,
+}
+
+impl Nodes {
+    fn connect(cluster: &RedisCluster) -> Self {
+        let conns = (0..cluster.len())
+            .map(|i| {
+                let client = redis::Client::open(cluster.url(i)).unwrap();
+                let con = client
+                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .unwrap();
+                con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                con.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                con
+            })
+            .collect();
+        Self { conns }
+    }
+
+    /// Each node's expiry for `token` (`sent + PTTL`), or `None` where it does not hold it.
+    fn expiries(&mut self, key: &str, token: &str) -> Vec<Option<Instant>> {
+        let sent = Instant::now();
+        self.conns
+            .iter_mut()
+            .map(|con| {
+                let (value, pttl): (Option<String>, i64) = redis::cmd("EVAL")
+                    .arg("return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}")
+                    .arg(1)
+                    .arg(key)
+                    .query(con)
+                    .unwrap();
+                match (value.as_deref() == Some(token), u64::try_from(pttl)) {
+                    (true, Ok(ms)) => Some(sent + Duration::from_millis(ms)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// A lower bound on the instant until which a quorum of nodes holds `token`: the
+    /// quorum-th longest `sent + PTTL` among the nodes holding it, or `sent` when fewer than a
+    /// quorum hold it.
+    fn quorum_expiry(&mut self, key: &str, token: &str, quorum: usize) -> Instant {
+        let sent = Instant::now();
+        let mut expiries: Vec<Instant> = self.expiries(key, token).into_iter().flatten().collect();
+        expiries.sort_unstable_by(|a, b| b.cmp(a));
+        expiries.get(quorum - 1).copied().unwrap_or(sent)
+    }
+}
+
+/// Compares the guard's deadline with the nodes until `stop`; returns the worst excess seen and
+/// how many samples were taken.
+fn sample(
+    guard: &RedLockGuard,
+    nodes: &mut Nodes,
+    quorum: usize,
+    stop: &AtomicBool,
+) -> (Option<(Duration, String)>, usize) {
+    let mut worst: Option<(Duration, String)> = None;
+    let mut samples = 0;
+    while !stop.load(Ordering::Acquire) {
+        // The guard first: its deadline only rises, and so do the nodes' expiries, so reading
+        // the nodes after it can only favour the guard.
+        let now = Instant::now();
+        let deadline = now + guard.validity();
+        let held = nodes.quorum_expiry(guard.resource(), guard.token(), quorum);
+        samples += 1;
+        if deadline > held + SLACK {
+            let excess = deadline - held;
+            if worst.as_ref().is_none_or(|(w, _)| excess > *w) {
+                let what = format!(
+                    "guard valid for {:?} while a quorum holds the token for {:?}",
+                    deadline.saturating_duration_since(now),
+                    held.saturating_duration_since(now)
+                );
+                worst = Some((excess, what));
+            }
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    (worst, samples)
+}
+
+struct Setup {
+    cluster: RedisCluster,
+    proxies: Vec<Proxy>,
+    factory: RedLockFactory,
+}
+
+fn setup() -> Setup {
+    let cluster = RedisCluster::start(3);
+    let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
+    let factory = RedLockFactory::builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(Duration::from_millis(500))
+        .keep_alive(true)
+        .build()
+        .unwrap();
+    Setup {
+        cluster,
+        proxies,
+        factory,
+    }
+}
+
+fn run_case(
+    s: &Setup,
+    case: usize,
+    ttl_ms: u64,
+    steps: &[(Fault, Action)],
+) -> Result<usize, TestCaseError> {
+    let handles: Vec<ProxyHandle> = s.proxies.iter().map(|p| p.handle()).collect();
+    heal(&handles);
+    let key = format!("deadline:{case}");
+    let lock = s
+        .factory
+        .create_lock(key.as_str())
+        .with_ttl(Duration::from_millis(ttl_ms));
+    let Ok(guard) = lock.acquire_timeout(Duration::from_secs(5)) else {
+        return Ok(0); // nodes still recovering from the last case: nothing to check
+    };
+    let mut nodes = Nodes::connect(&s.cluster);
+    let stop = AtomicBool::new(false);
+    let errors = Mutex::new(Vec::new());
+    let (worst, samples) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample(&guard, &mut nodes, 2, &stop));
+        for (fault, action) in steps {
+            apply(&handles, *fault);
+            match *action {
+                Action::Extend(ms) => {
+                    if let Err(e) = guard.extend(Duration::from_millis(ms)) {
+                        errors.lock().unwrap().push(e.to_string());
+                    }
+                }
+                Action::ExtendPair(a, b) => {
+                    thread::scope(|pair| {
+                        for ms in [a, b] {
+                            let guard = &guard;
+                            let errors = &errors;
+                            pair.spawn(move || {
+                                if let Err(e) = guard.extend(Duration::from_millis(ms)) {
+                                    errors.lock().unwrap().push(e.to_string());
+                                }
+                            });
+                        }
+                    });
+                }
+                Action::Pause(ms) => thread::sleep(Duration::from_millis(ms)),
+            }
+            heal(&handles);
+        }
+        // Let late requests land while the sampler still watches.
+        thread::sleep(Duration::from_millis(450));
+        stop.store(true, Ordering::Release);
+        sampler.join().unwrap()
+    });
+    if let Some((excess, what)) = worst {
+        return Err(TestCaseError::fail(format!(
+            "the guard believed {excess:?} more than the nodes held ({what}); steps {steps:?}; \
+             errors {:?}",
+            errors.lock().unwrap()
+        )));
+    }
+    // Late requests have landed (the sampler's last 450 ms). Release; a node the release did not
+    // reach (skipped while backing off) keeps the key until it expires, but nothing may extend
+    // it any more: no renewal follows a release.
+    let token = guard.token().to_owned();
+    let _ = guard.release();
+    let mut nodes = Nodes::connect(&s.cluster);
+    let after_release = nodes.expiries(&key, &token);
+    thread::sleep(Duration::from_millis(ttl_ms / 2 + 200));
+    let later = nodes.expiries(&key, &token);
+    for (i, (then, now)) in after_release.iter().zip(&later).enumerate() {
+        match (then, now) {
+            (_, None) => {}
+            (None, Some(_)) => {
+                prop_assert!(false, "node {i} holds the token again after the release")
+            }
+            (Some(then), Some(now)) => prop_assert!(
+                *now <= *then + SLACK,
+                "node {i}'s expiry grew after the release by {:?}",
+                *now - *then
+            ),
+        }
+    }
+    Ok(samples)
+}
+
+#[test]
+fn guard_deadline_never_exceeds_what_a_quorum_holds() {
+    let s = setup();
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let total = std::sync::atomic::AtomicUsize::new(0);
+    let config = ProptestConfig {
+        cases: 24,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        ttl_ms in 300u64..1_500,
+        steps in prop::collection::vec((fault(), action()), 2..7),
+    )| {
+        let n = case.fetch_add(1, Ordering::Relaxed);
+        let samples = run_case(&s, n, ttl_ms, &steps)?;
+        total.fetch_add(samples, Ordering::Relaxed);
+    });
+    let samples = total.load(Ordering::Relaxed);
+    eprintln!(
+        "[figures] deadline rule: {samples} samples over {} cases, 0 violations",
+        case.load(Ordering::Relaxed)
+    );
+    assert!(samples > 100, "the sampler barely ran ({samples} samples)");
+}
+
+/// The sampler itself can fail: a guard whose lease was shortened behind its back on every node
+/// is caught.
+#[test]
+fn the_sampler_sees_a_guard_believing_too_much() {
+    let s = setup();
+    let guard = s
+        .factory
+        .create_lock("deadline:sanity")
+        .with_keep_alive(false)
+        .with_ttl(Duration::from_secs(30))
+        .acquire()
+        .unwrap();
+    for i in 0..3 {
+        s.cluster.cmd(i, &["PEXPIRE", "deadline:sanity", "1000"]);
+    }
+    let mut nodes = Nodes::connect(&s.cluster);
+    let stop = AtomicBool::new(false);
+    let (worst, _) = thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample(&guard, &mut nodes, 2, &stop));
+        thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Release);
+        sampler.join().unwrap()
+    });
+    let (excess, _) = worst.expect("a 29 s excess went unnoticed");
+    assert!(excess > Duration::from_secs(25), "{excess:?}");
+    let _ = guard.release();
+}
