@@ -267,7 +267,7 @@ fn run_case(
         match (then, now) {
             (_, None) => {}
             (None, Some(_)) => {
-                prop_assert!(false, "node {i} holds the token again after the release")
+                prop_assert!(false, "node {i} holds the token again after the release");
             }
             (Some(then), Some(now)) => prop_assert!(
                 *now <= *then + SLACK,
