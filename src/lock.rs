@@ -8,7 +8,7 @@ use crate::guard::RedLockGuard;
 use crate::keeper::Runtime;
 use crate::protocol::acquire::{self, MutexRequest, Wait};
 use crate::protocol::inspect::{self, Holding, Inspection, LockState};
-use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN};
+use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN, Target};
 use crate::shared::{check_max_hold, check_ttl};
 
 /// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
@@ -340,7 +340,7 @@ impl RedLock {
     pub fn release_token(&self, token: &str) -> Result<()> {
         check_resource(&self.resource)?;
         check_token(token)?;
-        lease::release(&self.runtime.shared, &self.resource, token)
+        lease::release(&self.runtime.shared, &Target::Mutex, &self.resource, token)
     }
 
     /// Makes the nodes hold the lock of `token` at least `ttl` from now (it never shortens
@@ -361,7 +361,13 @@ impl RedLock {
     pub fn extend_token(&self, token: &str, ttl: Duration) -> Result<Duration> {
         check_resource(&self.resource)?;
         check_token(token)?;
-        lease::extend_token(&self.runtime.shared, &self.resource, token, ttl)
+        lease::extend_token(
+            &self.runtime.shared,
+            &Target::Mutex,
+            &self.resource,
+            token,
+            ttl,
+        )
     }
 
     fn check(&self) -> Result<()> {

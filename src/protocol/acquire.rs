@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::lease::{Lease, LeaseOptions, Token, millis, no_quorum, release_round};
+use super::lease::{Lease, LeaseOptions, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{Question, Timing, Verdict, judge};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -350,6 +350,7 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
                     return Attempt::Won(Lease::new(
                         Arc::clone(shared),
                         Arc::clone(req.resource),
+                        Target::Mutex,
                         token,
                         fencing,
                         options,
@@ -388,7 +389,14 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
 fn take_back(shared: &Shared, resource: &str, token: &Token, tally: &Tally) {
     let mask = tally.written & !tally.refused;
     if mask != 0 {
-        let released = release_round(shared, resource, token.as_str(), mask, false);
+        let released = release_round(
+            shared,
+            &Target::Mutex,
+            resource,
+            token.as_str(),
+            mask,
+            false,
+        );
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

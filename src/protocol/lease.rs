@@ -122,6 +122,78 @@ pub(crate) struct LeaseOptions {
     pub(crate) hold_until: Option<Instant>,
 }
 
+/// What a lease holds on the nodes: which keys its extend and release scripts act on. A new
+/// kind of lease (a semaphore permit, a reader, several keys at once) is a new variant with its
+/// scripts; everything else (rounds, verdict, deadline rule, keep-alive, loss, wake-up) is
+/// shared.
+///
+/// The contract of the scripts: extend answers 1 (the nodes hold the token at least `ms` more;
+/// never less than before) or 0 (not our token); release answers 0 (not ours), 1 (released) or 2
+/// (released, and waiters were told on the lease name's channel).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// A mutex: the lock key is the lease's name.
+    Mutex,
+}
+
+/// A script call's parts, owned by the caller, borrowing the lease.
+pub(crate) struct Parts<'a> {
+    script: &'static scripts::Lua,
+    keys: Vec<Arg<'a>>,
+    args: Vec<Arg<'a>>,
+}
+
+impl Parts<'_> {
+    pub(crate) fn call(&self) -> Call<'_> {
+        Call::Script {
+            script: self.script,
+            keys: &self.keys,
+            args: &self.args,
+        }
+    }
+}
+
+impl Target {
+    /// The call that makes the nodes hold `token` at least `ms` more.
+    pub(crate) fn extend_parts<'a>(&'a self, name: &'a str, token: &'a str, ms: u64) -> Parts<'a> {
+        match self {
+            Self::Mutex => Parts {
+                script: &scripts::EXTEND,
+                keys: vec![Arg::Str(name)],
+                args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
+        }
+    }
+
+    /// Hands `f` the call that releases `token` (announcing it to waiters of `name` when
+    /// `announce`). No allocation for a mutex: this is on every cycle's path.
+    pub(crate) fn with_release<R>(
+        &self,
+        name: &str,
+        token: &str,
+        announce: bool,
+        f: impl FnOnce(Call<'_>) -> R,
+    ) -> R {
+        let flag = Arg::Str(if announce { "1" } else { "0" });
+        match self {
+            Self::Mutex => {
+                // KEYS: lock, waiting mark. ARGV: token, channel, announce.
+                let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
+                let args = [
+                    Arg::Str(token),
+                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    flag,
+                ];
+                f(Call::Script {
+                    script: &scripts::RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+        }
+    }
+}
+
 /// The state guarded by a lease's round lock.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -139,7 +211,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One held lock.
 pub(crate) struct Lease {
     pub(crate) shared: Arc<Shared>,
+    /// The name errors, logs and wake-ups use (the resource; a semaphore's name).
     pub(crate) resource: Arc<str>,
+    /// What it holds on the nodes.
+    pub(crate) target: Target,
     pub(crate) token: Token,
     pub(crate) fencing: Option<u64>,
     pub(crate) options: LeaseOptions,
@@ -175,6 +250,7 @@ impl Lease {
     pub(crate) fn new(
         shared: Arc<Shared>,
         resource: Arc<str>,
+        target: Target,
         token: Token,
         fencing: Option<u64>,
         options: LeaseOptions,
@@ -185,6 +261,7 @@ impl Lease {
         Self {
             shared,
             resource,
+            target,
             token,
             fencing,
             options,
@@ -307,12 +384,12 @@ impl Lease {
                 resource: self.resource.to_string(),
             });
         }
-        let keys = [Arg::Str(&self.resource)];
-        let ms = millis(ttl);
-        let args = [Arg::Str(self.token.as_str()), Arg::Int(ms)];
+        let parts = self
+            .target
+            .extend_parts(&self.resource, self.token.as_str(), millis(ttl));
         let tally = round::round(
             &self.shared.nodes,
-            extend_call(&keys, &args),
+            parts.call(),
             self.shared.nodes.all(),
             round::int_reply,
         );
@@ -340,7 +417,12 @@ impl Lease {
     /// ends.
     pub(crate) fn release(&self) -> Result<()> {
         let slot = self.slot();
-        let result = release(&self.shared, &self.resource, self.token.as_str());
+        let result = release(
+            &self.shared,
+            &self.target,
+            &self.resource,
+            self.token.as_str(),
+        );
         drop(slot);
         let result = match result {
             Ok(()) => Ok(()),
@@ -431,15 +513,6 @@ impl Lease {
     }
 }
 
-/// The extend script as a call.
-fn extend_call<'a>(keys: &'a [Arg<'a>], args: &'a [Arg<'a>]) -> Call<'a> {
-    Call::Script {
-        script: &scripts::EXTEND,
-        keys,
-        args,
-    }
-}
-
 /// A duration in whole milliseconds, as Redis takes it.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -485,19 +558,15 @@ pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
         }
         return out;
     }
-    let owned: Vec<([Arg<'_>; 1], [Arg<'_>; 2])> = held
+    let parts: Vec<Parts<'_>> = held
         .iter()
         .map(|(_, lease, _, ttl, _)| {
-            (
-                [Arg::Str(&lease.resource)],
-                [Arg::Str(lease.token.as_str()), Arg::Int(millis(*ttl))],
-            )
+            lease
+                .target
+                .extend_parts(&lease.resource, lease.token.as_str(), millis(*ttl))
         })
         .collect();
-    let calls: Vec<Call<'_>> = owned
-        .iter()
-        .map(|(keys, args)| extend_call(keys, args))
-        .collect();
+    let calls: Vec<Call<'_>> = parts.iter().map(Parts::call).collect();
     let start = Instant::now();
     let tallies = round::batch(&shared.nodes, &calls, shared.nodes.all(), round::int_reply);
     let mut lost = Vec::new();
@@ -556,44 +625,28 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
     }
 }
 
-/// Runs the release script for `token` on the nodes in `mask`; `announce` wakes the waiters (a
-/// held lock's release), or not (a failed attempt's take-back).
+/// Runs the release script of `target` for `token` on the nodes in `mask`; `announce` wakes
+/// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back).
 pub(crate) fn release_round(
     shared: &Shared,
-    resource: &str,
+    target: &Target,
+    name: &str,
     token: &str,
     mask: u64,
     announce: bool,
 ) -> Tally {
-    let keys = [
-        Arg::Str(resource),
-        Arg::Joined(resource, scripts::WAITING_SUFFIX),
-    ];
-    let args = [
-        Arg::Joined(resource, scripts::RELEASED_SUFFIX),
-        Arg::Str(if announce { "1" } else { "0" }),
-    ];
-    // ARGV: token, channel, announce.
-    let args = [Arg::Str(token), args[0], args[1]];
-    round::round(
-        &shared.nodes,
-        Call::Script {
-            script: &scripts::RELEASE,
-            keys: &keys,
-            args: &args,
-        },
-        mask,
-        round::release_reply,
-    )
+    target.with_release(name, token, announce, |call| {
+        round::round(&shared.nodes, call, mask, round::release_reply)
+    })
 }
 
 /// Releases the lock `token` holds on `resource`, announcing it to waiters: the release of a
 /// guard and of a token alike.
 ///
 /// `Err(NotHeld)` when a quorum is known not to hold the token.
-pub(crate) fn release(shared: &Shared, resource: &str, token: &str) -> Result<()> {
+pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
     let start = Instant::now();
-    let tally = release_round(shared, resource, token, shared.nodes.all(), true);
+    let tally = release_round(shared, target, resource, token, shared.nodes.all(), true);
     let took = start.elapsed();
     log::debug!(
         "redmutex: release {resource:?}: {}/{} deleted, {} failed",
@@ -621,17 +674,17 @@ pub(crate) fn release(shared: &Shared, resource: &str, token: &str) -> Result<()
 /// validity this proves (`ttl - round time - drift`).
 pub(crate) fn extend_token(
     shared: &Shared,
+    target: &Target,
     resource: &str,
     token: &str,
     ttl: Duration,
 ) -> Result<Duration> {
     check_ttl("extension", ttl, shared.config.drift_factor)?;
-    let keys = [Arg::Str(resource)];
-    let args = [Arg::Str(token), Arg::Int(millis(ttl))];
+    let parts = target.extend_parts(resource, token, millis(ttl));
     let start = Instant::now();
     let tally = round::round(
         &shared.nodes,
-        extend_call(&keys, &args),
+        parts.call(),
         shared.nodes.all(),
         round::int_reply,
     );
