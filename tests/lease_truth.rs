@@ -15,11 +15,205 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::proxy::{Proxy, bulk, contains};
 use common::{RedisCluster, deadline_loop, raw_cmd};
+use redmutex::{RedLock, RedLockFactory, RedLockFactoryBuilder, RedLockGuard};
+
+/// Slack for comparing the guard's validity with the nodes' PTTLs, on top of the time the
+/// reads took: PTTL is in whole milliseconds, and Redis expires within a millisecond.
+const SLACK: Duration = Duration::from_millis(10);
+
+fn builder(urls: Vec<String>) -> RedLockFactoryBuilder {
+    RedLockFactory::builder()
+        .nodes(urls)
+        .connect_timeout(Duration::from_secs(1))
+        .io_timeout(Duration::from_millis(300))
+        .retry_delay(Duration::from_millis(5))
+        .retry_jitter(Duration::from_millis(5))
+        .max_retries(5)
+}
+
+fn proxies(cluster: &RedisCluster) -> Vec<Proxy> {
+    (0..cluster.len())
+        .map(|i| Proxy::start(cluster.port(i)))
+        .collect()
+}
+
+fn urls(proxies: &[Proxy]) -> Vec<String> {
+    proxies.iter().map(Proxy::url).collect()
+}
+
+/// One persistent connection per node, to read what each node holds for a key (the harness's
+/// `cmd` opens a connection per command, too slow to read three nodes "at once").
+struct Nodes {
+    cons: Vec<redis::Connection>,
+}
+
+impl Nodes {
+    fn new(cluster: &RedisCluster) -> Self {
+        let cons = cluster
+            .urls()
+            .iter()
+            .map(|url| {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let con = client
+                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .unwrap();
+                con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                con
+            })
+            .collect();
+        Self { cons }
+    }
+
+    /// `(GET key, PTTL key)` on every node, each pair read atomically (MULTI/EXEC).
+    fn state(&mut self, key: &str) -> Vec<(Option<String>, i64)> {
+        self.cons
+            .iter_mut()
+            .map(|con| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(key)
+                    .cmd("PTTL")
+                    .arg(key)
+                    .query::<(Option<String>, i64)>(con)
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+/// The lease a quorum of nodes holds for `token`: the quorum-th largest PTTL among the nodes
+/// whose key holds the token (no expiry counts as forever); zero when fewer than a quorum do.
+fn quorum_lease(state: &[(Option<String>, i64)], token: &str) -> Duration {
+    let quorum = state.len() / 2 + 1;
+    let mut pttls: Vec<u64> = state
+        .iter()
+        .filter(|(value, _)| value.as_deref() == Some(token))
+        .map(|(_, pttl)| match *pttl {
+            -1 => u64::MAX,
+            ms => u64::try_from(ms).unwrap_or(0),
+        })
+        .collect();
+    pttls.sort_unstable_by(|a, b| b.cmp(a));
+    pttls
+        .get(quorum - 1)
+        .map_or(Duration::ZERO, |ms| Duration::from_millis(*ms))
+}
+
+/// Shows a node state without the token (a capability): whose key it is, and its PTTL.
+fn show(state: &[(Option<String>, i64)], token: &str) -> String {
+    let nodes: Vec<String> = state
+        .iter()
+        .enumerate()
+        .map(|(i, (value, pttl))| {
+            let whose = match value.as_deref() {
+                Some(v) if v == token => "ours",
+                Some(_) => "someone else's",
+                None => "no key",
+            };
+            format!("node {i}: {whose}, PTTL {pttl} ms")
+        })
+        .collect();
+    nodes.join("; ")
+}
+
+/// One look at the invariant: the guard's validity (read before and after the nodes' state;
+/// the smaller counts, so that a round completing between the reads cannot fake a violation)
+/// must not exceed the lease a quorum of nodes holds for its token, give or take the time the
+/// reads took and [`SLACK`].
+fn check_belief(guard: &RedLockGuard, nodes: &mut Nodes) -> Result<(), String> {
+    let t0 = Instant::now();
+    let before = guard.validity();
+    let state = nodes.state(guard.resource());
+    let after = guard.validity();
+    let reading = t0.elapsed();
+    let held = quorum_lease(&state, guard.token());
+    let belief = before.min(after);
+    if belief > held + reading + SLACK {
+        Err(format!(
+            "guard.validity() = {belief:?} but a quorum of nodes holds its token for only \
+             {held:?} ({}; reads took {reading:?})",
+            show(&state, guard.token())
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// What [`watch`] saw.
+#[derive(Default)]
+struct Watched {
+    /// The first time the guard's validity exceeded the nodes' lease.
+    belief: Option<String>,
+    /// Another client acquired while the guard still said valid.
+    exclusion: Option<String>,
+    /// Another client acquired (after the guard's validity ended, if `exclusion` is `None`).
+    other_acquired: bool,
+}
+
+impl Watched {
+    fn violations(&self) -> Vec<String> {
+        self.belief.iter().chain(&self.exclusion).cloned().collect()
+    }
+}
+
+/// Watches `guard` for `limit`: checks its belief against the nodes, and tries to take the
+/// lock with `other` (another client); once `other` gets it, the guard must no longer say it
+/// is valid. Stops early when `other` acquired.
+fn watch(guard: &RedLockGuard, nodes: &mut Nodes, other: &RedLock, limit: Duration) -> Watched {
+    let start = Instant::now();
+    let mut seen = Watched::default();
+    loop {
+        if seen.belief.is_none()
+            && let Err(e) = check_belief(guard, nodes)
+        {
+            seen.belief = Some(format!("at +{:?}: {e}", start.elapsed()));
+        }
+        if let Ok(Some(theirs)) = other.try_acquire() {
+            let validity = guard.validity();
+            if !validity.is_zero() {
+                seen.exclusion = Some(format!(
+                    "at +{:?} another client acquired {:?} while the guard still said \
+                     is_valid() (validity {validity:?})",
+                    start.elapsed(),
+                    guard.resource()
+                ));
+            }
+            seen.other_acquired = true;
+            drop(theirs);
+            return seen;
+        }
+        if start.elapsed() >= limit {
+            return seen;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `f` on a spawned thread and waits at most `limit` for it: a call that blocks forever on
+/// a broken build fails the test instead of hanging it (the thread is left behind).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("within: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .unwrap();
+    rx.recv_timeout(limit)
+        .map_err(|_| format!("{what} did not return within {limit:?} (blocked forever?)"))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Proxy rules (the harness feature the fencing and keep-alive tests need)
@@ -87,4 +281,268 @@ fn proxy_rules_pick_out_single_requests() {
         took < quick,
         "a reply to a request matching no rule waited {took:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 1: a failed extension that shortens the lease
+
+/// Issue 10, defect 1: an `extend` that shortens the lease and fails (two of three replies
+/// arrive after the I/O timeout, although all three nodes applied it) must not leave the guard
+/// believing in the old, longer lease.
+///
+/// Asserts, for 3 s after the failed extend (which must not be `Ok`; which error is not
+/// asserted, and a fix may as well never shorten the lease on the nodes): the guard's validity
+/// never exceeds the quorum's PTTL of its token, and no other client acquires the lock while
+/// the guard says `is_valid()`.
+#[test]
+fn failed_shortening_extend_leaves_no_longer_belief() {
+    let cluster = RedisCluster::start(3);
+    let proxies = proxies(&cluster);
+    let io = Duration::from_millis(150);
+    let f = builder(urls(&proxies))
+        .io_timeout(io)
+        .ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let other = builder(cluster.urls())
+        .ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resource = "truth:shorten";
+    let guard = f
+        .create_lock(resource)
+        .try_acquire()
+        .unwrap()
+        .expect("the lock is free");
+    let mut nodes = Nodes::new(&cluster);
+    check_belief(&guard, &mut nodes).expect("right after the acquisition");
+
+    // Nodes 1 and 2 apply the extension, but their replies come after the I/O timeout.
+    for p in &proxies[1..] {
+        p.set_latency_down(io * 4);
+    }
+    let extended = guard.extend(Duration::from_secs(2));
+    for p in &proxies[1..] {
+        p.set_latency_down(Duration::ZERO);
+    }
+    assert!(
+        extended.is_err(),
+        "setup: an extend with 2 of 3 replies late cannot succeed: {extended:?}"
+    );
+
+    let seen = watch(
+        &guard,
+        &mut nodes,
+        &other.create_lock(resource),
+        Duration::from_secs(3),
+    );
+    let violations = seen.violations();
+    assert!(
+        violations.is_empty(),
+        "after a failed extend(2 s) of a 30 s lease ({extended:?}):\n{}",
+        violations.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 2: overlapping extension rounds on one lease
+
+/// Issue 10, defect 2 (two threads): two threads share `&guard` (it is `Sync`), one calling
+/// `extend(10 s)`, the other `extend(1 s)`, together, again and again.
+///
+/// Asserts after each pair (for up to 300 pairs or 10 s) that the guard's validity does not
+/// exceed the quorum's PTTL of its token; once it did, that no other client acquires the lock
+/// while the guard says `is_valid()` (watched for 2 s). Whatever each extend returns is
+/// accepted: a fix may refuse or serialise overlapping extensions.
+#[test]
+fn concurrent_extends_leave_the_guard_no_longer_than_the_nodes() {
+    const PAIRS: usize = 300;
+    let cluster = RedisCluster::start(3);
+    let f = builder(cluster.urls())
+        .ttl(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let other = builder(cluster.urls())
+        .ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resource = "truth:overlap";
+    let guard = f.create_lock(resource).try_acquire().unwrap().unwrap();
+    let mut nodes = Nodes::new(&cluster);
+    let barrier = Barrier::new(3);
+    let stop = AtomicBool::new(false);
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut violation = None;
+    let mut pairs = 0;
+    thread::scope(|s| {
+        for ttl in [Duration::from_secs(10), Duration::from_secs(1)] {
+            let (guard, barrier, stop) = (&guard, &barrier, &stop);
+            s.spawn(move || {
+                loop {
+                    barrier.wait();
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let _ = guard.extend(ttl);
+                    barrier.wait();
+                }
+            });
+        }
+        loop {
+            let go = violation.is_none() && pairs < PAIRS && Instant::now() < end;
+            stop.store(!go, Ordering::SeqCst);
+            barrier.wait();
+            if !go {
+                break;
+            }
+            barrier.wait();
+            pairs += 1;
+            if let Err(e) = check_belief(&guard, &mut nodes) {
+                violation = Some(format!("after pair {pairs}: {e}"));
+            }
+        }
+    });
+    let Some(violation) = violation else {
+        eprintln!("{pairs} pairs of concurrent extends, the guard never ahead of the nodes");
+        return;
+    };
+    let seen = watch(
+        &guard,
+        &mut nodes,
+        &other.create_lock(resource),
+        Duration::from_secs(2),
+    );
+    panic!(
+        "concurrent extend(10 s) and extend(1 s): {violation}\nthen: {}",
+        seen.exclusion.as_deref().unwrap_or(if seen.other_acquired {
+            "another client acquired once the guard said invalid"
+        } else {
+            "no other client acquired within 2 s"
+        })
+    );
+}
+
+/// Issue 10, defect 2 (keep-alive): a kept-alive guard (TTL 300 ms, renewed every 100 ms) is
+/// also extended by hand to 30 s, again and again, while the replies to those 30 s extensions
+/// come 60 ms late (the proxies hold them; the nodes apply the extension at once), so that
+/// renewals fall inside the manual rounds.
+///
+/// Asserts after every manual extend (for up to 150 of them or 10 s) that the guard's validity
+/// does not exceed the quorum's PTTL of its token. Extend results are not asserted.
+#[test]
+fn extend_racing_keep_alive_leaves_the_guard_no_longer_than_the_nodes() {
+    const EXTENDS: usize = 150;
+    let cluster = RedisCluster::start(3);
+    let proxies = proxies(&cluster);
+    let f = builder(urls(&proxies))
+        .keep_alive(true)
+        .ttl(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let guard = f.create_lock("truth:renew").try_acquire().unwrap().unwrap();
+    let mut nodes = Nodes::new(&cluster);
+    for p in &proxies {
+        p.delay_replies_to_if(
+            |req| contains(req, &bulk("30000")),
+            Duration::from_millis(60),
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut done = 0;
+    let mut failed = 0;
+    while done < EXTENDS && Instant::now() < end {
+        failed += usize::from(guard.extend(Duration::from_secs(30)).is_err());
+        done += 1;
+        if let Err(e) = check_belief(&guard, &mut nodes) {
+            panic!(
+                "keep-alive (TTL 300 ms) racing extend(30 s), after extend {done} ({failed} \
+                 failed): {e}"
+            );
+        }
+    }
+    eprintln!("{done} extends ({failed} failed), the guard never ahead of the nodes");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 4: a loss callback that drops another guard of the same renewal batch
+
+/// Issue 10, defect 4: `g1.on_loss(move |_| drop(g2))`, where g1, g2 and g3 are kept-alive
+/// guards of one factory with one TTL, acquired together (so renewed in one batch), and the
+/// keys of g1 and g2 are deleted from outside. The callback runs on the keep-alive thread and
+/// drops g2 there; that must neither stop keep-alive for the factory nor block g2's release.
+///
+/// Asserts: for 3 TTLs after the deletion g3 stays valid and its key's PTTL on the nodes keeps
+/// being refreshed; g2's `LossSignal::wait` returns, the callback's `drop(g2)` completes, and
+/// dropping the remaining guards and the factory completes, each within a bound (every call
+/// that could block forever runs on a spawned thread).
+#[test]
+fn loss_callback_dropping_a_batch_mate_keeps_keep_alive_running() {
+    let cluster = RedisCluster::start(3);
+    let ttl = Duration::from_millis(600);
+    let f = builder(cluster.urls())
+        .keep_alive(true)
+        .ttl(ttl)
+        .build()
+        .unwrap();
+    let take = |name: &str| f.create_lock(name).try_acquire().unwrap().unwrap();
+    // Back to back, with one TTL: due together, renewed in one batch, in this order.
+    let (g1, g2, g3) = (take("batch:1"), take("batch:2"), take("batch:3"));
+    let lost2 = g2.loss_signal();
+    let (dropped_tx, dropped_rx) = mpsc::channel();
+    g1.on_loss(move |_| {
+        drop(g2);
+        let _ = dropped_tx.send(());
+    });
+    let mut nodes = Nodes::new(&cluster);
+    for key in ["batch:1", "batch:2"] {
+        for i in 0..3 {
+            cluster.cmd(i, &["DEL", key]);
+        }
+    }
+
+    let mut failures = Vec::new();
+    // g3: valid and renewed for 3 TTLs.
+    let start = Instant::now();
+    let mut refreshed = 0;
+    let mut last = quorum_lease(&nodes.state("batch:3"), g3.token());
+    while start.elapsed() < ttl * 3 {
+        thread::sleep(Duration::from_millis(20));
+        let state = nodes.state("batch:3");
+        let held = quorum_lease(&state, g3.token());
+        if held > last + Duration::from_millis(50) {
+            refreshed += 1;
+        }
+        last = held;
+        if !g3.is_valid() || held.is_zero() {
+            failures.push(format!(
+                "at +{:?} after the deletion the third guard is {} and its key is {} \
+                 (renewed {refreshed} times so far): keep-alive stopped for the factory",
+                start.elapsed(),
+                if g3.is_valid() { "valid" } else { "invalid" },
+                show(&state, g3.token())
+            ));
+            break;
+        }
+    }
+    if failures.is_empty() && refreshed < 3 {
+        failures.push(format!(
+            "the third guard's key was refreshed only {refreshed} times in 3 TTLs"
+        ));
+    }
+    if dropped_rx.recv_timeout(Duration::from_secs(1)).is_err() {
+        failures.push("drop(g2) inside g1's loss callback never completed".to_owned());
+    }
+    if let Err(e) = within(Duration::from_secs(1), "g2's LossSignal::wait", move || {
+        lost2.wait()
+    }) {
+        failures.push(e);
+    }
+    if let Err(e) = within(
+        Duration::from_secs(3),
+        "dropping g1, g3 and the factory",
+        move || drop((g1, g3, f)),
+    ) {
+        failures.push(e);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
