@@ -732,3 +732,212 @@ fn a_release_wakes_the_waiter_of_that_resource() {
         slow.len()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Defect 8: every key and channel derived from the resource name
+
+/// The ACL of a user allowed only keys `lk:*` and channels `lk:*`, with just the commands the
+/// lock needs (the redis-rs handshake needs nothing more: AUTH is always allowed, and its
+/// `CLIENT SETINFO` errors are ignored; refused `SCRIPT LOAD` and `INFO` are tolerated).
+const SCOPED_ACL: &[&str] = &[
+    "~lk:*",
+    "&lk:*",
+    "-@all",
+    "+get",
+    "+set",
+    "+del",
+    "+exists",
+    "+pexpire",
+    "+pttl",
+    "+eval",
+    "+evalsha",
+    "+publish",
+    "+subscribe",
+    "+unsubscribe",
+    "+ping",
+];
+
+/// Creates the scoped user on every node; returns the nodes' URLs with its credentials.
+fn scoped_user(cluster: &RedisCluster) -> Vec<String> {
+    (0..cluster.len())
+        .map(|i| {
+            let mut args = vec!["ACL", "SETUSER", "scoped", "reset", "on", ">scoped-pw"];
+            args.extend_from_slice(SCOPED_ACL);
+            assert_eq!(cluster.cmd(i, &args), "OK", "{args:?}");
+            format!("redis://scoped:scoped-pw@127.0.0.1:{}", cluster.port(i))
+        })
+        .collect()
+}
+
+/// Acquire, extend, release: the lock key must be gone from every node afterwards.
+fn scoped_basics(cluster: &RedisCluster, f: &RedLockFactory) -> Result<(), String> {
+    let g = f
+        .create_lock("lk:a")
+        .try_acquire()
+        .map_err(|e| format!("acquire: {e}"))?
+        .ok_or("acquire: busy")?;
+    g.extend(Duration::from_secs(5))
+        .map_err(|e| format!("extend: {e}"))?;
+    g.release().map_err(|e| format!("release: {e}"))?;
+    for i in 0..cluster.len() {
+        if cluster.cmd(i, &["EXISTS", "lk:a"]) != "0" {
+            return Err(format!("release: the key is still on node {i}"));
+        }
+    }
+    Ok(())
+}
+
+/// Keep-alive (TTL 500 ms): the guard stays valid and its key refreshed for 3 TTLs.
+fn scoped_keep_alive(cluster: &RedisCluster, urls: Vec<String>) -> Result<(), String> {
+    let ttl = Duration::from_millis(500);
+    let f = builder(urls).keep_alive(true).ttl(ttl).build().unwrap();
+    let g = f
+        .create_lock("lk:kept")
+        .try_acquire()
+        .map_err(|e| format!("keep-alive acquire: {e}"))?
+        .ok_or("keep-alive acquire: busy")?;
+    let mut nodes = Nodes::new(cluster);
+    let start = Instant::now();
+    let mut last = quorum_lease(&nodes.state("lk:kept"), g.token());
+    let mut refreshed = 0;
+    while start.elapsed() < ttl * 3 {
+        thread::sleep(Duration::from_millis(20));
+        let held = quorum_lease(&nodes.state("lk:kept"), g.token());
+        if !g.is_valid() || held.is_zero() {
+            return Err(format!(
+                "keep-alive: lost at +{:?} after {refreshed} renewals",
+                start.elapsed()
+            ));
+        }
+        if held > last + Duration::from_millis(50) {
+            refreshed += 1;
+        }
+        last = held;
+    }
+    if refreshed < 3 {
+        return Err(format!("keep-alive: {refreshed} renewals in 3 TTLs"));
+    }
+    g.release().map_err(|e| format!("keep-alive release: {e}"))
+}
+
+/// Fencing: two grants in a row, strictly increasing tokens.
+fn scoped_fencing(f: &RedLockFactory) -> Result<(), String> {
+    let lock = f.create_lock("lk:fenced").with_fencing(true);
+    let mut last = 0;
+    for round in 0..2 {
+        let g = lock
+            .try_acquire()
+            .map_err(|e| format!("fencing acquire {round}: {e}"))?
+            .ok_or_else(|| format!("fencing acquire {round}: busy"))?;
+        let t = g.fencing_token().ok_or("fencing: no token")?;
+        if t <= last {
+            return Err(format!("fencing: token {t} after {last}"));
+        }
+        last = t;
+        g.release()
+            .map_err(|e| format!("fencing release {round}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A waiter (polling every 3 s) woken by a release: it gets the lock well within 1 s.
+fn scoped_wake_up(cluster: &RedisCluster, urls: Vec<String>) -> Result<(), String> {
+    let holder = builder(urls.clone()).build().unwrap();
+    let waiter = builder(urls)
+        .retry_delay(Duration::from_secs(3))
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let held = holder
+        .create_lock("lk:wake")
+        .try_acquire()
+        .map_err(|e| format!("wake-up: holder's acquire: {e}"))?
+        .ok_or("wake-up: holder's acquire: busy")?;
+    let lock = waiter.create_lock("lk:wake");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let got = lock.acquire_timeout(Duration::from_secs(10));
+        let _ = tx.send((got.map(|g| g.release()), Instant::now()));
+    });
+    if !deadline_loop(Duration::from_secs(5), || {
+        is_waited_for(cluster, 0, "lk:wake")
+    }) {
+        return Err("wake-up: the waiter never marked the resource as waited for".to_owned());
+    }
+    let released = Instant::now();
+    held.release()
+        .map_err(|e| format!("wake-up: holder's release: {e}"))?;
+    let (got, at) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "wake-up: the waiter did not get the lock within 5 s".to_owned())?;
+    got.map_err(|e| format!("wake-up: waiter's acquire: {e}"))?
+        .map_err(|e| format!("wake-up: waiter's release: {e}"))?;
+    let took = at.saturating_duration_since(released);
+    if took >= Duration::from_secs(1) {
+        return Err(format!(
+            "wake-up: the waiter got the lock {took:?} after the release (it polls every 3 s)"
+        ));
+    }
+    Ok(())
+}
+
+/// Issue 10, defect 8: a Redis user allowed only keys `lk:*` and channels `lk:*` (and only
+/// the commands a lock needs) can use every feature on resources named `lk:...`: every key and
+/// the channel are derived from the resource name by a suffix.
+///
+/// Asserts, each part on its own resource, as that user on 3 nodes: acquire, extend and
+/// release (the key is gone afterwards); keep-alive renewal over 3 TTLs; fencing tokens
+/// increasing over two grants; a waiter polling every 3 s gets the lock less than 1 s after
+/// the holder's release (woken by it).
+#[test]
+fn a_user_scoped_to_the_resource_prefix_gets_every_feature() {
+    let cluster = RedisCluster::start(3);
+    let urls = scoped_user(&cluster);
+    let f = builder(urls.clone()).build().unwrap();
+    let failures: Vec<String> = [
+        scoped_basics(&cluster, &f),
+        scoped_keep_alive(&cluster, urls.clone()),
+        scoped_fencing(&f),
+        scoped_wake_up(&cluster, urls),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
+    assert!(
+        failures.is_empty(),
+        "as a user allowed only keys and channels `lk:*`:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Issue 10, defect 8 (the upgrade): the fix moves the fencing counter from
+/// `redmutex:fence:<resource>` to `<resource>:redmutex:fence`; tokens must keep increasing
+/// across the upgrade. With the old counter at 41 on every node (as the old version left it),
+/// the next grants' tokens are above 41 and increasing. (Passes on d6cbdaa: it guards the
+/// migration.)
+#[test]
+fn fencing_tokens_keep_increasing_across_the_counter_rename() {
+    let cluster = RedisCluster::start(3);
+    for i in 0..3 {
+        assert_eq!(
+            cluster.cmd(i, &["SET", "redmutex:fence:upgraded", "41"]),
+            "OK"
+        );
+    }
+    let f = builder(cluster.urls()).build().unwrap();
+    let lock = f.create_lock("upgraded").with_fencing(true);
+    let t1 = lock
+        .try_acquire()
+        .unwrap()
+        .unwrap()
+        .fencing_token()
+        .unwrap();
+    let t2 = lock
+        .try_acquire()
+        .unwrap()
+        .unwrap()
+        .fencing_token()
+        .unwrap();
+    assert!(t1 > 41, "first token after the upgrade: {t1}, not above 41");
+    assert!(t2 > t1, "tokens {t1} then {t2}");
+}
