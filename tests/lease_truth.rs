@@ -941,3 +941,149 @@ fn fencing_tokens_keep_increasing_across_the_counter_rename() {
     assert!(t1 > 41, "first token after the upgrade: {t1}, not above 41");
     assert!(t2 > t1, "tokens {t1} then {t2}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Defect 3: fencing tokens that repeat
+
+/// The fencing counter keys of `resource` as RESP arguments: today's name and the fix's.
+fn counter_args(resource: &str) -> [Vec<u8>; 2] {
+    [
+        bulk(&format!("redmutex:fence:{resource}")),
+        bulk(&format!("{resource}:redmutex:fence")),
+    ]
+}
+
+/// Matches the fencing write-back of `resource`: a request naming its counter but not its lock
+/// key (the acquisition names both).
+fn is_write_back(resource: &str) -> impl Fn(&[u8]) -> bool + Send + Sync + 'static {
+    let counters = counter_args(resource);
+    let lock = bulk(resource);
+    move |req| counters.iter().any(|c| contains(req, c)) && !contains(req, &lock)
+}
+
+/// Matches any request naming the lock key or the counter of `resource`.
+fn names_resource(resource: &str) -> impl Fn(&[u8]) -> bool + Send + Sync + 'static {
+    let counters = counter_args(resource);
+    let lock = bulk(resource);
+    move |req| contains(req, &lock) || counters.iter().any(|c| contains(req, c))
+}
+
+/// Issue 10, defect 3: two clients H1 and H2 (separate factories, each reaching every node A,
+/// B, C through its own proxy) take a fenced lock one after the other; H2's token must be
+/// greater than H1's. The interleaving, with margins of hundreds of milliseconds:
+///
+/// 1. H1 acquires with the quorum {A, B} (TTL 2 s): C is busy (a foreign key); every counter
+///    is 0, so H1's token is 1. Its write-back of 1 lands on A at once, on C 300 ms late
+///    (within H1's 800 ms I/O timeout), never on B (dropped): acked by {A, C}, H1 issues
+///    token 1, and releases 300 ms later.
+/// 2. As soon as A holds H1's counter, the foreign key on C goes and H2 starts: it never
+///    reaches A (cut), reads C at once (counter 0: H1's write-back has not landed yet), and
+///    reads B 2.5 s late (H2's requests naming the resource are delayed there), after H1's
+///    key left B (released, or at the latest expired). B's counter is 0 (H1's write-back never
+///    landed), so H2 sees 0 on its quorum {B, C}.
+///
+/// Asserts H2's fencing token > H1's. (A fix may also refuse H2's grant in this interleaving:
+/// then H2 acquires again with every fault healed, and that token must be > H1's.)
+#[test]
+fn fencing_tokens_never_repeat_when_write_backs_land_late() {
+    const A: usize = 0;
+    const B: usize = 1;
+    const C: usize = 2;
+    let resource = "fence:repeat";
+    let cluster = RedisCluster::start(3);
+    let p1 = proxies(&cluster);
+    let p2 = proxies(&cluster);
+    let h1 = builder(urls(&p1))
+        .io_timeout(Duration::from_millis(800))
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let h2 = builder(urls(&p2))
+        .io_timeout(Duration::from_millis(3500))
+        .ttl(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    p2[A].cut();
+    // Connect the pools first (and let H2 find A unreachable).
+    let _ = h1.create_lock("warm-up").is_locked();
+    let _ = h2.create_lock("warm-up").is_locked();
+    p1[B].drop_requests_if(is_write_back(resource));
+    p1[C].delay_requests_if(is_write_back(resource), Duration::from_millis(300));
+    p2[B].delay_requests_if(names_resource(resource), Duration::from_millis(2500));
+    assert_eq!(cluster.cmd(C, &["SET", resource, "someone-else"]), "OK");
+
+    let (h1_tx, h1_rx) = mpsc::channel();
+    let lock1 = h1.create_lock(resource).with_fencing(true);
+    thread::spawn(move || {
+        let outcome = match lock1.try_acquire() {
+            Ok(Some(g)) => {
+                let token = g.fencing_token();
+                thread::sleep(Duration::from_millis(300));
+                Ok((token, g.release()))
+            }
+            other => Err(format!("{other:?}")),
+        };
+        let _ = h1_tx.send(outcome);
+    });
+    let [old, new] = [
+        format!("redmutex:fence:{resource}"),
+        format!("{resource}:redmutex:fence"),
+    ];
+    assert!(
+        deadline_loop(Duration::from_secs(5), || {
+            cluster.cmd(A, &["EXISTS", &old, &new]) != "0"
+        }),
+        "setup: H1 never wrote its counter back to A"
+    );
+    assert_eq!(cluster.cmd(C, &["GET", resource]), "someone-else");
+    assert_eq!(cluster.cmd(C, &["DEL", resource]), "1");
+    let (h2_tx, h2_rx) = mpsc::channel();
+    let lock2 = h2.create_lock(resource).with_fencing(true);
+    thread::spawn(move || {
+        let _ = h2_tx.send(lock2.try_acquire());
+    });
+
+    let h1_outcome = h1_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("H1's acquisition did not return");
+    let (t1, h1_release) = h1_outcome.expect("setup: H1 must acquire with the quorum {A, B}");
+    let t1 = t1.expect("fencing is on");
+    let h2_outcome = h2_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("H2's acquisition did not return");
+    let matched = [
+        p1[B].counters().matched,
+        p1[C].counters().matched,
+        p2[B].counters().matched,
+    ];
+    assert!(
+        matched.iter().all(|m| *m > 0),
+        "setup: a proxy rule never applied (H1→B, H1→C, H2→B): {matched:?}"
+    );
+    for p in p1.iter().chain(&p2) {
+        p.clear_rules();
+        p.heal();
+    }
+    match h2_outcome {
+        Ok(Some(g2)) => {
+            let t2 = g2.fencing_token().expect("fencing is on");
+            assert!(
+                t2 > t1,
+                "H2 was granted the lock after H1 held it, with fencing token {t2}, not above \
+                 H1's {t1} (H2 read C before H1's write-back landed there, and B, which H1's \
+                 write-back never reached, after H1's key left it; H1's release returned \
+                 {h1_release:?})"
+            );
+        }
+        refused => {
+            eprintln!("H2's first attempt was refused: {refused:?}");
+            let g2 = h2
+                .create_lock(resource)
+                .with_fencing(true)
+                .acquire_timeout(Duration::from_secs(15))
+                .unwrap();
+            let t2 = g2.fencing_token().expect("fencing is on");
+            assert!(t2 > t1, "H2's token {t2} after H1's {t1}");
+        }
+    }
+}
