@@ -478,7 +478,8 @@ fn extend_racing_keep_alive_leaves_the_guard_no_longer_than_the_nodes() {
 #[test]
 fn loss_callback_dropping_a_batch_mate_keeps_keep_alive_running() {
     let cluster = RedisCluster::start(3);
-    let ttl = Duration::from_millis(600);
+    // Long enough that a loaded machine does not make a healthy keep-alive miss a renewal.
+    let ttl = Duration::from_millis(1500);
     let f = builder(cluster.urls())
         .keep_alive(true)
         .ttl(ttl)
@@ -787,9 +788,9 @@ fn scoped_basics(cluster: &RedisCluster, f: &RedLockFactory) -> Result<(), Strin
     Ok(())
 }
 
-/// Keep-alive (TTL 500 ms): the guard stays valid and its key refreshed for 3 TTLs.
+/// Keep-alive (TTL 900 ms): the guard stays valid and its key refreshed for 3 TTLs.
 fn scoped_keep_alive(cluster: &RedisCluster, urls: Vec<String>) -> Result<(), String> {
-    let ttl = Duration::from_millis(500);
+    let ttl = Duration::from_millis(900);
     let f = builder(urls).keep_alive(true).ttl(ttl).build().unwrap();
     let g = f
         .create_lock("lk:kept")
