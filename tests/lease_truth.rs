@@ -728,8 +728,9 @@ fn a_release_wakes_the_waiter_of_that_resource() {
     assert!(
         slow.is_empty(),
         "{} of {RESOURCES} waiters got their lock 1 s or more after its release (poll interval \
-         {poll:?}; slowest {worst:?}, fastest of those {fastest_slow:?}): their wake-up went to \
-         another resource's waiter",
+         {poll:?}; slowest {worst:?}, fastest of those {fastest_slow:?}): the release did not \
+         wake its own resource's waiter (d6cbdaa: the wake-up went to a waiter of another \
+         resource of the same shard)",
         slow.len()
     );
 }
