@@ -3,6 +3,11 @@
 //! (connections stay open, nothing is forwarded), connection resets (RST), and a cut (a
 //! partition: existing connections are reset and new ones refused with a reset).
 //!
+//! Rules pick out single requests by their bytes ([`ProxyHandle::delay_requests_if`],
+//! [`ProxyHandle::drop_requests_if`], [`ProxyHandle::delay_replies_to_if`]): e.g. only the
+//! fencing write-back, or only an extension to one TTL, is delayed while everything else on the
+//! same node passes.
+//!
 //! Every setting can be switched while the proxy runs. Each accepted connection gets two pump
 //! threads (client→server, server→client) that poll with a short read timeout, so a switch
 //! takes effect within a few milliseconds. Dropping the proxy stops and joins every thread.
@@ -34,6 +39,42 @@ const PASS: u8 = 0;
 const BLACKHOLE: u8 = 1;
 const CUT: u8 = 2;
 
+/// Decides whether a rule applies to one chunk of request bytes, as read from the client (a
+/// request normally arrives as one chunk; pipelined requests may share one).
+pub type Matcher = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// What a rule does to a request it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Hold the request for this long before forwarding it (later bytes of the same connection
+    /// queue behind it, as on a slow link).
+    DelayRequest(Duration),
+    /// Swallow the request: the node never sees it (the connection stays open).
+    DropRequest,
+    /// Forward the request at once, but hold the next reply chunk on the same connection (its
+    /// reply) for this long.
+    DelayReply(Duration),
+}
+
+struct Rule {
+    matcher: Matcher,
+    action: RuleAction,
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `s` as a RESP bulk string (`$<len>\r\n<s>\r\n`): the form every argument of a command
+/// takes on the wire, so a matcher can look for one whole argument (`"300"` and not `"3000"`).
+pub fn bulk(s: &str) -> Vec<u8> {
+    let mut out = format!("${}\r\n", s.len()).into_bytes();
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// What the proxy did so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyCounters {
@@ -51,6 +92,8 @@ pub struct ProxyCounters {
     pub bytes_dropped: u64,
     /// Connections open right now.
     pub open: u64,
+    /// Request chunks a rule applied to.
+    pub matched: u64,
 }
 
 #[derive(Default)]
@@ -62,6 +105,7 @@ struct Counters {
     bytes_down: AtomicU64,
     bytes_dropped: AtomicU64,
     open: AtomicU64,
+    matched: AtomicU64,
 }
 
 struct Inner {
@@ -73,6 +117,8 @@ struct Inner {
     latency_down: AtomicU64,
     /// Bumped to reset every established connection.
     epoch: AtomicU64,
+    /// Rules for single requests; the first that matches applies.
+    rules: Mutex<Vec<Rule>>,
     stop: AtomicBool,
     counters: Counters,
     pumps: Mutex<Vec<JoinHandle<()>>>,
@@ -119,6 +165,7 @@ impl Proxy {
             latency_up: AtomicU64::new(0),
             latency_down: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            rules: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             pumps: Mutex::new(Vec::new()),
@@ -188,9 +235,45 @@ impl ProxyHandle {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Back to forwarding everything (latencies are kept; set them to zero separately).
+    /// Back to forwarding everything (latencies and rules are kept; clear them separately).
     pub fn heal(&self) {
         self.inner.mode.store(PASS, Ordering::SeqCst);
+    }
+
+    /// Adds a rule: every request chunk for which `matcher` is true is held for `d` before it
+    /// is forwarded (on top of any latency). Rules are tried in the order they were added.
+    pub fn delay_requests_if(
+        &self,
+        matcher: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+        d: Duration,
+    ) {
+        self.add_rule(Arc::new(matcher), RuleAction::DelayRequest(d));
+    }
+
+    /// Adds a rule: every request chunk for which `matcher` is true is swallowed (never reaches
+    /// the node; the client sees a timeout).
+    pub fn drop_requests_if(&self, matcher: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        self.add_rule(Arc::new(matcher), RuleAction::DropRequest);
+    }
+
+    /// Adds a rule: a request chunk for which `matcher` is true goes through at once (the node
+    /// applies it), but the reply that follows on that connection is held for `d`.
+    pub fn delay_replies_to_if(
+        &self,
+        matcher: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+        d: Duration,
+    ) {
+        self.add_rule(Arc::new(matcher), RuleAction::DelayReply(d));
+    }
+
+    /// Adds a rule (see [`RuleAction`]).
+    pub fn add_rule(&self, matcher: Matcher, action: RuleAction) {
+        lock(&self.inner.rules).push(Rule { matcher, action });
+    }
+
+    /// Removes every rule.
+    pub fn clear_rules(&self) {
+        lock(&self.inner.rules).clear();
     }
 
     /// What the proxy did so far.
@@ -204,6 +287,7 @@ impl ProxyHandle {
             bytes_down: c.bytes_down.load(Ordering::SeqCst),
             bytes_dropped: c.bytes_dropped.load(Ordering::SeqCst),
             open: c.open.load(Ordering::SeqCst),
+            matched: c.matched.load(Ordering::SeqCst),
         }
     }
 }
@@ -219,6 +303,23 @@ impl Drop for Proxy {
         for h in pumps {
             let _ = h.join();
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// The action of the first rule matching a request chunk, if any.
+    fn rule_for(&self, chunk: &[u8]) -> Option<RuleAction> {
+        let rules = lock(&self.rules);
+        let action = rules
+            .iter()
+            .find(|r| (r.matcher)(chunk))
+            .map(|r| r.action)?;
+        self.counters.matched.fetch_add(1, Ordering::SeqCst);
+        Some(action)
     }
 }
 
@@ -270,6 +371,7 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
             server,
             closed: AtomicBool::new(false),
             pumps_left: AtomicU8::new(2),
+            reply_delay: AtomicU64::new(0),
         });
         let mut pumps = inner.pumps.lock().unwrap_or_else(|e| e.into_inner());
         pumps.retain(|h| !h.is_finished());
@@ -288,6 +390,8 @@ struct Conn {
     /// Set when one side ended: the other pump stops too.
     closed: AtomicBool,
     pumps_left: AtomicU8,
+    /// Microseconds to hold the next reply chunk (set by a [`RuleAction::DelayReply`] rule).
+    reply_delay: AtomicU64,
 }
 
 /// Copies one direction until either side closes, the connection is reset, or the proxy stops.
@@ -333,7 +437,25 @@ fn pump(inner: &Inner, conn: &Conn, up: bool, epoch: u64) {
                 .fetch_add(n as u64, Ordering::SeqCst);
             continue;
         }
-        let delay = latency.load(Ordering::SeqCst);
+        let mut delay = latency.load(Ordering::SeqCst);
+        if up {
+            match inner.rule_for(&buf[..n]) {
+                Some(RuleAction::DelayRequest(d)) => delay = delay.saturating_add(micros(d)),
+                Some(RuleAction::DropRequest) => {
+                    inner
+                        .counters
+                        .bytes_dropped
+                        .fetch_add(n as u64, Ordering::SeqCst);
+                    continue;
+                }
+                Some(RuleAction::DelayReply(d)) => {
+                    conn.reply_delay.fetch_max(micros(d), Ordering::SeqCst);
+                }
+                None => {}
+            }
+        } else {
+            delay = delay.saturating_add(conn.reply_delay.swap(0, Ordering::SeqCst));
+        }
         if delay > 0 {
             sleep_unless_stopped(inner, conn, Duration::from_micros(delay));
         }
