@@ -44,7 +44,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 const PARKED_PER_NODE: usize = 2;
 /// Rooms subscribed at once at most, per factory: past that, new rooms poll. This bounds the
 /// connections a factory opens to `pool size + MAX_SUBSCRIBED + 2 per node`.
-const MAX_SUBSCRIBED: usize = 64;
+const MAX_SUBSCRIBED: usize = 256;
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
@@ -70,10 +70,19 @@ impl Sub {
     }
 
     /// Waits up to `timeout` for a release message: `Ok(true)` when one came.
+    ///
+    /// Through `PubSub::get_message`, not `Connection::recv_response`: after a read timeout,
+    /// `recv_response` counts a reply as owed and silently skips the next message, which would
+    /// drop the release announced after every poll.
     fn listen(&mut self, timeout: Duration) -> redis::RedisResult<bool> {
         self.set_read_timeout(timeout)?;
-        match self.con.recv_response() {
-            Ok(v) => Ok(kind(&v) == Some(b"message".as_slice())),
+        let mut pubsub = self.con.as_pubsub();
+        let message = pubsub.get_message();
+        // Dropping a `PubSub` unsubscribes (with a round trip); the subscription must live on
+        // with the connection. It holds nothing else to leak (its message queue is empty).
+        std::mem::forget(pubsub);
+        match message {
+            Ok(_) => Ok(true),
             Err(e) if e.is_timeout() => Ok(false),
             Err(e) => Err(e),
         }
