@@ -635,6 +635,127 @@ mod tests {
     }
 }
 
+/// The round's invariant against a real `redis-server` (started here, killed on drop): a
+/// connection that did not deliver its reply is never used again, on every path.
+#[cfg(test)]
+mod invariant {
+    use super::*;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+
+    /// A throw-away `redis-server` on a free loopback port.
+    struct Server {
+        child: Child,
+        port: u16,
+    }
+
+    impl Server {
+        fn start() -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            let child = Command::new(
+                std::env::var_os("REDMUTEX_REDIS_SERVER").unwrap_or_else(|| "redis-server".into()),
+            )
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/install-redis.sh");
+            let server = Self { child, port };
+            let end = Instant::now() + Duration::from_secs(10);
+            while server.admin().is_err() {
+                assert!(Instant::now() < end, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            server
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        fn admin(&self) -> redis::RedisResult<redis::Connection> {
+            let con = redis::Client::open(self.url())?
+                .get_connection_with_timeout(Duration::from_secs(2))?;
+            con.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok(con)
+        }
+
+        fn clients(&self) -> String {
+            redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut self.admin().unwrap())
+                .unwrap()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Issue 10, defect 5. The pooled connection is found dead when its reply is read (the
+    /// server closed it while it sat idle: the write succeeds, the read meets the end), the
+    /// command is sent again on a fresh connection, and that connection's reply does not come
+    /// within the I/O timeout (`BLPOP` blocks). The fresh connection must be retired, not put
+    /// back in the pool with the reply in flight, and the node recorded as failing, not healthy.
+    /// (In d6cbdaa's `exchange`, this path marked the node healthy and pooled the connection.)
+    #[test]
+    fn a_connection_that_lost_its_reply_after_a_resend_is_retired() {
+        let server = Server::start();
+        let spec = crate::node::NodeSpec::parse(server.url()).unwrap();
+        let nodes = Nodes::connect(
+            vec![spec],
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            1,
+        )
+        .unwrap();
+        let ping = [Arg::Str("PING")];
+        let pong =
+            |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
+        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong).yes, 1);
+        // The server closes the pooled connection while it sits idle.
+        let _: () = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut server.admin().unwrap())
+            .unwrap();
+        let blpop = [Arg::Str("BLPOP"), Arg::Str("nothing"), Arg::Str("0.6")];
+        let tally = round(&nodes, Call::Command(&blpop), 1, |_| Some(Vote::Yes(0)));
+        assert_eq!(tally.yes, 0);
+        assert!(
+            tally.failures.first().is_some_and(NodeError::is_timeout),
+            "{tally:?}"
+        );
+        let node = nodes.get(0).unwrap();
+        assert!(
+            node.is_down(),
+            "a node whose reply was lost is recorded as healthy"
+        );
+        // The connection carrying the late reply is gone, not idle in the pool.
+        std::thread::sleep(Duration::from_millis(100));
+        let clients = server.clients();
+        assert!(
+            !clients.contains("cmd=blpop"),
+            "the connection whose reply was lost was kept: {clients}"
+        );
+    }
+}
+
 /// Properties of the quorum and validity arithmetic (contributed with the fault suite).
 #[cfg(test)]
 mod props {
