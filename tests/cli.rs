@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{RedisCluster, dead_url, deadline_loop};
+use redmutex::Fingerprint;
 
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
 const SOON: Duration = Duration::from_secs(20);
@@ -469,13 +470,21 @@ fn status_shows_each_node_and_the_verdict() {
     assert_eq!(free["nodes"].as_array().unwrap().len(), 3);
 
     let token = acquire(&cluster, "cli:status", "30");
+    let fingerprint = Fingerprint::of(&token).to_string();
     let held = status("cli:status");
     assert_eq!(held["verdict"], "held");
+    assert_eq!(held["holder"], fingerprint.as_str());
+    assert_eq!(held["agreeing"], 3);
+    assert_eq!(held["answered"], 3);
+    let ttl = held["ttl_ms"].as_u64().unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+    assert!(held["fencing_counter"].is_null());
     for n in held["nodes"].as_array().unwrap() {
         assert_eq!(n["state"], "held");
-        assert_eq!(n["holder"], "a");
-        let pttl = n["pttl_ms"].as_i64().unwrap();
-        assert!(pttl > 0 && pttl <= 30_000, "{pttl}");
+        assert_eq!(n["holder"], fingerprint.as_str());
+        let ttl = n["ttl_ms"].as_u64().unwrap();
+        assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+        assert!(n["error"].is_null());
     }
     assert!(!held.to_string().contains(&token), "the token is not shown");
 
@@ -489,7 +498,11 @@ fn status_shows_each_node_and_the_verdict() {
     let o = run_ok(redmutex(&cluster.urls()).args(["status", "cli:status"]));
     assert_eq!(code(&o), 0);
     let table = stdout(&o);
-    assert!(table.contains("held by a on 2 of 3 nodes"), "{table}");
+    assert!(
+        table.contains(&format!("held by {fingerprint} on 2 of 3 nodes")),
+        "{table}"
+    );
+    assert!(!table.contains(&token), "the token is not shown");
     assert!(
         table.contains(&format!("127.0.0.1:{}", cluster.port(0))),
         "{table}"

@@ -32,7 +32,8 @@ pub struct Cli {
     #[command(flatten)]
     pub nodes: NodeArgs,
 
-    /// Say more on stderr: -v how long it waited and why each node failed; -vv every round
+    /// Say more on stderr: -v how long it waited, the lease (validity, fencing token) and how
+    /// it ended, and why each node failed; -vv every round
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -43,15 +44,16 @@ pub struct Cli {
 /// Where the lock lives.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// A Redis master: redis://[user][:password@]host[:port][/db] (rediss:// with TLS
-    /// builds, redis+unix:///path). Repeat for each node; or set REDMUTEX_NODES to a
-    /// comma-separated list. Passwords are never printed.
+    /// A node: redis://[user][:password@]host[:port][/db], rediss:// (TLS builds),
+    /// redis+unix:///path, or a Sentinel-managed master group as
+    /// redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]. Repeat for
+    /// each node, or set REDMUTEX_NODES to the list, separated by spaces or ';' (commas
+    /// separate a Sentinel URL's sentinels). Passwords are never printed.
     #[arg(
         long = "node",
         value_name = "URL",
         env = "REDMUTEX_NODES",
         hide_env_values = true,
-        value_delimiter = ',',
         default_value = DEFAULT_NODE,
         global = true
     )]
@@ -120,6 +122,13 @@ pub struct WaitArgs {
     /// The lease time in seconds: how long the lock outlives a holder that vanished
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub ttl: Duration,
+}
+
+impl NodeArgs {
+    /// The node URLs: every `--node` value (or `REDMUTEX_NODES`) split into nodes.
+    pub fn urls(&self) -> Vec<String> {
+        crate::nodes::split(&self.nodes)
+    }
 }
 
 impl WaitArgs {
@@ -264,20 +273,24 @@ mod tests {
     }
 
     #[test]
-    fn nodes_repeat_or_split_on_commas() {
+    fn nodes_repeat_and_keep_their_commas() {
         let cli = Cli::try_parse_from([
             "redmutex",
             "status",
             "k",
             "--node",
-            "redis://a:1,redis://b:2",
+            "redis+sentinel://h1,h2/m",
             "--node",
-            "redis://c:3",
+            "redis://c:3 redis://d:4",
         ])
         .unwrap();
         assert_eq!(
             cli.nodes.nodes,
-            ["redis://a:1", "redis://b:2", "redis://c:3"]
+            ["redis+sentinel://h1,h2/m", "redis://c:3 redis://d:4"]
+        );
+        assert_eq!(
+            cli.nodes.urls(),
+            ["redis+sentinel://h1,h2/m", "redis://c:3", "redis://d:4"]
         );
     }
 }
