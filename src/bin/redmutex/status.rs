@@ -3,6 +3,7 @@
 //! Holders are shown by their fingerprint (the first 12 hex digits of the token's SHA1),
 //! never by their token: a token is a capability.
 
+use std::error::Error as _;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
@@ -87,7 +88,11 @@ fn row(view: &redmutex::NodeView) -> Row<'_> {
         }
         Holding::Failed(e) => {
             row.state = "error";
-            row.error = Some(e.to_string());
+            // The cause alone: the node is named in its own column.
+            row.error = Some(
+                e.source()
+                    .map_or_else(|| e.to_string(), ToString::to_string),
+            );
         }
         other => {
             row.state = "error";
