@@ -347,25 +347,298 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
     }
 }
 
+/// The key by which a waiting redmutex marks `key` as waited for (the library's waiting mark:
+/// it is written by every round of a waiter that found the lock busy, after the waiter has
+/// subscribed to the release channel).
+fn waiting_mark(key: &str) -> String {
+    format!("{key}:redmutex:waiting")
+}
+
+/// Removes the waiting mark of `key`, left by an earlier waiter.
+fn clear_waiting(cluster: &RedisCluster, key: &str) {
+    for i in 0..cluster.len() {
+        cluster.cmd(i, &["DEL", &waiting_mark(key)]);
+    }
+}
+
+/// Waits until a redmutex waits for `key` (its waiting mark is on a node: clear it first).
+fn wait_waiting(cluster: &RedisCluster, key: &str) {
+    let mark = waiting_mark(key);
+    assert!(
+        deadline_loop(SOON, || (0..cluster.len())
+            .any(|i| cluster.cmd(i, &["EXISTS", &mark]) == "1")),
+        "nobody ever waited for {key}"
+    );
+}
+
+/// Waits for `child` on another thread, so its exit is seen the moment it happens; returns
+/// the output and when it ended.
+fn exit_watch(child: Child) -> std::sync::mpsc::Receiver<(Output, Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send((out.unwrap(), Instant::now()));
+    });
+    rx
+}
+
+/// The bound asserted on "a signal ends the wait": the library looks at the cancel flag at
+/// least every 20 ms (or after the round under way, bounded by the I/O timeout), and the
+/// process then only has to exit. Generous, for a loaded machine; the measured times are
+/// printed.
+const SIGNAL_LIMIT: Duration = Duration::from_secs(2);
+
 #[test]
-fn a_signal_while_waiting_ends_the_wait() {
+fn a_signal_while_waiting_ends_the_wait_at_once() {
     let cluster = RedisCluster::start(3);
-    let token = acquire(&cluster, "cli:waitsig", "60");
-    let mut child = redmutex(&cluster.urls())
-        .args(["-v", "run", "cli:waitsig", "--", "echo", "ran"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let key = "cli:waitsig";
+    let token = acquire(&cluster, key, "60");
+    for (sig, num, args) in [
+        (
+            "TERM",
+            15,
+            &["run", "-w", "60", key, "--", "echo", "ran"][..],
+        ),
+        ("INT", 2, &["run", key, "--", "echo", "ran"]),
+        ("HUP", 1, &["run", "-w", "60", key, "--", "echo", "ran"]),
+        ("INT", 2, &["acquire", key]),
+        ("TERM", 15, &["acquire", "-w", "60", key]),
+    ] {
+        clear_waiting(&cluster, key);
+        let child = redmutex(&cluster.urls())
+            .arg("-v")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ended = exit_watch(child);
+        wait_waiting(&cluster, key);
+        let sent = Instant::now();
+        signal(pid, sig);
+        let Ok((o, at)) = ended.recv_timeout(SOON) else {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{args:?} did not end on SIG{sig}");
+        };
+        let took = at.saturating_duration_since(sent);
+        println!(
+            "SIG{sig} during `{}`: exited {took:?} after `kill`",
+            args.join(" ")
+        );
+        assert_eq!(code(&o), 128 + num, "{args:?}: {}", stderr(&o));
+        assert!(took < SIGNAL_LIMIT, "SIG{sig}: {took:?}");
+        assert_eq!(stdout(&o), "", "the command ran, or a token was printed");
+        assert!(
+            stderr(&o).contains(&format!("interrupted by SIG{sig} after waiting")),
+            "{}",
+            stderr(&o)
+        );
+        // The holder's lock is untouched.
+        for i in 0..cluster.len() {
+            assert_eq!(cluster.cmd(i, &["GET", key]), token, "node {i}");
+        }
+    }
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// Wall-clock nanoseconds, comparable with `date +%s%N` in the commands.
+fn now_ns() -> i128 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i128::try_from(d.as_nanos()).unwrap()
+}
+
+fn read_ns(path: &Path) -> i128 {
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// Waits until the waiter of `key` has just made a round: its waiting mark (refreshed, with a
+/// fresh expiry, by each of its rounds) had its time to live go up. A waiter that is not woken
+/// makes its next round only after a whole pause (50 to 100 ms by default).
+fn wait_round(cluster: &RedisCluster, key: &str) {
+    let mark = waiting_mark(key);
+    let pttl = || {
+        cluster
+            .cmd(0, &["PTTL", &mark])
+            .parse::<i64>()
+            .unwrap_or(-2)
+    };
+    let deadline = Instant::now() + SOON;
+    let mut last = pttl();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = pttl();
+        if now > last {
+            return;
+        }
+        last = now;
+    }
+    panic!("the waiter of {key} made no round within {SOON:?}");
+}
+
+/// How the holder lets go, in [`wake_up_delay`].
+#[derive(Clone, Copy, Debug)]
+enum Holder {
+    /// `redmutex run` whose command ends: its release announces itself to the waiters.
+    Run,
+    /// `redmutex acquire`, then `redmutex release` from another process (announced too).
+    Token,
+    /// Another client: a plain `SET NX PX` key, deleted with `DEL` (nothing announced: a
+    /// waiter can only notice by polling).
+    Foreign,
+}
+
+/// Holds `key` as `holder` says, starts `redmutex run -w 30 key` as a waiter, lets go just
+/// after one of the waiter's rounds, and returns the delay from letting go to the waiter's
+/// command starting (both stamped by the wall clock).
+fn wake_up_delay(
+    cluster: &RedisCluster,
+    urls: &[String],
+    key: &str,
+    holder: Holder,
+    trial: usize,
+) -> Duration {
+    let dir = cluster.node(0).dir().to_owned();
+    let file = |name: &str| dir.join(format!("{name}-{holder:?}-{trial}"));
+    let (ready, go, end, start) = (file("ready"), file("go"), file("end"), file("start"));
+    clear_waiting(cluster, key);
+    let mut holding = None;
+    let mut token = None;
+    match holder {
+        Holder::Run => {
+            // The holder's command stamps its end just before it exits; redmutex then releases.
+            let script = format!(
+                "touch {ready}; while [ ! -e {go} ]; do sleep 0.002; done; date +%s%N > {end}",
+                ready = ready.display(),
+                go = go.display(),
+                end = end.display()
+            );
+            let child = redmutex(urls)
+                .args(["run", key, "-c", &script])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            holding = Some(child);
+            wait_file(&ready);
+        }
+        Holder::Token => {
+            let o = run_ok(redmutex(urls).args(["acquire", "--ttl", "60", key]));
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            token = Some(stdout(&o).trim().to_owned());
+        }
+        Holder::Foreign => {
+            for i in 0..cluster.len() {
+                assert_eq!(
+                    cluster.cmd(i, &["SET", key, "someone-else", "NX", "PX", "60000"]),
+                    "OK"
+                );
+            }
+        }
+    }
+    let script = format!("date +%s%N > {}", start.display());
+    let mut waiter = redmutex(urls)
+        .args(["run", "-w", "30", key, "-c", &script])
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    signal(child.id(), "TERM");
-    let status = wait_for(&mut child, SOON);
-    assert_eq!(status.code(), Some(128 + 15));
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(stdout(&o), "");
-    // Still held by the first holder.
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:waitsig", &token]));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    wait_waiting(cluster, key);
+    wait_round(cluster, key);
+    let let_go = match holder {
+        Holder::Run => {
+            fs::write(&go, "").unwrap();
+            let status = wait_for(holding.as_mut().unwrap(), SOON);
+            assert_eq!(status.code(), Some(0));
+            read_ns(&end)
+        }
+        Holder::Token => {
+            let at = now_ns();
+            let o = run_ok(redmutex(urls).args(["release", key, &token.unwrap()]));
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            at
+        }
+        Holder::Foreign => {
+            for i in 0..cluster.len() {
+                assert_eq!(cluster.cmd(i, &["DEL", key]), "1");
+            }
+            now_ns()
+        }
+    };
+    assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
+    let delay = read_ns(&start) - let_go;
+    Duration::from_nanos(u64::try_from(delay.max(0)).unwrap())
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs the wake-up trials with `urls` and returns the medians (woken, polling only).
+fn wake_up_trials(cluster: &RedisCluster, urls: &[String], key: &str) -> (Duration, Duration) {
+    let trials = 5;
+    let (mut run, mut token, mut foreign) = (Vec::new(), Vec::new(), Vec::new());
+    for trial in 0..trials {
+        run.push(wake_up_delay(cluster, urls, key, Holder::Run, trial));
+        foreign.push(wake_up_delay(cluster, urls, key, Holder::Foreign, trial));
+        if trial < 3 {
+            token.push(wake_up_delay(cluster, urls, key, Holder::Token, trial));
+        }
+    }
+    println!("{key}: holder `run` ends -> waiter's command starts: {run:?}");
+    println!("{key}: `redmutex release` starts -> waiter's command starts: {token:?}");
+    println!("{key}: poll only, foreign key deleted -> waiter's command starts: {foreign:?}");
+    let (woken, polled) = (median(&run), median(&foreign));
+    println!("{key}: medians: woken {woken:?}, polling only {polled:?}");
+    assert!(
+        median(&token) < Duration::from_secs(2),
+        "release from another process: {token:?}"
+    );
+    assert_eq!(holders(cluster, key), 0);
+    (woken, polled)
+}
+
+/// A waiter woken by the release of another process starts its command in milliseconds; one
+/// that can only poll (the holder is another client, whose release announces nothing) needs
+/// the rest of its pause between rounds, 50 to 100 ms by default. Both are let go just after
+/// one of the waiter's rounds, so without the wake-up both would wait a whole pause.
+///
+/// The nodes are given as RESP3 URLs: over RESP2 the library loses the release message
+/// (see the ignored test below).
+#[test]
+fn a_waiter_is_woken_by_a_release_from_another_process() {
+    let cluster = RedisCluster::start(3);
+    let urls: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("{u}?protocol=resp3"))
+        .collect();
+    let (woken, polled) = wake_up_trials(&cluster, &urls, "cli:wake3");
+    // The smallest pause between two rounds of a waiter is 50 ms: a waiter let go just after
+    // a round and starting well within it was woken.
+    assert!(woken < Duration::from_millis(40), "woken {woken:?}");
+    assert!(woken < polled, "woken {woken:?}, polling {polled:?}");
+}
+
+/// The same with the default protocol (RESP2). Ignored: the library misses the release
+/// message there. Its subscriber (`src/waker.rs`, `Sub::listen`) reads with
+/// `Connection::recv_response` under a read timeout (20 ms slices while a cancel flag is set,
+/// otherwise the pause), and redis 1.8.1 counts every timed-out `recv_response` as a reply to
+/// skip: the next non-push value, which over RESP2 is the release message (an array), is
+/// then discarded. Over RESP3 the message is a push and is not skipped.
+#[test]
+#[ignore = "library: over RESP2 the waker's subscriber drops the release message after a read timeout"]
+fn a_waiter_is_woken_by_a_release_over_resp2() {
+    let cluster = RedisCluster::start(3);
+    let (woken, polled) = wake_up_trials(&cluster, &cluster.urls(), "cli:wake2");
+    assert!(woken < Duration::from_millis(40), "woken {woken:?}");
+    assert!(woken < polled, "woken {woken:?}, polling {polled:?}");
 }
 
 #[test]
