@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, dead_url, deadline_loop};
+use common::sentinel::SentinelGroup;
+use common::{RedisCluster, RedisNode, dead_url, deadline_loop};
 use redmutex::Fingerprint;
 
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
@@ -257,11 +258,12 @@ fn nonblock_and_wait_give_the_conflict_code() {
     assert_eq!(code(&o), 5);
 
     // A wait that ends because the holder released.
+    clear_waiting(&cluster, "cli:busy");
     let mut waiter = redmutex(&cluster.urls())
         .args(["run", "-w", "30", "cli:busy", "true"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_waiting(&cluster, "cli:busy");
     let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:busy", &token]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
@@ -785,20 +787,22 @@ fn status_shows_each_node_and_the_verdict() {
 #[test]
 fn acquire_extend_release_round_trip() {
     let cluster = RedisCluster::start(3);
-    let token = acquire(&cluster, "cli:trip", "5");
-    let pttl = |i: usize| {
-        cluster
-            .cmd(i, &["PTTL", "cli:trip"])
-            .parse::<i64>()
-            .unwrap()
-    };
+    let key = "cli:trip";
+    let token = acquire(&cluster, key, "5");
+    let pttl = |i: usize| cluster.cmd(i, &["PTTL", key]).parse::<i64>().unwrap();
     for i in 0..3 {
-        assert_eq!(cluster.cmd(i, &["GET", "cli:trip"]), token);
+        assert_eq!(cluster.cmd(i, &["GET", key]), token);
         assert!(pttl(i) <= 5_000);
     }
 
-    let o = run_ok(redmutex(&cluster.urls()).args(["extend", "cli:trip", &token, "--ttl", "60"]));
+    let o = run_ok(redmutex(&cluster.urls()).args(["-v", "extend", key, &token, "--ttl", "60"]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("extended \"cli:trip\": valid for"),
+        "{}",
+        stderr(&o)
+    );
     for i in 0..3 {
         assert!(pttl(i) > 5_000);
     }
@@ -806,26 +810,309 @@ fn acquire_extend_release_round_trip() {
     // The token from the environment, as a script would keep it out of `ps`.
     let o = run_ok(
         redmutex(&cluster.urls())
-            .env("REDMUTEX_TOKEN", "0".repeat(40))
-            .args(["extend", "cli:trip"]),
+            .env("REDMUTEX_TOKEN", &token)
+            .args(["extend", key, "--ttl", "90"]),
     );
-    assert_eq!(code(&o), LOST, "a wrong token: {}", stderr(&o));
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:trip", "wrong"]));
-    assert_eq!(code(&o), LOST);
-    assert_eq!(
-        holders(&cluster, "cli:trip"),
-        3,
-        "a wrong token released it"
-    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!((0..3).all(|i| pttl(i) > 60_000));
 
     let o = run_ok(
         redmutex(&cluster.urls())
             .env("REDMUTEX_TOKEN", &token)
-            .args(["release", "cli:trip"]),
+            .args(["release", key]),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:trip"), 0);
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:trip", &token]));
+    assert_eq!(holders(&cluster, key), 0);
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
     assert_eq!(code(&o), LOST, "released twice");
     assert!(stderr(&o).starts_with("redmutex: error: "));
+    let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &token]));
+    assert_eq!(code(&o), LOST, "extended after its release");
+    assert_eq!(holders(&cluster, key), 0, "an extend brought it back");
+}
+
+/// A wrong token changes nothing on the nodes (the real holder's key keeps its value and
+/// expiry), and gives one clear line with 79; `status` names the real holder.
+#[test]
+fn a_wrong_token_changes_nothing() {
+    let cluster = RedisCluster::start(3);
+    let key = "cli:wrong";
+    let token = acquire(&cluster, key, "30");
+    let wrong = "0".repeat(40);
+    let pttls = || -> Vec<i64> {
+        (0..3)
+            .map(|i| cluster.cmd(i, &["PTTL", key]).parse().unwrap())
+            .collect()
+    };
+    let unchanged = |what: &str, before: &[i64]| {
+        for (i, before) in before.iter().enumerate() {
+            assert_eq!(cluster.cmd(i, &["GET", key]), token, "{what}: node {i}");
+            let now: i64 = cluster.cmd(i, &["PTTL", key]).parse().unwrap();
+            assert!(
+                now > 0 && now <= *before,
+                "{what}: node {i}: {before} -> {now}"
+            );
+        }
+    };
+    let expected = "redmutex: error: \"cli:wrong\" is not held with this token on a quorum \
+                    (expired, released, taken over, or a wrong token)\n";
+
+    let before = pttls();
+    let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &wrong, "--ttl", "600"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(stderr(&o), expected);
+    unchanged("extend", &before);
+
+    let before = pttls();
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &wrong]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(stderr(&o), expected);
+    assert_eq!(stdout(&o), "");
+    unchanged("release", &before);
+
+    // A token that is not even hex, and one from the environment.
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, "wrong"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    let o = run_ok(
+        redmutex(&cluster.urls())
+            .env("REDMUTEX_TOKEN", &wrong)
+            .args(["release", key]),
+    );
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    unchanged("release from the environment", &before);
+
+    // Malformed input is a usage error, before any node is asked.
+    for args in [
+        &["release", key, ""][..],
+        &["extend", key, &token, "--ttl", "0"],
+    ] {
+        let o = run_ok(redmutex(&cluster.urls()).args(args));
+        assert_eq!(code(&o), 64, "{args:?}: {}", stderr(&o));
+    }
+    unchanged("malformed input", &before);
+
+    let v = status_json(&mut redmutex(&cluster.urls()), key);
+    assert_eq!(v["holder"], Fingerprint::of(&token).to_string().as_str());
+    assert_ne!(v["holder"], Fingerprint::of(&wrong).to_string().as_str());
+    let text = v.to_string();
+    assert!(!text.contains(&token) && !text.contains(&wrong));
+
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// `redmutex` with its nodes from `REDMUTEX_NODES` (and no `--node`).
+fn redmutex_env(nodes: &str) -> Command {
+    let mut cmd = redmutex(&[]);
+    cmd.env("REDMUTEX_NODES", nodes);
+    cmd
+}
+
+/// `status --json` through `cmd`, which must succeed.
+fn status_json(cmd: &mut Command, key: &str) -> serde_json::Value {
+    let o = run_ok(cmd.args(["status", "--json", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn pttl(node: &RedisNode, key: &str) -> i64 {
+    node.cmd(&["PTTL", key]).parse().unwrap()
+}
+
+/// Every subcommand takes Sentinel URLs (the library's node forms), alone or mixed with plain
+/// nodes, from `--node` and from `REDMUTEX_NODES` (where the Sentinel URL keeps its commas).
+#[test]
+fn sentinel_nodes_work_in_every_subcommand() {
+    let group = SentinelGroup::start("cli-group");
+    let plain = RedisCluster::start(2);
+    let sentinel_url = group.url();
+    assert!(sentinel_url.contains(','), "{sentinel_url}");
+    let master = group.master();
+
+    // One Sentinel node, through --node.
+    let one = [sentinel_url.clone()];
+    let key = "cli:sentinel1";
+    let free = status_json(&mut redmutex(&one), key);
+    assert_eq!(free["verdict"], "free");
+    let name = free["nodes"][0]["node"].as_str().unwrap();
+    assert!(name.starts_with("sentinel:cli-group@127.0.0.1:"), "{name}");
+
+    let o = run_ok(redmutex(&one).args(["acquire", "--ttl", "5", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    assert_eq!(master.cmd(&["GET", key]), token, "the key is on the master");
+    let held = status_json(&mut redmutex(&one), key);
+    assert_eq!(held["verdict"], "held");
+    assert_eq!(held["holder"], Fingerprint::of(&token).to_string().as_str());
+
+    let o = run_ok(redmutex(&one).args(["extend", key, &token, "--ttl", "60"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(pttl(master, key) > 5_000);
+    let o = run_ok(redmutex(&one).args(["release", key, "not-the-token"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["GET", key]), token);
+    let o = run_ok(redmutex(&one).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["EXISTS", key]), "0");
+    let o = run_ok(redmutex(&one).args(["run", "-n", key, "--", "true"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // The Sentinel URL and two plain nodes in REDMUTEX_NODES, separated by a space and a ';'.
+    let nodes = format!("{sentinel_url} {};{}", plain.url(0), plain.url(1));
+    let key = "cli:sentinel3";
+    let o = run_ok(redmutex_env(&nodes).args(["acquire", "--ttl", "5", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    assert_eq!(master.cmd(&["GET", key]), token);
+    for i in 0..2 {
+        assert_eq!(plain.cmd(i, &["GET", key]), token);
+    }
+    let held = status_json(&mut redmutex_env(&nodes), key);
+    assert_eq!(held["verdict"], "held");
+    assert_eq!(held["agreeing"], 3);
+    assert_eq!(held["quorum"], 2);
+    let views = held["nodes"].as_array().unwrap();
+    assert_eq!(views.len(), 3);
+    assert!(views[0]["node"].as_str().unwrap().starts_with("sentinel:"));
+    assert!(views.iter().all(|n| n["state"] == "held"));
+
+    let o = run_ok(redmutex_env(&nodes).args(["extend", key, &token, "--ttl", "60"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(pttl(master, key) > 5_000);
+    assert!(pttl(plain.node(1), key) > 5_000);
+    let o = run_ok(
+        redmutex_env(&nodes)
+            .env("REDMUTEX_TOKEN", &token)
+            .args(["release", key]),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["EXISTS", key]), "0");
+    assert_eq!(holders(&plain, key), 0);
+
+    // A `run` through the same list.
+    let o = run_ok(redmutex_env(&nodes).args(["run", key, "--", "true"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// `REDMUTEX_NODES` takes spaces, ';' and newlines; the older comma-separated list of URLs
+/// still works; a comma list that is not made of URLs is refused with a hint, never misread.
+#[test]
+fn the_node_list_separators() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    for nodes in [
+        urls.join(" "),
+        urls.join(";"),
+        format!(" {}\n{} ;\t{} ", urls[0], urls[1], urls[2]),
+        // As before: commas, each followed by a URL.
+        urls.join(","),
+    ] {
+        let v = status_json(&mut redmutex_env(&nodes), "cli:list");
+        assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{nodes:?}");
+        assert_eq!(v["quorum"], 2, "{nodes:?}");
+    }
+    // --node values are split the same way, and repeat.
+    let o = run_ok(
+        redmutex(&[format!("{} {}", urls[0], urls[1]), urls[2].clone()])
+            .args(["status", "--json", "cli:list"]),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // host:port pairs with commas: not URLs, so no list; the node does not parse.
+    let bare: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", cluster.port(i)))
+        .collect();
+    let o = run_ok(redmutex_env(&bare.join(",")).args(["status", "cli:list"]));
+    assert_eq!(code(&o), 64, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("separate nodes with spaces or ';'"), "{err}");
+    // Set but empty: an error, not a silent fall back to the default node.
+    for value in ["", " ; "] {
+        let o = run_ok(redmutex_env(value).args(["status", "cli:list"]));
+        assert_eq!(code(&o), 64, "{}", stderr(&o));
+        assert!(stderr(&o).contains("no nodes given"), "{}", stderr(&o));
+    }
+}
+
+/// `run -v` says how long it waited and what lease it got, and how the lease ended; `-vv`
+/// says more, but never the token.
+#[test]
+fn run_verbose_reports_the_wait_and_the_lease() {
+    let cluster = RedisCluster::start(3);
+    let key = "cli:verbose";
+    // Held by a lease nobody releases: the run waits until its TTL ends.
+    let token = acquire(&cluster, key, "0.5");
+    let o = run_ok(redmutex(&cluster.urls()).args([
+        "-v",
+        "run",
+        "-w",
+        "30",
+        "--fencing",
+        key,
+        "--",
+        "true",
+    ]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let waited: u64 = err
+        .split("acquired \"cli:verbose\" after waiting ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {err}"));
+    assert!(
+        waited >= 200,
+        "waited {waited} ms for a 500 ms lease: {err}"
+    );
+    assert!(err.contains(": lease valid for "), "{err}");
+    assert!(err.contains(", fencing token "), "{err}");
+    assert!(err.contains("the command ended (exit status 0)"), "{err}");
+    assert!(
+        err.contains("released \"cli:verbose\": it stayed held throughout"),
+        "{err}"
+    );
+
+    // -vv: the factory (nodes by address), the rounds, the token's fingerprint only.
+    let out = cluster.node(0).dir().join("verbose-token");
+    let script = format!("echo $REDMUTEX_TOKEN > {}", out.display());
+    let o = run_ok(redmutex(&cluster.urls()).args(["-vv", "run", key, "-c", &script]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let run_token = fs::read_to_string(&out).unwrap().trim().to_owned();
+    assert!(err.contains("RedLockFactory { nodes: [127.0.0.1:"), "{err}");
+    assert!(err.contains("debug: acquire \"cli:verbose\""), "{err}");
+    assert!(
+        err.contains(&format!(
+            "token fingerprint {}",
+            Fingerprint::of(&run_token)
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(&run_token), "the token was printed: {err}");
+    assert!(!err.contains(&token));
+
+    // A lease lost while the command runs.
+    let mut child = redmutex(&cluster.urls())
+        .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_held(&cluster, key);
+    for i in 0..3 {
+        cluster.cmd(i, &["DEL", key]);
+    }
+    let status = wait_for(&mut child, SOON);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(LOST), "{err}");
+    assert!(
+        err.contains("error: lost the lease on \"cli:verbose\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("the command ended (killed by SIGTERM)"),
+        "{err}"
+    );
+    assert!(err.contains("lease on \"cli:verbose\" lost: "), "{err}");
 }
