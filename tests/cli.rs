@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, dead_url, deadline_loop};
+use common::sentinel::SentinelGroup;
+use common::{RedisCluster, RedisNode, dead_url, deadline_loop};
+use redmutex::Fingerprint;
 
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
 const SOON: Duration = Duration::from_secs(20);
@@ -256,11 +258,12 @@ fn nonblock_and_wait_give_the_conflict_code() {
     assert_eq!(code(&o), 5);
 
     // A wait that ends because the holder released.
+    clear_waiting(&cluster, "cli:busy");
     let mut waiter = redmutex(&cluster.urls())
         .args(["run", "-w", "30", "cli:busy", "true"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_waiting(&cluster, "cli:busy");
     let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:busy", &token]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
@@ -346,25 +349,298 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
     }
 }
 
+/// The key by which a waiting redmutex marks `key` as waited for (the library's waiting mark:
+/// it is written by every round of a waiter that found the lock busy, after the waiter has
+/// subscribed to the release channel).
+fn waiting_mark(key: &str) -> String {
+    format!("{key}:redmutex:waiting")
+}
+
+/// Removes the waiting mark of `key`, left by an earlier waiter.
+fn clear_waiting(cluster: &RedisCluster, key: &str) {
+    for i in 0..cluster.len() {
+        cluster.cmd(i, &["DEL", &waiting_mark(key)]);
+    }
+}
+
+/// Waits until a redmutex waits for `key` (its waiting mark is on a node: clear it first).
+fn wait_waiting(cluster: &RedisCluster, key: &str) {
+    let mark = waiting_mark(key);
+    assert!(
+        deadline_loop(SOON, || (0..cluster.len())
+            .any(|i| cluster.cmd(i, &["EXISTS", &mark]) == "1")),
+        "nobody ever waited for {key}"
+    );
+}
+
+/// Waits for `child` on another thread, so its exit is seen the moment it happens; returns
+/// the output and when it ended.
+fn exit_watch(child: Child) -> std::sync::mpsc::Receiver<(Output, Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = tx.send((out.unwrap(), Instant::now()));
+    });
+    rx
+}
+
+/// The bound asserted on "a signal ends the wait": the library looks at the cancel flag at
+/// least every 20 ms (or after the round under way, bounded by the I/O timeout), and the
+/// process then only has to exit. Generous, for a loaded machine; the measured times are
+/// printed.
+const SIGNAL_LIMIT: Duration = Duration::from_secs(2);
+
 #[test]
-fn a_signal_while_waiting_ends_the_wait() {
+fn a_signal_while_waiting_ends_the_wait_at_once() {
     let cluster = RedisCluster::start(3);
-    let token = acquire(&cluster, "cli:waitsig", "60");
-    let mut child = redmutex(&cluster.urls())
-        .args(["-v", "run", "cli:waitsig", "--", "echo", "ran"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let key = "cli:waitsig";
+    let token = acquire(&cluster, key, "60");
+    for (sig, num, args) in [
+        (
+            "TERM",
+            15,
+            &["run", "-w", "60", key, "--", "echo", "ran"][..],
+        ),
+        ("INT", 2, &["run", key, "--", "echo", "ran"]),
+        ("HUP", 1, &["run", "-w", "60", key, "--", "echo", "ran"]),
+        ("INT", 2, &["acquire", key]),
+        ("TERM", 15, &["acquire", "-w", "60", key]),
+    ] {
+        clear_waiting(&cluster, key);
+        let child = redmutex(&cluster.urls())
+            .arg("-v")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ended = exit_watch(child);
+        wait_waiting(&cluster, key);
+        let sent = Instant::now();
+        signal(pid, sig);
+        let Ok((o, at)) = ended.recv_timeout(SOON) else {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{args:?} did not end on SIG{sig}");
+        };
+        let took = at.saturating_duration_since(sent);
+        println!(
+            "SIG{sig} during `{}`: exited {took:?} after `kill`",
+            args.join(" ")
+        );
+        assert_eq!(code(&o), 128 + num, "{args:?}: {}", stderr(&o));
+        assert!(took < SIGNAL_LIMIT, "SIG{sig}: {took:?}");
+        assert_eq!(stdout(&o), "", "the command ran, or a token was printed");
+        assert!(
+            stderr(&o).contains(&format!("interrupted by SIG{sig} after waiting")),
+            "{}",
+            stderr(&o)
+        );
+        // The holder's lock is untouched.
+        for i in 0..cluster.len() {
+            assert_eq!(cluster.cmd(i, &["GET", key]), token, "node {i}");
+        }
+    }
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// Wall-clock nanoseconds, comparable with `date +%s%N` in the commands.
+fn now_ns() -> i128 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i128::try_from(d.as_nanos()).unwrap()
+}
+
+fn read_ns(path: &Path) -> i128 {
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// Waits until the waiter of `key` has just made a round: its waiting mark (refreshed, with a
+/// fresh expiry, by each of its rounds) had its time to live go up. A waiter that is not woken
+/// makes its next round only after a whole pause (50 to 100 ms by default).
+fn wait_round(cluster: &RedisCluster, key: &str) {
+    let mark = waiting_mark(key);
+    let pttl = || {
+        cluster
+            .cmd(0, &["PTTL", &mark])
+            .parse::<i64>()
+            .unwrap_or(-2)
+    };
+    let deadline = Instant::now() + SOON;
+    let mut last = pttl();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = pttl();
+        if now > last {
+            return;
+        }
+        last = now;
+    }
+    panic!("the waiter of {key} made no round within {SOON:?}");
+}
+
+/// How the holder lets go, in [`wake_up_delay`].
+#[derive(Clone, Copy, Debug)]
+enum Holder {
+    /// `redmutex run` whose command ends: its release announces itself to the waiters.
+    Run,
+    /// `redmutex acquire`, then `redmutex release` from another process (announced too).
+    Token,
+    /// Another client: a plain `SET NX PX` key, deleted with `DEL` (nothing announced: a
+    /// waiter can only notice by polling).
+    Foreign,
+}
+
+/// Holds `key` as `holder` says, starts `redmutex run -w 30 key` as a waiter, lets go just
+/// after one of the waiter's rounds, and returns the delay from letting go to the waiter's
+/// command starting (both stamped by the wall clock).
+fn wake_up_delay(
+    cluster: &RedisCluster,
+    urls: &[String],
+    key: &str,
+    holder: Holder,
+    trial: usize,
+) -> Duration {
+    let dir = cluster.node(0).dir().to_owned();
+    let file = |name: &str| dir.join(format!("{name}-{holder:?}-{trial}"));
+    let (ready, go, end, start) = (file("ready"), file("go"), file("end"), file("start"));
+    clear_waiting(cluster, key);
+    let mut holding = None;
+    let mut token = None;
+    match holder {
+        Holder::Run => {
+            // The holder's command stamps its end just before it exits; redmutex then releases.
+            let script = format!(
+                "touch {ready}; while [ ! -e {go} ]; do sleep 0.002; done; date +%s%N > {end}",
+                ready = ready.display(),
+                go = go.display(),
+                end = end.display()
+            );
+            let child = redmutex(urls)
+                .args(["run", key, "-c", &script])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            holding = Some(child);
+            wait_file(&ready);
+        }
+        Holder::Token => {
+            let o = run_ok(redmutex(urls).args(["acquire", "--ttl", "60", key]));
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            token = Some(stdout(&o).trim().to_owned());
+        }
+        Holder::Foreign => {
+            for i in 0..cluster.len() {
+                assert_eq!(
+                    cluster.cmd(i, &["SET", key, "someone-else", "NX", "PX", "60000"]),
+                    "OK"
+                );
+            }
+        }
+    }
+    let script = format!("date +%s%N > {}", start.display());
+    let mut waiter = redmutex(urls)
+        .args(["run", "-w", "30", key, "-c", &script])
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    signal(child.id(), "TERM");
-    let status = wait_for(&mut child, SOON);
-    assert_eq!(status.code(), Some(128 + 15));
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(stdout(&o), "");
-    // Still held by the first holder.
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:waitsig", &token]));
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    wait_waiting(cluster, key);
+    wait_round(cluster, key);
+    let let_go = match holder {
+        Holder::Run => {
+            fs::write(&go, "").unwrap();
+            let status = wait_for(holding.as_mut().unwrap(), SOON);
+            assert_eq!(status.code(), Some(0));
+            read_ns(&end)
+        }
+        Holder::Token => {
+            let at = now_ns();
+            let o = run_ok(redmutex(urls).args(["release", key, &token.unwrap()]));
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            at
+        }
+        Holder::Foreign => {
+            for i in 0..cluster.len() {
+                assert_eq!(cluster.cmd(i, &["DEL", key]), "1");
+            }
+            now_ns()
+        }
+    };
+    assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
+    let delay = read_ns(&start) - let_go;
+    Duration::from_nanos(u64::try_from(delay.max(0)).unwrap())
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs the wake-up trials with `urls` and returns the medians (woken, polling only).
+fn wake_up_trials(cluster: &RedisCluster, urls: &[String], key: &str) -> (Duration, Duration) {
+    let trials = 5;
+    let (mut run, mut token, mut foreign) = (Vec::new(), Vec::new(), Vec::new());
+    for trial in 0..trials {
+        run.push(wake_up_delay(cluster, urls, key, Holder::Run, trial));
+        foreign.push(wake_up_delay(cluster, urls, key, Holder::Foreign, trial));
+        if trial < 3 {
+            token.push(wake_up_delay(cluster, urls, key, Holder::Token, trial));
+        }
+    }
+    println!("{key}: holder `run` ends -> waiter's command starts: {run:?}");
+    println!("{key}: `redmutex release` starts -> waiter's command starts: {token:?}");
+    println!("{key}: poll only, foreign key deleted -> waiter's command starts: {foreign:?}");
+    let (woken, polled) = (median(&run), median(&foreign));
+    println!("{key}: medians: woken {woken:?}, polling only {polled:?}");
+    assert!(
+        median(&token) < Duration::from_secs(2),
+        "release from another process: {token:?}"
+    );
+    assert_eq!(holders(cluster, key), 0);
+    (woken, polled)
+}
+
+/// A waiter woken by the release of another process starts its command in milliseconds; one
+/// that can only poll (the holder is another client, whose release announces nothing) needs
+/// the rest of its pause between rounds, 50 to 100 ms by default. Both are let go just after
+/// one of the waiter's rounds, so without the wake-up both would wait a whole pause.
+///
+/// The nodes are given as RESP3 URLs: over RESP2 the library loses the release message
+/// (see the ignored test below).
+#[test]
+fn a_waiter_is_woken_by_a_release_from_another_process() {
+    let cluster = RedisCluster::start(3);
+    let urls: Vec<String> = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("{u}?protocol=resp3"))
+        .collect();
+    let (woken, polled) = wake_up_trials(&cluster, &urls, "cli:wake3");
+    // The smallest pause between two rounds of a waiter is 50 ms: a waiter let go just after
+    // a round and starting well within it was woken.
+    assert!(woken < Duration::from_millis(40), "woken {woken:?}");
+    assert!(woken < polled, "woken {woken:?}, polling {polled:?}");
+}
+
+/// The same with the default protocol (RESP2). Ignored: the library misses the release
+/// message there. Its subscriber (`src/waker.rs`, `Sub::listen`) reads with
+/// `Connection::recv_response` under a read timeout (20 ms slices while a cancel flag is set,
+/// otherwise the pause), and redis 1.8.1 counts every timed-out `recv_response` as a reply to
+/// skip: the next non-push value, which over RESP2 is the release message (an array), is
+/// then discarded. Over RESP3 the message is a push and is not skipped.
+#[test]
+#[ignore = "library: over RESP2 the waker's subscriber drops the release message after a read timeout"]
+fn a_waiter_is_woken_by_a_release_over_resp2() {
+    let cluster = RedisCluster::start(3);
+    let (woken, polled) = wake_up_trials(&cluster, &cluster.urls(), "cli:wake2");
+    assert!(woken < Duration::from_millis(40), "woken {woken:?}");
+    assert!(woken < polled, "woken {woken:?}, polling {polled:?}");
 }
 
 #[test]
@@ -469,13 +745,21 @@ fn status_shows_each_node_and_the_verdict() {
     assert_eq!(free["nodes"].as_array().unwrap().len(), 3);
 
     let token = acquire(&cluster, "cli:status", "30");
+    let fingerprint = Fingerprint::of(&token).to_string();
     let held = status("cli:status");
     assert_eq!(held["verdict"], "held");
+    assert_eq!(held["holder"], fingerprint.as_str());
+    assert_eq!(held["agreeing"], 3);
+    assert_eq!(held["answered"], 3);
+    let ttl = held["ttl_ms"].as_u64().unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+    assert!(held["fencing_counter"].is_null());
     for n in held["nodes"].as_array().unwrap() {
         assert_eq!(n["state"], "held");
-        assert_eq!(n["holder"], "a");
-        let pttl = n["pttl_ms"].as_i64().unwrap();
-        assert!(pttl > 0 && pttl <= 30_000, "{pttl}");
+        assert_eq!(n["holder"], fingerprint.as_str());
+        let ttl = n["ttl_ms"].as_u64().unwrap();
+        assert!(ttl > 0 && ttl <= 30_000, "{ttl}");
+        assert!(n["error"].is_null());
     }
     assert!(!held.to_string().contains(&token), "the token is not shown");
 
@@ -489,7 +773,11 @@ fn status_shows_each_node_and_the_verdict() {
     let o = run_ok(redmutex(&cluster.urls()).args(["status", "cli:status"]));
     assert_eq!(code(&o), 0);
     let table = stdout(&o);
-    assert!(table.contains("held by a on 2 of 3 nodes"), "{table}");
+    assert!(
+        table.contains(&format!("held by {fingerprint} on 2 of 3 nodes")),
+        "{table}"
+    );
+    assert!(!table.contains(&token), "the token is not shown");
     assert!(
         table.contains(&format!("127.0.0.1:{}", cluster.port(0))),
         "{table}"
@@ -499,20 +787,22 @@ fn status_shows_each_node_and_the_verdict() {
 #[test]
 fn acquire_extend_release_round_trip() {
     let cluster = RedisCluster::start(3);
-    let token = acquire(&cluster, "cli:trip", "5");
-    let pttl = |i: usize| {
-        cluster
-            .cmd(i, &["PTTL", "cli:trip"])
-            .parse::<i64>()
-            .unwrap()
-    };
+    let key = "cli:trip";
+    let token = acquire(&cluster, key, "5");
+    let pttl = |i: usize| cluster.cmd(i, &["PTTL", key]).parse::<i64>().unwrap();
     for i in 0..3 {
-        assert_eq!(cluster.cmd(i, &["GET", "cli:trip"]), token);
+        assert_eq!(cluster.cmd(i, &["GET", key]), token);
         assert!(pttl(i) <= 5_000);
     }
 
-    let o = run_ok(redmutex(&cluster.urls()).args(["extend", "cli:trip", &token, "--ttl", "60"]));
+    let o = run_ok(redmutex(&cluster.urls()).args(["-v", "extend", key, &token, "--ttl", "60"]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("extended \"cli:trip\": valid for"),
+        "{}",
+        stderr(&o)
+    );
     for i in 0..3 {
         assert!(pttl(i) > 5_000);
     }
@@ -520,26 +810,309 @@ fn acquire_extend_release_round_trip() {
     // The token from the environment, as a script would keep it out of `ps`.
     let o = run_ok(
         redmutex(&cluster.urls())
-            .env("REDMUTEX_TOKEN", "0".repeat(40))
-            .args(["extend", "cli:trip"]),
+            .env("REDMUTEX_TOKEN", &token)
+            .args(["extend", key, "--ttl", "90"]),
     );
-    assert_eq!(code(&o), LOST, "a wrong token: {}", stderr(&o));
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:trip", "wrong"]));
-    assert_eq!(code(&o), LOST);
-    assert_eq!(
-        holders(&cluster, "cli:trip"),
-        3,
-        "a wrong token released it"
-    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!((0..3).all(|i| pttl(i) > 60_000));
 
     let o = run_ok(
         redmutex(&cluster.urls())
             .env("REDMUTEX_TOKEN", &token)
-            .args(["release", "cli:trip"]),
+            .args(["release", key]),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:trip"), 0);
-    let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:trip", &token]));
+    assert_eq!(holders(&cluster, key), 0);
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
     assert_eq!(code(&o), LOST, "released twice");
     assert!(stderr(&o).starts_with("redmutex: error: "));
+    let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &token]));
+    assert_eq!(code(&o), LOST, "extended after its release");
+    assert_eq!(holders(&cluster, key), 0, "an extend brought it back");
+}
+
+/// A wrong token changes nothing on the nodes (the real holder's key keeps its value and
+/// expiry), and gives one clear line with 79; `status` names the real holder.
+#[test]
+fn a_wrong_token_changes_nothing() {
+    let cluster = RedisCluster::start(3);
+    let key = "cli:wrong";
+    let token = acquire(&cluster, key, "30");
+    let wrong = "0".repeat(40);
+    let pttls = || -> Vec<i64> {
+        (0..3)
+            .map(|i| cluster.cmd(i, &["PTTL", key]).parse().unwrap())
+            .collect()
+    };
+    let unchanged = |what: &str, before: &[i64]| {
+        for (i, before) in before.iter().enumerate() {
+            assert_eq!(cluster.cmd(i, &["GET", key]), token, "{what}: node {i}");
+            let now: i64 = cluster.cmd(i, &["PTTL", key]).parse().unwrap();
+            assert!(
+                now > 0 && now <= *before,
+                "{what}: node {i}: {before} -> {now}"
+            );
+        }
+    };
+    let expected = "redmutex: error: \"cli:wrong\" is not held with this token on a quorum \
+                    (expired, released, taken over, or a wrong token)\n";
+
+    let before = pttls();
+    let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &wrong, "--ttl", "600"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(stderr(&o), expected);
+    unchanged("extend", &before);
+
+    let before = pttls();
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &wrong]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(stderr(&o), expected);
+    assert_eq!(stdout(&o), "");
+    unchanged("release", &before);
+
+    // A token that is not even hex, and one from the environment.
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, "wrong"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    let o = run_ok(
+        redmutex(&cluster.urls())
+            .env("REDMUTEX_TOKEN", &wrong)
+            .args(["release", key]),
+    );
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    unchanged("release from the environment", &before);
+
+    // Malformed input is a usage error, before any node is asked.
+    for args in [
+        &["release", key, ""][..],
+        &["extend", key, &token, "--ttl", "0"],
+    ] {
+        let o = run_ok(redmutex(&cluster.urls()).args(args));
+        assert_eq!(code(&o), 64, "{args:?}: {}", stderr(&o));
+    }
+    unchanged("malformed input", &before);
+
+    let v = status_json(&mut redmutex(&cluster.urls()), key);
+    assert_eq!(v["holder"], Fingerprint::of(&token).to_string().as_str());
+    assert_ne!(v["holder"], Fingerprint::of(&wrong).to_string().as_str());
+    let text = v.to_string();
+    assert!(!text.contains(&token) && !text.contains(&wrong));
+
+    let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// `redmutex` with its nodes from `REDMUTEX_NODES` (and no `--node`).
+fn redmutex_env(nodes: &str) -> Command {
+    let mut cmd = redmutex(&[]);
+    cmd.env("REDMUTEX_NODES", nodes);
+    cmd
+}
+
+/// `status --json` through `cmd`, which must succeed.
+fn status_json(cmd: &mut Command, key: &str) -> serde_json::Value {
+    let o = run_ok(cmd.args(["status", "--json", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn pttl(node: &RedisNode, key: &str) -> i64 {
+    node.cmd(&["PTTL", key]).parse().unwrap()
+}
+
+/// Every subcommand takes Sentinel URLs (the library's node forms), alone or mixed with plain
+/// nodes, from `--node` and from `REDMUTEX_NODES` (where the Sentinel URL keeps its commas).
+#[test]
+fn sentinel_nodes_work_in_every_subcommand() {
+    let group = SentinelGroup::start("cli-group");
+    let plain = RedisCluster::start(2);
+    let sentinel_url = group.url();
+    assert!(sentinel_url.contains(','), "{sentinel_url}");
+    let master = group.master();
+
+    // One Sentinel node, through --node.
+    let one = [sentinel_url.clone()];
+    let key = "cli:sentinel1";
+    let free = status_json(&mut redmutex(&one), key);
+    assert_eq!(free["verdict"], "free");
+    let name = free["nodes"][0]["node"].as_str().unwrap();
+    assert!(name.starts_with("sentinel:cli-group@127.0.0.1:"), "{name}");
+
+    let o = run_ok(redmutex(&one).args(["acquire", "--ttl", "5", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    assert_eq!(master.cmd(&["GET", key]), token, "the key is on the master");
+    let held = status_json(&mut redmutex(&one), key);
+    assert_eq!(held["verdict"], "held");
+    assert_eq!(held["holder"], Fingerprint::of(&token).to_string().as_str());
+
+    let o = run_ok(redmutex(&one).args(["extend", key, &token, "--ttl", "60"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(pttl(master, key) > 5_000);
+    let o = run_ok(redmutex(&one).args(["release", key, "not-the-token"]));
+    assert_eq!(code(&o), LOST, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["GET", key]), token);
+    let o = run_ok(redmutex(&one).args(["release", key, &token]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["EXISTS", key]), "0");
+    let o = run_ok(redmutex(&one).args(["run", "-n", key, "--", "true"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // The Sentinel URL and two plain nodes in REDMUTEX_NODES, separated by a space and a ';'.
+    let nodes = format!("{sentinel_url} {};{}", plain.url(0), plain.url(1));
+    let key = "cli:sentinel3";
+    let o = run_ok(redmutex_env(&nodes).args(["acquire", "--ttl", "5", key]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
+    assert_eq!(master.cmd(&["GET", key]), token);
+    for i in 0..2 {
+        assert_eq!(plain.cmd(i, &["GET", key]), token);
+    }
+    let held = status_json(&mut redmutex_env(&nodes), key);
+    assert_eq!(held["verdict"], "held");
+    assert_eq!(held["agreeing"], 3);
+    assert_eq!(held["quorum"], 2);
+    let views = held["nodes"].as_array().unwrap();
+    assert_eq!(views.len(), 3);
+    assert!(views[0]["node"].as_str().unwrap().starts_with("sentinel:"));
+    assert!(views.iter().all(|n| n["state"] == "held"));
+
+    let o = run_ok(redmutex_env(&nodes).args(["extend", key, &token, "--ttl", "60"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(pttl(master, key) > 5_000);
+    assert!(pttl(plain.node(1), key) > 5_000);
+    let o = run_ok(
+        redmutex_env(&nodes)
+            .env("REDMUTEX_TOKEN", &token)
+            .args(["release", key]),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(master.cmd(&["EXISTS", key]), "0");
+    assert_eq!(holders(&plain, key), 0);
+
+    // A `run` through the same list.
+    let o = run_ok(redmutex_env(&nodes).args(["run", key, "--", "true"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// `REDMUTEX_NODES` takes spaces, ';' and newlines; the older comma-separated list of URLs
+/// still works; a comma list that is not made of URLs is refused with a hint, never misread.
+#[test]
+fn the_node_list_separators() {
+    let cluster = RedisCluster::start(3);
+    let urls = cluster.urls();
+    for nodes in [
+        urls.join(" "),
+        urls.join(";"),
+        format!(" {}\n{} ;\t{} ", urls[0], urls[1], urls[2]),
+        // As before: commas, each followed by a URL.
+        urls.join(","),
+    ] {
+        let v = status_json(&mut redmutex_env(&nodes), "cli:list");
+        assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{nodes:?}");
+        assert_eq!(v["quorum"], 2, "{nodes:?}");
+    }
+    // --node values are split the same way, and repeat.
+    let o = run_ok(
+        redmutex(&[format!("{} {}", urls[0], urls[1]), urls[2].clone()])
+            .args(["status", "--json", "cli:list"]),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // host:port pairs with commas: not URLs, so no list; the node does not parse.
+    let bare: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", cluster.port(i)))
+        .collect();
+    let o = run_ok(redmutex_env(&bare.join(",")).args(["status", "cli:list"]));
+    assert_eq!(code(&o), 64, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("separate nodes with spaces or ';'"), "{err}");
+    // Set but empty: an error, not a silent fall back to the default node.
+    for value in ["", " ; "] {
+        let o = run_ok(redmutex_env(value).args(["status", "cli:list"]));
+        assert_eq!(code(&o), 64, "{}", stderr(&o));
+        assert!(stderr(&o).contains("no nodes given"), "{}", stderr(&o));
+    }
+}
+
+/// `run -v` says how long it waited and what lease it got, and how the lease ended; `-vv`
+/// says more, but never the token.
+#[test]
+fn run_verbose_reports_the_wait_and_the_lease() {
+    let cluster = RedisCluster::start(3);
+    let key = "cli:verbose";
+    // Held by a lease nobody releases: the run waits until its TTL ends.
+    let token = acquire(&cluster, key, "0.5");
+    let o = run_ok(redmutex(&cluster.urls()).args([
+        "-v",
+        "run",
+        "-w",
+        "30",
+        "--fencing",
+        key,
+        "--",
+        "true",
+    ]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let waited: u64 = err
+        .split("acquired \"cli:verbose\" after waiting ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in {err}"));
+    assert!(
+        waited >= 200,
+        "waited {waited} ms for a 500 ms lease: {err}"
+    );
+    assert!(err.contains(": lease valid for "), "{err}");
+    assert!(err.contains(", fencing token "), "{err}");
+    assert!(err.contains("the command ended (exit status 0)"), "{err}");
+    assert!(
+        err.contains("released \"cli:verbose\": it stayed held throughout"),
+        "{err}"
+    );
+
+    // -vv: the factory (nodes by address), the rounds, the token's fingerprint only.
+    let out = cluster.node(0).dir().join("verbose-token");
+    let script = format!("echo $REDMUTEX_TOKEN > {}", out.display());
+    let o = run_ok(redmutex(&cluster.urls()).args(["-vv", "run", key, "-c", &script]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    let run_token = fs::read_to_string(&out).unwrap().trim().to_owned();
+    assert!(err.contains("RedLockFactory { nodes: [127.0.0.1:"), "{err}");
+    assert!(err.contains("debug: acquire \"cli:verbose\""), "{err}");
+    assert!(
+        err.contains(&format!(
+            "token fingerprint {}",
+            Fingerprint::of(&run_token)
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(&run_token), "the token was printed: {err}");
+    assert!(!err.contains(&token));
+
+    // A lease lost while the command runs.
+    let mut child = redmutex(&cluster.urls())
+        .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_held(&cluster, key);
+    for i in 0..3 {
+        cluster.cmd(i, &["DEL", key]);
+    }
+    let status = wait_for(&mut child, SOON);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(LOST), "{err}");
+    assert!(
+        err.contains("error: lost the lease on \"cli:verbose\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("the command ended (killed by SIGTERM)"),
+        "{err}"
+    );
+    assert!(err.contains("lease on \"cli:verbose\" lost: "), "{err}");
 }

@@ -32,7 +32,8 @@ pub struct Cli {
     #[command(flatten)]
     pub nodes: NodeArgs,
 
-    /// Say more on stderr: -v how long it waited and why each node failed; -vv every round
+    /// Say more on stderr: -v how long it waited, the lease (validity, fencing token) and how
+    /// it ended, and why each node failed; -vv every round
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
@@ -43,15 +44,17 @@ pub struct Cli {
 /// Where the lock lives.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// A Redis master: redis://[user][:password@]host[:port][/db] (rediss:// with TLS
-    /// builds, redis+unix:///path). Repeat for each node; or set REDMUTEX_NODES to a
-    /// comma-separated list. Passwords are never printed.
+    /// A node: redis://[user][:password@]host[:port][/db], rediss:// (TLS builds),
+    /// redis+unix:///path, or a Sentinel-managed master group as
+    /// redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]. Repeat for
+    /// each node, or give a list (here or in REDMUTEX_NODES) separated by spaces or ';'. A
+    /// comma separates nodes only where a URL follows it (redis://a,redis://b); inside a
+    /// Sentinel URL, commas separate its sentinels. Passwords are never printed.
     #[arg(
         long = "node",
         value_name = "URL",
         env = "REDMUTEX_NODES",
         hide_env_values = true,
-        value_delimiter = ',',
         default_value = DEFAULT_NODE,
         global = true
     )]
@@ -72,17 +75,22 @@ pub enum Command {
     #[command(after_long_help = RUN_NOTES)]
     Run(RunArgs),
     /// Show whether the lock is held: the key on each node, its remaining TTL, the verdict
+    #[command(after_long_help = STATUS_NOTES)]
     Status(StatusArgs),
     /// Take the lock, print its token and exit, leaving the lock held until its TTL ends
     Acquire(AcquireArgs),
-    /// Release a lock by its token (from `acquire`)
+    /// Release a lock by its token (from `acquire`), waking those who wait for it
     Release(TokenArgs),
-    /// Renew a lock by its token (from `acquire`) so that it runs --ttl from now
+    /// Renew a lock by its token (from `acquire`): the nodes hold it at least --ttl from now
     Extend(ExtendArgs),
 }
 
 const RUN_NOTES: &str = concat!(
     "\
+While it waits for the lock, redmutex is woken by the holder's release when the holder is a
+redmutex client (`run`, `release`, or the library), and otherwise notices a release by polling
+every 50-100 ms. SIGINT, SIGTERM and SIGHUP end the wait at once, with exit status 128+N.
+
 The command gets REDMUTEX_KEY and REDMUTEX_TOKEN in its environment, and with --fencing
 REDMUTEX_FENCING_TOKEN: pass it with each write to the protected resource, and have the
 resource refuse a write with a smaller token than one it has seen.
@@ -100,6 +108,22 @@ running, unlocked).
 ",
     crate::exit::exit_table!()
 );
+
+const STATUS_NOTES: &str = "\
+Holders are shown by their fingerprint, the first 12 hex digits of the SHA1 of their token;
+the token itself is never printed. The fingerprint of a token you hold:
+  printf %s \"$TOKEN\" | sha1sum | cut -c1-12
+
+--json prints one object, for scripts and monitoring:
+  key, verdict (\"held\", \"free\", \"split\" or \"unknown\"), holder (a fingerprint, or null),
+  agreeing (how many nodes back a held or free verdict), quorum, answered (how many nodes
+  answered), ttl_ms (how long a quorum still holds the lock; null unless held with an expiry),
+  fencing_counter (the largest on any node, or null), and nodes: one object per node with
+  node (its address, never a password), state (\"held\", \"free\" or \"error\"), holder,
+  ttl_ms, fencing_counter and error (why the node failed, or null).
+
+Exit status: 0 when the verdict is known (held, free or split), 69 when too few nodes
+answered to tell (unknown).";
 
 /// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
 #[derive(Debug, Args)]
@@ -120,6 +144,13 @@ pub struct WaitArgs {
     /// The lease time in seconds: how long the lock outlives a holder that vanished
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub ttl: Duration,
+}
+
+impl NodeArgs {
+    /// The node URLs: every `--node` value (or `REDMUTEX_NODES`) split into nodes.
+    pub fn urls(&self) -> Vec<String> {
+        crate::nodes::split(&self.nodes)
+    }
 }
 
 impl WaitArgs {
@@ -199,7 +230,8 @@ pub struct ExtendArgs {
     #[command(flatten)]
     pub lock: TokenArgs,
 
-    /// The new lease time in seconds, from now
+    /// How long the nodes must hold the lock from now, in seconds (a longer remaining lease
+    /// is kept)
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub ttl: Duration,
 }
@@ -264,20 +296,24 @@ mod tests {
     }
 
     #[test]
-    fn nodes_repeat_or_split_on_commas() {
+    fn nodes_repeat_and_keep_their_commas() {
         let cli = Cli::try_parse_from([
             "redmutex",
             "status",
             "k",
             "--node",
-            "redis://a:1,redis://b:2",
+            "redis+sentinel://h1,h2/m",
             "--node",
-            "redis://c:3",
+            "redis://c:3 redis://d:4",
         ])
         .unwrap();
         assert_eq!(
             cli.nodes.nodes,
-            ["redis://a:1", "redis://b:2", "redis://c:3"]
+            ["redis+sentinel://h1,h2/m", "redis://c:3 redis://d:4"]
+        );
+        assert_eq!(
+            cli.nodes.urls(),
+            ["redis+sentinel://h1,h2/m", "redis://c:3", "redis://d:4"]
         );
     }
 }

@@ -22,7 +22,7 @@ pub enum Exit {
     /// wait on the child (EX_OSERR).
     OsError,
     /// The lease was lost (key deleted or taken over, or not renewed in time) while the child
-    /// ran, or the token given to `release`/`extend` no longer holds the lock.
+    /// ran, or the token given to `release`/`extend` does not hold the lock on a quorum.
     LostLease,
     /// The command was found but could not be run (permissions, not executable).
     CannotRun,
@@ -47,11 +47,13 @@ Exit status:
   0       success (run: the command exited 0)
   1       the lock is held elsewhere and -n/-w gave up (set with -E/--conflict-exit-code)
   64      usage error: bad flag, argument, node URL or duration
-  69      nodes unavailable: too few nodes answered (--verbose lists each node's cause)
+  69      nodes unavailable: too few nodes answered (--verbose lists each node's cause);
+          status: the verdict is unknown
   70      internal error
   71      operating-system error (thread, signal handler, waiting for the command)
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
-          then SIGKILL after --kill-after), or the token no longer holds the lock
+          then SIGKILL after --kill-after), or release/extend: the token does not hold
+          the lock on a quorum (expired, released, taken over, or a wrong token)
   126     the command could not be run
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
@@ -121,7 +123,7 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
     match e {
         E::InvalidConfig(_) | E::InvalidArgument(_) => Exit::Usage,
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
-        E::Expired { .. } | E::LockLost { .. } => Exit::LostLease,
+        E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
         _ => Exit::Software,
     }
@@ -167,6 +169,10 @@ mod tests {
             resource: "k".into(),
         };
         assert_eq!(exit_for(&lost), Exit::LostLease);
+        let not_held = redmutex::Error::NotHeld {
+            resource: "k".into(),
+        };
+        assert_eq!(exit_for(&not_held), Exit::LostLease);
         let bad = redmutex::Error::InvalidConfig("ttl".into());
         assert_eq!(exit_for(&bad), Exit::Usage);
         let nq = redmutex::Error::NoQuorum {

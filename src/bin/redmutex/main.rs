@@ -1,6 +1,10 @@
 //! `redmutex`: run a command under a distributed lock, like flock(1) across hosts.
 //!
 //! Built with the `cli` feature. See `redmutex --help` and the README's "Command line" section.
+//!
+//! A thin client of the library: one `RedLockFactory` per invocation, and every subcommand is
+//! one call of its public API (`acquire_with`, `try_acquire`, `leak`, `release_token`,
+//! `extend_token`, `inspect`).
 
 mod cli;
 mod exit;
@@ -10,20 +14,18 @@ mod nodes;
 mod run;
 mod signals;
 mod status;
-mod wait;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{RedLock, RedLockFactory, RedLockGuard};
+use redmutex::{Error, Fingerprint, RedLock, RedLockFactory, RedLockGuard, Wait};
 
-use crate::cli::{AcquireArgs, Cli, Command, NodeArgs, WaitArgs};
+use crate::cli::{AcquireArgs, Cli, Command, ExtendArgs, NodeArgs, TokenArgs, WaitArgs};
 use crate::exit::{Exit, Failure};
-use crate::nodes::Nodes;
-use crate::signals::Event;
-use crate::wait::Outcome;
+use crate::signals::Listener;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -75,58 +77,76 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     let nodes = &cli.nodes;
     match &cli.command {
         Command::Run(args) => {
-            let (tx, events) = listen()?;
+            let signals = listen()?;
+            let factory = factory(nodes, Some(args.wait.ttl))?;
             // The library renews the lease while the command runs.
-            let lock = |l: RedLock| l.with_keep_alive(true).with_fencing(args.fencing);
-            match take(nodes, &args.key, &args.wait, &events, lock)? {
-                Taken::Guard(guard) => run::run(args, guard, &events, &tx),
+            let lock = factory
+                .create_lock(args.key.as_str())
+                .with_keep_alive(true)
+                .with_fencing(args.fencing);
+            match take(&lock, &args.wait, &signals)? {
+                Taken::Guard(guard) => run::run(args, guard, &signals),
                 Taken::Exit(exit) => Ok(exit),
             }
         }
         Command::Acquire(args) => acquire(nodes, args),
         Command::Status(args) => {
-            factory(nodes, None)?;
-            status::status(&direct(nodes)?, &args.key, args.json)
+            let lock = factory(nodes, None)?.create_lock(args.key.as_str());
+            status::status(&lock, args.json)
         }
-        Command::Release(args) => {
-            factory(nodes, None)?;
-            nodes::release(&direct(nodes)?, &args.key, &args.token)?;
-            Ok(Exit::Success)
-        }
-        Command::Extend(args) => {
-            factory(nodes, Some(args.ttl))?;
-            nodes::extend(&direct(nodes)?, &args.lock.key, &args.lock.token, args.ttl)?;
-            Ok(Exit::Success)
-        }
+        Command::Release(args) => release(nodes, args),
+        Command::Extend(args) => extend(nodes, args),
     }
 }
 
 /// `acquire`: take the lock, print the token, and leave the lock held.
 fn acquire(nodes: &NodeArgs, args: &AcquireArgs) -> Result<Exit, Failure> {
-    let (_tx, events) = listen()?;
+    let signals = listen()?;
+    let factory = factory(nodes, Some(args.wait.ttl))?;
     // No keep-alive: the lock must end with its TTL unless `extend`ed.
-    let guard = match take(nodes, &args.key, &args.wait, &events, |l| l)? {
+    let lock = factory.create_lock(args.key.as_str());
+    let guard = match take(&lock, &args.wait, &signals)? {
         Taken::Guard(guard) => guard,
         Taken::Exit(exit) => return Ok(exit),
     };
+    let validity = guard.validity();
+    // The lease outlives this process: give the guard up without releasing it.
+    let token = guard.leak();
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{}", guard.token()).and_then(|()| out.flush()) {
+    if let Err(e) = writeln!(out, "{token}").and_then(|()| out.flush()) {
         // Nobody learnt the token: do not leave a lock that only its TTL can end.
-        let _ = guard.release();
+        if let Err(release) = lock.release_token(&token) {
+            log::info!("releasing {:?}: {release}", args.key);
+        }
         return Err(Failure::new(
             Exit::OsError,
             format!("cannot print the token: {e}"),
         ));
     }
     log::info!(
-        "holding {:?} for {:.3?}; release it with `redmutex release`",
+        "holding {:?} for {}; end it with `redmutex release` (or it expires)",
         args.key,
-        guard.validity()
+        human(validity)
     );
-    // The lock must outlive this process, and the library has no API to give a guard up
-    // without releasing it: forgetting the guard skips its Drop (which would release). This
-    // leaks an Arc and a String in a process that is about to exit.
-    std::mem::forget(guard);
+    Ok(Exit::Success)
+}
+
+/// `release`: end the lock held with a token, from any process.
+fn release(nodes: &NodeArgs, args: &TokenArgs) -> Result<Exit, Failure> {
+    let lock = factory(nodes, None)?.create_lock(args.key.as_str());
+    log::debug!("token fingerprint {}", Fingerprint::of(&args.token));
+    lock.release_token(&args.token)?;
+    log::info!("released {:?}", args.key);
+    Ok(Exit::Success)
+}
+
+/// `extend`: make the nodes hold the lock of a token at least --ttl from now.
+fn extend(nodes: &NodeArgs, args: &ExtendArgs) -> Result<Exit, Failure> {
+    let key = &args.lock.key;
+    let lock = factory(nodes, None)?.create_lock(key.as_str());
+    log::debug!("token fingerprint {}", Fingerprint::of(&args.lock.token));
+    let validity = lock.extend_token(&args.lock.token, args.ttl)?;
+    log::info!("extended {key:?}: valid for {}", human(validity));
     Ok(Exit::Success)
 }
 
@@ -135,46 +155,109 @@ enum Taken {
     Exit(Exit),
 }
 
-/// Waits for the lock as the flags say.
-fn take(
-    nodes: &NodeArgs,
-    key: &str,
-    wait: &WaitArgs,
-    events: &std::sync::mpsc::Receiver<Event>,
-    configure: impl FnOnce(RedLock) -> RedLock,
-) -> Result<Taken, Failure> {
-    let factory = factory(nodes, Some(wait.ttl))?;
-    let lock = configure(factory.create_lock(key).with_ttl(wait.ttl));
-    Ok(match wait::acquire(&lock, wait.limit(), events)? {
-        Outcome::Acquired(guard) => Taken::Guard(guard),
-        Outcome::Busy => Taken::Exit(Exit::Conflict(wait.conflict_exit_code)),
-        Outcome::Interrupted(sig) => Taken::Exit(Exit::Signal(sig)),
-    })
+/// Waits for the lock as the flags say, until a terminating signal calls the wait off.
+fn take(lock: &RedLock, wait: &WaitArgs, signals: &Listener) -> Result<Taken, Failure> {
+    let key = lock.resource();
+    let start = Instant::now();
+    let cancel = signals.cancel_flag();
+    let result = match wait.limit() {
+        // One round, without the waiting machinery (subscription, waiting mark).
+        Some(limit) if limit.is_zero() => lock.try_acquire(),
+        Some(limit) => lock
+            .acquire_with(Wait::timeout(limit).cancel_on(cancel))
+            .map(Some),
+        None => lock
+            .acquire_with(Wait::forever().cancel_on(cancel))
+            .map(Some),
+    };
+    let waited = start.elapsed();
+    match result {
+        Ok(Some(guard)) => {
+            if let Some(sig) = signals.received() {
+                // The signal came during the winning round: it still wins.
+                interrupted(sig, key, waited);
+                if let Err(e) = guard.release() {
+                    log::info!("releasing {key:?}: {e}");
+                }
+                return Ok(Taken::Exit(Exit::Signal(sig)));
+            }
+            let fencing = guard
+                .fencing_token()
+                .map_or_else(String::new, |t| format!(", fencing token {t}"));
+            log::info!(
+                "acquired {key:?} after waiting {}: lease valid for {}{fencing}",
+                human(waited),
+                human(guard.validity())
+            );
+            log::debug!("token fingerprint {}", Fingerprint::of(guard.token()));
+            Ok(Taken::Guard(guard))
+        }
+        Ok(None) | Err(Error::Timeout { .. }) => {
+            log::info!("gave up on {key:?} after {}: held elsewhere", human(waited));
+            Ok(Taken::Exit(Exit::Conflict(wait.conflict_exit_code)))
+        }
+        Err(Error::Cancelled { waited, .. }) => match signals.received() {
+            Some(sig) => {
+                interrupted(sig, key, waited);
+                Ok(Taken::Exit(Exit::Signal(sig)))
+            }
+            None => Err(Failure::new(
+                Exit::Software,
+                format!("the wait for {key:?} was cancelled, but no signal arrived"),
+            )),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn listen() -> Result<
-    (
-        std::sync::mpsc::Sender<Event>,
-        std::sync::mpsc::Receiver<Event>,
-    ),
-    Failure,
-> {
-    signals::listen()
+fn interrupted(sig: i32, key: &str, waited: Duration) {
+    log::info!(
+        "interrupted by {} after waiting {} for {key:?}",
+        signals::name(sig),
+        human(waited)
+    );
+}
+
+fn listen() -> Result<Listener, Failure> {
+    Listener::start()
         .map_err(|e| Failure::new(Exit::OsError, format!("cannot set up signal handling: {e}")))
 }
 
-/// The library's factory: also validates the node URLs and durations, naming what is wrong.
-fn factory(nodes: &NodeArgs, ttl: Option<std::time::Duration>) -> Result<RedLockFactory, Failure> {
+/// The one factory of this invocation; building it validates the nodes and durations, naming
+/// what is wrong.
+fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Failure> {
+    let urls = nodes.urls();
+    if urls.is_empty() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "no nodes given: use --node URL or set REDMUTEX_NODES",
+        ));
+    }
     let mut b = RedLockFactory::builder()
-        .nodes(nodes.nodes.iter().map(String::as_str))
+        .nodes(urls.iter().map(String::as_str))
         .connect_timeout(nodes.connect_timeout)
         .io_timeout(nodes.io_timeout);
     if let Some(ttl) = ttl {
         b = b.ttl(ttl);
     }
-    Ok(b.build()?)
+    let factory = b.build().map_err(|e| {
+        let mut f = Failure::from(e);
+        if f.message.contains(": node ")
+            && let Some(hint) = nodes::comma_hint(&urls)
+        {
+            f.message = format!("{}; {hint}", f.message);
+        }
+        f
+    })?;
+    log::debug!("{factory:?}");
+    Ok(factory)
 }
 
-fn direct(nodes: &NodeArgs) -> Result<Nodes, Failure> {
-    Nodes::new(&nodes.nodes, nodes.connect_timeout, nodes.io_timeout)
+/// A duration for messages: "12 ms", "9.985 s".
+pub fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
+    }
 }

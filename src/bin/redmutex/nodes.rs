@@ -1,241 +1,123 @@
-//! Per-node access for `status`, `release` and `extend`, which the library does not expose
-//! (it only releases and extends through a guard). This talks to each node with the redis crate
-//! directly, one short-lived connection per node with the same connect and I/O timeouts, all
-//! nodes at once (one thread each), and counts a quorum as the library does.
+//! The node list, as given by `--node` and `REDMUTEX_NODES`: where one node's URL ends and
+//! the next begins. What a node URL means (and how it is named in messages) is the library's
+//! business: every item goes to `RedLockFactoryBuilder::node` as it is.
+//!
+//! Nodes are separated by whitespace or `;`. A comma cannot be the separator, since a Sentinel
+//! URL lists its sentinels with commas (`redis+sentinel://h1,h2,h3/master`); but a comma that
+//! is directly followed by a URL scheme (`,redis://`, `,rediss://`, `,redis+sentinel://`...)
+//! cannot belong to a sentinel list, so it separates nodes too, which keeps the older
+//! comma-separated form `redis://a,redis://b` working. Any other comma stays in its URL.
 
-use std::thread;
-use std::time::Duration;
-
-use redis::{Connection, ConnectionInfo, IntoConnectionInfo, RedisResult};
-
-use crate::exit::{Exit, Failure};
-
-/// Deletes the key if it holds the token: the library's release script (every Redlock client
-/// uses this one).
-const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-    return redis.call("DEL", KEYS[1])
-else
-    return 0
-end"#;
-
-/// Sets a new expiry (ARGV[2] ms) if the key holds the token: the library's extend script.
-const EXTEND_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
-else
-    return 0
-end"#;
-
-/// The nodes, with the timeouts to use on them.
-pub struct Nodes {
-    nodes: Vec<(String, ConnectionInfo)>,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-}
-
-/// What one node said.
-pub type Reply<T> = Result<T, String>;
-
-impl Nodes {
-    /// Parses the node URLs (already validated by building the library's factory).
-    pub fn new(
-        urls: &[String],
-        connect_timeout: Duration,
-        io_timeout: Duration,
-    ) -> Result<Self, Failure> {
-        let mut nodes = Vec::with_capacity(urls.len());
-        for (i, url) in urls.iter().enumerate() {
-            let info = url.as_str().into_connection_info().map_err(|e| {
-                let text = e.to_string();
-                let text = if text.contains('@') {
-                    "invalid URL".to_owned()
-                } else {
-                    text
-                };
-                Failure::new(Exit::Usage, format!("node {i}: {text}"))
-            })?;
-            nodes.push((name(&info), info));
+/// Splits every `--node` value (or the one `REDMUTEX_NODES` value) into node URLs.
+pub fn split<S: AsRef<str>>(values: &[S]) -> Vec<String> {
+    let mut nodes = Vec::new();
+    for value in values {
+        for item in value
+            .as_ref()
+            .split(|c: char| c.is_whitespace() || c == ';')
+            .filter(|s| !s.is_empty())
+        {
+            split_commas(item, &mut nodes);
         }
-        Ok(Self {
-            nodes,
-            connect_timeout,
-            io_timeout,
-        })
     }
-
-    /// The majority.
-    pub fn quorum(&self) -> usize {
-        self.nodes.len() / 2 + 1
-    }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    /// Runs `f` on every node at once; returns each node's name and reply, in node order.
-    pub fn each<T, F>(&self, f: F) -> Vec<(String, Reply<T>)>
-    where
-        T: Send,
-        F: Fn(&mut Connection) -> RedisResult<T> + Sync,
-    {
-        thread::scope(|s| {
-            let handles: Vec<_> = self
-                .nodes
-                .iter()
-                .map(|(name, info)| {
-                    let f = &f;
-                    let handle = thread::Builder::new()
-                        .name("node".into())
-                        .spawn_scoped(s, move || self.on(info, f));
-                    (name.clone(), handle)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(name, handle)| {
-                    let reply = match handle {
-                        Ok(h) => h
-                            .join()
-                            .unwrap_or_else(|_| Err("the node thread panicked".into())),
-                        Err(e) => Err(format!("cannot start a thread: {e}")),
-                    };
-                    (name, reply)
-                })
-                .collect()
-        })
-    }
-
-    fn on<T>(
-        &self,
-        info: &ConnectionInfo,
-        f: &impl Fn(&mut Connection) -> RedisResult<T>,
-    ) -> Reply<T> {
-        let attempt = || -> RedisResult<T> {
-            let client = redis::Client::open(info.clone())?;
-            let mut con = client.get_connection_with_timeout(self.connect_timeout)?;
-            con.set_read_timeout(Some(self.io_timeout))?;
-            con.set_write_timeout(Some(self.io_timeout))?;
-            f(&mut con)
-        };
-        attempt().map_err(|e| e.to_string())
-    }
+    nodes
 }
 
-/// A node's name without credentials: `host:port` (or the socket path), plus `/db` when not 0,
-/// as the library names them.
-fn name(info: &ConnectionInfo) -> String {
-    let db = info.redis_settings().db();
-    if db == 0 {
-        info.addr().to_string()
-    } else {
-        format!("{}/{db}", info.addr())
-    }
-}
-
-/// Runs one of the token scripts on every node: `Ok(1)` yes, `Ok(0)` no.
-fn script_on_all(nodes: &Nodes, src: &str, key: &str, args: &[&str]) -> Vec<(String, Reply<i64>)> {
-    let script = redis::Script::new(src);
-    nodes.each(|con| {
-        let mut inv = script.key(key);
-        for a in args {
-            inv.arg(*a);
+/// Splits `item` at each comma that a URL scheme follows.
+fn split_commas(item: &str, nodes: &mut Vec<String>) {
+    let mut start = 0;
+    for (i, _) in item.match_indices(',') {
+        if starts_with_scheme(&item[i + 1..]) {
+            push(&item[start..i], nodes);
+            start = i + 1;
         }
-        inv.invoke::<i64>(con)
-    })
+    }
+    push(&item[start..], nodes);
 }
 
-/// Releases `key` if it holds `token`, on every node.
-pub fn release(nodes: &Nodes, key: &str, token: &str) -> Result<(), Failure> {
-    let replies = script_on_all(nodes, RELEASE_SRC, key, &[token]);
-    decide(nodes, key, "released", &replies)
+fn push(node: &str, nodes: &mut Vec<String>) {
+    if !node.is_empty() {
+        nodes.push(node.to_owned());
+    }
 }
 
-/// Sets `key`'s expiry to `ttl` from now if it holds `token`, on every node.
-pub fn extend(nodes: &Nodes, key: &str, token: &str, ttl: Duration) -> Result<(), Failure> {
-    if ttl.as_millis() == 0 {
-        return Err(Failure::new(Exit::Usage, "--ttl must be at least 1 ms"));
-    }
-    let ms = ttl.as_millis().to_string();
-    let replies = script_on_all(nodes, EXTEND_SRC, key, &[token, &ms]);
-    decide(nodes, key, "extended", &replies)
+/// Whether `s` starts with `scheme://` (RFC 3986: a letter, then letters, digits, `+`, `-`,
+/// `.`).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// Counts the votes of a token script: a quorum of yes is success; too few yes with enough
-/// failures to hide a quorum cannot be decided (69); otherwise the token does not hold the
-/// lock (79).
-fn decide(
-    nodes: &Nodes,
-    key: &str,
-    done: &str,
-    replies: &[(String, Reply<i64>)],
-) -> Result<(), Failure> {
-    let yes = replies.iter().filter(|(_, r)| matches!(r, Ok(1))).count();
-    let failures: Vec<String> = replies
-        .iter()
-        .filter_map(|(n, r)| match r {
-            Err(e) => Some(format!("{n}: {e}")),
-            Ok(0 | 1) => None,
-            Ok(other) => Some(format!("{n}: unexpected reply {other}")),
-        })
-        .collect();
-    let (q, n) = (nodes.quorum(), nodes.len());
-    log::info!(
-        "{done} {key:?} on {yes} of {n} nodes ({} failed, quorum {q})",
-        failures.len()
-    );
-    for f in &failures {
-        log::info!("node {f}");
-    }
-    if yes >= q {
-        return Ok(());
-    }
-    if yes + failures.len() >= q {
-        let mut f = Failure::new(
-            Exit::Unavailable,
-            format!(
-                "no quorum for {key:?}: {} of {n} nodes answered, {q} must agree ({})",
-                n - failures.len(),
-                failures.join("; ")
-            ),
+/// A hint for a node that did not parse and that holds a comma: the user may have meant a list.
+pub fn comma_hint(nodes: &[String]) -> Option<&'static str> {
+    nodes.iter().any(|n| n.contains(',')).then_some(
+        "separate nodes with spaces or ';' (commas only separate the sentinels of a \
+         redis+sentinel:// URL, or nodes written as full URLs)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitespace_and_semicolons_separate_nodes() {
+        assert_eq!(
+            split(&["redis://a:1 redis://b:2;redis://c:3\n\tredis://d:4 ; "]),
+            ["redis://a:1", "redis://b:2", "redis://c:3", "redis://d:4"]
         );
-        f.details = failures;
-        return Err(f);
+        assert_eq!(
+            split(&["redis://a:1", "redis://b:2"]),
+            ["redis://a:1", "redis://b:2"]
+        );
+        assert!(split(&["", " ; "]).is_empty());
     }
-    Err(Failure::new(
-        Exit::LostLease,
-        format!(
-            "{key:?} is not held with this token on a quorum ({done} on {yes} of {n} nodes, \
-             {q} needed): it expired, was released, or was taken over"
-        ),
-    ))
-}
 
-/// What one node holds for the key.
-pub enum NodeState {
-    /// The key exists: its value, and its remaining TTL in ms (`None`: no expiry).
-    Held {
-        value: Vec<u8>,
-        pttl: Option<i64>,
-    },
-    Free,
-}
+    #[test]
+    fn sentinel_urls_keep_their_commas() {
+        let s = "redis+sentinel://:pw@h1:26379,h2,[::1]:26380/locks/2?sentinel_password=x";
+        assert_eq!(split(&[s]), [s]);
+        assert_eq!(
+            split(&[format!("{s} redis://c:3;rediss+sentinel://h3,h4/m")]),
+            [s, "redis://c:3", "rediss+sentinel://h3,h4/m"]
+        );
+    }
 
-/// Reads the key and its remaining TTL on every node.
-pub fn inspect(nodes: &Nodes, key: &str) -> Vec<(String, Reply<NodeState>)> {
-    nodes.each(|con| {
-        let (value, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key)
-            .query(con)?;
-        Ok(match value {
-            // -2: the key expired between GET and PTTL.
-            Some(_) if pttl == -2 => NodeState::Free,
-            Some(value) => NodeState::Held {
-                value,
-                pttl: (pttl >= 0).then_some(pttl),
-            },
-            None => NodeState::Free,
-        })
-    })
+    #[test]
+    fn a_comma_before_a_url_still_separates_nodes() {
+        assert_eq!(
+            split(&["redis://a:1,redis://b:2,rediss://c:3"]),
+            ["redis://a:1", "redis://b:2", "rediss://c:3"]
+        );
+        assert_eq!(
+            split(&["redis+sentinel://h1,h2/m,redis://c:3,redis+unix:///tmp/r.sock"]),
+            [
+                "redis+sentinel://h1,h2/m",
+                "redis://c:3",
+                "redis+unix:///tmp/r.sock"
+            ]
+        );
+        // Not followed by a scheme: left in the URL, for the library to judge.
+        assert_eq!(
+            split(&["127.0.0.1:1,127.0.0.1:2"]),
+            ["127.0.0.1:1,127.0.0.1:2"]
+        );
+        assert_eq!(split(&["redis://a:1,"]), ["redis://a:1,"]);
+        assert!(comma_hint(&split(&["127.0.0.1:1,127.0.0.1:2"])).is_some());
+        assert!(comma_hint(&split(&["redis://a redis://b"])).is_none());
+    }
+
+    #[test]
+    fn schemes() {
+        for s in ["redis://", "rediss+sentinel://x", "a1.b-c://", "valkey://h"] {
+            assert!(starts_with_scheme(s), "{s}");
+        }
+        for s in ["h2/m", "1redis://", "://", "red is://", "h2:26379/m"] {
+            assert!(!starts_with_scheme(s), "{s}");
+        }
+    }
 }

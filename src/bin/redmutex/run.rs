@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use redmutex::{Error, LossReason, RedLockGuard};
@@ -21,18 +21,13 @@ use crate::cli::RunArgs;
 use crate::exit::{Exit, Failure};
 use crate::lease;
 use crate::logger;
-use crate::signals::{self, Event};
+use crate::signals::{self, Event, Listener};
 
 /// How often the child is polled when no event arrives (SIGCHLD usually wakes us first).
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs the child while holding `guard`, and releases the lock when it has ended.
-pub fn run(
-    args: &RunArgs,
-    guard: RedLockGuard,
-    events: &Receiver<Event>,
-    tx: &Sender<Event>,
-) -> Result<Exit, Failure> {
+pub fn run(args: &RunArgs, guard: RedLockGuard, signals: &Listener) -> Result<Exit, Failure> {
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
         .env("REDMUTEX_TOKEN", guard.token());
@@ -49,8 +44,9 @@ pub fn run(
     };
     log::info!("started {:?} (pid {})", program(args), child.id());
 
-    lease::watch(&guard, tx);
-    let outcome = supervise(&mut child, args, events);
+    let held = Instant::now();
+    lease::watch(&guard, &signals.tx);
+    let outcome = supervise(&mut child, args, &signals.events);
     let status = match outcome.status {
         Ok(status) => status,
         Err(e) => {
@@ -62,6 +58,11 @@ pub fn run(
         }
     };
     let child_exit = child_exit(status);
+    log::info!(
+        "the command ended ({}) after {}",
+        describe(status),
+        crate::human(held.elapsed())
+    );
     if outcome.lost {
         release(guard, None);
         return Ok(Exit::LostLease);
@@ -188,6 +189,15 @@ fn spawn_failure(program: &str, e: &io::Error) -> Failure {
     }
 }
 
+/// The command's end, for messages.
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by {}", signals::name(sig)),
+        (None, None) => format!("{status}"),
+    }
+}
+
 fn child_exit(status: ExitStatus) -> Exit {
     match (status.code(), status.signal()) {
         (Some(0), _) => Exit::Success,
@@ -201,16 +211,21 @@ fn child_exit(status: ExitStatus) -> Exit {
 /// already lost, so failures are not reported again), and decides the exit status.
 fn release(guard: RedLockGuard, child: Option<Exit>) -> Exit {
     let key = guard.resource().to_owned();
+    log::debug!(
+        "releasing {key:?} with {} of its lease left",
+        crate::human(guard.validity())
+    );
     let result = guard.release();
     let Some(child) = child else {
-        if let Err(e) = result {
-            log::info!("releasing {key:?}: {e}");
+        match result {
+            Ok(()) => log::info!("released {key:?}"),
+            Err(e) => log::info!("lease on {key:?} lost: {e}"),
         }
         return Exit::LostLease;
     };
     match result {
         Ok(()) => {
-            log::info!("released {key:?}");
+            log::info!("released {key:?}: it stayed held throughout");
             child
         }
         Err(e @ (Error::LockLost { .. } | Error::Expired { .. })) => {

@@ -1,129 +1,55 @@
-//! `redmutex status`: the key on each node, its remaining TTL, and the verdict.
+//! `redmutex status`: the library's inspection of a lock, as a table or as JSON.
+//!
+//! Holders are shown by their fingerprint (the first 12 hex digits of the token's SHA1),
+//! never by their token: a token is a capability.
 
+use std::error::Error as _;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
-use serde_json::json;
+use redmutex::{Holding, Inspection, LockState, RedLock};
+use serde_json::{Value, json};
 
 use crate::exit::{Exit, Failure};
-use crate::nodes::{self, NodeState, Nodes};
 
 /// One node's row.
-struct Row {
-    node: String,
+struct Row<'a> {
+    node: &'a str,
     state: &'static str,
-    /// Nodes holding the same value share a label: `a` for the first value seen, then `b`...
-    /// (the token itself is a capability and is not shown).
     holder: Option<String>,
-    pttl_ms: Option<i64>,
+    /// `None` when free or failed, or held without expiry.
+    ttl: Option<Duration>,
+    fencing_counter: Option<u64>,
     error: Option<String>,
 }
 
-/// Prints the status of `key` on stdout; fails with 69 when too few nodes answered to tell.
-pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> {
-    let replies = nodes::inspect(nodes, key);
-    let mut values: Vec<Vec<u8>> = Vec::new();
-    let mut counts: Vec<usize> = Vec::new();
-    let mut rows = Vec::with_capacity(replies.len());
-    for (node, reply) in replies {
-        let row = match reply {
-            Ok(NodeState::Held { value, pttl }) => {
-                let i = values.iter().position(|v| *v == value).unwrap_or_else(|| {
-                    values.push(value);
-                    counts.push(0);
-                    values.len() - 1
-                });
-                if let Some(c) = counts.get_mut(i) {
-                    *c += 1;
-                }
-                Row {
-                    node,
-                    state: "held",
-                    holder: Some(label(i)),
-                    pttl_ms: pttl,
-                    error: None,
-                }
-            }
-            Ok(NodeState::Free) => Row {
-                node,
-                state: "free",
-                holder: None,
-                pttl_ms: None,
-                error: None,
-            },
-            Err(e) => Row {
-                node,
-                state: "error",
-                holder: None,
-                pttl_ms: None,
-                error: Some(e),
-            },
-        };
-        rows.push(row);
-    }
-    let q = nodes.quorum();
-    let n = nodes.len();
-    let answered = rows.iter().filter(|r| r.error.is_none()).count();
-    let free = rows.iter().filter(|r| r.state == "free").count();
-    let (best, best_count) = counts
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, c)| **c)
-        .map_or((None, 0), |(i, c)| (Some(i), *c));
-    let verdict = if best_count >= q {
-        "held"
-    } else if free >= q {
-        "free"
-    } else if answered < q {
-        "unknown"
-    } else {
-        "split"
-    };
-    let explain = match verdict {
-        "held" => format!(
-            "held by {} on {best_count} of {n} nodes (quorum {q})",
-            best.map_or_else(String::new, label)
-        ),
-        "free" => format!("free on {free} of {n} nodes (quorum {q})"),
-        "split" => format!(
-            "no holder has a quorum ({q}) and too few nodes are free: it can be taken once \
-             keys expire"
-        ),
-        _ => format!("unknown: {answered} of {n} nodes answered, {q} must agree"),
-    };
+/// The verdict over the nodes.
+struct Verdict {
+    name: &'static str,
+    holder: Option<String>,
+    /// How many nodes back the verdict (held: hold it; free: are free).
+    agreeing: Option<usize>,
+    ttl: Option<Duration>,
+}
 
+/// Prints the status of the lock on stdout; fails with 69 when too few nodes answered to tell.
+pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
+    let inspection = lock.inspect()?;
+    let rows: Vec<Row<'_>> = inspection.nodes.iter().map(row).collect();
+    let verdict = verdict(&inspection.state);
+    let answered = rows.iter().filter(|r| r.error.is_none()).count();
     let text = if as_json {
-        let nodes_json: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "node": r.node,
-                    "state": r.state,
-                    "holder": r.holder,
-                    "pttl_ms": r.pttl_ms,
-                    "error": r.error,
-                })
-            })
-            .collect();
-        let doc = json!({
-            "key": key,
-            "verdict": verdict,
-            "holder": (verdict == "held").then(|| best.map(label)).flatten(),
-            "quorum": q,
-            "answered": answered,
-            "nodes": nodes_json,
-        });
-        format!("{doc}\n")
+        format!("{}\n", to_json(&inspection, &rows, &verdict, answered))
     } else {
-        table(key, &explain, &rows)
+        table(&inspection, &rows, &verdict, answered)
     };
     // Not `print!`, which panics when stdout is a closed pipe.
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Failure::new(Exit::OsError, format!("cannot write to stdout: {e}")))?;
-    if verdict == "unknown" {
+    if verdict.name == "unknown" {
         let details: Vec<String> = rows
             .iter()
             .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.node)))
@@ -131,7 +57,10 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
         let mut f = Failure::new(
             Exit::Unavailable,
             format!(
-                "no quorum for {key:?}: {answered} of {n} nodes answered, {q} must agree ({})",
+                "no quorum for {:?}: {answered} of {} nodes answered, {} must agree ({})",
+                inspection.resource,
+                rows.len(),
+                inspection.quorum,
                 details.join("; ")
             ),
         );
@@ -141,38 +70,162 @@ pub fn status(nodes: &Nodes, key: &str, as_json: bool) -> Result<Exit, Failure> 
     Ok(Exit::Success)
 }
 
-fn label(i: usize) -> String {
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    letters
-        .get(i)
-        .map_or_else(|| format!("h{i}"), |c| char::from(*c).to_string())
+fn row(view: &redmutex::NodeView) -> Row<'_> {
+    let mut row = Row {
+        node: &view.node,
+        state: "free",
+        holder: None,
+        ttl: None,
+        fencing_counter: view.fencing_counter,
+        error: None,
+    };
+    match &view.holding {
+        Holding::Free => {}
+        Holding::Held { holder, ttl } => {
+            row.state = "held";
+            row.holder = Some(holder.to_string());
+            row.ttl = *ttl;
+        }
+        Holding::Failed(e) => {
+            row.state = "error";
+            // The cause alone: the node is named in its own column.
+            row.error = Some(
+                e.source()
+                    .map_or_else(|| e.to_string(), ToString::to_string),
+            );
+        }
+        other => {
+            row.state = "error";
+            row.error = Some(format!("not understood: {other:?}"));
+        }
+    }
+    row
 }
 
-fn table(key: &str, explain: &str, rows: &[Row]) -> String {
+fn verdict(state: &LockState) -> Verdict {
+    let mut v = Verdict {
+        name: "unknown",
+        holder: None,
+        agreeing: None,
+        ttl: None,
+    };
+    match state {
+        LockState::Held { holder, nodes, ttl } => {
+            v.name = "held";
+            v.holder = Some(holder.to_string());
+            v.agreeing = Some(*nodes);
+            v.ttl = *ttl;
+        }
+        LockState::Free { nodes } => {
+            v.name = "free";
+            v.agreeing = Some(*nodes);
+        }
+        LockState::Split => v.name = "split",
+        _ => {}
+    }
+    v
+}
+
+fn millis(d: Option<Duration>) -> Value {
+    d.map_or(Value::Null, |d| {
+        json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+fn to_json(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize) -> Value {
+    let nodes: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "node": r.node,
+                "state": r.state,
+                "holder": r.holder,
+                "ttl_ms": millis(r.ttl),
+                "fencing_counter": r.fencing_counter,
+                "error": r.error,
+            })
+        })
+        .collect();
+    json!({
+        "key": inspection.resource,
+        "verdict": v.name,
+        "holder": v.holder,
+        "agreeing": v.agreeing,
+        "quorum": inspection.quorum,
+        "answered": answered,
+        "ttl_ms": millis(v.ttl),
+        "fencing_counter": inspection.fencing_counter(),
+        "nodes": nodes,
+    })
+}
+
+fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize) -> String {
+    let (n, q) = (rows.len(), inspection.quorum);
+    let of = |k: Option<usize>| k.unwrap_or(0);
+    let mut head = match v.name {
+        "held" => {
+            let ttl = v
+                .ttl
+                .map_or_else(|| "without expiry".to_owned(), |t| format!("for {t:.3?}"));
+            format!(
+                "held by {} on {} of {n} nodes (quorum {q}), {ttl}",
+                v.holder.as_deref().unwrap_or("?"),
+                of(v.agreeing)
+            )
+        }
+        "free" => format!("free on {} of {n} nodes (quorum {q})", of(v.agreeing)),
+        "split" => format!(
+            "split: no holder has a quorum ({q}) and too few nodes are free; it can be taken \
+             once keys expire"
+        ),
+        _ => format!("unknown: {answered} of {n} nodes answered, {q} must agree"),
+    };
+    if let Some(c) = inspection.fencing_counter() {
+        let _ = write!(head, "; fencing counter {c}");
+    }
+    let fencing = rows.iter().any(|r| r.fencing_counter.is_some());
     let width = rows.iter().map(|r| r.node.len()).max().unwrap_or(0).max(4);
     let mut out = String::new();
-    let _ = writeln!(out, "{key:?}: {explain}");
-    let _ = writeln!(out, "{:<width$}  STATE  HOLDER  TTL", "NODE");
+    let _ = writeln!(out, "{:?}: {head}", inspection.resource);
+    let _ = write!(
+        out,
+        "{:<width$}  {:<5}  {:<12}  {:<9}",
+        "NODE", "STATE", "HOLDER", "TTL"
+    );
+    if fencing {
+        out.push_str("  FENCING");
+    }
+    end_line(&mut out);
     for r in rows {
-        let ttl = match (r.state, r.pttl_ms) {
-            ("held", Some(ms)) => format!(
-                "{:.3?}",
-                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-            ),
+        let ttl = match (r.state, r.ttl) {
+            ("held", Some(t)) => format!("{t:.3?}"),
             ("held", None) => "no expiry".into(),
             _ => "-".into(),
         };
         let _ = write!(
             out,
-            "{:<width$}  {:<5}  {:<6}  {ttl}",
+            "{:<width$}  {:<5}  {:<12}  {ttl:<9}",
             r.node,
             r.state,
             r.holder.as_deref().unwrap_or("-")
         );
+        if fencing {
+            let c = r
+                .fencing_counter
+                .map_or_else(|| "-".into(), |c| c.to_string());
+            let _ = write!(out, "  {c}");
+        }
         if let Some(e) = &r.error {
             let _ = write!(out, "  {e}");
         }
-        out.push('\n');
+        end_line(&mut out);
     }
     out
+}
+
+/// Ends the table's line without trailing spaces.
+fn end_line(out: &mut String) {
+    let len = out.trim_end_matches(' ').len();
+    out.truncate(len);
+    out.push('\n');
 }
