@@ -19,6 +19,9 @@ use crate::shared::Shared;
 const MAX_FENCE: u64 = 1 << 53;
 /// Write-back rounds one grant may take when it finds a counter raised by someone else.
 const FENCE_ROUNDS: usize = 4;
+/// Bounds of the short look again after a wake-up that found the lock still held.
+const SETTLE_MIN: Duration = Duration::from_millis(1);
+const SETTLE_MAX: Duration = Duration::from_millis(20);
 
 /// How long an acquisition may wait for a lock held elsewhere, and a flag that calls the wait
 /// off: the argument of [`RedLock::acquire_with`](crate::RedLock::acquire_with).
@@ -138,10 +141,14 @@ pub(crate) fn wait_for<T>(
     // once by one that marks the resource as waited for (after subscribing to its releases),
     // so that the holder's release is announced.
     let mut mark = false;
+    // Set after a wake-up: the release that woke us was heard from one node, and may not have
+    // reached the others yet when our attempt did.
+    let mut woken = false;
     loop {
         if wait.cancelled() {
             return Err(cancelled());
         }
+        let attempt_start = Instant::now();
         let failed = match attempt(mark) {
             Attempt::Won(t) => return Ok(t),
             Attempt::Busy { holders } if wake && !mark => {
@@ -164,6 +171,13 @@ pub(crate) fn wait_for<T>(
             }
         };
         let mut pause = pause(shared);
+        if woken && failed.is_none() {
+            // Woken, yet still busy (both the bare and the marking attempt): the release may
+            // still be on its way to the other nodes. Look again after a few round times
+            // rather than a whole pause; a later release still wakes us sooner.
+            let round = attempt_start.elapsed();
+            pause = pause.min(round.saturating_mul(3).clamp(SETTLE_MIN, SETTLE_MAX));
+        }
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
             if now >= deadline {
@@ -175,7 +189,8 @@ pub(crate) fn wait_for<T>(
             // Sleep at most to the deadline, then make one last round.
             pause = pause.min(deadline - now);
         }
-        let woken = match (&seat, failed) {
+        let was_woken = woken;
+        woken = match (&seat, failed) {
             (Some(seat), None) => seat.wait(pause, wait.cancel),
             _ => {
                 sleep(pause, wait.cancel);
@@ -183,7 +198,8 @@ pub(crate) fn wait_for<T>(
             }
         };
         // Woken by a release: the lock is most likely free, so the next attempt is bare again.
-        mark = wake && !woken;
+        // (After the short look that follows a wake-up, the next attempt is bare too.)
+        mark = wake && !woken && !was_woken;
     }
 }
 
