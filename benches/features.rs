@@ -11,7 +11,7 @@
 //! Prints one JSON line per result, and asserts nothing about speed.
 //! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

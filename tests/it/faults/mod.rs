@@ -3,7 +3,8 @@
 //! section → release. Each scenario prints its figures (`cargo test --test faults --
 //! --nocapture`) and checks the history: no two critical sections on one resource overlap.
 
-mod common;
+mod process;
+mod soak;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,9 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::history::{self, Record, Witness, Workload, percentile, run_workers};
-use common::proxy::Proxy;
-use common::{AOF_ARGS, RedisCluster, deadline_loop};
+use crate::support::history::{self, Record, Witness, Workload, percentile, run_workers};
+use crate::support::proxy::Proxy;
+use crate::support::{AOF_ARGS, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory, RedLockFactoryBuilder};
 
 const TTL: Duration = Duration::from_secs(1);

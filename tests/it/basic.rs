@@ -1,10 +1,8 @@
 //! The lock's behaviour on healthy nodes: 1, 3 and 5 of them.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory, RedLockGuard};
 
 fn factory(cluster: &RedisCluster) -> RedLockFactory {

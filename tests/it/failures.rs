@@ -1,11 +1,9 @@
 //! Nodes that crash, stop, restart or were never there: the lock keeps working with a majority,
 //! and every call returns within its bound without one.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, dead_url, deadline_loop};
+use crate::support::{RedisCluster, dead_url, deadline_loop};
 use redmutex::{Error, RedLockFactory};
 
 const IO_TIMEOUT: Duration = Duration::from_millis(200);
@@ -246,7 +244,7 @@ fn every_node_dead_from_the_start() {
 fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     // Every node restarts (keeping its data, AOF) while the pools sit idle: the pooled
     // connections are all dead. The release must still reach the nodes in the same call.
-    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let cluster = RedisCluster::start_with_args(3, crate::support::AOF_ARGS);
     // One connection per node: no background connect (to top up idle connections) can be under
     // way while a node restarts. One that fails marks the node down, and a down node is skipped
     // until r2d2's next reconnection (a separate, known delay of up to half the connect timeout).

@@ -5,12 +5,10 @@
 //! they do on a separate witness Redis: `leader` holds the current leader's id, and the
 //! `events` list gets `elected <id>`, `down <id> <reason>` and `overlap <id>` entries.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop, raw_cmd};
+use crate::support::{RedisCluster, deadline_loop, raw_cmd};
 use redmutex::RedLockFactory;
 
 const WORKER_ENV: &str = "REDMUTEX_LEADER_WORKER";
@@ -62,7 +60,7 @@ fn leader_worker() {
 
 fn spawn(id: &str, witness: u16, cluster: &RedisCluster) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "leader_worker", "--test-threads", "1"])
+        .args(["--exact", "leader::leader_worker", "--test-threads", "1"])
         .env(
             WORKER_ENV,
             format!("{id};{witness};{}", cluster.urls().join(",")),

@@ -2,14 +2,12 @@
 //! in the order a witness saw the critical sections, across threads, processes, node kills and
 //! delayed restarts.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
 fn factory(urls: Vec<String>) -> RedLockFactory {
@@ -151,10 +149,11 @@ fn fence_worker_process() {
         // Nodes are being killed: a failed acquisition is retried, never a test failure.
         let Ok(g) = lock.acquire() else { continue };
         let t = g.fencing_token().unwrap().to_string();
-        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        let n =
+            crate::support::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
         assert_eq!(n, "1", "two holders inside");
-        common::raw_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
-        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        crate::support::raw_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
+        crate::support::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
         let _ = g.release();
         done += 1;
     }
@@ -165,13 +164,18 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     const WORKERS: usize = 3;
     const ROUNDS: usize = 30;
     // AOF keeps the counters of a crashed node; the restart is delayed past the TTL (2 s).
-    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let cluster = RedisCluster::start_with_args(3, crate::support::AOF_ARGS);
     let witness = RedisCluster::start(1);
     let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..WORKERS)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "fence_worker_process", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "fencing::fence_worker_process",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(
                     WORKER_ENV,
                     format!("{ROUNDS};{};{}", witness.port(0), cluster.urls().join(",")),

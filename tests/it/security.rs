@@ -2,13 +2,11 @@
 //! logs (a test logger captures every record), and tokens that cannot be guessed or replayed
 //! through the public API.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{RedisCluster, dead_url};
+use crate::support::{RedisCluster, dead_url};
 use redmutex::{Error, RedLockFactory};
 
 /// Every log record of this test binary, formatted with its arguments.

@@ -1,14 +1,11 @@
 //! `rediss://` nodes (feature `tls`): real `redis-server --tls-port` processes with a CA and
 //! certificates generated at test time by the `openssl` command-line tool.
-#![cfg(feature = "tls-rustls")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{RedisCluster, free_port};
+use crate::support::{RedisCluster, free_port};
 use redis::TlsCertificates;
 use redmutex::{Error, RedLockFactory};
 

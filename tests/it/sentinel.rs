@@ -3,13 +3,11 @@
 //! its failover without rebuilding the factory, leaves a demoted master for the new one,
 //! refuses a replica, and a factory of three groups keeps working while one fails over.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::sentinel::SentinelGroup;
-use common::{RedisCluster, deadline_loop};
+use crate::support::sentinel::SentinelGroup;
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory, RedLockFactoryBuilder, SentinelNode};
 
 /// Generous bound on a failover with 1 s down-after on a loaded machine (the sentinels may

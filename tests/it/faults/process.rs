@@ -3,16 +3,14 @@
 //! a node stalls. The test binary re-runs itself as the worker (`fault_worker`), which does
 //! nothing unless `REDMUTEX_FAULT_WORKER` is set.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::history::{self, Record, Witness, Workload, run_workers};
-use common::{RedisCluster, deadline_loop, raw_cmd};
+use crate::support::history::{self, Record, Witness, Workload, run_workers};
+use crate::support::{RedisCluster, deadline_loop, raw_cmd};
 use redmutex::{Error, RedLockFactory};
 
 const WORKER_ENV: &str = "REDMUTEX_FAULT_WORKER";
@@ -95,7 +93,7 @@ fn spawn_worker(mode: &str, witness: u16, ttl: Duration, arg: &str, urls: &[Stri
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "fault_worker",
+            "faults::process::fault_worker",
             "--nocapture",
             "--test-threads",
             "1",

@@ -1,15 +1,13 @@
 //! A bounded soak with one node flapping, alone in its binary so that the memory it samples is
 //! its own. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::history::{self, Workload, run_workers};
-use common::{RedisCluster, deadline_loop};
+use crate::support::history::{self, Workload, run_workers};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
 const TTL: Duration = Duration::from_secs(1);

@@ -1,11 +1,9 @@
 //! Tests of the real-Redis test harness in `tests/common` itself.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses};
+use crate::support::{AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses};
 
 const SHORT: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(5);
@@ -182,9 +180,9 @@ fn aof_nodes_keep_data_across_a_crash() {
 
 #[test]
 fn free_port_and_dead_url_are_unused() {
-    let ports: HashSet<u16> = (0..20).map(|_| common::free_port()).collect();
+    let ports: HashSet<u16> = (0..20).map(|_| crate::support::free_port()).collect();
     assert_eq!(ports.len(), 20, "free_port handed out a port twice");
-    let url = common::dead_url();
+    let url = crate::support::dead_url();
     let port: u16 = url
         .strip_prefix("redis://127.0.0.1:")
         .unwrap()

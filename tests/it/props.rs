@@ -2,12 +2,10 @@
 //! which configurations the builder accepts, the quorum it picks, and the validity of real
 //! acquisitions on real nodes.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::RedisCluster;
+use crate::support::RedisCluster;
 use proptest::prelude::*;
 use redmutex::{Error, MAX_NODES, RedLockFactory};
 

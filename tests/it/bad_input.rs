@@ -1,14 +1,12 @@
 //! Bad input gets a clear error, never a panic or a hang: bad URLs, wrong credentials, wrong
 //! databases, servers that are not Redis, and the other ways to name a node.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory};
 
 fn quick(urls: Vec<String>) -> RedLockFactory {

@@ -1,14 +1,12 @@
 //! Wake-up on release: waiters are woken by the release itself, not by their next poll, and a
 //! releaser that comes straight back does not starve them.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
 /// A factory that would poll only every 5 s: any prompt hand-over must come from a wake-up.

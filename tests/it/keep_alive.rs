@@ -1,12 +1,10 @@
 //! Keep-alive: leases renewed while guards live, one thread per factory, loss signalled.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::{Error, LossReason, RedLockFactory};
 
 fn factory(cluster: &RedisCluster) -> RedLockFactory {

@@ -2,14 +2,12 @@
 //! gets a clear error (or, where the input is merely unusual, correct behaviour), never a panic
 //! or a hang, and leaves nothing held or leaked on the nodes.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::RedisCluster;
+use crate::support::RedisCluster;
 use redmutex::{Error, MAX_NODES, MAX_RESOURCE_LEN, RedLockFactory};
 
 fn quick(urls: Vec<String>) -> RedLockFactory {

@@ -1,8 +1,6 @@
 //! Mutual exclusion under contention: many threads, many keys, several processes. A witness
 //! counts who is inside each critical section; it must never see two.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -10,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
 fn factory(urls: Vec<String>) -> RedLockFactory {
@@ -117,11 +115,12 @@ fn worker_process() {
     let lock = factory.create_lock("processes");
     for _ in 0..rounds {
         let g = lock.acquire().unwrap();
-        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        let n =
+            crate::support::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
         assert_eq!(n, "1", "worker {id}: {n} holders inside");
-        common::raw_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
+        crate::support::raw_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
         thread::sleep(Duration::from_millis(1));
-        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        crate::support::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
         g.release().unwrap();
     }
 }
@@ -138,7 +137,7 @@ fn several_processes_one_key() {
             Command::new(&exe)
                 .args([
                     "--exact",
-                    "worker_process",
+                    "contention::worker_process",
                     "--nocapture",
                     "--test-threads",
                     "1",
