@@ -8,7 +8,6 @@
 mod support;
 
 mod bad_input;
-mod bad_input_table;
 mod basic;
 // The `redmutex` command: built only with the `cli` feature, which is also what sets
 // `CARGO_BIN_EXE_redmutex` for this crate.
