@@ -116,11 +116,11 @@ fn worker_process() {
     for _ in 0..rounds {
         let g = lock.acquire().unwrap();
         let n =
-            crate::support::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+            crate::support::port_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
         assert_eq!(n, "1", "worker {id}: {n} holders inside");
-        crate::support::raw_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
+        crate::support::port_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
         thread::sleep(Duration::from_millis(1));
-        crate::support::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        crate::support::port_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
         g.release().unwrap();
     }
 }

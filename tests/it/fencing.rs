@@ -150,10 +150,11 @@ fn fence_worker_process() {
         let Ok(g) = lock.acquire() else { continue };
         let t = g.fencing_token().unwrap().to_string();
         let n =
-            crate::support::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+            crate::support::port_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
         assert_eq!(n, "1", "two holders inside");
-        crate::support::raw_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
-        crate::support::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        crate::support::port_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5))
+            .unwrap();
+        crate::support::port_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
         let _ = g.release();
         done += 1;
     }

@@ -8,14 +8,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisCluster, deadline_loop, raw_cmd};
+use crate::support::{RedisCluster, deadline_loop, port_cmd};
 use redmutex::RedLockFactory;
 
 const WORKER_ENV: &str = "REDMUTEX_LEADER_WORKER";
 const TTL: Duration = Duration::from_millis(1_000);
 
 fn w(port: u16, args: &[&str]) -> String {
-    raw_cmd(port, args, Duration::from_secs(5)).unwrap()
+    port_cmd(port, args, Duration::from_secs(5)).unwrap()
 }
 
 #[test]

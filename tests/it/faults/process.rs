@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::history::{self, Record, Witness, Workload, run_workers};
-use crate::support::{RedisCluster, deadline_loop, raw_cmd};
+use crate::support::{RedisCluster, deadline_loop, port_cmd};
 use redmutex::{Error, RedLockFactory};
 
 const WORKER_ENV: &str = "REDMUTEX_FAULT_WORKER";
@@ -54,7 +54,7 @@ fn fault_worker() {
         // Take the lock, say so, and hold it until killed.
         "hold" => {
             let g = factory.create_lock(arg).acquire().unwrap();
-            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
             loop {
                 thread::sleep(Duration::from_millis(100));
             }
@@ -63,15 +63,15 @@ fn fault_worker() {
         // what the guard says and does.
         "pause" => {
             let g = factory.create_lock(arg).acquire().unwrap();
-            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
             assert!(deadline_loop(Duration::from_secs(60), || {
-                raw_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
+                port_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
             }));
             let valid = g.is_valid();
             let extend = outcome(g.extend(ttl));
             let release = outcome(g.release());
             let report = format!("valid={valid};extend={extend};release={release}");
-            raw_cmd(witness, &["RPUSH", "result", &report], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "result", &report], CMD).unwrap();
         }
         // Record a history for `arg` milliseconds and push it to the witness.
         "history" => {

@@ -367,14 +367,3 @@ fn sleep_unless_stopped(inner: &Inner, conn: &Conn, d: Duration) {
         thread::sleep((end - now).min(Duration::from_millis(10)));
     }
 }
-
-/// Writes `bytes` and reads until `expect` bytes came back or `timeout` passed: a tiny client
-/// for proxy self-tests.
-pub fn exchange(port: u16, bytes: &[u8], expect: usize, timeout: Duration) -> io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(bytes)?;
-    let mut out = vec![0u8; expect];
-    s.read_exact(&mut out)?;
-    Ok(out)
-}
