@@ -9,30 +9,8 @@ use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, MAX_NODES, MAX_RESOURCE_LEN, RedLockFactory};
-
-fn quick(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(Duration::from_millis(200))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .build()
-        .unwrap()
-}
-
-/// [`quick`] with one retry: the cases that expect an error get it sooner.
-fn quick_once(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(Duration::from_millis(200))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .max_retries(1)
-        .build()
-        .unwrap()
-}
 
 /// `Err(message)` for a configuration error, `Ok(())` when the factory was built.
 fn build(nodes: &[&str]) -> Result<(), String> {
@@ -196,7 +174,7 @@ fn nodes_as_tuples_connection_infos_and_unix_sockets() {
         "no socket at {sock:?}"
     );
     let info = redis::IntoConnectionInfo::into_connection_info(cluster.url(0)).unwrap();
-    let factory = RedLockFactory::builder()
+    let factory = support::builder()
         .node(info)
         .node(format!("redis+unix://{}", sock.display()))
         .node(("127.0.0.1", cluster.port(2)))
@@ -216,11 +194,14 @@ fn two_addresses_of_one_server_count_once() {
     // (same run_id). Counted twice, that server alone would make a quorum of 2 out of 3.
     let cluster = RedisCluster::start(2);
     let port = cluster.port(0);
-    let factory = quick(vec![
-        format!("redis://127.0.0.1:{port}"),
-        format!("redis://localhost:{port}"),
-        cluster.url(1),
-    ]);
+    let factory = support::builder()
+        .nodes(vec![
+            format!("redis://127.0.0.1:{port}"),
+            format!("redis://localhost:{port}"),
+            cluster.url(1),
+        ])
+        .build()
+        .unwrap();
     let g = factory.create_lock("dup").acquire().unwrap();
     g.release().unwrap();
     cluster.kill(1);
@@ -394,7 +375,7 @@ fn durations_and_factors_table() {
 #[test]
 fn bad_durations_and_names_on_every_entry_point() {
     let cluster = RedisCluster::start(1);
-    let factory = quick(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("k");
     let g = lock.acquire().unwrap();
     for d in [Duration::ZERO, Duration::from_micros(10), Duration::MAX] {
@@ -428,7 +409,7 @@ fn bad_durations_and_names_on_every_entry_point() {
 #[test]
 fn lock_level_bad_values_table() {
     let cluster = RedisCluster::start(1);
-    let factory = quick_once(cluster.urls());
+    let factory = support::factory(&cluster).max_retries(1).build().unwrap();
     let g = factory.create_lock("held").acquire().unwrap();
     // extend with bad durations: InvalidConfig, and the guard stays valid and releasable.
     for d in [
@@ -467,7 +448,7 @@ fn lock_level_bad_values_table() {
 #[test]
 fn unusual_resource_names_are_exact_binary_safe_keys_and_leave_nothing() {
     let cluster = RedisCluster::start(3);
-    let factory = quick_once(cluster.urls());
+    let factory = support::factory(&cluster).max_retries(1).build().unwrap();
     let at_limit = "m".repeat(MAX_RESOURCE_LEN);
     let names: Vec<&str> = vec![
         " ",
@@ -525,7 +506,10 @@ fn wrong_password_is_a_node_error_and_never_shown() {
         cluster.cmd(0, &["CONFIG", "SET", "requirepass", "s3cret-pw"]),
         "OK"
     );
-    let bad = quick(vec![format!("redis://:wrong-pw@127.0.0.1:{port}")]);
+    let bad = support::builder()
+        .node(format!("redis://:wrong-pw@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
     let err = bad.create_lock("k").try_acquire().unwrap_err();
     let shown = format!("{err} {err:?} {bad:?}");
     assert!(
@@ -539,7 +523,10 @@ fn wrong_password_is_a_node_error_and_never_shown() {
         "{shown}"
     );
 
-    let good = quick(vec![format!("redis://:s3cret-pw@127.0.0.1:{port}")]);
+    let good = support::builder()
+        .node(format!("redis://:s3cret-pw@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
     let g = good.create_lock("k").try_acquire().unwrap().unwrap();
     assert!(!format!("{g:?} {good:?}").contains("s3cret-pw"));
     g.release().unwrap();
@@ -549,13 +536,19 @@ fn wrong_password_is_a_node_error_and_never_shown() {
 fn databases_are_honoured_and_a_missing_one_is_an_error() {
     let cluster = RedisCluster::start(1);
     let port = cluster.port(0);
-    let db3 = quick(vec![format!("redis://127.0.0.1:{port}/3")]);
+    let db3 = support::builder()
+        .node(format!("redis://127.0.0.1:{port}/3"))
+        .build()
+        .unwrap();
     let g = db3.create_lock("dbkey").acquire().unwrap();
     assert_eq!(cluster.cmd(0, &["DBSIZE"]), "0", "the key went to db 0");
     assert!(cluster.cmd(0, &["INFO", "keyspace"]).contains("db3:keys=1"));
     g.release().unwrap();
 
-    let db99 = quick(vec![format!("redis://127.0.0.1:{port}/99")]);
+    let db99 = support::builder()
+        .node(format!("redis://127.0.0.1:{port}/99"))
+        .build()
+        .unwrap();
     let err = db99.create_lock("dbkey").try_acquire().unwrap_err();
     assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
@@ -596,7 +589,11 @@ fn credentials_and_databases_table() {
         (format!("redis://127.0.0.1:{port}/4294967295"), false),
     ];
     for (url, works) in cases {
-        let factory = quick_once(vec![url.clone()]);
+        let factory = support::builder()
+            .node(url.clone())
+            .max_retries(1)
+            .build()
+            .unwrap();
         let start = Instant::now();
         let got = factory.create_lock("cred").try_acquire();
         let took = start.elapsed();
@@ -670,7 +667,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         // A minority of bogus nodes: the lock works.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let factory = quick(urls);
+        let factory = support::builder().nodes(urls).build().unwrap();
         let start = Instant::now();
         let g = factory.create_lock("k").acquire().unwrap();
         g.release().unwrap();
@@ -681,7 +678,10 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         );
 
         // Only bogus nodes: a clear error, fast.
-        let factory = quick(vec![format!("redis://127.0.0.1:{port}")]);
+        let factory = support::builder()
+            .node(format!("redis://127.0.0.1:{port}"))
+            .build()
+            .unwrap();
         let start = Instant::now();
         let err = factory.create_lock("k").acquire().unwrap_err();
         assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
@@ -719,7 +719,11 @@ fn servers_that_are_not_redis_table() {
     for (what, fake) in cases {
         let port = not_redis(*fake);
         // Alone: a clear error, fast, on every entry point.
-        let alone = quick_once(vec![format!("redis://127.0.0.1:{port}")]);
+        let alone = support::builder()
+            .node(format!("redis://127.0.0.1:{port}"))
+            .max_retries(1)
+            .build()
+            .unwrap();
         let lock = alone.create_lock("k");
         let start = Instant::now();
         let e = lock.acquire().map(|_| ()).unwrap_err();
@@ -736,7 +740,11 @@ fn servers_that_are_not_redis_table() {
         // A minority of it next to two real nodes: the lock works and nothing is left.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let mixed = quick_once(urls);
+        let mixed = support::builder()
+            .nodes(urls)
+            .max_retries(1)
+            .build()
+            .unwrap();
         let g = mixed
             .create_lock("k")
             .acquire()
@@ -761,7 +769,11 @@ fn yes_sayers_never_become_voters() {
         .map(|p| format!("redis://127.0.0.1:{p}"))
         .collect();
     urls.push(real.url(0));
-    let f = quick_once(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let e = f.create_lock("k").try_acquire().map(|_| ()).unwrap_err();
         assert!(matches!(e, Error::NoQuorum { .. }), "{e:?}");

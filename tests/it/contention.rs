@@ -8,27 +8,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{RedisCluster, deadline_loop};
-use redmutex::RedLockFactory;
+use crate::support::{self, RedisCluster, deadline_loop};
 
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .ttl(Duration::from_secs(10))
-        .retry_delay(Duration::from_millis(1))
-        .retry_jitter(Duration::from_millis(4))
-        // Generous for a loaded 2-core machine running several test binaries.
-        .io_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap()
-}
+/// Contenders poll hard: a retry every 1 to 5 ms.
+const POLL: Duration = Duration::from_millis(1);
+const POLL_JITTER: Duration = Duration::from_millis(4);
+/// Generous timeouts for a loaded 2-core machine: this suite is about exclusion, not faults.
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `threads` threads take `key_count` keys in turn, `rounds` times each; returns the
 /// acquisitions per key. Panics if any key ever had two holders.
 fn run_threads(n_nodes: usize, threads: usize, key_count: usize, rounds: usize) -> Vec<usize> {
     let cluster = RedisCluster::start(n_nodes);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster)
+        .retry_delay(POLL)
+        .retry_jitter(POLL_JITTER)
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .unwrap();
     let inside: Arc<Vec<AtomicUsize>> =
         Arc::new((0..key_count).map(|_| AtomicUsize::new(0)).collect());
     let count: Arc<Vec<AtomicUsize>> =
@@ -111,7 +110,14 @@ fn worker_process() {
     let (id, rounds, witness) = (parts[0], parts[1].parse::<usize>().unwrap(), parts[2]);
     let urls: Vec<String> = parts[3].split(',').map(str::to_owned).collect();
     let witness: u16 = witness.parse().unwrap();
-    let factory = factory(urls);
+    let factory = support::builder()
+        .nodes(urls)
+        .retry_delay(POLL)
+        .retry_jitter(POLL_JITTER)
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .unwrap();
     let lock = factory.create_lock("processes");
     for _ in 0..rounds {
         let g = lock.acquire().unwrap();

@@ -7,27 +7,23 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .fencing(true)
-        .ttl(Duration::from_secs(2))
-        .retry_delay(Duration::from_millis(2))
-        .retry_jitter(Duration::from_millis(5))
-        .io_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(500))
-        .max_retries(20)
-        .build()
-        .unwrap()
-}
+/// The lease of the fenced locks here; a killed node stays down longer than this.
+const TTL: Duration = Duration::from_secs(2);
+/// Nodes are killed under the workers: an acquisition rides out many failed rounds.
+const RETRIES: u32 = 20;
 
 #[test]
 fn tokens_increase_and_are_off_unless_asked_for() {
     let cluster = RedisCluster::start(3);
-    let fenced = factory(cluster.urls());
+    let fenced = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let mut last = 0;
     for _ in 0..10 {
         let g = fenced.create_lock("fence:seq").acquire().unwrap();
@@ -64,7 +60,12 @@ fn diverged_counters_still_give_a_larger_token() {
     for (i, v) in [(0, "10"), (1, "1"), (2, "6")] {
         cluster.cmd(i, &["SET", "redmutex:fence:div", v]);
     }
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let t1 = f
         .create_lock("div")
         .acquire()
@@ -87,7 +88,12 @@ fn diverged_counters_still_give_a_larger_token() {
 #[test]
 fn a_paused_holders_token_is_smaller_than_the_next() {
     let cluster = RedisCluster::start(3);
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let stale = f
         .create_lock("pause")
         .with_ttl(Duration::from_millis(300))
@@ -105,7 +111,12 @@ fn a_paused_holders_token_is_smaller_than_the_next() {
 #[test]
 fn threads_tokens_follow_the_witness_order() {
     let cluster = RedisCluster::start(3);
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let history = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..6)
         .map(|_| {
@@ -142,19 +153,23 @@ fn fence_worker_process() {
     let parts: Vec<&str> = spec.split(';').collect();
     let rounds: usize = parts[0].parse().unwrap();
     let witness: u16 = parts[1].parse().unwrap();
-    let f = factory(parts[2].split(',').map(str::to_owned).collect());
+    let f = support::builder()
+        .nodes(parts[2].split(','))
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let lock = f.create_lock("fence:procs");
     let mut done = 0;
     while done < rounds {
         // Nodes are being killed: a failed acquisition is retried, never a test failure.
         let Ok(g) = lock.acquire() else { continue };
         let t = g.fencing_token().unwrap().to_string();
-        let n =
-            crate::support::port_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        let n = support::port_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
         assert_eq!(n, "1", "two holders inside");
-        crate::support::port_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5))
-            .unwrap();
-        crate::support::port_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        support::port_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
+        support::port_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
         let _ = g.release();
         done += 1;
     }
@@ -165,7 +180,7 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     const WORKERS: usize = 3;
     const ROUNDS: usize = 30;
     // AOF keeps the counters of a crashed node; the restart is delayed past the TTL (2 s).
-    let cluster = RedisCluster::start_with_args(3, crate::support::AOF_ARGS);
+    let cluster = RedisCluster::start_with_args(3, support::AOF_ARGS);
     let witness = RedisCluster::start(1);
     let exe = std::env::current_exe().unwrap();
     let mut children: Vec<_> = (0..WORKERS)

@@ -8,8 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisCluster, deadline_loop, port_cmd};
-use redmutex::RedLockFactory;
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
 
 const WORKER_ENV: &str = "REDMUTEX_LEADER_WORKER";
 const TTL: Duration = Duration::from_millis(1_000);
@@ -25,7 +24,7 @@ fn leader_worker() {
     };
     let parts: Vec<&str> = spec.split(';').collect();
     let (me, witness): (&str, u16) = (parts[0], parts[1].parse().unwrap());
-    let factory = RedLockFactory::builder()
+    let factory = support::builder()
         .nodes(parts[2].split(','))
         .ttl(TTL)
         .keep_alive(true)

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::support::{RedisCluster, dead_url};
-use redmutex::{Error, RedLockFactory};
+use crate::support::{self, RedisCluster, dead_url};
+use redmutex::Error;
 
 /// Every log record of this test binary, formatted with its arguments.
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -31,17 +31,6 @@ fn capture_logs() {
     static LOGGER: Capture = Capture;
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Trace);
-}
-
-fn quick(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_delay(Duration::from_millis(5))
-        .max_retries(1)
-        .build()
-        .unwrap()
 }
 
 /// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too).
@@ -80,7 +69,11 @@ fn acl_user_limited_to_lock_keys_and_commands_works() {
     let urls: Vec<String> = (0..3)
         .map(|i| format!("redis://locker:acl-s3cret@127.0.0.1:{}", cluster.port(i)))
         .collect();
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let lock = f.create_lock("locks:job");
     let g = lock.acquire().unwrap();
     assert!(lock.is_locked().unwrap());
@@ -116,7 +109,11 @@ fn acl_user_without_write_access_gets_a_clear_error() {
     let urls: Vec<String> = (0..3)
         .map(|i| format!("redis://reader:read-pw@127.0.0.1:{}", cluster.port(i)))
         .collect();
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let lock = f.create_lock("k");
     let e = lock.acquire().unwrap_err();
     let shown = e.to_string();
@@ -146,11 +143,7 @@ fn acl_user_without_script_load_works_through_eval() {
     acl_user(&cluster, 0, "noscript", "ns-pw", &perms);
     assert_eq!(cluster.cmd(0, &["SCRIPT", "FLUSH"]), "OK");
     let url = format!("redis://noscript:ns-pw@127.0.0.1:{}", cluster.port(0));
-    let f = RedLockFactory::builder()
-        .node(url)
-        .fencing(true)
-        .build()
-        .unwrap();
+    let f = support::builder().node(url).fencing(true).build().unwrap();
     for _ in 0..3 {
         let g = f.create_lock("k").acquire().unwrap();
         assert!(g.fencing_token().is_some());
@@ -178,16 +171,22 @@ fn passwords_and_tokens_never_reach_logs_debug_or_display() {
             dead_url().trim_start_matches("redis://")
         ),
     ];
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let mut shown = vec![format!("{f:?}")];
     // Node 1 refuses the password, node 2 is dead: one node of three answers.
     let e = f.create_lock("k").acquire().unwrap_err();
     shown.push(format!("{e} {e:?}"));
     // Two good nodes of three, to get guards and errors at release.
-    let g2 = quick(vec![
-        format!("redis://:node-pw-1@127.0.0.1:{port}"),
-        format!("redis://127.0.0.1:{}", cluster.port(1)),
-    ]);
+    let g2 = support::builder()
+        .node(format!("redis://:node-pw-1@127.0.0.1:{port}"))
+        .node(format!("redis://127.0.0.1:{}", cluster.port(1)))
+        .max_retries(1)
+        .build()
+        .unwrap();
     let g = g2.create_lock("k2").try_acquire();
     shown.push(format!("{g:?}"));
     let mut tokens = Vec::new();
@@ -220,7 +219,7 @@ fn passwords_and_tokens_never_reach_logs_debug_or_display() {
 #[test]
 fn tokens_are_160_bit_random_hex_and_never_repeat() {
     let cluster = RedisCluster::start(1);
-    let f = quick(cluster.urls());
+    let f = support::factory(&cluster).max_retries(1).build().unwrap();
     let lock = f.create_lock("tokens");
     let mut seen = HashSet::new();
     let mut ones = 0u64;
@@ -253,8 +252,8 @@ fn another_client_cannot_release_or_extend_a_lock_it_does_not_hold() {
     // acquisition returned. A stale guard (after release, the lease lost, or the key
     // re-taken) never touches the current holder's key.
     let cluster = RedisCluster::start(3);
-    let a = quick(cluster.urls());
-    let b = quick(cluster.urls());
+    let a = support::factory(&cluster).max_retries(1).build().unwrap();
+    let b = support::factory(&cluster).max_retries(1).build().unwrap();
     let ga = a.create_lock("owned").acquire().unwrap();
     // B cannot take it, and its own (different) acquisitions never match A's token.
     assert!(b.create_lock("owned").try_acquire().unwrap().is_none());

@@ -18,33 +18,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::RedisCluster;
 use crate::support::history::{self, Record, Workload, percentile, run_workers};
+use crate::support::{self, RedisCluster};
 use redmutex::{RedLockFactory, RedLockFactoryBuilder};
 
+/// The suite's lease: short, so leases turn over many times during a scenario.
 const TTL: Duration = Duration::from_secs(1);
 
+/// The suite's I/O timeout: a faulty node costs a round little.
 const IO_TIMEOUT: Duration = Duration::from_millis(150);
 
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// The suite's retries: a worker rides out a fault instead of giving up.
+const RETRIES: u32 = 10;
 
 /// Generous bound on one round under a minority fault, for a loaded 2-core machine: a round
 /// costs at most a checkout wait plus one I/O timeout.
 const ROUND_BOUND: Duration = Duration::from_millis(2000);
 
-fn builder(urls: Vec<String>) -> RedLockFactoryBuilder {
-    RedLockFactory::builder()
-        .nodes(urls)
+/// The fault suite's settings on top of the shared preset (`support::builder`): [`TTL`],
+/// [`IO_TIMEOUT`] and [`RETRIES`], for the given nodes (the nodes themselves, or proxies in
+/// front of them). Every scenario and worker of the suite starts from these.
+fn settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
+    support::builder()
+        .nodes(nodes)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10))
-        .max_retries(10)
-}
-
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    builder(urls).build().unwrap()
+        .max_retries(RETRIES)
 }
 
 /// A thread that makes one uncontended round after another on its own key and times each

@@ -8,17 +8,19 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TTL, builder, factory, fault_for, minority_scenario};
+use super::{TTL, fault_for, minority_scenario, settings};
 use crate::support::history;
 use crate::support::proxy::Proxy;
-use crate::support::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory};
 
 #[test]
 fn minority_blackholed_progress_continues() {
     let cluster = RedisCluster::start(3);
     let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
-    let factory = factory(proxies.iter().map(Proxy::url).collect());
+    let factory = settings(proxies.iter().map(Proxy::url).collect())
+        .build()
+        .unwrap();
     minority_scenario(
         "minority_blackhole",
         &factory,
@@ -44,7 +46,9 @@ fn minority_blackholed_progress_continues() {
 fn minority_partitioned_progress_continues() {
     let cluster = RedisCluster::start(5);
     let proxies: Vec<Proxy> = (0..5).map(|i| Proxy::start(cluster.port(i))).collect();
-    let factory = factory(proxies.iter().map(Proxy::url).collect());
+    let factory = settings(proxies.iter().map(Proxy::url).collect())
+        .build()
+        .unwrap();
     minority_scenario(
         "minority_partition",
         &factory,
@@ -78,7 +82,7 @@ fn majority_unavailable_every_call_errs_within_its_bound_then_service_resumes() 
     let cluster = RedisCluster::start(3);
     let proxy = Proxy::start(cluster.port(0));
     let urls = vec![proxy.url(), cluster.url(1), cluster.url(2)];
-    let factory = builder(urls).max_retries(3).build().unwrap();
+    let factory = settings(urls).max_retries(3).build().unwrap();
     let held = factory
         .create_lock("majority:held")
         .with_ttl(Duration::from_secs(60))
@@ -173,7 +177,7 @@ fn slow_quorum_is_never_acquired_and_leaves_no_key() {
     let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
     // TTL 10 s but a 0.9 drift factor: a round slower than ~1 s leaves no validity, while the
     // keys themselves would live 10 s, so finding none proves the cleanup, not the expiry.
-    let factory = RedLockFactory::builder()
+    let factory = support::builder()
         .nodes(proxies.iter().map(Proxy::url))
         .ttl(Duration::from_secs(10))
         .clock_drift_factor(0.9)
@@ -248,7 +252,7 @@ fn split_setup(delay: Duration) -> SplitSetup {
     let mut clients = Vec::new();
     for own in fast {
         let mine: Vec<Proxy> = (0..5).map(|i| Proxy::start(cluster.port(i))).collect();
-        let f = RedLockFactory::builder()
+        let f = support::builder()
             .nodes(mine.iter().map(Proxy::url))
             .ttl(Duration::from_secs(10))
             .io_timeout(Duration::from_secs(3))

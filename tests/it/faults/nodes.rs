@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TTL, builder, factory, fault_for, minority_scenario};
+use super::{TTL, fault_for, minority_scenario, settings};
 use crate::support::history::{self, Record, Witness, Workload, run_workers};
 use crate::support::{AOF_ARGS, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory};
@@ -16,7 +16,7 @@ use redmutex::{Error, RedLockFactory};
 #[test]
 fn minority_crash_progress_continues() {
     let cluster = RedisCluster::start(5);
-    let factory = factory(cluster.urls());
+    let factory = settings(cluster.urls()).build().unwrap();
     minority_scenario(
         "minority_crash",
         &factory,
@@ -39,7 +39,7 @@ fn minority_crash_progress_continues() {
 #[test]
 fn minority_stall_progress_continues() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(cluster.urls());
+    let factory = settings(cluster.urls()).build().unwrap();
     minority_scenario(
         "minority_stall",
         &factory,
@@ -89,8 +89,8 @@ fn immediate_empty_restart_breaks_mutual_exclusion() {
     let witness = RedisCluster::start(1);
     let mut w = Witness::connect(witness.port(0));
     let ttl = Duration::from_secs(10);
-    let a = builder(cluster.urls()).ttl(ttl).build().unwrap();
-    let b = builder(cluster.urls()).ttl(ttl).build().unwrap();
+    let a = settings(cluster.urls()).ttl(ttl).build().unwrap();
+    let b = settings(cluster.urls()).ttl(ttl).build().unwrap();
 
     let guard_a = hold_on_nodes_0_and_1(&cluster, &a, "restart:empty");
     let a_start = w.tick();
@@ -153,8 +153,8 @@ fn delayed_restart_keeps_mutual_exclusion() {
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
     let mut w = Witness::connect(witness.port(0));
-    let a = factory(cluster.urls());
-    let b = factory(cluster.urls());
+    let a = settings(cluster.urls()).build().unwrap();
+    let b = settings(cluster.urls()).build().unwrap();
 
     let guard_a = hold_on_nodes_0_and_1(&cluster, &a, "restart:delayed");
     let a_start = w.tick();
@@ -213,8 +213,8 @@ fn delayed_restart_keeps_mutual_exclusion() {
 fn immediate_restart_with_aof_always_keeps_mutual_exclusion() {
     let cluster = RedisCluster::start_with_args(3, AOF_ARGS);
     let ttl = Duration::from_secs(10);
-    let a = builder(cluster.urls()).ttl(ttl).build().unwrap();
-    let b = builder(cluster.urls()).ttl(ttl).build().unwrap();
+    let a = settings(cluster.urls()).ttl(ttl).build().unwrap();
+    let b = settings(cluster.urls()).ttl(ttl).build().unwrap();
     let guard_a = hold_on_nodes_0_and_1(&cluster, &a, "restart:aof");
     cluster.restart(1); // SIGKILL, then reload from the fsynced AOF
     assert_eq!(cluster.cmd(1, &["GET", "restart:aof"]), guard_a.token());
@@ -245,7 +245,7 @@ fn immediate_restart_with_aof_always_keeps_mutual_exclusion() {
 #[test]
 fn aof_nodes_restarted_at_once_under_load_no_overlap() {
     let cluster = RedisCluster::start_with_args(3, AOF_ARGS);
-    let factory = factory(cluster.urls());
+    let factory = settings(cluster.urls()).build().unwrap();
     let witness = RedisCluster::start(1);
     let fault = Arc::new(AtomicBool::new(false));
     let work = Workload::new("aof_restarts", 4, 2, Duration::from_secs(5));
@@ -286,7 +286,7 @@ fn connection_churn_pools_recover_and_leak_nothing() {
     let cluster = RedisCluster::start_with_args(3, AOF_ARGS);
     let witness = RedisCluster::start(1);
     let factories: Vec<RedLockFactory> = (0..FACTORIES)
-        .map(|_| builder(cluster.urls()).pool_size(POOL).build().unwrap())
+        .map(|_| settings(cluster.urls()).pool_size(POOL).build().unwrap())
         .collect();
     let fault = Arc::new(AtomicBool::new(false));
     let mut most_clients = 0;

@@ -1,7 +1,7 @@
 //! Faults of the lock holders themselves, with real processes: a holder killed with SIGKILL, a
 //! holder frozen with SIGSTOP past its lease, and a history recorded by several processes while
 //! a node stalls. The test binary re-runs itself as the worker (`fault_worker`), which does
-//! nothing unless `REDMUTEX_FAULT_WORKER` is set.
+//! nothing unless `REDMUTEX_FAULT_WORKER` is set. Every factory here hands out fencing tokens.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,25 +11,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::history::{self, Record, Witness, Workload, run_workers};
 use crate::support::{RedisCluster, deadline_loop, port_cmd};
-use redmutex::{Error, RedLockFactory};
+use redmutex::Error;
 
 const WORKER_ENV: &str = "REDMUTEX_FAULT_WORKER";
 const CMD: Duration = Duration::from_secs(5);
-
-fn factory(urls: &[String], ttl: Duration) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls.iter().map(String::as_str))
-        .ttl(ttl)
-        .io_timeout(Duration::from_millis(150))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10))
-        .max_retries(10)
-        // Fencing tokens on: the history checker asserts they grow in witness order.
-        .fencing(true)
-        .build()
-        .unwrap()
-}
 
 fn outcome(r: Result<(), Error>) -> &'static str {
     match r {
@@ -49,7 +34,12 @@ fn fault_worker() {
     let witness: u16 = witness.parse().unwrap();
     let ttl = Duration::from_millis(ttl.parse().unwrap());
     let urls: Vec<String> = parts[4].split(',').map(str::to_owned).collect();
-    let factory = factory(&urls, ttl);
+    let factory = super::settings(urls)
+        .ttl(ttl)
+        // Fencing tokens on: the history checker asserts they grow in witness order.
+        .fencing(true)
+        .build()
+        .unwrap();
     match mode {
         // Take the lock, say so, and hold it until killed.
         "hold" => {
@@ -159,7 +149,11 @@ fn holder_crash_others_get_the_lock_within_about_one_ttl() {
         .count();
     assert!(holding >= 2, "the worker's token is on {holding} nodes");
 
-    let f = factory(&urls, Duration::from_secs(10));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(10))
+        .fencing(true)
+        .build()
+        .unwrap();
     let lock = f.create_lock("crash");
     child.0.kill().unwrap(); // SIGKILL: no release, no unwinding
     child.0.wait().unwrap();
@@ -187,7 +181,11 @@ fn holder_paused_past_its_ttl_cannot_touch_the_new_holder() {
     assert!(deadline_loop(Duration::from_secs(10), || {
         (0..3).all(|i| cluster.cmd(i, &["EXISTS", "paused"]) == "0")
     }));
-    let f = factory(&urls, Duration::from_secs(30));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(30))
+        .fencing(true)
+        .build()
+        .unwrap();
     let g = f
         .create_lock("paused")
         .acquire_timeout(Duration::from_secs(10))
@@ -232,7 +230,11 @@ fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
         })
         .collect();
     // This process is one more worker group, with a node stalling twice meanwhile.
-    let f = factory(&urls, Duration::from_secs(1));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(1))
+        .fencing(true)
+        .build()
+        .unwrap();
     let mut work = Workload::new("procs", 2, 2, Duration::from_millis(run_ms));
     work.name = format!("p{}", std::process::id());
     let fault = Arc::new(AtomicBool::new(false));

@@ -8,23 +8,8 @@ use std::time::Duration;
 
 use crate::support::history::{self, Workload, run_workers};
 use crate::support::{RedisCluster, deadline_loop};
-use redmutex::RedLockFactory;
 
 const TTL: Duration = Duration::from_secs(1);
-
-fn factory(urls: Vec<String>, pool_size: u32) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .ttl(TTL)
-        .pool_size(pool_size)
-        .io_timeout(Duration::from_millis(150))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10))
-        .max_retries(10)
-        .build()
-        .unwrap()
-}
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -46,7 +31,10 @@ fn soak_one_node_flapping() {
     let duration = Duration::from_secs(secs);
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
-    let factory = factory(cluster.urls(), 16);
+    let factory = super::settings(cluster.urls())
+        .pool_size(16)
+        .build()
+        .unwrap();
     let fault = Arc::new(AtomicBool::new(false));
     let stop = AtomicBool::new(false);
     let mut work = Workload::new("soak", 16, 64, duration);

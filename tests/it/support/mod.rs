@@ -37,6 +37,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::RedisResult;
+use redmutex::{RedLockFactory, RedLockFactoryBuilder};
 
 pub use client::{ping_port, port_cmd};
 
@@ -59,6 +60,41 @@ pub const AOF_ARGS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"
 const NOT_FOUND: &str = "redis-server not found: install it with \
     `sudo apt-get install -y redis-server` (or run scripts/install-redis.sh), \
     or set REDMUTEX_REDIS_SERVER";
+
+// ---------------------------------------------------------------------------
+// The factory preset
+// ---------------------------------------------------------------------------
+
+/// I/O timeout of the [`builder`] preset: twice the library's default, so a
+/// loaded 2-core machine running the suite still answers in time, yet short
+/// enough that a dead or frozen node costs a test little.
+pub const IO_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Connect timeout of the [`builder`] preset (loopback; the handshake loads
+/// the scripts).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Retry delay and jitter of the [`builder`] preset: a waiter polls often,
+/// so a test that waits for a lock does not wait for the library's 50 ms
+/// polls.
+pub const RETRY: Duration = Duration::from_millis(5);
+
+/// A factory builder with the tests' timeouts ([`IO_TIMEOUT`],
+/// [`CONNECT_TIMEOUT`], [`RETRY`] as delay and jitter) and no nodes yet; a
+/// test adds its nodes and what it is about (`.ttl(..)`, `.keep_alive(true)`,
+/// `.fencing(true)`, ...). Every other setting is the library's default.
+pub fn builder() -> RedLockFactoryBuilder {
+    RedLockFactory::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
+}
+
+/// [`builder`] with the nodes of `cluster`.
+pub fn factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
+    builder().nodes(cluster.urls())
+}
 
 // ---------------------------------------------------------------------------
 // Free helpers
