@@ -1,5 +1,6 @@
-//! A bounded soak with one node flapping, alone in its binary so that the memory it samples is
-//! its own. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
+//! A bounded soak with one node flapping, alone in a process of its own (the test runs itself
+//! again, `support::worker`) so that the memory it samples is its own, not that of the other
+//! tests of this binary. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::history::{self, Workload, run_workers};
+use crate::support::worker;
 use crate::support::{RedisCluster, deadline_loop};
+use crate::test_name;
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -23,6 +26,18 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn soak_one_node_flapping() {
+    if worker::spec().is_none() {
+        let out = worker::run_alone(test_name!(soak_one_node_flapping), "soak");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        assert!(
+            out.status.success(),
+            "the soak process failed ({}):\n{stderr}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        return;
+    }
     let secs: u64 = std::env::var("REDMUTEX_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -24,6 +24,7 @@ pub mod client;
 pub mod history;
 pub mod proxy;
 pub mod sentinel;
+pub mod worker;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -201,7 +202,11 @@ fn redis_server_binary() -> OsString {
         .unwrap_or_else(|| "redis-server".into())
 }
 
-fn send_signal(pid: u32, signal: &str) {
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to `pid` with `kill(1)`.
+///
+/// # Panics
+/// If `kill` fails (no such process, say).
+pub fn send_signal(pid: u32, signal: &str) {
     // `kill(1)` rather than libc: the crate forbids unsafe code, tests too.
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])

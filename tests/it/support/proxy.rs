@@ -7,7 +7,7 @@
 //! threads (client→server, server→client) that poll with a short read timeout, so a switch
 //! takes effect within a few milliseconds. Dropping the proxy stops and joins every thread.
 //!
-//! ```ignore
+//! ```text
 //! let proxy = Proxy::start(cluster.port(0));
 //! let url = proxy.url();          // give this to the client instead of the node's URL
 //! proxy.blackhole();              // ... the node is now unreachable but connections hang
