@@ -1,5 +1,5 @@
 //! Security: ACL users restricted to what the lock needs, passwords never in Debug, Display or
-//! logs (a test logger captures every record), and tokens that cannot be guessed or replayed
+//! logs (a test logger captures every record while these tests run), and tokens that cannot be guessed or replayed
 //! through the public API.
 
 use std::collections::HashSet;
@@ -9,8 +9,14 @@ use std::time::Duration;
 use crate::support::{self, RedisCluster, dead_url};
 use redmutex::Error;
 
-/// Every log record of this test binary, formatted with its arguments.
+/// Every log record emitted while a test captures ([`capture_logs`]), formatted with its
+/// arguments.
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// How many tests capture right now. The test binary holds every integration test, so the
+/// logger records only while one of these tests runs (then from every thread: the library
+/// logs from its own threads too), not through the whole suite.
+static CAPTURING: Mutex<usize> = Mutex::new(0);
 
 struct Capture;
 
@@ -27,10 +33,27 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-fn capture_logs() {
+/// Captures every log record into [`LOGS`] until the returned guard is dropped.
+fn capture_logs() -> Capturing {
     static LOGGER: Capture = Capture;
     let _ = log::set_logger(&LOGGER);
+    let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
+    *n += 1;
     log::set_max_level(log::LevelFilter::Trace);
+    Capturing
+}
+
+/// Ends a capture when dropped; the last one turns logging off again.
+struct Capturing;
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            log::set_max_level(log::LevelFilter::Off);
+        }
+    }
 }
 
 /// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too).
@@ -59,7 +82,7 @@ fn acl_user(cluster: &RedisCluster, i: usize, user: &str, password: &str, extra:
 
 #[test]
 fn acl_user_limited_to_lock_keys_and_commands_works() {
-    capture_logs();
+    let _logs = capture_logs();
     let cluster = RedisCluster::start(3);
     let mut perms = vec!["~locks:*", "~redmutex:*", "&*"];
     perms.extend_from_slice(LOCK_COMMANDS);
@@ -156,7 +179,7 @@ fn acl_user_without_script_load_works_through_eval() {
 
 #[test]
 fn passwords_and_tokens_never_reach_logs_debug_or_display() {
-    capture_logs();
+    let _logs = capture_logs();
     let cluster = RedisCluster::start(2);
     let port = cluster.port(0);
     assert_eq!(
