@@ -11,6 +11,9 @@
 //! Prints one JSON line per result, and asserts nothing about speed.
 //! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
 
+// The integration tests' harness (starts and stops redis-server processes); the benchmark
+// uses a small part of it.
+#[allow(dead_code)]
 #[path = "../tests/it/support/mod.rs"]
 mod common;
 

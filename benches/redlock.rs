@@ -24,6 +24,9 @@
 //! `--profile cycle|nowake|floor|busy N` (only N operations on 3 nodes, for callgrind, DHAT
 //! or strace; collect inside `redlock::profiled`).
 
+// The integration tests' harness (starts and stops redis-server processes); the benchmark
+// uses a small part of it.
+#[allow(dead_code)]
 #[path = "../tests/it/support/mod.rs"]
 mod common;
 

@@ -18,8 +18,6 @@
 //! cluster can be shared between threads, e.g. with `std::thread::scope`,
 //! while one thread crashes or freezes nodes.
 
-#![allow(dead_code)]
-
 pub mod client;
 pub mod history;
 pub mod proxy;
@@ -525,11 +523,6 @@ impl RedisNode {
         self.try_cmd(args)
             .unwrap_or_else(|e| panic!("{args:?} on port {} failed: {e}", self.port))
     }
-
-    /// Whether the node answers PING within `timeout`.
-    pub fn ping(&self, timeout: Duration) -> bool {
-        ping_port(self.port, timeout)
-    }
 }
 
 impl Drop for RedisNode {
@@ -605,11 +598,6 @@ impl RedisCluster {
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// Whether there are no nodes.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// Node `i`.
@@ -697,15 +685,5 @@ impl RedisCluster {
     /// Connection or I/O errors, including the 2 s timeout.
     pub fn try_cmd(&self, i: usize, args: &[&str]) -> RedisResult<String> {
         self.nodes[i].try_cmd(args)
-    }
-
-    /// Whether node `i` answers PING within `timeout`.
-    pub fn ping(&self, i: usize, timeout: Duration) -> bool {
-        self.nodes[i].ping(timeout)
-    }
-
-    /// Node `i`'s log so far.
-    pub fn log(&self, i: usize) -> String {
-        self.nodes[i].log()
     }
 }
