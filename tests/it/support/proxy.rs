@@ -142,6 +142,11 @@ impl Proxy {
         self.control.clone()
     }
 
+    /// The proxy's loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `redis://127.0.0.1:<proxy port>`: the URL clients use to reach the node through us.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
