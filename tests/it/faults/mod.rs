@@ -31,19 +31,24 @@ const IO_TIMEOUT: Duration = Duration::from_millis(150);
 /// The suite's retries: a worker rides out a fault instead of giving up.
 const RETRIES: u32 = 10;
 
+/// The suite's retry jitter (docs/reliability.md's figures were measured with it).
+const RETRY_JITTER: Duration = Duration::from_millis(10);
+
 /// Generous bound on one round under a minority fault, for a loaded 2-core machine: a round
 /// costs at most a checkout wait plus one I/O timeout.
 const ROUND_BOUND: Duration = Duration::from_millis(2000);
 
 /// The fault suite's settings on top of the shared preset (`support::builder`): [`TTL`],
-/// [`IO_TIMEOUT`] and [`RETRIES`], for the given nodes (the nodes themselves, or proxies in
-/// front of them). Every scenario and worker of the suite starts from these.
+/// [`IO_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes (the nodes
+/// themselves, or proxies in front of them). Every scenario and worker of the suite starts
+/// from these.
 fn settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
     support::builder()
         .nodes(nodes)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
         .max_retries(RETRIES)
+        .retry_jitter(RETRY_JITTER)
 }
 
 /// A thread that makes one uncontended round after another on its own key and times each
