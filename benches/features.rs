@@ -11,7 +11,10 @@
 //! Prints one JSON line per result, and asserts nothing about speed.
 //! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' harness (starts and stops redis-server processes); the benchmark
+// uses a small part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The redmutex benchmark: the lock against the raw Redis round trip (issue 7).
 //!
 //! `cargo bench` starts its own local `redis-server` nodes (the test harness in
-//! tests/common), runs every scenario a few times, and prints one table plus one JSON line per
+//! tests/it/support), runs every scenario a few times, and prints one table plus one JSON line per
 //! result. `cargo bench -- --quick` is the short run CI uses (under a minute). Run as a test
 //! (`cargo test --benches`) it makes one tiny pass over every scenario. Nothing here asserts
 //! anything about speed: the numbers are for people, and only the ratios to the floor, measured
@@ -24,7 +24,10 @@
 //! `--profile cycle|nowake|floor|busy N` (only N operations on 3 nodes, for callgrind, DHAT
 //! or strace; collect inside `redlock::profiled`).
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' harness (starts and stops redis-server processes); the benchmark
+// uses a small part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 #     processes on free loopback ports; they never use a system service or 6379),
 #   - a C linker, pkg-config and OpenSSL headers (needed by `--all-features`,
 #     whose `tls-native-tls` feature builds openssl-sys),
+#   - jq (.ci/run's rust-version step reads `cargo metadata` with it),
 #   - a Rust toolchain (checked only: install it with rustup).
 # Idempotent and silent when everything is already there.
 # Honours REDMUTEX_REDIS_SERVER (path to a redis-server binary) like the tests.
@@ -26,11 +27,12 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev)
 fi
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 
 if ((${#missing[@]} > 0)); then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "error: missing ${missing[*]} and this is not a Debian/Ubuntu system (no apt-get)." >&2
-        echo "Install redis-server (7.x), a C compiler, pkg-config and the OpenSSL headers with your package manager," >&2
+        echo "Install redis-server (7.x), a C compiler, pkg-config, the OpenSSL headers and jq with your package manager," >&2
         echo "or point REDMUTEX_REDIS_SERVER at a redis-server binary." >&2
         exit 1
     fi

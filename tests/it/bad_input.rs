@@ -1,27 +1,16 @@
-//! Table-driven bad input for every public entry point, beyond tests/bad_input.rs: each case
-//! gets a clear error (or, where the input is merely unusual, correct behaviour), never a panic
-//! or a hang, and leaves nothing held or leaked on the nodes.
-
-mod common;
+//! Bad input gets a clear error (or, where the input is merely unusual, correct behaviour),
+//! never a panic or a hang, and leaves nothing held or leaked on the nodes: malformed URLs and
+//! node lists, the other ways to name a node, bad durations and factors, unusual resource
+//! names, wrong credentials and databases, and servers that are not Redis. Most cases are
+//! tables, one row per input.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::RedisCluster;
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, MAX_NODES, MAX_RESOURCE_LEN, RedLockFactory};
-
-fn quick(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(Duration::from_millis(200))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .max_retries(1)
-        .build()
-        .unwrap()
-}
 
 /// `Err(message)` for a configuration error, `Ok(())` when the factory was built.
 fn build(nodes: &[&str]) -> Result<(), String> {
@@ -29,6 +18,41 @@ fn build(nodes: &[&str]) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(Error::InvalidConfig(m)) => Err(m),
         Err(e) => panic!("{nodes:?}: unexpected error kind {e:?}"),
+    }
+}
+
+/// The message of the configuration error `nodes` must give.
+fn config_error(nodes: &[&str]) -> String {
+    match build(nodes) {
+        Err(m) => m,
+        Ok(()) => panic!("{nodes:?}: expected InvalidConfig, the factory was built"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes: URLs, counts, and the other ways to name one.
+
+#[test]
+fn malformed_and_unknown_urls_are_config_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "no nodes"),
+        (&["not a url"], "node 0"),
+        (&["http://127.0.0.1:6379"], "node 0"),
+        (&["redis://127.0.0.1:6379", "redis://"], "node 1"),
+        (&["redis://127.0.0.1:99999"], "node 0"),
+        (&["redis://127.0.0.1:6379/notanumber"], "node 0"),
+        (
+            &["redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0"],
+            "twice",
+        ),
+        (
+            &["redis://localhost:6379", "redis://localhost:6379"],
+            "twice",
+        ),
+    ];
+    for (nodes, expected) in cases {
+        let message = config_error(nodes);
+        assert!(message.contains(expected), "{nodes:?}: {message}");
     }
 }
 
@@ -140,6 +164,59 @@ fn node_counts_table() {
         }
     }
 }
+
+#[test]
+fn nodes_as_tuples_connection_infos_and_unix_sockets() {
+    let cluster = RedisCluster::start_with_args(3, &["--unixsocket", "redis.sock"]);
+    let sock = cluster.node(1).dir().join("redis.sock");
+    assert!(
+        deadline_loop(Duration::from_secs(5), || sock.exists()),
+        "no socket at {sock:?}"
+    );
+    let info = redis::IntoConnectionInfo::into_connection_info(cluster.url(0)).unwrap();
+    let factory = support::builder()
+        .node(info)
+        .node(format!("redis+unix://{}", sock.display()))
+        .node(("127.0.0.1", cluster.port(2)))
+        .build()
+        .unwrap();
+    assert_eq!(factory.node_count(), 3);
+    let g = factory.create_lock("addr:k").acquire().unwrap();
+    for i in 0..3 {
+        assert_eq!(cluster.cmd(i, &["GET", "addr:k"]), g.token(), "node {i}");
+    }
+    g.release().unwrap();
+}
+
+#[test]
+fn two_addresses_of_one_server_count_once() {
+    // 127.0.0.1 and localhost name the same server: the build cannot tell, the connections can
+    // (same run_id). Counted twice, that server alone would make a quorum of 2 out of 3.
+    let cluster = RedisCluster::start(2);
+    let port = cluster.port(0);
+    let factory = support::builder()
+        .nodes(vec![
+            format!("redis://127.0.0.1:{port}"),
+            format!("redis://localhost:{port}"),
+            cluster.url(1),
+        ])
+        .build()
+        .unwrap();
+    let g = factory.create_lock("dup").acquire().unwrap();
+    g.release().unwrap();
+    cluster.kill(1);
+    // With the duplicate counted, this would be granted; counted once, it is not.
+    let err = factory
+        .create_lock("dup")
+        .acquire_timeout(Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
+    assert!(err.to_string().contains("same Redis server"), "{err}");
+    assert_eq!(cluster.cmd(0, &["EXISTS", "dup"]), "0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations, factors and resource names.
 
 #[test]
 fn durations_and_factors_table() {
@@ -296,9 +373,82 @@ fn durations_and_factors_table() {
 }
 
 #[test]
+fn bad_durations_and_names_on_every_entry_point() {
+    let cluster = RedisCluster::start(1);
+    let factory = support::factory(&cluster).build().unwrap();
+    let lock = factory.create_lock("k");
+    let g = lock.acquire().unwrap();
+    for d in [Duration::ZERO, Duration::from_micros(10), Duration::MAX] {
+        assert!(matches!(g.extend(d), Err(Error::InvalidConfig(_))), "{d:?}");
+        assert!(matches!(
+            factory.create_lock("x").with_ttl(d).try_acquire(),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+    // An enormous timeout is a timeout that never runs out, not an overflow panic.
+    let other = factory.create_lock("other");
+    other
+        .acquire_timeout(Duration::MAX)
+        .unwrap()
+        .release()
+        .unwrap();
+    g.release().unwrap();
+    for name in ["", &"n".repeat(redmutex::MAX_RESOURCE_LEN + 1)] {
+        let l = factory.create_lock(name);
+        assert!(matches!(l.try_acquire(), Err(Error::InvalidArgument(_))));
+        assert!(matches!(l.acquire(), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            l.acquire_timeout(Duration::from_secs(1)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(l.is_locked(), Err(Error::InvalidArgument(_))));
+    }
+    assert_eq!(cluster.cmd(0, &["DBSIZE"]), "0");
+}
+
+#[test]
+fn lock_level_bad_values_table() {
+    let cluster = RedisCluster::start(1);
+    let factory = support::factory(&cluster).max_retries(1).build().unwrap();
+    let g = factory.create_lock("held").acquire().unwrap();
+    // extend with bad durations: InvalidConfig, and the guard stays valid and releasable.
+    for d in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_millis(2),
+        Duration::MAX,
+    ] {
+        let e = g.extend(d).unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{d:?}: {e:?}");
+        assert!(g.is_valid());
+    }
+    // with_ttl bad values on every entry point that uses the TTL.
+    for d in [Duration::ZERO, Duration::from_micros(1500), Duration::MAX] {
+        let lock = factory.create_lock("ttl").with_ttl(d);
+        for r in [
+            lock.try_acquire().map(|_| ()),
+            lock.acquire().map(|_| ()),
+            lock.acquire_timeout(Duration::from_secs(1)).map(|_| ()),
+        ] {
+            assert!(matches!(r, Err(Error::InvalidConfig(_))), "{d:?}: {r:?}");
+        }
+    }
+    // A zero wait is one round: a clear Timeout while held, never a hang.
+    let start = Instant::now();
+    let e = factory
+        .create_lock("held")
+        .acquire_timeout(Duration::ZERO)
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    g.release().unwrap();
+    assert_nothing_held(&cluster, &["held", "ttl"]);
+}
+
+#[test]
 fn unusual_resource_names_are_exact_binary_safe_keys_and_leave_nothing() {
     let cluster = RedisCluster::start(3);
-    let factory = quick(cluster.urls());
+    let factory = support::factory(&cluster).max_retries(1).build().unwrap();
     let at_limit = "m".repeat(MAX_RESOURCE_LEN);
     let names: Vec<&str> = vec![
         " ",
@@ -345,43 +495,63 @@ fn unusual_resource_names_are_exact_binary_safe_keys_and_leave_nothing() {
     assert!(start.elapsed() < Duration::from_secs(1));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Credentials and databases.
+
 #[test]
-fn lock_level_bad_values_table() {
+fn wrong_password_is_a_node_error_and_never_shown() {
     let cluster = RedisCluster::start(1);
-    let factory = quick(cluster.urls());
-    let g = factory.create_lock("held").acquire().unwrap();
-    // extend with bad durations: InvalidConfig, and the guard stays valid and releasable.
-    for d in [
-        Duration::ZERO,
-        Duration::from_nanos(1),
-        Duration::from_millis(2),
-        Duration::MAX,
-    ] {
-        let e = g.extend(d).unwrap_err();
-        assert!(matches!(e, Error::InvalidConfig(_)), "{d:?}: {e:?}");
-        assert!(g.is_valid());
-    }
-    // with_ttl bad values on every entry point that uses the TTL.
-    for d in [Duration::ZERO, Duration::from_micros(1500), Duration::MAX] {
-        let lock = factory.create_lock("ttl").with_ttl(d);
-        for r in [
-            lock.try_acquire().map(|_| ()),
-            lock.acquire().map(|_| ()),
-            lock.acquire_timeout(Duration::from_secs(1)).map(|_| ()),
-        ] {
-            assert!(matches!(r, Err(Error::InvalidConfig(_))), "{d:?}: {r:?}");
-        }
-    }
-    // A zero wait is one round: a clear Timeout while held, never a hang.
-    let start = Instant::now();
-    let e = factory
-        .create_lock("held")
-        .acquire_timeout(Duration::ZERO)
-        .unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    assert!(start.elapsed() < Duration::from_secs(2));
+    let port = cluster.port(0);
+    assert_eq!(
+        cluster.cmd(0, &["CONFIG", "SET", "requirepass", "s3cret-pw"]),
+        "OK"
+    );
+    let bad = support::builder()
+        .node(format!("redis://:wrong-pw@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let err = bad.create_lock("k").try_acquire().unwrap_err();
+    let shown = format!("{err} {err:?} {bad:?}");
+    assert!(
+        matches!(err, Error::NoQuorum { answered: 0, .. }),
+        "{shown}"
+    );
+    assert!(!shown.contains("wrong-pw"), "{shown}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    assert!(
+        shown.to_lowercase().contains("pass") || shown.contains("auth") || shown.contains("AUTH"),
+        "{shown}"
+    );
+
+    let good = support::builder()
+        .node(format!("redis://:s3cret-pw@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let g = good.create_lock("k").try_acquire().unwrap().unwrap();
+    assert!(!format!("{g:?} {good:?}").contains("s3cret-pw"));
     g.release().unwrap();
-    assert_nothing_held(&cluster, &["held", "ttl"]);
+}
+
+#[test]
+fn databases_are_honoured_and_a_missing_one_is_an_error() {
+    let cluster = RedisCluster::start(1);
+    let port = cluster.port(0);
+    let db3 = support::builder()
+        .node(format!("redis://127.0.0.1:{port}/3"))
+        .build()
+        .unwrap();
+    let g = db3.create_lock("dbkey").acquire().unwrap();
+    assert_eq!(cluster.cmd(0, &["DBSIZE"]), "0", "the key went to db 0");
+    assert!(cluster.cmd(0, &["INFO", "keyspace"]).contains("db3:keys=1"));
+    g.release().unwrap();
+
+    let db99 = support::builder()
+        .node(format!("redis://127.0.0.1:{port}/99"))
+        .build()
+        .unwrap();
+    let err = db99.create_lock("dbkey").try_acquire().unwrap_err();
+    assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
 
 #[test]
@@ -419,7 +589,11 @@ fn credentials_and_databases_table() {
         (format!("redis://127.0.0.1:{port}/4294967295"), false),
     ];
     for (url, works) in cases {
-        let factory = quick(vec![url.clone()]);
+        let factory = support::builder()
+            .node(url.clone())
+            .max_retries(1)
+            .build()
+            .unwrap();
         let start = Instant::now();
         let got = factory.create_lock("cred").try_acquire();
         let took = start.elapsed();
@@ -442,50 +616,114 @@ fn credentials_and_databases_table() {
     assert_nothing_held(&cluster, &["cred"]);
 }
 
-/// A TCP server that is not Redis, answering each read with `reply` (or closing at once).
-fn not_redis(reply: Option<&'static [u8]>) -> u16 {
+// ---------------------------------------------------------------------------------------------
+// Servers that are not Redis.
+
+/// How a fake server that is not Redis treats each connection.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// Answers every read with these bytes.
+    Replies(&'static [u8]),
+    /// Accepts the connection and never answers (a black hole).
+    Silent,
+    /// Closes the connection at once.
+    Closes,
+}
+
+/// A TCP server on a free loopback port that is not Redis; returns its port.
+fn not_redis(fake: Fake) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
+        let mut held = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            let Some(reply) = reply else {
-                drop(stream); // close at once
-                continue;
-            };
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(reply).is_err() {
-                        return;
-                    }
+            match fake {
+                Fake::Closes => drop(stream),
+                Fake::Silent => held.push(stream),
+                Fake::Replies(reply) => {
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = stream.read(&mut buf) {
+                            if n == 0 || stream.write_all(reply).is_err() {
+                                return;
+                            }
+                        }
+                    });
                 }
-            });
+            }
         }
     });
     port
 }
 
 #[test]
+fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
+    let cluster = RedisCluster::start(2);
+    let garbage = not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"));
+    let wrong_type = not_redis(Fake::Replies(b":42\r\n"));
+    let blackhole = not_redis(Fake::Silent);
+    for port in [garbage, wrong_type, blackhole] {
+        // A minority of bogus nodes: the lock works.
+        let mut urls = cluster.urls();
+        urls.push(format!("redis://127.0.0.1:{port}"));
+        let factory = support::builder().nodes(urls).build().unwrap();
+        let start = Instant::now();
+        let g = factory.create_lock("k").acquire().unwrap();
+        g.release().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+
+        // Only bogus nodes: a clear error, fast.
+        let factory = support::builder()
+            .node(format!("redis://127.0.0.1:{port}"))
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let err = factory.create_lock("k").acquire().unwrap_err();
+        assert!(matches!(err, Error::NoQuorum { .. }), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(matches!(
+            factory.create_lock("k").is_locked(),
+            Err(Error::NoQuorum { .. })
+        ));
+    }
+    for i in 0..2 {
+        assert_eq!(cluster.cmd(i, &["DBSIZE"]), "0");
+    }
+}
+
+#[test]
 fn servers_that_are_not_redis_table() {
     let cluster = RedisCluster::start(2);
-    let cases: &[(&str, Option<&'static [u8]>)] = &[
-        ("closes at once", None),
-        ("says -ERR to everything", Some(b"-ERR no\r\n")),
-        ("says +OK to everything", Some(b"+OK\r\n")),
-        ("announces a 1 GB bulk", Some(b"$1000000000\r\n")),
-        ("announces a huge array", Some(b"*2147483647\r\n")),
-        ("sends a negative length", Some(b"$-5\r\n")),
+    let cases: &[(&str, Fake)] = &[
+        ("closes at once", Fake::Closes),
+        ("says -ERR to everything", Fake::Replies(b"-ERR no\r\n")),
+        ("says +OK to everything", Fake::Replies(b"+OK\r\n")),
+        ("announces a 1 GB bulk", Fake::Replies(b"$1000000000\r\n")),
+        ("announces a huge array", Fake::Replies(b"*2147483647\r\n")),
+        ("sends a negative length", Fake::Replies(b"$-5\r\n")),
         (
             "sends binary noise",
-            Some(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n']),
+            Fake::Replies(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n']),
         ),
-        ("speaks SSH", Some(b"SSH-2.0-OpenSSH_9.2\r\n")),
+        ("speaks SSH", Fake::Replies(b"SSH-2.0-OpenSSH_9.2\r\n")),
     ];
-    for (what, reply) in cases {
-        let port = not_redis(*reply);
+    for (what, fake) in cases {
+        let port = not_redis(*fake);
         // Alone: a clear error, fast, on every entry point.
-        let alone = quick(vec![format!("redis://127.0.0.1:{port}")]);
+        let alone = support::builder()
+            .node(format!("redis://127.0.0.1:{port}"))
+            .max_retries(1)
+            .build()
+            .unwrap();
         let lock = alone.create_lock("k");
         let start = Instant::now();
         let e = lock.acquire().map(|_| ()).unwrap_err();
@@ -502,7 +740,11 @@ fn servers_that_are_not_redis_table() {
         // A minority of it next to two real nodes: the lock works and nothing is left.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let mixed = quick(urls);
+        let mixed = support::builder()
+            .nodes(urls)
+            .max_retries(1)
+            .build()
+            .unwrap();
         let g = mixed
             .create_lock("k")
             .acquire()
@@ -518,13 +760,20 @@ fn yes_sayers_never_become_voters() {
     // yes for everybody; it never gets that far, because the connection handshake (loading
     // the scripts) expects a SHA1 back. Two such servers of three: no quorum, for anybody.
     let real = RedisCluster::start(1);
-    let liars = [not_redis(Some(b"+OK\r\n")), not_redis(Some(b"+OK\r\n"))];
+    let liars = [
+        not_redis(Fake::Replies(b"+OK\r\n")),
+        not_redis(Fake::Replies(b"+OK\r\n")),
+    ];
     let mut urls: Vec<String> = liars
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}"))
         .collect();
     urls.push(real.url(0));
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let e = f.create_lock("k").try_acquire().map(|_| ()).unwrap_err();
         assert!(matches!(e, Error::NoQuorum { .. }), "{e:?}");

@@ -1,17 +1,16 @@
 //! The `redmutex` command, run as a real process (`CARGO_BIN_EXE_redmutex`, as fd's tests do)
 //! against real redis-server nodes.
 
-mod common;
-
 use std::fs;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::sentinel::SentinelGroup;
-use common::{RedisCluster, RedisNode, dead_url, deadline_loop};
 use redmutex::Fingerprint;
+
+use crate::support::sentinel::SentinelGroup;
+use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop};
 
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
 const SOON: Duration = Duration::from_secs(20);

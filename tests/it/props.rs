@@ -2,13 +2,11 @@
 //! which configurations the builder accepts, the quorum it picks, and the validity of real
 //! acquisitions on real nodes.
 
-mod common;
-
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::RedisCluster;
+use crate::support::{self, RedisCluster};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use redmutex::{Error, MAX_NODES, RedLockFactory};
 
 const MAX_TTL: Duration = Duration::from_millis(1 << 40);
@@ -24,8 +22,20 @@ fn drift(ttl: Duration, factor: f64) -> Duration {
     ttl.mul_f64(factor) + Duration::from_millis(2)
 }
 
+/// `cases` cases, with the failures proptest finds kept next to this file
+/// (`props.proptest-regressions`, checked in) and replayed first on every run.
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     /// The default quorum is a strict majority, and a quorum is accepted iff it is one.
     #[test]
@@ -81,32 +91,25 @@ proptest! {
     }
 }
 
-fn cluster() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start(3))
-}
-
-proptest! {
-    // Each case is a real acquisition on three real nodes.
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    /// The validity of a fresh guard is `ttl - round - drift`: never more than `ttl - drift`,
-    /// never less than that minus the time the call took; an extension restarts it likewise.
-    #[test]
-    fn validity_is_ttl_minus_round_minus_drift(
+/// The validity of a fresh guard is `ttl - round - drift`: never more than `ttl - drift`, never
+/// less than that minus the time the call took; an extension restarts it likewise. Each case is
+/// a real acquisition on three real nodes, owned by this test (and dropped, with their
+/// processes and directories, when it ends).
+#[test]
+fn validity_is_ttl_minus_round_minus_drift() {
+    let cluster = RedisCluster::start(3);
+    proptest!(config(48), |(
         ttl_ms in 1_000u64..120_000,
         factor in 0.0f64..0.2,
         ext_ms in 1_000u64..120_000,
-    ) {
-        let cluster = cluster();
+    )| {
         let ttl = Duration::from_millis(ttl_ms);
-        let f = RedLockFactory::builder()
-            .nodes(cluster.urls())
+        let f = support::factory(&cluster)
             .ttl(ttl)
             .clock_drift_factor(factor)
             .io_timeout(Duration::from_secs(1))
-            // Other properties build hundreds of factories concurrently: a fresh pool's first
-            // connection may take a while on a loaded machine.
+            // Other tests build factories concurrently: a fresh pool's first connection may
+            // take a while on a loaded machine.
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
@@ -132,5 +135,5 @@ proptest! {
         prop_assert!(v <= most, "extended validity {:?} > {:?}", v, most);
         prop_assert!(v + call + Duration::from_millis(1) >= least, "extended validity {:?}, call {:?}", v, call);
         g.release().unwrap();
-    }
+    });
 }

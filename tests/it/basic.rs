@@ -1,20 +1,9 @@
 //! The lock's behaviour on healthy nodes: 1, 3 and 5 of them.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
-use redmutex::{Error, RedLockFactory, RedLockGuard};
-
-fn factory(cluster: &RedisCluster) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(cluster.urls())
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(5))
-        .build()
-        .unwrap()
-}
+use crate::support::{self, RedisCluster, deadline_loop};
+use redmutex::{Error, RedLockGuard};
 
 /// How many nodes hold `key` with exactly `value`.
 fn holders(cluster: &RedisCluster, key: &str, value: &str) -> usize {
@@ -29,7 +18,7 @@ fn exists_anywhere(cluster: &RedisCluster, key: &str) -> bool {
 
 fn lifecycle(n: usize) {
     let cluster = RedisCluster::start(n);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     assert_eq!(factory.quorum(), n / 2 + 1);
     let lock = factory.create_lock("basic:k");
     assert!(!lock.is_locked().unwrap());
@@ -75,7 +64,7 @@ fn lifecycle_five_nodes() {
 #[test]
 fn design_card_line_holds_until_scope_end() -> Result<(), Error> {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     {
         let _g = factory.create_lock("k").acquire()?;
         assert!(factory.create_lock("k").is_locked()?);
@@ -88,7 +77,7 @@ fn design_card_line_holds_until_scope_end() -> Result<(), Error> {
 #[test]
 fn drop_releases_and_let_underscore_releases_at_once() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock(String::from("drop:k"));
     let g = lock.acquire().unwrap();
     drop(g);
@@ -101,7 +90,7 @@ fn drop_releases_and_let_underscore_releases_at_once() {
 #[test]
 fn acquire_timeout_expires_while_held_and_succeeds_when_freed() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("timeout:k");
     let held = lock.acquire().unwrap();
 
@@ -135,7 +124,7 @@ fn acquire_timeout_expires_while_held_and_succeeds_when_freed() {
 #[test]
 fn lock_expires_after_ttl_and_stale_guard_cannot_touch_the_new_holder() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory
         .create_lock("expiry:k")
         .with_ttl(Duration::from_millis(300));
@@ -175,7 +164,7 @@ fn lock_expires_after_ttl_and_stale_guard_cannot_touch_the_new_holder() {
 #[test]
 fn extend_moves_the_deadline_and_the_keys() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let guard = factory
         .create_lock("extend:k")
         .with_ttl(Duration::from_millis(500))
@@ -204,7 +193,7 @@ fn extend_moves_the_deadline_and_the_keys() {
 #[test]
 fn lost_lock_is_reported_by_extend_and_release() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("lost:k");
     let guard = lock.acquire().unwrap();
     // Someone deletes the key behind our back on a majority.
@@ -224,8 +213,7 @@ fn lost_lock_is_reported_by_extend_and_release() {
 fn release_after_validity_but_with_keys_intact_is_ok() {
     // The keys outlive the validity by the drift allowance: still ours on every node.
     let cluster = RedisCluster::start(3);
-    let factory = RedLockFactory::builder()
-        .nodes(cluster.urls())
+    let factory = support::factory(&cluster)
         .clock_drift_factor(0.5)
         .build()
         .unwrap();
@@ -243,7 +231,7 @@ fn release_after_validity_but_with_keys_intact_is_ok() {
 #[test]
 fn drop_during_panic_releases() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let f2 = factory.clone();
     let result = std::thread::spawn(move || {
         let _g = f2.create_lock("panic:k").acquire().unwrap();
@@ -264,7 +252,7 @@ fn drop_during_panic_releases() {
 #[test]
 fn guard_moves_to_another_thread_and_releases_there() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let guard: RedLockGuard = factory.create_lock("send:k").acquire().unwrap();
     std::thread::spawn(move || guard.release().unwrap())
         .join()
@@ -275,7 +263,7 @@ fn guard_moves_to_another_thread_and_releases_there() {
 #[test]
 fn resource_names_are_binary_safe_keys() {
     let cluster = RedisCluster::start(1);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     for name in [
         "with space",
         "ünïcödé/ключ",
@@ -294,7 +282,7 @@ fn resource_names_are_binary_safe_keys() {
 #[test]
 fn tokens_are_unique_per_acquisition() {
     let cluster = RedisCluster::start(1);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("tokens:k");
     let mut seen = std::collections::HashSet::new();
     for _ in 0..50 {
@@ -307,7 +295,7 @@ fn tokens_are_unique_per_acquisition() {
 #[test]
 fn scripts_flushed_on_a_node_fall_back_to_loading() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("noscript:k");
     let g = lock.acquire().unwrap();
     for i in 0..3 {

@@ -14,8 +14,6 @@
 //! increase in witness order.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -28,36 +26,24 @@ pub const CLOCK_KEY: &str = "witness:clock";
 /// The witness list other processes push their records to (one [`Record::to_line`] each).
 pub const HISTORY_KEY: &str = "witness:history";
 
+/// How long the witness may take to connect or to answer one command.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A persistent connection to the witness node.
 pub struct Witness {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
+    con: redis::Connection,
 }
 
 impl Witness {
-    /// Connects to the witness node on `127.0.0.1:port`.
+    /// Connects to the witness node on `127.0.0.1:port` (connect, reads and writes bounded
+    /// by 10 s).
     ///
     /// # Panics
     /// If the node cannot be reached.
     pub fn connect(port: u16) -> Self {
-        let writer = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-        writer.set_nodelay(true).unwrap();
-        writer
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let reader = BufReader::new(writer.try_clone().unwrap());
-        Self { writer, reader }
-    }
-
-    fn command(&mut self, args: &[&str]) -> io::Result<String> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-        }
-        self.writer.write_all(&out)?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        Ok(line.trim_end().to_owned())
+        let con = super::client::connect(port, WITNESS_TIMEOUT)
+            .unwrap_or_else(|e| panic!("witness on port {port}: {e}"));
+        Self { con }
     }
 
     /// One tick of the shared clock.
@@ -65,22 +51,22 @@ impl Witness {
     /// # Panics
     /// If the witness does not answer with an integer.
     pub fn tick(&mut self) -> u64 {
-        let reply = self.command(&["INCR", CLOCK_KEY]).unwrap();
-        reply
-            .strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("witness answered {reply:?} to INCR"))
+        redis::cmd("INCR")
+            .arg(CLOCK_KEY)
+            .query(&mut self.con)
+            .unwrap_or_else(|e| panic!("witness INCR: {e}"))
     }
 
     /// Appends a record to the shared history list (for workers in other processes).
     ///
     /// # Panics
-    /// On I/O errors.
+    /// On I/O errors or an error reply.
     pub fn push(&mut self, record: &Record) {
-        let reply = self
-            .command(&["RPUSH", HISTORY_KEY, &record.to_line()])
-            .unwrap();
-        assert!(reply.starts_with(':'), "RPUSH answered {reply:?}");
+        let _len: u64 = redis::cmd("RPUSH")
+            .arg(HISTORY_KEY)
+            .arg(record.to_line())
+            .query(&mut self.con)
+            .unwrap_or_else(|e| panic!("witness RPUSH: {e}"));
     }
 }
 
@@ -289,16 +275,14 @@ impl Run {
 /// # Panics
 /// If the witness cannot be read or holds a malformed line.
 pub fn fetch(port: u16) -> Vec<Record> {
-    let list = super::raw_cmd(
-        port,
-        &["LRANGE", HISTORY_KEY, "0", "-1"],
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    list.lines()
-        .filter(|l| !l.is_empty())
-        .map(Record::from_line)
-        .collect()
+    let mut con = super::client::connect(port, Duration::from_secs(30)).unwrap();
+    let lines: Vec<String> = redis::cmd("LRANGE")
+        .arg(HISTORY_KEY)
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .unwrap();
+    lines.iter().map(|l| Record::from_line(l)).collect()
 }
 
 /// A short name for an error's kind.

@@ -4,17 +4,19 @@
 //! Sentinels get short timeouts (down after 1 s, failover timeout 3 s, quorum 2), so a
 //! killed master is replaced within a few seconds. [`SentinelGroup::start`] returns once every
 //! sentinel knows the replica and the two other sentinels, so a failover can start at once.
-//! Like the rest of the harness, this speaks raw RESP and never uses the library under test.
+//! Like the rest of the harness, this talks to the servers through the `redis` crate and never
+//! uses the library under test.
 
-use std::io;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use redis::RedisResult;
+
 use super::{
     CMD_TIMEOUT, READY_TIMEOUT, RedisCluster, RedisNode, deadline_loop, free_port, ping_port,
-    raw_cmd, redis_server_binary, send_signal, unique_temp_dir,
+    port_cmd, redis_server_binary, send_signal, unique_temp_dir,
 };
 
 /// How long a new group may take until its sentinels know each other and the replica.
@@ -105,8 +107,8 @@ impl SentinelProcess {
     ///
     /// # Errors
     /// Connection or I/O errors.
-    pub fn try_cmd(&self, args: &[&str]) -> io::Result<String> {
-        raw_cmd(self.port, args, CMD_TIMEOUT)
+    pub fn try_cmd(&self, args: &[&str]) -> RedisResult<String> {
+        port_cmd(self.port, args, CMD_TIMEOUT)
     }
 
     /// Freezes the sentinel (SIGSTOP): the kernel still accepts connections, nothing answers.

@@ -1,11 +1,11 @@
-//! Tests of the real-Redis test harness in `tests/common` itself.
-
-mod common;
+//! Tests of the real-Redis test harness (`crate::support`) itself.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses};
+use crate::support::client::{self, port_cmd};
+use crate::support::proxy::Proxy;
+use crate::support::{AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses};
 
 const SHORT: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(5);
@@ -182,9 +182,9 @@ fn aof_nodes_keep_data_across_a_crash() {
 
 #[test]
 fn free_port_and_dead_url_are_unused() {
-    let ports: HashSet<u16> = (0..20).map(|_| common::free_port()).collect();
+    let ports: HashSet<u16> = (0..20).map(|_| crate::support::free_port()).collect();
     assert_eq!(ports.len(), 20, "free_port handed out a port twice");
-    let url = common::dead_url();
+    let url = crate::support::dead_url();
     let port: u16 = url
         .strip_prefix("redis://127.0.0.1:")
         .unwrap()
@@ -231,4 +231,46 @@ fn deadline_loop_reports_success_and_timeout() {
     let start = std::time::Instant::now();
     assert!(!deadline_loop(Duration::from_millis(30), || false));
     assert!(start.elapsed() >= Duration::from_millis(30));
+}
+
+#[test]
+fn proxy_relays_delays_blackholes_cuts_and_heals() {
+    let cluster = RedisCluster::start(1);
+    let proxy = Proxy::start(cluster.port(0));
+    let through = |args: &[&str]| port_cmd(proxy.port(), args, SHORT);
+    assert_eq!(through(&["SET", "k", "v"]).unwrap(), "OK");
+    assert_eq!(
+        cluster.cmd(0, &["GET", "k"]),
+        "v",
+        "the SET reached the node"
+    );
+    assert_eq!(through(&["GET", "k"]).unwrap(), "v");
+
+    // Latency on the replies only.
+    proxy.set_latency_down(Duration::from_millis(300));
+    let start = std::time::Instant::now();
+    assert_eq!(port_cmd(proxy.port(), &["PING"], WAIT).unwrap(), "PONG");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    proxy.set_latency_down(Duration::ZERO);
+
+    // Black hole: the connection stays open, nothing comes back, the bytes are counted.
+    proxy.blackhole();
+    assert!(through(&["PING"]).is_err_and(|e| e.is_timeout()));
+    assert!(proxy.counters().bytes_dropped > 0);
+    proxy.heal();
+    assert_eq!(through(&["PING"]).unwrap(), "PONG");
+
+    // Cut: an open connection is reset, new ones are refused, until healed.
+    let mut open = client::connect(proxy.port(), SHORT).unwrap();
+    assert_eq!(client::send(&mut open, &["PING"]).unwrap(), "PONG");
+    proxy.cut();
+    assert!(deadline_loop(WAIT, || proxy.counters().reset == 1));
+    assert!(client::send(&mut open, &["PING"]).is_err());
+    assert!(through(&["PING"]).is_err());
+    assert!(proxy.counters().refused >= 1);
+    proxy.heal();
+    assert_eq!(through(&["PING"]).unwrap(), "PONG");
+    // A node that is down looks down through the proxy too.
+    cluster.kill(0);
+    assert!(through(&["PING"]).is_err());
 }

@@ -1,33 +1,28 @@
 //! Leader election over processes: one leader at a time, fail-over within about one TTL after
 //! the leader is killed, and a leader that loses its lease steps down at once.
 //!
-//! The workers are this test binary run again with `leader_worker` selected. They record what
-//! they do on a separate witness Redis: `leader` holds the current leader's id, and the
-//! `events` list gets `elected <id>`, `down <id> <reason>` and `overlap <id>` entries.
+//! The candidates are worker processes: the test runs itself again (`support::worker`), and
+//! each re-run is a [`candidate`]. They record what they do on a separate witness Redis:
+//! `leader` holds the current leader's id, and the `events` list gets `elected <id>`,
+//! `down <id> <reason>` and `overlap <id>` entries.
 
-mod common;
-
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop, raw_cmd};
-use redmutex::RedLockFactory;
+use crate::support::worker::{self, Worker};
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
+use crate::test_name;
 
-const WORKER_ENV: &str = "REDMUTEX_LEADER_WORKER";
 const TTL: Duration = Duration::from_millis(1_000);
 
 fn w(port: u16, args: &[&str]) -> String {
-    raw_cmd(port, args, Duration::from_secs(5)).unwrap()
+    port_cmd(port, args, Duration::from_secs(5)).unwrap()
 }
 
-#[test]
-fn leader_worker() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else {
-        return; // run as a normal test: nothing to do
-    };
+/// One candidate process, for a minute at most. `spec` is `<id>;<witness port>;<url>,...`.
+fn candidate(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (me, witness): (&str, u16) = (parts[0], parts[1].parse().unwrap());
-    let factory = RedLockFactory::builder()
+    let factory = support::builder()
         .nodes(parts[2].split(','))
         .ttl(TTL)
         .keep_alive(true)
@@ -60,16 +55,10 @@ fn leader_worker() {
     }
 }
 
-fn spawn(id: &str, witness: u16, cluster: &RedisCluster) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "leader_worker", "--test-threads", "1"])
-        .env(
-            WORKER_ENV,
-            format!("{id};{witness};{}", cluster.urls().join(",")),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+/// Starts candidate `id` for `test` (a `test_name!`).
+fn spawn(test: &str, id: &str, witness: u16, cluster: &RedisCluster) -> Worker {
+    let spec = format!("{id};{witness};{}", cluster.urls().join(","));
+    Worker::spawn(test, &spec)
 }
 
 fn events(witness: u16) -> Vec<String> {
@@ -81,11 +70,18 @@ fn events(witness: u16) -> Vec<String> {
 
 #[test]
 fn a_killed_leader_is_replaced_within_about_one_ttl() {
+    if let Some(spec) = worker::spec() {
+        return candidate(&spec);
+    }
+    let test = test_name!(a_killed_leader_is_replaced_within_about_one_ttl);
     let cluster = RedisCluster::start(3);
     let witness_node = RedisCluster::start(1);
     let witness = witness_node.port(0);
     let ids = ["a", "b", "c"];
-    let mut children: Vec<Child> = ids.iter().map(|id| spawn(id, witness, &cluster)).collect();
+    let mut children: Vec<Worker> = ids
+        .iter()
+        .map(|id| spawn(test, id, witness, &cluster))
+        .collect();
     assert!(deadline_loop(Duration::from_secs(20), || w(
         witness,
         &["GET", "leader"]
@@ -94,8 +90,7 @@ fn a_killed_leader_is_replaced_within_about_one_ttl() {
     for round in 0..2 {
         let leader = w(witness, &["GET", "leader"]);
         let i = ids.iter().position(|id| *id == leader).unwrap();
-        children[i].kill().unwrap();
-        children[i].wait().unwrap();
+        children[i].kill();
         let killed = Instant::now();
         assert!(
             deadline_loop(Duration::from_secs(10), || w(witness, &["GET", "leader"])
@@ -106,12 +101,9 @@ fn a_killed_leader_is_replaced_within_about_one_ttl() {
         eprintln!("round {round}: {leader} killed, new leader after {took:?}");
         // The lease must run out first (about one TTL); then a waiter polls within its retry.
         assert!(took < TTL * 4, "round {round}: fail-over took {took:?}");
-        children[i] = spawn(ids[i], witness, &cluster);
+        children[i] = spawn(test, ids[i], witness, &cluster);
     }
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
     let events = events(witness);
     assert!(
         !events.iter().any(|e| e.starts_with("overlap")),
@@ -121,10 +113,18 @@ fn a_killed_leader_is_replaced_within_about_one_ttl() {
 
 #[test]
 fn a_leader_that_loses_its_lease_steps_down_at_once() {
+    if let Some(spec) = worker::spec() {
+        return candidate(&spec);
+    }
     let cluster = RedisCluster::start(3);
     let witness_node = RedisCluster::start(1);
     let witness = witness_node.port(0);
-    let mut child = spawn("solo", witness, &cluster);
+    let child = spawn(
+        test_name!(a_leader_that_loses_its_lease_steps_down_at_once),
+        "solo",
+        witness,
+        &cluster,
+    );
     assert!(deadline_loop(Duration::from_secs(20), || w(
         witness,
         &["GET", "leader"]
@@ -144,6 +144,5 @@ fn a_leader_that_loses_its_lease_steps_down_at_once() {
     let took = deleted.elapsed();
     eprintln!("stepped down {took:?} after its key was deleted");
     assert!(took < TTL * 3, "stepping down took {took:?}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }

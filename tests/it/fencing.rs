@@ -2,34 +2,31 @@
 //! in the order a witness saw the critical sections, across threads, processes, node kills and
 //! delayed restarts.
 
-mod common;
-
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::worker::{self, Worker};
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
+use crate::test_name;
 use redmutex::RedLockFactory;
 
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .fencing(true)
-        .ttl(Duration::from_secs(2))
-        .retry_delay(Duration::from_millis(2))
-        .retry_jitter(Duration::from_millis(5))
-        .io_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(500))
-        .max_retries(20)
-        .build()
-        .unwrap()
-}
+/// The lease of the fenced locks here; a killed node stays down longer than this.
+const TTL: Duration = Duration::from_secs(2);
+/// Nodes are killed under the workers: an acquisition rides out many failed rounds.
+const RETRIES: u32 = 20;
+/// Bound on each witness command of the worker processes.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[test]
 fn tokens_increase_and_are_off_unless_asked_for() {
     let cluster = RedisCluster::start(3);
-    let fenced = factory(cluster.urls());
+    let fenced = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let mut last = 0;
     for _ in 0..10 {
         let g = fenced.create_lock("fence:seq").acquire().unwrap();
@@ -66,7 +63,12 @@ fn diverged_counters_still_give_a_larger_token() {
     for (i, v) in [(0, "10"), (1, "1"), (2, "6")] {
         cluster.cmd(i, &["SET", "div:redmutex:fence", v]);
     }
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let t1 = f
         .create_lock("div")
         .acquire()
@@ -89,7 +91,12 @@ fn diverged_counters_still_give_a_larger_token() {
 #[test]
 fn a_paused_holders_token_is_smaller_than_the_next() {
     let cluster = RedisCluster::start(3);
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let stale = f
         .create_lock("pause")
         .with_ttl(Duration::from_millis(300))
@@ -107,7 +114,12 @@ fn a_paused_holders_token_is_smaller_than_the_next() {
 #[test]
 fn threads_tokens_follow_the_witness_order() {
     let cluster = RedisCluster::start(3);
-    let f = factory(cluster.urls());
+    let f = support::factory(&cluster)
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let history = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..6)
         .map(|_| {
@@ -131,30 +143,32 @@ fn threads_tokens_follow_the_witness_order() {
     assert!(history.windows(2).all(|w| w[0] < w[1]), "{history:?}");
 }
 
-// Several processes, with node kills and delayed restarts. The witness is a separate Redis
-// node: each critical section appends its token to a list; the list must be increasing.
+// Several processes (the test runs itself again as the workers, `support::worker`), with node
+// kills and delayed restarts. The witness is a separate Redis node: each critical section
+// appends its token to a list; the list must be increasing.
 
-const WORKER_ENV: &str = "REDMUTEX_FENCE_WORKER";
-
-#[test]
-fn fence_worker_process() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else {
-        return; // run as a normal test: nothing to do
-    };
+/// One worker process. `spec` is `<rounds>;<witness port>;<url>,<url>,...`.
+fn fenced_worker(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let rounds: usize = parts[0].parse().unwrap();
     let witness: u16 = parts[1].parse().unwrap();
-    let f = factory(parts[2].split(',').map(str::to_owned).collect());
+    let f = support::builder()
+        .nodes(parts[2].split(','))
+        .fencing(true)
+        .ttl(TTL)
+        .max_retries(RETRIES)
+        .build()
+        .unwrap();
     let lock = f.create_lock("fence:procs");
     let mut done = 0;
     while done < rounds {
         // Nodes are being killed: a failed acquisition is retried, never a test failure.
         let Ok(g) = lock.acquire() else { continue };
         let t = g.fencing_token().unwrap().to_string();
-        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        let n = port_cmd(witness, &["INCR", "inside"], WITNESS_TIMEOUT).unwrap();
         assert_eq!(n, "1", "two holders inside");
-        common::raw_cmd(witness, &["RPUSH", "tokens", &t], Duration::from_secs(5)).unwrap();
-        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        port_cmd(witness, &["RPUSH", "tokens", &t], WITNESS_TIMEOUT).unwrap();
+        port_cmd(witness, &["DECR", "inside"], WITNESS_TIMEOUT).unwrap();
         let _ = g.release();
         done += 1;
     }
@@ -162,25 +176,18 @@ fn fence_worker_process() {
 
 #[test]
 fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts() {
+    if let Some(spec) = worker::spec() {
+        return fenced_worker(&spec);
+    }
     const WORKERS: usize = 3;
     const ROUNDS: usize = 30;
     // AOF keeps the counters of a crashed node; the restart is delayed past the TTL (2 s).
-    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let cluster = RedisCluster::start_with_args(3, support::AOF_ARGS);
     let witness = RedisCluster::start(1);
-    let exe = std::env::current_exe().unwrap();
-    let mut children: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["--exact", "fence_worker_process", "--test-threads", "1"])
-                .env(
-                    WORKER_ENV,
-                    format!("{ROUNDS};{};{}", witness.port(0), cluster.urls().join(",")),
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let spec = format!("{ROUNDS};{};{}", witness.port(0), cluster.urls().join(","));
+    let test =
+        test_name!(processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts);
+    let mut children: Vec<Worker> = (0..WORKERS).map(|_| Worker::spawn(test, &spec)).collect();
     let count = || {
         witness
             .cmd(0, &["LLEN", "tokens"])
@@ -197,7 +204,7 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     std::thread::sleep(Duration::from_millis(2_500));
     cluster.restart_with_aof(2);
     for child in &mut children {
-        let status = child.wait().unwrap();
+        let status = child.wait();
         assert!(status.success(), "a worker failed: {status}");
     }
     let tokens: Vec<u64> = witness

@@ -13,15 +13,13 @@
 //! bounded; calls that can block forever on a broken build run on a spawned thread and are
 //! waited for with `recv_timeout`.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::proxy::{Proxy, bulk, contains};
-use common::{RedisCluster, deadline_loop, raw_cmd};
+use crate::support::proxy::{Proxy, bulk, contains};
+use crate::support::{RedisCluster, deadline_loop, port_cmd};
 use redmutex::{RedLock, RedLockFactory, RedLockFactoryBuilder, RedLockGuard};
 
 /// Slack for comparing the guard's validity with the nodes' PTTLs, on top of the time the
@@ -228,7 +226,7 @@ fn proxy_rules_pick_out_single_requests() {
     let quick = Duration::from_millis(150);
     let timed = |args: &[&str], timeout: Duration| {
         let t0 = Instant::now();
-        let reply = raw_cmd(proxy.port(), args, timeout);
+        let reply = port_cmd(proxy.port(), args, timeout);
         (reply, t0.elapsed())
     };
 
@@ -263,7 +261,7 @@ fn proxy_rules_pick_out_single_requests() {
     let port = proxy.port();
     let incr = thread::spawn(move || {
         let t0 = Instant::now();
-        let reply = raw_cmd(port, &["INCR", "counted"], Duration::from_secs(2));
+        let reply = port_cmd(port, &["INCR", "counted"], Duration::from_secs(2));
         (reply, t0.elapsed())
     });
     assert!(

@@ -3,26 +3,23 @@
 //! its failover without rebuilding the factory, leaves a demoted master for the new one,
 //! refuses a replica, and a factory of three groups keeps working while one fails over.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::sentinel::SentinelGroup;
-use common::{RedisCluster, deadline_loop};
-use redmutex::{Error, RedLockFactory, RedLockFactoryBuilder, SentinelNode};
+use crate::support::sentinel::SentinelGroup;
+use crate::support::{self, RedisCluster, deadline_loop};
+use redmutex::{Error, RedLockFactory, SentinelNode};
 
 /// Generous bound on a failover with 1 s down-after on a loaded machine (the sentinels may
 /// need a second election after the 3 s failover timeout).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(40);
 
-fn builder() -> RedLockFactoryBuilder {
-    RedLockFactory::builder()
-        .io_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_secs(1))
-        .retry_delay(Duration::from_millis(20))
-        .retry_jitter(Duration::from_millis(20))
-}
+/// Generous for a loaded machine: a connection through Sentinel asks a sentinel first, then
+/// checks the master's role.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
+/// Waiters poll every 20 to 40 ms: gentler than the preset while a group fails over.
+const RETRY: Duration = Duration::from_millis(20);
 
 fn node(group: &SentinelGroup) -> SentinelNode {
     SentinelNode::new(group.name(), group.sentinel_addrs())
@@ -40,7 +37,14 @@ fn cycle(factory: &RedLockFactory, key: &str) -> bool {
 fn lock_follows_a_failover_without_rebuilding_the_factory() {
     let group = SentinelGroup::start("solo");
     // The URL form.
-    let factory = builder().node(group.url()).build().unwrap();
+    let factory = support::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
+        .node(group.url())
+        .build()
+        .unwrap();
 
     let g = factory.create_lock("k").acquire().unwrap();
     let master = group.master();
@@ -87,7 +91,14 @@ fn lock_follows_a_failover_without_rebuilding_the_factory() {
 #[test]
 fn demoted_master_is_left_for_the_new_one_and_replicas_are_refused() {
     let group = SentinelGroup::start("swap");
-    let factory = builder().sentinel_node(node(&group)).build().unwrap();
+    let factory = support::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
+        .sentinel_node(node(&group))
+        .build()
+        .unwrap();
     assert!(cycle(&factory, "warm"), "lock through the group");
     let (m, r) = (group.data(0), group.data(1));
     assert_eq!(group.master_port(), Some(m.port()));
@@ -147,7 +158,11 @@ fn three_groups_keep_the_lock_through_one_failover() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let factory = builder()
+    let factory = support::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
         .sentinel_node(node(&groups[0]))
         .sentinel_node(node(&groups[1]))
         .node(groups[2].url())
@@ -231,9 +246,8 @@ fn a_stopped_sentinel_costs_one_bounded_attempt_at_most() {
     let group = SentinelGroup::start("frozen");
     // The first sentinel asked is frozen: it accepts connections and never answers.
     group.sentinel(0).stop();
-    let factory = RedLockFactory::builder()
-        .connect_timeout(Duration::from_millis(300))
-        .io_timeout(Duration::from_millis(500))
+    let factory = support::builder()
+        .io_timeout(IO_TIMEOUT)
         .sentinel_node(node(&group))
         .build()
         .unwrap();
@@ -257,7 +271,11 @@ fn a_stopped_sentinel_costs_one_bounded_attempt_at_most() {
 fn plain_and_sentinel_nodes_mix() {
     let plain = RedisCluster::start(2);
     let group = SentinelGroup::start("mixed");
-    let factory = builder()
+    let factory = support::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
         .node(plain.url(0))
         .sentinel_node(node(&group).db(2))
         .node(plain.url(1))
@@ -292,7 +310,7 @@ fn plain_and_sentinel_nodes_mix() {
     });
 
     // Duplicate groups are refused, whatever the form.
-    let twice = builder()
+    let twice = support::builder()
         .sentinel_node(node(&group))
         .node(group.url())
         .build()

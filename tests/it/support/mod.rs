@@ -1,10 +1,11 @@
-//! Real-Redis test harness shared by every integration test (`mod common;`).
+//! The real-Redis harness of the integration tests (`crate::support`).
 //!
 //! Modelled on redis-rs's `redis-test` `RedisServer`: each [`RedisNode`] is a
 //! real `redis-server` child process listening on a free loopback port, with
 //! its own temporary directory, no persistence (unless asked for), and a log
 //! file. Nothing here uses the library under test: readiness checks and the
-//! [`RedisCluster::cmd`] inspection helper speak raw RESP over a `TcpStream`.
+//! [`RedisCluster::cmd`] inspection helper talk to the nodes through the
+//! `redis` crate ([`client`]), with bounded connect, read and write times.
 //!
 //! The binary is `redis-server` from `PATH`, or the path in the environment
 //! variable `REDMUTEX_REDIS_SERVER`. When it cannot be found the harness
@@ -17,15 +18,15 @@
 //! cluster can be shared between threads, e.g. with `std::thread::scope`,
 //! while one thread crashes or freezes nodes.
 
-#![allow(dead_code)]
-
+pub mod client;
 pub mod history;
 pub mod proxy;
 pub mod sentinel;
+pub mod worker;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::RedisResult;
+use redmutex::{RedLockFactory, RedLockFactoryBuilder};
+
+pub use client::{ping_port, port_cmd};
 
 /// Environment variable overriding the `redis-server` binary.
 pub const REDIS_SERVER_ENV: &str = "REDMUTEX_REDIS_SERVER";
@@ -43,7 +49,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`RedisCluster::restart`] keeps retrying to bind the old port.
 pub const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Read/write timeout of [`RedisCluster::cmd`].
+/// Connect, read and write timeout of [`RedisCluster::cmd`].
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Extra arguments that turn on durable persistence (an AOF fsynced on every
@@ -53,6 +59,41 @@ pub const AOF_ARGS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"
 const NOT_FOUND: &str = "redis-server not found: install it with \
     `sudo apt-get install -y redis-server` (or run scripts/install-redis.sh), \
     or set REDMUTEX_REDIS_SERVER";
+
+// ---------------------------------------------------------------------------
+// The factory preset
+// ---------------------------------------------------------------------------
+
+/// I/O timeout of the [`builder`] preset: twice the library's default, so a
+/// loaded 2-core machine running the suite still answers in time, yet short
+/// enough that a dead or frozen node costs a test little.
+pub const IO_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Connect timeout of the [`builder`] preset (loopback; the handshake loads
+/// the scripts).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Retry delay and jitter of the [`builder`] preset: a waiter polls often,
+/// so a test that waits for a lock does not wait for the library's 50 ms
+/// polls.
+pub const RETRY: Duration = Duration::from_millis(5);
+
+/// A factory builder with the tests' timeouts ([`IO_TIMEOUT`],
+/// [`CONNECT_TIMEOUT`], [`RETRY`] as delay and jitter) and no nodes yet; a
+/// test adds its nodes and what it is about (`.ttl(..)`, `.keep_alive(true)`,
+/// `.fencing(true)`, ...). Every other setting is the library's default.
+pub fn builder() -> RedLockFactoryBuilder {
+    RedLockFactory::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(RETRY)
+        .retry_jitter(RETRY)
+}
+
+/// [`builder`] with the nodes of `cluster`.
+pub fn factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
+    builder().nodes(cluster.urls())
+}
 
 // ---------------------------------------------------------------------------
 // Free helpers
@@ -110,44 +151,6 @@ pub fn dead_url() -> String {
     format!("redis://127.0.0.1:{}", free_port())
 }
 
-/// Sends one command, encoded as a RESP array, to `127.0.0.1:port` over a
-/// fresh connection with the given read/write timeout, and returns the reply
-/// parsed minimally (see [`RedisCluster::cmd`]).
-///
-/// # Errors
-/// Any connection, I/O or protocol error (including a read timeout).
-pub fn raw_cmd(port: u16, args: &[&str], timeout: Duration) -> io::Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.set_nodelay(true)?;
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    (&stream).write_all(&out)?;
-    read_reply(&mut BufReader::new(&stream))
-}
-
-/// Whether a Redis server on `127.0.0.1:port` answers an inline `PING` with
-/// `+PONG` within `timeout`.
-pub fn ping_port(port: u16, timeout: Duration) -> bool {
-    let attempt = || -> io::Result<bool> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.write_all(b"PING\r\n")?;
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf)?;
-        Ok(&buf == b"+PONG\r\n")
-    };
-    attempt().unwrap_or(false)
-}
-
 /// Whether connecting to `127.0.0.1:port` is refused (nothing listens).
 pub fn port_refuses(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -169,61 +172,6 @@ pub fn process_state(pid: u32) -> Option<char> {
     // "pid (comm) S ..."; comm may contain spaces/parens, so split at the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.trim_start().chars().next()
-}
-
-fn protocol_error(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-fn read_line(r: &mut impl BufRead) -> io::Result<String> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before a reply",
-        ));
-    }
-    let line = line
-        .strip_suffix("\r\n")
-        .ok_or_else(|| protocol_error(format!("unterminated reply line {line:?}")))?;
-    Ok(line.to_owned())
-}
-
-/// Minimal RESP2 reply parser: `+OK` -> `OK`, `:5` -> `5`, bulk -> its
-/// contents, nil -> `(nil)`, `-ERR x` -> `ERR x`, arrays -> elements joined
-/// with `\n`.
-fn read_reply(r: &mut impl BufRead) -> io::Result<String> {
-    let line = read_line(r)?;
-    let (kind, rest) = line.split_at(line.len().min(1));
-    match kind {
-        "+" | "-" | ":" => Ok(rest.to_owned()),
-        "$" => {
-            let len: i64 = rest
-                .parse()
-                .map_err(|_| protocol_error(format!("bad bulk length {rest:?}")))?;
-            if len < 0 {
-                return Ok("(nil)".to_owned());
-            }
-            let len = usize::try_from(len).map_err(|_| protocol_error("bulk too long"))?;
-            let mut buf = vec![0u8; len + 2];
-            r.read_exact(&mut buf)?;
-            buf.truncate(len);
-            Ok(String::from_utf8_lossy(&buf).into_owned())
-        }
-        "*" => {
-            let len: i64 = rest
-                .parse()
-                .map_err(|_| protocol_error(format!("bad array length {rest:?}")))?;
-            if len < 0 {
-                return Ok("(nil)".to_owned());
-            }
-            let items = (0..len)
-                .map(|_| read_reply(r))
-                .collect::<io::Result<Vec<_>>>()?;
-            Ok(items.join("\n"))
-        }
-        _ => Err(protocol_error(format!("unknown reply {line:?}"))),
-    }
 }
 
 fn unique_temp_dir() -> PathBuf {
@@ -252,7 +200,11 @@ fn redis_server_binary() -> OsString {
         .unwrap_or_else(|| "redis-server".into())
 }
 
-fn send_signal(pid: u32, signal: &str) {
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to `pid` with `kill(1)`.
+///
+/// # Panics
+/// If `kill` fails (no such process, say).
+pub fn send_signal(pid: u32, signal: &str) {
     // `kill(1)` rather than libc: the crate forbids unsafe code, tests too.
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -559,8 +511,8 @@ impl RedisNode {
     ///
     /// # Errors
     /// Connection or I/O errors, including the 2 s timeout.
-    pub fn try_cmd(&self, args: &[&str]) -> io::Result<String> {
-        raw_cmd(self.port, args, CMD_TIMEOUT)
+    pub fn try_cmd(&self, args: &[&str]) -> RedisResult<String> {
+        port_cmd(self.port, args, CMD_TIMEOUT)
     }
 
     /// Sends one command and returns the reply (see [`RedisCluster::cmd`]).
@@ -570,11 +522,6 @@ impl RedisNode {
     pub fn cmd(&self, args: &[&str]) -> String {
         self.try_cmd(args)
             .unwrap_or_else(|e| panic!("{args:?} on port {} failed: {e}", self.port))
-    }
-
-    /// Whether the node answers PING within `timeout`.
-    pub fn ping(&self, timeout: Duration) -> bool {
-        ping_port(self.port, timeout)
     }
 }
 
@@ -587,7 +534,7 @@ impl Drop for RedisNode {
 
 /// `process_id` from `INFO server`, if the server answers.
 fn server_pid(port: u16) -> Option<u32> {
-    let info = raw_cmd(port, &["INFO", "server"], Duration::from_millis(500)).ok()?;
+    let info = port_cmd(port, &["INFO", "server"], Duration::from_millis(500)).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("process_id:"))
         .and_then(|p| p.trim().parse().ok())
@@ -651,11 +598,6 @@ impl RedisCluster {
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// Whether there are no nodes.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// Node `i`.
@@ -724,11 +666,12 @@ impl RedisCluster {
         self.nodes[i].is_stopped()
     }
 
-    /// Sends one command to node `i` over a fresh connection (2 s timeouts)
-    /// and returns the reply, minimally parsed: simple string as is
-    /// (`OK`, `PONG`), integer as text (`-2`), bulk string contents, nil as
-    /// `(nil)`, error as its message (`ERR ...`, `WRONGTYPE ...`), arrays as
-    /// their elements joined with `\n`.
+    /// Sends one command to node `i` over a fresh connection (connect, read
+    /// and write each bounded by 2 s) and returns the reply as text
+    /// ([`client::show`]): simple string as is (`OK`, `PONG`), integer as
+    /// text (`-2`), bulk string contents, nil as `(nil)`, error as its code
+    /// and message (`ERR ...`, `WRONGTYPE ...`), arrays as their elements
+    /// joined with `\n`.
     ///
     /// # Panics
     /// On connection or I/O errors (use [`Self::try_cmd`] to handle them).
@@ -740,17 +683,7 @@ impl RedisCluster {
     ///
     /// # Errors
     /// Connection or I/O errors, including the 2 s timeout.
-    pub fn try_cmd(&self, i: usize, args: &[&str]) -> io::Result<String> {
+    pub fn try_cmd(&self, i: usize, args: &[&str]) -> RedisResult<String> {
         self.nodes[i].try_cmd(args)
-    }
-
-    /// Whether node `i` answers PING within `timeout`.
-    pub fn ping(&self, i: usize, timeout: Duration) -> bool {
-        self.nodes[i].ping(timeout)
-    }
-
-    /// Node `i`'s log so far.
-    pub fn log(&self, i: usize) -> String {
-        self.nodes[i].log()
     }
 }

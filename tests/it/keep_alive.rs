@@ -1,29 +1,26 @@
 //! Keep-alive: leases renewed while guards live, one thread per factory, loss signalled.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, LossReason, RedLockFactory};
 
-fn factory(cluster: &RedisCluster) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(cluster.urls())
-        .keep_alive(true)
-        .ttl(Duration::from_millis(600))
-        .io_timeout(Duration::from_millis(100))
-        .connect_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap()
-}
+/// A short lease, renewed every 200 ms, so a few seconds cover many renewals.
+const TTL: Duration = Duration::from_millis(600);
+/// A renewal round must stay a small fraction of the TTL.
+const IO_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[test]
 fn kept_alive_lease_outlives_its_ttl_many_times() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster)
+        .keep_alive(true)
+        .ttl(TTL)
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
     let guard = factory.create_lock("ka:k").acquire().unwrap();
     let start = Instant::now();
     // Four TTLs: without renewal the keys would be gone after one.
@@ -49,7 +46,12 @@ fn kept_alive_lease_outlives_its_ttl_many_times() {
 #[test]
 fn keys_deleted_from_outside_are_signalled_once() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster)
+        .keep_alive(true)
+        .ttl(TTL)
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
     let guard = factory.create_lock("ka:lost").acquire().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
@@ -92,7 +94,12 @@ fn keys_deleted_from_outside_are_signalled_once() {
 #[test]
 fn majority_down_lets_the_lease_run_out_and_says_so() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster)
+        .keep_alive(true)
+        .ttl(TTL)
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
     let guard = factory.create_lock("ka:down").acquire().unwrap();
     let signal = guard.loss_signal();
     cluster.kill(0);
@@ -114,7 +121,12 @@ fn majority_down_lets_the_lease_run_out_and_says_so() {
 #[test]
 fn minority_down_does_not_lose_the_lease() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster)
+        .keep_alive(true)
+        .ttl(TTL)
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
     let guard = factory.create_lock("ka:minority").acquire().unwrap();
     cluster.kill(2);
     let start = Instant::now();
@@ -128,7 +140,12 @@ fn minority_down_does_not_lose_the_lease() {
 #[test]
 fn hold_limit_stops_renewal_and_signals() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(&cluster);
+    let factory = support::factory(&cluster)
+        .keep_alive(true)
+        .ttl(TTL)
+        .io_timeout(IO_TIMEOUT)
+        .build()
+        .unwrap();
     let lock = factory
         .create_lock("ka:limit")
         .with_max_hold(Duration::from_millis(1_500));
@@ -172,8 +189,7 @@ fn plain_guard_signal_fires_when_the_lease_runs_out() {
 fn thousands_of_guards_one_thread() {
     const GUARDS: usize = 2_000;
     let cluster = RedisCluster::start(3);
-    let factory = RedLockFactory::builder()
-        .nodes(cluster.urls())
+    let factory = support::factory(&cluster)
         .keep_alive(true)
         .ttl(Duration::from_secs(2))
         .build()

@@ -12,15 +12,13 @@
 //! quorum hold it). The guard's deadline must never exceed it. The case ends with a release,
 //! after which no node may hold the key.
 
-mod common;
-
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::RedisCluster;
-use common::proxy::{Proxy, ProxyHandle};
+use crate::support::RedisCluster;
+use crate::support::proxy::{Proxy, ProxyHandle};
 use proptest::prelude::*;
 use redmutex::{RedLockFactory, RedLockGuard};
 

@@ -1,26 +1,10 @@
 //! Nodes that crash, stop, restart or were never there: the lock keeps working with a majority,
 //! and every call returns within its bound without one.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, dead_url, deadline_loop};
+use crate::support::{self, RedisCluster, dead_url, deadline_loop};
 use redmutex::{Error, RedLockFactory};
-
-const IO_TIMEOUT: Duration = Duration::from_millis(200);
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
-
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(IO_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .retry_delay(Duration::from_millis(10))
-        .retry_jitter(Duration::from_millis(10))
-        .build()
-        .unwrap()
-}
 
 /// Warms every pool with one full cycle.
 fn warm(factory: &RedLockFactory) {
@@ -48,7 +32,7 @@ fn cycles(factory: &RedLockFactory, key: &str, cycles: usize) -> Duration {
 #[test]
 fn minority_killed_locks_still_work_within_the_io_bound() {
     let cluster = RedisCluster::start(5);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     warm(&factory);
     cluster.kill(1);
     cluster.kill(3);
@@ -61,7 +45,7 @@ fn minority_killed_locks_still_work_within_the_io_bound() {
 #[test]
 fn minority_stopped_locks_still_work_within_the_io_bound() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     warm(&factory);
     cluster.stop(2);
     let start = Instant::now();
@@ -79,7 +63,7 @@ fn node_down_at_build_does_not_fail_or_block_the_build() {
     let mut urls = cluster.urls();
     urls.push(dead_url());
     let start = Instant::now();
-    let factory = factory(urls);
+    let factory = support::builder().nodes(urls).build().unwrap();
     assert!(start.elapsed() < Duration::from_secs(2));
     let g = factory.create_lock("down-at-build").acquire().unwrap();
     g.release().unwrap();
@@ -88,7 +72,7 @@ fn node_down_at_build_does_not_fail_or_block_the_build() {
 #[test]
 fn majority_dead_gives_a_clear_error_within_a_bound_then_recovers() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     warm(&factory);
     let lock = factory.create_lock("majority");
     let held = lock.acquire().unwrap();
@@ -161,7 +145,7 @@ fn majority_dead_gives_a_clear_error_within_a_bound_then_recovers() {
 #[test]
 fn pools_recover_after_every_node_restarts() {
     let cluster = RedisCluster::start(3);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     warm(&factory);
     for round in 0..3 {
         for i in 0..3 {
@@ -182,8 +166,7 @@ fn pools_recover_after_every_node_restarts() {
 fn round_slower_than_the_ttl_is_not_acquired_and_leaves_nothing() {
     let cluster = RedisCluster::start(3);
     // The I/O timeout is longer than the TTL: a stopped node makes the round outlast the lease.
-    let factory = RedLockFactory::builder()
-        .nodes(cluster.urls())
+    let factory = support::factory(&cluster)
         .io_timeout(Duration::from_millis(400))
         .ttl(Duration::from_millis(100))
         .build()
@@ -212,7 +195,7 @@ fn split_vote_is_released_at_once() {
     // round must still see the lock free again within a retry, not after a TTL.
     let cluster = RedisCluster::start(3);
     cluster.cmd(0, &["SET", "split", "client-a", "PX", "60000"]);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster).build().unwrap();
     let lock = factory.create_lock("split");
     // Node 0 says no, nodes 1 and 2 say yes: a quorum, acquired.
     let g = lock.try_acquire().unwrap().expect("2 of 3 is a quorum");
@@ -227,7 +210,10 @@ fn split_vote_is_released_at_once() {
 
 #[test]
 fn every_node_dead_from_the_start() {
-    let factory = factory(vec![dead_url(), dead_url(), dead_url()]);
+    let factory = support::builder()
+        .nodes([dead_url(), dead_url(), dead_url()])
+        .build()
+        .unwrap();
     let start = Instant::now();
     let err = factory.create_lock("k").acquire().unwrap_err();
     assert!(
@@ -246,17 +232,11 @@ fn every_node_dead_from_the_start() {
 fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     // Every node restarts (keeping its data, AOF) while the pools sit idle: the pooled
     // connections are all dead. The release must still reach the nodes in the same call.
-    let cluster = RedisCluster::start_with_args(3, common::AOF_ARGS);
+    let cluster = RedisCluster::start_with_args(3, support::AOF_ARGS);
     // One connection per node: no background connect (to top up idle connections) can be under
     // way while a node restarts. One that fails marks the node down, and a down node is skipped
     // until r2d2's next reconnection (a separate, known delay of up to half the connect timeout).
-    let factory = RedLockFactory::builder()
-        .nodes(cluster.urls())
-        .pool_size(1)
-        .io_timeout(IO_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .unwrap();
+    let factory = support::factory(&cluster).pool_size(1).build().unwrap();
     warm(&factory);
     let guard = factory.create_lock("restarted").acquire().unwrap();
     for i in 0..3 {

@@ -1,36 +1,36 @@
 //! Mutual exclusion under contention: many threads, many keys, several processes. A witness
 //! counts who is inside each critical section; it must never see two.
 
-mod common;
-
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::{RedisCluster, deadline_loop};
-use redmutex::RedLockFactory;
+use crate::support::worker::{self, Worker};
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
+use crate::test_name;
 
-fn factory(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .ttl(Duration::from_secs(10))
-        .retry_delay(Duration::from_millis(1))
-        .retry_jitter(Duration::from_millis(4))
-        // Generous for a loaded 2-core machine running several test binaries.
-        .io_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap()
-}
+/// Contenders poll hard: a retry every 1 to 5 ms.
+const POLL: Duration = Duration::from_millis(1);
+const POLL_JITTER: Duration = Duration::from_millis(4);
+/// Generous timeouts for a loaded 2-core machine: this suite is about exclusion, not faults.
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on each witness command of the worker processes.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `threads` threads take `key_count` keys in turn, `rounds` times each; returns the
 /// acquisitions per key. Panics if any key ever had two holders.
 fn run_threads(n_nodes: usize, threads: usize, key_count: usize, rounds: usize) -> Vec<usize> {
     let cluster = RedisCluster::start(n_nodes);
-    let factory = factory(cluster.urls());
+    let factory = support::factory(&cluster)
+        .retry_delay(POLL)
+        .retry_jitter(POLL_JITTER)
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .unwrap();
     let inside: Arc<Vec<AtomicUsize>> =
         Arc::new((0..key_count).map(|_| AtomicUsize::new(0)).collect());
     let count: Arc<Vec<AtomicUsize>> =
@@ -97,67 +97,56 @@ fn many_threads_many_keys() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Several processes. The test binary re-runs itself with `worker_process` selected; the worker
-// does nothing unless REDMUTEX_TEST_WORKER is set. The witness is a separate Redis node: INCR on
-// entry must return 1, and every entry is logged with the worker id.
+// Several processes: the test runs itself again as the workers (`support::worker`). The
+// witness is a separate Redis node: INCR on entry must return 1, and every entry is logged with
+// the worker id.
 
-const WORKER_ENV: &str = "REDMUTEX_TEST_WORKER";
-
-#[test]
-fn worker_process() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else {
-        return; // run as a normal test: nothing to do
-    };
-    // spec: "<id>;<rounds>;<witness port>;<url>,<url>,..."
+/// One contending process. `spec` is `<id>;<rounds>;<witness port>;<url>,<url>,...`.
+fn contend(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (id, rounds, witness) = (parts[0], parts[1].parse::<usize>().unwrap(), parts[2]);
-    let urls: Vec<String> = parts[3].split(',').map(str::to_owned).collect();
     let witness: u16 = witness.parse().unwrap();
-    let factory = factory(urls);
+    let factory = support::builder()
+        .nodes(parts[3].split(','))
+        .retry_delay(POLL)
+        .retry_jitter(POLL_JITTER)
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .unwrap();
     let lock = factory.create_lock("processes");
     for _ in 0..rounds {
         let g = lock.acquire().unwrap();
-        let n = common::raw_cmd(witness, &["INCR", "inside"], Duration::from_secs(5)).unwrap();
+        let n = port_cmd(witness, &["INCR", "inside"], WITNESS_TIMEOUT).unwrap();
         assert_eq!(n, "1", "worker {id}: {n} holders inside");
-        common::raw_cmd(witness, &["RPUSH", "log", id], Duration::from_secs(5)).unwrap();
+        port_cmd(witness, &["RPUSH", "log", id], WITNESS_TIMEOUT).unwrap();
         thread::sleep(Duration::from_millis(1));
-        common::raw_cmd(witness, &["DECR", "inside"], Duration::from_secs(5)).unwrap();
+        port_cmd(witness, &["DECR", "inside"], WITNESS_TIMEOUT).unwrap();
         g.release().unwrap();
     }
 }
 
 #[test]
 fn several_processes_one_key() {
+    if let Some(spec) = worker::spec() {
+        return contend(&spec);
+    }
     const WORKERS: usize = 4;
     const ROUNDS: usize = 25;
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..WORKERS)
+    let children: Vec<Worker> = (0..WORKERS)
         .map(|id| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "worker_process",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(
-                    WORKER_ENV,
-                    format!(
-                        "{id};{ROUNDS};{};{}",
-                        witness.port(0),
-                        cluster.urls().join(",")
-                    ),
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
+            let spec = format!(
+                "{id};{ROUNDS};{};{}",
+                witness.port(0),
+                cluster.urls().join(",")
+            );
+            Worker::spawn(test_name!(several_processes_one_key), &spec)
         })
         .collect();
     for mut child in children {
-        let status = child.wait().unwrap();
+        let status = child.wait();
         assert!(status.success(), "a worker process failed: {status}");
     }
     assert_eq!(witness.cmd(0, &["GET", "inside"]), "0");

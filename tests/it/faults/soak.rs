@@ -1,32 +1,18 @@
-//! A bounded soak with one node flapping, alone in its binary so that the memory it samples is
-//! its own. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
-
-mod common;
+//! A bounded soak with one node flapping, alone in a process of its own (the test runs itself
+//! again, `support::worker`) so that the memory it samples is its own, not that of the other
+//! tests of this binary. `REDMUTEX_SOAK_SECS` sets its length (default 30, at most 60).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use common::history::{self, Workload, run_workers};
-use common::{RedisCluster, deadline_loop};
-use redmutex::RedLockFactory;
+use crate::support::history::{self, Workload, run_workers};
+use crate::support::worker;
+use crate::support::{RedisCluster, deadline_loop};
+use crate::test_name;
 
 const TTL: Duration = Duration::from_secs(1);
-
-fn factory(urls: Vec<String>, pool_size: u32) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .ttl(TTL)
-        .pool_size(pool_size)
-        .io_timeout(Duration::from_millis(150))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10))
-        .max_retries(10)
-        .build()
-        .unwrap()
-}
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -40,6 +26,18 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn soak_one_node_flapping() {
+    if worker::spec().is_none() {
+        let out = worker::run_alone(test_name!(soak_one_node_flapping), "soak");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        assert!(
+            out.status.success(),
+            "the soak process failed ({}):\n{stderr}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        return;
+    }
     let secs: u64 = std::env::var("REDMUTEX_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -48,7 +46,10 @@ fn soak_one_node_flapping() {
     let duration = Duration::from_secs(secs);
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
-    let factory = factory(cluster.urls(), 16);
+    let factory = super::settings(cluster.urls())
+        .pool_size(16)
+        .build()
+        .unwrap();
     let fault = Arc::new(AtomicBool::new(false));
     let stop = AtomicBool::new(false);
     let mut work = Workload::new("soak", 16, 64, duration);

@@ -1,37 +1,20 @@
 //! Faults of the lock holders themselves, with real processes: a holder killed with SIGKILL, a
 //! holder frozen with SIGSTOP past its lease, and a history recorded by several processes while
-//! a node stalls. The test binary re-runs itself as the worker (`fault_worker`), which does
-//! nothing unless `REDMUTEX_FAULT_WORKER` is set.
+//! a node stalls. Each test runs itself again as its workers (`support::worker`), which do
+//! their part in [`fault_worker`]. Every factory here hands out fencing tokens.
 
-mod common;
-
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::history::{self, Record, Witness, Workload, run_workers};
-use common::{RedisCluster, deadline_loop, raw_cmd};
-use redmutex::{Error, RedLockFactory};
+use crate::support::history::{self, Record, Witness, Workload, run_workers};
+use crate::support::worker::{self, Worker};
+use crate::support::{RedisCluster, deadline_loop, port_cmd, send_signal};
+use crate::test_name;
+use redmutex::Error;
 
-const WORKER_ENV: &str = "REDMUTEX_FAULT_WORKER";
 const CMD: Duration = Duration::from_secs(5);
-
-fn factory(urls: &[String], ttl: Duration) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls.iter().map(String::as_str))
-        .ttl(ttl)
-        .io_timeout(Duration::from_millis(150))
-        .connect_timeout(Duration::from_millis(300))
-        .retry_delay(Duration::from_millis(5))
-        .retry_jitter(Duration::from_millis(10))
-        .max_retries(10)
-        // Fencing tokens on: the history checker asserts they grow in witness order.
-        .fencing(true)
-        .build()
-        .unwrap()
-}
 
 fn outcome(r: Result<(), Error>) -> &'static str {
     match r {
@@ -41,22 +24,23 @@ fn outcome(r: Result<(), Error>) -> &'static str {
 }
 
 /// The worker side. `spec` is `<mode>;<witness port>;<ttl ms>;<arg>;<url>,<url>,...`.
-#[test]
-fn fault_worker() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else {
-        return; // run as a normal test: nothing to do
-    };
+fn fault_worker(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (mode, witness, ttl, arg) = (parts[0], parts[1], parts[2], parts[3]);
     let witness: u16 = witness.parse().unwrap();
     let ttl = Duration::from_millis(ttl.parse().unwrap());
     let urls: Vec<String> = parts[4].split(',').map(str::to_owned).collect();
-    let factory = factory(&urls, ttl);
+    let factory = super::settings(urls)
+        .ttl(ttl)
+        // Fencing tokens on: the history checker asserts they grow in witness order.
+        .fencing(true)
+        .build()
+        .unwrap();
     match mode {
         // Take the lock, say so, and hold it until killed.
         "hold" => {
             let g = factory.create_lock(arg).acquire().unwrap();
-            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
             loop {
                 thread::sleep(Duration::from_millis(100));
             }
@@ -65,15 +49,15 @@ fn fault_worker() {
         // what the guard says and does.
         "pause" => {
             let g = factory.create_lock(arg).acquire().unwrap();
-            raw_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "held", g.token()], CMD).unwrap();
             assert!(deadline_loop(Duration::from_secs(60), || {
-                raw_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
+                port_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
             }));
             let valid = g.is_valid();
             let extend = outcome(g.extend(ttl));
             let release = outcome(g.release());
             let report = format!("valid={valid};extend={extend};release={release}");
-            raw_cmd(witness, &["RPUSH", "result", &report], CMD).unwrap();
+            port_cmd(witness, &["RPUSH", "result", &report], CMD).unwrap();
         }
         // Record a history for `arg` milliseconds and push it to the witness.
         "history" => {
@@ -91,56 +75,27 @@ fn fault_worker() {
     }
 }
 
-fn spawn_worker(mode: &str, witness: u16, ttl: Duration, arg: &str, urls: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "fault_worker",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(
-            WORKER_ENV,
-            format!(
-                "{mode};{witness};{};{arg};{}",
-                ttl.as_millis(),
-                urls.join(",")
-            ),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+/// Starts a worker for `test` (a `test_name!`) in `mode` (see [`fault_worker`]).
+fn spawn_worker(
+    test: &str,
+    mode: &str,
+    witness: u16,
+    ttl: Duration,
+    arg: &str,
+    urls: &[String],
+) -> Worker {
+    let spec = format!(
+        "{mode};{witness};{};{arg};{}",
+        ttl.as_millis(),
+        urls.join(",")
+    );
+    Worker::spawn(test, &spec)
 }
 
-/// Kills `child` on drop, so a failing test leaves no worker behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-CONT", &self.0.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
-fn wait_held(witness: &RedisCluster, child: &mut Child) -> String {
+fn wait_held(witness: &RedisCluster, child: &mut Worker) -> String {
     let mut token = String::new();
     let ok = deadline_loop(Duration::from_secs(20), || {
-        assert!(child.try_wait().unwrap().is_none(), "the worker died");
+        assert!(child.try_wait().is_none(), "the worker died");
         token = witness.cmd(0, &["LINDEX", "held", "0"]);
         token != "(nil)"
     });
@@ -150,21 +105,34 @@ fn wait_held(witness: &RedisCluster, child: &mut Child) -> String {
 
 #[test]
 fn holder_crash_others_get_the_lock_within_about_one_ttl() {
+    if let Some(spec) = worker::spec() {
+        return fault_worker(&spec);
+    }
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
     let ttl = Duration::from_secs(3);
     let urls = cluster.urls();
-    let mut child = Reaper(spawn_worker("hold", witness.port(0), ttl, "crash", &urls));
-    let token = wait_held(&witness, &mut child.0);
+    let mut child = spawn_worker(
+        test_name!(holder_crash_others_get_the_lock_within_about_one_ttl),
+        "hold",
+        witness.port(0),
+        ttl,
+        "crash",
+        &urls,
+    );
+    let token = wait_held(&witness, &mut child);
     let holding = (0..3)
         .filter(|&i| cluster.cmd(i, &["GET", "crash"]) == token)
         .count();
     assert!(holding >= 2, "the worker's token is on {holding} nodes");
 
-    let f = factory(&urls, Duration::from_secs(10));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(10))
+        .fencing(true)
+        .build()
+        .unwrap();
     let lock = f.create_lock("crash");
-    child.0.kill().unwrap(); // SIGKILL: no release, no unwinding
-    child.0.wait().unwrap();
+    child.kill(); // SIGKILL: no release, no unwinding
     let killed = Instant::now();
     // The dead holder's lease still runs: nobody gets the lock before it expires.
     assert!(lock.try_acquire().unwrap().is_none());
@@ -177,33 +145,47 @@ fn holder_crash_others_get_the_lock_within_about_one_ttl() {
 
 #[test]
 fn holder_paused_past_its_ttl_cannot_touch_the_new_holder() {
+    if let Some(spec) = worker::spec() {
+        return fault_worker(&spec);
+    }
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
     let urls = cluster.urls();
     let ttl = Duration::from_secs(1);
-    let mut child = Reaper(spawn_worker("pause", witness.port(0), ttl, "paused", &urls));
-    let old_token = wait_held(&witness, &mut child.0);
-    let pid = child.0.id();
-    signal(pid, "-STOP");
+    let mut child = spawn_worker(
+        test_name!(holder_paused_past_its_ttl_cannot_touch_the_new_holder),
+        "pause",
+        witness.port(0),
+        ttl,
+        "paused",
+        &urls,
+    );
+    let old_token = wait_held(&witness, &mut child);
+    let pid = child.id();
+    send_signal(pid, "-STOP");
     // Frozen past its lease: the keys expire on the nodes.
     assert!(deadline_loop(Duration::from_secs(10), || {
         (0..3).all(|i| cluster.cmd(i, &["EXISTS", "paused"]) == "0")
     }));
-    let f = factory(&urls, Duration::from_secs(30));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(30))
+        .fencing(true)
+        .build()
+        .unwrap();
     let g = f
         .create_lock("paused")
         .acquire_timeout(Duration::from_secs(10))
         .unwrap();
     assert_ne!(g.token(), old_token);
     // Thaw the old holder and let it act on its stale guard.
-    signal(pid, "-CONT");
+    send_signal(pid, "-CONT");
     witness.cmd(0, &["SET", "go", "1"]);
     let mut result = String::new();
     assert!(deadline_loop(Duration::from_secs(20), || {
         result = witness.cmd(0, &["LINDEX", "result", "0"]);
         result != "(nil)"
     }));
-    let status = child.0.wait().unwrap();
+    let status = child.wait();
     assert!(status.success(), "worker failed: {status}");
     eprintln!("[figures] holder_paused: the thawed holder reports {result}");
     assert_eq!(result, "valid=false;extend=Expired;release=Expired");
@@ -217,24 +199,32 @@ fn holder_paused_past_its_ttl_cannot_touch_the_new_holder() {
 
 #[test]
 fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
+    if let Some(spec) = worker::spec() {
+        return fault_worker(&spec);
+    }
     const PROCESSES: usize = 3;
     let cluster = RedisCluster::start(3);
     let witness = RedisCluster::start(1);
     let urls = cluster.urls();
     let run_ms = 4000;
-    let children: Vec<Reaper> = (0..PROCESSES)
+    let children: Vec<Worker> = (0..PROCESSES)
         .map(|_| {
-            Reaper(spawn_worker(
+            spawn_worker(
+                test_name!(several_processes_and_threads_while_a_node_stalls_no_overlap),
                 "history",
                 witness.port(0),
                 Duration::from_secs(1),
                 &run_ms.to_string(),
                 &urls,
-            ))
+            )
         })
         .collect();
     // This process is one more worker group, with a node stalling twice meanwhile.
-    let f = factory(&urls, Duration::from_secs(1));
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(1))
+        .fencing(true)
+        .build()
+        .unwrap();
     let mut work = Workload::new("procs", 2, 2, Duration::from_millis(run_ms));
     work.name = format!("p{}", std::process::id());
     let fault = Arc::new(AtomicBool::new(false));
@@ -254,7 +244,7 @@ fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
         (run, injector.join().unwrap())
     });
     for mut c in children {
-        let status = c.0.wait().unwrap();
+        let status = c.wait();
         assert!(status.success(), "a worker process failed: {status}");
     }
     let mut run = local;

@@ -1,16 +1,13 @@
 //! `rediss://` nodes (feature `tls`): real `redis-server --tls-port` processes with a CA and
 //! certificates generated at test time by the `openssl` command-line tool.
-#![cfg(feature = "tls-rustls")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{RedisCluster, free_port};
+use crate::support::{self, RedisCluster, free_port};
 use redis::TlsCertificates;
-use redmutex::{Error, RedLockFactory};
+use redmutex::Error;
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, in a temporary directory.
 struct Pki {
@@ -149,15 +146,9 @@ fn tls_info(url: &str, ca: Vec<u8>) -> redis::ConnectionInfo {
     .clone()
 }
 
-fn factory(nodes: Vec<redis::ConnectionInfo>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(nodes)
-        .connect_timeout(Duration::from_secs(2))
-        .io_timeout(Duration::from_millis(500))
-        .max_retries(1)
-        .build()
-        .unwrap()
-}
+/// Generous for a loaded machine: a TLS handshake (RSA, unoptimised build) is slow.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const IO_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[test]
 fn lock_over_tls_nodes_and_a_wrong_certificate_is_a_node_error() {
@@ -171,7 +162,13 @@ fn lock_over_tls_nodes_and_a_wrong_certificate_is_a_node_error() {
         .iter()
         .map(|(_, p)| tls_info(&format!("rediss://127.0.0.1:{p}"), pki.ca_pem()))
         .collect();
-    let f = factory(good.clone());
+    let f = support::builder()
+        .nodes(good.clone())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .io_timeout(IO_TIMEOUT)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let g = f.create_lock("tls:k").acquire().unwrap();
     for (c, _) in &nodes {
         assert_eq!(
@@ -184,7 +181,13 @@ fn lock_over_tls_nodes_and_a_wrong_certificate_is_a_node_error() {
 
     // Only the untrusted node: a node error naming it, with a certificate cause.
     let bad = tls_info(&format!("rediss://127.0.0.1:{stranger_port}"), pki.ca_pem());
-    let e = factory(vec![bad.clone()])
+    let e = support::builder()
+        .nodes(vec![bad.clone()])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .io_timeout(IO_TIMEOUT)
+        .max_retries(1)
+        .build()
+        .unwrap()
         .create_lock("tls:k")
         .acquire()
         .unwrap_err();
@@ -201,7 +204,13 @@ fn lock_over_tls_nodes_and_a_wrong_certificate_is_a_node_error() {
     assert_eq!(stranger.cmd(0, &["DBSIZE"]), "0");
 
     // Two trusted nodes and the stranger: a quorum still works.
-    let mixed = factory(vec![good[0].clone(), good[1].clone(), bad]);
+    let mixed = support::builder()
+        .nodes(vec![good[0].clone(), good[1].clone(), bad])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .io_timeout(IO_TIMEOUT)
+        .max_retries(1)
+        .build()
+        .unwrap();
     mixed
         .create_lock("tls:m")
         .acquire()
@@ -215,7 +224,13 @@ fn certificate_for_another_name_is_refused() {
     let pki = Pki::new("name", "DNS:not-this-host.example");
     let (c, port) = tls_node(&pki);
     let info = tls_info(&format!("rediss://127.0.0.1:{port}"), pki.ca_pem());
-    let e = factory(vec![info])
+    let e = support::builder()
+        .nodes(vec![info])
+        .connect_timeout(CONNECT_TIMEOUT)
+        .io_timeout(IO_TIMEOUT)
+        .max_retries(1)
+        .build()
+        .unwrap()
         .create_lock("k")
         .try_acquire()
         .unwrap_err();
@@ -227,7 +242,7 @@ fn certificate_for_another_name_is_refused() {
 fn plain_client_on_a_tls_port_fails_cleanly() {
     let pki = Pki::new("plain", "IP:127.0.0.1");
     let (_c, port) = tls_node(&pki);
-    let f = RedLockFactory::builder()
+    let f = support::builder()
         .node(format!("redis://127.0.0.1:{port}"))
         .connect_timeout(Duration::from_millis(500))
         .io_timeout(Duration::from_millis(300))

@@ -12,7 +12,7 @@
 //! threads (client→server, server→client) that poll with a short read timeout, so a switch
 //! takes effect within a few milliseconds. Dropping the proxy stops and joins every thread.
 //!
-//! ```ignore
+//! ```text
 //! let proxy = Proxy::start(cluster.port(0));
 //! let url = proxy.url();          // give this to the client instead of the node's URL
 //! proxy.blackhole();              // ... the node is now unreachable but connections hang
@@ -189,7 +189,7 @@ impl Proxy {
         self.control.clone()
     }
 
-    /// The proxy's port.
+    /// The proxy's loopback port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -488,15 +488,4 @@ fn sleep_unless_stopped(inner: &Inner, conn: &Conn, d: Duration) {
         }
         thread::sleep((end - now).min(Duration::from_millis(10)));
     }
-}
-
-/// Writes `bytes` and reads until `expect` bytes came back or `timeout` passed: a tiny client
-/// for proxy self-tests.
-pub fn exchange(port: u16, bytes: &[u8], expect: usize, timeout: Duration) -> io::Result<Vec<u8>> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(bytes)?;
-    let mut out = vec![0u8; expect];
-    s.read_exact(&mut out)?;
-    Ok(out)
 }

@@ -1,31 +1,27 @@
 //! Wake-up on release: waiters are woken by the release itself, not by their next poll, and a
 //! releaser that comes straight back does not starve them.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::RedLockFactory;
 
-/// A factory that would poll only every 5 s: any prompt hand-over must come from a wake-up.
-fn slow_poller(cluster: &RedisCluster) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(cluster.urls())
-        .retry_delay(Duration::from_secs(5))
-        .retry_jitter(Duration::ZERO)
-        .build()
-        .unwrap()
-}
+/// Waiters that would poll only every 5 s (no jitter): any prompt hand-over must come from a
+/// wake-up.
+const SLOW_POLL: Duration = Duration::from_secs(5);
 
 #[test]
 fn a_release_wakes_a_waiter_long_before_its_next_poll() {
     let cluster = RedisCluster::start(3);
     let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
-    let waiter_factory = slow_poller(&cluster);
+    let waiter_factory = support::factory(&cluster)
+        .retry_delay(SLOW_POLL)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
     for round in 0..5 {
         let held = holder_factory.create_lock("wake:k").acquire().unwrap();
         let lock = waiter_factory.create_lock("wake:k");
@@ -56,7 +52,11 @@ fn releases_between_attempt_and_wait_are_not_missed() {
     // until its next poll.
     let cluster = RedisCluster::start(1);
     let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
-    let waiter_factory = slow_poller(&cluster);
+    let waiter_factory = support::factory(&cluster)
+        .retry_delay(SLOW_POLL)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
     for i in 0..30 {
         let held = holder_factory.create_lock("race:k").acquire().unwrap();
         let lock = waiter_factory.create_lock("race:k");
@@ -81,7 +81,11 @@ fn releases_between_attempt_and_wait_are_not_missed() {
 fn waiters_resume_waking_after_a_node_restart() {
     let cluster = RedisCluster::start(1);
     let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
-    let waiter_factory = slow_poller(&cluster);
+    let waiter_factory = support::factory(&cluster)
+        .retry_delay(SLOW_POLL)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
     // Start the subscribers.
     drop(waiter_factory.create_lock("restart:k").acquire().unwrap());
     cluster.restart(0);
@@ -169,8 +173,7 @@ fn taking_back_a_partial_lock_wakes_nobody() {
     cluster.cmd(0, &["CONFIG", "RESETSTAT"]);
     let waiters: Vec<_> = (0..2)
         .map(|_| {
-            let factory = RedLockFactory::builder()
-                .nodes(cluster.urls())
+            let factory = support::factory(&cluster)
                 .retry_delay(Duration::from_millis(50))
                 .retry_jitter(Duration::from_millis(50))
                 .build()

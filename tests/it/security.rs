@@ -1,18 +1,22 @@
 //! Security: ACL users restricted to what the lock needs, passwords never in Debug, Display or
-//! logs (a test logger captures every record), and tokens that cannot be guessed or replayed
+//! logs (a test logger captures every record while these tests run), and tokens that cannot be guessed or replayed
 //! through the public API.
-
-mod common;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{RedisCluster, dead_url};
-use redmutex::{Error, RedLockFactory};
+use crate::support::{self, RedisCluster, dead_url};
+use redmutex::Error;
 
-/// Every log record of this test binary, formatted with its arguments.
+/// Every log record emitted while a test captures ([`capture_logs`]), formatted with its
+/// arguments.
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// How many tests capture right now. The test binary holds every integration test, so the
+/// logger records only while one of these tests runs (then from every thread: the library
+/// logs from its own threads too), not through the whole suite.
+static CAPTURING: Mutex<usize> = Mutex::new(0);
 
 struct Capture;
 
@@ -29,21 +33,27 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-fn capture_logs() {
+/// Captures every log record into [`LOGS`] until the returned guard is dropped.
+fn capture_logs() -> Capturing {
     static LOGGER: Capture = Capture;
     let _ = log::set_logger(&LOGGER);
+    let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
+    *n += 1;
     log::set_max_level(log::LevelFilter::Trace);
+    Capturing
 }
 
-fn quick(urls: Vec<String>) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls)
-        .io_timeout(Duration::from_millis(300))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_delay(Duration::from_millis(5))
-        .max_retries(1)
-        .build()
-        .unwrap()
+/// Ends a capture when dropped; the last one turns logging off again.
+struct Capturing;
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            log::set_max_level(log::LevelFilter::Off);
+        }
+    }
 }
 
 /// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too).
@@ -73,7 +83,7 @@ fn acl_user(cluster: &RedisCluster, i: usize, user: &str, password: &str, extra:
 
 #[test]
 fn acl_user_limited_to_lock_keys_and_commands_works() {
-    capture_logs();
+    let _logs = capture_logs();
     let cluster = RedisCluster::start(3);
     // Every key and channel a lock touches is the resource name plus a suffix: the
     // application's prefix covers them all.
@@ -85,7 +95,11 @@ fn acl_user_limited_to_lock_keys_and_commands_works() {
     let urls: Vec<String> = (0..3)
         .map(|i| format!("redis://locker:acl-s3cret@127.0.0.1:{}", cluster.port(i)))
         .collect();
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let lock = f.create_lock("locks:job");
     let g = lock.acquire().unwrap();
     assert!(lock.is_locked().unwrap());
@@ -121,7 +135,11 @@ fn acl_user_without_write_access_gets_a_clear_error() {
     let urls: Vec<String> = (0..3)
         .map(|i| format!("redis://reader:read-pw@127.0.0.1:{}", cluster.port(i)))
         .collect();
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let lock = f.create_lock("k");
     let e = lock.acquire().unwrap_err();
     let shown = e.to_string();
@@ -151,11 +169,7 @@ fn acl_user_without_script_load_works_through_eval() {
     acl_user(&cluster, 0, "noscript", "ns-pw", &perms);
     assert_eq!(cluster.cmd(0, &["SCRIPT", "FLUSH"]), "OK");
     let url = format!("redis://noscript:ns-pw@127.0.0.1:{}", cluster.port(0));
-    let f = RedLockFactory::builder()
-        .node(url)
-        .fencing(true)
-        .build()
-        .unwrap();
+    let f = support::builder().node(url).fencing(true).build().unwrap();
     for _ in 0..3 {
         let g = f.create_lock("k").acquire().unwrap();
         assert!(g.fencing_token().is_some());
@@ -168,7 +182,7 @@ fn acl_user_without_script_load_works_through_eval() {
 
 #[test]
 fn passwords_and_tokens_never_reach_logs_debug_or_display() {
-    capture_logs();
+    let _logs = capture_logs();
     let cluster = RedisCluster::start(2);
     let port = cluster.port(0);
     assert_eq!(
@@ -183,16 +197,22 @@ fn passwords_and_tokens_never_reach_logs_debug_or_display() {
             dead_url().trim_start_matches("redis://")
         ),
     ];
-    let f = quick(urls);
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
     let mut shown = vec![format!("{f:?}")];
     // Node 1 refuses the password, node 2 is dead: one node of three answers.
     let e = f.create_lock("k").acquire().unwrap_err();
     shown.push(format!("{e} {e:?}"));
     // Two good nodes of three, to get guards and errors at release.
-    let g2 = quick(vec![
-        format!("redis://:node-pw-1@127.0.0.1:{port}"),
-        format!("redis://127.0.0.1:{}", cluster.port(1)),
-    ]);
+    let g2 = support::builder()
+        .node(format!("redis://:node-pw-1@127.0.0.1:{port}"))
+        .node(format!("redis://127.0.0.1:{}", cluster.port(1)))
+        .max_retries(1)
+        .build()
+        .unwrap();
     let g = g2.create_lock("k2").try_acquire();
     shown.push(format!("{g:?}"));
     let mut tokens = Vec::new();
@@ -225,7 +245,7 @@ fn passwords_and_tokens_never_reach_logs_debug_or_display() {
 #[test]
 fn tokens_are_160_bit_random_hex_and_never_repeat() {
     let cluster = RedisCluster::start(1);
-    let f = quick(cluster.urls());
+    let f = support::factory(&cluster).max_retries(1).build().unwrap();
     let lock = f.create_lock("tokens");
     let mut seen = HashSet::new();
     let mut ones = 0u64;
@@ -258,8 +278,8 @@ fn another_client_cannot_release_or_extend_a_lock_it_does_not_hold() {
     // acquisition returned. A stale guard (after release, the lease lost, or the key
     // re-taken) never touches the current holder's key.
     let cluster = RedisCluster::start(3);
-    let a = quick(cluster.urls());
-    let b = quick(cluster.urls());
+    let a = support::factory(&cluster).max_retries(1).build().unwrap();
+    let b = support::factory(&cluster).max_retries(1).build().unwrap();
     let ga = a.create_lock("owned").acquire().unwrap();
     // B cannot take it, and its own (different) acquisitions never match A's token.
     assert!(b.create_lock("owned").try_acquire().unwrap().is_none());
