@@ -46,13 +46,22 @@ use crate::protocol::lease::{Lease, LossReason, lock};
 #[must_use = "if unused the lock is released immediately"]
 #[clippy::has_significant_drop]
 pub struct RedLockGuard {
-    lease: Arc<Lease>,
+    held: Held,
+}
+
+/// What every guard (of a mutex, and of the other synchronizers built on the lease protocol)
+/// is made of: a held lease, its factory's runtime, and whether it was already released. It
+/// registers keep-alive, answers the lease questions, and releases on drop; the public guards
+/// are thin wrappers that document it for their kind.
+pub(crate) struct Held {
+    pub(crate) lease: Arc<Lease>,
     runtime: Arc<Runtime>,
     /// Set by `release` and `leak`, so that `Drop` does not release again.
     released: bool,
 }
 
-impl RedLockGuard {
+impl Held {
+    /// Takes charge of a lease just acquired: schedules its keep-alive when asked for.
     pub(crate) fn new(runtime: Arc<Runtime>, lease: Lease) -> Self {
         let lease = Arc::new(lease);
         if lease.options.keep_alive {
@@ -69,6 +78,105 @@ impl RedLockGuard {
         }
     }
 
+    pub(crate) fn token(&self) -> &str {
+        self.lease.token.as_str()
+    }
+
+    pub(crate) fn validity(&self) -> Duration {
+        self.lease.validity()
+    }
+
+    pub(crate) fn loss_signal(&self) -> LossSignal {
+        self.watch();
+        LossSignal {
+            lease: Arc::clone(&self.lease),
+        }
+    }
+
+    pub(crate) fn on_loss(&self, callback: impl FnOnce(LossReason) + Send + 'static) {
+        let lease = &self.lease;
+        let mut outcome = lock(&lease.outcome);
+        if let Some(reason) = outcome.lost {
+            drop(outcome);
+            callback(reason);
+            return;
+        }
+        if outcome.ended {
+            return;
+        }
+        outcome.callbacks.push(Box::new(callback));
+        drop(outcome);
+        self.watch();
+    }
+
+    /// Makes sure the keeper will notice the loss: kept-alive leases are already scheduled;
+    /// others get a watch at their deadline.
+    fn watch(&self) {
+        let lease = &self.lease;
+        let mut slot = lease.slot();
+        if slot.live && slot.entry.is_none() {
+            let id = self.runtime.keeper.add(
+                &self.runtime.shared,
+                Arc::clone(lease),
+                Task::Watch(LossReason::Expired),
+                lease.deadline(),
+            );
+            slot.entry = Some(id);
+        }
+    }
+
+    pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
+        self.lease.extend(ttl)
+    }
+
+    /// Releases the lease and reports whether it was still held.
+    pub(crate) fn release(mut self) -> Result<()> {
+        self.released = true;
+        self.end()
+    }
+
+    /// Gives the lease up without releasing it; returns its token.
+    pub(crate) fn leak(mut self) -> String {
+        self.released = true;
+        self.retire();
+        self.lease.mark_ended();
+        self.lease.token.as_str().to_owned()
+    }
+
+    /// Takes the lease out of keep-alive (waiting for a round under way on it).
+    fn retire(&self) {
+        if let Some(id) = self.lease.retire() {
+            self.runtime.keeper.remove(id);
+        }
+    }
+
+    /// Retires and releases the lease, and settles its loss signal.
+    fn end(&self) -> Result<()> {
+        self.retire();
+        self.lease.release()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released
+            && let Err(e) = self.end()
+        {
+            log::warn!(
+                "redmutex: releasing {:?} on drop failed: {e}",
+                self.lease.resource
+            );
+        }
+    }
+}
+
+impl RedLockGuard {
+    pub(crate) fn new(runtime: Arc<Runtime>, lease: Lease) -> Self {
+        Self {
+            held: Held::new(runtime, lease),
+        }
+    }
+
     /// The random token stored as the key's value on the nodes (40 hex digits).
     ///
     /// Treat it as a secret capability: anyone with the token can release or extend the lock
@@ -76,13 +184,13 @@ impl RedLockGuard {
     /// shows its [`Fingerprint`](crate::Fingerprint) instead.
     #[must_use]
     pub fn token(&self) -> &str {
-        self.lease.token.as_str()
+        self.held.token()
     }
 
     /// The resource name (the Redis key).
     #[must_use]
     pub fn resource(&self) -> &str {
-        &self.lease.resource
+        &self.held.lease.resource
     }
 
     /// The fencing token of this acquisition: strictly greater than every token issued before
@@ -95,14 +203,14 @@ impl RedLockGuard {
     /// from overwriting a newer holder's work, which no lease can prevent.
     #[must_use]
     pub fn fencing_token(&self) -> Option<u64> {
-        self.lease.fencing
+        self.held.lease.fencing
     }
 
     /// How much of the lease is left: the time during which no other client can hold the lock,
     /// allowing for clock drift. Zero once expired or lost.
     #[must_use]
     pub fn validity(&self) -> Duration {
-        self.lease.validity()
+        self.held.validity()
     }
 
     /// Whether the lease still has validity left: `validity() > 0`.
@@ -153,10 +261,7 @@ impl RedLockGuard {
     /// ```
     #[must_use]
     pub fn loss_signal(&self) -> LossSignal {
-        self.watch();
-        LossSignal {
-            lease: Arc::clone(&self.lease),
-        }
+        self.held.loss_signal()
     }
 
     /// Calls `callback` once if the lock is lost (at once, on this thread, if it already is).
@@ -168,35 +273,7 @@ impl RedLockGuard {
     /// set a flag): the next callback waits for it. It is not called after a release without
     /// loss.
     pub fn on_loss(&self, callback: impl FnOnce(LossReason) + Send + 'static) {
-        let lease = &self.lease;
-        let mut outcome = lock(&lease.outcome);
-        if let Some(reason) = outcome.lost {
-            drop(outcome);
-            callback(reason);
-            return;
-        }
-        if outcome.ended {
-            return;
-        }
-        outcome.callbacks.push(Box::new(callback));
-        drop(outcome);
-        self.watch();
-    }
-
-    /// Makes sure the keeper will notice the loss: kept-alive leases are already scheduled;
-    /// others get a watch at their deadline.
-    fn watch(&self) {
-        let lease = &self.lease;
-        let mut slot = lease.slot();
-        if slot.live && slot.entry.is_none() {
-            let id = self.runtime.keeper.add(
-                &self.runtime.shared,
-                Arc::clone(lease),
-                Task::Watch(LossReason::Expired),
-                lease.deadline(),
-            );
-            slot.entry = Some(id);
-        }
+        self.held.on_loss(callback);
     }
 
     /// Extends the lease so that the nodes hold it at least `ttl` from now.
@@ -235,7 +312,7 @@ impl RedLockGuard {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn extend(&self, ttl: Duration) -> Result<()> {
-        self.lease.extend(ttl)
+        self.held.extend(ttl)
     }
 
     /// Releases the lock and reports whether it was still ours.
@@ -264,9 +341,8 @@ impl RedLockGuard {
     /// }
     /// # Ok::<(), redmutex::Error>(())
     /// ```
-    pub fn release(mut self) -> Result<()> {
-        self.released = true;
-        self.end()
+    pub fn release(self) -> Result<()> {
+        self.held.release()
     }
 
     /// Gives the lease up without releasing it, and returns its token: the lock stays held on
@@ -296,37 +372,8 @@ impl RedLockGuard {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     #[must_use = "the token is the only way to release the lock before its TTL"]
-    pub fn leak(mut self) -> String {
-        self.released = true;
-        self.retire();
-        self.lease.mark_ended();
-        self.lease.token.as_str().to_owned()
-    }
-
-    /// Takes the lease out of keep-alive (waiting for a round under way on it).
-    fn retire(&self) {
-        if let Some(id) = self.lease.retire() {
-            self.runtime.keeper.remove(id);
-        }
-    }
-
-    /// Retires and releases the lease, and settles its loss signal.
-    fn end(&self) -> Result<()> {
-        self.retire();
-        self.lease.release()
-    }
-}
-
-impl Drop for RedLockGuard {
-    fn drop(&mut self) {
-        if !self.released
-            && let Err(e) = self.end()
-        {
-            log::warn!(
-                "redmutex: releasing {:?} on drop failed: {e}",
-                self.lease.resource
-            );
-        }
+    pub fn leak(self) -> String {
+        self.held.leak()
     }
 }
 
