@@ -639,6 +639,8 @@ struct Holding {
     acquired: Instant,
     /// When the holder began to release it (the end of its critical section).
     releasing: Instant,
+    /// When its `release` returned.
+    released: Instant,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -647,6 +649,11 @@ struct Contended {
     share_to_other: f64,
     other_p50_us: f64,
     other_p99_us: f64,
+    /// Handoffs to a different thread, from the holder's `release` returning to the next
+    /// holder's `acquire` returning (0 when the acquire returned first).
+    after_release_p50_us: f64,
+    /// Of those, the share (%) whose `acquire` returned before the `release` did.
+    before_release_pct: f64,
     wait_p99_us: f64,
     min_per_thread: f64,
     max_per_thread: f64,
@@ -655,11 +662,14 @@ struct Contended {
 }
 
 /// Turns every thread's holdings into the contended figures. A handoff is the time from the
-/// start of a release to the return of the next `acquire`, by whichever thread.
+/// start of a release to the return of the next `acquire`, by whichever thread; the handoffs to
+/// another thread are also timed from the return of the release.
 fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
     all.sort_by_key(|h| h.acquired);
     let mut gaps = Vec::new();
     let mut other = Vec::new();
+    let mut after_release = Vec::new();
+    let mut before_release = 0;
     let mut overlaps = 0;
     for w in all.windows(2) {
         if w[1].acquired < w[0].releasing {
@@ -674,6 +684,17 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         gaps.push(gap);
         if w[1].thread != w[0].thread {
             other.push(gap);
+            if w[1].acquired < w[0].released {
+                before_release += 1;
+            }
+            after_release.push(
+                u64::try_from(
+                    w[1].acquired
+                        .saturating_duration_since(w[0].released)
+                        .as_nanos(),
+                )
+                .unwrap_or(u64::MAX),
+            );
         }
     }
     let mut waits: Vec<u64> = all
@@ -682,6 +703,7 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         .collect();
     waits.sort_unstable();
     other.sort_unstable();
+    after_release.sort_unstable();
     let mut per_thread = [0usize; CONTENDERS];
     for h in &all {
         per_thread[h.thread] += 1;
@@ -696,6 +718,12 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         },
         other_p50_us: percentile(&other, 0.50) / 1e3,
         other_p99_us: percentile(&other, 0.99) / 1e3,
+        after_release_p50_us: percentile(&after_release, 0.50) / 1e3,
+        before_release_pct: if other.is_empty() {
+            f64::NAN
+        } else {
+            f64::from(before_release) / other.len() as f64 * 100.0
+        },
         wait_p99_us: percentile(&waits, 0.99) / 1e3,
         min_per_thread: per_thread.iter().copied().min().unwrap_or(0) as f64,
         max_per_thread: per_thread.iter().copied().max().unwrap_or(0) as f64,
@@ -732,6 +760,7 @@ fn contended_library(fac: &RedLockFactory, key: &str, run: Duration) -> Contende
                                     asked,
                                     acquired,
                                     releasing,
+                                    released: Instant::now(),
                                 });
                             }
                             Err(Error::Timeout { .. }) => break,
@@ -787,6 +816,7 @@ fn contended_floor(urls: &[String], key: &str, run: Duration) -> Contended {
                             asked,
                             acquired,
                             releasing,
+                            released: Instant::now(),
                         });
                         asked = Instant::now();
                     }
@@ -803,16 +833,29 @@ fn contended_floor(urls: &[String], key: &str, run: Duration) -> Contended {
     analyse(results.into_iter().flatten().collect(), wall, 0)
 }
 
-fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], ping_us: f64) -> Row {
+/// What the contended rows are compared with, from the single-thread rows of the same run.
+#[derive(Debug, Clone, Copy)]
+struct Units {
+    /// The raw round trip (PING p50, 3 nodes), µs.
+    ping_us: f64,
+    /// The library's uncontended cycle p50 at 3 nodes, µs.
+    cycle_us: f64,
+}
+
+fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], units: Units) -> Row {
     let pick = |f: fn(&Contended) -> f64| median(runs.iter().map(f).collect());
     let plain: Vec<Run> = runs.iter().map(|c| c.run).collect();
     let floor_runs: Vec<Run> = floor.iter().map(|c| c.run).collect();
     let row = Row::new(name, 3, CONTENDERS, &plain).vs_floor(&floor_runs, &plain);
     let p50 = row.p50_us;
+    let after_release = pick(|c| c.after_release_p50_us);
     row.with("share_to_other_pct", pick(|c| c.share_to_other))
         .with("handoff_other_p50_us", pick(|c| c.other_p50_us))
         .with("handoff_other_p99_us", pick(|c| c.other_p99_us))
-        .with("handoff_p50_in_pings", p50 / ping_us)
+        .with("handoff_p50_in_pings", p50 / units.ping_us)
+        .with("handoff_after_release_p50_us", after_release)
+        .with("handoff_vs_cycle", after_release / units.cycle_us)
+        .with("before_release_pct", pick(|c| c.before_release_pct))
         .with("wait_p99_us", pick(|c| c.wait_p99_us))
         .with("min_per_thread", pick(|c| c.min_per_thread))
         .with("max_per_thread", pick(|c| c.max_per_thread))
@@ -820,7 +863,7 @@ fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], ping_us: f
         .with("errors", pick(|c| c.errors))
 }
 
-fn contended(s: &Settings, urls: &[String], ping_us: f64) -> Vec<Row> {
+fn contended(s: &Settings, urls: &[String], units: Units) -> Vec<Row> {
     let urls = &urls[..3];
     progress("contended, 4 threads on one key, 3 nodes");
     let fair = fair_factory(urls);
@@ -839,9 +882,9 @@ fn contended(s: &Settings, urls: &[String], ping_us: f64) -> Vec<Row> {
         ));
     }
     vec![
-        contended_row("contended-floor-1ms", &fl, &fl, ping_us),
-        contended_row("contended-1ms", &fa, &fl, ping_us),
-        contended_row("contended-default", &de, &fl, ping_us),
+        contended_row("contended-floor-1ms", &fl, &fl, units),
+        contended_row("contended-1ms", &fa, &fl, units),
+        contended_row("contended-default", &de, &fl, units),
     ]
 }
 
@@ -1268,7 +1311,11 @@ fn main() {
     let single = single_thread(&s, &urls);
     let mut rows = single.rows;
     let ping3 = single.ping_us.get(&3).copied().unwrap_or(f64::NAN);
-    rows.extend(contended(&s, &urls, ping3));
+    let units = Units {
+        ping_us: ping3,
+        cycle_us: find(&rows, "cycle", 3).map_or(f64::NAN, |r| r.p50_us),
+    };
+    rows.extend(contended(&s, &urls, units));
     rows.extend(many_keys(&s, &urls));
     rows.push(footprint(&s, &urls));
 
