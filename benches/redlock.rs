@@ -654,6 +654,8 @@ struct Contended {
     after_release_p50_us: f64,
     /// Of those, the share (%) whose `acquire` returned before the `release` did.
     before_release_pct: f64,
+    /// The p50 of an uncontended 3-node cycle timed just before this run (NaN for the floor).
+    cycle_p50_us: f64,
     wait_p99_us: f64,
     min_per_thread: f64,
     max_per_thread: f64,
@@ -724,6 +726,7 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         } else {
             f64::from(before_release) / other.len() as f64 * 100.0
         },
+        cycle_p50_us: f64::NAN,
         wait_p99_us: percentile(&waits, 0.99) / 1e3,
         min_per_thread: per_thread.iter().copied().min().unwrap_or(0) as f64,
         max_per_thread: per_thread.iter().copied().max().unwrap_or(0) as f64,
@@ -833,29 +836,29 @@ fn contended_floor(urls: &[String], key: &str, run: Duration) -> Contended {
     analyse(results.into_iter().flatten().collect(), wall, 0)
 }
 
-/// What the contended rows are compared with, from the single-thread rows of the same run.
-#[derive(Debug, Clone, Copy)]
-struct Units {
-    /// The raw round trip (PING p50, 3 nodes), µs.
-    ping_us: f64,
-    /// The library's uncontended cycle p50 at 3 nodes, µs.
-    cycle_us: f64,
-}
-
-fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], units: Units) -> Row {
+fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], ping_us: f64) -> Row {
     let pick = |f: fn(&Contended) -> f64| median(runs.iter().map(f).collect());
     let plain: Vec<Run> = runs.iter().map(|c| c.run).collect();
     let floor_runs: Vec<Run> = floor.iter().map(|c| c.run).collect();
     let row = Row::new(name, 3, CONTENDERS, &plain).vs_floor(&floor_runs, &plain);
     let p50 = row.p50_us;
-    let after_release = pick(|c| c.after_release_p50_us);
-    row.with("share_to_other_pct", pick(|c| c.share_to_other))
+    let mut row = row
+        .with("share_to_other_pct", pick(|c| c.share_to_other))
         .with("handoff_other_p50_us", pick(|c| c.other_p50_us))
         .with("handoff_other_p99_us", pick(|c| c.other_p99_us))
-        .with("handoff_p50_in_pings", p50 / units.ping_us)
-        .with("handoff_after_release_p50_us", after_release)
-        .with("handoff_vs_cycle", after_release / units.cycle_us)
-        .with("before_release_pct", pick(|c| c.before_release_pct))
+        .with("handoff_p50_in_pings", p50 / ping_us)
+        .with(
+            "handoff_after_release_p50_us",
+            pick(|c| c.after_release_p50_us),
+        );
+    if runs.iter().any(|c| c.cycle_p50_us.is_finite()) {
+        // Each run's ratio to the cycle timed just before it; the median of those.
+        row = row.with("cycle_p50_us", pick(|c| c.cycle_p50_us)).with(
+            "handoff_vs_cycle",
+            pick(|c| c.after_release_p50_us / c.cycle_p50_us),
+        );
+    }
+    row.with("before_release_pct", pick(|c| c.before_release_pct))
         .with("wait_p99_us", pick(|c| c.wait_p99_us))
         .with("min_per_thread", pick(|c| c.min_per_thread))
         .with("max_per_thread", pick(|c| c.max_per_thread))
@@ -863,28 +866,40 @@ fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], units: Uni
         .with("errors", pick(|c| c.errors))
 }
 
-fn contended(s: &Settings, urls: &[String], units: Units) -> Vec<Row> {
+fn contended(s: &Settings, urls: &[String], ping_us: f64) -> Vec<Row> {
     let urls = &urls[..3];
     progress("contended, 4 threads on one key, 3 nodes");
     let fair = fair_factory(urls);
     let default = factory(urls, TTL);
+    // The uncontended cycle the handoff is compared with, timed just before each library run
+    // (the machine's load drifts between the single-thread scenarios and these).
+    let solo_factory = factory(urls, TTL);
+    let solo = solo_factory.create_lock("bench:contended:solo");
+    let solo_cycle = || {
+        let g = solo.acquire().expect("uncontended acquire");
+        g.release().expect("release");
+    };
     // Warm up both factories' pools (4 connections per node each).
     contended_library(&fair, "bench:contended:fair", s.warmup);
     contended_library(&default, "bench:contended:default", s.warmup);
+    time_ops(s.warmup, solo_cycle);
+    let paired = |fac: &RedLockFactory, key: &str| {
+        let cycle = time_ops(s.run, solo_cycle);
+        Contended {
+            cycle_p50_us: cycle.p50_us,
+            ..contended_library(fac, key, s.long_run)
+        }
+    };
     let (mut fl, mut fa, mut de) = (vec![], vec![], vec![]);
     for _ in 0..s.long_runs {
         fl.push(contended_floor(urls, "bench:contended:floor", s.long_run));
-        fa.push(contended_library(&fair, "bench:contended:fair", s.long_run));
-        de.push(contended_library(
-            &default,
-            "bench:contended:default",
-            s.long_run,
-        ));
+        fa.push(paired(&fair, "bench:contended:fair"));
+        de.push(paired(&default, "bench:contended:default"));
     }
     vec![
-        contended_row("contended-floor-1ms", &fl, &fl, units),
-        contended_row("contended-1ms", &fa, &fl, units),
-        contended_row("contended-default", &de, &fl, units),
+        contended_row("contended-floor-1ms", &fl, &fl, ping_us),
+        contended_row("contended-1ms", &fa, &fl, ping_us),
+        contended_row("contended-default", &de, &fl, ping_us),
     ]
 }
 
@@ -1311,11 +1326,7 @@ fn main() {
     let single = single_thread(&s, &urls);
     let mut rows = single.rows;
     let ping3 = single.ping_us.get(&3).copied().unwrap_or(f64::NAN);
-    let units = Units {
-        ping_us: ping3,
-        cycle_us: find(&rows, "cycle", 3).map_or(f64::NAN, |r| r.p50_us),
-    };
-    rows.extend(contended(&s, &urls, units));
+    rows.extend(contended(&s, &urls, ping3));
     rows.extend(many_keys(&s, &urls));
     rows.push(footprint(&s, &urls));
 
