@@ -90,6 +90,188 @@ if prior < tonumber(ARGV[1]) then
 end
 return prior"#;
 
+// ---------------------------------------------------------------------------------------------
+// The read-write lock. Its writer holds the lock key exactly as a mutex holder does (the token,
+// with `PX`), so a mutex (or any Redlock client) on the same name is a writer too. While readers
+// hold it, the lock key holds the readers' marker (`READERS_MARKER` plus a SHA1), which no
+// token equals, so a bare `SET NX` of any client finds it taken. Each reader is a member of a
+// sorted set scored by its own expiry (the node's clock, from `TIME`, in ms), and the marker
+// lives exactly as long as the longest-lived reader: a reader that crashed expires on its own,
+// whatever the others renew. A waiting writer is a member of another sorted set, scored by the
+// expiry of its intent; while one is there, no new reader is let in.
+
+/// The suffix of a read-write lock's readers: a sorted set of reader tokens, each scored by the
+/// instant (the node's clock, ms) its lease ends; the key expires with the last of them.
+pub(crate) const READERS_SUFFIX: &str = ":redmutex:readers";
+
+/// The suffix of a read-write lock's waiting writers: a sorted set of waiting-writer ids, each
+/// scored by the instant (the node's clock, ms) its intent ends unless renewed.
+pub(crate) const WRITERS_SUFFIX: &str = ":redmutex:writers";
+
+/// What the lock key holds while readers hold it: this prefix and the SHA1 of the first
+/// reader's token (unguessable, so no token-level call can delete it by accident). Each script
+/// has it written in (`local P = ...`); a unit test checks that they agree.
+#[cfg(test)]
+pub(crate) const READERS_MARKER: &str = "redmutex:readers:";
+
+/// Lets a reader in, like `SET NX PX` for a mutex: only when the lock key is free or holds the
+/// readers' marker, and no writer is waiting. Its expiry is the node's time plus the TTL; the
+/// marker and the set are made to live until the longest reader's expiry. When refused and told,
+/// marks that we are waiting.
+///
+/// KEYS: lock, readers, writers, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
+/// mark). Returns 1 (granted) or 0 (a writer holds it or waits).
+pub(crate) const READ_SRC: &str = r#"local P = "redmutex:readers:"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call("GET", KEYS[1])
+if (v and string.sub(v, 1, #P) ~= P)
+    or redis.call("ZCOUNT", KEYS[3], "(" .. now, "+inf") > 0 then
+    if tonumber(ARGV[3]) > 0 then
+        redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
+    end
+    return 0
+end
+redis.call("ZADD", KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+if not v then
+    redis.call("SET", KEYS[1], P .. redis.sha1hex(ARGV[1]))
+end
+redis.call("PEXPIREAT", KEYS[1], top)
+redis.call("PEXPIREAT", KEYS[2], top)
+return 1"#;
+
+/// Makes a reader's lease end at least ARGV[2] ms from now (the node's clock), if it is still
+/// a live reader (its expiry not passed, the marker in place). It never moves an expiry
+/// earlier. The marker and the set live until the longest reader's expiry.
+///
+/// KEYS: lock, readers. ARGV: token, milliseconds. Returns 1 (a live reader: it now lives at
+/// least that long) or 0.
+pub(crate) const READ_EXTEND_SRC: &str = r#"local P = "redmutex:readers:"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1]) or "0")
+if s <= now then
+    return 0
+end
+local v = redis.call("GET", KEYS[1])
+if not v or string.sub(v, 1, #P) ~= P then
+    return 0
+end
+local e = now + tonumber(ARGV[2])
+if e > s then
+    redis.call("ZADD", KEYS[2], e, ARGV[1])
+    local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+    redis.call("PEXPIREAT", KEYS[1], top)
+    redis.call("PEXPIREAT", KEYS[2], top)
+end
+return 1"#;
+
+/// Lets a reader out: removes its entry (and those of readers whose leases ended). The marker
+/// then lives until the longest remaining reader's expiry; the last reader out deletes it and,
+/// when told and someone waits (the waiting marker, or a writer's intent), announces the release
+/// on the lock's channel.
+///
+/// KEYS: lock, readers, writers, waiting marker. ARGV: token, channel, announce ("1" or "0", as
+/// for the mutex). Returns 0 (not a live reader), 1 (released) or 2 (released by the last
+/// reader, and someone was waiting: announced).
+pub(crate) const READ_RELEASE_SRC: &str = r#"local P = "redmutex:readers:"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1]) or "0")
+if s == 0 then
+    return 0
+end
+redis.call("ZREM", KEYS[2], ARGV[1])
+if s <= now then
+    return 0
+end
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
+local v = redis.call("GET", KEYS[1])
+local marker = v and string.sub(v, 1, #P) == P
+local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+if top then
+    if marker then
+        redis.call("PEXPIREAT", KEYS[1], top)
+    end
+    redis.call("PEXPIREAT", KEYS[2], top)
+    return 1
+end
+if marker then
+    redis.call("DEL", KEYS[1])
+end
+if ARGV[3] == "1" and (redis.call("EXISTS", KEYS[4]) == 1
+    or redis.call("ZCOUNT", KEYS[3], "(" .. now, "+inf") > 0) then
+    redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]))
+    return 2
+end
+return 1"#;
+
+/// Lets a writer in: like the mutex's acquire script (`SET PX` of the token, the fencing counter
+/// read in the same step), only when no writer holds the lock and no reader's lease is live (a
+/// readers' marker whose readers have all expired is taken over). When refused: with an intent
+/// id, records (or renews) that writer's intent to wait, so that new readers are kept out; when
+/// told, marks that we are waiting. When granted, its own intent is withdrawn.
+///
+/// KEYS: lock, readers, writers, waiting marker, fencing counter. ARGV: token, TTL ms, marker
+/// ms (0: don't mark), intent id ("": none), intent ms. Returns `{granted (1 or 0), counter (0
+/// when absent)}`.
+pub(crate) const WRITE_SRC: &str = r#"local P = "redmutex:readers:"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call("GET", KEYS[1])
+local granted = 0
+if (v and string.sub(v, 1, #P) ~= P)
+    or redis.call("ZCOUNT", KEYS[2], "(" .. now, "+inf") > 0 then
+    if ARGV[4] ~= "" then
+        redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
+        redis.call("ZADD", KEYS[3], now + tonumber(ARGV[5]), ARGV[4])
+        redis.call("PEXPIREAT", KEYS[3], redis.call("ZRANGE", KEYS[3], -1, -1, "WITHSCORES")[2])
+    end
+    if tonumber(ARGV[3]) > 0 then
+        redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
+    end
+else
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    redis.call("DEL", KEYS[2])
+    if ARGV[4] ~= "" then
+        redis.call("ZREM", KEYS[3], ARGV[4])
+    end
+    granted = 1
+end
+return {granted, tonumber(redis.call("GET", KEYS[5]) or "0")}"#;
+
+/// Turns a writer into a reader in one step: if the lock key holds our token, our token becomes
+/// a reader whose lease ends no earlier than the writer's did (and at least ARGV[2] ms from
+/// now), and the lock key becomes the readers' marker. The lock key is never free in between,
+/// so no writer can slip in; readers may join once it is done. Waiters are told (readers among
+/// them may now come in).
+///
+/// KEYS: lock, readers, waiting marker. ARGV: token, TTL ms, channel. Returns 0 (not our
+/// token), 1 (now a reader) or 2 (now a reader, and someone was waiting: announced).
+pub(crate) const DOWNGRADE_SRC: &str = r#"local P = "redmutex:readers:"
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local e = now + tonumber(ARGV[2])
+local left = redis.call("PTTL", KEYS[1])
+if left > 0 and now + left > e then
+    e = now + left
+end
+redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", now)
+redis.call("ZADD", KEYS[2], e, ARGV[1])
+local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+redis.call("SET", KEYS[1], P .. redis.sha1hex(ARGV[1]))
+redis.call("PEXPIREAT", KEYS[1], top)
+redis.call("PEXPIREAT", KEYS[2], top)
+if redis.call("EXISTS", KEYS[3]) == 1 then
+    redis.call("PUBLISH", ARGV[3], redis.sha1hex(ARGV[1]))
+    return 2
+end
+return 1"#;
+
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -125,8 +307,33 @@ pub(crate) static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_SRC
 /// The fencing write-back script.
 pub(crate) static FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(FENCE_SRC));
 
+/// The read-write lock's reader acquire script.
+pub(crate) static READ: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_SRC));
+
+/// The read-write lock's reader extend script.
+pub(crate) static READ_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_EXTEND_SRC));
+
+/// The read-write lock's reader release script.
+pub(crate) static READ_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_RELEASE_SRC));
+
+/// The read-write lock's writer acquire script.
+pub(crate) static WRITE: LazyLock<Lua> = LazyLock::new(|| Lua::new(WRITE_SRC));
+
+/// The read-write lock's downgrade script.
+pub(crate) static DOWNGRADE: LazyLock<Lua> = LazyLock::new(|| Lua::new(DOWNGRADE_SRC));
+
 /// Every script, to load when a connection opens.
-pub(crate) static ALL: [&LazyLock<Lua>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
+pub(crate) static ALL: [&LazyLock<Lua>; 9] = [
+    &RELEASE,
+    &EXTEND,
+    &ACQUIRE,
+    &FENCE,
+    &READ,
+    &READ_EXTEND,
+    &READ_RELEASE,
+    &WRITE,
+    &DOWNGRADE,
+];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).
 pub(crate) fn sha1_hex(text: &str) -> String {
