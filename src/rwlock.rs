@@ -200,7 +200,7 @@ impl RwLock {
     /// [`Error::InvalidConfig`], as [`read`](Self::read) (after one round).
     pub fn try_read(&self) -> Result<Option<RwLockReadGuard>> {
         self.check()?;
-        let lease = rw::try_read(&self.runtime.shared, &self.request())?;
+        let lease = rw::try_read(&self.runtime.shared, &self.request(false))?;
         Ok(lease.map(|lease| self.read_guard(lease)))
     }
 
@@ -226,7 +226,7 @@ impl RwLock {
     /// the wait ran out; otherwise as [`read`](Self::read).
     pub fn read_with(&self, wait: Wait<'_>) -> Result<RwLockReadGuard> {
         self.check()?;
-        let lease = rw::read(&self.runtime.shared, &self.request(), &wait)?;
+        let lease = rw::read(&self.runtime.shared, &self.request(false), &wait)?;
         Ok(self.read_guard(lease))
     }
 
@@ -270,7 +270,7 @@ impl RwLock {
     /// [`Error::TooLate`], [`Error::InvalidArgument`], [`Error::InvalidConfig`] after one round.
     pub fn try_write(&self) -> Result<Option<RwLockWriteGuard>> {
         self.check_write()?;
-        let lease = rw::try_write(&self.runtime.shared, &self.request())?;
+        let lease = rw::try_write(&self.runtime.shared, &self.request(true))?;
         Ok(lease.map(|lease| self.write_guard(lease)))
     }
 
@@ -312,7 +312,7 @@ impl RwLock {
     /// ```
     pub fn write_with(&self, wait: Wait<'_>) -> Result<RwLockWriteGuard> {
         self.check_write()?;
-        let lease = rw::write(&self.runtime.shared, &self.request(), &wait)?;
+        let lease = rw::write(&self.runtime.shared, &self.request(true), &wait)?;
         Ok(self.write_guard(lease))
     }
 
@@ -334,11 +334,12 @@ impl RwLock {
         Ok(())
     }
 
-    fn request(&self) -> MutexRequest<'_> {
+    /// What an acquisition asks for; fencing tokens go to writers only (`write`).
+    fn request(&self, write: bool) -> MutexRequest<'_> {
         MutexRequest {
             resource: &self.name,
             ttl: self.ttl,
-            fencing: self.fencing,
+            fencing: self.fencing && write,
             keep_alive: self.keep_alive,
             max_hold: self.max_hold,
         }
