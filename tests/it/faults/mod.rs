@@ -159,6 +159,7 @@ fn checker_finds_overlaps_and_fencing_disorder() {
         release_ok: true,
         acquire: Duration::ZERO,
         during_fault: false,
+        shared: false,
     };
     let clean = [rec("a", 1, 2, Some(1), true), rec("b", 3, 6, Some(2), true)];
     let c = history::check(&clean);
