@@ -135,8 +135,8 @@ pub(crate) enum Target {
     /// A mutex: the lock key is the lease's name. Also a read-write lock's writer, which holds
     /// the lock key exactly as a mutex holder does.
     Mutex,
-    /// A read-write lock's reader: an entry of the name's readers set, scored by its own
-    /// expiry, behind the readers' marker in the lock key.
+    /// A read-write lock's reader: the readers' marker in the lock key while it is the lone
+    /// reader, else an entry of the name's readers set scored by its own expiry.
     Reader,
 }
 

@@ -8,14 +8,16 @@
 //! # Why a reader and a writer never both hold it
 //!
 //! On every node, one script decides atomically, and the lock key holds either a writer's token
-//! or the readers' marker, never both: a writer is let in only when the key is free (or holds a
-//! marker whose readers have all expired) and no reader's entry is live; a reader only when the
-//! key is free or holds the marker, and the marker lives as long as the longest-lived reader
-//! entry. So no node ever holds a live writer and a live reader at once. A reader's quorum and a
-//! writer's quorum share a node; each lease's deadline is a lower bound on how long its quorum
-//! holds it (the deadline rule), so the two validities cannot overlap. A mutex, or any Redlock
-//! client, on the same name takes the lock key with `SET NX`, which the marker refuses: it is a
-//! writer.
+//! or the readers' marker, never both. A reader holds a node while the marker is its own and
+//! there is no readers' set (a lone reader: the marker's expiry is its lease), or while its score
+//! in the set is in the future (and the marker lives until the largest score). A writer is let in
+//! only when the key is free, or holds a marker with a set whose readers have all expired; a
+//! reader only when the key is free or holds a marker. So no node ever holds a live writer and a
+//! live reader at once. A reader's quorum and a writer's quorum share a node; each lease's
+//! deadline is a lower bound on how long its quorum holds it (the deadline rule: a reader's
+//! expiry on a node never moves earlier, not even when a lone reader is moved into the set), so
+//! the two validities cannot overlap. A mutex, or any Redlock client, on the same name takes the
+//! lock key with `SET NX`, which the marker refuses: it is a writer.
 //!
 //! # Writer preference
 //!
@@ -177,8 +179,8 @@ fn withdraw(shared: &Shared, name: &str, intent: &Token) {
 }
 
 /// Turns the writer's lease `lease` into a reader's, with the same token, in one round: on
-/// every node one script makes our token a reader (no earlier expiry than the writer had) and
-/// the lock key the readers' marker, so no writer can take the lock in between. The caller
+/// every node one script turns the lock key from our token into our (lone reader's) marker, for
+/// no less time than the writer had, so no writer can take the lock in between. The caller
 /// holds `lease`'s round lock, and retires it.
 ///
 /// The reader's deadline is `start + ttl - drift` when a quorum converted in time (the deadline
@@ -195,11 +197,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         });
     }
     let ttl = lease.options.ttl;
-    let keys = [
-        Arg::Str(name),
-        Arg::Joined(name, scripts::READERS_SUFFIX),
-        Arg::Joined(name, scripts::WAITING_SUFFIX),
-    ];
+    let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
     let args = [
         Arg::Str(lease.token.as_str()),
         Arg::Int(millis(ttl)),

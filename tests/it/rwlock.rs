@@ -32,10 +32,41 @@ fn server_ms(cluster: &RedisCluster, i: usize) -> u64 {
     s.parse::<u64>().unwrap() * 1000 + us.parse::<u64>().unwrap() / 1000
 }
 
-/// A reader's expiry on node `i` (ms, the node's clock), if it has an entry.
+/// A reader's score on node `i` (ms, the node's clock), if it is in the readers' set.
 fn score(cluster: &RedisCluster, i: usize, name: &str, token: &str) -> Option<u64> {
     let s = cluster.cmd(i, &["ZSCORE", &format!("{name}{READERS}"), token]);
     (s != "(nil)").then(|| s.parse().unwrap())
+}
+
+/// Reads, atomically on one node, its clock and the instant (both ms) until which it holds
+/// `token` as a reader of `name`, in either form (a lone reader's marker and its `PTTL`, or a
+/// live score in the readers' set with the marker in place): `{now, expiry or -1}`.
+const EXPIRY_LUA: &str = "local P = 'redmutex:readers:' \
+    local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) \
+    local v = redis.call('GET', KEYS[1]) \
+    if not v or string.sub(v, 1, #P) ~= P then return {now, -1} end \
+    if v == P .. ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then \
+        return {now, now + redis.call('PTTL', KEYS[1])} end \
+    local s = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0') \
+    if s > now then return {now, s} end return {now, -1}";
+
+/// `(node clock, reader's expiry)` on a connection, from [`EXPIRY_LUA`].
+fn reader_expiry(con: &mut redis::Connection, name: &str, token: &str) -> (u64, Option<u64>) {
+    let (now, expiry): (u64, i64) = redis::cmd("EVAL")
+        .arg(EXPIRY_LUA)
+        .arg(2)
+        .arg(name)
+        .arg(format!("{name}{READERS}"))
+        .arg(token)
+        .query(con)
+        .unwrap();
+    (now, u64::try_from(expiry).ok())
+}
+
+/// A reader's expiry on node `i`, in either form.
+fn expiry(cluster: &RedisCluster, i: usize, name: &str, token: &str) -> Option<u64> {
+    let mut con = crate::support::client::connect(cluster.port(i), SOON).unwrap();
+    reader_expiry(&mut con, name, token).1
 }
 
 /// Every key on node `i`, sorted.
@@ -121,27 +152,40 @@ fn every_key_is_the_name_plus_a_suffix_and_expires() {
     let f = support::factory(&cluster).fencing(true).build().unwrap();
     let name = "app:rw:keys";
     let lock = f.create_rwlock(name);
-    let probe = other(&cluster).create_rwlock(name);
-    // Readers, a writer waiting for them (intent, waiting mark), a fenced writer.
-    let r = lock.read().unwrap();
-    let _ = probe.write_timeout(Duration::from_millis(50));
-    let _ = probe.write_timeout(Duration::from_millis(50));
+    let snapshot = |seen: &mut std::collections::BTreeSet<String>| {
+        for i in 0..3 {
+            seen.extend(keys(&cluster, i));
+        }
+    };
     let mut seen = std::collections::BTreeSet::new();
-    for i in 0..3 {
-        seen.extend(keys(&cluster, i));
-    }
-    drop(r);
+    // Two readers (the set of readers), a writer waiting for them (its intent, the waiting
+    // mark), then a fenced writer (the counter).
+    let r1 = lock.read().unwrap();
+    let r2 = other(&cluster).create_rwlock(name).read().unwrap();
+    thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            other(&cluster)
+                .create_rwlock(name)
+                .write_timeout(Duration::from_millis(500))
+                .map(drop)
+        });
+        assert!(deadline_loop(SOON, || (0..3)
+            .all(|i| zcard(&cluster, i, &format!("{name}:redmutex:writers")) == 1)));
+        snapshot(&mut seen);
+        assert!(matches!(waiting.join().unwrap(), Err(Error::Timeout { .. })));
+    });
+    drop((r1, r2));
     let w = lock.write().unwrap();
     assert_eq!(w.fencing_token(), Some(1));
-    for i in 0..3 {
-        seen.extend(keys(&cluster, i));
-    }
+    snapshot(&mut seen);
     drop(w);
     assert!(
         seen.iter().all(|k| k.starts_with("app:rw:keys:") || k == name),
         "{seen:?}"
     );
-    assert!(seen.contains(&format!("{name}{READERS}")), "{seen:?}");
+    for suffix in [":redmutex:readers", ":redmutex:writers", ":redmutex:waiting"] {
+        assert!(seen.contains(&format!("{name}{suffix}")), "{suffix}: {seen:?}");
+    }
     // Every key but the fencing counter expires by itself (the counter must outlive the lock).
     assert!(
         deadline_loop(SOON, || (0..3).all(|i| keys(&cluster, i)
@@ -262,22 +306,47 @@ fn reader_expiries_come_from_the_nodes_clock() {
         .ttl(Duration::from_secs(5))
         .build()
         .unwrap();
-    let lock = f.create_rwlock("rw:clock");
+    let g = support::factory(&cluster)
+        .ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let before: Vec<u64> = (0..3).map(|i| server_ms(&cluster, i)).collect();
-    let r = lock.read().unwrap();
+    // A lone reader is the marker itself, with its own expiry.
+    let r1 = f.create_rwlock("rw:clock").read().unwrap();
+    let mid: Vec<u64> = (0..3).map(|i| server_ms(&cluster, i)).collect();
+    for i in 0..3 {
+        assert_eq!(
+            cluster.cmd(i, &["GET", "rw:clock"]),
+            format!("{MARKER}{}", r1.token())
+        );
+        let e = expiry(&cluster, i, "rw:clock", r1.token()).unwrap();
+        assert!(
+            before[i] + 5_000 <= e && e <= mid[i] + 5_000,
+            "node {i}: lone reader's expiry {e}"
+        );
+        assert_eq!(cluster.cmd(i, &["EXISTS", "rw:clock:redmutex:readers"]), "0");
+    }
+    // A second reader: both in the set, scored by the node's TIME (the first one's expiry
+    // unchanged, or a millisecond later).
+    let r2 = g.create_rwlock("rw:clock").read().unwrap();
     let after: Vec<u64> = (0..3).map(|i| server_ms(&cluster, i)).collect();
     for i in 0..3 {
-        let s = score(&cluster, i, "rw:clock", r.token()).unwrap();
+        let s1 = score(&cluster, i, "rw:clock", r1.token()).unwrap();
+        let s2 = score(&cluster, i, "rw:clock", r2.token()).unwrap();
         assert!(
-            before[i] + 5_000 <= s && s <= after[i] + 5_000,
-            "node {i}: expiry {s} not within TIME + ttl [{}, {}]",
-            before[i] + 5_000,
+            before[i] + 5_000 <= s1 && s1 <= mid[i] + 5_000 + 2,
+            "node {i}: moved reader's score {s1}"
+        );
+        assert!(
+            mid[i] + 5_000 <= s2 && s2 <= after[i] + 5_000,
+            "node {i}: expiry {s2} not within TIME + ttl [{}, {}]",
+            mid[i] + 5_000,
             after[i] + 5_000
         );
         // The marker lives exactly as long as the longest reader.
         let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:clock"]).parse().unwrap();
         let now = server_ms(&cluster, i);
-        assert!(s.abs_diff(now + pttl) <= 5, "marker {} vs reader {s}", now + pttl);
+        assert!(s2.abs_diff(now + pttl) <= 5, "marker {} vs reader {s2}", now + pttl);
     }
 }
 
@@ -605,8 +674,10 @@ fn downgrade_turns_the_writer_into_a_reader_in_one_step() {
     // The write guard's signal ended as after a release.
     assert_eq!(lost.wait_timeout(Duration::from_secs(1)), None);
     for i in 0..3 {
-        assert!(cluster.cmd(i, &["GET", "rw:down"]).starts_with(MARKER));
-        assert!(score(&cluster, i, "rw:down", &token).is_some());
+        // Our lone reader's marker, for at least as long as the writer had.
+        assert_eq!(cluster.cmd(i, &["GET", "rw:down"]), format!("{MARKER}{token}"));
+        let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:down"]).parse().unwrap();
+        assert!(pttl > 4_000, "{pttl}");
     }
     assert!(probe.try_write().unwrap().is_none());
     let r2 = probe.try_read().unwrap().expect("readers may join");
@@ -713,21 +784,31 @@ fn a_reader_is_kept_alive_and_its_loss_is_signalled() {
         .keep_alive(true)
         .build()
         .unwrap();
-    let r = f.create_rwlock("rw:alive").read().unwrap();
-    let lost = r.loss_signal();
-    let (tx, rx) = std::sync::mpsc::channel();
-    r.on_loss(move |reason| tx.send(reason).unwrap());
-    thread::sleep(Duration::from_millis(1_500));
-    assert!(r.is_valid(), "keep-alive did not renew the reader");
-    assert!(!lost.is_lost());
-    // Deleted from outside: the next renewal finds it gone.
-    for i in 0..3 {
-        cluster.cmd(i, &["ZREM", "rw:alive:redmutex:readers", r.token()]);
+    let lock = f.create_rwlock("rw:alive");
+    // A lone reader, then (its marker deleted from outside) a reader among others (its entry
+    // removed from outside): keep-alive renews each, and the next renewal finds it gone.
+    for lone in [true, false] {
+        let company = (!lone).then(|| other(&cluster).create_rwlock("rw:alive").read().unwrap());
+        let r = lock.read().unwrap();
+        let lost = r.loss_signal();
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.on_loss(move |reason| tx.send(reason).unwrap());
+        thread::sleep(Duration::from_millis(1_500));
+        assert!(r.is_valid(), "keep-alive did not renew the reader (lone: {lone})");
+        assert!(!lost.is_lost());
+        for i in 0..3 {
+            if lone {
+                cluster.cmd(i, &["DEL", "rw:alive"]);
+            } else {
+                cluster.cmd(i, &["ZREM", "rw:alive:redmutex:readers", r.token()]);
+            }
+        }
+        assert_eq!(lost.wait_timeout(SOON), Some(LossReason::TokenGone));
+        assert_eq!(rx.recv_timeout(SOON).unwrap(), LossReason::TokenGone);
+        assert!(!r.is_valid() && r.is_lost());
+        assert!(matches!(r.release(), Err(Error::LockLost { .. })));
+        drop(company);
     }
-    assert_eq!(lost.wait_timeout(SOON), Some(LossReason::TokenGone));
-    assert_eq!(rx.recv_timeout(SOON).unwrap(), LossReason::TokenGone);
-    assert!(!r.is_valid() && r.is_lost());
-    assert!(matches!(r.release(), Err(Error::LockLost { .. })));
 }
 
 #[test]
@@ -737,39 +818,56 @@ fn a_readers_extend_never_shortens_and_a_failed_one_changes_nothing() {
         .ttl(Duration::from_secs(10))
         .build()
         .unwrap();
-    let r = f.create_rwlock("rw:extend").read().unwrap();
-    let scores = |c: &RedisCluster| -> Vec<u64> {
-        (0..3)
-            .map(|i| score(c, i, "rw:extend", r.token()).unwrap())
-            .collect()
-    };
-    let first = scores(&cluster);
-    let validity = r.validity();
-    // Shorter: the nodes keep their expiry, and so does the guard.
-    r.extend(Duration::from_secs(2)).unwrap();
-    assert_eq!(scores(&cluster), first);
-    assert!(r.validity() > Duration::from_secs(9) && r.validity() <= validity);
-    // Longer: both grow.
-    r.extend(Duration::from_secs(30)).unwrap();
-    let longer = scores(&cluster);
-    assert!(longer.iter().zip(&first).all(|(l, f)| *l >= f + 19_000));
-    assert!(r.validity() > Duration::from_secs(29));
-    for i in 0..3 {
-        let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:extend"]).parse().unwrap();
-        assert!(pttl > 29_000, "the marker did not follow: {pttl}");
+    let lock = f.create_rwlock("rw:extend");
+    // A lone reader (its marker), then one among others (its score).
+    for lone in [true, false] {
+        let company = (!lone).then(|| other(&cluster).create_rwlock("rw:extend").read().unwrap());
+        let r = lock.read().unwrap();
+        let expiries = || -> Vec<u64> {
+            (0..3)
+                .map(|i| expiry(&cluster, i, "rw:extend", r.token()).unwrap())
+                .collect()
+        };
+        let first = expiries();
+        let validity = r.validity();
+        // Shorter: the nodes keep their expiry, and so does the guard.
+        r.extend(Duration::from_secs(2)).unwrap();
+        let same = expiries();
+        assert!(
+            same.iter().zip(&first).all(|(s, f)| s.abs_diff(*f) <= 2),
+            "{same:?} vs {first:?}"
+        );
+        assert!(r.validity() > Duration::from_secs(9) && r.validity() <= validity);
+        // Longer: both grow.
+        r.extend(Duration::from_secs(30)).unwrap();
+        let longer = expiries();
+        assert!(longer.iter().zip(&first).all(|(l, f)| *l >= f + 19_000));
+        assert!(r.validity() > Duration::from_secs(29));
+        for i in 0..3 {
+            let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:extend"]).parse().unwrap();
+            assert!(pttl > 29_000, "the marker did not follow: {pttl}");
+        }
+        // Two nodes frozen: no quorum, and the guard's validity does not move.
+        cluster.stop(1);
+        cluster.stop(2);
+        let before = r.validity();
+        assert!(matches!(
+            r.extend(Duration::from_secs(60)),
+            Err(Error::NoQuorum { .. })
+        ));
+        assert!(r.validity() <= before);
+        cluster.cont(1);
+        cluster.cont(2);
+        let _ = r.release();
+        drop(company);
+        // Let the nodes' connections recover before the next round of the loop.
+        assert!(deadline_loop(SOON, || lock
+            .try_read()
+            .is_ok_and(|r| r.is_some())));
+        for i in 0..3 {
+            cluster.cmd(i, &["FLUSHALL"]);
+        }
     }
-    // Two nodes frozen: no quorum, and the guard's validity does not move.
-    cluster.stop(1);
-    cluster.stop(2);
-    let before = r.validity();
-    assert!(matches!(
-        r.extend(Duration::from_secs(60)),
-        Err(Error::NoQuorum { .. })
-    ));
-    assert!(r.validity() <= before);
-    cluster.cont(1);
-    cluster.cont(2);
-    let _ = r.release();
 }
 
 #[test]
@@ -870,30 +968,14 @@ mod deadline {
     }
 
     /// Until when a quorum (2 of 3) of nodes holds `token` as a reader of `name`, on this
-    /// process's clock: each node is read atomically (its entry, its clock, the marker).
+    /// process's clock: each node is read atomically ([`EXPIRY_LUA`]).
     fn quorum_expiry(cons: &mut [redis::Connection], name: &str, token: &str) -> Instant {
         let sent = Instant::now();
         let mut held: Vec<Instant> = cons
             .iter_mut()
-            .filter_map(|con| {
-                let (score, secs, micros, marker): (Option<u64>, u64, u64, Option<String>) =
-                    redis::cmd("EVAL")
-                        .arg(
-                            "local t = redis.call('TIME') return {redis.call('ZSCORE', \
-                             KEYS[2], ARGV[1]), t[1], t[2], redis.call('GET', KEYS[1])}",
-                        )
-                        .arg(2)
-                        .arg(name)
-                        .arg(format!("{name}{READERS}"))
-                        .arg(token)
-                        .query(con)
-                        .unwrap();
-                let now = secs * 1000 + micros / 1000;
-                let live = marker.is_some_and(|m| m.starts_with(MARKER));
-                match score {
-                    Some(s) if s > now && live => Some(sent + Duration::from_millis(s - now)),
-                    _ => None,
-                }
+            .filter_map(|con| match reader_expiry(con, name, token) {
+                (now, Some(e)) if e > now => Some(sent + Duration::from_millis(e - now)),
+                _ => None,
             })
             .collect();
         held.sort_unstable_by(|a, b| b.cmp(a));
