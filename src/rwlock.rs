@@ -744,9 +744,8 @@ mod tests {
         assert!(readers::held_here(rf, &name));
         assert!(!readers::held_here(rg, &name), "another factory");
         assert!(!readers::held_here(rf, &other), "another name");
-        let elsewhere = std::thread::scope(|s| {
-            s.spawn(|| readers::held_here(rf, &name)).join().unwrap()
-        });
+        let elsewhere =
+            std::thread::scope(|s| s.spawn(|| readers::held_here(rf, &name)).join().unwrap());
         assert!(!elsewhere, "another thread");
         drop(a);
         assert!(readers::held_here(rf, &name));

@@ -256,7 +256,9 @@ pub(crate) fn acquire(
     req: &MutexRequest<'_>,
     wait: &Wait<'_>,
 ) -> Result<Lease> {
-    take(shared, req.resource, wait, |mark| attempt(shared, req, mark))
+    take(shared, req.resource, wait, |mark| {
+        attempt(shared, req, mark)
+    })
 }
 
 /// Takes a lease on `resource` with `attempt`, waiting as `wait` says (the waiting loop,
@@ -440,14 +442,7 @@ pub(crate) fn conclude(
 fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, tally: &Tally) {
     let mask = tally.written & !tally.refused;
     if mask != 0 {
-        let released = release_round(
-            shared,
-            target,
-            resource,
-            token.as_str(),
-            mask,
-            false,
-        );
+        let released = release_round(shared, target, resource, token.as_str(), mask, false);
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

@@ -168,10 +168,7 @@ impl Target {
             },
             Self::Reader => Parts {
                 script: &scripts::READ_EXTEND,
-                keys: vec![
-                    Arg::Str(name),
-                    Arg::Joined(name, scripts::READERS_SUFFIX),
-                ],
+                keys: vec![Arg::Str(name), Arg::Joined(name, scripts::READERS_SUFFIX)],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
         }

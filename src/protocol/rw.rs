@@ -256,7 +256,14 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
 /// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it.
 fn unwind(shared: &Shared, name: &str, token: &Token) {
     for target in [Target::Reader, Target::Mutex] {
-        let tally = release_round(shared, &target, name, token.as_str(), shared.nodes.all(), true);
+        let tally = release_round(
+            shared,
+            &target,
+            name,
+            token.as_str(),
+            shared.nodes.all(),
+            true,
+        );
         log::debug!(
             "redmutex: {name:?}: released {target:?} on {} nodes",
             tally.yes

@@ -125,7 +125,11 @@ fn readers_share_and_a_writer_excludes_everyone() {
     readers.next().unwrap().release().unwrap();
     // The last reader out leaves nothing behind (the waiting marks of the refused writer
     // expire by themselves within a few hundred ms).
-    assert!(deadline_loop(SOON, || empty(&cluster)), "{:?}", keys(&cluster, 0));
+    assert!(
+        deadline_loop(SOON, || empty(&cluster)),
+        "{:?}",
+        keys(&cluster, 0)
+    );
 
     let w = lock.try_write().unwrap().expect("free");
     assert!(w.is_valid() && w.validity() > Duration::from_secs(9));
@@ -143,7 +147,11 @@ fn readers_share_and_a_writer_excludes_everyone() {
     w.release().unwrap();
     let r = probe.try_read().unwrap().expect("free after the writer");
     drop(r);
-    assert!(deadline_loop(SOON, || empty(&cluster)), "{:?}", keys(&cluster, 0));
+    assert!(
+        deadline_loop(SOON, || empty(&cluster)),
+        "{:?}",
+        keys(&cluster, 0)
+    );
 }
 
 #[test]
@@ -169,10 +177,16 @@ fn every_key_is_the_name_plus_a_suffix_and_expires() {
                 .write_timeout(Duration::from_millis(500))
                 .map(drop)
         });
-        assert!(deadline_loop(SOON, || (0..3)
-            .all(|i| zcard(&cluster, i, &format!("{name}:redmutex:writers")) == 1)));
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            &format!("{name}:redmutex:writers")
+        ) == 1)));
         snapshot(&mut seen);
-        assert!(matches!(waiting.join().unwrap(), Err(Error::Timeout { .. })));
+        assert!(matches!(
+            waiting.join().unwrap(),
+            Err(Error::Timeout { .. })
+        ));
     });
     drop((r1, r2));
     let w = lock.write().unwrap();
@@ -180,16 +194,24 @@ fn every_key_is_the_name_plus_a_suffix_and_expires() {
     snapshot(&mut seen);
     drop(w);
     assert!(
-        seen.iter().all(|k| k.starts_with("app:rw:keys:") || k == name),
+        seen.iter()
+            .all(|k| k.starts_with("app:rw:keys:") || k == name),
         "{seen:?}"
     );
-    for suffix in [":redmutex:readers", ":redmutex:writers", ":redmutex:waiting"] {
-        assert!(seen.contains(&format!("{name}{suffix}")), "{suffix}: {seen:?}");
+    for suffix in [
+        ":redmutex:readers",
+        ":redmutex:writers",
+        ":redmutex:waiting",
+    ] {
+        assert!(
+            seen.contains(&format!("{name}{suffix}")),
+            "{suffix}: {seen:?}"
+        );
     }
     // Every key but the fencing counter expires by itself (the counter must outlive the lock).
     assert!(
-        deadline_loop(SOON, || (0..3).all(|i| keys(&cluster, i)
-            == [format!("{name}:redmutex:fence")])),
+        deadline_loop(SOON, || (0..3)
+            .all(|i| keys(&cluster, i) == [format!("{name}:redmutex:fence")])),
         "{:?}",
         keys(&cluster, 0)
     );
@@ -268,8 +290,16 @@ fn mixed_modes_history_no_writer_with_anyone() {
     let check = history::report("rw_mixed_healthy", &run, 0, &shared_figures(&run.records));
     history::assert_clean(&check);
     let kinds = |shared: bool| run.records.iter().filter(|r| r.shared == shared).count();
-    assert!(kinds(true) > 20 && kinds(false) > 5, "{} / {}", kinds(true), kinds(false));
-    assert!(max_concurrent_readers(&run.records) >= 2, "readers never shared");
+    assert!(
+        kinds(true) > 20 && kinds(false) > 5,
+        "{} / {}",
+        kinds(true),
+        kinds(false)
+    );
+    assert!(
+        max_concurrent_readers(&run.records) >= 2,
+        "readers never shared"
+    );
     assert_eq!(run.error_count(), 0, "{:?}", run.errors);
 }
 
@@ -324,7 +354,10 @@ fn reader_expiries_come_from_the_nodes_clock() {
             before[i] + 5_000 <= e && e <= mid[i] + 5_000,
             "node {i}: lone reader's expiry {e}"
         );
-        assert_eq!(cluster.cmd(i, &["EXISTS", "rw:clock:redmutex:readers"]), "0");
+        assert_eq!(
+            cluster.cmd(i, &["EXISTS", "rw:clock:redmutex:readers"]),
+            "0"
+        );
     }
     // A second reader: both in the set, scored by the node's TIME (the first one's expiry
     // unchanged, or a millisecond later).
@@ -346,7 +379,11 @@ fn reader_expiries_come_from_the_nodes_clock() {
         // The marker lives exactly as long as the longest reader.
         let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:clock"]).parse().unwrap();
         let now = server_ms(&cluster, i);
-        assert!(s2.abs_diff(now + pttl) <= 5, "marker {} vs reader {s2}", now + pttl);
+        assert!(
+            s2.abs_diff(now + pttl) <= 5,
+            "marker {} vs reader {s2}",
+            now + pttl
+        );
     }
 }
 
@@ -362,7 +399,13 @@ fn each_readers_lease_is_its_own() {
     let coordinator = RedisCluster::start(1);
     let mut crashed = Worker::spawn(
         test_name!(each_readers_lease_is_its_own),
-        &spec("read", coordinator.port(0), 1_500, "rw:own", &cluster.urls()),
+        &spec(
+            "read",
+            coordinator.port(0),
+            1_500,
+            "rw:own",
+            &cluster.urls(),
+        ),
     );
     let dead = wait_for_token(&coordinator, &mut crashed);
     crashed.kill();
@@ -384,10 +427,16 @@ fn each_readers_lease_is_its_own() {
         let dead_until = score(&cluster, i, "rw:own", &dead).unwrap_or(0);
         assert!(dead_until < now, "node {i}: the crashed reader lives on");
         let live_until = score(&cluster, i, "rw:own", live.token()).unwrap();
-        assert!(live_until > now, "node {i}: the live reader was not renewed");
+        assert!(
+            live_until > now,
+            "node {i}: the live reader was not renewed"
+        );
     }
     assert!(live.is_valid());
-    assert!(probe.try_write().unwrap().is_none(), "the live reader holds");
+    assert!(
+        probe.try_write().unwrap().is_none(),
+        "the live reader holds"
+    );
     live.release().unwrap();
     let t0 = Instant::now();
     let w = probe.write_timeout(SOON).unwrap();
@@ -396,7 +445,11 @@ fn each_readers_lease_is_its_own() {
         t0.elapsed(),
         Duration::from_millis(1_500)
     );
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
     drop(w);
 }
 
@@ -463,9 +516,15 @@ fn a_waiting_writer_keeps_new_readers_out_and_gets_in_when_they_leave() {
                 .map(|w| (w, t0.elapsed()))
         });
         // The writer's intent is on the nodes, and new readers are refused.
-        assert!(deadline_loop(SOON, || (0..3)
-            .all(|i| zcard(&cluster, i, "rw:pref:redmutex:writers") == 1)));
-        assert!(reader2.try_read().unwrap().is_none(), "a reader got past a waiting writer");
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            "rw:pref:redmutex:writers"
+        ) == 1)));
+        assert!(
+            reader2.try_read().unwrap().is_none(),
+            "a reader got past a waiting writer"
+        );
         assert!(
             reader2
                 .read_timeout(Duration::from_millis(200))
@@ -476,11 +535,16 @@ fn a_waiting_writer_keeps_new_readers_out_and_gets_in_when_they_leave() {
         r.release().unwrap();
         let (w, _waited) = writer.join().unwrap().unwrap();
         let after = left.elapsed();
-        eprintln!("[figures] rw preference: the waiting writer got in {after:?} after the reader left");
+        eprintln!(
+            "[figures] rw preference: the waiting writer got in {after:?} after the reader left"
+        );
         assert!(after < Duration::from_secs(1), "{after:?}");
         // Its intent went with its grant (on a node the grant missed, with its expiry).
-        assert!(deadline_loop(SOON, || (0..3)
-            .all(|i| zcard(&cluster, i, "rw:pref:redmutex:writers") == 0)));
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            "rw:pref:redmutex:writers"
+        ) == 0)));
         drop(w);
     });
     assert!(reader2.try_read().unwrap().is_some());
@@ -504,8 +568,11 @@ fn a_writer_that_gives_up_lets_readers_in_at_once() {
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
         let w = s.spawn(|| writer.write_with(Wait::forever().cancel_on(&stop)));
-        assert!(deadline_loop(SOON, || (0..3)
-            .all(|i| zcard(&cluster, i, "rw:giveup:redmutex:writers") == 1)));
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            "rw:giveup:redmutex:writers"
+        ) == 1)));
         stop.store(true, Ordering::Release);
         assert!(matches!(w.join().unwrap(), Err(Error::Cancelled { .. })));
     });
@@ -534,8 +601,11 @@ fn a_dead_waiting_writers_intent_expires() {
         ),
     );
     wait_for_token(&coordinator, &mut writer);
-    assert!(deadline_loop(SOON * 2, || (0..3)
-        .all(|i| zcard(&cluster, i, "rw:deadwriter:redmutex:writers") == 1)));
+    assert!(deadline_loop(SOON * 2, || (0..3).all(|i| zcard(
+        &cluster,
+        i,
+        "rw:deadwriter:redmutex:writers"
+    ) == 1)));
     let reader = other(&cluster).create_rwlock("rw:deadwriter");
     assert!(reader.try_read().unwrap().is_none());
     writer.kill();
@@ -544,7 +614,9 @@ fn a_dead_waiting_writers_intent_expires() {
     // 2 × I/O 200 ms = 820 ms after the writer's last attempt.
     let got = reader.read_timeout(SOON).unwrap();
     let after = killed.elapsed();
-    eprintln!("[figures] rw dead waiting writer: readers let in {after:?} after its kill (intent 820 ms)");
+    eprintln!(
+        "[figures] rw dead waiting writer: readers let in {after:?} after its kill (intent 820 ms)"
+    );
     assert!(after <= Duration::from_millis(2_000), "{after:?}");
     drop(got);
     drop(r);
@@ -595,20 +667,23 @@ fn a_writer_is_not_starved_by_overlapping_readers() {
             drop(w);
             thread::sleep(HOLD * 2);
             let t0 = Instant::now();
-            mutex_waits.push(
-                mutex
-                    .acquire_timeout(CONTROL)
-                    .map(|_| t0.elapsed()),
-            );
+            mutex_waits.push(mutex.acquire_timeout(CONTROL).map(|_| t0.elapsed()));
             thread::sleep(HOLD * 2);
         }
         stop.store(true, Ordering::Release);
-        assert!(busy * 2 >= TRIALS, "readers held the lock only {busy} of {TRIALS} times");
+        assert!(
+            busy * 2 >= TRIALS,
+            "readers held the lock only {busy} of {TRIALS} times"
+        );
         (waits, mutex_waits)
     });
     let p50 = percentile(&waits, 50.0);
     let max = percentile(&waits, 100.0);
-    let mutex_in: Vec<Duration> = mutex_waits.iter().filter_map(|m| m.as_ref().ok()).copied().collect();
+    let mutex_in: Vec<Duration> = mutex_waits
+        .iter()
+        .filter_map(|m| m.as_ref().ok())
+        .copied()
+        .collect();
     eprintln!(
         "[figures] rw starvation: {TRIALS} writers among 4 readers holding {HOLD:?} each \
          (overlapping, {} reads): writer waited p50={p50:?} max={max:?} (bound {BOUND:?}); \
@@ -625,7 +700,8 @@ fn upgrade_is_refused_at_once() {
     let f = support::factory(&cluster).build().unwrap();
     let lock = f.create_rwlock("rw:upgrade");
     let r = lock.read().unwrap();
-    let calls: [(&str, &dyn Fn() -> Result<(), Error>); 5] = [
+    type Call<'a> = &'a dyn Fn() -> Result<(), Error>;
+    let calls: [(&str, Call<'_>); 5] = [
         ("write", &|| lock.write().map(drop)),
         ("try_write", &|| lock.try_write().map(drop)),
         ("write_timeout", &|| lock.write_timeout(SOON).map(drop)),
@@ -675,7 +751,10 @@ fn downgrade_turns_the_writer_into_a_reader_in_one_step() {
     assert_eq!(lost.wait_timeout(Duration::from_secs(1)), None);
     for i in 0..3 {
         // Our lone reader's marker, for at least as long as the writer had.
-        assert_eq!(cluster.cmd(i, &["GET", "rw:down"]), format!("{MARKER}{token}"));
+        assert_eq!(
+            cluster.cmd(i, &["GET", "rw:down"]),
+            format!("{MARKER}{token}")
+        );
         let pttl: u64 = cluster.cmd(i, &["PTTL", "rw:down"]).parse().unwrap();
         assert!(pttl > 4_000, "{pttl}");
     }
@@ -794,7 +873,10 @@ fn a_reader_is_kept_alive_and_its_loss_is_signalled() {
         let (tx, rx) = std::sync::mpsc::channel();
         r.on_loss(move |reason| tx.send(reason).unwrap());
         thread::sleep(Duration::from_millis(1_500));
-        assert!(r.is_valid(), "keep-alive did not renew the reader (lone: {lone})");
+        assert!(
+            r.is_valid(),
+            "keep-alive did not renew the reader (lone: {lone})"
+        );
         assert!(!lost.is_lost());
         for i in 0..3 {
             if lone {
@@ -887,8 +969,11 @@ fn a_waiting_writer_is_woken_by_the_last_readers_release() {
             let w = f.create_rwlock("rw:wake").write_timeout(SOON).unwrap();
             (w, Instant::now())
         });
-        assert!(deadline_loop(SOON, || (0..3)
-            .all(|i| zcard(&cluster, i, "rw:wake:redmutex:writers") == 1)));
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            "rw:wake:redmutex:writers"
+        ) == 1)));
         thread::sleep(Duration::from_millis(300));
         let mut readers = readers.into_iter();
         readers.next().unwrap().release().unwrap();
@@ -896,7 +981,9 @@ fn a_waiting_writer_is_woken_by_the_last_readers_release() {
         readers.next().unwrap().release().unwrap();
         let (w, got) = writer.join().unwrap();
         let delay = got.duration_since(last);
-        eprintln!("[figures] rw wake-up: the writer got in {delay:?} after the last reader's release (polls 2 s apart)");
+        eprintln!(
+            "[figures] rw wake-up: the writer got in {delay:?} after the last reader's release (polls 2 s apart)"
+        );
         assert!(delay < Duration::from_millis(1_000), "{delay:?}");
         drop(w);
     });

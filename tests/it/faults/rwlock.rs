@@ -79,7 +79,10 @@ fn checker_lets_readers_share_but_never_a_writer() {
         rec("r4", 15, 16, true, true),
     ];
     let c = history::check(&clean);
-    assert!(c.violations.is_empty() && c.overrun_overlaps.is_empty(), "{c:?}");
+    assert!(
+        c.violations.is_empty() && c.overrun_overlaps.is_empty(),
+        "{c:?}"
+    );
     assert_eq!(crate::rwlock::max_concurrent_readers(&clean), 3);
     // A writer inside a long read; a reader inside a write; a writer inside a write; an
     // overrun reader overlapping a writer.
