@@ -1170,3 +1170,85 @@ mod deadline {
         assert!(samples > 100, "the sampler barely ran ({samples} samples)");
     }
 }
+
+/// The minimal ACL of operations.md: the mutex's commands plus the read-write lock's
+/// (`TIME` and the sorted-set commands its scripts call), on the application's prefix.
+#[test]
+fn an_acl_user_limited_to_the_prefix_and_the_documented_commands_can_use_it() {
+    const MUTEX: &[&str] = &[
+        "+set",
+        "+get",
+        "+del",
+        "+pexpire",
+        "+pttl",
+        "+exists",
+        "+evalsha",
+        "+eval",
+        "+script|load",
+        "+ping",
+        "+publish",
+        "+subscribe",
+        "+unsubscribe",
+    ];
+    const RW: &[&str] = &[
+        "+time",
+        "+pexpireat",
+        "+zadd",
+        "+zrange",
+        "+zrem",
+        "+zremrangebyscore",
+        "+zcount",
+        "+zscore",
+    ];
+    let cluster = RedisCluster::start(3);
+    let user = |commands: &[&str]| {
+        for i in 0..3 {
+            let mut args = vec!["ACL", "SETUSER", "locker", "reset", "on", ">pw", "-@all"];
+            args.extend_from_slice(&["~app:*", "&app:*"]);
+            args.extend_from_slice(commands);
+            assert_eq!(cluster.cmd(i, &args), "OK");
+        }
+    };
+    let factory = || {
+        support::builder()
+            .nodes((0..3).map(|i| format!("redis://locker:pw@127.0.0.1:{}", cluster.port(i))))
+            .max_retries(0)
+            .build()
+            .unwrap()
+    };
+    // The mutex's commands alone: a reader that joins another is refused with a clear error.
+    user(MUTEX);
+    let (f, g) = (factory(), factory());
+    let lone = f.create_rwlock("app:rw").read().unwrap();
+    let e = g.create_rwlock("app:rw").try_read().unwrap_err();
+    assert!(matches!(e, Error::NoQuorum { .. }), "{e:?}");
+    assert!(e.to_string().contains("can't run this command"), "{e}");
+    drop(lone);
+    // With the read-write lock's commands: every path (both forms of readers, a waiting writer's
+    // intent, a downgrade, extend, release).
+    let mut all = MUTEX.to_vec();
+    all.extend_from_slice(RW);
+    user(&all);
+    let (f, g) = (factory(), factory());
+    let r1 = f.create_rwlock("app:rw").read().unwrap();
+    let r2 = g.create_rwlock("app:rw").read().unwrap();
+    r2.extend(Duration::from_secs(20)).unwrap();
+    assert!(matches!(
+        g.create_rwlock("app:rw")
+            .write_timeout(Duration::from_millis(100)),
+        Err(Error::WouldDeadlock { .. })
+    ));
+    thread::scope(|s| {
+        let w = s.spawn(|| factory().create_rwlock("app:rw").write_timeout(SOON));
+        assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
+            &cluster,
+            i,
+            "app:rw:redmutex:writers"
+        ) == 1)));
+        r1.release().unwrap();
+        r2.release().unwrap();
+        let r = w.join().unwrap().unwrap().downgrade().unwrap();
+        r.extend(Duration::from_secs(5)).unwrap();
+        r.release().unwrap();
+    });
+}
