@@ -73,6 +73,9 @@
 //!   waiters are woken by the release, and hand-overs are fair.
 //! - **Sentinel-managed nodes** ([`SentinelNode`], `redis+sentinel://` URLs): each node may be
 //!   a master group that fails over by itself; the quorum still needs independent groups.
+//! - **Read-write lock** ([`RedLockFactory::create_rwlock`], [`RwLock`]): many readers or one
+//!   writer, on the same lease protocol; writers are not starved, each reader's lease is its
+//!   own, downgrade is atomic, and a mutex on the same name is a writer of it.
 //!
 //! # What it guarantees
 //!
