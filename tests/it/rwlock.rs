@@ -1055,14 +1055,19 @@ mod deadline {
     }
 
     /// Until when a quorum (2 of 3) of nodes holds `token` as a reader of `name`, on this
-    /// process's clock: each node is read atomically ([`EXPIRY_LUA`]).
+    /// process's clock: each node is read atomically ([`EXPIRY_LUA`]), and its expiry placed
+    /// after its own reply (an upper bound: a sampler stalled by a loaded machine cannot make up
+    /// a violation, while a real one, the length of a lease, still shows).
     fn quorum_expiry(cons: &mut [redis::Connection], name: &str, token: &str) -> Instant {
         let sent = Instant::now();
         let mut held: Vec<Instant> = cons
             .iter_mut()
-            .filter_map(|con| match reader_expiry(con, name, token) {
-                (now, Some(e)) if e > now => Some(sent + Duration::from_millis(e - now)),
-                _ => None,
+            .filter_map(|con| {
+                let (now, expiry) = reader_expiry(con, name, token);
+                let replied = Instant::now();
+                expiry
+                    .filter(|e| *e > now)
+                    .map(|e| replied + Duration::from_millis(e - now))
             })
             .collect();
         held.sort_unstable_by(|a, b| b.cmp(a));
