@@ -1094,6 +1094,52 @@ mod deadline {
         (worst, samples)
     }
 
+    /// The sampler itself can fail: read guards whose leases were shortened behind their backs
+    /// on every node (a lone reader's marker, then a reader's score) are caught.
+    #[test]
+    fn the_sampler_sees_a_read_guard_believing_too_much() {
+        let cluster = RedisCluster::start(3);
+        let f = support::factory(&cluster)
+            .ttl(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut cons: Vec<redis::Connection> = (0..3)
+            .map(|i| crate::support::client::connect(cluster.port(i), SOON).unwrap())
+            .collect();
+        let lone = f.create_rwlock("rw:sanity").read().unwrap();
+        for i in 0..3 {
+            cluster.cmd(i, &["PEXPIRE", "rw:sanity", "1000"]);
+        }
+        let stop = AtomicBool::new(true);
+        let check = |guard: &RwLockReadGuard, cons: &mut [redis::Connection]| {
+            stop.store(false, Ordering::Release);
+            thread::scope(|s| {
+                let sampler = s.spawn(|| sample(guard, cons, &stop));
+                thread::sleep(Duration::from_millis(50));
+                stop.store(true, Ordering::Release);
+                sampler.join().unwrap().0
+            })
+        };
+        let excess = check(&lone, &mut cons).expect("a 29 s excess went unnoticed (lone)");
+        assert!(excess > Duration::from_secs(25), "{excess:?}");
+        drop(lone);
+        for i in 0..3 {
+            cluster.cmd(i, &["FLUSHALL"]);
+        }
+        let first = other(&cluster).create_rwlock("rw:sanity").read().unwrap();
+        let second = f.create_rwlock("rw:sanity").read().unwrap();
+        for i in 0..3 {
+            let soon = (server_ms(&cluster, i) + 1_000).to_string();
+            cluster.cmd(
+                i,
+                &["ZADD", "rw:sanity:redmutex:readers", &soon, second.token()],
+            );
+        }
+        let excess = check(&second, &mut cons).expect("a 29 s excess went unnoticed (set)");
+        assert!(excess > Duration::from_secs(25), "{excess:?}");
+        drop((first, second));
+    }
+
     #[test]
     fn a_read_guards_deadline_never_exceeds_what_a_quorum_holds() {
         let cluster = RedisCluster::start(3);
