@@ -8,8 +8,14 @@
 //!    guard's validity (the quick mode uses a 3 s TTL, so that several renewal rounds happen in
 //!    a few seconds).
 //!
+//! 3. `rwlock`: the cost of the read-write lock's scripts: a read cycle (read + release: a lone
+//!    reader), a read cycle while another reader holds the lock (the readers' sorted set), and a
+//!    write cycle (write + release), against the mutex cycle, interleaved run by run (in a
+//!    rotating order) on the same 3 nodes; the claim is the read cycle within 1.2× the mutex's.
+//!
 //! Prints one JSON line per result, and asserts nothing about speed.
-//! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
+//! `cargo bench --bench features [-- --quick] [NAME]` (NAME: run only the scenarios whose name
+//! contains it); run as a test it makes a tiny pass.
 
 // The integration tests' harness (starts and stops redis-server processes); the benchmark
 // uses a small part of it.
@@ -168,9 +174,93 @@ fn keep_alive(m: &Mode, cluster: &common::RedisCluster) {
     drop(guards);
 }
 
+/// Read cycles, write cycles and mutex cycles per second, interleaved run by run.
+fn rwlock(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let mutex = factory.create_lock("bench:rw:mutex");
+    let rw = factory.create_rwlock("bench:rw");
+    let among = factory.create_rwlock("bench:rw:among");
+    // Another process's reader, holding all along (kept alive).
+    let other = RedLockFactory::builder()
+        .nodes(cluster.urls())
+        .keep_alive(true)
+        .build()
+        .unwrap();
+    let _holder = other.create_rwlock("bench:rw:among").read().unwrap();
+    let kinds: [(&str, &dyn Fn()); 4] = [
+        ("mutex", &|| mutex.acquire().unwrap().release().unwrap()),
+        ("read", &|| rw.read().unwrap().release().unwrap()),
+        ("write", &|| rw.write().unwrap().release().unwrap()),
+        ("read-among", &|| among.read().unwrap().release().unwrap()),
+    ];
+    let run = |f: &dyn Fn(), d: Duration| {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < d {
+            f();
+            n += 1;
+        }
+        f64::from(n) / start.elapsed().as_secs_f64()
+    };
+    for (_, f) in &kinds {
+        run(*f, Duration::from_millis(50)); // warm the pools and the script caches
+    }
+    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut ratios: [Vec<f64>; 4] = Default::default();
+    for i in 0..m.runs {
+        let mut this = [0.0; 4];
+        // Rotate which goes first, so that each meets the same load.
+        for k in (0..4).map(|j| (i + j) % 4) {
+            this[k] = run(kinds[k].1, m.run);
+        }
+        for ((r, q), v) in rates.iter_mut().zip(&mut ratios).zip(this) {
+            r.push(v);
+            // Time per cycle relative to the mutex's: > 1 is slower.
+            q.push(this[0] / v);
+        }
+    }
+    let [_, read_ratios, write_ratios, among_ratios] = ratios;
+    let quartiles = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: usize| v.get(v.len() * q / 4).copied().unwrap_or(f64::NAN);
+        (at(1), at(2), at(3))
+    };
+    let (r25, read, r75) = quartiles(read_ratios);
+    let (_, write, _) = quartiles(write_ratios);
+    let (_, among, _) = quartiles(among_ratios);
+    let [mutex_rate, read_rate, write_rate, among_rate] = rates.map(median);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "null".into());
+    println!(
+        "{{\"scenario\":\"rwlock\",\"mode\":\"{}\",\"nodes\":3,\"threads\":1,\"runs\":{},\
+         \"cycles_per_sec_mutex\":{mutex_rate:.1},\"cycles_per_sec_read\":{read_rate:.1},\
+         \"cycles_per_sec_write\":{write_rate:.1},\"ratio_read_to_mutex\":{read:.3},\
+         \"ratio_read_p25\":{r25:.3},\"ratio_read_p75\":{r75:.3},\
+         \"ratio_write_to_mutex\":{write:.3},\"cycles_per_sec_read_among\":{among_rate:.1},\
+         \"ratio_read_among_to_mutex\":{among:.3},\"load_average\":{load}}}",
+        m.name, m.runs
+    );
+}
+
+/// Whether to run the scenario `name`: every one, unless a name (or part of one) is given.
+fn wanted(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
 fn main() {
     let m = mode();
     let cluster = common::RedisCluster::start(3);
-    fencing(&m, &cluster);
-    keep_alive(&m, &cluster);
+    if wanted("fencing") {
+        fencing(&m, &cluster);
+    }
+    if wanted("keep-alive") {
+        keep_alive(&m, &cluster);
+    }
+    if wanted("rwlock") {
+        rwlock(&m, &cluster);
+    }
 }

@@ -20,6 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the lease had already run out before release or extend | [`Error::Expired`] |
 /// | a quorum no longer held our token although the lease had not run out | [`Error::LockLost`] |
 /// | a token-level call ([`RedLock::release_token`], [`RedLock::extend_token`]) found the token not held by a quorum | [`Error::NotHeld`] |
+/// | a thread holding a read lock asked for the write lock ([`RwLock::write`]) | [`Error::WouldDeadlock`] |
 /// | bad configuration or arguments | [`Error::InvalidConfig`], [`Error::InvalidArgument`] |
 ///
 /// [`Expired`](Error::Expired) and [`LockLost`](Error::LockLost) both mean that the critical
@@ -34,6 +35,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`RedLock::release_token`]: crate::RedLock::release_token
 /// [`RedLock::extend_token`]: crate::RedLock::extend_token
 /// [`Wait::cancel_on`]: crate::Wait::cancel_on
+/// [`RwLock::write`]: crate::RwLock::write
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -116,6 +118,19 @@ pub enum Error {
     #[error("the lock on {resource:?} was lost: a quorum no longer holds our token")]
     LockLost {
         /// The resource (key).
+        resource: String,
+    },
+
+    /// A write lock was asked for by a thread that holds a read lock on the same
+    /// [`RwLock`](crate::RwLock) (same factory, same name): waiting would never end, since the
+    /// writer would wait for its own reader (and, as a waiting writer, keep every new reader
+    /// out). Refused at once, before any round. Release the read guard first, or take the write
+    /// lock from the start and [`downgrade`](crate::RwLockWriteGuard::downgrade) it.
+    #[error(
+        "this thread holds a read lock on {resource:?}: a read lock cannot be upgraded to a write lock (it would wait for itself); release the read guard first"
+    )]
+    WouldDeadlock {
+        /// The read-write lock's name.
         resource: String,
     },
 }

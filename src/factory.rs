@@ -11,6 +11,7 @@ use crate::lock::RedLock;
 use crate::node::{IntoNode, MAX_NODES, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
 use crate::round::majority;
+use crate::rwlock::RwLock;
 use crate::shared::{Config, MAX_TTL, Shared, check_max_hold, check_ttl};
 use crate::waker::Waker;
 
@@ -460,6 +461,27 @@ impl RedLockFactory {
     /// invalid name (empty, or over 64 KiB) is reported when the lock is used.
     pub fn create_lock(&self, resource: impl Into<Arc<str>>) -> RedLock {
         RedLock::new(Arc::clone(&self.runtime), resource.into())
+    }
+
+    /// A read-write lock on `name`, using the factory's TTL: many readers at once, or one
+    /// writer, with writer preference (see [`RwLock`]).
+    ///
+    /// Its writer holds the Redis key `name` as a mutex holder does, so a lock from
+    /// [`create_lock`](Self::create_lock) with the same name (or another Redlock client's) is a
+    /// writer of it: they exclude each other and the readers. Its other keys are `name` plus a
+    /// suffix. This does not talk to the nodes; an invalid name is reported when the lock is
+    /// used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let lock = factory.create_rwlock("settings");
+    /// let _r = lock.read()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_rwlock(&self, name: impl Into<Arc<str>>) -> RwLock {
+        RwLock::new(Arc::clone(&self.runtime), name.into())
     }
 
     /// The number of nodes.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keeper::{Runtime, Task, renew_after};
 use crate::protocol::lease::{Lease, LossReason, lock};
 
@@ -55,7 +55,7 @@ pub struct RedLockGuard {
 /// are thin wrappers that document it for their kind.
 pub(crate) struct Held {
     pub(crate) lease: Arc<Lease>,
-    runtime: Arc<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
     /// Set by `release` and `leak`, so that `Drop` does not release again.
     released: bool,
 }
@@ -141,6 +141,31 @@ impl Held {
         self.retire();
         self.lease.mark_ended();
         self.lease.token.as_str().to_owned()
+    }
+
+    /// Replaces the lease with the one `f` makes of it (a downgrade), under its round lock: no
+    /// extend or renewal runs meanwhile, and none follows on the old lease, which is taken out
+    /// of keep-alive and ends without a release round (its loss signal ends). On error the old
+    /// lease is over too (`f` released what it could), and a loss the error shows is signalled.
+    pub(crate) fn convert(mut self, f: impl FnOnce(&Lease) -> Result<Lease>) -> Result<Self> {
+        self.released = true;
+        let mut slot = self.lease.slot();
+        let result = if slot.live {
+            f(&self.lease)
+        } else {
+            Err(Error::Expired {
+                resource: self.lease.resource.to_string(),
+            })
+        };
+        slot.live = false;
+        let entry = slot.entry.take();
+        drop(slot);
+        if let Some(id) = entry {
+            self.runtime.keeper.remove(id);
+        }
+        let result = result.map_err(|e| self.lease.noting_loss(e));
+        self.lease.mark_ended();
+        result.map(|lease| Self::new(Arc::clone(&self.runtime), lease))
     }
 
     /// Takes the lease out of keep-alive (waiting for a round under way on it).

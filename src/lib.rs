@@ -73,6 +73,9 @@
 //!   waiters are woken by the release, and hand-overs are fair.
 //! - **Sentinel-managed nodes** ([`SentinelNode`], `redis+sentinel://` URLs): each node may be
 //!   a master group that fails over by itself; the quorum still needs independent groups.
+//! - **Read-write lock** ([`RedLockFactory::create_rwlock`], [`RwLock`]): many readers or one
+//!   writer, on the same lease protocol; writers are not starved, each reader's lease is its
+//!   own, downgrade is atomic, and a mutex on the same name is a writer of it.
 //!
 //! # What it guarantees
 //!
@@ -116,6 +119,7 @@
 mod factory;
 mod guard;
 mod lock;
+mod rwlock;
 // Keep-alive, over the protocol:
 mod keeper;
 // The lease protocol:
@@ -137,6 +141,7 @@ pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
 pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

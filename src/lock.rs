@@ -9,10 +9,9 @@ use crate::keeper::Runtime;
 use crate::protocol::acquire::{self, MutexRequest, Wait};
 use crate::protocol::inspect::{self, Holding, Inspection, LockState};
 use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN, Target};
-use crate::shared::{check_max_hold, check_ttl};
+use crate::shared::{check_max_hold, check_resource, check_ttl};
 
-/// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
-pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
+pub use crate::shared::MAX_RESOURCE_LEN;
 
 /// A distributed lock on one resource, created by
 /// [`RedLockFactory::create_lock`](crate::RedLockFactory::create_lock).
@@ -389,21 +388,6 @@ impl RedLock {
     fn guard(&self, lease: Lease) -> RedLockGuard {
         RedLockGuard::new(Arc::clone(&self.runtime), lease)
     }
-}
-
-fn check_resource(resource: &str) -> Result<()> {
-    if resource.is_empty() {
-        return Err(Error::InvalidArgument(
-            "resource name must not be empty".into(),
-        ));
-    }
-    if resource.len() > MAX_RESOURCE_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "resource name is {} bytes long; at most {MAX_RESOURCE_LEN} are allowed",
-            resource.len()
-        )));
-    }
-    Ok(())
 }
 
 fn check_token(token: &str) -> Result<()> {

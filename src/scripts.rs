@@ -90,6 +90,205 @@ if prior < tonumber(ARGV[1]) then
 end
 return prior"#;
 
+// ---------------------------------------------------------------------------------------------
+// The read-write lock. Its writer holds the lock key exactly as a mutex holder does (the token,
+// with `PX`), so a mutex (or any Redlock client) on the same name is a writer too. While readers
+// hold it, the lock key holds the readers' marker (`READERS_MARKER` and a reader's token), which
+// no token equals, so a bare `SET NX` of any client finds it taken. Readers come in two forms:
+//
+// - a lone reader is the marker alone: `<prefix><its token>`, whose `PX` expiry is its lease
+//   (as a mutex holder's key is);
+// - once a second reader joins, the lone one is moved into a sorted set (score: the instant, by
+//   the node's clock from `TIME`, its lease ends, never earlier than the marker's expiry) and the
+//   newcomer added; the marker then lives as long as the longest-lived reader, and so does the
+//   set. It stays in that form until the last reader leaves (the marker is deleted).
+//
+// So every reader's lease is its own: a reader that crashed expires at its own instant, whatever
+// the others renew. A waiting writer is a member of another sorted set, scored by when its intent
+// ends; while that set exists (its expiry is its latest intent's), no new reader is let in.
+//
+// Invariants, on every node: the readers' set exists only while the lock key holds a marker
+// with the same expiry (its largest score); a reader holds the node while the lock key is its own
+// marker and there is no set, or while its score is in the future; a writer holds it while the
+// lock key is its token. Each script keeps them in one atomic step.
+
+/// The suffix of a read-write lock's readers, once there were two: a sorted set of reader
+/// tokens, each scored by the instant (the node's clock, ms) its lease ends; the key expires
+/// with the last of them.
+pub(crate) const READERS_SUFFIX: &str = ":redmutex:readers";
+
+/// The suffix of a read-write lock's waiting writers: a sorted set of waiting-writer ids, each
+/// scored by the instant (the node's clock, ms) its intent ends unless renewed; the key expires
+/// with the latest intent.
+pub(crate) const WRITERS_SUFFIX: &str = ":redmutex:writers";
+
+/// What the lock key holds while readers hold it: this prefix and a reader's token (the lone
+/// reader's, or the first of several). Each script has it written in (`local P = ...`); a unit
+/// test checks that they agree.
+#[cfg(test)]
+pub(crate) const READERS_MARKER: &str = "redmutex:readers:";
+
+/// Lets a reader in, like `SET NX PX` for a mutex: only when the lock key is free or holds the
+/// readers' marker, and no writer is waiting. A lone reader is the marker itself, with `PX`; a
+/// reader that joins others goes into the readers' set (moving a lone reader there first, its
+/// expiry unchanged or one ms later), and the marker and set are made to live until the longest
+/// reader's expiry. When refused and told, marks that we are waiting.
+///
+/// KEYS: lock, readers, writers, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
+/// mark). Returns 1 (granted) or 0 (a writer holds it or waits).
+pub(crate) const READ_SRC: &str = r#"local P = "redmutex:readers:"
+local v = redis.call("GET", KEYS[1])
+if (v and string.sub(v, 1, #P) ~= P) or redis.call("EXISTS", KEYS[3]) == 1 then
+    if ARGV[3] ~= "0" then
+        redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
+    end
+    return 0
+end
+if not v then
+    redis.call("SET", KEYS[1], P .. ARGV[1], "PX", ARGV[2])
+    return 1
+end
+local t = redis.call("TIME")
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if redis.call("EXISTS", KEYS[2]) == 0 then
+    redis.call("ZADD", KEYS[2], now + redis.call("PTTL", KEYS[1]) + 1, string.sub(v, #P + 1))
+end
+redis.call("ZADD", KEYS[2], now + ARGV[2], ARGV[1])
+local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+redis.call("PEXPIREAT", KEYS[1], top)
+redis.call("PEXPIREAT", KEYS[2], top)
+return 1"#;
+
+/// Makes a reader's lease end at least ARGV[2] ms from now (the node's clock), if it is still a
+/// live reader; it never moves an expiry earlier. A lone reader's marker is extended as a mutex
+/// key is; a reader of the set gets a later score, and the marker and set live until the longest
+/// reader's expiry.
+///
+/// KEYS: lock, readers. ARGV: token, milliseconds. Returns 1 (a live reader: it now lives at
+/// least that long) or 0.
+pub(crate) const READ_EXTEND_SRC: &str = r#"local P = "redmutex:readers:"
+local v = redis.call("GET", KEYS[1])
+if not v or string.sub(v, 1, #P) ~= P then
+    return 0
+end
+if v == P .. ARGV[1] and redis.call("EXISTS", KEYS[2]) == 0 then
+    if redis.call("PTTL", KEYS[1]) < tonumber(ARGV[2]) then
+        redis.call("PEXPIRE", KEYS[1], ARGV[2])
+    end
+    return 1
+end
+local t = redis.call("TIME")
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local s = tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1]) or "0")
+if s <= now then
+    return 0
+end
+local e = now + ARGV[2]
+if e > s then
+    redis.call("ZADD", KEYS[2], e, ARGV[1])
+    local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+    redis.call("PEXPIREAT", KEYS[1], top)
+    redis.call("PEXPIREAT", KEYS[2], top)
+end
+return 1"#;
+
+/// Lets a reader out. A lone reader deletes its marker; a reader of the set leaves it (with the
+/// readers whose leases ended), the marker and set then living until the longest remaining
+/// reader's expiry, and the last one out deletes the marker. Whoever leaves the lock free
+/// announces it on the lock's channel when told and someone waits (the waiting marker, or a
+/// writer's intent).
+///
+/// KEYS: lock, readers, writers, waiting marker. ARGV: token, channel, announce ("1" or "0", as
+/// for the mutex). Returns 0 (not a live reader), 1 (released) or 2 (released, the lock is free,
+/// and someone was waiting: announced).
+pub(crate) const READ_RELEASE_SRC: &str = r#"local P = "redmutex:readers:"
+local v = redis.call("GET", KEYS[1])
+local marker = v and string.sub(v, 1, #P) == P
+if marker and v == P .. ARGV[1] and redis.call("EXISTS", KEYS[2]) == 0 then
+    redis.call("DEL", KEYS[1])
+else
+    local t = redis.call("TIME")
+    redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", t[1] * 1000 + math.floor(t[2] / 1000))
+    if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+        return 0
+    end
+    local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
+    if top then
+        if marker then
+            redis.call("PEXPIREAT", KEYS[1], top)
+        end
+        redis.call("PEXPIREAT", KEYS[2], top)
+        return 1
+    end
+    if marker then
+        redis.call("DEL", KEYS[1])
+    end
+end
+if ARGV[3] == "1" and redis.call("EXISTS", KEYS[3], KEYS[4]) > 0 then
+    redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]))
+    return 2
+end
+return 1"#;
+
+/// Lets a writer in: like the mutex's acquire script (`SET PX` of the token, the fencing counter
+/// read in the same step), only when no writer holds the lock and no reader's lease is live (a
+/// marker whose readers have all expired is taken over). When refused: with an intent id,
+/// records (or renews) that writer's intent to wait, so that new readers are kept out; when
+/// told, marks that we are waiting. When granted, its own intent is withdrawn.
+///
+/// KEYS: lock, readers, writers, waiting marker, fencing counter. ARGV: token, TTL ms, marker
+/// ms (0: don't mark), intent id ("": none), intent ms. Returns `{granted (1 or 0), counter (0
+/// when absent)}`.
+pub(crate) const WRITE_SRC: &str = r#"local P = "redmutex:readers:"
+local v = redis.call("GET", KEYS[1])
+local set = redis.call("EXISTS", KEYS[2]) == 1
+local t = redis.call("TIME")
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local busy = v and (string.sub(v, 1, #P) ~= P or not set)
+if not busy and set then
+    busy = redis.call("ZCOUNT", KEYS[2], "(" .. now, "+inf") > 0
+end
+local granted = 0
+if busy then
+    if ARGV[4] ~= "" then
+        redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
+        redis.call("ZADD", KEYS[3], now + ARGV[5], ARGV[4])
+        redis.call("PEXPIREAT", KEYS[3], redis.call("ZRANGE", KEYS[3], -1, -1, "WITHSCORES")[2])
+    end
+    if ARGV[3] ~= "0" then
+        redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
+    end
+else
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    if set then
+        redis.call("DEL", KEYS[2])
+    end
+    if ARGV[4] ~= "" then
+        redis.call("ZREM", KEYS[3], ARGV[4])
+    end
+    granted = 1
+end
+return {granted, tonumber(redis.call("GET", KEYS[5]) or "0")}"#;
+
+/// Turns a writer into a lone reader in one step: if the lock key holds our token, it becomes
+/// our readers' marker, living no less than it did (and at least ARGV[2] ms from now). The lock
+/// key is never free in between, so no writer can slip in; readers may join once it is done.
+/// Waiters are told (readers among them may now come in).
+///
+/// KEYS: lock, waiting marker. ARGV: token, TTL ms, channel. Returns 0 (not our token), 1 (now
+/// a reader) or 2 (now a reader, and someone was waiting: announced).
+pub(crate) const DOWNGRADE_SRC: &str = r#"local P = "redmutex:readers:"
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+local ms = math.max(redis.call("PTTL", KEYS[1]), tonumber(ARGV[2]))
+redis.call("SET", KEYS[1], P .. ARGV[1], "PX", ms)
+if redis.call("EXISTS", KEYS[2]) == 1 then
+    redis.call("PUBLISH", ARGV[3], redis.sha1hex(ARGV[1]))
+    return 2
+end
+return 1"#;
+
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -125,8 +324,33 @@ pub(crate) static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_SRC
 /// The fencing write-back script.
 pub(crate) static FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(FENCE_SRC));
 
+/// The read-write lock's reader acquire script.
+pub(crate) static READ: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_SRC));
+
+/// The read-write lock's reader extend script.
+pub(crate) static READ_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_EXTEND_SRC));
+
+/// The read-write lock's reader release script.
+pub(crate) static READ_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(READ_RELEASE_SRC));
+
+/// The read-write lock's writer acquire script.
+pub(crate) static WRITE: LazyLock<Lua> = LazyLock::new(|| Lua::new(WRITE_SRC));
+
+/// The read-write lock's downgrade script.
+pub(crate) static DOWNGRADE: LazyLock<Lua> = LazyLock::new(|| Lua::new(DOWNGRADE_SRC));
+
 /// Every script, to load when a connection opens.
-pub(crate) static ALL: [&LazyLock<Lua>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
+pub(crate) static ALL: [&LazyLock<Lua>; 9] = [
+    &RELEASE,
+    &EXTEND,
+    &ACQUIRE,
+    &FENCE,
+    &READ,
+    &READ_EXTEND,
+    &READ_RELEASE,
+    &WRITE,
+    &DOWNGRADE,
+];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).
 pub(crate) fn sha1_hex(text: &str) -> String {

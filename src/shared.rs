@@ -46,6 +46,25 @@ impl Shared {
     }
 }
 
+/// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
+pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
+
+/// Checks a resource name (a lock's name, the key every key of the lock starts with).
+pub(crate) fn check_resource(resource: &str) -> Result<()> {
+    if resource.is_empty() {
+        return Err(Error::InvalidArgument(
+            "resource name must not be empty".into(),
+        ));
+    }
+    if resource.len() > MAX_RESOURCE_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "resource name is {} bytes long; at most {MAX_RESOURCE_LEN} are allowed",
+            resource.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a lease duration (a TTL or an extension).
 pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<()> {
     if ttl.as_millis() == 0 {

@@ -232,7 +232,7 @@ pub(crate) fn pause(shared: &Shared) -> Duration {
 }
 
 /// How long a waiter's mark stays: well past the longest pause between its rounds.
-fn waiting_mark(shared: &Shared) -> Duration {
+pub(crate) fn waiting_mark(shared: &Shared) -> Duration {
     let c = &shared.config;
     c.retry_delay
         .saturating_add(c.retry_jitter)
@@ -256,15 +256,26 @@ pub(crate) fn acquire(
     req: &MutexRequest<'_>,
     wait: &Wait<'_>,
 ) -> Result<Lease> {
-    let start = Instant::now();
-    let lease = wait_for(shared, req.resource, wait, |mark| {
+    take(shared, req.resource, wait, |mark| {
         attempt(shared, req, mark)
-    })?;
+    })
+}
+
+/// Takes a lease on `resource` with `attempt`, waiting as `wait` says (the waiting loop,
+/// [`wait_for`]); a lease won by the round during which the wait was cancelled is released, so
+/// that once the flag is set no guard is handed out. Every kind of lease is waited for here.
+pub(crate) fn take(
+    shared: &Shared,
+    resource: &str,
+    wait: &Wait<'_>,
+    attempt: impl FnMut(bool) -> Attempt<Lease>,
+) -> Result<Lease> {
+    let start = Instant::now();
+    let lease = wait_for(shared, resource, wait, attempt)?;
     if wait.cancelled() {
-        // Cancelled during the winning round: once the flag is set, no guard is handed out.
         let _ = lease.release();
         return Err(Error::Cancelled {
-            resource: req.resource.to_string(),
+            resource: resource.to_owned(),
             waited: start.elapsed(),
         });
     }
@@ -273,10 +284,17 @@ pub(crate) fn acquire(
 
 /// Takes a mutex if one round can.
 pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    match attempt(shared, req, false) {
-        Attempt::Won(lease) => Ok(Some(lease)),
-        Attempt::Busy { .. } => Ok(None),
-        Attempt::Failed(e) => Err(e),
+    attempt(shared, req, false).once()
+}
+
+impl<T> Attempt<T> {
+    /// The outcome of a single attempt that does not wait: `Ok(None)` when busy.
+    pub(crate) fn once(self) -> Result<Option<T>> {
+        match self {
+            Self::Won(t) => Ok(Some(t)),
+            Self::Busy { .. } => Ok(None),
+            Self::Failed(e) => Err(e),
+        }
     }
 }
 
@@ -331,13 +349,31 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
             round::set_reply,
         )
     };
+    conclude(shared, req, Target::Mutex, token, start, &tally)
+}
+
+/// Concludes an acquisition round of a lease on `target` that began at `start` and tried to
+/// take it for `token`: the one place where an attempt of any kind (a mutex, a reader, a
+/// writer) is judged. A quorum that granted it in time makes the lease, deadline
+/// `start + ttl - drift` (with a fencing token when `req.fencing`: `tally.aux` is the largest
+/// counter the round read); otherwise what the round may have taken is taken back, and the
+/// lock is busy (a quorum refused) or the round failed.
+pub(crate) fn conclude(
+    shared: &Arc<Shared>,
+    req: &MutexRequest<'_>,
+    target: Target,
+    token: Token,
+    start: Instant,
+    tally: &Tally,
+) -> Attempt<Lease> {
+    let resource: &str = req.resource;
     let timing = Timing {
         ttl: req.ttl,
         elapsed: start.elapsed(),
         drift: shared.drift(req.ttl),
     };
     log::debug!(
-        "redmutex: acquire {resource:?}: {}/{} yes, {} no, {} failed, quorum {}, {:?}",
+        "redmutex: acquire {resource:?} ({target:?}): {}/{} yes, {} no, {} failed, quorum {}, {:?}",
         tally.yes,
         shared.nodes.len(),
         tally.no,
@@ -345,11 +381,11 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
         shared.config.quorum,
         timing.elapsed
     );
-    let verdict = judge(&tally, shared.config.quorum, Question::Grant, Some(timing));
+    let verdict = judge(tally, shared.config.quorum, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
-            // Every SET was sent after `start`, so no key expires before `start + ttl` by the
-            // nodes' clocks (give or take the drift).
+            // Every command was sent after `start`, so no node lets the lease go before
+            // `start + ttl` by its clock (give or take the drift).
             let deadline = start.checked_add(req.ttl - timing.drift).unwrap_or(start);
             let fencing = if req.fencing {
                 fence(shared, resource, tally.aux, deadline).map(Some)
@@ -366,7 +402,7 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
                     return Attempt::Won(Lease::new(
                         Arc::clone(shared),
                         Arc::clone(req.resource),
-                        Target::Mutex,
+                        target,
                         token,
                         fencing,
                         options,
@@ -388,9 +424,9 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
             })
         }
         Verdict::Refused => None,
-        Verdict::Unknown => Some(no_quorum(shared, resource, &tally)),
+        Verdict::Unknown => Some(no_quorum(shared, resource, tally)),
     };
-    take_back(shared, resource, &token, &tally);
+    take_back(shared, &target, resource, &token, tally);
     match failure {
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
@@ -399,20 +435,14 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
     }
 }
 
-/// Not acquired: takes back every SET that may have landed, in one round, so a split vote frees
-/// the lock at once instead of blocking everyone for a TTL. Nodes that answered "no" certainly
-/// did not set our token and are skipped. Nobody is woken: the lock is still held elsewhere.
-fn take_back(shared: &Shared, resource: &str, token: &Token, tally: &Tally) {
+/// Not acquired: takes back every grant that may have landed, in one round, so a split vote
+/// frees the lock at once instead of blocking everyone for a TTL. Nodes that answered "no"
+/// certainly did not grant it to our token and are skipped. Nobody is woken: the lock is still
+/// held elsewhere.
+fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, tally: &Tally) {
     let mask = tally.written & !tally.refused;
     if mask != 0 {
-        let released = release_round(
-            shared,
-            &Target::Mutex,
-            resource,
-            token.as_str(),
-            mask,
-            false,
-        );
+        let released = release_round(shared, target, resource, token.as_str(), mask, false);
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

@@ -132,8 +132,12 @@ pub(crate) struct LeaseOptions {
 /// (released, and waiters were told on the lease name's channel).
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    /// A mutex: the lock key is the lease's name.
+    /// A mutex: the lock key is the lease's name. Also a read-write lock's writer, which holds
+    /// the lock key exactly as a mutex holder does.
     Mutex,
+    /// A read-write lock's reader: the readers' marker in the lock key while it is the lone
+    /// reader, else an entry of the name's readers set scored by its own expiry.
+    Reader,
 }
 
 /// A script call's parts, owned by the caller, borrowing the lease.
@@ -162,6 +166,11 @@ impl Target {
                 keys: vec![Arg::Str(name)],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
+            Self::Reader => Parts {
+                script: &scripts::READ_EXTEND,
+                keys: vec![Arg::Str(name), Arg::Joined(name, scripts::READERS_SUFFIX)],
+                args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
         }
     }
 
@@ -186,6 +195,25 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Reader => {
+                // KEYS: lock, readers, writers, waiting mark. ARGV: token, channel, announce.
+                let keys = [
+                    Arg::Str(name),
+                    Arg::Joined(name, scripts::READERS_SUFFIX),
+                    Arg::Joined(name, scripts::WRITERS_SUFFIX),
+                    Arg::Joined(name, scripts::WAITING_SUFFIX),
+                ];
+                let args = [
+                    Arg::Str(token),
+                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    flag,
+                ];
+                f(Call::Script {
+                    script: &scripts::READ_RELEASE,
                     keys: &keys,
                     args: &args,
                 })

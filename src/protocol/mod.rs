@@ -7,11 +7,14 @@
 //!   cancellation), plus fencing;
 //! - [`lease`]: a held lease, its deadline rule, and the rounds made on it;
 //! - [`inspect`]: a read-only view of a resource;
+//! - [`rw`]: the read-write lock's attempts and its downgrade, on the same waiting loop,
+//!   verdict and leases;
 //! - [`verdict`]: what a round decided.
 
 pub(crate) mod acquire;
 pub(crate) mod inspect;
 pub(crate) mod lease;
+pub(crate) mod rw;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;

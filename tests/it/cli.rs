@@ -12,6 +12,9 @@ use redmutex::Fingerprint;
 use crate::support::sentinel::SentinelGroup;
 use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop};
 
+// `run -s` and `run -x`: the read-write lock.
+mod rw;
+
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
 const SOON: Duration = Duration::from_secs(20);
 

@@ -23,6 +23,7 @@ mod keep_alive;
 mod leader;
 mod lease_truth;
 mod props;
+mod rwlock;
 mod security;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]

@@ -99,6 +99,13 @@ The lease (--ttl) is renewed every ttl/3 while the command runs. If it is lost (
 deleted or taken over, or too few nodes answered before it ran out), the command gets SIGTERM,
 then SIGKILL after --kill-after, and redmutex exits 79.
 
+With -s (shared) or -x (exclusive), KEY is a read-write lock, as with flock -s and -x: any
+number of -s runs hold KEY at once, an -x run holds it alone, and a waiting -x run keeps new -s
+runs out (writer preference), so a stream of readers cannot starve it. A plain run (neither
+flag) takes KEY as a mutex, which is exclusive too: on the nodes a mutex holder is the
+read-write lock's writer, so plain, -x and -s runs on one KEY (and other Redlock clients using
+KEY) exclude each other as they should; only a waiting plain run does not keep -s runs out.
+
 SIGINT, SIGTERM and SIGHUP sent to redmutex are passed on to the command, and the lock is
 released once it has ended. The command stays in redmutex's process group, so a terminal's
 ^C reaches both directly; in the terminal's foreground redmutex does not send SIGINT or SIGHUP
@@ -178,6 +185,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub fencing: bool,
 
+    #[command(flatten)]
+    pub mode: ModeArgs,
+
     /// Run this shell command with `sh -c` instead of COMMAND
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
     pub shell: Option<OsString>,
@@ -194,6 +204,43 @@ pub struct RunArgs {
         conflicts_with = "shell"
     )]
     pub argv: Vec<OsString>,
+}
+
+/// How `run` takes KEY: as a mutex (the default), or as a read-write lock, shared or exclusive
+/// (flock's -s and -x).
+#[derive(Debug, Args)]
+pub struct ModeArgs {
+    /// Take KEY shared (a reader, like flock -s): any number of -s runs hold KEY at once, and
+    /// none while a plain or -x run holds it. No fencing token
+    #[arg(short = 's', long, conflicts_with_all = ["exclusive", "fencing"])]
+    pub shared: bool,
+
+    /// Take KEY exclusive as a read-write lock's writer (like flock -x): as a plain run, and
+    /// while it waits no new -s run gets in, so a stream of them cannot starve it
+    #[arg(short = 'x', long)]
+    pub exclusive: bool,
+}
+
+/// The lock `run` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// A mutex: exclusive, and a writer of the read-write lock of the same KEY.
+    Mutex,
+    /// A read lock of the read-write lock.
+    Shared,
+    /// The write lock of the read-write lock.
+    Exclusive,
+}
+
+impl RunArgs {
+    /// The lock to take.
+    pub fn mode(&self) -> LockMode {
+        match (self.mode.shared, self.mode.exclusive) {
+            (true, _) => LockMode::Shared,
+            (_, true) => LockMode::Exclusive,
+            _ => LockMode::Mutex,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -285,6 +332,29 @@ mod tests {
         assert_eq!(run.wait.limit(), Some(Duration::from_millis(500)));
         assert_eq!(run.wait.ttl, Duration::from_secs(3));
         assert_eq!(run.wait.conflict_exit_code, 1);
+    }
+
+    #[test]
+    fn run_modes() {
+        let mode = |args: &[&str]| {
+            let mut argv = vec!["redmutex", "run"];
+            argv.extend_from_slice(args);
+            argv.extend_from_slice(&["k", "--", "true"]);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Run(run) => run.mode(),
+                _ => panic!("not run"),
+            })
+        };
+        assert_eq!(mode(&[]).unwrap(), LockMode::Mutex);
+        assert_eq!(mode(&["-s"]).unwrap(), LockMode::Shared);
+        assert_eq!(mode(&["--shared"]).unwrap(), LockMode::Shared);
+        assert_eq!(mode(&["-x"]).unwrap(), LockMode::Exclusive);
+        assert_eq!(
+            mode(&["--exclusive", "--fencing"]).unwrap(),
+            LockMode::Exclusive
+        );
+        assert!(mode(&["-s", "-x"]).is_err());
+        assert!(mode(&["-s", "--fencing"]).is_err());
     }
 
     #[test]

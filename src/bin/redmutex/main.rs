@@ -9,6 +9,7 @@
 mod cli;
 mod exit;
 mod lease;
+mod locks;
 mod logger;
 mod nodes;
 mod run;
@@ -21,10 +22,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{Error, Fingerprint, RedLock, RedLockFactory, RedLockGuard, Wait};
+use redmutex::{Error, Fingerprint, RedLockFactory, Wait};
 
-use crate::cli::{AcquireArgs, Cli, Command, ExtendArgs, NodeArgs, TokenArgs, WaitArgs};
+use crate::cli::{
+    AcquireArgs, Cli, Command, ExtendArgs, LockMode, NodeArgs, RunArgs, TokenArgs, WaitArgs,
+};
 use crate::exit::{Exit, Failure};
+use crate::locks::{Exclusive, Held, Lock, Shared};
 use crate::signals::Listener;
 
 fn main() -> ExitCode {
@@ -80,13 +84,26 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let signals = listen()?;
             let factory = factory(nodes, Some(args.wait.ttl))?;
             // The library renews the lease while the command runs.
-            let lock = factory
-                .create_lock(args.key.as_str())
-                .with_keep_alive(true)
-                .with_fencing(args.fencing);
-            match take(&lock, &args.wait, &signals)? {
-                Taken::Guard(guard) => run::run(args, guard, &signals),
-                Taken::Exit(exit) => Ok(exit),
+            let key = args.key.as_str();
+            match args.mode() {
+                LockMode::Mutex => {
+                    let lock = factory
+                        .create_lock(key)
+                        .with_keep_alive(true)
+                        .with_fencing(args.fencing);
+                    run_under(&lock, args, &signals)
+                }
+                LockMode::Shared => {
+                    let lock = factory.create_rwlock(key).with_keep_alive(true);
+                    run_under(&Shared(lock), args, &signals)
+                }
+                LockMode::Exclusive => {
+                    let lock = factory
+                        .create_rwlock(key)
+                        .with_keep_alive(true)
+                        .with_fencing(args.fencing);
+                    run_under(&Exclusive(lock), args, &signals)
+                }
             }
         }
         Command::Acquire(args) => acquire(nodes, args),
@@ -96,6 +113,14 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+    }
+}
+
+/// `run`: take `lock` as the flags say, then run the command while holding it.
+fn run_under<L: Lock>(lock: &L, args: &RunArgs, signals: &Listener) -> Result<Exit, Failure> {
+    match take(lock, &args.wait, signals)? {
+        Taken::Guard(guard) => run::run(args, guard, signals),
+        Taken::Exit(exit) => Ok(exit),
     }
 }
 
@@ -150,25 +175,27 @@ fn extend(nodes: &NodeArgs, args: &ExtendArgs) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-enum Taken {
-    Guard(RedLockGuard),
+enum Taken<G> {
+    Guard(G),
     Exit(Exit),
 }
 
 /// Waits for the lock as the flags say, until a terminating signal calls the wait off.
-fn take(lock: &RedLock, wait: &WaitArgs, signals: &Listener) -> Result<Taken, Failure> {
+fn take<L: Lock>(
+    lock: &L,
+    wait: &WaitArgs,
+    signals: &Listener,
+) -> Result<Taken<L::Guard>, Failure> {
     let key = lock.resource();
     let start = Instant::now();
     let cancel = signals.cancel_flag();
     let result = match wait.limit() {
         // One round, without the waiting machinery (subscription, waiting mark).
-        Some(limit) if limit.is_zero() => lock.try_acquire(),
+        Some(limit) if limit.is_zero() => lock.try_take(),
         Some(limit) => lock
-            .acquire_with(Wait::timeout(limit).cancel_on(cancel))
+            .take_with(Wait::timeout(limit).cancel_on(cancel))
             .map(Some),
-        None => lock
-            .acquire_with(Wait::forever().cancel_on(cancel))
-            .map(Some),
+        None => lock.take_with(Wait::forever().cancel_on(cancel)).map(Some),
     };
     let waited = start.elapsed();
     match result {

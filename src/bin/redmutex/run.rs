@@ -13,13 +13,14 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, LossReason, RedLockGuard};
+use redmutex::{Error, LossReason};
 use rustix::process::{Pid, Signal, kill_process};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT};
 
 use crate::cli::RunArgs;
 use crate::exit::{Exit, Failure};
 use crate::lease;
+use crate::locks::Held;
 use crate::logger;
 use crate::signals::{self, Event, Listener};
 
@@ -27,7 +28,7 @@ use crate::signals::{self, Event, Listener};
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs the child while holding `guard`, and releases the lock when it has ended.
-pub fn run(args: &RunArgs, guard: RedLockGuard, signals: &Listener) -> Result<Exit, Failure> {
+pub fn run(args: &RunArgs, guard: impl Held, signals: &Listener) -> Result<Exit, Failure> {
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
         .env("REDMUTEX_TOKEN", guard.token());
@@ -209,7 +210,7 @@ fn child_exit(status: ExitStatus) -> Exit {
 
 /// Releases the lock after the child ended with `child` (`None`: no child, or the lease was
 /// already lost, so failures are not reported again), and decides the exit status.
-fn release(guard: RedLockGuard, child: Option<Exit>) -> Exit {
+fn release(guard: impl Held, child: Option<Exit>) -> Exit {
     let key = guard.resource().to_owned();
     log::debug!(
         "releasing {key:?} with {} of its lease left",

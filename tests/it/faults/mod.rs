@@ -11,6 +11,7 @@
 mod network;
 mod nodes;
 mod process;
+mod rwlock;
 mod soak;
 
 use std::sync::Arc;
@@ -97,9 +98,19 @@ fn minority_scenario(
     total: Duration,
     schedule: impl FnOnce(&AtomicBool) -> usize + Send,
 ) {
+    scenario(name, factory, Workload::new(name, 4, 2, total), schedule);
+}
+
+/// [`minority_scenario`] with a workload of its own (threads, roles: readers and writers of a
+/// read-write lock); returns the run it checked.
+fn scenario(
+    name: &str,
+    factory: &RedLockFactory,
+    work: Workload,
+    schedule: impl FnOnce(&AtomicBool) -> usize + Send,
+) -> history::Run {
     let witness = RedisCluster::start(1);
     let fault = Arc::new(AtomicBool::new(false));
-    let work = Workload::new(name, 4, 2, total);
     let prober = Prober::start(factory, &format!("{name}:probe"), &fault);
     let (run, faults) = thread::scope(|s| {
         let injector = s.spawn(|| schedule(&fault));
@@ -109,12 +120,17 @@ fn minority_scenario(
     let rounds = prober.finish();
     let probe_p99 = percentile(&rounds, 99.0);
     let probe_max = percentile(&rounds, 100.0);
+    let readers = if work.roles.is_empty() {
+        String::new()
+    } else {
+        format!(" | {}", crate::rwlock::shared_figures(&run.records))
+    };
     let check = history::report(
         name,
         &run,
         faults,
         &format!(
-            "probe rounds during faults: n={} p99={probe_p99:?} max={probe_max:?}",
+            "probe rounds during faults: n={} p99={probe_p99:?} max={probe_max:?}{readers}",
             rounds.len()
         ),
     );
@@ -138,6 +154,7 @@ fn minority_scenario(
         probe_max <= ROUND_BOUND * 3,
         "slowest round {probe_max:?} during faults"
     );
+    run
 }
 
 /// Waits `d` while the fault is on.
@@ -159,6 +176,7 @@ fn checker_finds_overlaps_and_fencing_disorder() {
         release_ok: true,
         acquire: Duration::ZERO,
         during_fault: false,
+        shared: false,
     };
     let clean = [rec("a", 1, 2, Some(1), true), rec("b", 3, 6, Some(2), true)];
     let c = history::check(&clean);

@@ -124,6 +124,7 @@ fn immediate_empty_restart_breaks_mutual_exclusion() {
         release_ok: false,
         acquire: Duration::ZERO,
         during_fault: true,
+        shared: false,
     };
     let records = [
         record("A", a_start, a_end, guard_a.is_valid()),
@@ -185,6 +186,7 @@ fn delayed_restart_keeps_mutual_exclusion() {
             release_ok: false,
             acquire: Duration::ZERO,
             during_fault: true,
+            shared: false,
         },
         Record {
             worker: "B".into(),
@@ -196,6 +198,7 @@ fn delayed_restart_keeps_mutual_exclusion() {
             release_ok: true,
             acquire: Duration::ZERO,
             during_fault: true,
+            shared: false,
         },
     ];
     let check = history::check(&records);

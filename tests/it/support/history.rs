@@ -12,6 +12,10 @@
 //! involving a holder that overran its lease is counted apart (an "overrun") rather than as a
 //! violation. When the lock hands out fencing tokens, the checker also asserts that they
 //! increase in witness order.
+//!
+//! Read-write locks: a reader's section is marked `shared`. Shared sections may overlap each
+//! other; a section that is not shared (a writer's, a mutex holder's) overlaps nothing: a writer
+//! is never with anyone else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, RedLockFactory};
+use redmutex::{Error, RedLockFactory, RedLockGuard, RwLockReadGuard, RwLockWriteGuard};
 
 /// The witness key incremented for every tick.
 pub const CLOCK_KEY: &str = "witness:clock";
@@ -91,13 +95,16 @@ pub struct Record {
     pub acquire: Duration,
     /// Whether a fault was active when the acquisition started.
     pub during_fault: bool,
+    /// A reader's section (of a read-write lock): it may overlap other shared sections, never
+    /// an exclusive one.
+    pub shared: bool,
 }
 
 impl Record {
     /// A `;`-separated line (worker and resource names must not contain `;`).
     pub fn to_line(&self) -> String {
         format!(
-            "{};{};{};{};{};{};{};{};{}",
+            "{};{};{};{};{};{};{};{};{};{}",
             self.worker,
             self.resource,
             self.start,
@@ -108,6 +115,7 @@ impl Record {
             u8::from(self.release_ok),
             self.acquire.as_micros(),
             u8::from(self.during_fault),
+            u8::from(self.shared),
         )
     }
 
@@ -117,7 +125,7 @@ impl Record {
     /// On a malformed line.
     pub fn from_line(line: &str) -> Self {
         let f: Vec<&str> = line.split(';').collect();
-        assert_eq!(f.len(), 9, "bad history line {line:?}");
+        assert_eq!(f.len(), 10, "bad history line {line:?}");
         Self {
             worker: f[0].to_owned(),
             resource: f[1].to_owned(),
@@ -128,6 +136,7 @@ impl Record {
             release_ok: f[6] == "1",
             acquire: Duration::from_micros(f[7].parse().unwrap()),
             during_fault: f[8] == "1",
+            shared: f[9] == "1",
         }
     }
 }
@@ -149,7 +158,8 @@ pub struct Check {
     pub fencing_violations: Vec<(Record, Record)>,
 }
 
-/// Checks that no two critical sections on the same resource overlap, and that fencing tokens
+/// Checks that no two critical sections on the same resource overlap unless both are shared
+/// (a writer is never with anyone else; readers may be together), and that fencing tokens
 /// (where present) increase in witness order.
 pub fn check(records: &[Record]) -> Check {
     let mut by_resource: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -164,22 +174,22 @@ pub fn check(records: &[Record]) -> Check {
     };
     for sections in by_resource.values_mut() {
         sections.sort_by_key(|r| r.start);
-        // The section reaching furthest so far: any later start before its end overlaps it.
-        let mut furthest: Option<&Record> = None;
+        // The sections reaching furthest so far, of any kind and exclusive only, among all and
+        // among those valid at their end: a later section that starts before one's end overlaps
+        // it. An exclusive section may overlap nothing; a shared one no exclusive section.
+        let mut furthest = Furthest::default();
         for &r in sections.iter() {
-            if let Some(f) = furthest
-                && r.start < f.end
-            {
-                let pair = (f.clone(), r.clone());
-                if f.valid_at_end && r.valid_at_end {
-                    out.violations.push(pair);
-                } else {
-                    out.overrun_overlaps.push(pair);
-                }
+            let (valid, any) = if r.shared {
+                (furthest.valid_exclusive, furthest.exclusive)
+            } else {
+                (furthest.valid_any, furthest.any)
+            };
+            if let Some(f) = valid.filter(|f| r.valid_at_end && r.start < f.end) {
+                out.violations.push((f.clone(), r.clone()));
+            } else if let Some(f) = any.filter(|f| r.start < f.end) {
+                out.overrun_overlaps.push((f.clone(), r.clone()));
             }
-            if furthest.is_none_or(|f| r.end > f.end) {
-                furthest = Some(r);
-            }
+            furthest.add(r);
         }
         let fenced: Vec<&&Record> = sections.iter().filter(|r| r.fencing.is_some()).collect();
         for w in fenced.windows(2) {
@@ -190,6 +200,35 @@ pub fn check(records: &[Record]) -> Check {
         }
     }
     out
+}
+
+/// The sections of one resource that reach furthest so far, by kind.
+#[derive(Default, Clone, Copy)]
+struct Furthest<'r> {
+    any: Option<&'r Record>,
+    exclusive: Option<&'r Record>,
+    valid_any: Option<&'r Record>,
+    valid_exclusive: Option<&'r Record>,
+}
+
+impl<'r> Furthest<'r> {
+    fn add(&mut self, r: &'r Record) {
+        let further = |slot: &mut Option<&'r Record>| {
+            if slot.is_none_or(|f| r.end > f.end) {
+                *slot = Some(r);
+            }
+        };
+        further(&mut self.any);
+        if r.valid_at_end {
+            further(&mut self.valid_any);
+        }
+        if !r.shared {
+            further(&mut self.exclusive);
+            if r.valid_at_end {
+                further(&mut self.valid_exclusive);
+            }
+        }
+    }
 }
 
 /// The `p`-th percentile (0..=100) of `values`, or zero when empty.
@@ -223,6 +262,76 @@ pub struct Workload {
     /// Push each record to the witness's history list instead of keeping it in memory (for
     /// long runs that measure this process's memory); read them back with [`fetch`].
     pub push_to_witness: bool,
+    /// What each thread takes: thread `t` has role `roles[t % roles.len()]`; empty: every
+    /// thread takes the mutex.
+    pub roles: Vec<Role>,
+}
+
+/// What a worker thread takes of each resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The mutex (`create_lock`).
+    Mutex,
+    /// A read lock of the read-write lock (`create_rwlock`): a shared section.
+    Read,
+    /// The write lock of the read-write lock.
+    Write,
+}
+
+/// A held lock of any role.
+enum Held {
+    Mutex(RedLockGuard),
+    Read(RwLockReadGuard),
+    Write(RwLockWriteGuard),
+}
+
+impl Held {
+    /// Takes `resource` as `role`, waiting at most `timeout`.
+    fn take(
+        factory: &RedLockFactory,
+        role: Role,
+        resource: &str,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        match role {
+            Role::Mutex => factory
+                .create_lock(resource)
+                .acquire_timeout(timeout)
+                .map(Self::Mutex),
+            Role::Read => factory
+                .create_rwlock(resource)
+                .read_timeout(timeout)
+                .map(Self::Read),
+            Role::Write => factory
+                .create_rwlock(resource)
+                .write_timeout(timeout)
+                .map(Self::Write),
+        }
+    }
+
+    fn is_valid(&self) -> bool {
+        match self {
+            Self::Mutex(g) => g.is_valid(),
+            Self::Read(g) => g.is_valid(),
+            Self::Write(g) => g.is_valid(),
+        }
+    }
+
+    fn fencing_token(&self) -> Option<u64> {
+        match self {
+            Self::Mutex(g) => g.fencing_token(),
+            Self::Read(_) => None,
+            Self::Write(g) => g.fencing_token(),
+        }
+    }
+
+    fn release(self) -> Result<(), Error> {
+        match self {
+            Self::Mutex(g) => g.release(),
+            Self::Read(g) => g.release(),
+            Self::Write(g) => g.release(),
+        }
+    }
 }
 
 impl Workload {
@@ -237,6 +346,7 @@ impl Workload {
             acquire_timeout: Duration::from_secs(10),
             name: format!("p{}", std::process::id()),
             push_to_witness: false,
+            roles: Vec::new(),
         }
     }
 }
@@ -295,6 +405,8 @@ pub fn kind(e: &Error) -> &'static str {
         Error::LockLost { .. } => "LockLost",
         Error::InvalidConfig(_) => "InvalidConfig",
         Error::InvalidArgument(_) => "InvalidArgument",
+        Error::Cancelled { .. } => "Cancelled",
+        Error::WouldDeadlock { .. } => "WouldDeadlock",
         _ => "other",
     }
 }
@@ -318,19 +430,19 @@ pub fn run_workers(
             thread::spawn(move || {
                 let mut witness = Witness::connect(witness_port);
                 let mut run = Run::default();
-                let locks: Vec<_> = work
-                    .resources
-                    .iter()
-                    .map(|r| factory.create_lock(r.as_str()))
-                    .collect();
+                let role = if work.roles.is_empty() {
+                    Role::Mutex
+                } else {
+                    work.roles[t % work.roles.len()]
+                };
                 for i in 0..work.max_per_thread {
                     if Instant::now() >= end {
                         break;
                     }
-                    let lock = &locks[(t + i) % locks.len()];
+                    let resource = &work.resources[(t + i) % work.resources.len()];
                     let during_fault = fault.load(Ordering::SeqCst);
                     let t0 = Instant::now();
-                    let got = lock.acquire_timeout(work.acquire_timeout);
+                    let got = Held::take(&factory, role, resource, work.acquire_timeout);
                     let took = t0.elapsed();
                     slowest.fetch_max(took.as_micros() as u64, Ordering::SeqCst);
                     match got {
@@ -345,7 +457,7 @@ pub fn run_workers(
                             let release_ok = g.release().is_ok();
                             let record = Record {
                                 worker: format!("{}/t{t}", work.name),
-                                resource: lock.resource().to_owned(),
+                                resource: resource.clone(),
                                 start,
                                 end: end_tick,
                                 fencing,
@@ -353,6 +465,7 @@ pub fn run_workers(
                                 release_ok,
                                 acquire: took,
                                 during_fault,
+                                shared: role == Role::Read,
                             };
                             if work.push_to_witness {
                                 witness.push(&record);

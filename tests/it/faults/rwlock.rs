@@ -1,0 +1,199 @@
+//! The read-write lock under faults, history-checked: readers, writers and a mutex holder on the
+//! same names while a minority of nodes crashes, stalls or is partitioned away, and while nodes
+//! are killed and restarted after the TTL (the delayed restart). A writer (or the mutex holder)
+//! must never be with anyone else; readers may share. Each scenario prints its figures
+//! (`cargo test --all-features --test it faults::rwlock:: -- --nocapture`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{TTL, fault_for, scenario, settings};
+use crate::support::RedisCluster;
+use crate::support::history::{self, Record, Role, Workload};
+use crate::support::proxy::Proxy;
+
+/// Six workers on two names: four readers, a writer and a mutex holder (a writer too).
+fn workload(name: &str, total: Duration) -> Workload {
+    let mut work = Workload::new(name, 6, 2, total);
+    work.roles = vec![
+        Role::Read,
+        Role::Write,
+        Role::Read,
+        Role::Read,
+        Role::Mutex,
+        Role::Read,
+    ];
+    work
+}
+
+/// What every read-write scenario checks besides the minority-fault promises (which include a
+/// clean history): readers and writers both got in, and readers really shared.
+fn assert_mixed(records: &[Record]) {
+    let shared = records.iter().filter(|r| r.shared).count();
+    assert!(shared > 10, "only {shared} read sections");
+    assert!(
+        records.len() - shared > 10,
+        "only {} write sections",
+        records.len() - shared
+    );
+    assert!(
+        crate::rwlock::max_concurrent_readers(records) >= 2,
+        "readers never shared"
+    );
+}
+
+/// Runs a read-write scenario (fencing on: writers' tokens must grow in witness order) and
+/// checks it.
+fn rw_scenario(
+    name: &str,
+    nodes: Vec<String>,
+    total: Duration,
+    schedule: impl FnOnce(&AtomicBool) -> usize + Send,
+) {
+    let factory = settings(nodes).fencing(true).build().unwrap();
+    let run = scenario(name, &factory, workload(name, total), schedule);
+    assert_mixed(&run.records);
+}
+
+#[test]
+fn checker_lets_readers_share_but_never_a_writer() {
+    let rec = |w: &str, start, end, shared, valid| Record {
+        worker: w.into(),
+        resource: "r".into(),
+        start,
+        end,
+        fencing: None,
+        valid_at_end: valid,
+        release_ok: true,
+        acquire: Duration::ZERO,
+        during_fault: false,
+        shared,
+    };
+    // Readers overlapping each other, a writer after them: clean.
+    let clean = [
+        rec("r1", 1, 10, true, true),
+        rec("r2", 2, 5, true, true),
+        rec("r3", 4, 12, true, true),
+        rec("w", 13, 14, false, true),
+        rec("r4", 15, 16, true, true),
+    ];
+    let c = history::check(&clean);
+    assert!(
+        c.violations.is_empty() && c.overrun_overlaps.is_empty(),
+        "{c:?}"
+    );
+    assert_eq!(crate::rwlock::max_concurrent_readers(&clean), 3);
+    // A writer inside a long read; a reader inside a write; a writer inside a write; an
+    // overrun reader overlapping a writer.
+    let bad = [
+        rec("r1", 1, 10, true, true),
+        rec("w1", 5, 6, false, true),
+        rec("w2", 20, 30, false, true),
+        rec("r2", 21, 22, true, true),
+        rec("w3", 25, 26, false, true),
+        rec("r3", 29, 40, true, false),
+    ];
+    let c = history::check(&bad);
+    assert_eq!(c.violations.len(), 3, "{c:?}");
+    assert_eq!(c.overrun_overlaps.len(), 1, "{c:?}");
+    let line = bad[3].to_line();
+    assert_eq!(Record::from_line(&line), bad[3]);
+}
+
+#[test]
+fn rw_minority_crash_no_writer_with_anyone() {
+    let cluster = RedisCluster::start(5);
+    rw_scenario(
+        "rw_minority_crash",
+        cluster.urls(),
+        Duration::from_secs(6),
+        |fault| {
+            thread::sleep(Duration::from_millis(500));
+            fault.store(true, Ordering::SeqCst);
+            cluster.kill(1);
+            cluster.kill(3);
+            // Delayed restart: down for longer than the TTL.
+            thread::sleep(TTL + Duration::from_millis(1500));
+            cluster.restart(1);
+            cluster.restart(3);
+            fault.store(false, Ordering::SeqCst);
+            2
+        },
+    );
+}
+
+#[test]
+fn rw_minority_stall_no_writer_with_anyone() {
+    let cluster = RedisCluster::start(3);
+    rw_scenario(
+        "rw_minority_stall",
+        cluster.urls(),
+        Duration::from_secs(5),
+        |fault| {
+            let mut faults = 0;
+            for _ in 0..2 {
+                thread::sleep(Duration::from_millis(400));
+                cluster.stop(2);
+                fault_for(fault, Duration::from_millis(1500));
+                cluster.cont(2);
+                faults += 1;
+            }
+            faults
+        },
+    );
+}
+
+#[test]
+fn rw_minority_partition_no_writer_with_anyone() {
+    let cluster = RedisCluster::start(5);
+    let proxies: Vec<Proxy> = (0..5).map(|i| Proxy::start(cluster.port(i))).collect();
+    rw_scenario(
+        "rw_minority_partition",
+        proxies.iter().map(Proxy::url).collect(),
+        Duration::from_secs(5),
+        |fault| {
+            let mut faults = 0;
+            for round in 0..2 {
+                thread::sleep(Duration::from_millis(400));
+                let cut = if round == 0 { [3, 4] } else { [0, 1] };
+                for i in cut {
+                    proxies[i].cut();
+                }
+                fault_for(fault, Duration::from_millis(1500));
+                for i in cut {
+                    proxies[i].heal();
+                }
+                faults += 2;
+            }
+            faults
+        },
+    );
+}
+
+/// Each node in turn is killed and kept down for longer than the TTL, then restarted empty
+/// (the delayed restart that keeps Redlock safe without persistence): readers' entries and
+/// writers' keys it forgot had expired anyway.
+#[test]
+fn rw_delayed_restarts_no_writer_with_anyone() {
+    let cluster = RedisCluster::start(3);
+    rw_scenario(
+        "rw_delayed_restart",
+        cluster.urls(),
+        Duration::from_secs(8),
+        |fault| {
+            let end = Instant::now() + Duration::from_millis(7_000);
+            let mut n = 0;
+            while Instant::now() + TTL * 2 < end {
+                thread::sleep(Duration::from_millis(300));
+                fault.store(true, Ordering::SeqCst);
+                cluster.kill(n % 3);
+                thread::sleep(TTL + Duration::from_millis(300));
+                cluster.restart(n % 3);
+                fault.store(false, Ordering::SeqCst);
+                n += 1;
+            }
+            n
+        },
+    );
+}
