@@ -122,6 +122,7 @@ mod keeper;
 mod protocol;
 // Runtime state and services:
 mod notify;
+mod observe;
 mod shared;
 mod waker;
 // The round, the nodes, and what goes on the wire:
@@ -131,12 +132,22 @@ mod node;
 mod round;
 mod scripts;
 
-pub use error::{Error, NodeError, Result};
+pub use error::{Error, NodeError, NodeErrorKind, Result};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
-pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
+pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+pub use observe::{HandleEvent, Losses, Stats};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
+
+/// The events an [`HandleEvent`] implementation is told of, each a `#[non_exhaustive]` struct
+/// borrowed for the call (as in r2d2's `event` module).
+pub mod event {
+    pub use crate::observe::{
+        AcquireEvent, ContendedEvent, ExtendFailedEvent, GiveUpEvent, LossEvent, NodeDownEvent,
+        NodeUpEvent, Votes,
+    };
+}
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -2,11 +2,14 @@
 //! the validated settings, and the wake-up and callback services. It sits below the handles
 //! (factory, lock, guard) and the lease protocol, and imports neither.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::node::Nodes;
 use crate::notify::Notifier;
+use crate::observe::{HandleEvent, MAX_PENDING, Observer};
 use crate::round;
 use crate::waker::Waker;
 
@@ -36,7 +39,9 @@ pub(crate) struct Shared {
     /// Wake-up on release.
     pub(crate) waker: Waker,
     /// The thread user callbacks run on.
-    pub(crate) notifier: Notifier,
+    pub(crate) notifier: Arc<Notifier>,
+    /// Counters, the event handler, the slow-acquire threshold.
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl Shared {
@@ -44,6 +49,40 @@ impl Shared {
     pub(crate) fn drift(&self, ttl: Duration) -> Duration {
         round::drift(ttl, self.config.drift_factor)
     }
+
+    /// Hands an event to the event handler on the callback thread (see [`deliver`]).
+    pub(crate) fn deliver(
+        &self,
+        event: &'static str,
+        call: impl FnOnce(&dyn HandleEvent) + Send + 'static,
+    ) {
+        deliver(&self.notifier, &self.observer, event, call);
+    }
+}
+
+/// Hands an event seen on a library thread (or under a library lock) to the event handler, to be
+/// delivered on the callback thread after the jobs already queued there. Nothing to do without
+/// a handler; an event is dropped (and counted) when the handler has fallen [`MAX_PENDING`]
+/// events behind. Never blocks: it may be called while a lease's round lock is held.
+pub(crate) fn deliver(
+    notifier: &Notifier,
+    observer: &Arc<Observer>,
+    event: &'static str,
+    call: impl FnOnce(&dyn HandleEvent) + Send + 'static,
+) {
+    let Some(handler) = observer.handler.clone() else {
+        return;
+    };
+    if observer.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+        observer.pending.fetch_sub(1, Ordering::AcqRel);
+        observer.counters.events_dropped.incr();
+        return;
+    }
+    let observer = Arc::clone(observer);
+    notifier.run(Box::new(move || {
+        observer.guarded(event, || call(handler.as_ref()));
+        observer.pending.fetch_sub(1, Ordering::AcqRel);
+    }));
 }
 
 /// Checks a lease duration (a TTL or an extension).
