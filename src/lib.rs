@@ -137,6 +137,8 @@ pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
 pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+#[cfg(feature = "metrics")]
+pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 

@@ -18,6 +18,8 @@ use crate::error::Error;
 use crate::node::{NodeStats, Nodes};
 
 pub(crate) mod events;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod trace;
 
 pub use events::{
