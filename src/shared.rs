@@ -115,3 +115,66 @@ pub(crate) fn check_max_hold(limit: Option<Duration>) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::LossEvent;
+    use crate::observe::LossReason;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Condvar, Mutex};
+    use std::time::Instant;
+
+    /// Blocks in its first call until the gate opens; counts its calls.
+    #[derive(Default)]
+    struct Stuck {
+        calls: AtomicUsize,
+        gate: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl HandleEvent for Stuck {
+        fn on_loss(&self, _: &LossEvent<'_>) {
+            if self.calls.fetch_add(1, Ordering::AcqRel) == 0 {
+                let gate = self.gate.lock().unwrap();
+                let _ = self
+                    .opened
+                    .wait_timeout_while(gate, Duration::from_secs(30), |open| !*open)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn events_beyond_the_pending_bound_are_dropped_and_counted_while_the_handler_blocks() {
+        let stuck = Arc::new(Stuck::default());
+        let observer = Arc::new(Observer::new(Some(Arc::clone(&stuck) as _), None));
+        let notifier = Notifier::default();
+        let loss = |h: &dyn HandleEvent| {
+            h.on_loss(&LossEvent {
+                resource: "k",
+                reason: LossReason::Expired,
+            });
+        };
+        deliver(&notifier, &observer, "on_loss", loss);
+        let end = Instant::now() + Duration::from_secs(10);
+        while stuck.calls.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < end, "the first event never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // One event runs (blocked), MAX_PENDING - 1 more fit in the queue, the rest are dropped.
+        let extra = 2 * MAX_PENDING;
+        for _ in 0..extra {
+            deliver(&notifier, &observer, "on_loss", loss);
+        }
+        let dropped = observer.counters.events_dropped.get();
+        assert_eq!(dropped, u64::try_from(extra + 1 - MAX_PENDING).unwrap());
+        *stuck.gate.lock().unwrap() = true;
+        stuck.opened.notify_all();
+        while observer.pending.load(Ordering::Acquire) > 0 {
+            assert!(Instant::now() < end, "the queue never drained");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(stuck.calls.load(Ordering::Acquire), MAX_PENDING);
+    }
+}

@@ -314,6 +314,26 @@ impl std::fmt::Debug for Hears {
 }
 
 impl Health {
+    fn new(name: String, index: usize, listener: Option<Listener>) -> Self {
+        Self {
+            name,
+            index,
+            epoch: Instant::now(),
+            generation: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+            last_kind: AtomicU8::new(0),
+            round_trip: AtomicU64::new(0),
+            given: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failed_votes: AtomicU64::new(0),
+            downs: AtomicU64::new(0),
+            transition: Mutex::new(()),
+            listener: Hears(listener),
+        }
+    }
+
     fn now_nanos(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -456,23 +476,7 @@ struct NodeSettings {
 impl Node {
     fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
-        let health = Arc::new(Health {
-            name: name.clone(),
-            index,
-            epoch: Instant::now(),
-            generation: AtomicU64::new(0),
-            failures: AtomicU32::new(0),
-            down_until: AtomicU64::new(0),
-            last_error: Mutex::new(String::new()),
-            last_kind: AtomicU8::new(0),
-            round_trip: AtomicU64::new(0),
-            given: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            failed_votes: AtomicU64::new(0),
-            downs: AtomicU64::new(0),
-            transition: Mutex::new(()),
-            listener: Hears(s.listener.clone()),
-        });
+        let health = Arc::new(Health::new(name.clone(), index, s.listener.clone()));
         let source = Arc::new(match spec {
             NodeSpec::Direct(info) => Source::Direct(Client::open(info)?),
             NodeSpec::Sentinel(node) => Source::Sentinel(Resolver::new(&node)?),
@@ -688,5 +692,55 @@ impl Nodes {
     /// How many rounds were made on these nodes.
     pub(crate) fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn health_reports_each_transition_once_in_order_and_keeps_its_counters() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let listener: Listener = {
+            let heard = Arc::clone(&heard);
+            Arc::new(move |c: &NodeChange<'_>| {
+                heard
+                    .lock()
+                    .unwrap()
+                    .push((c.index, c.node.to_owned(), c.failure.map(|f| f.0)));
+            })
+        };
+        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener));
+        let fresh = h.stats();
+        assert!(fresh.up && fresh.last_error.is_none() && fresh.round_trip.is_none());
+        h.answered(10 * MS);
+        assert_eq!(h.stats().round_trip, Some(10 * MS));
+        // Smoothed: an eighth of the way to each new sample.
+        h.answered(18 * MS);
+        assert_eq!(h.stats().round_trip, Some(11 * MS));
+        h.failed(NodeErrorKind::Refused, "refused");
+        // Further failures while down, and replies, report nothing new until it is up.
+        h.failed(NodeErrorKind::Timeout, "timed out");
+        let down = h.stats();
+        assert!(!down.up);
+        assert_eq!(down.last_error, Some(NodeErrorKind::Timeout));
+        assert_eq!(down.times_down, 1);
+        h.answered(MS);
+        h.answered(MS);
+        h.failed(NodeErrorKind::Dropped, "reset");
+        let heard = heard.lock().unwrap().clone();
+        let node = "127.0.0.1:1".to_owned();
+        assert_eq!(
+            heard,
+            [
+                (4, node.clone(), Some(NodeErrorKind::Refused)),
+                (4, node.clone(), None),
+                (4, node, Some(NodeErrorKind::Dropped)),
+            ]
+        );
+        assert_eq!(h.stats().times_down, 2);
     }
 }

@@ -140,7 +140,8 @@ pub struct Stats {
     pub release_failures: u64,
     /// Held locks lost, by reason.
     pub losses: Losses,
-    /// Gauge: leases held now (guards alive, including lost ones not yet dropped).
+    /// Gauge: leases held now: acquired, and not yet released, leaked or dropped (a lost lease
+    /// counts until its guard is released or dropped).
     pub held: u64,
     /// Gauge: acquisitions waiting now for a lock held elsewhere.
     pub waiting: u64,
@@ -375,5 +376,57 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::LockLost { .. } => "lock_lost",
         Error::NotHeld { .. } => "not_held",
         Error::InvalidConfig(_) | Error::InvalidArgument(_) => "invalid",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+
+    impl HandleEvent for Panics {
+        fn on_loss(&self, _: &events::LossEvent<'_>) {
+            panic!("handler bug");
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_is_caught_and_counted_and_no_handler_costs_nothing() {
+        let observer = Observer::new(Some(Arc::new(Panics)), None);
+        let event = events::LossEvent {
+            resource: "k",
+            reason: LossReason::TokenGone,
+        };
+        observer.inline("on_loss", |h| h.on_loss(&event));
+        observer.inline("on_loss", |h| h.on_loss(&event));
+        assert_eq!(observer.counters.handler_panics.get(), 2);
+        let none = Observer::new(None, None);
+        none.inline("on_loss", |_| unreachable!("no handler, no call"));
+    }
+
+    #[test]
+    fn losses_add_up_by_reason() {
+        let c = Counters::default();
+        for reason in [
+            LossReason::Expired,
+            LossReason::TokenGone,
+            LossReason::TokenGone,
+            LossReason::HoldLimit,
+        ] {
+            c.lost(reason);
+        }
+        let losses = Losses {
+            expired: c.expired.get(),
+            token_gone: c.token_gone.get(),
+            hold_limit: c.hold_limit.get(),
+        };
+        assert_eq!(losses.total(), 4);
+        assert_eq!(losses.of(LossReason::TokenGone), 2);
+        assert_eq!(LossReason::TokenGone.as_str(), "token_gone");
+        c.acquired(Duration::from_millis(3), true);
+        c.acquired(Duration::from_millis(4), false);
+        assert_eq!((c.acquisitions.get(), c.contended.get()), (2, 1));
+        assert_eq!(c.waited.get(), 7_000_000);
     }
 }

@@ -491,6 +491,9 @@ impl Lease {
     pub(crate) fn mark_ended(&self) {
         let callbacks = {
             let mut outcome = lock(&self.outcome);
+            if !outcome.ended {
+                self.shared.observer.counters.held.decr();
+            }
             outcome.ended = true;
             if outcome.waiters > 0 {
                 self.outcome_changed.notify_all();
@@ -519,8 +522,15 @@ impl Lease {
 }
 
 impl Drop for Lease {
+    /// A lease dropped without its end being marked (none is, today) is no longer held.
     fn drop(&mut self) {
-        self.shared.observer.counters.held.decr();
+        let ended = match self.outcome.get_mut() {
+            Ok(outcome) => outcome.ended,
+            Err(poisoned) => poisoned.into_inner().ended,
+        };
+        if !ended {
+            self.shared.observer.counters.held.decr();
+        }
     }
 }
 
