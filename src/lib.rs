@@ -74,6 +74,17 @@
 //! - **Sentinel-managed nodes** ([`SentinelNode`], `redis+sentinel://` URLs): each node may be
 //!   a master group that fails over by itself; the quorum still needs independent groups.
 //!
+//! # Observing it in production
+//!
+//! - [`RedLockFactory::stats`]: counters since the factory was created (acquisitions, waits,
+//!   timeouts, rounds, renewals, losses by reason, ...) and each node's state ([`NodeStats`]),
+//!   kept with relaxed atomics on every path, always on.
+//! - [`RedLockFactoryBuilder::event_handler`]: a [`HandleEvent`] told of acquisitions, waits,
+//!   give-ups, failed extensions, losses and nodes going down and up, without ever running on
+//!   the keep-alive thread or under a library lock.
+//! - [`RedLockFactoryBuilder::slow_acquire_threshold`]: a warning for slow acquisitions.
+//! - The `tracing` and `metrics` features below.
+//!
 //! # What it guarantees
 //!
 //! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
@@ -94,11 +105,16 @@
 //!
 //! - `tls` (alias of `tls-rustls`): `rediss://` nodes through rustls.
 //! - `tls-native-tls`: `rediss://` nodes through the platform's TLS library.
+//! - `tracing`: a span per acquisition, extension, release and renewal batch (target
+//!   `redmutex`, fields `resource` and `outcome`), and a `debug` event per round with its votes.
+//! - `metrics`: `MetricsHandler`, an event handler recording fixed, low-cardinality series
+//!   through the `metrics` facade (`examples/metrics.rs` serves them for Prometheus).
 //!
 //! # Logging
 //!
-//! Through the [`log`] facade: `debug` for each round, `warn` for node failures, lost locks
-//! and failed releases on drop. The library never prints and never logs node URLs or tokens.
+//! Through the [`log`] facade: `debug` for each round, `warn` for node failures, lost locks,
+//! failed releases on drop, slow acquisitions (when a threshold is set) and a panicking event
+//! handler. The library never prints and never logs node URLs or tokens.
 #![cfg_attr(
     not(test),
     deny(
