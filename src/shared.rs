@@ -63,7 +63,8 @@ impl Shared {
 /// Hands an event seen on a library thread (or under a library lock) to the event handler, to be
 /// delivered on the callback thread after the jobs already queued there. Nothing to do without
 /// a handler; an event is dropped (and counted) when the handler has fallen [`MAX_PENDING`]
-/// events behind. Never blocks: it may be called while a lease's round lock is held.
+/// events behind, or when the callback thread cannot be started. Never blocks and never runs
+/// the handler here: it may be called while a lease's round lock is held.
 pub(crate) fn deliver(
     notifier: &Notifier,
     observer: &Arc<Observer>,
@@ -78,11 +79,16 @@ pub(crate) fn deliver(
         observer.counters.events_dropped.incr();
         return;
     }
-    let observer = Arc::clone(observer);
-    notifier.run(Box::new(move || {
-        observer.guarded(event, || call(handler.as_ref()));
+    let queued = Arc::clone(observer);
+    let job = Box::new(move || {
+        queued.guarded(event, || call(handler.as_ref()));
+        queued.pending.fetch_sub(1, Ordering::AcqRel);
+    });
+    // Never run here, where a library lock may be held: without a callback thread, drop it.
+    if notifier.hand_over(job).is_err() {
         observer.pending.fetch_sub(1, Ordering::AcqRel);
-    }));
+        observer.counters.events_dropped.incr();
+    }
 }
 
 /// Checks a lease duration (a TTL or an extension).

@@ -19,7 +19,8 @@ use crate::error::{Error, NodeErrorKind};
 ///   [`on_contended`](Self::on_contended), [`on_give_up`](Self::on_give_up), and
 ///   [`on_extend_failed`](Self::on_extend_failed) for a [`RedLockGuard::extend`]) are
 ///   delivered on the calling thread, before the call returns, with no library lock held. A slow
-///   handler slows that call down, and nothing else.
+///   handler slows that call down, and nothing else (but a slow `on_acquire` eats into the new
+///   lease's validity: the guard is handed out, and kept alive, after it returns).
 /// - **Events the library's own threads see** (keep-alive renewal failures, losses, a node
 ///   going down or coming back, which connector threads and the keep-alive thread see too) are
 ///   delivered on the factory's callback thread (`redmutex-notify`, the thread
