@@ -642,6 +642,8 @@ struct Holding {
     acquired: Instant,
     /// When the holder began to release it (the end of its critical section).
     releasing: Instant,
+    /// When its `release` returned.
+    released: Instant,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -650,6 +652,13 @@ struct Contended {
     share_to_other: f64,
     other_p50_us: f64,
     other_p99_us: f64,
+    /// Handoffs to a different thread, from the holder's `release` returning to the next
+    /// holder's `acquire` returning (0 when the acquire returned first).
+    after_release_p50_us: f64,
+    /// Of those, the share (%) whose `acquire` returned before the `release` did.
+    before_release_pct: f64,
+    /// The p50 of an uncontended 3-node cycle timed just before this run (NaN for the floor).
+    cycle_p50_us: f64,
     wait_p99_us: f64,
     min_per_thread: f64,
     max_per_thread: f64,
@@ -658,11 +667,14 @@ struct Contended {
 }
 
 /// Turns every thread's holdings into the contended figures. A handoff is the time from the
-/// start of a release to the return of the next `acquire`, by whichever thread.
+/// start of a release to the return of the next `acquire`, by whichever thread; the handoffs to
+/// another thread are also timed from the return of the release.
 fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
     all.sort_by_key(|h| h.acquired);
     let mut gaps = Vec::new();
     let mut other = Vec::new();
+    let mut after_release = Vec::new();
+    let mut before_release = 0;
     let mut overlaps = 0;
     for w in all.windows(2) {
         if w[1].acquired < w[0].releasing {
@@ -677,6 +689,17 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         gaps.push(gap);
         if w[1].thread != w[0].thread {
             other.push(gap);
+            if w[1].acquired < w[0].released {
+                before_release += 1;
+            }
+            after_release.push(
+                u64::try_from(
+                    w[1].acquired
+                        .saturating_duration_since(w[0].released)
+                        .as_nanos(),
+                )
+                .unwrap_or(u64::MAX),
+            );
         }
     }
     let mut waits: Vec<u64> = all
@@ -685,6 +708,7 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         .collect();
     waits.sort_unstable();
     other.sort_unstable();
+    after_release.sort_unstable();
     let mut per_thread = [0usize; CONTENDERS];
     for h in &all {
         per_thread[h.thread] += 1;
@@ -699,6 +723,13 @@ fn analyse(mut all: Vec<Holding>, wall: Duration, errors: usize) -> Contended {
         },
         other_p50_us: percentile(&other, 0.50) / 1e3,
         other_p99_us: percentile(&other, 0.99) / 1e3,
+        after_release_p50_us: percentile(&after_release, 0.50) / 1e3,
+        before_release_pct: if other.is_empty() {
+            f64::NAN
+        } else {
+            f64::from(before_release) / other.len() as f64 * 100.0
+        },
+        cycle_p50_us: f64::NAN,
         wait_p99_us: percentile(&waits, 0.99) / 1e3,
         min_per_thread: per_thread.iter().copied().min().unwrap_or(0) as f64,
         max_per_thread: per_thread.iter().copied().max().unwrap_or(0) as f64,
@@ -735,6 +766,7 @@ fn contended_library(fac: &RedLockFactory, key: &str, run: Duration) -> Contende
                                     asked,
                                     acquired,
                                     releasing,
+                                    released: Instant::now(),
                                 });
                             }
                             Err(Error::Timeout { .. }) => break,
@@ -790,6 +822,7 @@ fn contended_floor(urls: &[String], key: &str, run: Duration) -> Contended {
                             asked,
                             acquired,
                             releasing,
+                            released: Instant::now(),
                         });
                         asked = Instant::now();
                     }
@@ -812,10 +845,23 @@ fn contended_row(name: &str, runs: &[Contended], floor: &[Contended], ping_us: f
     let floor_runs: Vec<Run> = floor.iter().map(|c| c.run).collect();
     let row = Row::new(name, 3, CONTENDERS, &plain).vs_floor(&floor_runs, &plain);
     let p50 = row.p50_us;
-    row.with("share_to_other_pct", pick(|c| c.share_to_other))
+    let mut row = row
+        .with("share_to_other_pct", pick(|c| c.share_to_other))
         .with("handoff_other_p50_us", pick(|c| c.other_p50_us))
         .with("handoff_other_p99_us", pick(|c| c.other_p99_us))
         .with("handoff_p50_in_pings", p50 / ping_us)
+        .with(
+            "handoff_after_release_p50_us",
+            pick(|c| c.after_release_p50_us),
+        );
+    if runs.iter().any(|c| c.cycle_p50_us.is_finite()) {
+        // Each run's ratio to the cycle timed just before it; the median of those.
+        row = row.with("cycle_p50_us", pick(|c| c.cycle_p50_us)).with(
+            "handoff_vs_cycle",
+            pick(|c| c.after_release_p50_us / c.cycle_p50_us),
+        );
+    }
+    row.with("before_release_pct", pick(|c| c.before_release_pct))
         .with("wait_p99_us", pick(|c| c.wait_p99_us))
         .with("min_per_thread", pick(|c| c.min_per_thread))
         .with("max_per_thread", pick(|c| c.max_per_thread))
@@ -828,18 +874,30 @@ fn contended(s: &Settings, urls: &[String], ping_us: f64) -> Vec<Row> {
     progress("contended, 4 threads on one key, 3 nodes");
     let fair = fair_factory(urls);
     let default = factory(urls, TTL);
+    // The uncontended cycle the handoff is compared with, timed just before each library run
+    // (the machine's load drifts between the single-thread scenarios and these).
+    let solo_factory = factory(urls, TTL);
+    let solo = solo_factory.create_lock("bench:contended:solo");
+    let solo_cycle = || {
+        let g = solo.acquire().expect("uncontended acquire");
+        g.release().expect("release");
+    };
     // Warm up both factories' pools (4 connections per node each).
     contended_library(&fair, "bench:contended:fair", s.warmup);
     contended_library(&default, "bench:contended:default", s.warmup);
+    time_ops(s.warmup, solo_cycle);
+    let paired = |fac: &RedLockFactory, key: &str| {
+        let cycle = time_ops(s.run, solo_cycle);
+        Contended {
+            cycle_p50_us: cycle.p50_us,
+            ..contended_library(fac, key, s.long_run)
+        }
+    };
     let (mut fl, mut fa, mut de) = (vec![], vec![], vec![]);
     for _ in 0..s.long_runs {
         fl.push(contended_floor(urls, "bench:contended:floor", s.long_run));
-        fa.push(contended_library(&fair, "bench:contended:fair", s.long_run));
-        de.push(contended_library(
-            &default,
-            "bench:contended:default",
-            s.long_run,
-        ));
+        fa.push(paired(&fair, "bench:contended:fair"));
+        de.push(paired(&default, "bench:contended:default"));
     }
     vec![
         contended_row("contended-floor-1ms", &fl, &fl, ping_us),

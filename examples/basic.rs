@@ -1,6 +1,6 @@
 //! Take a lock, work, release it, and see what `release` reports.
 //!
-//! Run with `REDMUTEX_NODES=redis://127.0.0.1:7001,...` (or `scripts/demo.sh`, which starts
+//! Run with `REDMUTEX_NODES="redis://127.0.0.1:7001 ..."` (or `scripts/demo.sh`, which starts
 //! local nodes).
 
 use std::time::Duration;

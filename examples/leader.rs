@@ -3,7 +3,7 @@
 //! lease (nodes gone, key deleted) is told at once and steps down.
 //!
 //! ```sh
-//! REDMUTEX_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
+//! REDMUTEX_NODES="redis://127.0.0.1:7001 redis://127.0.0.1:7002 redis://127.0.0.1:7003" \
 //!     cargo run --example leader -- node-a
 //! ```
 

@@ -4,7 +4,7 @@
 #
 # With REDMUTEX_NODES unset, starts three throw-away redis-servers on free
 # loopback ports (no persistence, in a temp dir) and stops them on exit.
-# With REDMUTEX_NODES set (comma-separated redis:// URLs), uses those as given.
+# With REDMUTEX_NODES set (node URLs separated by spaces or ';'), uses those as given.
 # Extra arguments are passed to the example.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -88,7 +88,7 @@ if [[ -z "${REDMUTEX_NODES:-}" ]]; then
         start_node "$n"
         urls+=("redis://127.0.0.1:$started_port")
     done
-    REDMUTEX_NODES=$(IFS=,; echo "${urls[*]}")
+    REDMUTEX_NODES="${urls[*]}"
     echo "demo.sh: started 3 local redis-server nodes: $REDMUTEX_NODES" >&2
 fi
 export REDMUTEX_NODES

@@ -446,7 +446,11 @@ impl Drop for Seat<'_> {
             let mut state = lock(&self.room.state);
             state.waiters -= 1;
             if state.waiters > 0 {
-                // Someone else reads the subscription from now on.
+                drop(state);
+                drop(rooms);
+                // Someone else reads the subscription from now on. Notified with no lock held: a
+                // waiter woken while this thread still held the room's lock would block on it at
+                // once, and this thread's unlock would have to wake it a second time.
                 self.room.changed.notify_one();
                 return;
             }

@@ -61,6 +61,12 @@ fn lifecycle_five_nodes() {
     lifecycle(5);
 }
 
+/// More nodes than a round keeps on the stack (8): the connections spill to a `Vec`.
+#[test]
+fn lifecycle_nine_nodes() {
+    lifecycle(9);
+}
+
 #[test]
 fn design_card_line_holds_until_scope_end() -> Result<(), Error> {
     let cluster = RedisCluster::start(3);

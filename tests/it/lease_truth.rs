@@ -778,6 +778,13 @@ fn scoped_basics(cluster: &RedisCluster, f: &RedLockFactory) -> Result<(), Strin
         .ok_or("acquire: busy")?;
     g.extend(Duration::from_secs(5))
         .map_err(|e| format!("extend: {e}"))?;
+    let seen = f
+        .create_lock("lk:a")
+        .inspect()
+        .map_err(|e| format!("inspect: {e}"))?;
+    if !seen.is_held_by(g.token()) {
+        return Err(format!("inspect: not seen as held by us: {:?}", seen.state));
+    }
     g.release().map_err(|e| format!("release: {e}"))?;
     for i in 0..cluster.len() {
         if cluster.cmd(i, &["EXISTS", "lk:a"]) != "0" {

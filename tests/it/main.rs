@@ -28,4 +28,5 @@ mod security;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]
 mod tls;
+mod tokens;
 mod wakeup;
