@@ -646,9 +646,12 @@ fn stats_and_events_show_no_password() {
 mod tracing_spans {
     use std::sync::Mutex;
 
+    use std::sync::OnceLock;
+
     use tracing::field::{Field, Visit};
     use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
+    use tracing::subscriber::NoSubscriber;
+    use tracing::{Dispatch, Event, Metadata, Subscriber};
 
     use crate::support::{self, RedisCluster};
 
@@ -726,8 +729,17 @@ mod tracing_spans {
     fn spans_per_operation_and_an_event_per_round() {
         let cluster = RedisCluster::start(3);
         let factory = support::factory(&cluster).build().unwrap();
+        // tracing caches each callsite's interest process-wide, computed by the first thread
+        // that reaches it; while at most one dispatcher is registered it asks that thread's
+        // default, so a concurrent test thread (no subscriber) could cache "never" for a span
+        // this test waits for (tokio-rs/tracing#3611, #2874). A second dispatcher registered
+        // for the life of the process makes every registration ask all of them, and the cache
+        // is rebuilt once ours is the default here.
+        static PINNED: OnceLock<Dispatch> = OnceLock::new();
+        PINNED.get_or_init(|| Dispatch::new(NoSubscriber::default()));
         let collect: &'static Collect = Box::leak(Box::default());
         tracing::subscriber::with_default(collect, || {
+            tracing::callsite::rebuild_interest_cache();
             let g = factory.create_lock("obs:traced").acquire().unwrap();
             g.extend(std::time::Duration::from_secs(5)).unwrap();
             g.release().unwrap();
