@@ -7,6 +7,13 @@
 //!    10,000 guards with a 30 s TTL over 3 nodes, held for longer than the TTL, watching every
 //!    guard's validity (the quick mode uses a 3 s TTL, so that several renewal rounds happen in
 //!    a few seconds).
+//! 3. `observability`: the cost of the statistics (always on): an uncontended acquire + release
+//!    cycle against the floor (the same commands with no library: `SET NX PX` on every node,
+//!    then the compare-and-delete script, over one open connection per node, written to every
+//!    node before any reply is read, as in benches/redlock.rs); and, with the `metrics`
+//!    feature, the same cycle with a `MetricsHandler` and a Prometheus recorder installed
+//!    against the cycle without them. Runs are interleaved in a rotating order, and each
+//!    figure is the median of the per-run paired ratios.
 //!
 //! 3. `rwlock`: the cost of the read-write lock's scripts: a read cycle (read + release: a lone
 //!    reader), a read cycle while another reader holds the lock (the readers' sorted set), and a
@@ -23,14 +30,19 @@
 #[path = "../tests/it/support/mod.rs"]
 mod common;
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+use redis::Value;
 use redmutex::RedLockFactory;
 
 struct Mode {
     name: &'static str,
     runs: usize,
     run: Duration,
+    /// Runs of each variant of the observability scenario, and the length of one.
+    obs_runs: usize,
+    obs_run: Duration,
     guards: usize,
     ttl: Duration,
     hold: Duration,
@@ -43,6 +55,8 @@ fn mode() -> Mode {
             name: "quick",
             runs: 5,
             run: Duration::from_millis(300),
+            obs_runs: 11,
+            obs_run: Duration::from_millis(100),
             guards: 10_000,
             ttl: Duration::from_secs(3),
             hold: Duration::from_secs(7),
@@ -52,6 +66,8 @@ fn mode() -> Mode {
             name: "full",
             runs: 15,
             run: Duration::from_millis(500),
+            obs_runs: 61,
+            obs_run: Duration::from_millis(150),
             guards: 10_000,
             ttl: Duration::from_secs(30),
             hold: Duration::from_secs(40),
@@ -62,6 +78,8 @@ fn mode() -> Mode {
             name: "smoke",
             runs: 1,
             run: Duration::from_millis(50),
+            obs_runs: 1,
+            obs_run: Duration::from_millis(50),
             guards: 100,
             ttl: Duration::from_secs(1),
             hold: Duration::from_secs(2),
@@ -251,9 +269,227 @@ fn wanted(name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
+/// The compare-and-delete script of the floor (the plain one every Redlock client sends).
+const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+else
+    return 0
+end"#;
+
+/// An uncontended cycle with no library: one open connection per node, commands packed by hand
+/// into a reused buffer, each written to every node before any reply is read.
+struct Floor {
+    cons: Vec<redis::Connection>,
+    sha: String,
+    buf: Vec<u8>,
+    seq: u64,
+}
+
+impl Floor {
+    fn connect(urls: &[String]) -> Self {
+        let mut sha = String::new();
+        let cons = urls
+            .iter()
+            .map(|url| {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let mut con = client.get_connection().unwrap();
+                sha = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(RELEASE_SRC)
+                    .query(&mut con)
+                    .unwrap();
+                con
+            })
+            .collect();
+        Self {
+            cons,
+            sha,
+            buf: Vec::with_capacity(256),
+            seq: 0,
+        }
+    }
+
+    fn pack(&mut self, args: &[&[u8]]) {
+        self.buf.clear();
+        let _ = write!(self.buf, "*{}\r\n", args.len());
+        for a in args {
+            let _ = write!(self.buf, "${}\r\n", a.len());
+            self.buf.extend_from_slice(a);
+            self.buf.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Writes the packed command to every node, then reads every reply; how many `yes` took.
+    fn round(&mut self, yes: fn(&Value) -> bool) -> usize {
+        for con in &mut self.cons {
+            con.send_packed_command(&self.buf).unwrap();
+        }
+        self.cons
+            .iter_mut()
+            .map(|con| con.recv_response().unwrap())
+            .filter(yes)
+            .count()
+    }
+
+    fn cycle(&mut self, key: &str) {
+        self.seq += 1;
+        let tok = format!("{:040x}", self.seq);
+        self.pack(&[
+            b"SET",
+            key.as_bytes(),
+            tok.as_bytes(),
+            b"NX",
+            b"PX",
+            b"10000",
+        ]);
+        assert_eq!(self.round(|v| matches!(v, Value::Okay)), self.cons.len());
+        let sha = std::mem::take(&mut self.sha);
+        self.pack(&[
+            b"EVALSHA",
+            sha.as_bytes(),
+            b"1",
+            key.as_bytes(),
+            tok.as_bytes(),
+        ]);
+        self.sha = sha;
+        assert_eq!(self.round(|v| matches!(v, Value::Int(1))), self.cons.len());
+    }
+}
+
+/// One operation of a benchmark variant.
+type Op<'a> = Box<dyn FnMut() + 'a>;
+
+/// Operations per second of `op` for `run`.
+fn rate(run: Duration, mut op: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < run {
+        op();
+        n += 1;
+    }
+    f64::from(n) / start.elapsed().as_secs_f64()
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "null".to_owned())
+}
+
+/// The median and the quartiles of `v`.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((v.len().saturating_sub(1)) as f64 * q).round() as usize;
+        v.get(i).copied().unwrap_or(f64::NAN)
+    };
+    (at(0.5), at(0.25), at(0.75))
+}
+
+/// The cost of the statistics (against the floor) and of the `metrics` handler with a
+/// recorder (against the same cycle without).
+fn observability(m: &Mode, cluster: &common::RedisCluster) {
+    let urls = cluster.urls();
+    let load_before = load();
+    let mut floor = Floor::connect(&urls);
+    let plain = RedLockFactory::new(&urls).unwrap();
+    let plain_lock = plain.create_lock("bench:obs:plain");
+    #[cfg(feature = "metrics")]
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
+    #[cfg(feature = "metrics")]
+    let measured = RedLockFactory::builder()
+        .nodes(&urls)
+        .event_handler(redmutex::MetricsHandler::new())
+        .build()
+        .unwrap();
+    #[cfg(feature = "metrics")]
+    let measured_lock = measured.create_lock("bench:obs:metrics");
+    // The variants: (name, one operation). The floor is first; every run measures all of them,
+    // in a rotating order, so they meet the same load.
+    let mut variants: Vec<(&str, Op<'_>)> = vec![
+        ("floor", Box::new(|| floor.cycle("bench:obs:floor"))),
+        (
+            "cycle",
+            Box::new(|| plain_lock.acquire().unwrap().release().unwrap()),
+        ),
+    ];
+    #[cfg(feature = "metrics")]
+    variants.push((
+        "cycle-metrics",
+        Box::new(|| measured_lock.acquire().unwrap().release().unwrap()),
+    ));
+    for (_, op) in &mut variants {
+        rate(Duration::from_millis(50), op);
+    }
+    let n = variants.len();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for r in 0..m.obs_runs {
+        for k in 0..n {
+            let i = (r + k) % n;
+            if let Some((_, op)) = variants.get_mut(i) {
+                rates[i].push(rate(m.obs_run, op));
+            }
+        }
+    }
+    drop(variants);
+    let load_after = load();
+    // Paired per run: how much slower the cycle is than the floor, and the measured cycle than
+    // the plain one.
+    let paired = |slow: usize, fast: usize| -> Vec<f64> {
+        rates[fast]
+            .iter()
+            .zip(&rates[slow])
+            .map(|(f, s)| f / s)
+            .collect()
+    };
+    let median = |i: usize| quartiles(rates[i].clone()).0;
+    let (r, p25, p75) = quartiles(paired(1, 0));
+    println!(
+        "{{\"scenario\":\"observability\",\"mode\":\"{}\",\"nodes\":3,\"threads\":1,\
+         \"runs\":{},\"floor_per_sec\":{:.1},\"cycle_per_sec\":{:.1},\
+         \"ratio_cycle_to_floor\":{r:.3},\"ratio_p25\":{p25:.3},\"ratio_p75\":{p75:.3},\
+         \"load_before\":{load_before},\"load_after\":{load_after}}}",
+        m.name,
+        m.obs_runs,
+        median(0),
+        median(1),
+    );
+    #[cfg(feature = "metrics")]
+    {
+        let (r, p25, p75) = quartiles(paired(2, 1));
+        let acquisitions = prometheus
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("redmutex_acquisitions_total ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0);
+        println!(
+            "{{\"scenario\":\"metrics\",\"mode\":\"{}\",\"nodes\":3,\"threads\":1,\
+             \"runs\":{},\"cycle_per_sec\":{:.1},\"cycle_metrics_per_sec\":{:.1},\
+             \"ratio_on_to_off\":{r:.3},\"ratio_p25\":{p25:.3},\"ratio_p75\":{p75:.3},\
+             \"recorded_acquisitions\":{acquisitions},\"load_before\":{load_before},\
+             \"load_after\":{load_after}}}",
+            m.name,
+            m.obs_runs,
+            median(1),
+            median(2),
+        );
+    }
+}
+
 fn main() {
     let m = mode();
     let cluster = common::RedisCluster::start(3);
+    if wanted("observability") {
+        observability(&m, &cluster);
+    }
     if wanted("fencing") {
         fencing(&m, &cluster);
     }

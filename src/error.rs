@@ -36,7 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`RedLock::extend_token`]: crate::RedLock::extend_token
 /// [`Wait::cancel_on`]: crate::Wait::cancel_on
 /// [`RwLock::write`]: crate::RwLock::write
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The factory or lock configuration is invalid; the message names the setting.
@@ -209,7 +209,123 @@ impl NodeError {
     /// Whether the node was skipped because it failed recently and is backing off.
     #[must_use]
     pub fn is_backing_off(&self) -> bool {
-        matches!(self.cause, NodeCause::Down(_))
+        matches!(self.cause, NodeCause::Down(..))
+    }
+
+    /// What kind of failure this is. For a node skipped while backing off, the kind of the
+    /// failure that put it there.
+    #[must_use]
+    pub fn kind(&self) -> NodeErrorKind {
+        match &self.cause {
+            NodeCause::Redis(e) => NodeErrorKind::of(e),
+            NodeCause::Checkout(_) => NodeErrorKind::Timeout,
+            NodeCause::Down(kind, _) => *kind,
+            NodeCause::Unexpected(_) => NodeErrorKind::Unexpected,
+        }
+    }
+}
+
+/// What kind of failure a node had: the [`kind`](NodeError::kind) of a [`NodeError`], and the
+/// last failure of each node in [`NodeStats`](crate::NodeStats). A small, fixed set, fit for a
+/// metrics label or an alert rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NodeErrorKind {
+    /// No answer (or no connection) within the I/O or connect timeout: a stopped, overloaded or
+    /// unreachable node.
+    Timeout,
+    /// The connection was refused: nothing listens at the address.
+    Refused,
+    /// The connection was closed or reset: the node restarted, or the network cut it.
+    Dropped,
+    /// Another I/O error.
+    Io,
+    /// Authentication failed, or the ACL user lacks a permission the lock needs.
+    Auth,
+    /// The node is a replica (`READONLY`): a master that was demoted.
+    ReadOnly,
+    /// Another error reply from the server (`LOADING`, `OOM`, `BUSY`, ...).
+    Server,
+    /// A reply no Redis server would give to the command.
+    Unexpected,
+    /// Refused on the client's side: a node that reaches the same server as another one, a
+    /// TLS or Sentinel setup problem, and other errors of the client library.
+    Client,
+}
+
+impl NodeErrorKind {
+    /// Every kind, in declaration order.
+    const ALL: [Self; 9] = [
+        Self::Timeout,
+        Self::Refused,
+        Self::Dropped,
+        Self::Io,
+        Self::Auth,
+        Self::ReadOnly,
+        Self::Server,
+        Self::Unexpected,
+        Self::Client,
+    ];
+
+    /// A short lowercase name (`"timeout"`, `"refused"`, ...): the `Display` form, and a
+    /// metrics label value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Dropped => "dropped",
+            Self::Io => "io",
+            Self::Auth => "auth",
+            Self::ReadOnly => "read_only",
+            Self::Server => "server",
+            Self::Unexpected => "unexpected",
+            Self::Client => "client",
+        }
+    }
+
+    /// Classifies a Redis client error.
+    pub(crate) fn of(e: &redis::RedisError) -> Self {
+        use redis::{ErrorKind, ServerErrorKind};
+        if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_connection_refusal() {
+            Self::Refused
+        } else if e.is_connection_dropped() {
+            Self::Dropped
+        } else if e.is_io_error() {
+            Self::Io
+        } else {
+            match e.kind() {
+                ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                    Self::Auth
+                }
+                ErrorKind::Server(ServerErrorKind::ReadOnly) => Self::ReadOnly,
+                ErrorKind::Server(_) | ErrorKind::Extension => Self::Server,
+                ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::Unexpected,
+                _ => Self::Client,
+            }
+        }
+    }
+
+    /// A compact code for an atomic: `index + 1` (0 stands for "none").
+    pub(crate) fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|k| *k == self)
+            .and_then(|i| u8::try_from(i + 1).ok())
+            .unwrap_or(0)
+    }
+
+    /// The kind of a [`code`](Self::code); `None` for 0.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+}
+
+impl fmt::Display for NodeErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -222,9 +338,10 @@ pub(crate) enum NodeCause {
     /// No connection could be checked out of the pool in time.
     #[error("no connection within the connect timeout ({0})")]
     Checkout(String),
-    /// The node failed recently and is skipped until its back-off ends.
-    #[error("skipped while backing off after a failure ({0})")]
-    Down(String),
+    /// The node failed recently (with a failure of this kind and message) and is skipped
+    /// until its back-off ends.
+    #[error("skipped while backing off after a failure ({1})")]
+    Down(NodeErrorKind, String),
     /// The node answered something a Redis server would not.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
@@ -255,6 +372,28 @@ mod tests {
         assert_eq!(e.node_errors().len(), 2);
         assert!(e.node_errors()[0].is_timeout());
         assert!(!e.node_errors()[1].is_timeout());
+    }
+
+    #[test]
+    fn node_error_kinds_round_trip_through_their_codes() {
+        assert_eq!(NodeErrorKind::from_code(0), None);
+        for kind in NodeErrorKind::ALL {
+            assert_eq!(NodeErrorKind::from_code(kind.code()), Some(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        let e = NodeError::new("n", NodeCause::Down(NodeErrorKind::Refused, "x".into()));
+        assert_eq!(e.kind(), NodeErrorKind::Refused);
+        assert!(e.is_backing_off());
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            NodeErrorKind::of(&redis::RedisError::from(io)),
+            NodeErrorKind::Refused
+        );
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            NodeErrorKind::of(&redis::RedisError::from(timeout)),
+            NodeErrorKind::Timeout
+        );
     }
 
     #[test]

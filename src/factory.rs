@@ -8,11 +8,12 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::keeper::{Keeper, Runtime};
 use crate::lock::RedLock;
-use crate::node::{IntoNode, MAX_NODES, NodeSpec, Nodes, SentinelNode};
+use crate::node::{IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
+use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, Observer, Stats};
 use crate::round::majority;
 use crate::rwlock::RwLock;
-use crate::shared::{Config, MAX_TTL, Shared, check_max_hold, check_ttl};
+use crate::shared::{self, Config, MAX_TTL, Shared, check_max_hold, check_ttl};
 use crate::waker::Waker;
 
 /// Defaults, in one place.
@@ -67,6 +68,8 @@ pub struct RedLockFactoryBuilder {
     max_hold: Option<Duration>,
     fencing: bool,
     wake_on_release: bool,
+    event_handler: Option<Arc<dyn HandleEvent>>,
+    slow_acquire_threshold: Option<Duration>,
 }
 
 impl Default for RedLockFactoryBuilder {
@@ -86,6 +89,8 @@ impl Default for RedLockFactoryBuilder {
             max_hold: None,
             fencing: false,
             wake_on_release: true,
+            event_handler: None,
+            slow_acquire_threshold: None,
         }
     }
 }
@@ -115,6 +120,8 @@ impl fmt::Debug for RedLockFactoryBuilder {
             .field("max_hold", &self.max_hold)
             .field("fencing", &self.fencing)
             .field("wake_on_release", &self.wake_on_release)
+            .field("event_handler", &self.event_handler.is_some())
+            .field("slow_acquire_threshold", &self.slow_acquire_threshold)
             .finish()
     }
 }
@@ -288,6 +295,50 @@ impl RedLockFactoryBuilder {
         self
     }
 
+    /// Tells `handler` what happens to the factory's locks and nodes: acquisitions, waits,
+    /// give-ups, failed extensions, losses, nodes going down and coming back (see
+    /// [`HandleEvent`] for which thread each event is delivered on, and what a handler that
+    /// blocks or panics does). To feed more than one handler, pass a pair `(a, b)`.
+    ///
+    /// Defaults to none (the statistics of [`RedLockFactory::stats`] are kept either way).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redmutex::event::NodeDownEvent;
+    /// use redmutex::{HandleEvent, RedLockFactory};
+    ///
+    /// struct Pager;
+    ///
+    /// impl HandleEvent for Pager {
+    ///     fn on_node_down(&self, e: &NodeDownEvent<'_>) {
+    ///         eprintln!("lock node {} is down ({}): {}", e.node, e.kind, e.message);
+    ///     }
+    /// }
+    ///
+    /// let factory = RedLockFactory::builder()
+    ///     .nodes(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002", "redis://127.0.0.1:7003"])
+    ///     .event_handler(Pager)
+    ///     .build()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn event_handler(mut self, handler: impl HandleEvent + 'static) -> Self {
+        self.event_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Log a warning (`log::warn!`, naming the resource, the wait and the rounds) for every
+    /// acquisition that takes at least `threshold`, whether it got the lock or gave up, like
+    /// sqlx's `acquire_slow_threshold`.
+    ///
+    /// Defaults to off: waiting for a lock held elsewhere is normal operation (a standby
+    /// waiting to become leader may wait for hours), so only the application knows what wait
+    /// is too long.
+    pub fn slow_acquire_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_acquire_threshold = Some(threshold);
+        self
+    }
+
     /// Checks every setting and creates the factory.
     ///
     /// This does not wait for connections: a node that is down (a minority may be) neither fails
@@ -314,13 +365,29 @@ impl RedLockFactoryBuilder {
             specs.push(spec);
         }
         let count = specs.len();
-        let nodes = Nodes::connect(specs, self.connect_timeout, self.io_timeout, self.pool_size)
-            .map_err(Error::InvalidConfig)?;
+        let observer = Arc::new(Observer::new(
+            self.event_handler,
+            self.slow_acquire_threshold,
+        ));
+        let notifier = Arc::new(Notifier::default());
+        let listener = observer
+            .handler
+            .is_some()
+            .then(|| node_listener(&notifier, &observer));
+        let nodes = Nodes::connect(
+            specs,
+            self.connect_timeout,
+            self.io_timeout,
+            self.pool_size,
+            listener,
+        )
+        .map_err(Error::InvalidConfig)?;
         let shared = Arc::new(Shared {
             nodes,
             config,
             waker: Waker::new(self.wake_on_release, count),
-            notifier: Notifier::default(),
+            notifier,
+            observer,
         });
         Ok(RedLockFactory {
             runtime: Arc::new(Runtime {
@@ -394,6 +461,30 @@ impl RedLockFactoryBuilder {
             quorum,
         })
     }
+}
+
+/// Hands the nodes' state changes to the event handler, on the callback thread.
+fn node_listener(notifier: &Arc<Notifier>, observer: &Arc<Observer>) -> Listener {
+    let (notifier, observer) = (Arc::clone(notifier), Arc::clone(observer));
+    Arc::new(move |change: &NodeChange<'_>| {
+        let (index, node) = (change.index, change.node.to_owned());
+        match change.failure {
+            Some((kind, message)) => {
+                let message = message.to_owned();
+                shared::deliver(&notifier, &observer, "on_node_down", move |h| {
+                    h.on_node_down(&NodeDownEvent {
+                        node: &node,
+                        index,
+                        kind,
+                        message: &message,
+                    });
+                });
+            }
+            None => shared::deliver(&notifier, &observer, "on_node_up", move |h| {
+                h.on_node_up(&NodeUpEvent { node: &node, index });
+            }),
+        }
+    })
 }
 
 /// Creates distributed locks over a fixed set of independent Redis nodes.
@@ -500,6 +591,31 @@ impl RedLockFactory {
     #[must_use]
     pub fn ttl(&self) -> Duration {
         self.runtime.shared.config.ttl
+    }
+
+    /// What the factory has done since it was created (acquisitions, waits, timeouts, rounds,
+    /// extensions, renewals, losses by reason, wake-ups, ...) and each node's state (up or
+    /// down, last failure, recent round trip, votes), for a service to export, as bb8's
+    /// `Pool::state` and deadpool's `Pool::status` do for a pool.
+    ///
+    /// This function does not block and does no I/O: it reads counters the lock operations
+    /// keep with relaxed atomics (always on: they cost no lock on any path).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let stats = factory.stats();
+    /// let down: Vec<&str> = stats.nodes.iter().filter(|n| !n.up).map(|n| n.node.as_str()).collect();
+    /// if stats.nodes.len() - down.len() < factory.quorum() {
+    ///     eprintln!("no quorum: {down:?} are down");
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let shared = &self.runtime.shared;
+        shared.observer.stats(&shared.nodes)
     }
 }
 

@@ -77,6 +77,17 @@
 //!   writer, on the same lease protocol; writers are not starved, each reader's lease is its
 //!   own, downgrade is atomic, and a mutex on the same name is a writer of it.
 //!
+//! # Observing it in production
+//!
+//! - [`RedLockFactory::stats`]: counters since the factory was created (acquisitions, waits,
+//!   timeouts, rounds, renewals, losses by reason, ...) and each node's state ([`NodeStats`]),
+//!   kept with relaxed atomics on every path, always on.
+//! - [`RedLockFactoryBuilder::event_handler`]: a [`HandleEvent`] told of acquisitions, waits,
+//!   give-ups, failed extensions, losses and nodes going down and up, without ever running on
+//!   the keep-alive thread or under a library lock.
+//! - [`RedLockFactoryBuilder::slow_acquire_threshold`]: a warning for slow acquisitions.
+//! - The `tracing` and `metrics` features below.
+//!
 //! # What it guarantees
 //!
 //! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
@@ -97,11 +108,16 @@
 //!
 //! - `tls` (alias of `tls-rustls`): `rediss://` nodes through rustls.
 //! - `tls-native-tls`: `rediss://` nodes through the platform's TLS library.
+//! - `tracing`: a span per acquisition, extension, release and renewal batch (target
+//!   `redmutex`, fields `resource` and `outcome`), and a `debug` event per round with its votes.
+//! - `metrics`: `MetricsHandler`, an event handler recording fixed, low-cardinality series
+//!   through the `metrics` facade (`examples/metrics.rs` serves them for Prometheus).
 //!
 //! # Logging
 //!
-//! Through the [`log`] facade: `debug` for each round, `warn` for node failures, lost locks
-//! and failed releases on drop. The library never prints and never logs node URLs or tokens.
+//! Through the [`log`] facade: `debug` for each round, `warn` for node failures, lost locks,
+//! failed releases on drop, slow acquisitions (when a threshold is set) and a panicking event
+//! handler. The library never prints and never logs node URLs or tokens.
 #![cfg_attr(
     not(test),
     deny(
@@ -126,6 +142,7 @@ mod keeper;
 mod protocol;
 // Runtime state and services:
 mod notify;
+mod observe;
 mod shared;
 mod waker;
 // The round, the nodes, and what goes on the wire:
@@ -135,13 +152,25 @@ mod node;
 mod round;
 mod scripts;
 
-pub use error::{Error, NodeError, Result};
+pub use error::{Error, NodeError, NodeErrorKind, Result};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
-pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
+pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+#[cfg(feature = "metrics")]
+pub use observe::metrics::MetricsHandler;
+pub use observe::{HandleEvent, Losses, Stats};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The events an [`HandleEvent`] implementation is told of, each a `#[non_exhaustive]` struct
+/// borrowed for the call (as in r2d2's `event` module).
+pub mod event {
+    pub use crate::observe::{
+        AcquireEvent, ContendedEvent, ExtendFailedEvent, GiveUpEvent, LossEvent, NodeDownEvent,
+        NodeUpEvent, Votes,
+    };
+}
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

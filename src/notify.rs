@@ -18,12 +18,23 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// Runs `job` on the callback thread, after every job handed over before it. A panic in a
-    /// job is caught and logged; the thread goes on with the next job.
+    /// job is caught and logged; the thread goes on with the next job. Should the thread not
+    /// start, the job runs here.
     pub(crate) fn run(&self, job: Job) {
+        if let Err(job) = self.hand_over(job)
+            && catch_unwind(AssertUnwindSafe(job)).is_err()
+        {
+            log::warn!("redmutex: a callback panicked; the panic was caught");
+        }
+    }
+
+    /// Hands `job` to the callback thread (starting it if needed), never running it here:
+    /// `Err(job)` when the thread cannot be started.
+    pub(crate) fn hand_over(&self, job: Job) -> Result<(), Job> {
         let mut tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let job = match tx.as_ref() {
             Some(sender) => match sender.send(job) {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => e.0,
             },
             None => job,
@@ -43,13 +54,12 @@ impl Notifier {
                 // The receiver is alive (the thread just started), so this cannot fail.
                 let _ = sender.send(job);
                 *tx = Some(sender);
+                Ok(())
             }
             Err(e) => {
                 drop(tx);
-                log::warn!("redmutex: cannot start the callback thread ({e}); running it here");
-                if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                    log::warn!("redmutex: a callback panicked; the panic was caught");
-                }
+                log::warn!("redmutex: cannot start the callback thread: {e}");
+                Err(job)
             }
         }
     }

@@ -20,7 +20,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::node::{Node, NodeManager, Nodes};
+use crate::node::{Ballot, Node, NodeManager, Nodes};
 use crate::scripts::Lua;
 
 /// The smallest socket timeout: redis-rs rejects a zero `Duration`.
@@ -189,22 +189,32 @@ impl Call<'_> {
     }
 }
 
-/// Turns node `node`'s reply into a vote.
+/// Turns node `node`'s reply into a vote, and counts it in the node's statistics.
 fn classified(
     nodes: &Nodes,
     node: usize,
     reply: Result<Value, NodeError>,
     classify: Classify,
 ) -> Result<Vote, NodeError> {
-    let v = reply?;
-    classify(&v).ok_or_else(|| {
-        let name = nodes.get(node).map_or("?", |n| n.name.as_str());
-        NodeError::new(name, NodeCause::Unexpected(format!("{v:?}")))
-    })
+    let vote = reply.and_then(|v| {
+        classify(&v).ok_or_else(|| {
+            let name = nodes.get(node).map_or("?", |n| n.name.as_str());
+            NodeError::new(name, NodeCause::Unexpected(format!("{v:?}")))
+        })
+    });
+    if let Some(n) = nodes.get(node) {
+        n.count(match vote {
+            Ok(Vote::Yes(_)) => Ballot::Given,
+            Ok(Vote::No(_)) => Ballot::Refused,
+            Err(_) => Ballot::Failed,
+        });
+    }
+    vote
 }
 
 /// Runs one command on the nodes in `mask`.
 pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify) -> Tally {
+    nodes.count_round();
     let mut tally = Tally::default();
     tally.written = command::with_buffer(|buf| {
         call.pack(buf);
@@ -223,6 +233,7 @@ pub(crate) fn replies(
     calls: &[Call<'_>],
     mask: u64,
 ) -> Vec<Vec<Result<Value, NodeError>>> {
+    nodes.count_round();
     let mut out: Vec<Vec<Result<Value, NodeError>>> =
         (0..nodes.len()).map(|_| Vec::new()).collect();
     command::with_buffer(|buf| {
@@ -246,6 +257,7 @@ pub(crate) fn batch(
     mask: u64,
     classify: Classify,
 ) -> Vec<Tally> {
+    nodes.count_round();
     let mut tallies: Vec<Tally> = (0..calls.len()).map(|_| Tally::default()).collect();
     let written = command::with_buffer(|buf| {
         for call in calls {
@@ -430,7 +442,10 @@ impl Reading<'_> {
             self.eval_fallback(&mut conn, &no_script, record);
         }
         if !conn.broken {
-            self.node.record_success();
+            // From the end of the round's writes (the read deadline's start) to now.
+            let written = self.deadline.checked_sub(self.io_timeout);
+            let round_trip = written.map_or(Duration::ZERO, |t| t.elapsed());
+            self.node.record_success(round_trip);
         }
     }
 
@@ -508,7 +523,7 @@ impl Reading<'_> {
 /// is never used again, and the node is marked failing.
 fn failed(node: &Node, conn: &mut Conn, e: redis::RedisError) -> NodeError {
     conn.broken = true;
-    node.record_failure(&e.to_string());
+    node.record_failure(&e);
     NodeError::new(&node.name, e.into())
 }
 
@@ -734,6 +749,7 @@ mod invariant {
             Duration::from_secs(1),
             Duration::from_millis(100),
             1,
+            None,
         )
         .unwrap();
         let ping = [Arg::Str("PING")];

@@ -2,11 +2,14 @@
 //! the validated settings, and the wake-up and callback services. It sits below the handles
 //! (factory, lock, guard) and the lease protocol, and imports neither.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::node::Nodes;
 use crate::notify::Notifier;
+use crate::observe::{HandleEvent, MAX_PENDING, Observer};
 use crate::round;
 use crate::waker::Waker;
 
@@ -36,13 +39,55 @@ pub(crate) struct Shared {
     /// Wake-up on release.
     pub(crate) waker: Waker,
     /// The thread user callbacks run on.
-    pub(crate) notifier: Notifier,
+    pub(crate) notifier: Arc<Notifier>,
+    /// Counters, the event handler, the slow-acquire threshold.
+    pub(crate) observer: Arc<Observer>,
 }
 
 impl Shared {
     /// The clock drift allowance for a lease of `ttl`.
     pub(crate) fn drift(&self, ttl: Duration) -> Duration {
         round::drift(ttl, self.config.drift_factor)
+    }
+
+    /// Hands an event to the event handler on the callback thread (see [`deliver`]).
+    pub(crate) fn deliver(
+        &self,
+        event: &'static str,
+        call: impl FnOnce(&dyn HandleEvent) + Send + 'static,
+    ) {
+        deliver(&self.notifier, &self.observer, event, call);
+    }
+}
+
+/// Hands an event seen on a library thread (or under a library lock) to the event handler, to be
+/// delivered on the callback thread after the jobs already queued there. Nothing to do without
+/// a handler; an event is dropped (and counted) when the handler has fallen [`MAX_PENDING`]
+/// events behind, or when the callback thread cannot be started. Never blocks and never runs
+/// the handler here: it may be called while a lease's round lock is held.
+pub(crate) fn deliver(
+    notifier: &Notifier,
+    observer: &Arc<Observer>,
+    event: &'static str,
+    call: impl FnOnce(&dyn HandleEvent) + Send + 'static,
+) {
+    let Some(handler) = observer.handler.clone() else {
+        return;
+    };
+    if observer.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+        observer.pending.fetch_sub(1, Ordering::AcqRel);
+        observer.counters.events_dropped.incr();
+        return;
+    }
+    let queued = Arc::clone(observer);
+    let job = Box::new(move || {
+        queued.guarded(event, || call(handler.as_ref()));
+        queued.pending.fetch_sub(1, Ordering::AcqRel);
+    });
+    // Never run here, where a library lock may be held: without a callback thread, drop it.
+    if notifier.hand_over(job).is_err() {
+        observer.pending.fetch_sub(1, Ordering::AcqRel);
+        observer.counters.events_dropped.incr();
     }
 }
 
@@ -93,5 +138,68 @@ pub(crate) fn check_max_hold(limit: Option<Duration>) -> Result<()> {
             "max hold time must be between 1 ms and {MAX_TTL:?}, got {limit:?}"
         ))),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::LossEvent;
+    use crate::observe::LossReason;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Condvar, Mutex};
+    use std::time::Instant;
+
+    /// Blocks in its first call until the gate opens; counts its calls.
+    #[derive(Default)]
+    struct Stuck {
+        calls: AtomicUsize,
+        gate: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl HandleEvent for Stuck {
+        fn on_loss(&self, _: &LossEvent<'_>) {
+            if self.calls.fetch_add(1, Ordering::AcqRel) == 0 {
+                let gate = self.gate.lock().unwrap();
+                let _ = self
+                    .opened
+                    .wait_timeout_while(gate, Duration::from_secs(30), |open| !*open)
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn events_beyond_the_pending_bound_are_dropped_and_counted_while_the_handler_blocks() {
+        let stuck = Arc::new(Stuck::default());
+        let observer = Arc::new(Observer::new(Some(Arc::clone(&stuck) as _), None));
+        let notifier = Notifier::default();
+        let loss = |h: &dyn HandleEvent| {
+            h.on_loss(&LossEvent {
+                resource: "k",
+                reason: LossReason::Expired,
+            });
+        };
+        deliver(&notifier, &observer, "on_loss", loss);
+        let end = Instant::now() + Duration::from_secs(10);
+        while stuck.calls.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < end, "the first event never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // One event runs (blocked), MAX_PENDING - 1 more fit in the queue, the rest are dropped.
+        let extra = 2 * MAX_PENDING;
+        for _ in 0..extra {
+            deliver(&notifier, &observer, "on_loss", loss);
+        }
+        let dropped = observer.counters.events_dropped.get();
+        assert_eq!(dropped, u64::try_from(extra + 1 - MAX_PENDING).unwrap());
+        *stuck.gate.lock().unwrap() = true;
+        stuck.opened.notify_all();
+        while observer.pending.load(Ordering::Acquire) > 0 {
+            assert!(Instant::now() < end, "the queue never drained");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(stuck.calls.load(Ordering::Acquire), MAX_PENDING);
     }
 }

@@ -5,7 +5,7 @@
 //! its caller. Health tracking keeps a dead minority cheap: a node that failed is skipped (a "no"
 //! vote) for a short, growing back-off instead of costing a timeout in every round.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use redis::{Client, RedisError};
 
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
-use crate::error::{NodeCause, NodeError};
+use crate::error::{NodeCause, NodeError, NodeErrorKind};
 use crate::scripts;
 
 mod sentinel;
@@ -186,8 +186,10 @@ impl ManageConnection for NodeManager {
     /// Runs on r2d2's connector threads; a failure marks the node down at once, so callers
     /// waiting for a connection stop waiting.
     fn connect(&self) -> Result<NodeConn, RedisError> {
-        self.open()
-            .inspect_err(|e| self.health.failed(&format!("connect: {e}")))
+        self.open().inspect_err(|e| {
+            self.health
+                .failed(NodeErrorKind::of(e), &format!("connect: {e}"));
+        })
     }
 
     fn is_valid(&self, conn: &mut NodeConn) -> Result<(), RedisError> {
@@ -212,10 +214,72 @@ impl r2d2::HandleError<RedisError> for QuietErrors {
     }
 }
 
+/// A change of a node's state, reported to the factory's listener (which hands it to the event
+/// handler, on the callback thread).
+#[derive(Debug)]
+pub(crate) struct NodeChange<'a> {
+    /// The node's index in the factory.
+    pub(crate) index: usize,
+    /// The node's name (no secrets).
+    pub(crate) node: &'a str,
+    /// `Some`: the node was marked down after this failure; `None`: it answers again.
+    pub(crate) failure: Option<(NodeErrorKind, &'a str)>,
+}
+
+/// Told of every change of a node's state, on whichever thread saw it (a caller's, the
+/// keep-alive thread, a connector thread), possibly while a lease's round lock is held: it must
+/// not run user code or block.
+pub(crate) type Listener = Arc<dyn Fn(&NodeChange<'_>) + Send + Sync>;
+
+/// A node's answer to one command of a round, for its vote counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ballot {
+    /// Yes (set, deleted, extended).
+    Given,
+    /// No (held elsewhere, not our token).
+    Refused,
+    /// No useful answer.
+    Failed,
+}
+
+/// What a node has been doing, since the factory was created: a part of
+/// [`Stats`](crate::Stats), from [`RedLockFactory::stats`](crate::RedLockFactory::stats).
+///
+/// Votes are the node's answers to the commands of lock rounds (acquire, extend, renew,
+/// release, fencing), counted per command: a batch of 100 renewals is 100 votes. Inspections
+/// are not votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The node's address (`host:port`, socket path, or `sentinel:master@sentinels`, plus
+    /// `/db`): never a URL or a password.
+    pub node: String,
+    /// Whether the node is in use: false from a failure (an I/O error, a timeout, a refused
+    /// connect) until it answers again, during which rounds skip it as a failed vote.
+    pub up: bool,
+    /// The kind of the node's last failure, if it ever failed (kept after it recovers).
+    pub last_error: Option<NodeErrorKind>,
+    /// The node's recent round trip, smoothed (each round moves it an eighth of the way, as
+    /// TCP smooths its RTT): from the moment a round had written to every node to the moment
+    /// this node's reply was read. Replies are read one node after another, so a slow node
+    /// also raises the figure of the nodes read after it. `None` until it first answered.
+    pub round_trip: Option<Duration>,
+    /// Commands it said yes to.
+    pub votes_given: u64,
+    /// Commands it said no to (the lock was held elsewhere, or the token was not there).
+    pub votes_refused: u64,
+    /// Commands it gave no useful answer to (down, timed out, an error reply).
+    pub votes_failed: u64,
+    /// How many times it was marked down.
+    pub times_down: u64,
+}
+
 /// A node's health, shared between the node and its manager.
 #[derive(Debug)]
 struct Health {
     name: String,
+    /// The node's index in the factory.
+    index: usize,
     epoch: Instant,
     /// Bumped on every failure: connections opened before are discarded on checkout without
     /// any I/O (a stopped or restarted node leaves them all stale).
@@ -226,9 +290,50 @@ struct Health {
     down_until: AtomicU64,
     /// The last failure, for the error of a skipped node.
     last_error: Mutex<String>,
+    /// The last failure's kind ([`NodeErrorKind::code`]; 0: none yet).
+    last_kind: AtomicU8,
+    /// Smoothed round trip in nanoseconds; 0 before the first.
+    round_trip: AtomicU64,
+    given: AtomicU64,
+    refused: AtomicU64,
+    failed_votes: AtomicU64,
+    downs: AtomicU64,
+    /// Serialises the up/down transitions with their reports, so the listener hears them in
+    /// the order they happened (cold path: taken only on a transition).
+    transition: Mutex<()>,
+    listener: Hears,
+}
+
+/// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
+struct Hears(Option<Listener>);
+
+impl std::fmt::Debug for Hears {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.is_some())
+    }
 }
 
 impl Health {
+    fn new(name: String, index: usize, listener: Option<Listener>) -> Self {
+        Self {
+            name,
+            index,
+            epoch: Instant::now(),
+            generation: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            down_until: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+            last_kind: AtomicU8::new(0),
+            round_trip: AtomicU64::new(0),
+            given: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failed_votes: AtomicU64::new(0),
+            downs: AtomicU64::new(0),
+            transition: Mutex::new(()),
+            listener: Hears(listener),
+        }
+    }
+
     fn now_nanos(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -246,24 +351,66 @@ impl Health {
     }
 
     /// Notes a failure: retires every connection opened so far and marks the node down.
-    fn failed(&self, message: &str) {
+    fn failed(&self, kind: NodeErrorKind, message: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.last_kind.store(kind.code(), Ordering::Relaxed);
         if let Ok(mut last) = self.last_error.lock() {
             message.clone_into(&mut last);
         }
         let until = self.now_nanos().saturating_add(self.backoff_nanos()).max(1);
+        let _order = self.transition.lock();
         if self.down_until.swap(until, Ordering::AcqRel) == 0 {
+            self.downs.fetch_add(1, Ordering::Relaxed);
             log::warn!("redmutex: node {} is failing: {message}", self.name);
+            self.report(Some((kind, message)));
         }
     }
 
-    /// Notes a reply: the node is healthy again.
-    fn answered(&self) {
+    /// Notes the replies of a round, which took `round_trip`: the node is healthy again.
+    fn answered(&self, round_trip: Duration) {
+        let sample = u64::try_from(round_trip.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let old = self.round_trip.load(Ordering::Relaxed);
+        let smoothed = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.round_trip.store(smoothed, Ordering::Relaxed);
         if self.is_down() {
-            self.down_until.store(0, Ordering::Release);
-            self.failures.store(0, Ordering::Relaxed);
-            log::info!("redmutex: node {} is answering again", self.name);
+            let _order = self.transition.lock();
+            if self.down_until.swap(0, Ordering::AcqRel) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+                log::info!("redmutex: node {} is answering again", self.name);
+                self.report(None);
+            }
+        }
+    }
+
+    /// Tells the listener of a transition (under the transition lock).
+    fn report(&self, failure: Option<(NodeErrorKind, &str)>) {
+        if let Some(listener) = &self.listener.0 {
+            listener(&NodeChange {
+                index: self.index,
+                node: &self.name,
+                failure,
+            });
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        let nanos = self.round_trip.load(Ordering::Relaxed);
+        NodeStats {
+            node: self.name.clone(),
+            up: !self.is_down(),
+            last_error: NodeErrorKind::from_code(self.last_kind.load(Ordering::Relaxed)),
+            round_trip: (nanos != 0).then(|| Duration::from_nanos(nanos)),
+            votes_given: self.given.load(Ordering::Relaxed),
+            votes_refused: self.refused.load(Ordering::Relaxed),
+            votes_failed: self.failed_votes.load(Ordering::Relaxed),
+            times_down: self.downs.load(Ordering::Relaxed),
         }
     }
 
@@ -290,6 +437,11 @@ impl Health {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    fn last_kind(&self) -> NodeErrorKind {
+        NodeErrorKind::from_code(self.last_kind.load(Ordering::Relaxed))
+            .unwrap_or(NodeErrorKind::Io)
     }
 }
 
@@ -318,19 +470,13 @@ struct NodeSettings {
     pool_size: u32,
     thread_pool: Arc<ScheduledThreadPool>,
     servers: Arc<Servers>,
+    listener: Option<Listener>,
 }
 
 impl Node {
     fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
-        let health = Arc::new(Health {
-            name: name.clone(),
-            epoch: Instant::now(),
-            generation: AtomicU64::new(0),
-            failures: AtomicU32::new(0),
-            down_until: AtomicU64::new(0),
-            last_error: Mutex::new(String::new()),
-        });
+        let health = Arc::new(Health::new(name.clone(), index, s.listener.clone()));
         let source = Arc::new(match spec {
             NodeSpec::Direct(info) => Source::Direct(Client::open(info)?),
             NodeSpec::Sentinel(node) => Source::Sentinel(Resolver::new(&node)?),
@@ -400,7 +546,7 @@ impl Node {
                     let message = e.to_string();
                     // An exhausted pool with live connections is not a node failure.
                     if self.pool.state().connections == 0 {
-                        self.health.failed(&message);
+                        self.health.failed(NodeErrorKind::Timeout, &message);
                     }
                     return Err(NodeError::new(&self.name, NodeCause::Checkout(message)));
                 }
@@ -421,12 +567,28 @@ impl Node {
     }
 
     fn down_error(&self) -> NodeError {
-        NodeError::new(&self.name, NodeCause::Down(self.health.last_error()))
+        let cause = NodeCause::Down(self.health.last_kind(), self.health.last_error());
+        NodeError::new(&self.name, cause)
     }
 
     /// Notes an I/O failure in a round.
-    pub(crate) fn record_failure(&self, message: &str) {
-        self.health.failed(message);
+    pub(crate) fn record_failure(&self, e: &RedisError) {
+        self.health.failed(NodeErrorKind::of(e), &e.to_string());
+    }
+
+    /// Counts the node's answer to one command of a round.
+    pub(crate) fn count(&self, ballot: Ballot) {
+        let counter = match ballot {
+            Ballot::Given => &self.health.given,
+            Ballot::Refused => &self.health.refused,
+            Ballot::Failed => &self.health.failed_votes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the node has been doing.
+    pub(crate) fn stats(&self) -> NodeStats {
+        self.health.stats()
     }
 
     /// Whether the node failed recently and is backing off.
@@ -434,9 +596,10 @@ impl Node {
         self.health.is_down()
     }
 
-    /// Notes a reply in a round.
-    pub(crate) fn record_success(&self) {
-        self.health.answered();
+    /// Notes a round in which the node delivered every reply, `round_trip` after the round's
+    /// requests were written.
+    pub(crate) fn record_success(&self, round_trip: Duration) {
+        self.health.answered(round_trip);
     }
 }
 
@@ -449,6 +612,8 @@ pub(crate) struct Nodes {
     pub(crate) io_timeout: Duration,
     /// Every node's bit, for rounds that go to all of them.
     all: u64,
+    /// Rounds made on these nodes.
+    rounds: AtomicU64,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -460,12 +625,13 @@ impl std::fmt::Debug for Nodes {
 impl Nodes {
     /// Creates the pools (connecting in the background: a node that is down neither fails nor
     /// delays this). The specs are already checked; `Err` names the node whose client could
-    /// not be created.
+    /// not be created. `listener` hears every node go down and come back.
     pub(crate) fn connect(
         specs: Vec<NodeSpec>,
         connect_timeout: Duration,
         io_timeout: Duration,
         pool_size: u32,
+        listener: Option<Listener>,
     ) -> Result<Self, String> {
         let threads = specs.len().clamp(2, 8);
         let settings = NodeSettings {
@@ -480,6 +646,7 @@ impl Nodes {
                     .build(),
             ),
             servers: Arc::new(Servers::new(specs.len())),
+            listener,
         };
         let mut list = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
@@ -493,6 +660,7 @@ impl Nodes {
             connect_timeout,
             io_timeout,
             all,
+            rounds: AtomicU64::new(0),
         })
     }
 
@@ -514,5 +682,65 @@ impl Nodes {
     /// The nodes, in order.
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, Node> {
         self.list.iter()
+    }
+
+    /// Counts a round made on these nodes.
+    pub(crate) fn count_round(&self) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many rounds were made on these nodes.
+    pub(crate) fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn health_reports_each_transition_once_in_order_and_keeps_its_counters() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let listener: Listener = {
+            let heard = Arc::clone(&heard);
+            Arc::new(move |c: &NodeChange<'_>| {
+                heard
+                    .lock()
+                    .unwrap()
+                    .push((c.index, c.node.to_owned(), c.failure.map(|f| f.0)));
+            })
+        };
+        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener));
+        let fresh = h.stats();
+        assert!(fresh.up && fresh.last_error.is_none() && fresh.round_trip.is_none());
+        h.answered(10 * MS);
+        assert_eq!(h.stats().round_trip, Some(10 * MS));
+        // Smoothed: an eighth of the way to each new sample.
+        h.answered(18 * MS);
+        assert_eq!(h.stats().round_trip, Some(11 * MS));
+        h.failed(NodeErrorKind::Refused, "refused");
+        // Further failures while down, and replies, report nothing new until it is up.
+        h.failed(NodeErrorKind::Timeout, "timed out");
+        let down = h.stats();
+        assert!(!down.up);
+        assert_eq!(down.last_error, Some(NodeErrorKind::Timeout));
+        assert_eq!(down.times_down, 1);
+        h.answered(MS);
+        h.answered(MS);
+        h.failed(NodeErrorKind::Dropped, "reset");
+        let heard = heard.lock().unwrap().clone();
+        let node = "127.0.0.1:1".to_owned();
+        assert_eq!(
+            heard,
+            [
+                (4, node.clone(), Some(NodeErrorKind::Refused)),
+                (4, node.clone(), None),
+                (4, node, Some(NodeErrorKind::Dropped)),
+            ]
+        );
+        assert_eq!(h.stats().times_down, 2);
     }
 }

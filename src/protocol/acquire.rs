@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::lease::{Lease, LeaseOptions, Target, Token, millis, no_quorum, release_round};
-use super::verdict::{Question, Timing, Verdict, judge};
+use super::verdict::{Question, Timing, Verdict, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
+use crate::observe::trace::OpSpan;
+use crate::observe::{self, AcquireEvent, ContendedEvent, GiveUpEvent, Votes, Waiting};
 use crate::round::{self, Call, Tally};
 use crate::scripts;
 use crate::shared::Shared;
@@ -96,26 +98,75 @@ impl<'a> Wait<'a> {
 
 /// The outcome of one attempt.
 pub(crate) enum Attempt<T> {
-    Won(T),
+    /// Taken, with the winning round's votes.
+    Won(T, Votes),
     /// Held elsewhere: a quorum answered without granting it. `holders`: the nodes that said
     /// no (they hold the lock being waited for).
-    Busy {
-        holders: u64,
-    },
+    Busy { holders: u64, votes: Votes },
     /// Too few nodes answered, or the round was too slow.
     Failed(Error),
+}
+
+/// What an acquisition hands out.
+pub(crate) trait Acquired {
+    /// Releases what a winning round took, when the wait was cancelled while that round ran:
+    /// once the cancel flag is set, nothing is handed out.
+    fn give_back(self);
+}
+
+impl Acquired for Lease {
+    fn give_back(self) {
+        let _ = self.release();
+    }
+}
+
+/// How far an acquisition got, for its statistics and events.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    start: Instant,
+    /// Attempts made.
+    rounds: u32,
+    /// Whether an attempt found the lock held elsewhere.
+    contended: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            rounds: 0,
+            contended: false,
+        }
+    }
 }
 
 /// The waiting loop: runs `attempt` until it wins, the wait runs out or is cancelled, or
 /// `max_retries + 1` attempts in a row fail. `attempt(mark)`: `mark` asks the attempt to mark
 /// `resource` as waited for, so that its release is announced.
-pub(crate) fn wait_for<T>(
+///
+/// Every blocking acquisition goes through here, so this is where it is counted, traced (a span
+/// for the whole wait), reported to the event handler and, when slow, logged.
+pub(crate) fn wait_for<T: Acquired>(
     shared: &Shared,
     resource: &str,
     wait: &Wait<'_>,
     mut attempt: impl FnMut(bool) -> Attempt<T>,
 ) -> Result<T> {
-    let start = Instant::now();
+    let span = OpSpan::acquire(resource);
+    let mut progress = Progress::new();
+    let result = span.in_scope(|| wait_loop(shared, resource, wait, &mut progress, &mut attempt));
+    finish(shared, resource, &span, &progress, result)
+}
+
+/// [`wait_for`]'s loop.
+fn wait_loop<T: Acquired>(
+    shared: &Shared,
+    resource: &str,
+    wait: &Wait<'_>,
+    progress: &mut Progress,
+    attempt: &mut impl FnMut(bool) -> Attempt<T>,
+) -> Result<(T, Votes)> {
+    let start = progress.start;
     let cancelled = || Error::Cancelled {
         resource: resource.to_owned(),
         waited: start.elapsed(),
@@ -123,6 +174,9 @@ pub(crate) fn wait_for<T>(
     if wait.cancelled() {
         return Err(cancelled());
     }
+    let observer = &shared.observer;
+    // Counts this acquisition as waiting once it found the lock held, until it returns.
+    let mut _waiting = None;
     let waker = &shared.waker;
     let wake = waker.enabled();
     if wake {
@@ -149,9 +203,29 @@ pub(crate) fn wait_for<T>(
             return Err(cancelled());
         }
         let attempt_start = Instant::now();
-        let failed = match attempt(mark) {
-            Attempt::Won(t) => return Ok(t),
-            Attempt::Busy { holders } if wake && !mark => {
+        progress.rounds = progress.rounds.saturating_add(1);
+        let outcome = attempt(mark);
+        if let Attempt::Busy { votes, .. } = &outcome
+            && !progress.contended
+        {
+            progress.contended = true;
+            _waiting = Some(Waiting::new(&observer.counters));
+            observer.inline("on_contended", |h| {
+                h.on_contended(&ContendedEvent {
+                    resource,
+                    votes: *votes,
+                });
+            });
+        }
+        let failed = match outcome {
+            Attempt::Won(t, _) if wait.cancelled() => {
+                // Cancelled during the winning round: once the flag is set, no guard is
+                // handed out.
+                t.give_back();
+                return Err(cancelled());
+            }
+            Attempt::Won(t, votes) => return Ok((t, votes)),
+            Attempt::Busy { holders, .. } if wake && !mark => {
                 if seat.is_none() {
                     seat = Some(waker.enter(&shared.nodes, resource, holders));
                 }
@@ -197,9 +271,73 @@ pub(crate) fn wait_for<T>(
                 false
             }
         };
+        if woken {
+            observer.counters.wakeups.incr();
+        }
         // Woken by a release: the lock is most likely free, so the next attempt is bare again.
         // (After the short look that follows a wake-up, the next attempt is bare too.)
         mark = wake && !woken && !was_woken;
+    }
+}
+
+/// Counts, traces, reports and (when slow) logs how an acquisition ended.
+fn finish<T>(
+    shared: &Shared,
+    resource: &str,
+    span: &OpSpan,
+    progress: &Progress,
+    result: Result<(T, Votes)>,
+) -> Result<T> {
+    let waited = progress.start.elapsed();
+    let observer = &shared.observer;
+    let rounds = progress.rounds;
+    span.rounds(rounds);
+    let slow = observer.slow_acquire.filter(|t| waited >= *t);
+    match result {
+        Ok((t, votes)) => {
+            observer.counters.acquired(waited, progress.contended);
+            span.outcome("acquired");
+            if let Some(threshold) = slow {
+                log::warn!(
+                    "redmutex: acquiring {resource:?} took {waited:?} ({rounds} rounds{}), over \
+                     the slow-acquire threshold of {threshold:?}",
+                    if progress.contended {
+                        "; it was held elsewhere"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            observer.inline("on_acquire", |h| {
+                h.on_acquire(&AcquireEvent {
+                    resource,
+                    waited,
+                    rounds,
+                    contended: progress.contended,
+                    votes,
+                });
+            });
+            Ok(t)
+        }
+        Err(e) => {
+            observer.counters.gave_up(&e);
+            span.outcome(observe::outcome(&e));
+            if let Some(threshold) = slow {
+                log::warn!(
+                    "redmutex: gave up on {resource:?} after {waited:?} ({rounds} rounds), over \
+                     the slow-acquire threshold of {threshold:?}: {e}"
+                );
+            }
+            observer.inline("on_give_up", |h| {
+                h.on_give_up(&GiveUpEvent {
+                    resource,
+                    waited,
+                    rounds,
+                    error: &e,
+                });
+            });
+            Err(e)
+        }
     }
 }
 
@@ -256,46 +394,37 @@ pub(crate) fn acquire(
     req: &MutexRequest<'_>,
     wait: &Wait<'_>,
 ) -> Result<Lease> {
-    take(shared, req.resource, wait, |mark| {
+    wait_for(shared, req.resource, wait, |mark| {
         attempt(shared, req, mark)
     })
 }
 
-/// Takes a lease on `resource` with `attempt`, waiting as `wait` says (the waiting loop,
-/// [`wait_for`]); a lease won by the round during which the wait was cancelled is released, so
-/// that once the flag is set no guard is handed out. Every kind of lease is waited for here.
-pub(crate) fn take(
-    shared: &Shared,
-    resource: &str,
-    wait: &Wait<'_>,
-    attempt: impl FnMut(bool) -> Attempt<Lease>,
-) -> Result<Lease> {
-    let start = Instant::now();
-    let lease = wait_for(shared, resource, wait, attempt)?;
-    if wait.cancelled() {
-        let _ = lease.release();
-        return Err(Error::Cancelled {
-            resource: resource.to_owned(),
-            waited: start.elapsed(),
-        });
-    }
-    Ok(lease)
-}
-
 /// Takes a mutex if one round can.
 pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    attempt(shared, req, false).once()
+    try_once(shared, req.resource, || attempt(shared, req, false))
 }
 
-impl<T> Attempt<T> {
-    /// The outcome of a single attempt that does not wait: `Ok(None)` when busy.
-    pub(crate) fn once(self) -> Result<Option<T>> {
-        match self {
-            Self::Won(t) => Ok(Some(t)),
-            Self::Busy { .. } => Ok(None),
-            Self::Failed(e) => Err(e),
+/// One attempt that does not wait, of any kind of lease: `Ok(None)` when the lock is held
+/// elsewhere. Counted, traced and reported like a waiting acquisition.
+pub(crate) fn try_once<T>(
+    shared: &Shared,
+    resource: &str,
+    attempt: impl FnOnce() -> Attempt<T>,
+) -> Result<Option<T>> {
+    let span = OpSpan::acquire(resource);
+    let mut progress = Progress::new();
+    progress.rounds = 1;
+    let result = match span.in_scope(attempt) {
+        Attempt::Won(t, votes) => Ok((t, votes)),
+        Attempt::Busy { .. } => {
+            shared.observer.counters.busy.incr();
+            span.rounds(1);
+            span.outcome("busy");
+            return Ok(None);
         }
-    }
+        Attempt::Failed(e) => Err(e),
+    };
+    finish(shared, resource, &span, &progress, result).map(Some)
 }
 
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
@@ -381,7 +510,7 @@ pub(crate) fn conclude(
         shared.config.quorum,
         timing.elapsed
     );
-    let verdict = judge(tally, shared.config.quorum, Question::Grant, Some(timing));
+    let verdict = decide(shared, tally, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
             // Every command was sent after `start`, so no node lets the lease go before
@@ -399,7 +528,7 @@ pub(crate) fn conclude(
                         keep_alive: req.keep_alive,
                         hold_until: req.max_hold.and_then(|d| start.checked_add(d)),
                     };
-                    return Attempt::Won(Lease::new(
+                    let lease = Lease::new(
                         Arc::clone(shared),
                         Arc::clone(req.resource),
                         target,
@@ -407,7 +536,8 @@ pub(crate) fn conclude(
                         fencing,
                         options,
                         deadline,
-                    ));
+                    );
+                    return Attempt::Won(lease, votes(shared, tally));
                 }
                 Err(e) => Some(e),
             }
@@ -431,6 +561,7 @@ pub(crate) fn conclude(
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
             holders: tally.refused,
+            votes: votes(shared, tally),
         },
     }
 }
@@ -491,7 +622,7 @@ fn fence(shared: &Shared, resource: &str, seen: i64, deadline: Instant) -> Resul
                 elapsed: started.elapsed(),
             });
         }
-        match judge(&tally, shared.config.quorum, Question::Holds, None) {
+        match decide(shared, &tally, Question::Holds, None) {
             Verdict::Won(_) => {}
             _ => return Err(no_quorum(shared, resource, &tally)),
         }

@@ -22,7 +22,6 @@
 //! losses are marked after it is released, and loss callbacks run on the factory's callback
 //! thread.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
@@ -30,9 +29,11 @@ use std::time::{Duration, Instant};
 use rand::rngs::SysRng;
 use rand::{Rng, TryRng};
 
-use super::verdict::{Question, Timing, Verdict, judge};
+use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
+use crate::observe::trace::OpSpan;
+use crate::observe::{self, ExtendFailedEvent, LossEvent};
 use crate::round::{self, Call, Tally};
 use crate::scripts;
 use crate::shared::{Shared, check_ttl};
@@ -70,30 +71,7 @@ impl Token {
     }
 }
 
-/// Why a held lock was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LossReason {
-    /// The lease ran out: no renewal reached a quorum in time (nodes failing or too slow), or
-    /// nobody renewed it.
-    Expired,
-    /// A quorum no longer holds our token: the key was deleted or overwritten from outside, or
-    /// a node lost its data.
-    TokenGone,
-    /// Keep-alive stopped renewing at the configured maximum hold time, and the lease then ran
-    /// out.
-    HoldLimit,
-}
-
-impl fmt::Display for LossReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Expired => "the lease expired",
-            Self::TokenGone => "a quorum no longer holds our token",
-            Self::HoldLimit => "the maximum hold time was reached",
-        })
-    }
-}
+pub use crate::observe::LossReason;
 
 /// A callback run once when the lock is lost.
 pub(crate) type LossCallback = Box<dyn FnOnce(LossReason) + Send + 'static>;
@@ -286,6 +264,7 @@ impl Lease {
     ) -> Self {
         let epoch = Instant::now().min(deadline);
         let nanos = deadline.saturating_duration_since(epoch).as_nanos();
+        shared.observer.counters.held.incr();
         Self {
             shared,
             resource,
@@ -357,12 +336,7 @@ impl Lease {
             elapsed: end.saturating_duration_since(start),
             drift,
         };
-        match judge(
-            tally,
-            self.shared.config.quorum,
-            Question::Holds,
-            Some(timing),
-        ) {
+        match decide(&self.shared, tally, Question::Holds, Some(timing)) {
             Verdict::Won(_) if end < old_deadline => {
                 if let Some(proven) = start.checked_add(ttl - drift) {
                     let nanos = proven.saturating_duration_since(self.epoch).as_nanos();
@@ -392,16 +366,38 @@ impl Lease {
     /// they already do). One round, under the round lock.
     pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
         check_ttl("extension", ttl, self.shared.config.drift_factor)?;
-        let slot = self.slot();
-        let result = if slot.live {
-            self.extend_locked(ttl)
-        } else {
-            Err(Error::Expired {
-                resource: self.resource.to_string(),
-            })
-        };
-        drop(slot);
-        result.map_err(|e| self.noting_loss(e))
+        let span = OpSpan::extend(&self.resource);
+        let result = span.in_scope(|| {
+            let slot = self.slot();
+            let result = if slot.live {
+                self.extend_locked(ttl)
+            } else {
+                Err(Error::Expired {
+                    resource: self.resource.to_string(),
+                })
+            };
+            drop(slot);
+            result.map_err(|e| self.noting_loss(e))
+        });
+        let observer = &self.shared.observer;
+        match &result {
+            Ok(()) => {
+                observer.counters.extensions.incr();
+                span.outcome("extended");
+            }
+            Err(e) => {
+                observer.counters.extension_failures.incr();
+                span.outcome(observe::outcome(e));
+                observer.inline("on_extend_failed", |h| {
+                    h.on_extend_failed(&ExtendFailedEvent {
+                        resource: &self.resource,
+                        keep_alive: false,
+                        error: e,
+                    });
+                });
+            }
+        }
+        result
     }
 
     fn extend_locked(&self, ttl: Duration) -> Result<()> {
@@ -492,6 +488,15 @@ impl Lease {
             return;
         }
         log::warn!("redmutex: lost the lock on {:?}: {reason}", self.resource);
+        self.shared.observer.counters.lost(reason);
+        let resource = Arc::clone(&self.resource);
+        // Queued before the callbacks: the handler hears of the loss first.
+        self.shared.deliver("on_loss", move |h| {
+            h.on_loss(&LossEvent {
+                resource: &resource,
+                reason,
+            });
+        });
         let callbacks = {
             let mut outcome = lock(&self.outcome);
             outcome.lost = Some(reason);
@@ -514,6 +519,9 @@ impl Lease {
     pub(crate) fn mark_ended(&self) {
         let callbacks = {
             let mut outcome = lock(&self.outcome);
+            if !outcome.ended {
+                self.shared.observer.counters.held.decr();
+            }
             outcome.ended = true;
             if outcome.waiters > 0 {
                 self.outcome_changed.notify_all();
@@ -541,6 +549,19 @@ impl Lease {
     }
 }
 
+impl Drop for Lease {
+    /// A lease dropped without its end being marked (none is, today) is no longer held.
+    fn drop(&mut self) {
+        let ended = match self.outcome.get_mut() {
+            Ok(outcome) => outcome.ended,
+            Err(poisoned) => poisoned.into_inner().ended,
+        };
+        if !ended {
+            self.shared.observer.counters.held.decr();
+        }
+    }
+}
+
 /// A duration in whole milliseconds, as Redis takes it.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -550,6 +571,14 @@ pub(crate) fn millis(d: Duration) -> u64 {
 /// Leases with another round under way are skipped this time (`Retry`). Losses are marked
 /// after every round lock is released.
 pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
+    let span = OpSpan::renew(leases.len());
+    let out = span.in_scope(|| renew_batch(shared, leases));
+    span.outcome("renewed");
+    out
+}
+
+/// [`renew`], in its span.
+fn renew_batch(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
     let now = Instant::now();
     let mut out: Vec<Renewal> = leases.iter().map(|_| Renewal::Retry).collect();
     // (index, lease, slot held for the round, ttl, deadline before the round)
@@ -598,26 +627,32 @@ pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
     let start = Instant::now();
     let tallies = round::batch(&shared.nodes, &calls, shared.nodes.all(), round::int_reply);
     let mut lost = Vec::new();
+    let mut failed = Vec::new();
+    let counters = &shared.observer.counters;
     for ((i, lease, slot, ttl, old_deadline), tally) in held.into_iter().zip(tallies) {
         let result = lease.settle(&tally, start, ttl, old_deadline);
         drop(slot);
         let renewal = match result {
             Ok(()) => {
+                counters.renewals.incr();
                 log::debug!("redmutex: renewed {:?} for {ttl:?}", lease.resource);
                 Renewal::Renewed(ttl)
             }
             // Nodes failing or slow: try again soon, while validity lasts.
-            Err(Error::NoQuorum { .. } | Error::TooLate { .. })
+            Err(e @ (Error::NoQuorum { .. } | Error::TooLate { .. }))
                 if Instant::now() < lease.deadline() =>
             {
+                counters.renewal_failures.incr();
                 log::debug!(
                     "redmutex: renewal of {:?} failed ({} yes); retrying",
                     lease.resource,
                     tally.yes
                 );
+                failed.push((Arc::clone(&lease.resource), e));
                 Renewal::Retry
             }
             Err(e) => {
+                counters.renewal_failures.incr();
                 lost.push((lease, e));
                 Renewal::Done
             }
@@ -628,10 +663,14 @@ pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
     }
     // Every round lock is released: marking may hand callbacks over, which may drop guards of
     // this very batch (their release takes their round lock).
+    for (resource, e) in failed {
+        renewal_failed(shared, resource, e);
+    }
     for lease in expired {
         lease.mark_lost(LossReason::Expired);
     }
     for (lease, e) in lost {
+        renewal_failed(shared, Arc::clone(&lease.resource), e.clone());
         if matches!(
             lease.noting_loss(e),
             Error::NoQuorum { .. } | Error::TooLate { .. }
@@ -640,6 +679,17 @@ pub(crate) fn renew(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
         }
     }
     out
+}
+
+/// Tells the event handler, on the callback thread, that a renewal failed.
+fn renewal_failed(shared: &Shared, resource: Arc<str>, error: Error) {
+    shared.deliver("on_extend_failed", move |h| {
+        h.on_extend_failed(&ExtendFailedEvent {
+            resource: &resource,
+            keep_alive: true,
+            error: &error,
+        });
+    });
 }
 
 /// The error for a round that too few nodes answered.
@@ -673,6 +723,24 @@ pub(crate) fn release_round(
 ///
 /// `Err(NotHeld)` when a quorum is known not to hold the token.
 pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
+    let span = OpSpan::release(resource);
+    let result = span.in_scope(|| release_once(shared, target, resource, token));
+    let counters = &shared.observer.counters;
+    match &result {
+        Ok(()) => {
+            counters.releases.incr();
+            span.outcome("released");
+        }
+        Err(e) => {
+            counters.release_failures.incr();
+            span.outcome(observe::outcome(e));
+        }
+    }
+    result
+}
+
+/// [`release`], in its span.
+fn release_once(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
     let start = Instant::now();
     let tally = release_round(shared, target, resource, token, shared.nodes.all(), true);
     let took = start.elapsed();
@@ -684,7 +752,7 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
     );
     // Our token on a quorum means those nodes held it without a break (nobody else can write
     // our token, and an expired key is gone), so nobody else held the lock meanwhile.
-    match judge(&tally, shared.config.quorum, Question::Holds, None) {
+    match decide(shared, &tally, Question::Holds, None) {
         Verdict::Won(_) | Verdict::TooLate => {
             if tally.aux_yes > 0 {
                 shared.waker.released_to_waiters(resource, took);
@@ -708,6 +776,30 @@ pub(crate) fn extend_token(
     ttl: Duration,
 ) -> Result<Duration> {
     check_ttl("extension", ttl, shared.config.drift_factor)?;
+    let span = OpSpan::extend(resource);
+    let result = span.in_scope(|| extend_token_once(shared, target, resource, token, ttl));
+    let counters = &shared.observer.counters;
+    match &result {
+        Ok(_) => {
+            counters.extensions.incr();
+            span.outcome("extended");
+        }
+        Err(e) => {
+            counters.extension_failures.incr();
+            span.outcome(observe::outcome(e));
+        }
+    }
+    result
+}
+
+/// [`extend_token`], in its span.
+fn extend_token_once(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<Duration> {
     let parts = target.extend_parts(resource, token, millis(ttl));
     let start = Instant::now();
     let tally = round::round(
@@ -721,7 +813,7 @@ pub(crate) fn extend_token(
         elapsed: start.elapsed(),
         drift: shared.drift(ttl),
     };
-    match judge(&tally, shared.config.quorum, Question::Holds, Some(timing)) {
+    match decide(shared, &tally, Question::Holds, Some(timing)) {
         Verdict::Won(validity) => Ok(validity),
         Verdict::TooLate => Err(Error::TooLate {
             resource: resource.to_owned(),

@@ -1,7 +1,7 @@
 //! The read-write lock, on the one lease protocol: its attempts (a reader's, a writer's) are
 //! rounds of its own scripts, concluded by [`conclude`] (the verdict, the deadline rule, the
-//! take-back of a split vote) and waited for by [`take`] (wake-up, fairness, retries, deadline,
-//! cancellation); a reader's lease is a [`Target::Reader`], a writer's a [`Target::Mutex`] (a
+//! take-back of a split vote) and waited for by [`wait_for`] (wake-up, fairness, retries,
+//! deadline, cancellation); a reader's lease is a [`Target::Reader`], a writer's a [`Target::Mutex`] (a
 //! writer holds the lock key exactly as a mutex holder does). Only the downgrade is new: one
 //! round that turns a writer's lease into a reader's.
 //!
@@ -30,9 +30,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{Attempt, MutexRequest, Wait, conclude, take, waiting_mark};
+use super::acquire::{Attempt, MutexRequest, Wait, conclude, try_once, wait_for, waiting_mark};
 use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
-use super::verdict::{Question, Timing, Verdict, judge};
+use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::round::{self, Call};
@@ -50,14 +50,14 @@ pub(crate) fn intent_ttl(shared: &Shared) -> Duration {
 
 /// Takes a read lease, waiting as `wait` says.
 pub(crate) fn read(shared: &Arc<Shared>, req: &MutexRequest<'_>, wait: &Wait<'_>) -> Result<Lease> {
-    take(shared, req.resource, wait, |mark| {
+    wait_for(shared, req.resource, wait, |mark| {
         read_attempt(shared, req, mark)
     })
 }
 
 /// Takes a read lease if one round can.
 pub(crate) fn try_read(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    read_attempt(shared, req, false).once()
+    try_once(shared, req.resource, || read_attempt(shared, req, false))
 }
 
 /// Takes a write lease, waiting as `wait` says, with writer preference: every attempt records
@@ -69,7 +69,7 @@ pub(crate) fn write(
     wait: &Wait<'_>,
 ) -> Result<Lease> {
     let intent = Token::new();
-    let taken = take(shared, req.resource, wait, |_| {
+    let taken = wait_for(shared, req.resource, wait, |_| {
         write_attempt(shared, req, Some(&intent))
     });
     if taken.is_err() {
@@ -80,7 +80,7 @@ pub(crate) fn write(
 
 /// Takes a write lease if one round can (recording no intent: it does not wait).
 pub(crate) fn try_write(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    write_attempt(shared, req, None).once()
+    try_once(shared, req.resource, || write_attempt(shared, req, None))
 }
 
 /// One reader's attempt. `mark`: the caller will wait if a writer holds it (or waits), so mark
@@ -227,7 +227,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         tally.failures.len(),
         timing.elapsed
     );
-    let error = match judge(&tally, shared.config.quorum, Question::Holds, Some(timing)) {
+    let error = match decide(shared, &tally, Question::Holds, Some(timing)) {
         Verdict::Won(_) => {
             let deadline = start.checked_add(ttl - timing.drift).unwrap_or(start);
             return Ok(Lease::new(

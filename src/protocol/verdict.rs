@@ -1,9 +1,12 @@
 //! The one decision of a round: did it win, lose, or not tell? Every operation (acquire, extend,
-//! renew, release, fence, the token-level calls) counts its votes here.
+//! renew, release, fence, the token-level calls) counts its votes here, through [`decide`],
+//! which also counts and traces the verdict.
 
 use std::time::Duration;
 
+use crate::observe::{Votes, trace};
 use crate::round::{self, Tally};
+use crate::shared::Shared;
 
 /// What a round decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,54 @@ pub(crate) struct Timing {
     pub(crate) ttl: Duration,
     pub(crate) elapsed: Duration,
     pub(crate) drift: Duration,
+}
+
+/// Judges a round on `shared`'s nodes with its quorum ([`judge`]), counts the rounds that had
+/// no quorum or came too late, and traces the round's votes (`tracing` feature).
+pub(crate) fn decide(
+    shared: &Shared,
+    tally: &Tally,
+    question: Question,
+    timing: Option<Timing>,
+) -> Verdict {
+    let quorum = shared.config.quorum;
+    let verdict = judge(tally, quorum, question, timing);
+    let counters = &shared.observer.counters;
+    let name = match verdict {
+        Verdict::Won(_) => "won",
+        Verdict::TooLate => {
+            counters.too_late_rounds.incr();
+            "too_late"
+        }
+        Verdict::Refused => "refused",
+        Verdict::Unknown => {
+            counters.no_quorum_rounds.incr();
+            "no_quorum"
+        }
+    };
+    let question = match question {
+        Question::Grant => "grant",
+        Question::Holds => "holds",
+    };
+    trace::round(
+        question,
+        tally.yes,
+        tally.no,
+        tally.failures.len(),
+        quorum,
+        name,
+    );
+    verdict
+}
+
+/// A round's votes, for events.
+pub(crate) fn votes(shared: &Shared, tally: &Tally) -> Votes {
+    Votes::new(
+        tally.yes,
+        tally.no,
+        tally.failures.len(),
+        shared.config.quorum,
+    )
 }
 
 /// Judges a round: the only place where votes become a decision.

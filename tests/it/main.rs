@@ -22,6 +22,7 @@ mod harness;
 mod keep_alive;
 mod leader;
 mod lease_truth;
+mod observability;
 mod props;
 mod rwlock;
 mod security;

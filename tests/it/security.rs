@@ -3,58 +3,11 @@
 //! through the public API.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::support::{self, RedisCluster, dead_url};
+use crate::support::logs::capture as capture_logs;
+use crate::support::{self, RedisCluster, dead_url, logs};
 use redmutex::Error;
-
-/// Every log record emitted while a test captures ([`capture_logs`]), formatted with its
-/// arguments.
-static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// How many tests capture right now. The test binary holds every integration test, so the
-/// logger records only while one of these tests runs (then from every thread: the library
-/// logs from its own threads too), not through the whole suite.
-static CAPTURING: Mutex<usize> = Mutex::new(0);
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        LOGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-    }
-
-    fn flush(&self) {}
-}
-
-/// Captures every log record into [`LOGS`] until the returned guard is dropped.
-fn capture_logs() -> Capturing {
-    static LOGGER: Capture = Capture;
-    let _ = log::set_logger(&LOGGER);
-    let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
-    *n += 1;
-    log::set_max_level(log::LevelFilter::Trace);
-    Capturing
-}
-
-/// Ends a capture when dropped; the last one turns logging off again.
-struct Capturing;
-
-impl Drop for Capturing {
-    fn drop(&mut self) {
-        let mut n = CAPTURING.lock().unwrap_or_else(|e| e.into_inner());
-        *n -= 1;
-        if *n == 0 {
-            log::set_max_level(log::LevelFilter::Off);
-        }
-    }
-}
 
 /// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too).
 const LOCK_COMMANDS: &[&str] = &[
@@ -221,7 +174,7 @@ fn passwords_and_tokens_never_reach_logs_debug_or_display() {
         shown.push(format!("{g:?}"));
         drop(g); // release on drop: logs at debug level
     }
-    let logs = LOGS.lock().unwrap().clone();
+    let logs = logs::records();
     assert!(!logs.is_empty(), "the logger captured nothing");
     let everything = format!("{}\n{}", shown.join("\n"), logs.join("\n"));
     for secret in ["node-pw-1", "wrong-pw-2", "dead-pw-3"] {

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod history;
+pub mod logs;
 pub mod proxy;
 pub mod sentinel;
 pub mod worker;
