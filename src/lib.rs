@@ -60,8 +60,22 @@
 //! - **Failures are errors.** A cluster where too few nodes answer gives
 //!   [`Error::NoQuorum`] with each node's cause, never a hang.
 //!
+//! # The guard never believes more than the nodes hold
+//!
+//! A guard's [`validity`](RedLockGuard::validity) is a lower bound on the lease a quorum of nodes
+//! really holds for its token, whatever happens to a round: it failed, replies came late or
+//! never, two threads sharing the guard [`extend`](RedLockGuard::extend)ed it at once, or an
+//! extension raced a keep-alive renewal. `extend` never shortens a lease on the nodes, rounds on
+//! one lease never overlap, and no user callback runs while the library holds a lock.
+//!
 //! # Beyond a mutex
 //!
+//! - **Cancellable waits** ([`RedLock::acquire_with`], [`Wait`]): a deadline and a flag that calls
+//!   the wait off ([`Error::Cancelled`]); `acquire` and `acquire_timeout` are this.
+//! - **Leases across processes** ([`RedLockGuard::leak`], [`RedLock::release_token`],
+//!   [`RedLock::extend_token`], [`RedLock::inspect`]): a held lease handed out as its token, and
+//!   released or extended by token with the same scripts, quorum rule and wake-up. A token is a
+//!   capability: whoever has it can release the lock.
 //! - **Keep-alive** ([`RedLockFactoryBuilder::keep_alive`]): one thread per factory renews
 //!   every kept-alive guard's lease, in batches, optionally up to a maximum hold time.
 //! - **Loss signal** ([`RedLockGuard::loss_signal`], [`RedLockGuard::on_loss`],
