@@ -89,7 +89,7 @@ impl<'a> Wait<'a> {
         self.deadline
     }
 
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Acquire))
     }
 }
@@ -107,13 +107,18 @@ pub(crate) enum Attempt<T> {
 }
 
 /// The waiting loop: runs `attempt` until it wins, the wait runs out or is cancelled, or
-/// `max_retries + 1` attempts in a row fail. `attempt(mark)`: `mark` asks the attempt to mark
-/// `resource` as waited for, so that its release is announced.
+/// `max_retries + 1` attempts in a row fail.
+///
+/// `attempt(mark, woken_by)`: `mark` asks the attempt to mark `resource` as waited for, so that
+/// its release is announced; `woken_by` is the payload of the release announcement that woke
+/// this wait, if one did (a semaphore announces the permit it freed). Waiters are woken by the
+/// releases of `members`: `[resource]`, or a multi-lock's resources.
 pub(crate) fn wait_for<T>(
     shared: &Shared,
     resource: &str,
+    members: &[&str],
     wait: &Wait<'_>,
-    mut attempt: impl FnMut(bool) -> Attempt<T>,
+    mut attempt: impl FnMut(bool, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<T> {
     let start = Instant::now();
     let cancelled = || Error::Cancelled {
@@ -142,18 +147,19 @@ pub(crate) fn wait_for<T>(
     // so that the holder's release is announced.
     let mut mark = false;
     // Set after a wake-up: the release that woke us was heard from one node, and may not have
-    // reached the others yet when our attempt did.
+    // reached the others yet when our attempt did. `message`: what the release announced.
     let mut woken = false;
+    let mut message: Option<Vec<u8>> = None;
     loop {
         if wait.cancelled() {
             return Err(cancelled());
         }
         let attempt_start = Instant::now();
-        let failed = match attempt(mark) {
+        let failed = match attempt(mark, message.take().as_deref()) {
             Attempt::Won(t) => return Ok(t),
             Attempt::Busy { holders } if wake && !mark => {
                 if seat.is_none() {
-                    seat = Some(waker.enter(&shared.nodes, resource, holders));
+                    seat = Some(waker.enter(&shared.nodes, resource, members, holders));
                 }
                 mark = true;
                 continue;
@@ -190,13 +196,14 @@ pub(crate) fn wait_for<T>(
             pause = pause.min(deadline - now);
         }
         let was_woken = woken;
-        woken = match (&seat, failed) {
+        message = match (&seat, failed) {
             (Some(seat), None) => seat.wait(pause, wait.cancel),
             _ => {
                 sleep(pause, wait.cancel);
-                false
+                None
             }
         };
+        woken = message.is_some();
         // Woken by a release: the lock is most likely free, so the next attempt is bare again.
         // (After the short look that follows a wake-up, the next attempt is bare too.)
         mark = wake && !woken && !was_woken;
@@ -232,7 +239,7 @@ pub(crate) fn pause(shared: &Shared) -> Duration {
 }
 
 /// How long a waiter's mark stays: well past the longest pause between its rounds.
-fn waiting_mark(shared: &Shared) -> Duration {
+pub(crate) fn waiting_mark(shared: &Shared) -> Duration {
     let c = &shared.config;
     c.retry_delay
         .saturating_add(c.retry_jitter)
@@ -257,7 +264,8 @@ pub(crate) fn acquire(
     wait: &Wait<'_>,
 ) -> Result<Lease> {
     let start = Instant::now();
-    let lease = wait_for(shared, req.resource, wait, |mark| {
+    let resource: &str = req.resource;
+    let lease = wait_for(shared, resource, &[resource], wait, |mark, _| {
         attempt(shared, req, mark)
     })?;
     if wait.cancelled() {
