@@ -11,6 +11,7 @@ use crate::lock::RedLock;
 use crate::node::{IntoNode, MAX_NODES, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
 use crate::round::majority;
+use crate::semaphore::Semaphore;
 use crate::shared::{Config, MAX_TTL, Shared, check_max_hold, check_ttl};
 use crate::waker::Waker;
 
@@ -460,6 +461,25 @@ impl RedLockFactory {
     /// invalid name (empty, or over 64 KiB) is reported when the lock is used.
     pub fn create_lock(&self, resource: impl Into<Arc<str>>) -> RedLock {
         RedLock::new(Arc::clone(&self.runtime), resource.into())
+    }
+
+    /// A semaphore named `name` with `permits` permits (1 to
+    /// [`MAX_PERMITS`](crate::MAX_PERMITS)): at most `permits` holders at once, each holding a
+    /// permit for the factory's TTL (see [`Semaphore`]).
+    ///
+    /// Its keys are `name` and `name` plus a suffix, so a prefix ACL covers them. This does not
+    /// talk to the nodes; a bad name or count is reported when the semaphore is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let workers = factory.create_semaphore("batch:workers", 4);
+    /// let _permit = workers.acquire()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_semaphore(&self, name: impl Into<Arc<str>>, permits: u32) -> Semaphore {
+        Semaphore::new(Arc::clone(&self.runtime), name.into(), permits)
     }
 
     /// The number of nodes.

@@ -116,6 +116,7 @@
 mod factory;
 mod guard;
 mod lock;
+mod semaphore;
 // Keep-alive, over the protocol:
 mod keeper;
 // The lease protocol:
@@ -137,6 +138,7 @@ pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
 pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
+pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]

@@ -12,7 +12,7 @@ use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN, Target};
 use crate::shared::{check_max_hold, check_ttl};
 
 /// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
-pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
+pub const MAX_RESOURCE_LEN: usize = crate::shared::MAX_NAME_LEN;
 
 /// A distributed lock on one resource, created by
 /// [`RedLockFactory::create_lock`](crate::RedLockFactory::create_lock).

@@ -21,6 +21,20 @@ pub(crate) const WAITING_SUFFIX: &str = ":redmutex:waiting";
 /// The suffix of the channel on which the releases of a resource are announced.
 pub(crate) const RELEASED_SUFFIX: &str = ":redmutex:released";
 
+/// The suffix of a semaphore's permit slots: slot `i` of semaphore `name` is the key
+/// `<name>:redmutex:permit:<i>`, an ordinary Redlock lock key (the token, `SET NX PX`).
+pub(crate) const PERMIT_SUFFIX: &str = ":redmutex:permit:";
+
+/// The suffix of a semaphore's count of permits granted on a node (an upper bound of those
+/// still held there: a permit that expired is not subtracted), kept with the name key.
+pub(crate) const PERMITS_HELD_SUFFIX: &str = ":redmutex:permits";
+
+/// The prefix of a semaphore's name key value: `redmutex:semaphore:<permits>`. The name key
+/// (the semaphore's name itself, the key a mutex of that name would hold) says, while any permit
+/// is held on the node, how many permits the semaphore has: so a client using another count is
+/// refused, and a mutex (or a multi-lock) of the same name waits for the permits.
+pub(crate) const SEMAPHORE_VALUE_PREFIX: &str = "redmutex:semaphore:";
+
 /// The prefix of the fencing counter used by redmutex 0.1 (`redmutex:fence:<resource>`), read
 /// once per resource to keep tokens increasing across the upgrade.
 pub(crate) const LEGACY_FENCE_PREFIX: &str = "redmutex:fence:";
@@ -90,6 +104,143 @@ if prior < tonumber(ARGV[1]) then
 end
 return prior"#;
 
+/// Takes one permit of a semaphore: the first free slot, in the client's order, of the slots
+/// listed in ARGV[6] (comma-separated), then, when ARGV[7] is below the permit count, of every
+/// slot from ARGV[7] on (cyclically). A slot is taken with `SET NX PX`, so each slot is a Redlock
+/// lock of its own and a node grants at most one slot per call. On a grant, the name key (which
+/// holds `redmutex:semaphore:<permits>`) and the node's permit count are made to live at least as
+/// long as the slot, so they outlive every permit held on the node.
+///
+/// The name key decides first: another permit count there is a misconfiguration (answered, not
+/// granted); any other value is a mutex or multi-lock holding the name, which the permits wait
+/// for.
+///
+/// KEYS: name, permit count, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark),
+/// permits, slot key prefix, slot list, scan start. Returns `{status, slot, taken}`: status 1
+/// (granted `slot`), 0 (no free slot: every slot tried is in `taken`), 2 (the name is held by a
+/// mutex), -1 (the name key says another permit count: `taken` is its value); `taken` lists the
+/// slots found taken, comma-separated.
+pub(crate) const PERMIT_ACQUIRE_SRC: &str = r#"local config = "redmutex:semaphore:" .. ARGV[4]
+local name = redis.call("GET", KEYS[1])
+local function mark()
+    if tonumber(ARGV[3]) > 0 then
+        redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+    end
+end
+if name and name ~= config then
+    if string.sub(name, 1, 19) == "redmutex:semaphore:" then
+        return {-1, 0, name}
+    end
+    mark()
+    return {2, 0, ""}
+end
+local ttl = tonumber(ARGV[2])
+local taken = {}
+local function take(slot)
+    if redis.call("SET", ARGV[5] .. slot, ARGV[1], "NX", "PX", ARGV[2]) then
+        if redis.call("PTTL", KEYS[1]) < ttl then
+            redis.call("SET", KEYS[1], config, "PX", ARGV[2])
+        end
+        redis.call("INCR", KEYS[2])
+        if redis.call("PTTL", KEYS[2]) < ttl then
+            redis.call("PEXPIRE", KEYS[2], ARGV[2])
+        end
+        return true
+    end
+    taken[#taken + 1] = slot
+    return false
+end
+for slot in string.gmatch(ARGV[6], "%d+") do
+    if take(slot) then
+        return {1, tonumber(slot), table.concat(taken, ",")}
+    end
+end
+local permits = tonumber(ARGV[4])
+local start = tonumber(ARGV[7])
+if start < permits then
+    for i = 0, permits - 1 do
+        local slot = (start + i) % permits
+        if take(slot) then
+            return {1, slot, table.concat(taken, ",")}
+        end
+    end
+end
+mark()
+return {0, 0, table.concat(taken, ",")}"#;
+
+/// Releases a permit: deletes the slot ARGV[6] if it holds our token (or, when ARGV[6] is the
+/// permit count, whichever slot other than ARGV[7] holds it: a release by token alone, or the
+/// take-back of a failed attempt). The node's permit count goes down by one per slot freed; at
+/// zero, no permit is held on the node any more, and the count and the name key go (so a mutex
+/// of the same name, or another permit count, need not wait for them to expire). When clients
+/// are waiting and ARGV[3] is "1", the freed slot's number is announced on the name's channel,
+/// so that a woken waiter tries that slot first.
+///
+/// KEYS: name, permit count, waiting marker. ARGV: token, channel, announce, permits, slot key
+/// prefix, slot, except. Returns 0 (not our token), 1 (released), 2 (released and announced).
+pub(crate) const PERMIT_RELEASE_SRC: &str = r#"local permits = tonumber(ARGV[4])
+local slot = tonumber(ARGV[6])
+local except = tonumber(ARGV[7])
+local freed = {}
+local function free(s)
+    if redis.call("GET", ARGV[5] .. s) == ARGV[1] then
+        redis.call("DEL", ARGV[5] .. s)
+        freed[#freed + 1] = s
+    end
+end
+if slot < permits then
+    free(slot)
+else
+    for i = 0, permits - 1 do
+        if i ~= except then free(i) end
+    end
+end
+if #freed == 0 then return 0 end
+if redis.call("EXISTS", KEYS[2]) == 1 and redis.call("DECRBY", KEYS[2], #freed) <= 0 then
+    redis.call("DEL", KEYS[2])
+    if redis.call("GET", KEYS[1]) == "redmutex:semaphore:" .. ARGV[4] then
+        redis.call("DEL", KEYS[1])
+    end
+end
+if ARGV[3] == "1" and redis.call("EXISTS", KEYS[3]) == 1 then
+    redis.call("PUBLISH", ARGV[2], freed[1])
+    return 2
+end
+return 1"#;
+
+/// Makes a permit live at least ARGV[2] ms more if its slot (ARGV[5], or whichever slot holds
+/// the token when ARGV[5] is the permit count) holds our token, and the name key and the node's
+/// permit count at least as long; never shortens anything.
+///
+/// KEYS: name, permit count. ARGV: token, milliseconds, permits, slot key prefix, slot.
+/// Returns 1 or 0.
+pub(crate) const PERMIT_EXTEND_SRC: &str = r#"local permits = tonumber(ARGV[3])
+local slot = tonumber(ARGV[5])
+local ms = tonumber(ARGV[2])
+local key = nil
+if slot < permits then
+    if redis.call("GET", ARGV[4] .. ARGV[5]) == ARGV[1] then key = ARGV[4] .. ARGV[5] end
+else
+    for i = 0, permits - 1 do
+        if redis.call("GET", ARGV[4] .. i) == ARGV[1] then
+            key = ARGV[4] .. i
+            break
+        end
+    end
+end
+if not key then return 0 end
+if redis.call("PTTL", key) < ms then
+    redis.call("PEXPIRE", key, ARGV[2])
+end
+if redis.call("GET", KEYS[1]) == "redmutex:semaphore:" .. ARGV[3]
+    and redis.call("PTTL", KEYS[1]) < ms then
+    redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+if redis.call("EXISTS", KEYS[2]) == 1 and redis.call("PTTL", KEYS[2]) < ms then
+    redis.call("PEXPIRE", KEYS[2], ARGV[2])
+end
+return 1"#;
+
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -125,8 +276,25 @@ pub(crate) static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_SRC
 /// The fencing write-back script.
 pub(crate) static FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(FENCE_SRC));
 
+/// The semaphore's acquire script.
+pub(crate) static PERMIT_ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(PERMIT_ACQUIRE_SRC));
+
+/// The semaphore's release script.
+pub(crate) static PERMIT_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(PERMIT_RELEASE_SRC));
+
+/// The semaphore's extend script.
+pub(crate) static PERMIT_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(PERMIT_EXTEND_SRC));
+
 /// Every script, to load when a connection opens.
-pub(crate) static ALL: [&LazyLock<Lua>; 4] = [&RELEASE, &EXTEND, &ACQUIRE, &FENCE];
+pub(crate) static ALL: &[&LazyLock<Lua>] = &[
+    &RELEASE,
+    &EXTEND,
+    &ACQUIRE,
+    &FENCE,
+    &PERMIT_ACQUIRE,
+    &PERMIT_RELEASE,
+    &PERMIT_EXTEND,
+];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).
 pub(crate) fn sha1_hex(text: &str) -> String {

@@ -46,6 +46,39 @@ impl Shared {
     }
 }
 
+/// The longest name accepted (a lock's resource, a semaphore's name, a multi-lock's member):
+/// Redis allows more, but a name this long is a bug.
+pub(crate) const MAX_NAME_LEN: usize = 64 * 1024;
+
+/// Checks a name the handles put in keys: not empty, at most [`MAX_NAME_LEN`] bytes. `what`
+/// names it in the error ("resource name", "semaphore name").
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "{what} is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a token given to a token-level call: not empty, at most `max` bytes.
+pub(crate) fn check_token(token: &str, max: usize) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::InvalidArgument("the token must not be empty".into()));
+    }
+    if token.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "the token is {} bytes long; at most {max} are allowed",
+            token.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a lease duration (a TTL or an extension).
 pub(crate) fn check_ttl(what: &str, ttl: Duration, drift_factor: f64) -> Result<()> {
     if ttl.as_millis() == 0 {

@@ -104,6 +104,9 @@ pub(crate) enum Attempt<T> {
     },
     /// Too few nodes answered, or the round was too slow.
     Failed(Error),
+    /// An error that another attempt cannot cure (a semaphore used with another permit count):
+    /// returned at once.
+    Fatal(Error),
 }
 
 /// The waiting loop: runs `attempt` until it wins, the wait runs out or is cancelled, or
@@ -157,6 +160,7 @@ pub(crate) fn wait_for<T>(
         let attempt_start = Instant::now();
         let failed = match attempt(mark, message.take().as_deref()) {
             Attempt::Won(t) => return Ok(t),
+            Attempt::Fatal(e) => return Err(e),
             Attempt::Busy { holders } if wake && !mark => {
                 if seat.is_none() {
                     seat = Some(waker.enter(&shared.nodes, resource, members, holders));
@@ -284,7 +288,7 @@ pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Resul
     match attempt(shared, req, false) {
         Attempt::Won(lease) => Ok(Some(lease)),
         Attempt::Busy { .. } => Ok(None),
-        Attempt::Failed(e) => Err(e),
+        Attempt::Failed(e) | Attempt::Fatal(e) => Err(e),
     }
 }
 

@@ -134,6 +134,15 @@ pub(crate) struct LeaseOptions {
 pub(crate) enum Target {
     /// A mutex: the lock key is the lease's name.
     Mutex,
+    /// A semaphore permit: slot `slot` of the `permits` slots of the semaphore named by the
+    /// lease (`<name>:redmutex:permit:<slot>`); `slot == permits` stands for whichever slot holds
+    /// the token (other than `except`, when below `permits`): a token-level call, or the
+    /// take-back of a failed attempt.
+    Permit {
+        permits: u32,
+        slot: u32,
+        except: u32,
+    },
 }
 
 /// A script call's parts, owned by the caller, borrowing the lease.
@@ -154,6 +163,25 @@ impl Parts<'_> {
 }
 
 impl Target {
+    /// Permit `slot` of a semaphore of `permits`.
+    pub(crate) const fn permit(permits: u32, slot: u32) -> Self {
+        Self::Permit {
+            permits,
+            slot,
+            except: permits,
+        }
+    }
+
+    /// Whichever permit of a semaphore of `permits` holds the token, except slot `except`
+    /// (`permits`: none excepted).
+    pub(crate) const fn any_permit(permits: u32, except: u32) -> Self {
+        Self::Permit {
+            permits,
+            slot: permits,
+            except,
+        }
+    }
+
     /// The call that makes the nodes hold `token` at least `ms` more.
     pub(crate) fn extend_parts<'a>(&'a self, name: &'a str, token: &'a str, ms: u64) -> Parts<'a> {
         match self {
@@ -161,6 +189,21 @@ impl Target {
                 script: &scripts::EXTEND,
                 keys: vec![Arg::Str(name)],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
+            Self::Permit { permits, slot, .. } => Parts {
+                // KEYS: name, permit count. ARGV: token, ms, permits, slot prefix, slot.
+                script: &scripts::PERMIT_EXTEND,
+                keys: vec![
+                    Arg::Str(name),
+                    Arg::Joined(name, scripts::PERMITS_HELD_SUFFIX),
+                ],
+                args: vec![
+                    Arg::Str(token),
+                    Arg::Int(ms),
+                    Arg::Int(u64::from(*permits)),
+                    Arg::Joined(name, scripts::PERMIT_SUFFIX),
+                    Arg::Int(u64::from(*slot)),
+                ],
             },
         }
     }
@@ -186,6 +229,33 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Permit {
+                permits,
+                slot,
+                except,
+            } => {
+                // KEYS: name, permit count, waiting mark. ARGV: token, channel, announce,
+                // permits, slot prefix, slot, except.
+                let keys = [
+                    Arg::Str(name),
+                    Arg::Joined(name, scripts::PERMITS_HELD_SUFFIX),
+                    Arg::Joined(name, scripts::WAITING_SUFFIX),
+                ];
+                let args = [
+                    Arg::Str(token),
+                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    flag,
+                    Arg::Int(u64::from(*permits)),
+                    Arg::Joined(name, scripts::PERMIT_SUFFIX),
+                    Arg::Int(u64::from(*slot)),
+                    Arg::Int(u64::from(*except)),
+                ];
+                f(Call::Script {
+                    script: &scripts::PERMIT_RELEASE,
                     keys: &keys,
                     args: &args,
                 })

@@ -6,12 +6,14 @@
 //! - [`acquire`]: one attempt and the waiting loop (wake-up, fairness, retries, deadline,
 //!   cancellation), plus fencing;
 //! - [`lease`]: a held lease, its deadline rule, and the rounds made on it;
+//! - [`semaphore`]: a semaphore's attempt (a permit is a quorum grant of one of its slots);
 //! - [`inspect`]: a read-only view of a resource;
 //! - [`verdict`]: what a round decided.
 
 pub(crate) mod acquire;
 pub(crate) mod inspect;
 pub(crate) mod lease;
+pub(crate) mod semaphore;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;

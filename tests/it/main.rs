@@ -24,6 +24,7 @@ mod leader;
 mod lease_truth;
 mod props;
 mod security;
+mod semaphore;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]
 mod tls;
