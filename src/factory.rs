@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::keeper::{Keeper, Runtime};
 use crate::lock::RedLock;
+use crate::multi::MultiLock;
 use crate::node::{IntoNode, MAX_NODES, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
 use crate::round::majority;
@@ -480,6 +481,31 @@ impl RedLockFactory {
     /// ```
     pub fn create_semaphore(&self, name: impl Into<Arc<str>>, permits: u32) -> Semaphore {
         Semaphore::new(Arc::clone(&self.runtime), name.into(), permits)
+    }
+
+    /// A lock on every resource in `resources` at once, all or nothing, in one round (see
+    /// [`MultiLock`]). Duplicates are dropped and the names sorted: the canonical order every
+    /// node sees.
+    ///
+    /// Its keys are the resources' own lock keys, so it excludes every
+    /// [`create_lock`](Self::create_lock) holder of any of them (and any Redlock client using
+    /// those names on these nodes). This does not talk to the nodes; an empty set or a bad name
+    /// is reported when the lock is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let guard = factory.create_multi_lock(["seat:12A", "seat:12B"]).acquire()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_multi_lock<I>(&self, resources: I) -> MultiLock
+    where
+        I: IntoIterator,
+        I::Item: Into<Arc<str>>,
+    {
+        let resources = resources.into_iter().map(Into::into).collect();
+        MultiLock::new(Arc::clone(&self.runtime), resources)
     }
 
     /// The number of nodes.

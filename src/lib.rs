@@ -116,6 +116,7 @@
 mod factory;
 mod guard;
 mod lock;
+mod multi;
 mod semaphore;
 // Keep-alive, over the protocol:
 mod keeper;
@@ -136,6 +137,7 @@ pub use error::{Error, NodeError, Result};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
+pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
 pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, SentinelNode};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};

@@ -241,6 +241,71 @@ if redis.call("EXISTS", KEYS[2]) == 1 and redis.call("PTTL", KEYS[2]) < ms then
 end
 return 1"#;
 
+/// Takes every resource of a multi-lock on one node, or none: `SET key token PX ttl` on each
+/// key only when none of them exists (each key, as for a lock, holds the token, so a lock of
+/// any member, or another multi-lock sharing one, excludes it and is excluded by it). When some
+/// are taken and ARGV[3] > 0, the taken ones are marked as waited for, so that their release
+/// is announced.
+///
+/// KEYS: the resources (in canonical order), then their waiting markers. ARGV: token, TTL ms,
+/// marker ms (0: don't mark). Returns `{granted (1 or 0), 0}` (the shape of the lock's acquire
+/// script's answer).
+pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"local n = #KEYS / 2
+local busy = false
+for i = 1, n do
+    if redis.call("EXISTS", KEYS[i]) == 1 then
+        busy = true
+        if tonumber(ARGV[3]) > 0 then
+            redis.call("SET", KEYS[n + i], "1", "PX", ARGV[3])
+        end
+    end
+end
+if busy then return {0, 0} end
+for i = 1, n do
+    redis.call("SET", KEYS[i], ARGV[1], "PX", ARGV[2])
+end
+return {1, 0}"#;
+
+/// Releases a multi-lock on one node: deletes each resource key that holds our token, and
+/// announces each release on that resource's channel (`<resource>` + ARGV[2]) when clients wait
+/// for it and ARGV[3] is "1". The node counts as holding the lock only if *every* key held our
+/// token (a partial hold, left by keys deleted from outside, is cleaned up but answers 0).
+///
+/// KEYS: the resources, then their waiting markers. ARGV: token, channel suffix, announce.
+/// Returns 0 (not every key held our token), 1 (released), 2 (released and announced).
+pub(crate) const MULTI_RELEASE_SRC: &str = r#"local n = #KEYS / 2
+local all = true
+local announced = false
+for i = 1, n do
+    if redis.call("GET", KEYS[i]) == ARGV[1] then
+        redis.call("DEL", KEYS[i])
+        if ARGV[3] == "1" and redis.call("EXISTS", KEYS[n + i]) == 1 then
+            redis.call("PUBLISH", KEYS[i] .. ARGV[2], redis.sha1hex(ARGV[1]))
+            announced = true
+        end
+    else
+        all = false
+    end
+end
+if not all then return 0 end
+if announced then return 2 end
+return 1"#;
+
+/// Makes every resource key of a multi-lock live at least ARGV[2] ms more, if every one holds
+/// our token (otherwise it changes nothing and answers 0); never shortens a key's life.
+///
+/// KEYS: the resources. ARGV: token, milliseconds. Returns 1 or 0.
+pub(crate) const MULTI_EXTEND_SRC: &str = r#"for i = 1, #KEYS do
+    if redis.call("GET", KEYS[i]) ~= ARGV[1] then return 0 end
+end
+local ms = tonumber(ARGV[2])
+for i = 1, #KEYS do
+    if redis.call("PTTL", KEYS[i]) < ms then
+        redis.call("PEXPIRE", KEYS[i], ARGV[2])
+    end
+end
+return 1"#;
+
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -285,6 +350,15 @@ pub(crate) static PERMIT_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(PERM
 /// The semaphore's extend script.
 pub(crate) static PERMIT_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(PERMIT_EXTEND_SRC));
 
+/// The multi-lock's acquire script.
+pub(crate) static MULTI_ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_ACQUIRE_SRC));
+
+/// The multi-lock's release script.
+pub(crate) static MULTI_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_RELEASE_SRC));
+
+/// The multi-lock's extend script.
+pub(crate) static MULTI_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_EXTEND_SRC));
+
 /// Every script, to load when a connection opens.
 pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &RELEASE,
@@ -294,6 +368,9 @@ pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &PERMIT_ACQUIRE,
     &PERMIT_RELEASE,
     &PERMIT_EXTEND,
+    &MULTI_ACQUIRE,
+    &MULTI_RELEASE,
+    &MULTI_EXTEND,
 ];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).

@@ -143,6 +143,9 @@ pub(crate) enum Target {
         slot: u32,
         except: u32,
     },
+    /// A multi-lock: every one of these resources' lock keys (in canonical order) holds the
+    /// token. A node counts as holding the lease only if it holds all of them.
+    Multi(Arc<[Arc<str>]>),
 }
 
 /// A script call's parts, owned by the caller, borrowing the lease.
@@ -205,6 +208,12 @@ impl Target {
                     Arg::Int(u64::from(*slot)),
                 ],
             },
+            Self::Multi(resources) => Parts {
+                // KEYS: the resources. ARGV: token, ms.
+                script: &scripts::MULTI_EXTEND,
+                keys: resources.iter().map(|r| Arg::Str(r)).collect(),
+                args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
         }
     }
 
@@ -256,6 +265,25 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::PERMIT_RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Multi(resources) => {
+                // KEYS: the resources, then their waiting marks. ARGV: token, channel suffix,
+                // announce.
+                let keys: Vec<Arg<'_>> = resources
+                    .iter()
+                    .map(|r| Arg::Str(r))
+                    .chain(
+                        resources
+                            .iter()
+                            .map(|r| Arg::Joined(r, scripts::WAITING_SUFFIX)),
+                    )
+                    .collect();
+                let args = [Arg::Str(token), Arg::Str(scripts::RELEASED_SUFFIX), flag];
+                f(Call::Script {
+                    script: &scripts::MULTI_RELEASE,
                     keys: &keys,
                     args: &args,
                 })

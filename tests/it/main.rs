@@ -22,6 +22,7 @@ mod harness;
 mod keep_alive;
 mod leader;
 mod lease_truth;
+mod multi;
 mod props;
 mod security;
 mod semaphore;

@@ -1,0 +1,166 @@
+//! Multi-lock acquisition: every resource of a set in one round, all or nothing per node.
+//!
+//! One script per node takes every resource's lock key (`SET key token PX ttl`, the lock's own
+//! keys and values) only if none is taken, so a node either grants the whole set or nothing. A
+//! node thus holds the multi-lock's token on all keys or on none, and "a quorum holds our
+//! token" means what it means for one lock: a quorum of nodes each holding *all* the keys. Any
+//! holder of a member resource (a lock, or another multi-lock sharing one) needs that key on a
+//! quorum too, and two quorums share a node, where the key cannot be held twice: the multi-lock
+//! excludes every holder of every member, under Redlock's assumptions, in one round rather than
+//! one round per resource.
+//!
+//! Waiters mark the members they found taken and wait in a room that listens to every member's
+//! release channel: the release of any member (by a lock or by another multi-lock, which
+//! announces on each member's channel) wakes them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::acquire::{Attempt, Wait, wait_for, waiting_mark};
+use super::lease::{Lease, LeaseOptions, Target, Token, millis, no_quorum, release_round};
+use super::verdict::{Question, Timing, Verdict, judge};
+use crate::command::Arg;
+use crate::error::{Error, Result};
+use crate::round::{self, Call, Tally};
+use crate::scripts;
+use crate::shared::Shared;
+
+/// What a multi-lock acquisition asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MultiRequest<'a> {
+    /// The name used in errors, logs and wake-up rooms.
+    pub(crate) name: &'a Arc<str>,
+    /// The resources, sorted, without duplicates.
+    pub(crate) resources: &'a Arc<[Arc<str>]>,
+    pub(crate) ttl: Duration,
+    pub(crate) keep_alive: bool,
+    pub(crate) max_hold: Option<Duration>,
+}
+
+/// Takes every resource, waiting as `wait` says.
+pub(crate) fn acquire(
+    shared: &Arc<Shared>,
+    req: &MultiRequest<'_>,
+    wait: &Wait<'_>,
+) -> Result<Lease> {
+    let start = Instant::now();
+    let members: Vec<&str> = req.resources.iter().map(|r| &**r).collect();
+    let lease = wait_for(shared, req.name, &members, wait, |mark, _| {
+        attempt(shared, req, mark)
+    })?;
+    if wait.cancelled() {
+        // Cancelled during the winning round: once the flag is set, no guard is handed out.
+        let _ = lease.release();
+        return Err(Error::Cancelled {
+            resource: req.name.to_string(),
+            waited: start.elapsed(),
+        });
+    }
+    Ok(lease)
+}
+
+/// Takes every resource if one round can.
+pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MultiRequest<'_>) -> Result<Option<Lease>> {
+    match attempt(shared, req, false) {
+        Attempt::Won(lease) => Ok(Some(lease)),
+        Attempt::Busy { .. } => Ok(None),
+        Attempt::Failed(e) | Attempt::Fatal(e) => Err(e),
+    }
+}
+
+/// One acquisition round. `mark`: the caller will wait if a resource is taken, so mark the taken
+/// ones as waited for.
+fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<Lease> {
+    let name: &str = req.name;
+    let token = Token::new();
+    let mark_ms = if mark {
+        millis(waiting_mark(shared))
+    } else {
+        0
+    };
+    let keys: Vec<Arg<'_>> = req
+        .resources
+        .iter()
+        .map(|r| Arg::Str(r))
+        .chain(
+            req.resources
+                .iter()
+                .map(|r| Arg::Joined(r, scripts::WAITING_SUFFIX)),
+        )
+        .collect();
+    let args = [
+        Arg::Str(token.as_str()),
+        Arg::Int(millis(req.ttl)),
+        Arg::Int(mark_ms),
+    ];
+    let call = Call::Script {
+        script: &scripts::MULTI_ACQUIRE,
+        keys: &keys,
+        args: &args,
+    };
+    let start = Instant::now();
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        round::acquire_reply,
+    );
+    let timing = Timing {
+        ttl: req.ttl,
+        elapsed: start.elapsed(),
+        drift: shared.drift(req.ttl),
+    };
+    log::debug!(
+        "redmutex: acquire {name:?}: {}/{} yes, {} no, {} failed, quorum {}, {:?}",
+        tally.yes,
+        shared.nodes.len(),
+        tally.no,
+        tally.failures.len(),
+        shared.config.quorum,
+        timing.elapsed
+    );
+    let failure = match judge(&tally, shared.config.quorum, Question::Grant, Some(timing)) {
+        Verdict::Won(_) => {
+            // Every SET was sent after `start`, so no key expires before `start + ttl` by the
+            // nodes' clocks (give or take the drift).
+            let deadline = start.checked_add(req.ttl - timing.drift).unwrap_or(start);
+            let options = LeaseOptions {
+                ttl: req.ttl,
+                keep_alive: req.keep_alive,
+                hold_until: req.max_hold.and_then(|d| start.checked_add(d)),
+            };
+            return Attempt::Won(Lease::new(
+                Arc::clone(shared),
+                Arc::clone(req.name),
+                Target::Multi(Arc::clone(req.resources)),
+                token,
+                None,
+                options,
+                deadline,
+            ));
+        }
+        Verdict::TooLate => Some(Error::TooLate {
+            resource: name.to_owned(),
+            elapsed: timing.elapsed,
+        }),
+        Verdict::Refused => None,
+        Verdict::Unknown => Some(no_quorum(shared, name, &tally)),
+    };
+    take_back(shared, req, &token, &tally);
+    match failure {
+        Some(e) => Attempt::Failed(e),
+        None => Attempt::Busy {
+            holders: tally.refused,
+        },
+    }
+}
+
+/// Not acquired: takes back the sets that may have been granted (every node written to, except
+/// those that answered "no"), announcing nothing, as a lock's failed attempt does.
+fn take_back(shared: &Shared, req: &MultiRequest<'_>, token: &Token, tally: &Tally) {
+    let mask = tally.written & !tally.refused;
+    if mask != 0 {
+        let target = Target::Multi(Arc::clone(req.resources));
+        release_round(shared, &target, req.name, token.as_str(), mask, false);
+    }
+}
