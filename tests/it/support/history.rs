@@ -12,6 +12,12 @@
 //! involving a holder that overran its lease is counted apart (an "overrun") rather than as a
 //! violation. When the lock hands out fencing tokens, the checker also asserts that they
 //! increase in witness order.
+//!
+//! The same checker counts holders for synchronizers that admit more than one: with a
+//! semaphore of `k` permits, no tick may lie inside more than `k` valid sections of its name
+//! ([`check_at_most`]). A multi-lock's section is recorded once per resource it holds, so the
+//! mutex check of each resource covers the multi-lock holders and the plain lock holders of that
+//! resource together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, RedLockFactory};
+use redmutex::{
+    Error, MultiLock, MultiLockGuard, RedLock, RedLockFactory, RedLockGuard, Semaphore,
+    SemaphorePermit,
+};
 
 /// The witness key incremented for every tick.
 pub const CLOCK_KEY: &str = "witness:clock";
@@ -147,6 +156,9 @@ pub struct Check {
     pub overruns: usize,
     /// Consecutive sections (witness order) whose fencing tokens did not increase.
     pub fencing_violations: Vec<(Record, Record)>,
+    /// The most valid sections of one resource open at one tick (1 for a working lock; up to
+    /// `k` for a semaphore of `k` permits).
+    pub most_at_once: usize,
 }
 
 /// Checks that no two critical sections on the same resource overlap, and that fencing tokens
@@ -162,6 +174,7 @@ pub fn check(records: &[Record]) -> Check {
         overruns: records.iter().filter(|r| !r.valid_at_end).count(),
         ..Check::default()
     };
+    out.most_at_once = most_at_once(records);
     for sections in by_resource.values_mut() {
         sections.sort_by_key(|r| r.start);
         // The section reaching furthest so far: any later start before its end overlaps it.
@@ -190,6 +203,61 @@ pub fn check(records: &[Record]) -> Check {
         }
     }
     out
+}
+
+/// Checks that no tick lies inside more than `k` sections of one resource whose holders were
+/// within their validity (a semaphore of `k` permits). A tick inside more than `k` sections of
+/// which at most `k` were valid is an overrun overlap. Each violation is reported as the pair of
+/// the section that started over the limit and the earliest-starting section it overlapped.
+pub fn check_at_most(records: &[Record], k: usize) -> Check {
+    let mut by_resource: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        assert!(r.start < r.end, "a section ends before it starts: {r:?}");
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    let mut out = Check {
+        sections: records.len(),
+        overruns: records.iter().filter(|r| !r.valid_at_end).count(),
+        most_at_once: most_at_once(records),
+        ..Check::default()
+    };
+    for sections in by_resource.values_mut() {
+        sections.sort_by_key(|r| r.start);
+        let mut open: Vec<&Record> = Vec::new();
+        for &r in sections.iter() {
+            // Ticks are unique: a section that ended before `r` started is closed.
+            open.retain(|o| o.end > r.start);
+            open.push(r);
+            if open.len() <= k {
+                continue;
+            }
+            let pair = (open[0].clone(), r.clone());
+            if open.iter().filter(|o| o.valid_at_end).count() > k {
+                out.violations.push(pair);
+            } else {
+                out.overrun_overlaps.push(pair);
+            }
+        }
+    }
+    out
+}
+
+/// The most sections of one resource, valid at their end, open at one tick.
+fn most_at_once(records: &[Record]) -> usize {
+    let mut events: BTreeMap<(&str, u64), i64> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.valid_at_end) {
+        *events.entry((&r.resource, r.start)).or_default() += 1;
+        *events.entry((&r.resource, r.end)).or_default() -= 1;
+    }
+    let (mut most, mut now, mut resource) = (0, 0i64, "");
+    for ((res, _), delta) in events {
+        if res != resource {
+            (resource, now) = (res, 0);
+        }
+        now += delta;
+        most = most.max(usize::try_from(now).unwrap_or(0));
+    }
+    most
 }
 
 /// The `p`-th percentile (0..=100) of `values`, or zero when empty.
@@ -223,6 +291,103 @@ pub struct Workload {
     /// Push each record to the witness's history list instead of keeping it in memory (for
     /// long runs that measure this process's memory); read them back with [`fetch`].
     pub push_to_witness: bool,
+    /// What the workers take.
+    pub kind: Kind,
+}
+
+/// What the workers of a run take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A lock on one resource at a time.
+    Lock,
+    /// A permit of a semaphore with this many permits, named after one resource at a time.
+    Semaphore(u32),
+    /// Even threads take multi-locks over two of the resources (each pair in turn), odd threads
+    /// take plain locks on one resource: records are per resource, so one check covers both.
+    MultiAndLocks,
+}
+
+/// Something a worker takes.
+enum Taker {
+    Lock(RedLock),
+    Semaphore(Semaphore),
+    Multi(MultiLock),
+}
+
+/// What a worker holds.
+enum Held {
+    Lock(RedLockGuard),
+    Permit(SemaphorePermit),
+    Multi(MultiLockGuard),
+}
+
+impl Taker {
+    fn acquire_timeout(&self, d: Duration) -> Result<Held, Error> {
+        Ok(match self {
+            Self::Lock(l) => Held::Lock(l.acquire_timeout(d)?),
+            Self::Semaphore(s) => Held::Permit(s.acquire_timeout(d)?),
+            Self::Multi(m) => Held::Multi(m.acquire_timeout(d)?),
+        })
+    }
+
+    /// The resources a section of this taker is recorded under.
+    fn resources(&self) -> Vec<String> {
+        match self {
+            Self::Lock(l) => vec![l.resource().to_owned()],
+            Self::Semaphore(s) => vec![s.name().to_owned()],
+            Self::Multi(m) => m.resources().iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}
+
+impl Held {
+    fn is_valid(&self) -> bool {
+        match self {
+            Self::Lock(g) => g.is_valid(),
+            Self::Permit(p) => p.is_valid(),
+            Self::Multi(g) => g.is_valid(),
+        }
+    }
+
+    fn fencing_token(&self) -> Option<u64> {
+        match self {
+            Self::Lock(g) => g.fencing_token(),
+            _ => None,
+        }
+    }
+
+    fn release(self) -> bool {
+        match self {
+            Self::Lock(g) => g.release().is_ok(),
+            Self::Permit(p) => p.release().is_ok(),
+            Self::Multi(g) => g.release().is_ok(),
+        }
+    }
+}
+
+/// The takers of worker thread `t`.
+fn takers(factory: &RedLockFactory, work: &Workload, t: usize) -> Vec<Taker> {
+    let r = &work.resources;
+    match work.kind {
+        Kind::Lock => r
+            .iter()
+            .map(|r| Taker::Lock(factory.create_lock(r.as_str())))
+            .collect(),
+        Kind::Semaphore(k) => r
+            .iter()
+            .map(|r| Taker::Semaphore(factory.create_semaphore(r.as_str(), k)))
+            .collect(),
+        Kind::MultiAndLocks if t.is_multiple_of(2) && r.len() > 1 => (0..r.len())
+            .map(|i| {
+                let pair = [r[i].as_str(), r[(i + 1) % r.len()].as_str()];
+                Taker::Multi(factory.create_multi_lock(pair))
+            })
+            .collect(),
+        Kind::MultiAndLocks => r
+            .iter()
+            .map(|r| Taker::Lock(factory.create_lock(r.as_str())))
+            .collect(),
+    }
 }
 
 impl Workload {
@@ -237,6 +402,7 @@ impl Workload {
             acquire_timeout: Duration::from_secs(10),
             name: format!("p{}", std::process::id()),
             push_to_witness: false,
+            kind: Kind::Lock,
         }
     }
 }
@@ -318,11 +484,7 @@ pub fn run_workers(
             thread::spawn(move || {
                 let mut witness = Witness::connect(witness_port);
                 let mut run = Run::default();
-                let locks: Vec<_> = work
-                    .resources
-                    .iter()
-                    .map(|r| factory.create_lock(r.as_str()))
-                    .collect();
+                let locks = takers(&factory, &work, t);
                 for i in 0..work.max_per_thread {
                     if Instant::now() >= end {
                         break;
@@ -342,22 +504,24 @@ pub fn run_workers(
                             let end_tick = witness.tick();
                             let valid_at_end = g.is_valid();
                             let fencing = g.fencing_token();
-                            let release_ok = g.release().is_ok();
-                            let record = Record {
-                                worker: format!("{}/t{t}", work.name),
-                                resource: lock.resource().to_owned(),
-                                start,
-                                end: end_tick,
-                                fencing,
-                                valid_at_end,
-                                release_ok,
-                                acquire: took,
-                                during_fault,
-                            };
-                            if work.push_to_witness {
-                                witness.push(&record);
-                            } else {
-                                run.records.push(record);
+                            let release_ok = g.release();
+                            for resource in lock.resources() {
+                                let record = Record {
+                                    worker: format!("{}/t{t}", work.name),
+                                    resource,
+                                    start,
+                                    end: end_tick,
+                                    fencing,
+                                    valid_at_end,
+                                    release_ok,
+                                    acquire: took,
+                                    during_fault,
+                                };
+                                if work.push_to_witness {
+                                    witness.push(&record);
+                                } else {
+                                    run.records.push(record);
+                                }
                             }
                         }
                         Err(e) => {
@@ -387,18 +551,29 @@ pub fn run_workers(
 
 /// Prints a run's figures on one line (visible with `--nocapture`) and returns the check.
 pub fn report(scenario: &str, run: &Run, faults: usize, extra: &str) -> Check {
-    let check = check(&run.records);
+    report_checked(scenario, run, faults, extra, check(&run.records))
+}
+
+/// [`report`] with the check made by the caller ([`check_at_most`], say).
+pub fn report_checked(
+    scenario: &str,
+    run: &Run,
+    faults: usize,
+    extra: &str,
+    check: Check,
+) -> Check {
     let during = run.latencies(Some(true));
     let all = run.latencies(None);
     eprintln!(
         "[figures] {scenario}: acquisitions={} faults={faults} violations={} overruns={} \
-         overrun_overlaps={} fencing_violations={} errors={:?} acquire p50={:?} p99={:?} \
-         max={:?} | during faults: n={} p99={:?} max={:?} | slowest call={:?}{}{extra}",
+         overrun_overlaps={} fencing_violations={} most_at_once={} errors={:?} acquire p50={:?} \
+         p99={:?} max={:?} | during faults: n={} p99={:?} max={:?} | slowest call={:?}{}{extra}",
         check.sections,
         check.violations.len(),
         check.overruns,
         check.overrun_overlaps.len(),
         check.fencing_violations.len(),
+        check.most_at_once,
         run.errors,
         percentile(&all, 50.0),
         percentile(&all, 99.0),
