@@ -25,14 +25,12 @@ pub(crate) const RELEASED_SUFFIX: &str = ":redmutex:released";
 /// `<name>:redmutex:permit:<i>`, an ordinary Redlock lock key (the token, `SET NX PX`).
 pub(crate) const PERMIT_SUFFIX: &str = ":redmutex:permit:";
 
-/// The suffix of a semaphore's count of permits granted on a node (an upper bound of those
-/// still held there: a permit that expired is not subtracted), kept with the name key.
-pub(crate) const PERMITS_HELD_SUFFIX: &str = ":redmutex:permits";
-
-/// The prefix of a semaphore's name key value: `redmutex:semaphore:<permits>`. The name key
-/// (the semaphore's name itself, the key a mutex of that name would hold) says, while any permit
-/// is held on the node, how many permits the semaphore has: so a client using another count is
-/// refused, and a mutex (or a multi-lock) of the same name waits for the permits.
+/// The prefix of a semaphore's name key value: `redmutex:semaphore:<permits>:<held>`. The name
+/// key (the semaphore's name itself, the key a lock of that name would hold) says, while any
+/// permit is held on the node, how many permits the semaphore has, so a client using another
+/// count is refused, and a lock (or a multi-lock) of the same name waits for the permits. It
+/// also counts the permits granted on the node (an upper bound of those still held there: a
+/// permit that expired is not subtracted), so that the last release can delete it.
 pub(crate) const SEMAPHORE_VALUE_PREFIX: &str = "redmutex:semaphore:";
 
 /// The prefix of the fencing counter used by redmutex 0.1 (`redmutex:fence:<resource>`), read
@@ -107,113 +105,124 @@ return prior"#;
 /// Takes one permit of a semaphore: the first free slot, in the client's order, of the slots
 /// listed in ARGV[6] (comma-separated), then, when ARGV[7] is below the permit count, of every
 /// slot from ARGV[7] on (cyclically). A slot is taken with `SET NX PX`, so each slot is a Redlock
-/// lock of its own and a node grants at most one slot per call. On a grant, the name key (which
-/// holds `redmutex:semaphore:<permits>`) and the node's permit count are made to live at least as
-/// long as the slot, so they outlive every permit held on the node.
+/// lock of its own and a node grants at most one slot per call. On a grant, the name key's count
+/// goes up by one and the key is made to live at least as long as the slot, so it outlives
+/// every permit held on the node.
 ///
 /// The name key decides first: another permit count there is a misconfiguration (answered, not
-/// granted); any other value is a mutex or multi-lock holding the name, which the permits wait
-/// for.
+/// granted); any other value is a lock or multi-lock holding the name, which the permits wait
+/// for. (`SET ... KEEPTTL` needs Redis 6.0.)
 ///
-/// KEYS: name, permit count, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark),
-/// permits, slot key prefix, slot list, scan start. Returns `{status, slot, taken}`: status 1
-/// (granted `slot`), 0 (no free slot: every slot tried is in `taken`), 2 (the name is held by a
-/// mutex), -1 (the name key says another permit count: `taken` is its value); `taken` lists the
-/// slots found taken, comma-separated.
-pub(crate) const PERMIT_ACQUIRE_SRC: &str = r#"local config = "redmutex:semaphore:" .. ARGV[4]
+/// KEYS: name, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark), permits, slot
+/// key prefix, slot list, scan start. Returns `{status, slot, taken}`: status 1 (granted
+/// `slot`), 0 (no free slot: every slot tried is in `taken`), 2 (the name is held by a lock), -1
+/// (the name key says another permit count: `taken` is its value); `taken` lists the slots
+/// found taken, comma-separated.
+pub(crate) const PERMIT_ACQUIRE_SRC: &str = r#"local config = "redmutex:semaphore:" .. ARGV[4] .. ":"
 local name = redis.call("GET", KEYS[1])
-local function mark()
-    if tonumber(ARGV[3]) > 0 then
-        redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
-    end
-end
-if name and name ~= config then
-    if string.sub(name, 1, 19) == "redmutex:semaphore:" then
-        return {-1, 0, name}
-    end
-    mark()
-    return {2, 0, ""}
-end
-local ttl = tonumber(ARGV[2])
-local taken = {}
-local function take(slot)
-    if redis.call("SET", ARGV[5] .. slot, ARGV[1], "NX", "PX", ARGV[2]) then
-        if redis.call("PTTL", KEYS[1]) < ttl then
-            redis.call("SET", KEYS[1], config, "PX", ARGV[2])
+local held = 0
+if name then
+    if string.sub(name, 1, #config) ~= config then
+        if string.sub(name, 1, 19) == "redmutex:semaphore:" then
+            return {-1, 0, name}
         end
-        redis.call("INCR", KEYS[2])
-        if redis.call("PTTL", KEYS[2]) < ttl then
-            redis.call("PEXPIRE", KEYS[2], ARGV[2])
+        if ARGV[3] ~= "0" then
+            redis.call("SET", KEYS[2], "1", "PX", ARGV[3])
         end
-        return true
+        return {2, 0, ""}
     end
-    taken[#taken + 1] = slot
-    return false
-end
-for slot in string.gmatch(ARGV[6], "%d+") do
-    if take(slot) then
-        return {1, tonumber(slot), table.concat(taken, ",")}
-    end
+    held = tonumber(string.sub(name, #config + 1)) or 0
 end
 local permits = tonumber(ARGV[4])
 local start = tonumber(ARGV[7])
-if start < permits then
-    for i = 0, permits - 1 do
-        local slot = (start + i) % permits
-        if take(slot) then
-            return {1, slot, table.concat(taken, ",")}
+local taken = {}
+local slot = nil
+if ARGV[6] ~= "" then
+    for s in string.gmatch(ARGV[6], "%d+") do
+        if redis.call("SET", ARGV[5] .. s, ARGV[1], "NX", "PX", ARGV[2]) then
+            slot = tonumber(s)
+            break
         end
+        taken[#taken + 1] = s
     end
 end
-mark()
-return {0, 0, table.concat(taken, ",")}"#;
+if not slot and start < permits then
+    for i = 0, permits - 1 do
+        local s = (start + i) % permits
+        if redis.call("SET", ARGV[5] .. s, ARGV[1], "NX", "PX", ARGV[2]) then
+            slot = s
+            break
+        end
+        taken[#taken + 1] = s
+    end
+end
+if not slot then
+    if ARGV[3] ~= "0" then
+        redis.call("SET", KEYS[2], "1", "PX", ARGV[3])
+    end
+    return {0, 0, table.concat(taken, ",")}
+end
+if name then
+    redis.call("SET", KEYS[1], config .. (held + 1), "KEEPTTL")
+    if redis.call("PTTL", KEYS[1]) < tonumber(ARGV[2]) then
+        redis.call("PEXPIRE", KEYS[1], ARGV[2])
+    end
+else
+    redis.call("SET", KEYS[1], config .. "1", "PX", ARGV[2])
+end
+if #taken == 0 then return {1, slot, ""} end
+return {1, slot, table.concat(taken, ",")}"#;
 
 /// Releases a permit: deletes the slot ARGV[6] if it holds our token (or, when ARGV[6] is the
-/// permit count, whichever slot other than ARGV[7] holds it: a release by token alone, or the
-/// take-back of a failed attempt). The node's permit count goes down by one per slot freed; at
-/// zero, no permit is held on the node any more, and the count and the name key go (so a mutex
-/// of the same name, or another permit count, need not wait for them to expire). When clients
-/// are waiting and ARGV[3] is "1", the freed slot's number is announced on the name's channel,
-/// so that a woken waiter tries that slot first.
+/// permit count, whichever slots other than ARGV[7] hold it: a release by token alone, or the
+/// take-back of a failed attempt). The name key's count goes down by one per slot freed; at
+/// zero, no permit is held on the node any more and the name key goes (so a lock of the same
+/// name, or another permit count, need not wait for it to expire). When clients are waiting
+/// and ARGV[3] is "1", the freed slot's number is announced on the name's channel, so that a
+/// woken waiter tries that slot first.
 ///
-/// KEYS: name, permit count, waiting marker. ARGV: token, channel, announce, permits, slot key
-/// prefix, slot, except. Returns 0 (not our token), 1 (released), 2 (released and announced).
+/// KEYS: name, waiting marker. ARGV: token, channel, announce, permits, slot key prefix, slot,
+/// except. Returns 0 (not our token), 1 (released), 2 (released and announced).
 pub(crate) const PERMIT_RELEASE_SRC: &str = r#"local permits = tonumber(ARGV[4])
 local slot = tonumber(ARGV[6])
-local except = tonumber(ARGV[7])
+local config = "redmutex:semaphore:" .. ARGV[4] .. ":"
 local freed = {}
-local function free(s)
-    if redis.call("GET", ARGV[5] .. s) == ARGV[1] then
-        redis.call("DEL", ARGV[5] .. s)
-        freed[#freed + 1] = s
-    end
-end
+local name = nil
 if slot < permits then
-    free(slot)
+    local key = ARGV[5] .. ARGV[6]
+    local values = redis.call("MGET", key, KEYS[1])
+    if values[1] == ARGV[1] then freed[1] = key end
+    name = values[2]
 else
+    local except = tonumber(ARGV[7])
     for i = 0, permits - 1 do
-        if i ~= except then free(i) end
+        if i ~= except and redis.call("GET", ARGV[5] .. i) == ARGV[1] then
+            freed[#freed + 1] = ARGV[5] .. i
+        end
     end
+    name = redis.call("GET", KEYS[1])
 end
 if #freed == 0 then return 0 end
-if redis.call("EXISTS", KEYS[2]) == 1 and redis.call("DECRBY", KEYS[2], #freed) <= 0 then
-    redis.call("DEL", KEYS[2])
-    if redis.call("GET", KEYS[1]) == "redmutex:semaphore:" .. ARGV[4] then
-        redis.call("DEL", KEYS[1])
+if name and string.sub(name, 1, #config) == config then
+    local held = (tonumber(string.sub(name, #config + 1)) or 0) - #freed
+    if held > 0 then
+        redis.call("SET", KEYS[1], config .. held, "KEEPTTL")
+    else
+        freed[#freed + 1] = KEYS[1]
     end
 end
-if ARGV[3] == "1" and redis.call("EXISTS", KEYS[3]) == 1 then
-    redis.call("PUBLISH", ARGV[2], freed[1])
+redis.call("DEL", unpack(freed))
+if ARGV[3] == "1" and redis.call("EXISTS", KEYS[2]) == 1 then
+    redis.call("PUBLISH", ARGV[2], string.sub(freed[1], #ARGV[5] + 1))
     return 2
 end
 return 1"#;
 
 /// Makes a permit live at least ARGV[2] ms more if its slot (ARGV[5], or whichever slot holds
-/// the token when ARGV[5] is the permit count) holds our token, and the name key and the node's
-/// permit count at least as long; never shortens anything.
+/// the token when ARGV[5] is the permit count) holds our token, and the name key at least as
+/// long; never shortens anything.
 ///
-/// KEYS: name, permit count. ARGV: token, milliseconds, permits, slot key prefix, slot.
-/// Returns 1 or 0.
+/// KEYS: name. ARGV: token, milliseconds, permits, slot key prefix, slot. Returns 1 or 0.
 pub(crate) const PERMIT_EXTEND_SRC: &str = r#"local permits = tonumber(ARGV[3])
 local slot = tonumber(ARGV[5])
 local ms = tonumber(ARGV[2])
@@ -232,62 +241,66 @@ if not key then return 0 end
 if redis.call("PTTL", key) < ms then
     redis.call("PEXPIRE", key, ARGV[2])
 end
-if redis.call("GET", KEYS[1]) == "redmutex:semaphore:" .. ARGV[3]
-    and redis.call("PTTL", KEYS[1]) < ms then
+local config = "redmutex:semaphore:" .. ARGV[3] .. ":"
+local name = redis.call("GET", KEYS[1])
+if name and string.sub(name, 1, #config) == config and redis.call("PTTL", KEYS[1]) < ms then
     redis.call("PEXPIRE", KEYS[1], ARGV[2])
-end
-if redis.call("EXISTS", KEYS[2]) == 1 and redis.call("PTTL", KEYS[2]) < ms then
-    redis.call("PEXPIRE", KEYS[2], ARGV[2])
 end
 return 1"#;
 
 /// Takes every resource of a multi-lock on one node, or none: `SET key token PX ttl` on each
 /// key only when none of them exists (each key, as for a lock, holds the token, so a lock of
 /// any member, or another multi-lock sharing one, excludes it and is excluded by it). When some
-/// are taken and ARGV[3] > 0, the taken ones are marked as waited for, so that their release
-/// is announced.
+/// are taken and ARGV[3] > 0, the taken ones are marked as waited for (`<resource>` + ARGV[4]),
+/// so that their release is announced.
 ///
-/// KEYS: the resources (in canonical order), then their waiting markers. ARGV: token, TTL ms,
-/// marker ms (0: don't mark). Returns `{granted (1 or 0), 0}` (the shape of the lock's acquire
+/// KEYS: the resources, in canonical order. ARGV: token, TTL ms, marker ms (0: don't mark),
+/// waiting marker suffix. Returns `{granted (1 or 0), 0}` (the shape of the lock's acquire
 /// script's answer).
-pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"local n = #KEYS / 2
-local busy = false
-for i = 1, n do
-    if redis.call("EXISTS", KEYS[i]) == 1 then
-        busy = true
-        if tonumber(ARGV[3]) > 0 then
-            redis.call("SET", KEYS[n + i], "1", "PX", ARGV[3])
+pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"if redis.call("EXISTS", unpack(KEYS)) > 0 then
+    if ARGV[3] ~= "0" then
+        for i = 1, #KEYS do
+            if redis.call("EXISTS", KEYS[i]) == 1 then
+                redis.call("SET", KEYS[i] .. ARGV[4], "1", "PX", ARGV[3])
+            end
         end
     end
+    return {0, 0}
 end
-if busy then return {0, 0} end
-for i = 1, n do
+for i = 1, #KEYS do
     redis.call("SET", KEYS[i], ARGV[1], "PX", ARGV[2])
 end
 return {1, 0}"#;
 
 /// Releases a multi-lock on one node: deletes each resource key that holds our token, and
 /// announces each release on that resource's channel (`<resource>` + ARGV[2]) when clients wait
-/// for it and ARGV[3] is "1". The node counts as holding the lock only if *every* key held our
-/// token (a partial hold, left by keys deleted from outside, is cleaned up but answers 0).
+/// for it (`<resource>` + ARGV[4] exists) and ARGV[3] is "1". The node counts as holding the
+/// lock only if *every* key held our token (a partial hold, left by keys deleted from outside,
+/// is cleaned up but answers 0).
 ///
-/// KEYS: the resources, then their waiting markers. ARGV: token, channel suffix, announce.
-/// Returns 0 (not every key held our token), 1 (released), 2 (released and announced).
-pub(crate) const MULTI_RELEASE_SRC: &str = r#"local n = #KEYS / 2
-local all = true
+/// KEYS: the resources. ARGV: token, channel suffix, announce, waiting marker suffix. Returns 0
+/// (not every key held our token), 1 (released), 2 (released and announced).
+pub(crate) const MULTI_RELEASE_SRC: &str = r#"local values = redis.call("MGET", unpack(KEYS))
+local ours = {}
+for i = 1, #KEYS do
+    if values[i] == ARGV[1] then ours[#ours + 1] = KEYS[i] end
+end
+if #ours == 0 then return 0 end
+redis.call("DEL", unpack(ours))
 local announced = false
-for i = 1, n do
-    if redis.call("GET", KEYS[i]) == ARGV[1] then
-        redis.call("DEL", KEYS[i])
-        if ARGV[3] == "1" and redis.call("EXISTS", KEYS[n + i]) == 1 then
-            redis.call("PUBLISH", KEYS[i] .. ARGV[2], redis.sha1hex(ARGV[1]))
-            announced = true
+if ARGV[3] == "1" then
+    local marks = {}
+    for j, key in ipairs(ours) do marks[j] = key .. ARGV[4] end
+    if redis.call("EXISTS", unpack(marks)) > 0 then
+        for j, key in ipairs(ours) do
+            if redis.call("EXISTS", marks[j]) == 1 then
+                redis.call("PUBLISH", key .. ARGV[2], redis.sha1hex(ARGV[1]))
+                announced = true
+            end
         end
-    else
-        all = false
     end
 end
-if not all then return 0 end
+if #ours < #KEYS then return 0 end
 if announced then return 2 end
 return 1"#;
 
@@ -295,8 +308,9 @@ return 1"#;
 /// our token (otherwise it changes nothing and answers 0); never shortens a key's life.
 ///
 /// KEYS: the resources. ARGV: token, milliseconds. Returns 1 or 0.
-pub(crate) const MULTI_EXTEND_SRC: &str = r#"for i = 1, #KEYS do
-    if redis.call("GET", KEYS[i]) ~= ARGV[1] then return 0 end
+pub(crate) const MULTI_EXTEND_SRC: &str = r#"local values = redis.call("MGET", unpack(KEYS))
+for i = 1, #KEYS do
+    if values[i] ~= ARGV[1] then return 0 end
 end
 local ms = tonumber(ARGV[2])
 for i = 1, #KEYS do

@@ -194,12 +194,9 @@ impl Target {
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
             Self::Permit { permits, slot, .. } => Parts {
-                // KEYS: name, permit count. ARGV: token, ms, permits, slot prefix, slot.
+                // KEYS: name. ARGV: token, ms, permits, slot prefix, slot.
                 script: &scripts::PERMIT_EXTEND,
-                keys: vec![
-                    Arg::Str(name),
-                    Arg::Joined(name, scripts::PERMITS_HELD_SUFFIX),
-                ],
+                keys: vec![Arg::Str(name)],
                 args: vec![
                     Arg::Str(token),
                     Arg::Int(ms),
@@ -247,13 +244,9 @@ impl Target {
                 slot,
                 except,
             } => {
-                // KEYS: name, permit count, waiting mark. ARGV: token, channel, announce,
-                // permits, slot prefix, slot, except.
-                let keys = [
-                    Arg::Str(name),
-                    Arg::Joined(name, scripts::PERMITS_HELD_SUFFIX),
-                    Arg::Joined(name, scripts::WAITING_SUFFIX),
-                ];
+                // KEYS: name, waiting mark. ARGV: token, channel, announce, permits, slot
+                // prefix, slot, except.
+                let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
                 let args = [
                     Arg::Str(token),
                     Arg::Joined(name, scripts::RELEASED_SUFFIX),
@@ -270,18 +263,15 @@ impl Target {
                 })
             }
             Self::Multi(resources) => {
-                // KEYS: the resources, then their waiting marks. ARGV: token, channel suffix,
-                // announce.
-                let keys: Vec<Arg<'_>> = resources
-                    .iter()
-                    .map(|r| Arg::Str(r))
-                    .chain(
-                        resources
-                            .iter()
-                            .map(|r| Arg::Joined(r, scripts::WAITING_SUFFIX)),
-                    )
-                    .collect();
-                let args = [Arg::Str(token), Arg::Str(scripts::RELEASED_SUFFIX), flag];
+                // KEYS: the resources. ARGV: token, channel suffix, announce, waiting mark
+                // suffix.
+                let keys: Vec<Arg<'_>> = resources.iter().map(|r| Arg::Str(r)).collect();
+                let args = [
+                    Arg::Str(token),
+                    Arg::Str(scripts::RELEASED_SUFFIX),
+                    flag,
+                    Arg::Str(scripts::WAITING_SUFFIX),
+                ];
                 f(Call::Script {
                     script: &scripts::MULTI_RELEASE,
                     keys: &keys,

@@ -78,20 +78,12 @@ fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<
     } else {
         0
     };
-    let keys: Vec<Arg<'_>> = req
-        .resources
-        .iter()
-        .map(|r| Arg::Str(r))
-        .chain(
-            req.resources
-                .iter()
-                .map(|r| Arg::Joined(r, scripts::WAITING_SUFFIX)),
-        )
-        .collect();
+    let keys: Vec<Arg<'_>> = req.resources.iter().map(|r| Arg::Str(r)).collect();
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
         Arg::Int(mark_ms),
+        Arg::Str(scripts::WAITING_SUFFIX),
     ];
     let call = Call::Script {
         script: &scripts::MULTI_ACQUIRE,

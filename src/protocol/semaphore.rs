@@ -235,11 +235,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let keys = [
-        Arg::Str(name),
-        Arg::Joined(name, scripts::PERMITS_HELD_SUFFIX),
-        Arg::Joined(name, scripts::WAITING_SUFFIX),
-    ];
+    let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
@@ -391,8 +387,10 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
 
 /// The error for a name key that says another permit count.
 fn mismatch_error(name: &str, permits: u32, value: &str) -> Error {
+    // `redmutex:semaphore:<permits>:<held>`
     let theirs = value
         .strip_prefix(scripts::SEMAPHORE_VALUE_PREFIX)
+        .and_then(|rest| rest.split(':').next())
         .unwrap_or(value);
     Error::InvalidConfig(format!(
         "semaphore {name:?} is in use with {theirs} permits on the nodes; this handle has \
@@ -436,8 +434,8 @@ mod tests {
         );
         assert_eq!(parse(&arr(2, 0, ""), 4), Some(Reply::NameHeld));
         assert_eq!(
-            parse(&arr(-1, 0, "redmutex:semaphore:5"), 4),
-            Some(Reply::Mismatch("redmutex:semaphore:5".into()))
+            parse(&arr(-1, 0, "redmutex:semaphore:5:2"), 4),
+            Some(Reply::Mismatch("redmutex:semaphore:5:2".into()))
         );
         // Out of range or malformed: not a vote.
         assert_eq!(parse(&arr(1, 4, ""), 4), None);
@@ -474,7 +472,7 @@ mod tests {
 
     #[test]
     fn mismatch_names_both_counts() {
-        let e = mismatch_error("jobs", 3, "redmutex:semaphore:5").to_string();
+        let e = mismatch_error("jobs", 3, "redmutex:semaphore:5:1").to_string();
         assert!(e.contains("5 permits") && e.contains("has 3"), "{e}");
     }
 }
