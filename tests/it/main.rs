@@ -13,6 +13,8 @@ mod basic;
 // `CARGO_BIN_EXE_redmutex` for this crate.
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_permits;
 mod contention;
 mod deadline_rule;
 mod failures;

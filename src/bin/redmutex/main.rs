@@ -8,6 +8,7 @@
 
 mod cli;
 mod exit;
+mod held;
 mod lease;
 mod logger;
 mod nodes;
@@ -21,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{Error, Fingerprint, RedLock, RedLockFactory, RedLockGuard, Wait};
+use redmutex::{Error, Fingerprint, RedLockFactory, Wait};
 
-use crate::cli::{AcquireArgs, Cli, Command, ExtendArgs, NodeArgs, TokenArgs, WaitArgs};
+use crate::cli::{AcquireArgs, Cli, Command, ExtendArgs, NodeArgs, RunArgs, TokenArgs, WaitArgs};
 use crate::exit::{Exit, Failure};
+use crate::held::{Held, Permits, Take};
 use crate::signals::Listener;
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn usage(e: &clap::Error) -> Exit {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     let nodes = &cli.nodes;
     match &cli.command {
+        Command::Run(args) if args.permits.is_some() => run_permits(nodes, args),
         Command::Run(args) => {
             let signals = listen()?;
             let factory = factory(nodes, Some(args.wait.ttl))?;
@@ -96,6 +99,22 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+    }
+}
+
+/// `run --permits N`: hold one of N permits of the semaphore KEY while the command runs, so
+/// that at most N commands run at once, across hosts.
+fn run_permits(nodes: &NodeArgs, args: &RunArgs) -> Result<Exit, Failure> {
+    let signals = listen()?;
+    let factory = factory(nodes, Some(args.wait.ttl))?;
+    let permits = args.permits.unwrap_or(1);
+    // The library renews the permit while the command runs.
+    let semaphore = factory
+        .create_semaphore(args.key.as_str(), permits)
+        .with_keep_alive(true);
+    match take(&Permits { semaphore }, &args.wait, &signals)? {
+        Taken::Guard(permit) => run::run(args, permit, &signals),
+        Taken::Exit(exit) => Ok(exit),
     }
 }
 
@@ -150,25 +169,24 @@ fn extend(nodes: &NodeArgs, args: &ExtendArgs) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-enum Taken {
-    Guard(RedLockGuard),
+enum Taken<G> {
+    Guard(G),
     Exit(Exit),
 }
 
-/// Waits for the lock as the flags say, until a terminating signal calls the wait off.
-fn take(lock: &RedLock, wait: &WaitArgs, signals: &Listener) -> Result<Taken, Failure> {
-    let key = lock.resource();
+/// Waits for the lock (or a permit) as the flags say, until a terminating signal calls the
+/// wait off.
+fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<T::Held>, Failure> {
+    let key = lock.key();
     let start = Instant::now();
     let cancel = signals.cancel_flag();
     let result = match wait.limit() {
         // One round, without the waiting machinery (subscription, waiting mark).
-        Some(limit) if limit.is_zero() => lock.try_acquire(),
+        Some(limit) if limit.is_zero() => lock.try_take(),
         Some(limit) => lock
-            .acquire_with(Wait::timeout(limit).cancel_on(cancel))
+            .take_with(Wait::timeout(limit).cancel_on(cancel))
             .map(Some),
-        None => lock
-            .acquire_with(Wait::forever().cancel_on(cancel))
-            .map(Some),
+        None => lock.take_with(Wait::forever().cancel_on(cancel)).map(Some),
     };
     let waited = start.elapsed();
     match result {
@@ -181,13 +199,11 @@ fn take(lock: &RedLock, wait: &WaitArgs, signals: &Listener) -> Result<Taken, Fa
                 }
                 return Ok(Taken::Exit(Exit::Signal(sig)));
             }
-            let fencing = guard
-                .fencing_token()
-                .map_or_else(String::new, |t| format!(", fencing token {t}"));
             log::info!(
-                "acquired {key:?} after waiting {}: lease valid for {}{fencing}",
+                "acquired {key:?} after waiting {}: lease valid for {}{}",
                 human(waited),
-                human(guard.validity())
+                human(guard.validity()),
+                guard.note()
             );
             log::debug!("token fingerprint {}", Fingerprint::of(guard.token()));
             Ok(Taken::Guard(guard))
