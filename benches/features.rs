@@ -8,7 +8,23 @@
 //!    guard's validity (the quick mode uses a 3 s TTL, so that several renewal rounds happen in
 //!    a few seconds).
 //!
-//! Prints one JSON line per result, and asserts nothing about speed.
+//! 3. `semaphore-cycle`: an uncontended permit cycle (acquire + release of a semaphore of 4
+//!    permits) against the mutex cycle, interleaved run by run on the same 3 nodes (both are
+//!    one round to take and one to release: the target is within 1.2×).
+//! 4. `multi-lock-8`: a multi-lock of 8 resources against one mutex cycle, interleaved (one
+//!    round for the 8, not eight: the target is within 1.3×).
+//! 5. `semaphore-contended`: 8 threads on 4 permits, each holding its permit 1 ms, with the
+//!    library's defaults (wake-up on release): acquisitions per second against
+//!    `permits / (hold + one uncontended mutex cycle)`, the mutex cycle measured just before
+//!    each run (the target is at least 0.85 of it).
+//!
+//! The mutex cycle is measured by this file's own `rate` (no code is shared with
+//! `benches/redlock.rs`, which has its own floor and cycle: its floor is not needed here, since
+//! every figure is a ratio to the library's mutex cycle measured in the same run).
+//!
+//! Prints one JSON line per result (with the load average before and after), and asserts
+//! nothing about speed. `-- --only semaphore-cycle,multi-lock-8,semaphore-contended` runs only
+//! the scenarios named.
 //! `cargo bench --bench features [-- --quick]`; run as a test it makes a tiny pass.
 
 // The integration tests' harness (starts and stops redis-server processes); the benchmark
@@ -17,6 +33,8 @@
 #[path = "../tests/it/support/mod.rs"]
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redmutex::RedLockFactory;
@@ -25,6 +43,8 @@ struct Mode {
     name: &'static str,
     runs: usize,
     run: Duration,
+    /// Length of one contended run.
+    contended: Duration,
     guards: usize,
     ttl: Duration,
     hold: Duration,
@@ -37,6 +57,7 @@ fn mode() -> Mode {
             name: "quick",
             runs: 5,
             run: Duration::from_millis(300),
+            contended: Duration::from_secs(1),
             guards: 10_000,
             ttl: Duration::from_secs(3),
             hold: Duration::from_secs(7),
@@ -46,6 +67,7 @@ fn mode() -> Mode {
             name: "full",
             runs: 15,
             run: Duration::from_millis(500),
+            contended: Duration::from_secs(2),
             guards: 10_000,
             ttl: Duration::from_secs(30),
             hold: Duration::from_secs(40),
@@ -56,6 +78,7 @@ fn mode() -> Mode {
             name: "smoke",
             runs: 1,
             run: Duration::from_millis(50),
+            contended: Duration::from_millis(100),
             guards: 100,
             ttl: Duration::from_secs(1),
             hold: Duration::from_secs(2),
@@ -66,13 +89,162 @@ fn mode() -> Mode {
 /// Acquire + release cycles per second on `lock`'s factory for `run`.
 fn cycles(factory: &RedLockFactory, key: &str, run: Duration) -> f64 {
     let lock = factory.create_lock(key);
+    rate(run, || lock.acquire().unwrap().release().unwrap())
+}
+
+/// How many times per second `op` runs, run back to back for `run`.
+fn rate(run: Duration, mut op: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut n = 0u32;
     while start.elapsed() < run {
-        lock.acquire().unwrap().release().unwrap();
+        op();
         n += 1;
     }
     f64::from(n) / start.elapsed().as_secs_f64()
+}
+
+/// The 1-minute load average (from /proc/loadavg), or NaN.
+fn load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().and_then(|x| x.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// `op` against the mutex cycle, interleaved run by run (alternating which goes first):
+/// returns the medians of the mutex's and `op`'s rates and of the paired ratios mutex ÷ op.
+fn against_mutex(
+    m: &Mode,
+    factory: &RedLockFactory,
+    key: &str,
+    mut op: impl FnMut(),
+) -> (f64, f64, f64) {
+    let lock = factory.create_lock(key);
+    let mut mutex = || lock.acquire().unwrap().release().unwrap();
+    rate(Duration::from_millis(50), &mut mutex);
+    rate(Duration::from_millis(50), &mut op);
+    let (mut base, mut other, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..m.runs {
+        let (a, b) = if i % 2 == 0 {
+            let a = rate(m.run, &mut mutex);
+            (a, rate(m.run, &mut op))
+        } else {
+            let b = rate(m.run, &mut op);
+            (rate(m.run, &mut mutex), b)
+        };
+        base.push(a);
+        other.push(b);
+        ratios.push(a / b);
+    }
+    (median(base), median(other), median(ratios))
+}
+
+fn semaphore_cycle(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let sem = factory.create_semaphore("bench:sem:cycle", 4);
+    let before = load();
+    let (mutex, permit, ratio) = against_mutex(m, &factory, "bench:sem:mutex", || {
+        sem.acquire().unwrap().release().unwrap();
+    });
+    println!(
+        "{{\"scenario\":\"semaphore-cycle\",\"mode\":\"{}\",\"nodes\":3,\"permits\":4,\
+         \"threads\":1,\"mutex_cycles_per_sec\":{mutex:.1},\"permit_cycles_per_sec\":{permit:.1},\
+         \"ratio_to_mutex\":{ratio:.3},\"target\":1.2,\"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        load()
+    );
+}
+
+fn multi_lock(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let multi = factory.create_multi_lock((0..8).map(|i| format!("bench:multi:{i}")));
+    let before = load();
+    let (mutex, eight, ratio) = against_mutex(m, &factory, "bench:multi:mutex", || {
+        multi.acquire().unwrap().release().unwrap();
+    });
+    println!(
+        "{{\"scenario\":\"multi-lock-8\",\"mode\":\"{}\",\"nodes\":3,\"resources\":8,\
+         \"threads\":1,\"mutex_cycles_per_sec\":{mutex:.1},\"multi_cycles_per_sec\":{eight:.1},\
+         \"ratio_to_mutex\":{ratio:.3},\"target\":1.3,\"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        load()
+    );
+}
+
+/// 8 threads on 4 permits, 1 ms holds: acquisitions per second, and the mean time a permit
+/// was really held (a 1 ms sleep takes a little longer).
+fn contended_permits(factory: &RedLockFactory, run: Duration) -> (f64, Duration, u64) {
+    const THREADS: usize = 8;
+    let stop = Arc::new(AtomicBool::new(false));
+    let held_ns = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let counts: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let sem = factory.create_semaphore("bench:sem:contended", 4);
+                let (stop, held_ns) = (Arc::clone(&stop), Arc::clone(&held_ns));
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = sem.acquire().unwrap();
+                        let t = Instant::now();
+                        std::thread::sleep(Duration::from_millis(1));
+                        held_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        p.release().unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(run);
+        stop.store(true, Ordering::Relaxed);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed();
+    let total: u64 = counts.iter().sum();
+    let least = counts.iter().copied().min().unwrap_or(0);
+    let hold = Duration::from_nanos(held_ns.load(Ordering::Relaxed) / total.max(1));
+    (total as f64 / wall.as_secs_f64(), hold, least)
+}
+
+fn semaphore_contended(m: &Mode, cluster: &common::RedisCluster) {
+    const PERMITS: f64 = 4.0;
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let lock = factory.create_lock("bench:sem:contended:mutex");
+    let mut mutex = || lock.acquire().unwrap().release().unwrap();
+    rate(Duration::from_millis(50), &mut mutex);
+    contended_permits(&factory, Duration::from_millis(100));
+    let before = load();
+    let (mut ratios, mut ratios_measured, mut rates, mut cycles, mut holds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut least = u64::MAX;
+    for _ in 0..m.runs {
+        let cycle = 1.0 / rate(m.run, &mut mutex);
+        let (per_sec, hold, fewest) = contended_permits(&factory, m.contended);
+        // The limit with a nominal 1 ms hold, and with the hold really measured.
+        let limit = PERMITS / (0.001 + cycle);
+        let limit_measured = PERMITS / (hold.as_secs_f64() + cycle);
+        ratios.push(per_sec / limit);
+        ratios_measured.push(per_sec / limit_measured);
+        rates.push(per_sec);
+        cycles.push(cycle * 1e6);
+        holds.push(hold.as_secs_f64() * 1e6);
+        least = least.min(fewest);
+    }
+    println!(
+        "{{\"scenario\":\"semaphore-contended\",\"mode\":\"{}\",\"nodes\":3,\"permits\":4,\
+         \"threads\":8,\"hold_ms\":1,\"acquisitions_per_sec\":{:.1},\"mutex_cycle_us\":{:.1},\
+         \"measured_hold_us\":{:.1},\"ratio_to_limit\":{:.3},\"ratio_to_limit_measured_hold\":{:.3},\
+         \"target\":0.85,\"fewest_per_thread\":{least},\"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        median(rates),
+        median(cycles),
+        median(holds),
+        median(ratios),
+        median(ratios_measured),
+        load()
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -171,6 +343,26 @@ fn keep_alive(m: &Mode, cluster: &common::RedisCluster) {
 fn main() {
     let m = mode();
     let cluster = common::RedisCluster::start(3);
-    fencing(&m, &cluster);
-    keep_alive(&m, &cluster);
+    // `--only a,b`: only these scenarios.
+    let only: Vec<String> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|list| list.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted("fencing") {
+        fencing(&m, &cluster);
+    }
+    if wanted("keep-alive") {
+        keep_alive(&m, &cluster);
+    }
+    if wanted("semaphore-cycle") {
+        semaphore_cycle(&m, &cluster);
+    }
+    if wanted("multi-lock-8") {
+        multi_lock(&m, &cluster);
+    }
+    if wanted("semaphore-contended") {
+        semaphore_contended(&m, &cluster);
+    }
 }
