@@ -158,7 +158,12 @@ impl View {
         }
     }
 
+    /// Counts one node's report: each slot it found taken (once, though a node may have tried
+    /// a slot twice, from the list and from the scan).
     fn note(&mut self, slots: impl IntoIterator<Item = u32>) {
+        let mut slots: Vec<u32> = slots.into_iter().collect();
+        slots.sort_unstable();
+        slots.dedup();
         for slot in slots {
             if let Some(n) = self.taken.get_mut(slot as usize) {
                 *n += 1;
@@ -468,6 +473,10 @@ mod tests {
         all.note([0, 1]);
         all.note([1, 0]);
         assert!(all.viable(3, 2).list.is_empty());
+        // A node that tried a slot twice (listed first, then scanned) counts once.
+        let mut twice = View::new(2);
+        twice.note([1, 0, 1]);
+        assert_eq!(twice.viable(3, 2).list.len(), 2);
     }
 
     #[test]
