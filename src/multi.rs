@@ -59,6 +59,7 @@ pub struct MultiLock {
     /// `[a, b, c]`: for errors, logs and the wake-up room.
     name: Arc<str>,
     ttl: Duration,
+    fencing: bool,
     keep_alive: bool,
     max_hold: Option<Duration>,
 }
@@ -69,6 +70,7 @@ impl fmt::Debug for MultiLock {
             .field("resources", &self.resources)
             .field("ttl", &self.ttl)
             .field("keep_alive", &self.keep_alive)
+            .field("fencing", &self.fencing)
             .finish_non_exhaustive()
     }
 }
@@ -86,15 +88,24 @@ impl MultiLock {
                 .join(", ")
         );
         let c = &runtime.shared.config;
-        let (ttl, keep_alive, max_hold) = (c.ttl, c.keep_alive, c.max_hold);
+        let (ttl, keep_alive, max_hold, fencing) = (c.ttl, c.keep_alive, c.max_hold, c.fencing);
         Self {
             runtime,
             resources: resources.into(),
             name: name.into(),
             ttl,
+            fencing,
             keep_alive,
             max_hold,
         }
+    }
+
+    /// This multi-lock with fencing tokens on or off, instead of the factory's choice (see
+    /// [`MultiLockGuard::fencing_token`]).
+    #[must_use]
+    pub fn with_fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
     }
 
     /// This multi-lock with keep-alive on or off, instead of the factory's choice (see
@@ -248,6 +259,7 @@ impl MultiLock {
             name: &self.name,
             resources: &self.resources,
             ttl: self.ttl,
+            fencing: self.fencing,
             keep_alive: self.keep_alive,
             max_hold: self.max_hold,
         }
@@ -293,6 +305,19 @@ impl MultiLockGuard {
     #[must_use]
     pub fn token(&self) -> &str {
         self.held.token()
+    }
+
+    /// The fencing token of this acquisition: strictly greater than every token issued before
+    /// for *any* of its resources, by a lock ([`RedLockGuard::fencing_token`]) or a multi-lock
+    /// (as long as the nodes keep their data); the counter of each resource is raised to it, so
+    /// later grants of any of them get a greater one. `None` unless fencing is on
+    /// ([`RedLockFactoryBuilder::fencing`], [`MultiLock::with_fencing`]).
+    ///
+    /// [`RedLockGuard::fencing_token`]: crate::RedLockGuard::fencing_token
+    /// [`RedLockFactoryBuilder::fencing`]: crate::RedLockFactoryBuilder::fencing
+    #[must_use]
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.held.lease.fencing
     }
 
     /// How much of the lease is left. Zero once expired or lost.
@@ -359,6 +384,7 @@ impl fmt::Debug for MultiLockGuard {
         f.debug_struct("MultiLockGuard")
             .field("resources", &self.resources)
             .field("validity", &self.validity())
+            .field("fencing_token", &self.fencing_token())
             .finish_non_exhaustive()
     }
 }

@@ -252,12 +252,23 @@ return 1"#;
 /// key only when none of them exists (each key, as for a lock, holds the token, so a lock of
 /// any member, or another multi-lock sharing one, excludes it and is excluded by it). When some
 /// are taken and ARGV[3] > 0, the taken ones are marked as waited for (`<resource>` + ARGV[4]),
-/// so that their release is announced.
+/// so that their release is announced. With fencing (ARGV[5], the counter suffix, not empty),
+/// it also reads the largest of the resources' fencing counters, in the same atomic step.
 ///
 /// KEYS: the resources, in canonical order. ARGV: token, TTL ms, marker ms (0: don't mark),
-/// waiting marker suffix. Returns `{granted (1 or 0), 0}` (the shape of the lock's acquire
-/// script's answer).
-pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"if redis.call("EXISTS", unpack(KEYS)) > 0 then
+/// waiting marker suffix, fencing counter suffix (empty: no fencing). Returns
+/// `{granted (1 or 0), largest counter (0 without fencing)}`, the shape of the lock's acquire
+/// script's answer.
+pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"local counter = 0
+if ARGV[5] ~= "" then
+    local counters = {}
+    for i = 1, #KEYS do counters[i] = KEYS[i] .. ARGV[5] end
+    for _, v in ipairs(redis.call("MGET", unpack(counters))) do
+        local n = tonumber(v or "0") or 0
+        if n > counter then counter = n end
+    end
+end
+if redis.call("EXISTS", unpack(KEYS)) > 0 then
     if ARGV[3] ~= "0" then
         for i = 1, #KEYS do
             if redis.call("EXISTS", KEYS[i]) == 1 then
@@ -265,12 +276,12 @@ pub(crate) const MULTI_ACQUIRE_SRC: &str = r#"if redis.call("EXISTS", unpack(KEY
             end
         end
     end
-    return {0, 0}
+    return {0, counter}
 end
 for i = 1, #KEYS do
     redis.call("SET", KEYS[i], ARGV[1], "PX", ARGV[2])
 end
-return {1, 0}"#;
+return {1, counter}"#;
 
 /// Releases a multi-lock on one node: deletes each resource key that holds our token, and
 /// announces each release on that resource's channel (`<resource>` + ARGV[2]) when clients wait
@@ -319,6 +330,21 @@ for i = 1, #KEYS do
     end
 end
 return 1"#;
+
+/// Raises every fencing counter of a multi-lock's resources to at least ARGV[1] (each a
+/// max-register: it never goes down) and reports the largest value any of them held before.
+///
+/// KEYS: the resources' fencing counters. ARGV: value. Returns the largest previous value.
+pub(crate) const MULTI_FENCE_SRC: &str = r#"local t = tonumber(ARGV[1])
+local prior = 0
+for i = 1, #KEYS do
+    local v = tonumber(redis.call("GET", KEYS[i]) or "0") or 0
+    if v > prior then prior = v end
+    if v < t then
+        redis.call("SET", KEYS[i], ARGV[1])
+    end
+end
+return prior"#;
 
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
@@ -373,6 +399,9 @@ pub(crate) static MULTI_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI
 /// The multi-lock's extend script.
 pub(crate) static MULTI_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_EXTEND_SRC));
 
+/// The multi-lock's fencing write-back script.
+pub(crate) static MULTI_FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_FENCE_SRC));
+
 /// Every script, to load when a connection opens.
 pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &RELEASE,
@@ -385,6 +414,7 @@ pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &MULTI_ACQUIRE,
     &MULTI_RELEASE,
     &MULTI_EXTEND,
+    &MULTI_FENCE,
 ];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).

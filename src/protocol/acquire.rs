@@ -364,7 +364,7 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
             // nodes' clocks (give or take the drift).
             let deadline = start.checked_add(req.ttl - timing.drift).unwrap_or(start);
             let fencing = if req.fencing {
-                fence(shared, resource, tally.aux, deadline).map(Some)
+                fence(shared, resource, Fenced::One(resource), tally.aux, deadline).map(Some)
             } else {
                 Ok(None)
             };
@@ -432,6 +432,47 @@ fn take_back(shared: &Shared, resource: &str, token: &Token, tally: &Tally) {
     }
 }
 
+/// Whose fencing counters a grant raises.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fenced<'a> {
+    /// A lock's resource (`<resource>:redmutex:fence`, reading 0.1's counter on first use).
+    One(&'a str),
+    /// A multi-lock's resources: one token above all their counters.
+    Many(&'a [Arc<str>]),
+}
+
+impl Fenced<'_> {
+    /// Hands `f` the fence call that raises the counters to at least `t`.
+    fn with_call<R>(self, t: u64, f: impl FnOnce(Call<'_>) -> R) -> R {
+        match self {
+            Self::One(resource) => {
+                let keys = [Arg::Joined(resource, scripts::FENCE_SUFFIX)];
+                let args = [
+                    Arg::Int(t),
+                    Arg::Joined(scripts::LEGACY_FENCE_PREFIX, resource),
+                ];
+                f(Call::Script {
+                    script: &scripts::FENCE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Many(resources) => {
+                let keys: Vec<Arg<'_>> = resources
+                    .iter()
+                    .map(|r| Arg::Joined(r, scripts::FENCE_SUFFIX))
+                    .collect();
+                let args = [Arg::Int(t)];
+                f(Call::Script {
+                    script: &scripts::MULTI_FENCE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+        }
+    }
+}
+
 /// The fencing rounds of a quorum max-register: `seen` is the largest counter the grant's
 /// round read. Writes `t = seen + 1` back (never lowering a counter); each node answers the
 /// value it held before. `t` is issued only when a quorum acknowledged the write before
@@ -444,7 +485,17 @@ fn take_back(shared: &Shared, resource: &str, token: &Token, tally: &Tally) {
 /// only issue a value above it. No ordering of the reads with the writes is assumed (a read of
 /// a node taken early in a slow round, or a write-back delayed on its way, cannot produce a
 /// repeat).
-fn fence(shared: &Shared, resource: &str, seen: i64, deadline: Instant) -> Result<u64> {
+///
+/// A multi-lock's token is one register over all its resources' counters ([`Fenced::Many`]):
+/// `t` exceeds every counter read, is written to each, and each node answers the largest value
+/// any of them held; the argument above holds for each resource.
+pub(crate) fn fence(
+    shared: &Shared,
+    resource: &str,
+    fenced: Fenced<'_>,
+    seen: i64,
+    deadline: Instant,
+) -> Result<u64> {
     let out_of_range = |v: i64| Error::InvalidConfig(format!("fencing counter {v} out of range"));
     let next = |v: i64| {
         u64::try_from(v)
@@ -456,17 +507,9 @@ fn fence(shared: &Shared, resource: &str, seen: i64, deadline: Instant) -> Resul
     let mut t = next(seen)?;
     let started = Instant::now();
     for _ in 0..FENCE_ROUNDS {
-        let keys = [Arg::Joined(resource, scripts::FENCE_SUFFIX)];
-        let args = [
-            Arg::Int(t),
-            Arg::Joined(scripts::LEGACY_FENCE_PREFIX, resource),
-        ];
-        let call = Call::Script {
-            script: &scripts::FENCE,
-            keys: &keys,
-            args: &args,
-        };
-        let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply);
+        let tally = fenced.with_call(t, |call| {
+            round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply)
+        });
         if Instant::now() >= deadline {
             return Err(Error::TooLate {
                 resource: resource.to_owned(),

@@ -9,6 +9,10 @@
 //! excludes every holder of every member, under Redlock's assumptions, in one round rather than
 //! one round per resource.
 //!
+//! With fencing, the grant's token is one quorum max-register over every member's counter (the
+//! counters a lock of each member uses): above every token issued before for any member, by a
+//! lock or a multi-lock.
+//!
 //! Waiters mark the members they found taken and wait in a room that listens to every member's
 //! release channel: the release of any member (by a lock or by another multi-lock, which
 //! announces on each member's channel) wakes them.
@@ -16,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{Attempt, Wait, wait_for, waiting_mark};
+use super::acquire::{Attempt, Fenced, Wait, fence, wait_for, waiting_mark};
 use super::lease::{Lease, LeaseOptions, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{Question, Timing, Verdict, judge};
 use crate::command::Arg;
@@ -33,6 +37,7 @@ pub(crate) struct MultiRequest<'a> {
     /// The resources, sorted, without duplicates.
     pub(crate) resources: &'a Arc<[Arc<str>]>,
     pub(crate) ttl: Duration,
+    pub(crate) fencing: bool,
     pub(crate) keep_alive: bool,
     pub(crate) max_hold: Option<Duration>,
 }
@@ -84,6 +89,11 @@ fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<
         Arg::Int(millis(req.ttl)),
         Arg::Int(mark_ms),
         Arg::Str(scripts::WAITING_SUFFIX),
+        Arg::Str(if req.fencing {
+            scripts::FENCE_SUFFIX
+        } else {
+            ""
+        }),
     ];
     let call = Call::Script {
         script: &scripts::MULTI_ACQUIRE,
@@ -116,20 +126,31 @@ fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<
             // Every SET was sent after `start`, so no key expires before `start + ttl` by the
             // nodes' clocks (give or take the drift).
             let deadline = start.checked_add(req.ttl - timing.drift).unwrap_or(start);
-            let options = LeaseOptions {
-                ttl: req.ttl,
-                keep_alive: req.keep_alive,
-                hold_until: req.max_hold.and_then(|d| start.checked_add(d)),
+            let fencing = if req.fencing {
+                let fenced = Fenced::Many(req.resources);
+                fence(shared, name, fenced, tally.aux, deadline).map(Some)
+            } else {
+                Ok(None)
             };
-            return Attempt::Won(Lease::new(
-                Arc::clone(shared),
-                Arc::clone(req.name),
-                Target::Multi(Arc::clone(req.resources)),
-                token,
-                None,
-                options,
-                deadline,
-            ));
+            match fencing {
+                Ok(fencing) => {
+                    let options = LeaseOptions {
+                        ttl: req.ttl,
+                        keep_alive: req.keep_alive,
+                        hold_until: req.max_hold.and_then(|d| start.checked_add(d)),
+                    };
+                    return Attempt::Won(Lease::new(
+                        Arc::clone(shared),
+                        Arc::clone(req.name),
+                        Target::Multi(Arc::clone(req.resources)),
+                        token,
+                        fencing,
+                        options,
+                        deadline,
+                    ));
+                }
+                Err(e) => Some(e),
+            }
         }
         Verdict::TooLate => Some(Error::TooLate {
             resource: name.to_owned(),

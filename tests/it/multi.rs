@@ -250,3 +250,51 @@ fn multi_lock_leases_extend_keep_alive_and_signal_their_loss() {
     );
     assert!(matches!(kept.release(), Err(Error::LockLost { .. })));
 }
+
+#[test]
+fn fencing_tokens_increase_per_resource_across_locks_and_multi_locks() {
+    let cluster = RedisCluster::start(3);
+    let factory = support::factory(&cluster).fencing(true).build().unwrap();
+    let lock = |name: &str| {
+        let g = factory.create_lock(name).acquire().unwrap();
+        let t = g.fencing_token().unwrap();
+        g.release().unwrap();
+        t
+    };
+    let multi = |names: &[&str]| {
+        let g = factory
+            .create_multi_lock(names.iter().copied())
+            .acquire()
+            .unwrap();
+        let t = g.fencing_token().unwrap();
+        g.release().unwrap();
+        t
+    };
+    let a1 = lock("m6:a");
+    let ab = multi(&["m6:a", "m6:b"]);
+    let b1 = lock("m6:b");
+    let bc = multi(&["m6:b", "m6:c"]);
+    let c1 = lock("m6:c");
+    let a2 = lock("m6:a");
+    let abc = multi(&["m6:a", "m6:b", "m6:c"]);
+    // Each resource's tokens increase, whoever issued them.
+    assert!(a1 < ab && ab < a2 && a2 < abc, "a: {a1} {ab} {a2} {abc}");
+    assert!(ab < b1 && b1 < bc && bc < abc, "b: {ab} {b1} {bc} {abc}");
+    assert!(bc < c1 && c1 < abc, "c: {bc} {c1} {abc}");
+    // The multi-lock raised every member's counter to its token.
+    for r in ["m6:a", "m6:b", "m6:c"] {
+        let counter = format!("{r}:redmutex:fence");
+        assert_eq!(cluster.cmd(0, &["GET", &counter]), abc.to_string(), "{r}");
+    }
+    // Off unless asked for.
+    let plain = support::factory(&cluster).build().unwrap();
+    let g = plain.create_multi_lock(["m6:a"]).acquire().unwrap();
+    assert_eq!(g.fencing_token(), None);
+    let g2 = plain
+        .create_multi_lock(["m6:z"])
+        .with_fencing(true)
+        .acquire()
+        .unwrap();
+    assert!(g2.fencing_token().is_some());
+    drop((g, g2));
+}

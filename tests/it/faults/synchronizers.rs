@@ -175,6 +175,26 @@ fn multi_lock_and_locks_minority_partition() {
     multi("multi_partition", &Fault::Partition);
 }
 
+/// Fencing on: a multi-lock's token is above every token of each of its resources, so with the
+/// plain locks' tokens, each resource's tokens increase in witness order (checked by the history
+/// checker per resource) while a node stalls.
+#[test]
+fn multi_lock_and_locks_fenced_tokens_increase_per_resource() {
+    let name = "multi_fenced_stall";
+    let cluster = RedisCluster::start(3);
+    let factory = settings(cluster.urls()).fencing(true).build().unwrap();
+    let check = minority_scenario_with(name, &factory, &multi_work(name), 1, |fault| {
+        for _ in 0..2 {
+            thread::sleep(Duration::from_millis(400));
+            cluster.stop(2);
+            fault_for(fault, Duration::from_millis(1500));
+            cluster.cont(2);
+        }
+        2
+    });
+    history::assert_clean(&check);
+}
+
 /// A fault-free control for the checker itself: the same semaphore run with twice the permits
 /// the workers believe in would be caught (the checker is given `PERMITS - 1`).
 #[test]

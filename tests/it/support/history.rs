@@ -352,7 +352,8 @@ impl Held {
     fn fencing_token(&self) -> Option<u64> {
         match self {
             Self::Lock(g) => g.fencing_token(),
-            _ => None,
+            Self::Multi(g) => g.fencing_token(),
+            Self::Permit(_) => None,
         }
     }
 
