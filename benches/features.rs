@@ -20,6 +20,23 @@
 //!    write cycle (write + release), against the mutex cycle, interleaved run by run (in a
 //!    rotating order) on the same 3 nodes; the claim is the read cycle within 1.2× the mutex's.
 //!
+//! 4. `semaphore-cycle`: an uncontended permit cycle (acquire + release of a semaphore of 4
+//!    permits) against the mutex cycle, interleaved run by run on the same 3 nodes (both are
+//!    one round to take and one to release: the target is within 1.2×).
+//! 5. `multi-lock-8`: a multi-lock of 8 resources against one mutex cycle, interleaved (one
+//!    round for the 8, not eight: the target is within 1.3×).
+//!    Both also report the CPU time node 0 spends per cycle (`INFO cpu` before and after a few
+//!    thousand cycles): on a machine whose cores the client and the nodes share, that is where
+//!    the difference goes.
+//! 6. `semaphore-contended`: 8 threads on 4 permits, each holding its permit 1 ms, with the
+//!    library's defaults (wake-up on release): acquisitions per second against
+//!    `permits / (hold + one uncontended mutex cycle)`, the mutex cycle measured just before
+//!    each run (the target is at least 0.85 of it).
+//!
+//! The mutex cycle is measured by this file's own `rate` (no code is shared with
+//! `benches/redlock.rs`, which has its own floor and cycle: its floor is not needed here, since
+//! every figure is a ratio to the library's mutex cycle measured in the same run).
+//!
 //! Prints one JSON line per result, and asserts nothing about speed.
 //! `cargo bench --bench features [-- --quick] [NAME]` (NAME: run only the scenarios whose name
 //! contains it); run as a test it makes a tiny pass.
@@ -31,6 +48,8 @@
 mod common;
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -43,6 +62,10 @@ struct Mode {
     /// Runs of each variant of the observability scenario, and the length of one.
     obs_runs: usize,
     obs_run: Duration,
+    /// Length of one contended run.
+    contended: Duration,
+    /// Cycles over which a node's CPU time per cycle is measured.
+    cpu_ops: u32,
     guards: usize,
     ttl: Duration,
     hold: Duration,
@@ -57,6 +80,8 @@ fn mode() -> Mode {
             run: Duration::from_millis(300),
             obs_runs: 11,
             obs_run: Duration::from_millis(100),
+            contended: Duration::from_secs(1),
+            cpu_ops: 2_000,
             guards: 10_000,
             ttl: Duration::from_secs(3),
             hold: Duration::from_secs(7),
@@ -68,6 +93,8 @@ fn mode() -> Mode {
             run: Duration::from_millis(500),
             obs_runs: 61,
             obs_run: Duration::from_millis(150),
+            contended: Duration::from_secs(2),
+            cpu_ops: 5_000,
             guards: 10_000,
             ttl: Duration::from_secs(30),
             hold: Duration::from_secs(40),
@@ -80,6 +107,8 @@ fn mode() -> Mode {
             run: Duration::from_millis(50),
             obs_runs: 1,
             obs_run: Duration::from_millis(50),
+            contended: Duration::from_millis(100),
+            cpu_ops: 50,
             guards: 100,
             ttl: Duration::from_secs(1),
             hold: Duration::from_secs(2),
@@ -90,13 +119,217 @@ fn mode() -> Mode {
 /// Acquire + release cycles per second on `lock`'s factory for `run`.
 fn cycles(factory: &RedLockFactory, key: &str, run: Duration) -> f64 {
     let lock = factory.create_lock(key);
+    rate(run, || lock.acquire().unwrap().release().unwrap())
+}
+
+/// How many times per second `op` runs, run back to back for `run`.
+fn rate(run: Duration, mut op: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut n = 0u32;
     while start.elapsed() < run {
-        lock.acquire().unwrap().release().unwrap();
+        op();
         n += 1;
     }
     f64::from(n) / start.elapsed().as_secs_f64()
+}
+
+/// The 1-minute load average (from /proc/loadavg), or NaN.
+fn load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split(' ').next().and_then(|x| x.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// Node 0's CPU time (user + system, from `INFO cpu`), in microseconds.
+fn server_cpu_us(cluster: &common::RedisCluster) -> f64 {
+    let info = cluster.cmd(0, &["INFO", "cpu"]);
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (field("used_cpu_user:") + field("used_cpu_sys:")) * 1e6
+}
+
+/// The CPU time one node spends per `op` (node 0, over `n` ops): where the time of a cycle
+/// goes when the client and the nodes share the machine's cores.
+fn server_us_per_op(cluster: &common::RedisCluster, n: u32, mut op: impl FnMut()) -> f64 {
+    let before = server_cpu_us(cluster);
+    for _ in 0..n {
+        op();
+    }
+    (server_cpu_us(cluster) - before) / f64::from(n)
+}
+
+/// `op` against the mutex cycle, interleaved run by run (alternating which goes first):
+/// returns the medians of the mutex's and `op`'s rates and of the paired ratios mutex ÷ op.
+fn against_mutex(
+    m: &Mode,
+    factory: &RedLockFactory,
+    key: &str,
+    mut op: impl FnMut(),
+) -> (f64, f64, f64) {
+    let lock = factory.create_lock(key);
+    let mut mutex = || lock.acquire().unwrap().release().unwrap();
+    rate(Duration::from_millis(50), &mut mutex);
+    rate(Duration::from_millis(50), &mut op);
+    let (mut base, mut other, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..m.runs {
+        let (a, b) = if i % 2 == 0 {
+            let a = rate(m.run, &mut mutex);
+            (a, rate(m.run, &mut op))
+        } else {
+            let b = rate(m.run, &mut op);
+            (rate(m.run, &mut mutex), b)
+        };
+        base.push(a);
+        other.push(b);
+        ratios.push(a / b);
+    }
+    (median(base), median(other), median(ratios))
+}
+
+fn semaphore_cycle(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let sem = factory.create_semaphore("bench:sem:cycle", 4);
+    let before = load();
+    let (mutex, permit, ratio) = against_mutex(m, &factory, "bench:sem:mutex", || {
+        sem.acquire().unwrap().release().unwrap();
+    });
+    let lock = factory.create_lock("bench:sem:mutex");
+    let cpu_mutex = server_us_per_op(cluster, m.cpu_ops, || {
+        lock.acquire().unwrap().release().unwrap();
+    });
+    let cpu_permit = server_us_per_op(cluster, m.cpu_ops, || {
+        sem.acquire().unwrap().release().unwrap();
+    });
+    println!(
+        "{{\"scenario\":\"semaphore-cycle\",\"mode\":\"{}\",\"nodes\":3,\"permits\":4,\
+         \"threads\":1,\"mutex_cycles_per_sec\":{mutex:.1},\"permit_cycles_per_sec\":{permit:.1},\
+         \"ratio_to_mutex\":{ratio:.3},\"target\":1.2,\"node_cpu_us_per_mutex_cycle\":{cpu_mutex:.1},\
+         \"node_cpu_us_per_permit_cycle\":{cpu_permit:.1},\"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        load()
+    );
+}
+
+fn multi_lock(m: &Mode, cluster: &common::RedisCluster) {
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let multi = factory.create_multi_lock((0..8).map(|i| format!("bench:multi:{i}")));
+    let before = load();
+    let (mutex, eight, ratio) = against_mutex(m, &factory, "bench:multi:mutex", || {
+        multi.acquire().unwrap().release().unwrap();
+    });
+    let lock = factory.create_lock("bench:multi:mutex");
+    let cpu_mutex = server_us_per_op(cluster, m.cpu_ops, || {
+        lock.acquire().unwrap().release().unwrap();
+    });
+    let cpu_multi = server_us_per_op(cluster, m.cpu_ops, || {
+        multi.acquire().unwrap().release().unwrap();
+    });
+    println!(
+        "{{\"scenario\":\"multi-lock-8\",\"mode\":\"{}\",\"nodes\":3,\"resources\":8,\
+         \"threads\":1,\"mutex_cycles_per_sec\":{mutex:.1},\"multi_cycles_per_sec\":{eight:.1},\
+         \"ratio_to_mutex\":{ratio:.3},\"target\":1.3,\"node_cpu_us_per_mutex_cycle\":{cpu_mutex:.1},\
+         \"node_cpu_us_per_multi_cycle\":{cpu_multi:.1},\"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        load()
+    );
+}
+
+/// 8 threads on 4 permits, 1 ms holds: acquisitions per second, and the mean time a permit
+/// was really held (a 1 ms sleep takes a little longer).
+fn contended_permits(factory: &RedLockFactory, run: Duration) -> (f64, Duration, u64) {
+    const THREADS: usize = 8;
+    let stop = Arc::new(AtomicBool::new(false));
+    let held_ns = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let counts: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let sem = factory.create_semaphore("bench:sem:contended", 4);
+                let (stop, held_ns) = (Arc::clone(&stop), Arc::clone(&held_ns));
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let p = sem.acquire().unwrap();
+                        let t = Instant::now();
+                        std::thread::sleep(Duration::from_millis(1));
+                        held_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        p.release().unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(run);
+        stop.store(true, Ordering::Relaxed);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed();
+    let total: u64 = counts.iter().sum();
+    let least = counts.iter().copied().min().unwrap_or(0);
+    let hold = Duration::from_nanos(held_ns.load(Ordering::Relaxed) / total.max(1));
+    (total as f64 / wall.as_secs_f64(), hold, least)
+}
+
+/// `calls` of one command in node 0's `INFO commandstats`.
+fn calls(cluster: &common::RedisCluster, command: &str) -> u64 {
+    let stats = cluster.cmd(0, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn semaphore_contended(m: &Mode, cluster: &common::RedisCluster) {
+    const PERMITS: f64 = 4.0;
+    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let lock = factory.create_lock("bench:sem:contended:mutex");
+    let mut mutex = || lock.acquire().unwrap().release().unwrap();
+    rate(Duration::from_millis(50), &mut mutex);
+    contended_permits(&factory, Duration::from_millis(100));
+    let before = load();
+    let (mut ratios, mut ratios_measured, mut rates, mut cycles, mut holds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut least = u64::MAX;
+    let (mut scripts, mut acquisitions) = (0u64, 0f64);
+    for _ in 0..m.runs {
+        let cycle = 1.0 / rate(m.run, &mut mutex);
+        let before = calls(cluster, "evalsha");
+        let (per_sec, hold, fewest) = contended_permits(&factory, m.contended);
+        scripts += calls(cluster, "evalsha") - before;
+        acquisitions += per_sec * m.contended.as_secs_f64();
+        // The limit with a nominal 1 ms hold, and with the hold really measured.
+        let limit = PERMITS / (0.001 + cycle);
+        let limit_measured = PERMITS / (hold.as_secs_f64() + cycle);
+        ratios.push(per_sec / limit);
+        ratios_measured.push(per_sec / limit_measured);
+        rates.push(per_sec);
+        cycles.push(cycle * 1e6);
+        holds.push(hold.as_secs_f64() * 1e6);
+        least = least.min(fewest);
+    }
+    println!(
+        "{{\"scenario\":\"semaphore-contended\",\"mode\":\"{}\",\"nodes\":3,\"permits\":4,\
+         \"threads\":8,\"hold_ms\":1,\"acquisitions_per_sec\":{:.1},\"mutex_cycle_us\":{:.1},\
+         \"measured_hold_us\":{:.1},\"ratio_to_limit\":{:.3},\"ratio_to_limit_measured_hold\":{:.3},\
+         \"target\":0.85,\"fewest_per_thread\":{least},\"node_scripts_per_acquisition\":{:.2},\
+         \"load_before\":{before},\"load_after\":{}}}",
+        m.name,
+        median(rates),
+        median(cycles),
+        median(holds),
+        median(ratios),
+        median(ratios_measured),
+        scripts as f64 / acquisitions.max(1.0),
+        load()
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -359,25 +592,6 @@ impl Floor {
 /// One operation of a benchmark variant.
 type Op<'a> = Box<dyn FnMut() + 'a>;
 
-/// Operations per second of `op` for `run`.
-fn rate(run: Duration, mut op: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u32;
-    while start.elapsed() < run {
-        op();
-        n += 1;
-    }
-    f64::from(n) / start.elapsed().as_secs_f64()
-}
-
-/// The 1-minute load average, from /proc/loadavg.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "null".to_owned())
-}
-
 /// The median and the quartiles of `v`.
 fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -498,5 +712,14 @@ fn main() {
     }
     if wanted("rwlock") {
         rwlock(&m, &cluster);
+    }
+    if wanted("semaphore-cycle") {
+        semaphore_cycle(&m, &cluster);
+    }
+    if wanted("multi-lock-8") {
+        multi_lock(&m, &cluster);
+    }
+    if wanted("semaphore-contended") {
+        semaphore_contended(&m, &cluster);
     }
 }

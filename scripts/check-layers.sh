@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 declare -A rank=(
     [lib]=10
     [factory]=9
-    [lock]=8 [rwlock]=8
+    [lock]=8 [rwlock]=8 [semaphore]=8 [multi]=8
     [guard]=7
     [keeper]=6
     [protocol]=5

@@ -8,11 +8,13 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::keeper::{Keeper, Runtime};
 use crate::lock::RedLock;
+use crate::multi::MultiLock;
 use crate::node::{IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
 use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, Observer, Stats};
 use crate::round::majority;
 use crate::rwlock::RwLock;
+use crate::semaphore::Semaphore;
 use crate::shared::{self, Config, MAX_TTL, Shared, check_max_hold, check_ttl};
 use crate::waker::Waker;
 
@@ -573,6 +575,50 @@ impl RedLockFactory {
     /// ```
     pub fn create_rwlock(&self, name: impl Into<Arc<str>>) -> RwLock {
         RwLock::new(Arc::clone(&self.runtime), name.into())
+    }
+
+    /// A semaphore named `name` with `permits` permits (1 to
+    /// [`MAX_PERMITS`](crate::MAX_PERMITS)): at most `permits` holders at once, each holding a
+    /// permit for the factory's TTL (see [`Semaphore`]).
+    ///
+    /// Its keys are `name` and `name` plus a suffix, so a prefix ACL covers them. This does not
+    /// talk to the nodes; a bad name or count is reported when the semaphore is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let workers = factory.create_semaphore("batch:workers", 4);
+    /// let _permit = workers.acquire()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_semaphore(&self, name: impl Into<Arc<str>>, permits: u32) -> Semaphore {
+        Semaphore::new(Arc::clone(&self.runtime), name.into(), permits)
+    }
+
+    /// A lock on every resource in `resources` at once, all or nothing, in one round (see
+    /// [`MultiLock`]). Duplicates are dropped and the names sorted: the canonical order every
+    /// node sees.
+    ///
+    /// Its keys are the resources' own lock keys, so it excludes every
+    /// [`create_lock`](Self::create_lock) holder of any of them (and any Redlock client using
+    /// those names on these nodes). This does not talk to the nodes; an empty set or a bad name
+    /// is reported when the lock is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let guard = factory.create_multi_lock(["seat:12A", "seat:12B"]).acquire()?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_multi_lock<I>(&self, resources: I) -> MultiLock
+    where
+        I: IntoIterator,
+        I::Item: Into<Arc<str>>,
+    {
+        let resources = resources.into_iter().map(Into::into).collect();
+        MultiLock::new(Arc::clone(&self.runtime), resources)
     }
 
     /// The number of nodes.

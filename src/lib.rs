@@ -149,7 +149,9 @@
 mod factory;
 mod guard;
 mod lock;
+mod multi;
 mod rwlock;
+mod semaphore;
 // Keep-alive, over the protocol:
 mod keeper;
 // The lease protocol:
@@ -170,12 +172,14 @@ pub use error::{Error, NodeError, NodeErrorKind, Result};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
+pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
 pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 
 /// The events an [`HandleEvent`] implementation is told of, each a `#[non_exhaustive]` struct
 /// borrowed for the call (as in r2d2's `event` module).

@@ -9,7 +9,7 @@ use crate::keeper::Runtime;
 use crate::protocol::acquire::{self, MutexRequest, Wait};
 use crate::protocol::inspect::{self, Holding, Inspection, LockState};
 use crate::protocol::lease::{self, Lease, MAX_TOKEN_LEN, Target};
-use crate::shared::{check_max_hold, check_resource, check_ttl};
+use crate::shared::{check_max_hold, check_resource, check_token, check_ttl};
 
 pub use crate::shared::MAX_RESOURCE_LEN;
 
@@ -338,7 +338,7 @@ impl RedLock {
     /// - [`Error::InvalidArgument`]: an empty or oversized name or token.
     pub fn release_token(&self, token: &str) -> Result<()> {
         check_resource(&self.resource)?;
-        check_token(token)?;
+        check_token(token, MAX_TOKEN_LEN)?;
         lease::release(&self.runtime.shared, &Target::Mutex, &self.resource, token)
     }
 
@@ -359,7 +359,7 @@ impl RedLock {
     /// - [`Error::InvalidArgument`], [`Error::InvalidConfig`]: a bad name, token or TTL.
     pub fn extend_token(&self, token: &str, ttl: Duration) -> Result<Duration> {
         check_resource(&self.resource)?;
-        check_token(token)?;
+        check_token(token, MAX_TOKEN_LEN)?;
         lease::extend_token(
             &self.runtime.shared,
             &Target::Mutex,
@@ -388,19 +388,6 @@ impl RedLock {
     fn guard(&self, lease: Lease) -> RedLockGuard {
         RedLockGuard::new(Arc::clone(&self.runtime), lease)
     }
-}
-
-fn check_token(token: &str) -> Result<()> {
-    if token.is_empty() {
-        return Err(Error::InvalidArgument("the token must not be empty".into()));
-    }
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "the token is {} bytes long; at most {MAX_TOKEN_LEN} are allowed",
-            token.len()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

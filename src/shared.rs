@@ -91,20 +91,39 @@ pub(crate) fn deliver(
     }
 }
 
-/// The longest resource name accepted. Redis allows more, but a lock name this long is a bug.
+/// The longest name accepted (a lock's resource, a semaphore's or read-write lock's name, a
+/// multi-lock's member). Redis allows more, but a lock name this long is a bug.
 pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
 
 /// Checks a resource name (a lock's name, the key every key of the lock starts with).
 pub(crate) fn check_resource(resource: &str) -> Result<()> {
-    if resource.is_empty() {
-        return Err(Error::InvalidArgument(
-            "resource name must not be empty".into(),
-        ));
+    check_name("resource name", resource)
+}
+
+/// Checks a name the handles put in keys: not empty, at most [`MAX_RESOURCE_LEN`] bytes. `what`
+/// names it in the error ("resource name", "semaphore name").
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
     }
-    if resource.len() > MAX_RESOURCE_LEN {
+    if name.len() > MAX_RESOURCE_LEN {
         return Err(Error::InvalidArgument(format!(
-            "resource name is {} bytes long; at most {MAX_RESOURCE_LEN} are allowed",
-            resource.len()
+            "{what} is {} bytes long; at most {MAX_RESOURCE_LEN} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a token given to a token-level call: not empty, at most `max` bytes.
+pub(crate) fn check_token(token: &str, max: usize) -> Result<()> {
+    if token.is_empty() {
+        return Err(Error::InvalidArgument("the token must not be empty".into()));
+    }
+    if token.len() > max {
+        return Err(Error::InvalidArgument(format!(
+            "the token is {} bytes long; at most {max} are allowed",
+            token.len()
         )));
     }
     Ok(())

@@ -10,6 +10,9 @@
 //! goes straight to its attempt (no hand-over between threads). The others sleep on the room's
 //! condition variable and take over the reading when it is free.
 //!
+//! A multi-lock's room listens to the channels of all its resources (one `SUBSCRIBE` of them all),
+//! so the release of any of them, by a plain lock or another multi-lock, wakes it.
+//!
 //! A room subscribes when its first waiter enters (before that waiter's marking attempt, so a
 //! release that follows the attempt is heard) and unsubscribes when its last waiter leaves; the
 //! connection is then parked for the next room. No thread of its own, nothing per resource
@@ -52,7 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A connection subscribed to one release channel.
+/// A connection subscribed to a room's release channels.
 struct Sub {
     con: redis::Connection,
     node: usize,
@@ -69,12 +72,12 @@ impl Sub {
         Ok(())
     }
 
-    /// Waits up to `timeout` for a release message: `Ok(true)` when one came.
+    /// Waits up to `timeout` for a release message: `Ok(Some(payload))` when one came.
     ///
     /// Through `PubSub::get_message`, not `Connection::recv_response`: after a read timeout,
     /// `recv_response` counts a reply as owed and silently skips the next message, which would
     /// drop the release announced after every poll.
-    fn listen(&mut self, timeout: Duration) -> redis::RedisResult<bool> {
+    fn listen(&mut self, timeout: Duration) -> redis::RedisResult<Option<Vec<u8>>> {
         self.set_read_timeout(timeout)?;
         let mut pubsub = self.con.as_pubsub();
         let message = pubsub.get_message();
@@ -82,8 +85,8 @@ impl Sub {
         // with the connection. It holds nothing else to leak (its message queue is empty).
         std::mem::forget(pubsub);
         match message {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_timeout() => Ok(false),
+            Ok(message) => Ok(Some(message.get_payload_bytes().to_vec())),
+            Err(e) if e.is_timeout() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -176,11 +179,18 @@ impl Waker {
         self.enabled
     }
 
-    /// Joins the waiters of `resource`. The first one subscribes to the resource's release
-    /// channel on one of the nodes in `busy` (they hold the lock that will be released), and
-    /// every waiter returns only once that subscription is in place (or failed), so a release
-    /// after the caller's next attempt is heard.
-    pub(crate) fn enter<'w>(&'w self, nodes: &'w Nodes, resource: &str, busy: u64) -> Seat<'w> {
+    /// Joins the waiters of `resource`, woken by the releases of `members` (the resource
+    /// itself, or each resource of a multi-lock). The first one subscribes to the members'
+    /// release channels on one of the nodes in `busy` (they hold the lock that will be
+    /// released), and every waiter returns only once that subscription is in place (or
+    /// failed), so a release after the caller's next attempt is heard.
+    pub(crate) fn enter<'w>(
+        &'w self,
+        nodes: &'w Nodes,
+        resource: &str,
+        members: &[&str],
+        busy: u64,
+    ) -> Seat<'w> {
         let room = {
             let mut rooms = lock(&self.rooms);
             let room = match rooms.get(resource) {
@@ -198,6 +208,10 @@ impl Waker {
             waker: self,
             nodes,
             resource: Arc::from(resource),
+            channels: members
+                .iter()
+                .map(|m| format!("{m}{RELEASED_SUFFIX}"))
+                .collect(),
             room,
             busy,
         };
@@ -220,9 +234,9 @@ impl Waker {
         seat
     }
 
-    /// Opens (or reuses) a connection to node `i` subscribed to `channel`, within the node's
+    /// Opens (or reuses) a connection to node `i` subscribed to `channels`, within the node's
     /// timeouts.
-    fn subscribe(&self, nodes: &Nodes, i: usize, channel: &str) -> redis::RedisResult<Sub> {
+    fn subscribe(&self, nodes: &Nodes, i: usize, channels: &[String]) -> redis::RedisResult<Sub> {
         let io = nodes.io_timeout;
         let parked = self.parked.get(i).and_then(|p| lock(p).pop());
         let (mut con, reused) = match parked {
@@ -239,18 +253,25 @@ impl Waker {
             con.set_write_timeout(Some(io))?;
             con.set_read_timeout(Some(io))?;
             let mut packed = Vec::new();
-            command::pack(&mut packed, [Arg::Str("SUBSCRIBE"), Arg::Str(channel)], 2);
+            let args =
+                std::iter::once(Arg::Str("SUBSCRIBE")).chain(channels.iter().map(|c| Arg::Str(c)));
+            command::pack(&mut packed, args, 1 + channels.len());
             con.send_packed_command(&packed)?;
             // A parked connection may first deliver what was in flight when its last room
-            // unsubscribed (messages, the UNSUBSCRIBE confirmation): skip to our confirmation.
+            // unsubscribed (messages, the UNSUBSCRIBE confirmation): skip to our confirmations,
+            // one per channel.
             let end = Instant::now() + io;
+            let mut confirmed = 0;
             loop {
                 let reply = con.recv_response()?;
                 if let Value::ServerError(e) = &reply {
                     return Err(redis::RedisError::from(e.clone()));
                 }
                 if kind(&reply) == Some(b"subscribe".as_slice()) {
-                    return Ok(());
+                    confirmed += 1;
+                    if confirmed >= channels.len() {
+                        return Ok(());
+                    }
                 }
                 if Instant::now() >= end {
                     return Err(redis::RedisError::from((
@@ -269,7 +290,7 @@ impl Waker {
             Err(e) if reused && (e.is_io_error() || e.is_connection_dropped()) => {
                 // The parked connection went stale: once more on a new one.
                 drop(con);
-                self.subscribe(nodes, i, channel)
+                self.subscribe(nodes, i, channels)
             }
             Err(e) => Err(e),
         }
@@ -324,6 +345,8 @@ pub(crate) struct Seat<'w> {
     waker: &'w Waker,
     nodes: &'w Nodes,
     resource: Arc<str>,
+    /// The release channels that wake this room.
+    channels: Vec<String>,
     room: Arc<Room>,
     /// Nodes that answered "busy": where to subscribe.
     busy: u64,
@@ -347,7 +370,6 @@ impl Seat<'_> {
         }
         state.subscribing = true;
         drop(state);
-        let channel = format!("{}{RELEASED_SUFFIX}", self.resource);
         // A node that answered "busy" first (it holds the lock), then any node that is up.
         let n = self.nodes.len();
         let order = (0..n)
@@ -358,7 +380,7 @@ impl Seat<'_> {
             if self.nodes.get(i).is_some_and(crate::node::Node::is_down) {
                 continue;
             }
-            match self.waker.subscribe(self.nodes, i, &channel) {
+            match self.waker.subscribe(self.nodes, i, &self.channels) {
                 Ok(sub) => {
                     result = Ok(sub);
                     break;
@@ -388,16 +410,16 @@ impl Seat<'_> {
         state
     }
 
-    /// Sleeps until a release of the resource is heard (`true`), `timeout` passes or `cancel`
-    /// is set (`false`).
-    pub(crate) fn wait(&self, timeout: Duration, cancel: Option<&AtomicBool>) -> bool {
+    /// Sleeps until a release of the resource is heard (`Some` of the announcement's
+    /// payload), `timeout` passes or `cancel` is set (`None`).
+    pub(crate) fn wait(&self, timeout: Duration, cancel: Option<&AtomicBool>) -> Option<Vec<u8>> {
         let end = Instant::now() + timeout;
         let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Acquire));
         let mut state = self.ensure_subscribed(lock(&self.room.state));
         loop {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() || cancelled() {
-                return false;
+                return None;
             }
             let slice = if cancel.is_some() {
                 left.min(CANCEL_SLICE)
@@ -413,8 +435,8 @@ impl Seat<'_> {
                 match heard {
                     Ok(heard) => {
                         state.sub = Some(sub);
-                        if heard {
-                            return true;
+                        if heard.is_some() {
+                            return heard;
                         }
                     }
                     Err(e) => {

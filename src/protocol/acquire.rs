@@ -91,7 +91,7 @@ impl<'a> Wait<'a> {
         self.deadline
     }
 
-    fn cancelled(&self) -> bool {
+    pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Acquire))
     }
 }
@@ -105,6 +105,9 @@ pub(crate) enum Attempt<T> {
     Busy { holders: u64, votes: Votes },
     /// Too few nodes answered, or the round was too slow.
     Failed(Error),
+    /// An error that another attempt cannot cure (a semaphore used with another permit count):
+    /// returned at once.
+    Fatal(Error),
 }
 
 /// What an acquisition hands out.
@@ -141,20 +144,26 @@ impl Progress {
 }
 
 /// The waiting loop: runs `attempt` until it wins, the wait runs out or is cancelled, or
-/// `max_retries + 1` attempts in a row fail. `attempt(mark)`: `mark` asks the attempt to mark
-/// `resource` as waited for, so that its release is announced.
+/// `max_retries + 1` attempts in a row fail.
+///
+/// `attempt(mark, woken_by)`: `mark` asks the attempt to mark `resource` as waited for, so that
+/// its release is announced; `woken_by` is the payload of the release announcement that woke
+/// this wait, if one did (a semaphore announces the permit it freed). Waiters are woken by the
+/// releases of `members`: `[resource]`, or a multi-lock's resources.
 ///
 /// Every blocking acquisition goes through here, so this is where it is counted, traced (a span
 /// for the whole wait), reported to the event handler and, when slow, logged.
 pub(crate) fn wait_for<T: Acquired>(
     shared: &Shared,
     resource: &str,
+    members: &[&str],
     wait: &Wait<'_>,
-    mut attempt: impl FnMut(bool) -> Attempt<T>,
+    mut attempt: impl FnMut(bool, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<T> {
     let span = OpSpan::acquire(resource);
     let mut progress = Progress::new();
-    let result = span.in_scope(|| wait_loop(shared, resource, wait, &mut progress, &mut attempt));
+    let result =
+        span.in_scope(|| wait_loop(shared, resource, members, wait, &mut progress, &mut attempt));
     finish(shared, resource, &span, &progress, result)
 }
 
@@ -162,9 +171,10 @@ pub(crate) fn wait_for<T: Acquired>(
 fn wait_loop<T: Acquired>(
     shared: &Shared,
     resource: &str,
+    members: &[&str],
     wait: &Wait<'_>,
     progress: &mut Progress,
-    attempt: &mut impl FnMut(bool) -> Attempt<T>,
+    attempt: &mut impl FnMut(bool, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<(T, Votes)> {
     let start = progress.start;
     let cancelled = || Error::Cancelled {
@@ -198,13 +208,15 @@ fn wait_loop<T: Acquired>(
     // Set after a wake-up: the release that woke us was heard from one node, and may not have
     // reached the others yet when our attempt did.
     let mut woken = false;
+    // What the release that woke us announced.
+    let mut message: Option<Vec<u8>> = None;
     loop {
         if wait.cancelled() {
             return Err(cancelled());
         }
         let attempt_start = Instant::now();
         progress.rounds = progress.rounds.saturating_add(1);
-        let outcome = attempt(mark);
+        let outcome = attempt(mark, message.take().as_deref());
         if let Attempt::Busy { votes, .. } = &outcome
             && !progress.contended
         {
@@ -227,7 +239,7 @@ fn wait_loop<T: Acquired>(
             Attempt::Won(t, votes) => return Ok((t, votes)),
             Attempt::Busy { holders, .. } if wake && !mark => {
                 if seat.is_none() {
-                    seat = Some(waker.enter(&shared.nodes, resource, holders));
+                    seat = Some(waker.enter(&shared.nodes, resource, members, holders));
                 }
                 mark = true;
                 continue;
@@ -236,6 +248,7 @@ fn wait_loop<T: Acquired>(
                 failures = 0;
                 None
             }
+            Attempt::Fatal(e) => return Err(e),
             Attempt::Failed(e) => {
                 failures += 1;
                 if failures > shared.config.max_retries {
@@ -264,13 +277,14 @@ fn wait_loop<T: Acquired>(
             pause = pause.min(deadline - now);
         }
         let was_woken = woken;
-        woken = match (&seat, failed) {
+        message = match (&seat, failed) {
             (Some(seat), None) => seat.wait(pause, wait.cancel),
             _ => {
                 sleep(pause, wait.cancel);
-                false
+                None
             }
         };
+        woken = message.is_some();
         if woken {
             observer.counters.wakeups.incr();
         }
@@ -394,7 +408,8 @@ pub(crate) fn acquire(
     req: &MutexRequest<'_>,
     wait: &Wait<'_>,
 ) -> Result<Lease> {
-    wait_for(shared, req.resource, wait, |mark| {
+    let resource: &str = req.resource;
+    wait_for(shared, resource, &[resource], wait, |mark, _| {
         attempt(shared, req, mark)
     })
 }
@@ -422,7 +437,7 @@ pub(crate) fn try_once<T>(
             span.outcome("busy");
             return Ok(None);
         }
-        Attempt::Failed(e) => Err(e),
+        Attempt::Failed(e) | Attempt::Fatal(e) => Err(e),
     };
     finish(shared, resource, &span, &progress, result).map(Some)
 }
@@ -478,28 +493,85 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
             round::set_reply,
         )
     };
-    conclude(shared, req, Target::Mutex, token, start, &tally)
+    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
 
-/// Concludes an acquisition round of a lease on `target` that began at `start` and tried to
-/// take it for `token`: the one place where an attempt of any kind (a mutex, a reader, a
-/// writer) is judged. A quorum that granted it in time makes the lease, deadline
-/// `start + ttl - drift` (with a fencing token when `req.fencing`: `tally.aux` is the largest
-/// counter the round read); otherwise what the round may have taken is taken back, and the
-/// lock is busy (a quorum refused) or the round failed.
+/// What a won round makes into a lease, whatever the kind of lease: the name, the lease's
+/// settings, and whose fencing counters a grant raises.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grant<'a> {
+    /// The name errors, logs and wake-ups use.
+    pub(crate) name: &'a Arc<str>,
+    pub(crate) ttl: Duration,
+    pub(crate) keep_alive: bool,
+    pub(crate) max_hold: Option<Duration>,
+    /// `None`: no fencing token.
+    pub(crate) fenced: Option<Fenced<'a>>,
+}
+
+impl MutexRequest<'_> {
+    /// The grant of a lease on this request's resource.
+    pub(crate) fn grant(&self) -> Grant<'_> {
+        Grant {
+            name: self.resource,
+            ttl: self.ttl,
+            keep_alive: self.keep_alive,
+            max_hold: self.max_hold,
+            fenced: self.fencing.then_some(Fenced::One(self.resource)),
+        }
+    }
+}
+
+/// The lease a round that won at `start` made: its deadline is `start + ttl - drift` (every
+/// grant was sent after `start`, so no node lets it go before `start + ttl` by its clock, give or
+/// take the drift). The one place a lease is made from a winning round.
+pub(crate) fn lease_of(
+    shared: &Arc<Shared>,
+    grant: &Grant<'_>,
+    target: Target,
+    token: Token,
+    start: Instant,
+    fencing: Option<u64>,
+) -> Lease {
+    let deadline = deadline_of(shared, grant, start);
+    let options = LeaseOptions {
+        ttl: grant.ttl,
+        keep_alive: grant.keep_alive,
+        hold_until: grant.max_hold.and_then(|d| start.checked_add(d)),
+    };
+    Lease::new(
+        Arc::clone(shared),
+        Arc::clone(grant.name),
+        target,
+        token,
+        fencing,
+        options,
+        deadline,
+    )
+}
+
+fn deadline_of(shared: &Shared, grant: &Grant<'_>, start: Instant) -> Instant {
+    start
+        .checked_add(grant.ttl - shared.drift(grant.ttl))
+        .unwrap_or(start)
+}
+
+/// Concludes an acquisition round of any kind of lease, sent at `start` with `token` for
+/// `target`: the verdict (the one judge), and then the lease (with its fencing token when asked
+/// for) or, when it did not win, the take-back of whatever the round may have granted.
 pub(crate) fn conclude(
     shared: &Arc<Shared>,
-    req: &MutexRequest<'_>,
+    grant: &Grant<'_>,
     target: Target,
     token: Token,
     start: Instant,
     tally: &Tally,
 ) -> Attempt<Lease> {
-    let resource: &str = req.resource;
+    let resource: &str = grant.name;
     let timing = Timing {
-        ttl: req.ttl,
+        ttl: grant.ttl,
         elapsed: start.elapsed(),
-        drift: shared.drift(req.ttl),
+        drift: shared.drift(grant.ttl),
     };
     log::debug!(
         "redmutex: acquire {resource:?} ({target:?}): {}/{} yes, {} no, {} failed, quorum {}, {:?}",
@@ -513,30 +585,16 @@ pub(crate) fn conclude(
     let verdict = decide(shared, tally, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
-            // Every command was sent after `start`, so no node lets the lease go before
-            // `start + ttl` by its clock (give or take the drift).
-            let deadline = start.checked_add(req.ttl - timing.drift).unwrap_or(start);
-            let fencing = if req.fencing {
-                fence(shared, resource, tally.aux, deadline).map(Some)
-            } else {
-                Ok(None)
+            let fencing = match grant.fenced {
+                Some(fenced) => {
+                    let deadline = deadline_of(shared, grant, start);
+                    fence(shared, resource, fenced, tally.aux, deadline).map(Some)
+                }
+                None => Ok(None),
             };
             match fencing {
                 Ok(fencing) => {
-                    let options = LeaseOptions {
-                        ttl: req.ttl,
-                        keep_alive: req.keep_alive,
-                        hold_until: req.max_hold.and_then(|d| start.checked_add(d)),
-                    };
-                    let lease = Lease::new(
-                        Arc::clone(shared),
-                        Arc::clone(req.resource),
-                        target,
-                        token,
-                        fencing,
-                        options,
-                        deadline,
-                    );
+                    let lease = lease_of(shared, grant, target, token, start, fencing);
                     return Attempt::Won(lease, votes(shared, tally));
                 }
                 Err(e) => Some(e),
@@ -546,7 +604,7 @@ pub(crate) fn conclude(
             log::warn!(
                 "redmutex: {resource:?}: a quorum answered but the round took {:?} of a {:?} TTL",
                 timing.elapsed,
-                req.ttl
+                grant.ttl
             );
             Some(Error::TooLate {
                 resource: resource.to_owned(),
@@ -581,6 +639,47 @@ fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, ta
     }
 }
 
+/// Whose fencing counters a grant raises.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fenced<'a> {
+    /// A lock's resource (`<resource>:redmutex:fence`, reading 0.1's counter on first use).
+    One(&'a str),
+    /// A multi-lock's resources: one token above all their counters.
+    Many(&'a [Arc<str>]),
+}
+
+impl Fenced<'_> {
+    /// Hands `f` the fence call that raises the counters to at least `t`.
+    fn with_call<R>(self, t: u64, f: impl FnOnce(Call<'_>) -> R) -> R {
+        match self {
+            Self::One(resource) => {
+                let keys = [Arg::Joined(resource, scripts::FENCE_SUFFIX)];
+                let args = [
+                    Arg::Int(t),
+                    Arg::Joined(scripts::LEGACY_FENCE_PREFIX, resource),
+                ];
+                f(Call::Script {
+                    script: &scripts::FENCE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Many(resources) => {
+                let keys: Vec<Arg<'_>> = resources
+                    .iter()
+                    .map(|r| Arg::Joined(r, scripts::FENCE_SUFFIX))
+                    .collect();
+                let args = [Arg::Int(t)];
+                f(Call::Script {
+                    script: &scripts::MULTI_FENCE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+        }
+    }
+}
+
 /// The fencing rounds of a quorum max-register: `seen` is the largest counter the grant's
 /// round read. Writes `t = seen + 1` back (never lowering a counter); each node answers the
 /// value it held before. `t` is issued only when a quorum acknowledged the write before
@@ -593,7 +692,17 @@ fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, ta
 /// only issue a value above it. No ordering of the reads with the writes is assumed (a read of
 /// a node taken early in a slow round, or a write-back delayed on its way, cannot produce a
 /// repeat).
-fn fence(shared: &Shared, resource: &str, seen: i64, deadline: Instant) -> Result<u64> {
+///
+/// A multi-lock's token is one register over all its resources' counters ([`Fenced::Many`]):
+/// `t` exceeds every counter read, is written to each, and each node answers the largest value
+/// any of them held; the argument above holds for each resource.
+pub(crate) fn fence(
+    shared: &Shared,
+    resource: &str,
+    fenced: Fenced<'_>,
+    seen: i64,
+    deadline: Instant,
+) -> Result<u64> {
     let out_of_range = |v: i64| Error::InvalidConfig(format!("fencing counter {v} out of range"));
     let next = |v: i64| {
         u64::try_from(v)
@@ -605,17 +714,9 @@ fn fence(shared: &Shared, resource: &str, seen: i64, deadline: Instant) -> Resul
     let mut t = next(seen)?;
     let started = Instant::now();
     for _ in 0..FENCE_ROUNDS {
-        let keys = [Arg::Joined(resource, scripts::FENCE_SUFFIX)];
-        let args = [
-            Arg::Int(t),
-            Arg::Joined(scripts::LEGACY_FENCE_PREFIX, resource),
-        ];
-        let call = Call::Script {
-            script: &scripts::FENCE,
-            keys: &keys,
-            args: &args,
-        };
-        let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply);
+        let tally = fenced.with_call(t, |call| {
+            round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply)
+        });
         if Instant::now() >= deadline {
             return Err(Error::TooLate {
                 resource: resource.to_owned(),

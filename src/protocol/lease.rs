@@ -116,6 +116,18 @@ pub(crate) enum Target {
     /// A read-write lock's reader: the readers' marker in the lock key while it is the lone
     /// reader, else an entry of the name's readers set scored by its own expiry.
     Reader,
+    /// A semaphore permit: slot `slot` of the `permits` slots of the semaphore named by the
+    /// lease (`<name>:redmutex:permit:<slot>`); `slot == permits` stands for whichever slot holds
+    /// the token (other than `except`, when below `permits`): a token-level call, or the
+    /// take-back of a failed attempt.
+    Permit {
+        permits: u32,
+        slot: u32,
+        except: u32,
+    },
+    /// A multi-lock: every one of these resources' lock keys (in canonical order) holds the
+    /// token. A node counts as holding the lease only if it holds all of them.
+    Multi(Arc<[Arc<str>]>),
 }
 
 /// A script call's parts, owned by the caller, borrowing the lease.
@@ -136,6 +148,25 @@ impl Parts<'_> {
 }
 
 impl Target {
+    /// Permit `slot` of a semaphore of `permits`.
+    pub(crate) const fn permit(permits: u32, slot: u32) -> Self {
+        Self::Permit {
+            permits,
+            slot,
+            except: permits,
+        }
+    }
+
+    /// Whichever permit of a semaphore of `permits` holds the token, except slot `except`
+    /// (`permits`: none excepted).
+    pub(crate) const fn any_permit(permits: u32, except: u32) -> Self {
+        Self::Permit {
+            permits,
+            slot: permits,
+            except,
+        }
+    }
+
     /// The call that makes the nodes hold `token` at least `ms` more.
     pub(crate) fn extend_parts<'a>(&'a self, name: &'a str, token: &'a str, ms: u64) -> Parts<'a> {
         match self {
@@ -147,6 +178,24 @@ impl Target {
             Self::Reader => Parts {
                 script: &scripts::READ_EXTEND,
                 keys: vec![Arg::Str(name), Arg::Joined(name, scripts::READERS_SUFFIX)],
+                args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
+            Self::Permit { permits, slot, .. } => Parts {
+                // KEYS: name. ARGV: token, ms, permits, slot prefix, slot.
+                script: &scripts::PERMIT_EXTEND,
+                keys: vec![Arg::Str(name)],
+                args: vec![
+                    Arg::Str(token),
+                    Arg::Int(ms),
+                    Arg::Int(u64::from(*permits)),
+                    Arg::Joined(name, scripts::PERMIT_SUFFIX),
+                    Arg::Int(u64::from(*slot)),
+                ],
+            },
+            Self::Multi(resources) => Parts {
+                // KEYS: the resources. ARGV: token, ms.
+                script: &scripts::MULTI_EXTEND,
+                keys: resources.iter().map(|r| Arg::Str(r)).collect(),
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
         }
@@ -192,6 +241,45 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::READ_RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Permit {
+                permits,
+                slot,
+                except,
+            } => {
+                // KEYS: name, waiting mark. ARGV: token, channel, announce, permits, slot
+                // prefix, slot, except.
+                let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
+                let args = [
+                    Arg::Str(token),
+                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    flag,
+                    Arg::Int(u64::from(*permits)),
+                    Arg::Joined(name, scripts::PERMIT_SUFFIX),
+                    Arg::Int(u64::from(*slot)),
+                    Arg::Int(u64::from(*except)),
+                ];
+                f(Call::Script {
+                    script: &scripts::PERMIT_RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Multi(resources) => {
+                // KEYS: the resources. ARGV: token, channel suffix, announce, waiting mark
+                // suffix.
+                let keys: Vec<Arg<'_>> = resources.iter().map(|r| Arg::Str(r)).collect();
+                let args = [
+                    Arg::Str(token),
+                    Arg::Str(scripts::RELEASED_SUFFIX),
+                    flag,
+                    Arg::Str(scripts::WAITING_SUFFIX),
+                ];
+                f(Call::Script {
+                    script: &scripts::MULTI_RELEASE,
                     keys: &keys,
                     args: &args,
                 })

@@ -6,6 +6,8 @@
 //! - [`acquire`]: one attempt and the waiting loop (wake-up, fairness, retries, deadline,
 //!   cancellation), plus fencing;
 //! - [`lease`]: a held lease, its deadline rule, and the rounds made on it;
+//! - [`multi`]: a multi-lock's attempt (every resource in one round, all or nothing per node);
+//! - [`semaphore`]: a semaphore's attempt (a permit is a quorum grant of one of its slots);
 //! - [`inspect`]: a read-only view of a resource;
 //! - [`rw`]: the read-write lock's attempts and its downgrade, on the same waiting loop,
 //!   verdict and leases;
@@ -14,7 +16,9 @@
 pub(crate) mod acquire;
 pub(crate) mod inspect;
 pub(crate) mod lease;
+pub(crate) mod multi;
 pub(crate) mod rw;
+pub(crate) mod semaphore;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;

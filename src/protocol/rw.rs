@@ -50,7 +50,8 @@ pub(crate) fn intent_ttl(shared: &Shared) -> Duration {
 
 /// Takes a read lease, waiting as `wait` says.
 pub(crate) fn read(shared: &Arc<Shared>, req: &MutexRequest<'_>, wait: &Wait<'_>) -> Result<Lease> {
-    wait_for(shared, req.resource, wait, |mark| {
+    let name: &str = req.resource;
+    wait_for(shared, name, &[name], wait, |mark, _| {
         read_attempt(shared, req, mark)
     })
 }
@@ -69,7 +70,8 @@ pub(crate) fn write(
     wait: &Wait<'_>,
 ) -> Result<Lease> {
     let intent = Token::new();
-    let taken = wait_for(shared, req.resource, wait, |_| {
+    let name: &str = req.resource;
+    let taken = wait_for(shared, name, &[name], wait, |_, _| {
         write_attempt(shared, req, Some(&intent))
     });
     if taken.is_err() {
@@ -111,7 +113,7 @@ fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Att
     };
     let start = Instant::now();
     let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::int_reply);
-    conclude(shared, req, Target::Reader, token, start, &tally)
+    conclude(shared, &req.grant(), Target::Reader, token, start, &tally)
 }
 
 /// One writer's attempt. `intent`: the id of a waiting call, which records its intent (and
@@ -155,7 +157,7 @@ fn write_attempt(
         round::acquire_reply,
     );
     // On the wire a writer is a mutex holder: its extend and release are the mutex's.
-    conclude(shared, req, Target::Mutex, token, start, &tally)
+    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
 
 /// Withdraws a waiting writer's intent that gave up (best effort: an intent left behind

@@ -23,7 +23,7 @@ const LOST: i32 = 79;
 /// `redmutex` with the cluster's nodes, and nothing from the caller's environment that would
 /// change its behaviour. It runs in its own process group, so it is never in a terminal's
 /// foreground group and passes SIGINT on as it would under a supervisor.
-fn redmutex(nodes: &[String]) -> Command {
+pub(crate) fn redmutex(nodes: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redmutex"));
     cmd.env_remove("REDMUTEX_NODES")
         .env_remove("REDMUTEX_TOKEN")
@@ -34,24 +34,24 @@ fn redmutex(nodes: &[String]) -> Command {
     cmd
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
-fn code(o: &Output) -> i32 {
+pub(crate) fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Waits for `child` to end within `limit`; kills it and fails the test otherwise.
-fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
     let mut status = None;
     let ended = deadline_loop(limit, || {
         status = child.try_wait().unwrap();
@@ -88,7 +88,7 @@ fn wait_held(cluster: &RedisCluster, key: &str) {
     );
 }
 
-fn wait_file(path: &Path) {
+pub(crate) fn wait_file(path: &Path) {
     assert!(
         deadline_loop(SOON, || path.exists()),
         "{} never appeared",

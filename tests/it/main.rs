@@ -13,6 +13,8 @@ mod basic;
 // `CARGO_BIN_EXE_redmutex` for this crate.
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_permits;
 mod contention;
 mod deadline_rule;
 mod failures;
@@ -22,10 +24,12 @@ mod harness;
 mod keep_alive;
 mod leader;
 mod lease_truth;
+mod multi;
 mod observability;
 mod props;
 mod rwlock;
 mod security;
+mod semaphore;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]
 mod tls;

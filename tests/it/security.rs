@@ -9,10 +9,12 @@ use crate::support::logs::capture as capture_logs;
 use crate::support::{self, RedisCluster, dead_url, logs};
 use redmutex::Error;
 
-/// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too).
+/// The commands a lock client needs (the scripts' GET, DEL and PEXPIRE run as that user too;
+/// the semaphore's and the multi-lock's scripts also call MGET).
 const LOCK_COMMANDS: &[&str] = &[
     "+set",
     "+get",
+    "+mget",
     "+del",
     "+pexpire",
     "+pttl",
@@ -58,6 +60,18 @@ fn acl_user_limited_to_lock_keys_and_commands_works() {
     assert!(lock.is_locked().unwrap());
     g.extend(Duration::from_secs(5)).unwrap();
     g.release().unwrap();
+    // A semaphore's and a multi-lock's keys are under the same prefix.
+    let sem = f.create_semaphore("locks:pool", 2);
+    let p = sem.acquire().unwrap();
+    p.extend(Duration::from_secs(5)).unwrap();
+    let q = sem.try_acquire().unwrap().expect("the second permit");
+    assert!(sem.try_acquire().unwrap().is_none());
+    p.release().unwrap();
+    sem.release_token(&q.leak()).unwrap();
+    let multi = f.create_multi_lock(["locks:a", "locks:b"]);
+    let m = multi.acquire().unwrap();
+    m.extend(Duration::from_secs(5)).unwrap();
+    m.release().unwrap();
 
     // A key outside the user's pattern: refused by every node, a clear error.
     let e = f.create_lock("other:job").try_acquire().unwrap_err();

@@ -95,6 +95,13 @@ The command gets REDMUTEX_KEY and REDMUTEX_TOKEN in its environment, and with --
 REDMUTEX_FENCING_TOKEN: pass it with each write to the protected resource, and have the
 resource refuse a write with a smaller token than one it has seen.
 
+With --permits N, at most N commands run at once under KEY (a cron job or CI step limited to
+N hosts at a time, say); the command also gets REDMUTEX_PERMIT, which of the N permits it holds
+(0 to N-1: no other command holds the same one meanwhile), and REDMUTEX_PERMITS=N. Every run
+of KEY must give the same N: another N is refused (exit 64) rather than letting more run. A
+`run KEY` without --permits takes KEY as a lock: it waits until no permit is held, and the
+permits wait while it runs.
+
 The lease (--ttl) is renewed every ttl/3 while the command runs. If it is lost (the key was
 deleted or taken over, or too few nodes answered before it ran out), the command gets SIGTERM,
 then SIGKILL after --kill-after, and redmutex exits 79.
@@ -187,6 +194,17 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub mode: ModeArgs,
+
+    /// Let up to N commands run at once (across hosts) instead of one: hold one of N permits of
+    /// the semaphore KEY (1 to 1024). Every run of KEY must give the same N (another N is an
+    /// error, exit 64); a run without --permits on KEY excludes them all, and waits for them. Not with -s or -x
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["fencing", "shared", "exclusive"],
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(redmutex::MAX_PERMITS))
+    )]
+    pub permits: Option<u32>,
 
     /// Run this shell command with `sh -c` instead of COMMAND
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
@@ -355,6 +373,24 @@ mod tests {
         );
         assert!(mode(&["-s", "-x"]).is_err());
         assert!(mode(&["-s", "--fencing"]).is_err());
+        assert!(mode(&["-s", "--permits", "2"]).is_err());
+        assert!(mode(&["-x", "--permits", "2"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_a_permit_count_from_1_to_max_permits() {
+        let parse = |n: &str| Cli::try_parse_from(["redmutex", "run", "--permits", n, "k", "ls"]);
+        let Command::Run(run) = parse("3").unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(run.permits, Some(3));
+        assert!(parse("1024").is_ok());
+        for bad in ["0", "1025", "-1", "x"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let fenced =
+            Cli::try_parse_from(["redmutex", "run", "--permits", "2", "--fencing", "k", "ls"]);
+        assert!(fenced.is_err(), "--fencing means nothing for permits");
     }
 
     #[test]

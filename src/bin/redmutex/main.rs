@@ -8,8 +8,8 @@
 
 mod cli;
 mod exit;
+mod held;
 mod lease;
-mod locks;
 mod logger;
 mod nodes;
 mod run;
@@ -28,7 +28,7 @@ use crate::cli::{
     AcquireArgs, Cli, Command, ExtendArgs, LockMode, NodeArgs, RunArgs, TokenArgs, WaitArgs,
 };
 use crate::exit::{Exit, Failure};
-use crate::locks::{Exclusive, Held, Lock, Shared};
+use crate::held::{Exclusive, Held, Permits, Shared, Take};
 use crate::signals::Listener;
 
 fn main() -> ExitCode {
@@ -80,6 +80,7 @@ fn usage(e: &clap::Error) -> Exit {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     let nodes = &cli.nodes;
     match &cli.command {
+        Command::Run(args) if args.permits.is_some() => run_permits(nodes, args),
         Command::Run(args) => {
             let signals = listen()?;
             let factory = factory(nodes, Some(args.wait.ttl))?;
@@ -117,11 +118,24 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 }
 
 /// `run`: take `lock` as the flags say, then run the command while holding it.
-fn run_under<L: Lock>(lock: &L, args: &RunArgs, signals: &Listener) -> Result<Exit, Failure> {
+fn run_under<T: Take>(lock: &T, args: &RunArgs, signals: &Listener) -> Result<Exit, Failure> {
     match take(lock, &args.wait, signals)? {
         Taken::Guard(guard) => run::run(args, guard, signals),
         Taken::Exit(exit) => Ok(exit),
     }
+}
+
+/// `run --permits N`: hold one of N permits of the semaphore KEY while the command runs, so
+/// that at most N commands run at once, across hosts.
+fn run_permits(nodes: &NodeArgs, args: &RunArgs) -> Result<Exit, Failure> {
+    let signals = listen()?;
+    let factory = factory(nodes, Some(args.wait.ttl))?;
+    let permits = args.permits.unwrap_or(1);
+    // The library renews the permit while the command runs.
+    let semaphore = factory
+        .create_semaphore(args.key.as_str(), permits)
+        .with_keep_alive(true);
+    run_under(&Permits { semaphore }, args, &signals)
 }
 
 /// `acquire`: take the lock, print the token, and leave the lock held.
@@ -180,13 +194,10 @@ enum Taken<G> {
     Exit(Exit),
 }
 
-/// Waits for the lock as the flags say, until a terminating signal calls the wait off.
-fn take<L: Lock>(
-    lock: &L,
-    wait: &WaitArgs,
-    signals: &Listener,
-) -> Result<Taken<L::Guard>, Failure> {
-    let key = lock.resource();
+/// Waits for the lock (or a permit) as the flags say, until a terminating signal calls the
+/// wait off.
+fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<T::Held>, Failure> {
+    let key = lock.key();
     let start = Instant::now();
     let cancel = signals.cancel_flag();
     let result = match wait.limit() {
@@ -208,13 +219,11 @@ fn take<L: Lock>(
                 }
                 return Ok(Taken::Exit(Exit::Signal(sig)));
             }
-            let fencing = guard
-                .fencing_token()
-                .map_or_else(String::new, |t| format!(", fencing token {t}"));
             log::info!(
-                "acquired {key:?} after waiting {}: lease valid for {}{fencing}",
+                "acquired {key:?} after waiting {}: lease valid for {}{}",
                 human(waited),
-                human(guard.validity())
+                human(guard.validity()),
+                guard.note()
             );
             log::debug!("token fingerprint {}", Fingerprint::of(guard.token()));
             Ok(Taken::Guard(guard))

@@ -19,23 +19,22 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT};
 
 use crate::cli::RunArgs;
 use crate::exit::{Exit, Failure};
+use crate::held::Held;
 use crate::lease;
-use crate::locks::Held;
 use crate::logger;
 use crate::signals::{self, Event, Listener};
 
 /// How often the child is polled when no event arrives (SIGCHLD usually wakes us first).
 const POLL: Duration = Duration::from_millis(50);
 
-/// Runs the child while holding `guard`, and releases the lock when it has ended.
+/// Runs the child while holding `guard` (a lock's guard, or a semaphore's permit), and releases
+/// it when the child has ended.
 pub fn run(args: &RunArgs, guard: impl Held, signals: &Listener) -> Result<Exit, Failure> {
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
         .env("REDMUTEX_TOKEN", guard.token());
-    // Set with --fencing only.
-    if let Some(fencing) = guard.fencing_token() {
-        cmd.env("REDMUTEX_FENCING_TOKEN", fencing.to_string());
-    }
+    // REDMUTEX_FENCING_TOKEN with --fencing; REDMUTEX_PERMIT(S) with --permits.
+    cmd.envs(guard.env());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -211,7 +210,7 @@ fn child_exit(status: ExitStatus) -> Exit {
 /// Releases the lock after the child ended with `child` (`None`: no child, or the lease was
 /// already lost, so failures are not reported again), and decides the exit status.
 fn release(guard: impl Held, child: Option<Exit>) -> Exit {
-    let key = guard.resource().to_owned();
+    let key = guard.key().to_owned();
     log::debug!(
         "releasing {key:?} with {} of its lease left",
         crate::human(guard.validity())

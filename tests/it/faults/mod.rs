@@ -13,13 +13,14 @@ mod nodes;
 mod process;
 mod rwlock;
 mod soak;
+mod synchronizers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::history::{self, Record, Workload, percentile, run_workers};
+use crate::support::history::{self, Check, Record, Workload, percentile, run_workers};
 use crate::support::{self, RedisCluster};
 use redmutex::{RedLockFactory, RedLockFactoryBuilder};
 
@@ -98,23 +99,32 @@ fn minority_scenario(
     total: Duration,
     schedule: impl FnOnce(&AtomicBool) -> usize + Send,
 ) {
-    scenario(name, factory, Workload::new(name, 4, 2, total), schedule);
+    scenario(
+        name,
+        factory,
+        &Workload::new(name, 4, 2, total),
+        1,
+        schedule,
+    );
 }
 
-/// [`minority_scenario`] with a workload of its own (threads, roles: readers and writers of a
-/// read-write lock); returns the run it checked.
+/// [`minority_scenario`] with the workers' load given (what they take, how many threads,
+/// their roles: readers and writers of a read-write lock), and at most `k` holders of one
+/// resource at once (1 for locks, multi-locks and read-write locks, whose readers may share;
+/// the permits for a semaphore). Returns the run and its check.
 fn scenario(
     name: &str,
     factory: &RedLockFactory,
-    work: Workload,
+    work: &Workload,
+    k: usize,
     schedule: impl FnOnce(&AtomicBool) -> usize + Send,
-) -> history::Run {
+) -> (history::Run, Check) {
     let witness = RedisCluster::start(1);
     let fault = Arc::new(AtomicBool::new(false));
     let prober = Prober::start(factory, &format!("{name}:probe"), &fault);
     let (run, faults) = thread::scope(|s| {
         let injector = s.spawn(|| schedule(&fault));
-        let run = run_workers(factory, witness.port(0), &work, &fault);
+        let run = run_workers(factory, witness.port(0), work, &fault);
         (run, injector.join().unwrap())
     });
     let rounds = prober.finish();
@@ -125,7 +135,12 @@ fn scenario(
     } else {
         format!(" | {}", crate::rwlock::shared_figures(&run.records))
     };
-    let check = history::report(
+    let checked = if k == 1 {
+        history::check(&run.records)
+    } else {
+        history::check_at_most(&run.records, k)
+    };
+    let check = history::report_checked(
         name,
         &run,
         faults,
@@ -133,6 +148,7 @@ fn scenario(
             "probe rounds during faults: n={} p99={probe_p99:?} max={probe_max:?}{readers}",
             rounds.len()
         ),
+        checked,
     );
     history::assert_clean(&check);
     assert!(faults > 0, "no fault was injected");
@@ -154,7 +170,7 @@ fn scenario(
         probe_max <= ROUND_BOUND * 3,
         "slowest round {probe_max:?} during faults"
     );
-    run
+    (run, check)
 }
 
 /// Waits `d` while the fault is on.
@@ -195,4 +211,54 @@ fn checker_finds_overlaps_and_fencing_disorder() {
     assert_eq!(c.fencing_violations.len(), 1, "{c:?}");
     let line = overlapping[1].to_line();
     assert_eq!(Record::from_line(&line), overlapping[1]);
+}
+
+#[test]
+fn checker_counts_holders_against_the_permits() {
+    let rec = |w: &str, start, end, valid| Record {
+        worker: w.into(),
+        resource: "s".into(),
+        start,
+        end,
+        fencing: None,
+        valid_at_end: valid,
+        release_ok: true,
+        acquire: Duration::ZERO,
+        during_fault: false,
+        shared: false,
+    };
+    // Two at once at most: fine for 2 permits, two violations for a lock.
+    let two = [
+        rec("a", 1, 10, true),
+        rec("b", 2, 5, true),
+        rec("c", 6, 9, true),
+    ];
+    let c = history::check_at_most(&two, 2);
+    assert!(c.violations.is_empty(), "{c:?}");
+    assert_eq!(c.most_at_once, 2);
+    assert_eq!(history::check(&two).violations.len(), 2);
+    // A third inside both: one violation; an overrun third is an overrun overlap.
+    let three = [
+        rec("a", 1, 10, true),
+        rec("b", 2, 8, true),
+        rec("c", 3, 4, true),
+    ];
+    let c = history::check_at_most(&three, 2);
+    assert_eq!((c.violations.len(), c.most_at_once), (1, 3), "{c:?}");
+    let overrun = [
+        rec("a", 1, 10, true),
+        rec("b", 2, 8, true),
+        rec("c", 3, 4, false),
+    ];
+    let c = history::check_at_most(&overrun, 2);
+    assert_eq!(
+        (c.violations.len(), c.overrun_overlaps.len()),
+        (0, 1),
+        "{c:?}"
+    );
+    // Sections that touch only at their ends (end tick < start tick) do not overlap.
+    let chain: Vec<Record> = (0..5)
+        .map(|i| rec("x", 2 * i + 1, 2 * i + 2, true))
+        .collect();
+    assert_eq!(history::check_at_most(&chain, 1).most_at_once, 1);
 }

@@ -52,7 +52,7 @@ fn rw_scenario(
     schedule: impl FnOnce(&AtomicBool) -> usize + Send,
 ) {
     let factory = settings(nodes).fencing(true).build().unwrap();
-    let run = scenario(name, &factory, workload(name, total), schedule);
+    let (run, _) = scenario(name, &factory, &workload(name, total), 1, schedule);
     assert_mixed(&run.records);
 }
 

@@ -16,6 +16,12 @@
 //! Read-write locks: a reader's section is marked `shared`. Shared sections may overlap each
 //! other; a section that is not shared (a writer's, a mutex holder's) overlaps nothing: a writer
 //! is never with anyone else.
+//!
+//! The same checker counts holders for synchronizers that admit more than one: with a
+//! semaphore of `k` permits, no tick may lie inside more than `k` valid sections of its name
+//! ([`check_at_most`]). A multi-lock's section is recorded once per resource it holds, so the
+//! mutex check of each resource covers the multi-lock holders and the plain lock holders of that
+//! resource together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, RedLockFactory, RedLockGuard, RwLockReadGuard, RwLockWriteGuard};
+use redmutex::{
+    Error, MultiLock, MultiLockGuard, RedLock, RedLockFactory, RedLockGuard, RwLock,
+    RwLockReadGuard, RwLockWriteGuard, Semaphore, SemaphorePermit,
+};
 
 /// The witness key incremented for every tick.
 pub const CLOCK_KEY: &str = "witness:clock";
@@ -156,10 +165,12 @@ pub struct Check {
     pub overruns: usize,
     /// Consecutive sections (witness order) whose fencing tokens did not increase.
     pub fencing_violations: Vec<(Record, Record)>,
+    /// The most valid sections of one resource open at one tick (1 for a working lock; up to
+    /// `k` for a semaphore of `k` permits).
+    pub most_at_once: usize,
 }
 
-/// Checks that no two critical sections on the same resource overlap unless both are shared
-/// (a writer is never with anyone else; readers may be together), and that fencing tokens
+/// Checks that no two critical sections on the same resource overlap, and that fencing tokens
 /// (where present) increase in witness order.
 pub fn check(records: &[Record]) -> Check {
     let mut by_resource: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -170,6 +181,7 @@ pub fn check(records: &[Record]) -> Check {
     let mut out = Check {
         sections: records.len(),
         overruns: records.iter().filter(|r| !r.valid_at_end).count(),
+        most_at_once: most_at_once(records),
         ..Check::default()
     };
     for sections in by_resource.values_mut() {
@@ -231,6 +243,61 @@ impl<'r> Furthest<'r> {
     }
 }
 
+/// Checks that no tick lies inside more than `k` sections of one resource whose holders were
+/// within their validity (a semaphore of `k` permits). A tick inside more than `k` sections of
+/// which at most `k` were valid is an overrun overlap. Each violation is reported as the pair of
+/// the section that started over the limit and the earliest-starting section it overlapped.
+pub fn check_at_most(records: &[Record], k: usize) -> Check {
+    let mut by_resource: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        assert!(r.start < r.end, "a section ends before it starts: {r:?}");
+        by_resource.entry(&r.resource).or_default().push(r);
+    }
+    let mut out = Check {
+        sections: records.len(),
+        overruns: records.iter().filter(|r| !r.valid_at_end).count(),
+        most_at_once: most_at_once(records),
+        ..Check::default()
+    };
+    for sections in by_resource.values_mut() {
+        sections.sort_by_key(|r| r.start);
+        let mut open: Vec<&Record> = Vec::new();
+        for &r in sections.iter() {
+            // Ticks are unique: a section that ended before `r` started is closed.
+            open.retain(|o| o.end > r.start);
+            open.push(r);
+            if open.len() <= k {
+                continue;
+            }
+            let pair = (open[0].clone(), r.clone());
+            if open.iter().filter(|o| o.valid_at_end).count() > k {
+                out.violations.push(pair);
+            } else {
+                out.overrun_overlaps.push(pair);
+            }
+        }
+    }
+    out
+}
+
+/// The most sections of one resource, valid at their end, open at one tick.
+fn most_at_once(records: &[Record]) -> usize {
+    let mut events: BTreeMap<(&str, u64), i64> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.valid_at_end) {
+        *events.entry((&r.resource, r.start)).or_default() += 1;
+        *events.entry((&r.resource, r.end)).or_default() -= 1;
+    }
+    let (mut most, mut now, mut resource) = (0, 0i64, "");
+    for ((res, _), delta) in events {
+        if res != resource {
+            (resource, now) = (res, 0);
+        }
+        now += delta;
+        most = most.max(usize::try_from(now).unwrap_or(0));
+    }
+    most
+}
+
 /// The `p`-th percentile (0..=100) of `values`, or zero when empty.
 pub fn percentile(values: &[Duration], p: f64) -> Duration {
     if values.is_empty() {
@@ -262,12 +329,14 @@ pub struct Workload {
     /// Push each record to the witness's history list instead of keeping it in memory (for
     /// long runs that measure this process's memory); read them back with [`fetch`].
     pub push_to_witness: bool,
-    /// What each thread takes: thread `t` has role `roles[t % roles.len()]`; empty: every
-    /// thread takes the mutex.
+    /// What the workers take.
+    pub kind: Kind,
+    /// With [`Kind::Lock`]: what each thread takes of its resource: thread `t` has role
+    /// `roles[t % roles.len()]`; empty: every thread takes the mutex.
     pub roles: Vec<Role>,
 }
 
-/// What a worker thread takes of each resource.
+/// What a worker thread takes of each resource (with [`Kind::Lock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// The mutex (`create_lock`).
@@ -278,59 +347,121 @@ pub enum Role {
     Write,
 }
 
-/// A held lock of any role.
+/// What the workers of a run take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A lock on one resource at a time.
+    Lock,
+    /// A permit of a semaphore with this many permits, named after one resource at a time.
+    Semaphore(u32),
+    /// Even threads take multi-locks over two of the resources (each pair in turn), odd threads
+    /// take plain locks on one resource: records are per resource, so one check covers both.
+    MultiAndLocks,
+}
+
+/// Something a worker takes.
+enum Taker {
+    Lock(RedLock),
+    Read(RwLock),
+    Write(RwLock),
+    Semaphore(Semaphore),
+    Multi(MultiLock),
+}
+
+/// What a worker holds.
 enum Held {
-    Mutex(RedLockGuard),
+    Lock(RedLockGuard),
     Read(RwLockReadGuard),
     Write(RwLockWriteGuard),
+    Permit(SemaphorePermit),
+    Multi(MultiLockGuard),
+}
+
+impl Taker {
+    fn acquire_timeout(&self, d: Duration) -> Result<Held, Error> {
+        Ok(match self {
+            Self::Lock(l) => Held::Lock(l.acquire_timeout(d)?),
+            Self::Read(l) => Held::Read(l.read_timeout(d)?),
+            Self::Write(l) => Held::Write(l.write_timeout(d)?),
+            Self::Semaphore(s) => Held::Permit(s.acquire_timeout(d)?),
+            Self::Multi(m) => Held::Multi(m.acquire_timeout(d)?),
+        })
+    }
+
+    /// The resources a section of this taker is recorded under.
+    fn resources(&self) -> Vec<String> {
+        match self {
+            Self::Lock(l) => vec![l.resource().to_owned()],
+            Self::Read(l) | Self::Write(l) => vec![l.resource().to_owned()],
+            Self::Semaphore(s) => vec![s.name().to_owned()],
+            Self::Multi(m) => m.resources().iter().map(|r| r.to_string()).collect(),
+        }
+    }
 }
 
 impl Held {
-    /// Takes `resource` as `role`, waiting at most `timeout`.
-    fn take(
-        factory: &RedLockFactory,
-        role: Role,
-        resource: &str,
-        timeout: Duration,
-    ) -> Result<Self, Error> {
-        match role {
-            Role::Mutex => factory
-                .create_lock(resource)
-                .acquire_timeout(timeout)
-                .map(Self::Mutex),
-            Role::Read => factory
-                .create_rwlock(resource)
-                .read_timeout(timeout)
-                .map(Self::Read),
-            Role::Write => factory
-                .create_rwlock(resource)
-                .write_timeout(timeout)
-                .map(Self::Write),
-        }
-    }
-
     fn is_valid(&self) -> bool {
         match self {
-            Self::Mutex(g) => g.is_valid(),
+            Self::Lock(g) => g.is_valid(),
             Self::Read(g) => g.is_valid(),
             Self::Write(g) => g.is_valid(),
+            Self::Permit(p) => p.is_valid(),
+            Self::Multi(g) => g.is_valid(),
         }
     }
 
     fn fencing_token(&self) -> Option<u64> {
         match self {
-            Self::Mutex(g) => g.fencing_token(),
-            Self::Read(_) => None,
+            Self::Lock(g) => g.fencing_token(),
             Self::Write(g) => g.fencing_token(),
+            Self::Multi(g) => g.fencing_token(),
+            Self::Read(_) | Self::Permit(_) => None,
         }
     }
 
-    fn release(self) -> Result<(), Error> {
+    fn release(self) -> bool {
         match self {
-            Self::Mutex(g) => g.release(),
-            Self::Read(g) => g.release(),
-            Self::Write(g) => g.release(),
+            Self::Lock(g) => g.release().is_ok(),
+            Self::Read(g) => g.release().is_ok(),
+            Self::Write(g) => g.release().is_ok(),
+            Self::Permit(p) => p.release().is_ok(),
+            Self::Multi(g) => g.release().is_ok(),
         }
+    }
+}
+
+/// The takers of worker thread `t`.
+fn takers(factory: &RedLockFactory, work: &Workload, t: usize) -> Vec<Taker> {
+    let r = &work.resources;
+    match work.kind {
+        Kind::Lock => {
+            let role = if work.roles.is_empty() {
+                Role::Mutex
+            } else {
+                work.roles[t % work.roles.len()]
+            };
+            r.iter()
+                .map(|r| match role {
+                    Role::Mutex => Taker::Lock(factory.create_lock(r.as_str())),
+                    Role::Read => Taker::Read(factory.create_rwlock(r.as_str())),
+                    Role::Write => Taker::Write(factory.create_rwlock(r.as_str())),
+                })
+                .collect()
+        }
+        Kind::Semaphore(k) => r
+            .iter()
+            .map(|r| Taker::Semaphore(factory.create_semaphore(r.as_str(), k)))
+            .collect(),
+        Kind::MultiAndLocks if t.is_multiple_of(2) && r.len() > 1 => (0..r.len())
+            .map(|i| {
+                let pair = [r[i].as_str(), r[(i + 1) % r.len()].as_str()];
+                Taker::Multi(factory.create_multi_lock(pair))
+            })
+            .collect(),
+        Kind::MultiAndLocks => r
+            .iter()
+            .map(|r| Taker::Lock(factory.create_lock(r.as_str())))
+            .collect(),
     }
 }
 
@@ -346,6 +477,7 @@ impl Workload {
             acquire_timeout: Duration::from_secs(10),
             name: format!("p{}", std::process::id()),
             push_to_witness: false,
+            kind: Kind::Lock,
             roles: Vec::new(),
         }
     }
@@ -405,8 +537,6 @@ pub fn kind(e: &Error) -> &'static str {
         Error::LockLost { .. } => "LockLost",
         Error::InvalidConfig(_) => "InvalidConfig",
         Error::InvalidArgument(_) => "InvalidArgument",
-        Error::Cancelled { .. } => "Cancelled",
-        Error::WouldDeadlock { .. } => "WouldDeadlock",
         _ => "other",
     }
 }
@@ -430,19 +560,15 @@ pub fn run_workers(
             thread::spawn(move || {
                 let mut witness = Witness::connect(witness_port);
                 let mut run = Run::default();
-                let role = if work.roles.is_empty() {
-                    Role::Mutex
-                } else {
-                    work.roles[t % work.roles.len()]
-                };
+                let locks = takers(&factory, &work, t);
                 for i in 0..work.max_per_thread {
                     if Instant::now() >= end {
                         break;
                     }
-                    let resource = &work.resources[(t + i) % work.resources.len()];
+                    let lock = &locks[(t + i) % locks.len()];
                     let during_fault = fault.load(Ordering::SeqCst);
                     let t0 = Instant::now();
-                    let got = Held::take(&factory, role, resource, work.acquire_timeout);
+                    let got = lock.acquire_timeout(work.acquire_timeout);
                     let took = t0.elapsed();
                     slowest.fetch_max(took.as_micros() as u64, Ordering::SeqCst);
                     match got {
@@ -454,23 +580,26 @@ pub fn run_workers(
                             let end_tick = witness.tick();
                             let valid_at_end = g.is_valid();
                             let fencing = g.fencing_token();
-                            let release_ok = g.release().is_ok();
-                            let record = Record {
-                                worker: format!("{}/t{t}", work.name),
-                                resource: resource.clone(),
-                                start,
-                                end: end_tick,
-                                fencing,
-                                valid_at_end,
-                                release_ok,
-                                acquire: took,
-                                during_fault,
-                                shared: role == Role::Read,
-                            };
-                            if work.push_to_witness {
-                                witness.push(&record);
-                            } else {
-                                run.records.push(record);
+                            let shared = matches!(g, Held::Read(_));
+                            let release_ok = g.release();
+                            for resource in lock.resources() {
+                                let record = Record {
+                                    worker: format!("{}/t{t}", work.name),
+                                    resource,
+                                    start,
+                                    end: end_tick,
+                                    fencing,
+                                    valid_at_end,
+                                    release_ok,
+                                    acquire: took,
+                                    during_fault,
+                                    shared,
+                                };
+                                if work.push_to_witness {
+                                    witness.push(&record);
+                                } else {
+                                    run.records.push(record);
+                                }
                             }
                         }
                         Err(e) => {
@@ -500,18 +629,29 @@ pub fn run_workers(
 
 /// Prints a run's figures on one line (visible with `--nocapture`) and returns the check.
 pub fn report(scenario: &str, run: &Run, faults: usize, extra: &str) -> Check {
-    let check = check(&run.records);
+    report_checked(scenario, run, faults, extra, check(&run.records))
+}
+
+/// [`report`] with the check made by the caller ([`check_at_most`], say).
+pub fn report_checked(
+    scenario: &str,
+    run: &Run,
+    faults: usize,
+    extra: &str,
+    check: Check,
+) -> Check {
     let during = run.latencies(Some(true));
     let all = run.latencies(None);
     eprintln!(
         "[figures] {scenario}: acquisitions={} faults={faults} violations={} overruns={} \
-         overrun_overlaps={} fencing_violations={} errors={:?} acquire p50={:?} p99={:?} \
-         max={:?} | during faults: n={} p99={:?} max={:?} | slowest call={:?}{}{extra}",
+         overrun_overlaps={} fencing_violations={} most_at_once={} errors={:?} acquire p50={:?} \
+         p99={:?} max={:?} | during faults: n={} p99={:?} max={:?} | slowest call={:?}{}{extra}",
         check.sections,
         check.violations.len(),
         check.overruns,
         check.overrun_overlaps.len(),
         check.fencing_violations.len(),
+        check.most_at_once,
         run.errors,
         percentile(&all, 50.0),
         percentile(&all, 99.0),
