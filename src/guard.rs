@@ -289,14 +289,15 @@ impl RedLockGuard {
         self.held.loss_signal()
     }
 
-    /// Calls `callback` once if the lock is lost (at once, on this thread, if it already is).
+    /// Calls `callback` once if the lock is lost.
     ///
-    /// The callback runs on the factory's callback thread (`redmutex-notify`), one callback
-    /// after another, never on a thread of the library's and never while the library holds a
-    /// lock: it may block, panic (the panic is caught and logged) or drop guards, including
-    /// this one, without stopping keep-alive. Keep it short all the same (send on a channel,
-    /// set a flag): the next callback waits for it. It is not called after a release without
-    /// loss.
+    /// If it already is, the callback runs at once, on the calling thread. Otherwise it runs
+    /// when the loss is found, on the factory's callback thread (`redmutex-notify`), one
+    /// callback after another. Either way it never runs while the library holds one of its
+    /// locks. On the callback thread it may block, panic (the panic is caught and logged) or
+    /// drop guards, including this one, without stopping keep-alive; keep it short all the same
+    /// (send on a channel, set a flag): the next callback waits for it. It is not called after
+    /// a release without loss.
     pub fn on_loss(&self, callback: impl FnOnce(LossReason) + Send + 'static) {
         self.held.on_loss(callback);
     }

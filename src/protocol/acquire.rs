@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
-use super::lease::{Lease, LeaseOptions, Target, Token, millis, no_quorum, release_round};
+use super::lease::{
+    Lease, LeaseOptions, Target, Token, millis, no_quorum, proven_until, release_round,
+};
 use super::verdict::{Question, Timing, Verdict, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -392,6 +394,16 @@ pub(crate) fn waiting_mark(shared: &Shared) -> Duration {
         .saturating_add(Duration::from_millis(100))
 }
 
+/// The waiting mark's lifetime in ms as the acquire scripts take it: 0 (don't mark) unless
+/// `mark`.
+pub(crate) fn mark_ms(shared: &Shared, mark: bool) -> u64 {
+    if mark {
+        millis(waiting_mark(shared))
+    } else {
+        0
+    }
+}
+
 /// What a mutex acquisition asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MutexRequest<'a> {
@@ -451,11 +463,6 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
     let start = Instant::now();
     let tally = if req.fencing || mark {
         // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
-        let mark_ms = if mark {
-            millis(waiting_mark(shared))
-        } else {
-            0
-        };
         let keys = [
             Arg::Str(resource),
             Arg::Joined(resource, scripts::FENCE_SUFFIX),
@@ -464,7 +471,7 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
         let args = [
             Arg::Str(token.as_str()),
             Arg::Int(ttl_ms),
-            Arg::Int(mark_ms),
+            Arg::Int(mark_ms(shared, mark)),
         ];
         let call = Call::Script {
             script: &scripts::ACQUIRE,
@@ -533,7 +540,7 @@ pub(crate) fn lease_of(
     start: Instant,
     fencing: Option<u64>,
 ) -> Lease {
-    let deadline = deadline_of(shared, grant, start);
+    let deadline = proven_until(shared, start, grant.ttl).unwrap_or(start);
     let options = LeaseOptions {
         ttl: grant.ttl,
         keep_alive: grant.keep_alive,
@@ -548,12 +555,6 @@ pub(crate) fn lease_of(
         options,
         deadline,
     )
-}
-
-fn deadline_of(shared: &Shared, grant: &Grant<'_>, start: Instant) -> Instant {
-    start
-        .checked_add(grant.ttl - shared.drift(grant.ttl))
-        .unwrap_or(start)
 }
 
 /// Concludes an acquisition round of any kind of lease, sent at `start` with `token` for
@@ -587,7 +588,7 @@ pub(crate) fn conclude(
         Verdict::Won(_) => {
             let fencing = match grant.fenced {
                 Some(fenced) => {
-                    let deadline = deadline_of(shared, grant, start);
+                    let deadline = proven_until(shared, start, grant.ttl).unwrap_or(start);
                     fence(shared, resource, fenced, tally.aux, deadline).map(Some)
                 }
                 None => Ok(None),

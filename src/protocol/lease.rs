@@ -426,7 +426,7 @@ impl Lease {
         };
         match decide(&self.shared, tally, Question::Holds, Some(timing)) {
             Verdict::Won(_) if end < old_deadline => {
-                if let Some(proven) = start.checked_add(ttl - drift) {
+                if let Some(proven) = proven_until(&self.shared, start, ttl) {
                     let nanos = proven.saturating_duration_since(self.epoch).as_nanos();
                     self.deadline
                         .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::AcqRel);
@@ -648,6 +648,14 @@ impl Drop for Lease {
             self.shared.observer.counters.held.decr();
         }
     }
+}
+
+/// The deadline rule's one formula: nodes that applied, after `start`, a command holding our
+/// token for `ttl` hold it until at least `start + ttl - drift` (by our clock, allowing for
+/// theirs). Every lease's deadline (an acquisition's, an extension's, a downgrade's) comes from
+/// here. `None` when that instant cannot be represented.
+pub(crate) fn proven_until(shared: &Shared, start: Instant, ttl: Duration) -> Option<Instant> {
+    start.checked_add(ttl.saturating_sub(shared.drift(ttl)))
 }
 
 /// A duration in whole milliseconds, as Redis takes it.

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{Attempt, Fenced, Grant, Wait, conclude, try_once, wait_for, waiting_mark};
+use super::acquire::{Attempt, Fenced, Grant, Wait, conclude, mark_ms, try_once, wait_for};
 use super::lease::{Lease, Target, Token, millis};
 use crate::command::Arg;
 use crate::error::Result;
@@ -62,16 +62,11 @@ pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MultiRequest<'_>) -> Resul
 /// ones as waited for.
 fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<Lease> {
     let token = Token::new();
-    let mark_ms = if mark {
-        millis(waiting_mark(shared))
-    } else {
-        0
-    };
     let keys: Vec<Arg<'_>> = req.resources.iter().map(|r| Arg::Str(r)).collect();
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
-        Arg::Int(mark_ms),
+        Arg::Int(mark_ms(shared, mark)),
         Arg::Str(scripts::WAITING_SUFFIX),
         Arg::Str(if req.fencing {
             scripts::FENCE_SUFFIX

@@ -30,8 +30,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{Attempt, MutexRequest, Wait, conclude, try_once, wait_for, waiting_mark};
-use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
+use super::acquire::{
+    Attempt, MutexRequest, Wait, conclude, mark_ms, try_once, wait_for, waiting_mark,
+};
+use super::lease::{Lease, Target, Token, millis, no_quorum, proven_until, release_round};
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -90,11 +92,6 @@ pub(crate) fn try_write(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<
 fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<Lease> {
     let name: &str = req.resource;
     let token = Token::new();
-    let mark_ms = if mark {
-        millis(waiting_mark(shared))
-    } else {
-        0
-    };
     let keys = [
         Arg::Str(name),
         Arg::Joined(name, scripts::READERS_SUFFIX),
@@ -104,7 +101,7 @@ fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Att
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
-        Arg::Int(mark_ms),
+        Arg::Int(mark_ms(shared, mark)),
     ];
     let call = Call::Script {
         script: &scripts::READ,
@@ -125,11 +122,7 @@ fn write_attempt(
 ) -> Attempt<Lease> {
     let name: &str = req.resource;
     let token = Token::new();
-    let (mark_ms, intent_ms) = if intent.is_some() {
-        (millis(waiting_mark(shared)), millis(intent_ttl(shared)))
-    } else {
-        (0, 0)
-    };
+    let intent_ms = intent.map_or(0, |_| millis(intent_ttl(shared)));
     let keys = [
         Arg::Str(name),
         Arg::Joined(name, scripts::READERS_SUFFIX),
@@ -140,7 +133,7 @@ fn write_attempt(
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
-        Arg::Int(mark_ms),
+        Arg::Int(mark_ms(shared, intent.is_some())),
         Arg::Str(intent.map_or("", Token::as_str)),
         Arg::Int(intent_ms),
     ];
@@ -231,7 +224,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
     );
     let error = match decide(shared, &tally, Question::Holds, Some(timing)) {
         Verdict::Won(_) => {
-            let deadline = start.checked_add(ttl - timing.drift).unwrap_or(start);
+            let deadline = proven_until(shared, start, ttl).unwrap_or(start);
             return Ok(Lease::new(
                 Arc::clone(shared),
                 Arc::clone(&lease.resource),

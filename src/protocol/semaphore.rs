@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use redis::Value;
 
-use super::acquire::{Attempt, Grant, Wait, lease_of, try_once, wait_for, waiting_mark};
+use super::acquire::{Attempt, Grant, Wait, lease_of, mark_ms, try_once, wait_for};
 use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
@@ -219,11 +219,6 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let name: &str = req.name;
     let permits = req.permits;
     let token = Token::new();
-    let mark_ms = if mark {
-        millis(waiting_mark(shared))
-    } else {
-        0
-    };
     let list = order
         .list
         .iter()
@@ -234,7 +229,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
-        Arg::Int(mark_ms),
+        Arg::Int(mark_ms(shared, mark)),
         Arg::Int(u64::from(permits)),
         Arg::Joined(name, scripts::PERMIT_SUFFIX),
         Arg::Str(&list),
