@@ -9,9 +9,10 @@
 //! whose pooled connection turned out dead ([`recover`]) and re-sending a script to a node that
 //! lost it ([`eval_fallback`]) are separate, cold paths.
 //!
-//! Invariant: a connection that did not deliver every reply of the round is never used again
-//! (it is marked broken and dropped by the pool), on every path, and its node is recorded as
-//! failing, never as healthy.
+//! Invariant: a connection that did not deliver every reply of the round is never used again,
+//! on every path (an error, a timeout, a panic): it is marked broken from the moment the round
+//! writes to it until its last reply is read, and the pool drops broken connections. A node
+//! that failed to answer is recorded as failing, never as healthy.
 
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,8 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::node::{Ballot, Node, NodeManager, Nodes};
+use crate::node::{Ballot, MIN_TIMEOUT, Node, NodeManager, Nodes};
 use crate::scripts::Lua;
-
-/// The smallest socket timeout: redis-rs rejects a zero `Duration`.
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// The time Redis may be off in expiring a key (1 ms) plus the minimum clock drift (1 ms),
 /// added to `ttl * drift_factor` (as in antirez's redlock-rb).
@@ -234,19 +232,40 @@ pub(crate) fn replies(
     mask: u64,
 ) -> Vec<Vec<Result<Value, NodeError>>> {
     nodes.count_round();
-    let mut out: Vec<Vec<Result<Value, NodeError>>> =
-        (0..nodes.len()).map(|_| Vec::new()).collect();
+    let mut out: Vec<Vec<Option<Result<Value, NodeError>>>> = (0..nodes.len())
+        .map(|_| (0..calls.len()).map(|_| None).collect())
+        .collect();
     command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
-        exchange(nodes, buf, calls, mask, &mut |_, node, reply| {
-            if let Some(replies) = out.get_mut(node) {
-                replies.push(reply);
+        // Indexed by command: replies re-sent as EVAL are recorded after the others.
+        exchange(nodes, buf, calls, mask, &mut |cmd, node, reply| {
+            if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
+                *slot = Some(reply);
             }
         });
     });
-    out
+    out.into_iter()
+        .zip(nodes.iter())
+        .enumerate()
+        .map(|(i, (replies, node))| {
+            if mask & (1 << i) == 0 {
+                return Vec::new();
+            }
+            replies
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(NodeError::new(
+                            &node.name,
+                            NodeCause::Unexpected("no reply".into()),
+                        ))
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Runs several commands on the nodes in `mask`, pipelined: one round trip for all of them.
@@ -345,7 +364,10 @@ fn write_phase(
         };
         written |= 1 << i;
         let sent_on = match conn.con.send_packed_command(packed) {
-            Ok(()) => Ok(conn),
+            Ok(()) => {
+                conn.broken = true; // replies in flight: see `Reading::read`
+                Ok(conn)
+            }
             Err(e) if e.is_connection_dropped() => {
                 fresh |= 1 << i;
                 recover(node, conn, packed, checkout_deadline)
@@ -398,6 +420,10 @@ struct Reading<'a> {
 impl Reading<'_> {
     /// Reads and records the replies of every command on `conn`. `recovered`: the connection
     /// already replaces a dead one.
+    ///
+    /// `conn` arrives marked broken (it has replies in flight) and is marked sound only once
+    /// every reply was read: whichever way reading stops (an error, a timeout, a panic in a
+    /// caller's classifier), an unread connection is dropped, never pooled.
     fn read(&self, mut conn: Conn, mut recovered: bool, record: &mut Record<'_>) {
         let count = self.calls.len();
         // Commands the node answered NOSCRIPT to (its script cache was flushed).
@@ -438,15 +464,15 @@ impl Reading<'_> {
             }
             cmd += 1;
         }
-        if !no_script.is_empty() {
-            self.eval_fallback(&mut conn, &no_script, record);
+        if !no_script.is_empty() && !self.eval_fallback(&mut conn, &no_script, record) {
+            return;
         }
-        if !conn.broken {
-            // From the end of the round's writes (the read deadline's start) to now.
-            let written = self.deadline.checked_sub(self.io_timeout);
-            let round_trip = written.map_or(Duration::ZERO, |t| t.elapsed());
-            self.node.record_success(round_trip);
-        }
+        // Every reply read: the connection may go back to the pool.
+        conn.broken = false;
+        // From the end of the round's writes (the read deadline's start) to now.
+        let written = self.deadline.checked_sub(self.io_timeout);
+        let round_trip = written.map_or(Duration::ZERO, |t| t.elapsed());
+        self.node.record_success(round_trip);
     }
 
     /// Reads one reply, with the read timeout of what is left of the round.
@@ -463,9 +489,9 @@ impl Reading<'_> {
     /// Cold path: sends the scripts the node had lost again as `EVAL <source>` (which also
     /// caches them on the node) and reads their replies, within the round's deadline. No
     /// `SCRIPT LOAD`: it would cost round trips past the round's bound, and the user may not
-    /// have the permission.
+    /// have the permission. Returns whether every reply was read.
     #[cold]
-    fn eval_fallback(&self, conn: &mut Conn, cmds: &[usize], record: &mut Record<'_>) {
+    fn eval_fallback(&self, conn: &mut Conn, cmds: &[usize], record: &mut Record<'_>) -> bool {
         log::debug!(
             "redmutex: {} had no script loaded; sending EVAL",
             self.node.name
@@ -476,21 +502,26 @@ impl Reading<'_> {
                 call.pack_eval(&mut packed);
             }
         }
-        let out_of_time = self.deadline <= Instant::now();
-        let sent = if out_of_time {
-            Err(redis::RedisError::from((
-                ErrorKind::Io,
-                "no time left in the round for EVAL",
-            )))
-        } else {
-            conn.con.send_packed_command(&packed)
-        };
-        if let Err(e) = sent {
+        if self.deadline <= Instant::now() {
+            // Not the node's failure: it answered everything it was sent. The connection is
+            // dropped all the same (`read` leaves it marked broken), and the node's health is
+            // left alone.
+            let e = NodeError::new(
+                &self.node.name,
+                redis::RedisError::from((ErrorKind::Io, "no time left in the round for EVAL"))
+                    .into(),
+            );
+            for cmd in cmds {
+                record(*cmd, self.index, Err(e.clone()));
+            }
+            return false;
+        }
+        if let Err(e) = conn.con.send_packed_command(&packed) {
             let e = failed(self.node, conn, e);
             for cmd in cmds {
                 record(*cmd, self.index, Err(e.clone()));
             }
-            return;
+            return false;
         }
         for (n, cmd) in cmds.iter().enumerate() {
             match self.recv(conn) {
@@ -503,7 +534,7 @@ impl Reading<'_> {
                         for cmd in cmds.iter().skip(n) {
                             record(*cmd, self.index, Err(e.clone()));
                         }
-                        return;
+                        return false;
                     }
                     record(*cmd, self.index, self.reply(reply));
                 }
@@ -512,10 +543,11 @@ impl Reading<'_> {
                     for cmd in cmds.iter().skip(n) {
                         record(*cmd, self.index, Err(e.clone()));
                     }
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 }
 
@@ -546,7 +578,10 @@ fn recover(
         node.name
     );
     match conn.con.send_packed_command(packed) {
-        Ok(()) => Ok(conn),
+        Ok(()) => {
+            conn.broken = true; // replies in flight: see `Reading::read`
+            Ok(conn)
+        }
         Err(e) => Err(failed(node, &mut conn, e)),
     }
 }
@@ -782,6 +817,77 @@ mod invariant {
             !clients.contains("cmd=blpop"),
             "the connection whose reply was lost was kept: {clients}"
         );
+    }
+
+    /// `replies` hands each command's reply back in its place, even when the node had lost a
+    /// script and the script's reply came from the EVAL re-sent after the others. (Before,
+    /// replies were appended as they were recorded: here `[PONG, 0]` instead of `[0, PONG]`.)
+    #[test]
+    fn replies_stay_in_command_order_after_a_script_is_resent() {
+        let server = Server::start();
+        let spec = crate::node::NodeSpec::parse(server.url()).unwrap();
+        let nodes = Nodes::connect(
+            vec![spec],
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            None,
+        )
+        .unwrap();
+        let ping = [Arg::Str("PING")];
+        let pong =
+            |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
+        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong).yes, 1);
+        // The node loses its scripts: the extend script meets NOSCRIPT and goes again as EVAL.
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut server.admin().unwrap())
+            .unwrap();
+        let keys = [Arg::Str("k")];
+        let args = [Arg::Str("token"), Arg::Int(1000)];
+        let extend = Call::Script {
+            script: &crate::scripts::EXTEND,
+            keys: &keys,
+            args: &args,
+        };
+        let out = replies(&nodes, &[extend, Call::Command(&ping)], 1);
+        let got: Vec<_> = out[0].iter().map(|r| r.as_ref().ok().cloned()).collect();
+        assert_eq!(
+            got,
+            [
+                Some(Value::Int(0)),
+                Some(Value::SimpleString("PONG".into()))
+            ],
+            "{out:?}"
+        );
+    }
+
+    /// A round that stops reading half-way through by a panic (here, in the classifier) drops
+    /// its connection: pooled, the connection would hand the unread reply to the next round.
+    /// (Before, only an I/O error marked a connection broken: the next round read "stale".)
+    #[test]
+    fn a_round_interrupted_by_a_panic_does_not_pool_its_connection() {
+        let server = Server::start();
+        let spec = crate::node::NodeSpec::parse(server.url()).unwrap();
+        let nodes = Nodes::connect(
+            vec![spec],
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            None,
+        )
+        .unwrap();
+        let ping = [Arg::Str("PING")];
+        let stale = [Arg::Str("ECHO"), Arg::Str("stale")];
+        let calls = [Call::Command(&ping), Call::Command(&stale)];
+        let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch(&nodes, &calls, 1, |_| panic!("a classifier panicked"))
+        }));
+        assert!(interrupted.is_err());
+        let fresh = [Arg::Str("ECHO"), Arg::Str("fresh")];
+        let out = replies(&nodes, &[Call::Command(&fresh)], 1);
+        let got = out[0][0].as_ref().ok().cloned();
+        assert_eq!(got, Some(Value::BulkString(b"fresh".to_vec())), "{out:?}");
     }
 }
 

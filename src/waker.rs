@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use crate::command::{self, Arg};
-use crate::node::Nodes;
+use crate::node::{MIN_TIMEOUT, Nodes};
 use crate::scripts::RELEASED_SUFFIX;
 
 /// Bounds of the pause a releaser observes before re-taking a lock others wait for.
@@ -48,9 +48,6 @@ const PARKED_PER_NODE: usize = 2;
 /// Rooms subscribed at once at most, per factory: past that, new rooms poll. This bounds the
 /// connections a factory opens to `pool size + MAX_SUBSCRIBED + 2 per node`.
 const MAX_SUBSCRIBED: usize = 256;
-/// The smallest socket timeout: redis-rs rejects a zero `Duration`.
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
-use redis::{Client, RedisError};
+use redis::{Client, RedisError, Value};
 
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
+use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError, NodeErrorKind};
 use crate::scripts;
 
@@ -35,6 +36,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The shortest wait for a pooled connection (r2d2 needs a non-zero one to start a connect).
 const MIN_WAIT: Duration = Duration::from_millis(1);
+/// The smallest socket timeout: redis-rs rejects a zero `Duration`.
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often a caller waiting for a first connection checks whether the connect failed.
 const WAIT_SLICE: Duration = Duration::from_millis(5);
 
@@ -116,12 +119,11 @@ impl Servers {
     }
 }
 
-/// The server behind a connection: `run_id/db`, or `None` if the server won't say (an ACL
-/// without INFO): then the check is skipped.
-fn server_id(con: &mut redis::Connection) -> Option<String> {
-    let info: String = redis::cmd("INFO").arg("server").query(con).ok()?;
+/// The server behind a connection, from its `INFO server` reply: `run_id/db`, or `None` if the
+/// server won't say (an ACL without INFO): then the check is skipped.
+fn server_id(info: Value, db: i64) -> Option<String> {
+    let info: String = redis::from_redis_value(info).ok()?;
     let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
-    let db = redis::ConnectionLike::get_db(con);
     Some(format!("{run_id}/{db}"))
 }
 
@@ -145,18 +147,27 @@ impl NodeManager {
         let mut con = self.source.connect(self.connect_timeout)?;
         // The handshake resets the timeouts to None; set ours, never zero.
         con.set_write_timeout(Some(self.io_timeout))?;
-        con.set_read_timeout(Some(self.connect_timeout))?;
-        // Load the scripts now so rounds rarely meet NOSCRIPT. A server that refuses (an ACL
-        // without SCRIPT LOAD) still works: rounds fall back to EVAL. An I/O error fails the
-        // connect.
+        // Load the scripts now so rounds rarely meet NOSCRIPT, and ask which server this is,
+        // in one round trip. A server that refuses a command (an ACL without SCRIPT LOAD or
+        // INFO) still works: rounds fall back to EVAL, and the duplicate check is skipped. An
+        // I/O error fails the connect.
+        let mut packed = Vec::new();
         for script in scripts::ALL {
-            if let Err(e) = script.load(&mut con)
-                && (e.is_io_error() || e.is_unrecoverable_error())
-            {
-                return Err(e);
-            }
+            let args = [Arg::Str("SCRIPT"), Arg::Str("LOAD"), Arg::Str(script.src)];
+            command::pack(&mut packed, args, 3);
         }
-        if let Some(id) = server_id(&mut con)
+        command::pack(&mut packed, [Arg::Str("INFO"), Arg::Str("server")], 2);
+        con.send_packed_command(&packed)?;
+        // Read against one deadline: the whole exchange is bounded by the connect timeout.
+        let deadline = Instant::now() + self.connect_timeout;
+        let mut info = None;
+        for _ in 0..=scripts::ALL.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
+            info = Some(con.recv_response()?);
+        }
+        let db = redis::ConnectionLike::get_db(&con);
+        if let Some(id) = info.and_then(|info| server_id(info, db))
             && let Err(j) = self.servers.claim(self.index, &id)
         {
             return Err(RedisError::from((
@@ -530,9 +541,12 @@ impl Node {
         if self.health.is_down() {
             // Once per back-off period, make sure a reconnection is under way; never wait.
             if self.health.claim_probe()
-                && let Ok(conn) = self.pool.get_timeout(MIN_WAIT)
+                && let Ok(mut conn) = self.pool.get_timeout(MIN_WAIT)
             {
-                return Ok(conn);
+                if conn.generation >= generation {
+                    return Ok(conn);
+                }
+                conn.broken = true;
             }
             return Err(self.down_error());
         }
@@ -540,7 +554,9 @@ impl Node {
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.pool.get_timeout(left.clamp(MIN_WAIT, WAIT_SLICE)) {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) if conn.generation >= generation => return Ok(conn),
+                // Put back by another round since the failure, opened before it: drop it.
+                Ok(mut conn) => conn.broken = true,
                 Err(_) if self.health.is_down() => return Err(self.down_error()),
                 Err(e) if left <= MIN_WAIT => {
                     let message = e.to_string();

@@ -21,13 +21,11 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisResult, Role,
 };
 
+use super::MIN_TIMEOUT;
 use crate::error::Error;
 
 /// The port sentinels listen on by default.
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
-
-/// The smallest socket timeout: redis-rs rejects a zero `Duration`.
-const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// A Redlock node that is a Sentinel-managed master group: the sentinels to ask, the name of
 /// the master they watch, and how to log in to the master and to the sentinels.
