@@ -99,6 +99,8 @@ impl Keeper {
         let id = state.next_id;
         state.entries.insert(id, Entry { lease, task, due });
         state.heap.push(Reverse((due, id)));
+        // The thread sleeps until the earliest entry: wake it only if this one comes first.
+        let first = state.heap.peek() == Some(&Reverse((due, id)));
         if !state.running {
             state.running = true;
             let inner = Arc::clone(&self.inner);
@@ -112,7 +114,9 @@ impl Keeper {
             }
         }
         drop(state);
-        self.inner.changed.notify_one();
+        if first {
+            self.inner.changed.notify_one();
+        }
         id
     }
 

@@ -18,13 +18,13 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     /// Runs `job` on the callback thread, after every job handed over before it. A panic in a
-    /// job is caught and logged; the thread goes on with the next job. Should the thread not
-    /// start, the job runs here.
-    pub(crate) fn run(&self, job: Job) {
-        if let Err(job) = self.hand_over(job)
-            && catch_unwind(AssertUnwindSafe(job)).is_err()
-        {
-            log::warn!("redmutex: a callback panicked; the panic was caught");
+    /// job is caught and logged; the thread goes on with the next job. Never runs it here (the
+    /// caller may be the keep-alive thread): should the thread not start, the job is dropped
+    /// unrun and `what` is logged as an error.
+    pub(crate) fn run(&self, what: &str, job: Job) {
+        if let Err(job) = self.hand_over(job) {
+            drop(job);
+            log::error!("redmutex: no callback thread: {what} not run");
         }
     }
 
@@ -76,12 +76,15 @@ mod tests {
         let n = Notifier::default();
         let (tx, rx) = sync_channel(4);
         let here = std::thread::current().id();
-        n.run(Box::new(|| panic!("boom")));
+        n.run("a test job", Box::new(|| panic!("boom")));
         for i in 0..3 {
             let tx = tx.clone();
-            n.run(Box::new(move || {
-                tx.send((i, std::thread::current().id())).unwrap();
-            }));
+            n.run(
+                "a test job",
+                Box::new(move || {
+                    tx.send((i, std::thread::current().id())).unwrap();
+                }),
+            );
         }
         for i in 0..3 {
             let (got, thread) = rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -594,11 +594,14 @@ impl Lease {
             std::mem::take(&mut outcome.callbacks)
         };
         if !callbacks.is_empty() {
-            self.shared.notifier.run(Box::new(move || {
-                for callback in callbacks {
-                    callback(reason);
-                }
-            }));
+            self.shared.notifier.run(
+                "loss callbacks",
+                Box::new(move || {
+                    for callback in callbacks {
+                        callback(reason);
+                    }
+                }),
+            );
         }
     }
 
