@@ -46,14 +46,18 @@
 #[allow(dead_code)]
 #[path = "../tests/it/support/mod.rs"]
 mod common;
+// The floor, as the `redlock` bench measures it; this bench uses only its cycle.
+#[allow(dead_code)]
+#[path = "support/floor.rs"]
+mod floor;
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::Value;
 use redmutex::RedLockFactory;
+
+use floor::Floor;
 
 struct Mode {
     name: &'static str,
@@ -502,93 +506,6 @@ fn wanted(name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
-/// The compare-and-delete script of the floor (the plain one every Redlock client sends).
-const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-    return redis.call("DEL", KEYS[1])
-else
-    return 0
-end"#;
-
-/// An uncontended cycle with no library: one open connection per node, commands packed by hand
-/// into a reused buffer, each written to every node before any reply is read.
-struct Floor {
-    cons: Vec<redis::Connection>,
-    sha: String,
-    buf: Vec<u8>,
-    seq: u64,
-}
-
-impl Floor {
-    fn connect(urls: &[String]) -> Self {
-        let mut sha = String::new();
-        let cons = urls
-            .iter()
-            .map(|url| {
-                let client = redis::Client::open(url.as_str()).unwrap();
-                let mut con = client.get_connection().unwrap();
-                sha = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(RELEASE_SRC)
-                    .query(&mut con)
-                    .unwrap();
-                con
-            })
-            .collect();
-        Self {
-            cons,
-            sha,
-            buf: Vec::with_capacity(256),
-            seq: 0,
-        }
-    }
-
-    fn pack(&mut self, args: &[&[u8]]) {
-        self.buf.clear();
-        let _ = write!(self.buf, "*{}\r\n", args.len());
-        for a in args {
-            let _ = write!(self.buf, "${}\r\n", a.len());
-            self.buf.extend_from_slice(a);
-            self.buf.extend_from_slice(b"\r\n");
-        }
-    }
-
-    /// Writes the packed command to every node, then reads every reply; how many `yes` took.
-    fn round(&mut self, yes: fn(&Value) -> bool) -> usize {
-        for con in &mut self.cons {
-            con.send_packed_command(&self.buf).unwrap();
-        }
-        self.cons
-            .iter_mut()
-            .map(|con| con.recv_response().unwrap())
-            .filter(yes)
-            .count()
-    }
-
-    fn cycle(&mut self, key: &str) {
-        self.seq += 1;
-        let tok = format!("{:040x}", self.seq);
-        self.pack(&[
-            b"SET",
-            key.as_bytes(),
-            tok.as_bytes(),
-            b"NX",
-            b"PX",
-            b"10000",
-        ]);
-        assert_eq!(self.round(|v| matches!(v, Value::Okay)), self.cons.len());
-        let sha = std::mem::take(&mut self.sha);
-        self.pack(&[
-            b"EVALSHA",
-            sha.as_bytes(),
-            b"1",
-            key.as_bytes(),
-            tok.as_bytes(),
-        ]);
-        self.sha = sha;
-        assert_eq!(self.round(|v| matches!(v, Value::Int(1))), self.cons.len());
-    }
-}
-
 /// One operation of a benchmark variant.
 type Op<'a> = Box<dyn FnMut() + 'a>;
 
@@ -607,7 +524,7 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 fn observability(m: &Mode, cluster: &common::RedisCluster) {
     let urls = cluster.urls();
     let load_before = load();
-    let mut floor = Floor::connect(&urls);
+    let mut floor = Floor::connect(&urls, Duration::from_secs(10));
     let plain = RedLockFactory::new(&urls).unwrap();
     let plain_lock = plain.create_lock("bench:obs:plain");
     #[cfg(feature = "metrics")]
