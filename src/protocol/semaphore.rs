@@ -25,6 +25,7 @@ use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError, Result};
+use crate::node::Ballot;
 use crate::observe::Votes;
 use crate::round::{self, Call, Tally};
 use crate::scripts;
@@ -282,6 +283,14 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let mut view = View::new(permits);
     for (i, vote) in votes.into_iter().enumerate() {
         let bit = 1u64 << i;
+        if let Some(node) = shared.nodes.get(i) {
+            // The node's vote counters, as every other round counts them.
+            node.count(match &vote {
+                Ok(Reply::Granted { slot, .. }) if *slot == best => Ballot::Given,
+                Ok(_) => Ballot::Refused,
+                Err(_) => Ballot::Failed,
+            });
+        }
         match vote {
             Ok(Reply::Granted { slot, taken }) => {
                 view.note(taken);
