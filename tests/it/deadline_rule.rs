@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::RedisCluster;
-use crate::support::proxy::{Proxy, ProxyHandle};
+use crate::support::proxy::{Fault, Proxy, ProxyHandle, fault, heal_all};
 use proptest::prelude::*;
 use redmutex::{RedLockFactory, RedLockGuard};
 
@@ -29,17 +29,6 @@ const SLACK: Duration = Duration::from_millis(25);
 const IO_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy)]
-enum Fault {
-    None,
-    /// Replies from these nodes arrive after the I/O timeout.
-    LateReplies(u8, u64),
-    /// Requests to these nodes arrive late (and are applied then, after later rounds).
-    LateRequests(u8, u64),
-    /// Nothing reaches these nodes.
-    Blackhole(u8),
-}
-
-#[derive(Debug, Clone, Copy)]
 enum Action {
     Extend(u64),
     /// Two threads extend the same guard at once.
@@ -48,42 +37,12 @@ enum Action {
     Pause(u64),
 }
 
-fn fault() -> impl Strategy<Value = Fault> {
-    // One or two of the three nodes (never all three: the lease would simply run out).
-    let mask = prop_oneof![Just(1u8), Just(2), Just(4), Just(3), Just(5), Just(6)];
-    prop_oneof![
-        Just(Fault::None),
-        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateReplies(m, d)),
-        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateRequests(m, d)),
-        mask.prop_map(Fault::Blackhole),
-    ]
-}
-
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         (50u64..3_000).prop_map(Action::Extend),
         (50u64..3_000, 50u64..3_000).prop_map(|(a, b)| Action::ExtendPair(a, b)),
         (20u64..300).prop_map(Action::Pause),
     ]
-}
-
-fn apply(proxies: &[ProxyHandle], f: Fault) {
-    for (i, p) in proxies.iter().enumerate() {
-        let hit = |m: u8| m & (1 << i) != 0;
-        match f {
-            Fault::LateReplies(m, d) if hit(m) => p.set_latency_down(Duration::from_millis(d)),
-            Fault::LateRequests(m, d) if hit(m) => p.set_latency_up(Duration::from_millis(d)),
-            Fault::Blackhole(m) if hit(m) => p.blackhole(),
-            _ => {}
-        }
-    }
-}
-
-fn heal(proxies: &[ProxyHandle]) {
-    for p in proxies {
-        p.heal();
-        p.set_latency(Duration::ZERO);
-    }
 }
 
 /// Reads, on every node directly, whether it holds `token` for `key` and for how long, each
@@ -215,7 +174,7 @@ fn run_case(
     steps: &[(Fault, Action)],
 ) -> Result<usize, TestCaseError> {
     let handles: Vec<ProxyHandle> = s.proxies.iter().map(|p| p.handle()).collect();
-    heal(&handles);
+    heal_all(&handles);
     let key = format!("deadline:{case}");
     let lock = s
         .factory
@@ -230,7 +189,7 @@ fn run_case(
     let (worst, samples) = thread::scope(|scope| {
         let sampler = scope.spawn(|| sample(&guard, &mut nodes, 2, &stop));
         for (fault, action) in steps {
-            apply(&handles, *fault);
+            fault.apply(&handles);
             match *action {
                 Action::Extend(ms) => {
                     if let Err(e) = guard.extend(Duration::from_millis(ms)) {
@@ -252,7 +211,7 @@ fn run_case(
                 }
                 Action::Pause(ms) => thread::sleep(Duration::from_millis(ms)),
             }
-            heal(&handles);
+            heal_all(&handles);
         }
         // Let late requests land while the sampler still watches.
         thread::sleep(Duration::from_millis(450));

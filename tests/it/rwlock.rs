@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::history::{self, Record, Witness, percentile};
+use crate::support::history::{
+    self, Record, Witness, max_concurrent_readers, percentile, shared_figures,
+};
 use crate::support::worker::{self, Worker};
 use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
 use crate::test_name;
@@ -301,32 +303,6 @@ fn mixed_modes_history_no_writer_with_anyone() {
         "readers never shared"
     );
     assert_eq!(run.error_count(), 0, "{:?}", run.errors);
-}
-
-/// The most shared sections that overlap one another at one tick.
-pub fn max_concurrent_readers(records: &[Record]) -> usize {
-    let mut edges: Vec<(u64, i64)> = records
-        .iter()
-        .filter(|r| r.shared)
-        .flat_map(|r| [(r.start, 1), (r.end, -1)])
-        .collect();
-    edges.sort_unstable();
-    let (mut now, mut most) = (0i64, 0i64);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    usize::try_from(most).unwrap()
-}
-
-/// Extra figures for a history with readers.
-pub fn shared_figures(records: &[Record]) -> String {
-    let shared = records.iter().filter(|r| r.shared).count();
-    format!(
-        "shared sections={shared} exclusive sections={} most readers at once={}",
-        records.len() - shared,
-        max_concurrent_readers(records)
-    )
 }
 
 #[test]
@@ -995,19 +971,11 @@ fn a_waiting_writer_is_woken_by_the_last_readers_release() {
 
 mod deadline {
     use super::*;
-    use crate::support::proxy::{Proxy, ProxyHandle};
+    use crate::support::proxy::{Proxy, ProxyHandle, fault, heal_all};
     use proptest::prelude::*;
     use redmutex::RwLockReadGuard;
 
     const SLACK: Duration = Duration::from_millis(25);
-
-    #[derive(Debug, Clone, Copy)]
-    enum Fault {
-        None,
-        LateReplies(u8, u64),
-        LateRequests(u8, u64),
-        Blackhole(u8),
-    }
 
     #[derive(Debug, Clone, Copy)]
     enum Action {
@@ -1017,41 +985,12 @@ mod deadline {
         Neighbour,
     }
 
-    fn fault() -> impl Strategy<Value = Fault> {
-        let mask = prop_oneof![Just(1u8), Just(2), Just(4), Just(3), Just(5), Just(6)];
-        prop_oneof![
-            Just(Fault::None),
-            (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateReplies(m, d)),
-            (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateRequests(m, d)),
-            mask.prop_map(Fault::Blackhole),
-        ]
-    }
-
     fn action() -> impl Strategy<Value = Action> {
         prop_oneof![
             (50u64..3_000).prop_map(Action::Extend),
             (20u64..300).prop_map(Action::Pause),
             Just(Action::Neighbour),
         ]
-    }
-
-    fn apply(proxies: &[ProxyHandle], f: Fault) {
-        for (i, p) in proxies.iter().enumerate() {
-            let hit = |m: u8| m & (1 << i) != 0;
-            match f {
-                Fault::LateReplies(m, d) if hit(m) => p.set_latency_down(Duration::from_millis(d)),
-                Fault::LateRequests(m, d) if hit(m) => p.set_latency_up(Duration::from_millis(d)),
-                Fault::Blackhole(m) if hit(m) => p.blackhole(),
-                _ => {}
-            }
-        }
-    }
-
-    fn heal(proxies: &[ProxyHandle]) {
-        for p in proxies {
-            p.heal();
-            p.set_latency(Duration::ZERO);
-        }
     }
 
     /// Until when a quorum (2 of 3) of nodes holds `token` as a reader of `name`, on this
@@ -1170,7 +1109,7 @@ mod deadline {
             ttl_ms in 300u64..1_500,
             steps in prop::collection::vec((fault(), action()), 2..6),
         )| {
-            heal(&handles);
+            heal_all(&handles);
             let n = case.fetch_add(1, Ordering::Relaxed);
             let name = format!("rw:deadline:{n}");
             let lock = factory
@@ -1184,7 +1123,7 @@ mod deadline {
             let (worst, samples) = thread::scope(|s| {
                 let sampler = s.spawn(|| sample(&guard, &mut cons, &stop));
                 for (fault, action) in &steps {
-                    apply(&handles, *fault);
+                    fault.apply(&handles);
                     match *action {
                         Action::Extend(ms) => {
                             let _ = guard.extend(Duration::from_millis(ms));
@@ -1200,7 +1139,7 @@ mod deadline {
                             }
                         }
                     }
-                    heal(&handles);
+                    heal_all(&handles);
                 }
                 thread::sleep(Duration::from_millis(450));
                 stop.store(true, Ordering::Release);

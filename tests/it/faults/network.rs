@@ -8,7 +8,7 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TTL, fault_for, minority_scenario, settings};
+use super::{TTL, fault_for, minority_scenario, partition_two_minorities, settings};
 use crate::support::history;
 use crate::support::proxy::Proxy;
 use crate::support::{self, RedisCluster, deadline_loop};
@@ -53,23 +53,8 @@ fn minority_partitioned_progress_continues() {
         "minority_partition",
         &factory,
         Duration::from_secs(5),
-        |fault| {
-            let mut faults = 0;
-            for round in 0..2 {
-                thread::sleep(Duration::from_millis(400));
-                // A different minority each time: {3, 4}, then {0, 1}.
-                let cut = if round == 0 { [3, 4] } else { [0, 1] };
-                for i in cut {
-                    proxies[i].cut();
-                }
-                fault_for(fault, Duration::from_millis(1500));
-                for i in cut {
-                    proxies[i].heal();
-                }
-                faults += 2;
-            }
-            faults
-        },
+        // A different minority each time: {3, 4}, then {0, 1}.
+        |fault| partition_two_minorities(&proxies, fault),
     );
     let refused: u64 = proxies.iter().map(|p| p.counters().refused).sum();
     let reset: u64 = proxies.iter().map(|p| p.counters().reset).sum();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TTL, fault_for, minority_scenario, settings};
+use super::{TTL, crash_two_of_five, minority_scenario, settings, stall_node_2_twice};
 use crate::support::history::{self, Record, Witness, Workload, run_workers};
 use crate::support::{AOF_ARGS, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory};
@@ -21,18 +21,8 @@ fn minority_crash_progress_continues() {
         "minority_crash",
         &factory,
         Duration::from_secs(6),
-        |fault| {
-            thread::sleep(Duration::from_millis(500));
-            fault.store(true, Ordering::SeqCst);
-            cluster.kill(1);
-            cluster.kill(3);
-            // Delayed restart: down for longer than the TTL, so no acquired key is forgotten.
-            thread::sleep(TTL + Duration::from_millis(1500));
-            cluster.restart(1);
-            cluster.restart(3);
-            fault.store(false, Ordering::SeqCst);
-            2
-        },
+        // Delayed restart: down for longer than the TTL, so no acquired key is forgotten.
+        |fault| crash_two_of_five(&cluster, fault, TTL + Duration::from_millis(1500), true),
     );
 }
 
@@ -44,17 +34,7 @@ fn minority_stall_progress_continues() {
         "minority_stall",
         &factory,
         Duration::from_secs(5),
-        |fault| {
-            let mut faults = 0;
-            for _ in 0..2 {
-                thread::sleep(Duration::from_millis(400));
-                cluster.stop(2);
-                fault_for(fault, Duration::from_millis(1500));
-                cluster.cont(2);
-                faults += 1;
-            }
-            faults
-        },
+        |fault| stall_node_2_twice(&cluster, fault),
     );
 }
 
