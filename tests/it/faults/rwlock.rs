@@ -56,6 +56,19 @@ fn rw_scenario(
     let factory = settings(nodes).fencing(true).build().unwrap();
     let (run, _) = scenario(name, &factory, &workload(name, total), 1, schedule);
     assert_mixed(&run.records);
+    // Every exclusive section (writer, mutex holder) carries a token, so the order the checker
+    // verified covers all of them.
+    let unfenced: Vec<&Record> = run
+        .records
+        .iter()
+        .filter(|r| !r.shared && r.fencing.is_none())
+        .collect();
+    assert!(
+        unfenced.is_empty(),
+        "{} exclusive sections without a token, first: {:?}",
+        unfenced.len(),
+        unfenced.first()
+    );
 }
 
 #[test]

@@ -162,10 +162,19 @@ fn multi_lock_and_locks_fenced_tokens_increase_per_resource() {
     let name = "multi_fenced_stall";
     let cluster = RedisCluster::start(3);
     let factory = settings(cluster.urls()).fencing(true).build().unwrap();
-    let check = checked_scenario(name, &factory, &multi_work(name), 1, |fault| {
+    let (run, check) = super::scenario(name, &factory, &multi_work(name), 1, |fault| {
         stall_node_2_twice(&cluster, fault)
     });
     history::assert_clean(&check);
+    // Every section is exclusive (multi-lock or plain lock) and fenced: the order checked above
+    // covers them all, not only those that happened to carry a token.
+    let unfenced = run.records.iter().filter(|r| r.fencing.is_none()).count();
+    assert_eq!(
+        unfenced,
+        0,
+        "{unfenced} of {} sections without a token",
+        run.records.len()
+    );
 }
 
 /// A fault-free control for the checker itself: the same semaphore run with twice the permits
