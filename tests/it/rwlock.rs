@@ -1013,24 +1013,26 @@ mod deadline {
         held.get(1).copied().unwrap_or(sent)
     }
 
+    /// Compares the read guard's deadline with the nodes until `stop`, counting the samples in
+    /// `taken` as it goes; returns the worst excess seen.
     fn sample(
         guard: &RwLockReadGuard,
         cons: &mut [redis::Connection],
         stop: &AtomicBool,
-    ) -> (Option<Duration>, usize) {
+        taken: &AtomicUsize,
+    ) -> Option<Duration> {
         let mut worst: Option<Duration> = None;
-        let mut samples = 0;
         while !stop.load(Ordering::Acquire) {
             let deadline = Instant::now() + guard.validity();
             let held = quorum_expiry(cons, guard.resource(), guard.token());
-            samples += 1;
+            taken.fetch_add(1, Ordering::Release);
             if deadline > held + SLACK {
                 let excess = deadline - held;
                 worst = Some(worst.map_or(excess, |w| w.max(excess)));
             }
             thread::sleep(Duration::from_millis(2));
         }
-        (worst, samples)
+        worst
     }
 
     /// The sampler itself can fail: read guards whose leases were shortened behind their backs
@@ -1049,14 +1051,19 @@ mod deadline {
         for i in 0..3 {
             cluster.cmd(i, &["PEXPIRE", "rw:sanity", "1000"]);
         }
-        let stop = AtomicBool::new(true);
         let check = |guard: &RwLockReadGuard, cons: &mut [redis::Connection]| {
-            stop.store(false, Ordering::Release);
+            let stop = AtomicBool::new(false);
+            let taken = AtomicUsize::new(0);
             thread::scope(|s| {
-                let sampler = s.spawn(|| sample(guard, cons, &stop));
-                thread::sleep(Duration::from_millis(50));
+                let sampler = s.spawn(|| sample(guard, cons, &stop, &taken));
+                let sampled = deadline_loop(SOON, || taken.load(Ordering::Acquire) >= 5);
                 stop.store(true, Ordering::Release);
-                sampler.join().unwrap().0
+                assert!(
+                    sampled,
+                    "the sampler took {} samples",
+                    taken.load(Ordering::Acquire)
+                );
+                sampler.join().unwrap()
             })
         };
         let excess = check(&lone, &mut cons).expect("a 29 s excess went unnoticed (lone)");
@@ -1099,6 +1106,7 @@ mod deadline {
         };
         let case = AtomicUsize::new(0);
         let total = AtomicUsize::new(0);
+        let skipped = AtomicUsize::new(0);
         let config = ProptestConfig {
             cases: 16,
             max_shrink_iters: 8,
@@ -1116,12 +1124,16 @@ mod deadline {
                 .create_rwlock(name.as_str())
                 .with_ttl(Duration::from_millis(ttl_ms));
             let Ok(guard) = lock.read_timeout(Duration::from_secs(5)) else {
-                return Ok(()); // nodes still recovering from the last case
+                // Nodes still recovering from the last case: nothing to check (counted, and
+                // bounded below).
+                skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
             };
             let mut cons = connect();
             let stop = AtomicBool::new(false);
-            let (worst, samples) = thread::scope(|s| {
-                let sampler = s.spawn(|| sample(&guard, &mut cons, &stop));
+            let taken = AtomicUsize::new(0);
+            let worst = thread::scope(|s| {
+                let sampler = s.spawn(|| sample(&guard, &mut cons, &stop, &taken));
                 for (fault, action) in &steps {
                     fault.apply(&handles);
                     match *action {
@@ -1145,7 +1157,7 @@ mod deadline {
                 stop.store(true, Ordering::Release);
                 sampler.join().unwrap()
             });
-            total.fetch_add(samples, Ordering::Relaxed);
+            total.fetch_add(taken.load(Ordering::Acquire), Ordering::Relaxed);
             let _ = guard.release();
             prop_assert!(
                 worst.is_none(),
@@ -1153,11 +1165,20 @@ mod deadline {
             );
         });
         let samples = total.load(Ordering::Relaxed);
+        let (cases, skipped) = (
+            case.load(Ordering::Relaxed),
+            skipped.load(Ordering::Relaxed),
+        );
         eprintln!(
-            "[figures] rw deadline rule (readers): {samples} samples over {} cases, 0 violations",
-            case.load(Ordering::Relaxed)
+            "[figures] rw deadline rule (readers): {samples} samples over {cases} cases \
+             ({skipped} skipped: no lock), 0 violations"
         );
         assert!(samples > 100, "the sampler barely ran ({samples} samples)");
+        // A case that could not take the lock checked nothing: only a rare one may.
+        assert!(
+            skipped <= 2,
+            "{skipped} of {cases} cases never got the lock"
+        );
     }
 }
 
