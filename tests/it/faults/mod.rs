@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::history::{self, Check, Record, Workload, percentile, run_workers};
+use crate::support::proxy::Proxy;
 use crate::support::{self, RedisCluster};
 use redmutex::{RedLockFactory, RedLockFactoryBuilder};
 
@@ -133,7 +134,7 @@ fn scenario(
     let readers = if work.roles.is_empty() {
         String::new()
     } else {
-        format!(" | {}", crate::rwlock::shared_figures(&run.records))
+        format!(" | {}", history::shared_figures(&run.records))
     };
     let checked = if k == 1 {
         history::check(&run.records)
@@ -178,6 +179,85 @@ fn fault_for(fault: &AtomicBool, d: Duration) {
     fault.store(true, Ordering::SeqCst);
     thread::sleep(d);
     fault.store(false, Ordering::SeqCst);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fault schedules the scenarios share. Each takes the fault flag to raise while its fault is
+// on and returns how many faults it injected.
+
+/// Crashes 2 of 5 nodes (1 and 3, SIGKILL) after 0.5 s and keeps them down for `down`; then, if
+/// `restart`, starts them again, empty (with `down` longer than the TTL: the delayed restart
+/// that keeps Redlock safe), or else leaves them down.
+fn crash_two_of_five(
+    cluster: &RedisCluster,
+    fault: &AtomicBool,
+    down: Duration,
+    restart: bool,
+) -> usize {
+    thread::sleep(Duration::from_millis(500));
+    fault.store(true, Ordering::SeqCst);
+    cluster.kill(1);
+    cluster.kill(3);
+    thread::sleep(down);
+    if restart {
+        cluster.restart(1);
+        cluster.restart(3);
+    }
+    fault.store(false, Ordering::SeqCst);
+    2
+}
+
+/// Freezes node 2 (SIGSTOP) twice, for 1.5 s each, 0.4 s apart.
+fn stall_node_2_twice(cluster: &RedisCluster, fault: &AtomicBool) -> usize {
+    for _ in 0..2 {
+        thread::sleep(Duration::from_millis(400));
+        cluster.stop(2);
+        fault_for(fault, Duration::from_millis(1500));
+        cluster.cont(2);
+    }
+    2
+}
+
+/// Partitions a minority of 5 nodes away (their proxies cut: resets) twice, for 1.5 s each, a
+/// different minority each time: {3, 4}, then {0, 1}.
+fn partition_two_minorities(proxies: &[Proxy], fault: &AtomicBool) -> usize {
+    assert_eq!(proxies.len(), 5);
+    let mut faults = 0;
+    for cut in [[3, 4], [0, 1]] {
+        thread::sleep(Duration::from_millis(400));
+        for i in cut {
+            proxies[i].cut();
+        }
+        fault_for(fault, Duration::from_millis(1500));
+        for i in cut {
+            proxies[i].heal();
+        }
+        faults += 2;
+    }
+    faults
+}
+
+/// Each node in turn, `gap` after the last one came back, is SIGKILLed, kept down for longer
+/// than any lease it may have granted (TTL + 0.3 s) and restarted empty: the delayed restart.
+/// No new crash starts after `last_start` from now. Returns the restarts.
+fn delayed_restarts(
+    cluster: &RedisCluster,
+    fault: &AtomicBool,
+    gap: Duration,
+    last_start: Duration,
+) -> usize {
+    let end = Instant::now() + last_start;
+    let mut n = 0;
+    while Instant::now() < end {
+        thread::sleep(gap);
+        fault.store(true, Ordering::SeqCst);
+        cluster.kill(n % cluster.len());
+        thread::sleep(TTL + Duration::from_millis(300));
+        cluster.restart(n % cluster.len());
+        fault.store(false, Ordering::SeqCst);
+        n += 1;
+    }
+    n
 }
 
 #[test]

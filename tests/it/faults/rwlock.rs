@@ -4,11 +4,13 @@
 //! must never be with anyone else; readers may share. Each scenario prints its figures
 //! (`cargo test --all-features --test it faults::rwlock:: -- --nocapture`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use super::{TTL, fault_for, scenario, settings};
+use super::{
+    TTL, crash_two_of_five, delayed_restarts, partition_two_minorities, scenario, settings,
+    stall_node_2_twice,
+};
 use crate::support::RedisCluster;
 use crate::support::history::{self, Record, Role, Workload};
 use crate::support::proxy::Proxy;
@@ -38,7 +40,7 @@ fn assert_mixed(records: &[Record]) {
         records.len() - shared
     );
     assert!(
-        crate::rwlock::max_concurrent_readers(records) >= 2,
+        history::max_concurrent_readers(records) >= 2,
         "readers never shared"
     );
 }
@@ -54,6 +56,19 @@ fn rw_scenario(
     let factory = settings(nodes).fencing(true).build().unwrap();
     let (run, _) = scenario(name, &factory, &workload(name, total), 1, schedule);
     assert_mixed(&run.records);
+    // Every exclusive section (writer, mutex holder) carries a token, so the order the checker
+    // verified covers all of them.
+    let unfenced: Vec<&Record> = run
+        .records
+        .iter()
+        .filter(|r| !r.shared && r.fencing.is_none())
+        .collect();
+    assert!(
+        unfenced.is_empty(),
+        "{} exclusive sections without a token, first: {:?}",
+        unfenced.len(),
+        unfenced.first()
+    );
 }
 
 #[test]
@@ -83,7 +98,7 @@ fn checker_lets_readers_share_but_never_a_writer() {
         c.violations.is_empty() && c.overrun_overlaps.is_empty(),
         "{c:?}"
     );
-    assert_eq!(crate::rwlock::max_concurrent_readers(&clean), 3);
+    assert_eq!(history::max_concurrent_readers(&clean), 3);
     // A writer inside a long read; a reader inside a write; a writer inside a write; an
     // overrun reader overlapping a writer.
     let bad = [
@@ -108,18 +123,8 @@ fn rw_minority_crash_no_writer_with_anyone() {
         "rw_minority_crash",
         cluster.urls(),
         Duration::from_secs(6),
-        |fault| {
-            thread::sleep(Duration::from_millis(500));
-            fault.store(true, Ordering::SeqCst);
-            cluster.kill(1);
-            cluster.kill(3);
-            // Delayed restart: down for longer than the TTL.
-            thread::sleep(TTL + Duration::from_millis(1500));
-            cluster.restart(1);
-            cluster.restart(3);
-            fault.store(false, Ordering::SeqCst);
-            2
-        },
+        // Delayed restart: down for longer than the TTL.
+        |fault| crash_two_of_five(&cluster, fault, TTL + Duration::from_millis(1500), true),
     );
 }
 
@@ -130,17 +135,7 @@ fn rw_minority_stall_no_writer_with_anyone() {
         "rw_minority_stall",
         cluster.urls(),
         Duration::from_secs(5),
-        |fault| {
-            let mut faults = 0;
-            for _ in 0..2 {
-                thread::sleep(Duration::from_millis(400));
-                cluster.stop(2);
-                fault_for(fault, Duration::from_millis(1500));
-                cluster.cont(2);
-                faults += 1;
-            }
-            faults
-        },
+        |fault| stall_node_2_twice(&cluster, fault),
     );
 }
 
@@ -152,22 +147,7 @@ fn rw_minority_partition_no_writer_with_anyone() {
         "rw_minority_partition",
         proxies.iter().map(Proxy::url).collect(),
         Duration::from_secs(5),
-        |fault| {
-            let mut faults = 0;
-            for round in 0..2 {
-                thread::sleep(Duration::from_millis(400));
-                let cut = if round == 0 { [3, 4] } else { [0, 1] };
-                for i in cut {
-                    proxies[i].cut();
-                }
-                fault_for(fault, Duration::from_millis(1500));
-                for i in cut {
-                    proxies[i].heal();
-                }
-                faults += 2;
-            }
-            faults
-        },
+        |fault| partition_two_minorities(&proxies, fault),
     );
 }
 
@@ -181,19 +161,10 @@ fn rw_delayed_restarts_no_writer_with_anyone() {
         "rw_delayed_restart",
         cluster.urls(),
         Duration::from_secs(8),
+        // The last crash starts 2 TTLs before the 7 s mark, so the run ends with every node up.
         |fault| {
-            let end = Instant::now() + Duration::from_millis(7_000);
-            let mut n = 0;
-            while Instant::now() + TTL * 2 < end {
-                thread::sleep(Duration::from_millis(300));
-                fault.store(true, Ordering::SeqCst);
-                cluster.kill(n % 3);
-                thread::sleep(TTL + Duration::from_millis(300));
-                cluster.restart(n % 3);
-                fault.store(false, Ordering::SeqCst);
-                n += 1;
-            }
-            n
+            let last_start = Duration::from_millis(7_000) - TTL * 2;
+            delayed_restarts(&cluster, fault, Duration::from_millis(300), last_start)
         },
     );
 }

@@ -5,11 +5,13 @@
 //! never a multi-lock holder overlapping any holder (multi-lock or plain lock) of one of its
 //! resources. docs/reliability.md, "Semaphore and multi-lock", has the figures.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-use super::{TTL, fault_for, settings};
+use super::{
+    TTL, crash_two_of_five, delayed_restarts, partition_two_minorities, settings,
+    stall_node_2_twice,
+};
 use crate::support::RedisCluster;
 use crate::support::history::{self, Kind, Workload};
 use crate::support::proxy::Proxy;
@@ -65,45 +67,22 @@ fn scenario(name: &str, fault: &Fault, work: &Workload, k: usize) -> history::Ch
             let cluster = RedisCluster::start(5);
             let factory = settings(cluster.urls()).build().unwrap();
             checked_scenario(name, &factory, work, k, |fault| {
-                thread::sleep(Duration::from_millis(500));
-                fault.store(true, Ordering::SeqCst);
-                cluster.kill(1);
-                cluster.kill(3);
-                thread::sleep(RUN - Duration::from_millis(1000));
-                fault.store(false, Ordering::SeqCst);
-                2
+                crash_two_of_five(&cluster, fault, RUN - Duration::from_millis(1000), false)
             })
         }
         Fault::DelayedRestart => {
             let cluster = RedisCluster::start(3);
             let factory = settings(cluster.urls()).build().unwrap();
             checked_scenario(name, &factory, work, k, |fault| {
-                let end = Instant::now() + RUN - TTL - Duration::from_millis(500);
-                let mut n = 0;
-                while Instant::now() < end {
-                    thread::sleep(Duration::from_millis(200));
-                    fault.store(true, Ordering::SeqCst);
-                    cluster.kill(n % 3);
-                    // Down for longer than any lease it may have granted.
-                    thread::sleep(TTL + Duration::from_millis(300));
-                    cluster.restart(n % 3);
-                    fault.store(false, Ordering::SeqCst);
-                    n += 1;
-                }
-                n
+                let last_start = RUN - TTL - Duration::from_millis(500);
+                delayed_restarts(&cluster, fault, Duration::from_millis(200), last_start)
             })
         }
         Fault::Stall => {
             let cluster = RedisCluster::start(3);
             let factory = settings(cluster.urls()).build().unwrap();
             checked_scenario(name, &factory, work, k, |fault| {
-                for _ in 0..2 {
-                    thread::sleep(Duration::from_millis(400));
-                    cluster.stop(2);
-                    fault_for(fault, Duration::from_millis(1500));
-                    cluster.cont(2);
-                }
-                2
+                stall_node_2_twice(&cluster, fault)
             })
         }
         Fault::Partition => {
@@ -113,18 +92,7 @@ fn scenario(name: &str, fault: &Fault, work: &Workload, k: usize) -> history::Ch
                 .build()
                 .unwrap();
             checked_scenario(name, &factory, work, k, |fault| {
-                for round in 0..2 {
-                    thread::sleep(Duration::from_millis(400));
-                    let cut = if round == 0 { [3, 4] } else { [0, 1] };
-                    for i in cut {
-                        proxies[i].cut();
-                    }
-                    fault_for(fault, Duration::from_millis(1500));
-                    for i in cut {
-                        proxies[i].heal();
-                    }
-                }
-                4
+                partition_two_minorities(&proxies, fault)
             })
         }
     }
@@ -194,16 +162,19 @@ fn multi_lock_and_locks_fenced_tokens_increase_per_resource() {
     let name = "multi_fenced_stall";
     let cluster = RedisCluster::start(3);
     let factory = settings(cluster.urls()).fencing(true).build().unwrap();
-    let check = checked_scenario(name, &factory, &multi_work(name), 1, |fault| {
-        for _ in 0..2 {
-            thread::sleep(Duration::from_millis(400));
-            cluster.stop(2);
-            fault_for(fault, Duration::from_millis(1500));
-            cluster.cont(2);
-        }
-        2
+    let (run, check) = super::scenario(name, &factory, &multi_work(name), 1, |fault| {
+        stall_node_2_twice(&cluster, fault)
     });
     history::assert_clean(&check);
+    // Every section is exclusive (multi-lock or plain lock) and fenced: the order checked above
+    // covers them all, not only those that happened to carry a token.
+    let unfenced = run.records.iter().filter(|r| r.fencing.is_none()).count();
+    assert_eq!(
+        unfenced,
+        0,
+        "{unfenced} of {} sections without a token",
+        run.records.len()
+    );
 }
 
 /// A fault-free control for the checker itself: the same semaphore run with twice the permits

@@ -298,6 +298,33 @@ fn most_at_once(records: &[Record]) -> usize {
     most
 }
 
+/// The most shared sections (readers' sections) that overlap one another at one tick.
+pub fn max_concurrent_readers(records: &[Record]) -> usize {
+    let mut edges: Vec<(u64, i64)> = records
+        .iter()
+        .filter(|r| r.shared)
+        .flat_map(|r| [(r.start, 1), (r.end, -1)])
+        .collect();
+    edges.sort_unstable();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+/// Extra figures for a history with readers: shared and exclusive sections, most readers at
+/// once.
+pub fn shared_figures(records: &[Record]) -> String {
+    let shared = records.iter().filter(|r| r.shared).count();
+    format!(
+        "shared sections={shared} exclusive sections={} most readers at once={}",
+        records.len() - shared,
+        max_concurrent_readers(records)
+    )
+}
+
 /// The `p`-th percentile (0..=100) of `values`, or zero when empty.
 pub fn percentile(values: &[Duration], p: f64) -> Duration {
     if values.is_empty() {

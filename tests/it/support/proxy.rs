@@ -479,6 +479,59 @@ fn pump(inner: &Inner, conn: &Conn, up: bool, epoch: u64) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Random faults on a few proxies, for property tests (`deadline_rule`, `rwlock::deadline`).
+
+/// A fault on one or two of three proxies, for one step of a property test. The masks have bit
+/// `i` set for proxy `i`; never all three (a lease would simply run out).
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Nothing wrong.
+    None,
+    /// Replies from these nodes arrive this many ms late (past the I/O timeout).
+    LateReplies(u8, u64),
+    /// Requests to these nodes arrive this many ms late (and are applied then, after later
+    /// rounds).
+    LateRequests(u8, u64),
+    /// Nothing reaches these nodes.
+    Blackhole(u8),
+}
+
+impl Fault {
+    /// Switches this fault on, on the proxies it names (the others are left as they are).
+    pub fn apply(self, proxies: &[ProxyHandle]) {
+        for (i, p) in proxies.iter().enumerate() {
+            let hit = |m: u8| m & (1 << i) != 0;
+            match self {
+                Self::LateReplies(m, d) if hit(m) => p.set_latency_down(Duration::from_millis(d)),
+                Self::LateRequests(m, d) if hit(m) => p.set_latency_up(Duration::from_millis(d)),
+                Self::Blackhole(m) if hit(m) => p.blackhole(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A random [`Fault`] on one or two of three proxies, delays of 150 to 400 ms.
+pub fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
+    use proptest::prelude::*;
+    let mask = prop_oneof![Just(1u8), Just(2), Just(4), Just(3), Just(5), Just(6)];
+    prop_oneof![
+        Just(Fault::None),
+        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateReplies(m, d)),
+        (mask.clone(), 150u64..400).prop_map(|(m, d)| Fault::LateRequests(m, d)),
+        mask.prop_map(Fault::Blackhole),
+    ]
+}
+
+/// Ends every [`Fault`]: each proxy forwards again, without latency.
+pub fn heal_all(proxies: &[ProxyHandle]) {
+    for p in proxies {
+        p.heal();
+        p.set_latency(Duration::ZERO);
+    }
+}
+
 fn sleep_unless_stopped(inner: &Inner, conn: &Conn, d: Duration) {
     let end = std::time::Instant::now() + d;
     loop {
