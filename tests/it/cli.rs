@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redmutex::Fingerprint;
 
 use crate::support::sentinel::SentinelGroup;
-use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop};
+use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
@@ -260,12 +260,12 @@ fn nonblock_and_wait_give_the_conflict_code() {
     assert_eq!(code(&o), 5);
 
     // A wait that ends because the holder released.
-    clear_waiting(&cluster, "cli:busy");
+    cluster.clear_waiting("cli:busy");
     let mut waiter = redmutex(&cluster.urls())
         .args(["run", "-w", "30", "cli:busy", "true"])
         .spawn()
         .unwrap();
-    wait_waiting(&cluster, "cli:busy");
+    cluster.wait_waiting("cli:busy");
     let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:busy", &token]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
@@ -351,30 +351,6 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
     }
 }
 
-/// The key by which a waiting redmutex marks `key` as waited for (the library's waiting mark:
-/// it is written by every round of a waiter that found the lock busy, after the waiter has
-/// subscribed to the release channel).
-fn waiting_mark(key: &str) -> String {
-    format!("{key}:redmutex:waiting")
-}
-
-/// Removes the waiting mark of `key`, left by an earlier waiter.
-fn clear_waiting(cluster: &RedisCluster, key: &str) {
-    for i in 0..cluster.len() {
-        cluster.cmd(i, &["DEL", &waiting_mark(key)]);
-    }
-}
-
-/// Waits until a redmutex waits for `key` (its waiting mark is on a node: clear it first).
-fn wait_waiting(cluster: &RedisCluster, key: &str) {
-    let mark = waiting_mark(key);
-    assert!(
-        deadline_loop(SOON, || (0..cluster.len())
-            .any(|i| cluster.cmd(i, &["EXISTS", &mark]) == "1")),
-        "nobody ever waited for {key}"
-    );
-}
-
 /// Waits for `child` on another thread, so its exit is seen the moment it happens; returns
 /// the output and when it ended.
 fn exit_watch(child: Child) -> std::sync::mpsc::Receiver<(Output, Instant)> {
@@ -408,7 +384,7 @@ fn a_signal_while_waiting_ends_the_wait_at_once() {
         ("INT", 2, &["acquire", key]),
         ("TERM", 15, &["acquire", "-w", "60", key]),
     ] {
-        clear_waiting(&cluster, key);
+        cluster.clear_waiting(key);
         let child = redmutex(&cluster.urls())
             .arg("-v")
             .args(args)
@@ -419,7 +395,7 @@ fn a_signal_while_waiting_ends_the_wait_at_once() {
             .unwrap();
         let pid = child.id();
         let ended = exit_watch(child);
-        wait_waiting(&cluster, key);
+        cluster.wait_waiting(key);
         let sent = Instant::now();
         signal(pid, sig);
         let Ok((o, at)) = ended.recv_timeout(SOON) else {
@@ -466,7 +442,7 @@ fn read_ns(path: &Path) -> i128 {
 /// fresh expiry, by each of its rounds) had its time to live go up. A waiter that is not woken
 /// makes its next round only after a whole pause (50 to 100 ms by default).
 fn wait_round(cluster: &RedisCluster, key: &str) {
-    let mark = waiting_mark(key);
+    let [mark, _] = waiting_marks(key);
     let pttl = || {
         cluster
             .cmd(0, &["PTTL", &mark])
@@ -511,7 +487,7 @@ fn wake_up_delay(
     let dir = cluster.node(0).dir().to_owned();
     let file = |name: &str| dir.join(format!("{name}-{holder:?}-{trial}"));
     let (ready, go, end, start) = (file("ready"), file("go"), file("end"), file("start"));
-    clear_waiting(cluster, key);
+    cluster.clear_waiting(key);
     let mut holding = None;
     let mut token = None;
     match holder {
@@ -551,7 +527,7 @@ fn wake_up_delay(
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    wait_waiting(cluster, key);
+    cluster.wait_waiting(key);
     wait_round(cluster, key);
     let let_go = match holder {
         Holder::Run => {

@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::{Proxy, bulk, contains};
-use crate::support::{RedisCluster, deadline_loop, port_cmd};
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
 use redmutex::{RedLock, RedLockFactory, RedLockFactoryBuilder, RedLockGuard};
 
 /// Slack for comparing the guard's validity with the nodes' PTTLs, on top of the time the
@@ -609,17 +609,6 @@ fn noscript_fallback_stays_within_the_round_bound() {
 // ---------------------------------------------------------------------------------------------
 // Defect 6: wake-ups go to the resource that was released
 
-/// Whether a node holds the waiting mark of `resource` (under today's name or the suffix name
-/// of the fix: the test only uses it to know that a waiter is waiting).
-fn is_waited_for(cluster: &RedisCluster, node: usize, resource: &str) -> bool {
-    [
-        format!("redmutex:waiting:{resource}"),
-        format!("{resource}:redmutex:waiting"),
-    ]
-    .iter()
-    .any(|key| cluster.cmd(node, &["EXISTS", key]) == "1")
-}
-
 /// Issue 10, defect 6: 150 resources, each held by one factory and waited for by one thread
 /// of another factory that polls only every 3 s (`retry_delay(3 s)`, `retry_jitter(0)`), so a
 /// waiter that gets its lock soon after the release was woken by that release. The holder
@@ -676,13 +665,11 @@ fn a_release_wakes_the_waiter_of_that_resource() {
         })
         .collect();
     drop(tx);
-    // Every waiter marked its resource as waited for: it is (about to be) waiting.
-    assert!(
-        deadline_loop(Duration::from_secs(20), || names
-            .iter()
-            .all(|n| is_waited_for(&cluster, 0, n))),
-        "setup: not every waiter got to wait"
-    );
+    // Every waiter marked its resource as waited for: it is waiting (the mark's name of
+    // d6cbdaa counts too: see `support::waiting_marks`).
+    for n in &names {
+        cluster.wait_waiting(n);
+    }
 
     let mut released_at = vec![Instant::now(); RESOURCES];
     for (i, g) in held.into_iter().enumerate().rev() {
@@ -866,11 +853,9 @@ fn scoped_wake_up(cluster: &RedisCluster, urls: Vec<String>) -> Result<(), Strin
         let got = lock.acquire_timeout(Duration::from_secs(10));
         let _ = tx.send((got.map(|g| g.release()), Instant::now()));
     });
-    if !deadline_loop(Duration::from_secs(5), || {
-        is_waited_for(cluster, 0, "lk:wake")
-    }) {
-        return Err("wake-up: the waiter never marked the resource as waited for".to_owned());
-    }
+    cluster
+        .try_wait_waiting("lk:wake")
+        .map_err(|e| format!("wake-up: {e}"))?;
     let released = Instant::now();
     held.release()
         .map_err(|e| format!("wake-up: holder's release: {e}"))?;
@@ -1125,10 +1110,7 @@ fn holding_back_for_waiters_of_one_resource_delays_no_other_resource() {
     let waited: Vec<String> = (0..SET).map(|i| format!("holdback:waited:{i}")).collect();
     let unwaited: Vec<String> = (0..SET).map(|i| format!("holdback:free:{i}")).collect();
     for name in &waited {
-        for key in [
-            format!("redmutex:waiting:{name}"),
-            format!("{name}:redmutex:waiting"),
-        ] {
+        for key in support::waiting_marks(name) {
             for i in 0..3 {
                 cluster.cmd(i, &["SET", &key, "1", "PX", "600000"]);
             }

@@ -186,12 +186,14 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
     for member in ["m4:a", "m4:b", "m4:c"] {
         // A lock holds one member; a multi-lock over all three waits for it.
         let held = holder.create_lock(member).acquire().unwrap();
+        cluster.clear_waiting(member);
         let multi = waiter.create_multi_lock(["m4:a", "m4:b", "m4:c"]);
         let waiting = thread::spawn(move || {
             let g = multi.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), g)
         });
-        thread::sleep(Duration::from_millis(150));
+        // The multi-lock marks the member it found taken as waited for.
+        cluster.wait_waiting(member);
         let released = Instant::now();
         held.release().unwrap();
         let (acquired, g) = waiting.join().unwrap();
@@ -199,12 +201,13 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
         assert!(gap < Duration::from_secs(2), "{member}: {gap:?}");
 
         // The multi-lock holds it now; a lock waiting for the member is woken by its release.
+        cluster.clear_waiting(member);
         let lock = waiter.create_lock(member);
         let waiting = thread::spawn(move || {
             let g = lock.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), g)
         });
-        thread::sleep(Duration::from_millis(150));
+        cluster.wait_waiting(member);
         let released = Instant::now();
         g.release().unwrap();
         let (acquired, g) = waiting.join().unwrap();

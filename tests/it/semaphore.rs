@@ -100,13 +100,15 @@ fn a_release_wakes_a_waiter_which_takes_the_freed_slot() {
     let sem = holder.create_semaphore("sem:wake", 2);
     for round in 0..4 {
         let mut held: Vec<SemaphorePermit> = (0..2).map(|_| sem.acquire().unwrap()).collect();
+        // The last round's waiter left its mark behind.
+        cluster.clear_waiting("sem:wake");
         let waiting = waiter.create_semaphore("sem:wake", 2);
         let handle = thread::spawn(move || {
             let p = waiting.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), p)
         });
-        // Let the waiter make its busy attempts and go to sleep.
-        thread::sleep(Duration::from_millis(150));
+        // The waiter found every slot taken and subscribed to the name's releases.
+        cluster.wait_waiting("sem:wake");
         let freed = held.remove(round % 2);
         let slot = freed.slot();
         let released = Instant::now();

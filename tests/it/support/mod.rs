@@ -53,6 +53,9 @@ pub const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connect, read and write timeout of [`RedisCluster::cmd`].
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bound of [`RedisCluster::wait_waiting`]: generous, for a loaded 2-core machine.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
 /// Extra arguments that turn on durable persistence (an AOF fsynced on every
 /// write), for [`RedisCluster::start_with_args`].
 pub const AOF_ARGS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
@@ -113,6 +116,16 @@ pub fn deadline_loop(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The keys by which a waiter marks `name` as waited for: today's `<name>:redmutex:waiting`,
+/// and `redmutex:waiting:<name>`, the name before issue 10 (d6cbdaa), so that the regression
+/// tests of `lease_truth` still run on that version. Nothing today writes the second one.
+pub fn waiting_marks(name: &str) -> [String; 2] {
+    [
+        format!("{name}:redmutex:waiting"),
+        format!("redmutex:waiting:{name}"),
+    ]
 }
 
 fn handed_out_ports() -> MutexGuard<'static, HashSet<u16>> {
@@ -686,5 +699,61 @@ impl RedisCluster {
     /// Connection or I/O errors, including the 2 s timeout.
     pub fn try_cmd(&self, i: usize, args: &[&str]) -> RedisResult<String> {
         self.nodes[i].try_cmd(args)
+    }
+
+    /// The nodes a command can reach now: running and not frozen.
+    fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.is_running(i) && !self.is_stopped(i))
+            .collect()
+    }
+
+    /// Deletes the waiting marks of `name` ([`waiting_marks`]) on every live node: an earlier
+    /// waiter's mark outlives it (by about twice its retry delay), so a test that is about to
+    /// start another waiter and [`Self::wait_waiting`] for it clears the old one first.
+    pub fn clear_waiting(&self, name: &str) {
+        let [mark, legacy] = waiting_marks(name);
+        for i in self.live() {
+            self.cmd(i, &["DEL", &mark, &legacy]);
+        }
+    }
+
+    /// Waits (at most [`WAIT_LIMIT`]) until a waiter waits for `name`: its waiting mark is on
+    /// every live node (running, not frozen; at least one). A waiter writes the mark with each
+    /// round that finds `name` taken, after it has subscribed to `name`'s releases, so from
+    /// then on a release wakes it (it is not missed even if the waiter has not gone to sleep
+    /// yet). A mark left by an earlier waiter would pass at once: [`Self::clear_waiting`]
+    /// first.
+    ///
+    /// # Panics
+    /// If no waiter marked `name` within the limit.
+    pub fn wait_waiting(&self, name: &str) {
+        if let Err(e) = self.try_wait_waiting(name) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Self::wait_waiting`] for a test that collects its failures.
+    ///
+    /// # Errors
+    /// If no waiter marked `name` within [`WAIT_LIMIT`].
+    pub fn try_wait_waiting(&self, name: &str) -> Result<(), String> {
+        let [mark, legacy] = waiting_marks(name);
+        let marked = || {
+            let live = self.live();
+            !live.is_empty()
+                && live.iter().all(|&i| {
+                    self.try_cmd(i, &["EXISTS", &mark, &legacy])
+                        .is_ok_and(|n| n != "0")
+                })
+        };
+        if deadline_loop(WAIT_LIMIT, marked) {
+            Ok(())
+        } else {
+            Err(format!(
+                "nobody waited for {name:?} within {WAIT_LIMIT:?}: no waiting mark ({mark}) \
+                 on every live node"
+            ))
+        }
     }
 }
