@@ -161,14 +161,27 @@ fn a_lock_and_a_semaphore_of_one_name_exclude_each_other() {
     let p = sem.acquire().unwrap();
     assert!(lock.try_acquire().unwrap().is_none());
     assert!(lock.is_locked().unwrap());
-    // A waiting lock is woken by the last permit's release.
+    // A waiting lock is woken by the last permit's release: it polls only every 5 s, so a
+    // prompt hand-over is a wake-up.
+    let slow = support::factory(&cluster)
+        .retry_delay(Duration::from_secs(5))
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
     let waiting = {
-        let lock = factory.create_lock("shared:name");
-        thread::spawn(move || lock.acquire_timeout(Duration::from_secs(10)))
+        let lock = slow.create_lock("shared:name");
+        thread::spawn(move || {
+            let g = lock.acquire_timeout(Duration::from_secs(20));
+            (Instant::now(), g)
+        })
     };
-    thread::sleep(Duration::from_millis(100));
+    cluster.wait_waiting("shared:name");
+    let released = Instant::now();
     p.release().unwrap();
-    let g = waiting.join().unwrap().expect("the lock after the permits");
+    let (acquired, g) = waiting.join().unwrap();
+    let g = g.expect("the lock after the permits");
+    let gap = acquired.saturating_duration_since(released);
+    assert!(gap < Duration::from_secs(1), "hand-over took {gap:?}");
     // Lock held: the permits wait.
     assert!(sem.try_acquire().unwrap().is_none());
     assert!(matches!(
