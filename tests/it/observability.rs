@@ -245,19 +245,22 @@ fn busy_timeouts_and_cancellations_are_counted_and_reported_on_the_callers_threa
         .acquire_timeout(Duration::from_millis(100))
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let canceller = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
+    let stop = AtomicBool::new(false);
+    let (e, seen_waiting) = thread::scope(|s| {
+        // Cancels the wait once it is under way (the gauge counts it as waiting), or gives up
+        // after the deadline (and cancels anyway, so the test does not hang).
+        let canceller = s.spawn(|| {
+            let waiting = deadline_loop(LIMIT, || factory.stats().waiting == 1);
             stop.store(true, Ordering::Release);
-        })
-    };
-    let e = lock
-        .acquire_with(Wait::forever().cancel_on(&stop))
-        .unwrap_err();
+            waiting
+        });
+        let e = lock
+            .acquire_with(Wait::forever().cancel_on(&stop))
+            .unwrap_err();
+        (e, canceller.join().unwrap())
+    });
+    assert!(seen_waiting, "the wait never showed in stats().waiting");
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
-    canceller.join().unwrap();
     drop(held);
 
     let s = factory.stats();
@@ -589,6 +592,12 @@ fn slow_acquisitions_are_logged_with_the_resource_and_the_wait() {
             g.release().unwrap();
         })
     };
+    // Held for 300 ms from the moment the waiter waits: over the 100 ms threshold.
+    assert!(
+        deadline_loop(LIMIT, || factory.stats().waiting == 1),
+        "the waiter never waited: {:?}",
+        factory.stats()
+    );
     thread::sleep(Duration::from_millis(300));
     drop(held);
     waiter.join().unwrap();
