@@ -4,13 +4,13 @@
 use std::fs;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redmutex::Fingerprint;
 
 use crate::support::sentinel::SentinelGroup;
-use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
+use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
@@ -34,8 +34,26 @@ pub(crate) fn redmutex(nodes: &[String]) -> Command {
     cmd
 }
 
+/// Bound on one `redmutex` run of [`run_ok`]: catches hangs, not speed (no run there waits
+/// longer than a few seconds by design).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to its end (at most [`RUN_LIMIT`]: then it is killed and the test fails) and
+/// returns its output.
 pub(crate) fn run_ok(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (out, _) = ChildGuard::spawn(cmd)
+        .output_within(RUN_LIMIT)
+        .unwrap_or_else(|| panic!("{cmd:?} did not end within {RUN_LIMIT:?}"));
+    out
+}
+
+/// Spawns `cmd` (a [`redmutex`]) under a [`ChildGuard`]: it and whatever it started are
+/// killed when the guard is dropped, also when the test fails.
+pub(crate) fn spawn(cmd: &mut Command) -> ChildGuard {
+    ChildGuard::spawn(cmd)
 }
 
 pub(crate) fn code(o: &Output) -> i32 {
@@ -50,19 +68,13 @@ pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Waits for `child` to end within `limit`; kills it and fails the test otherwise.
-pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
-    let mut status = None;
-    let ended = deadline_loop(limit, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redmutex did not end within {limit:?}");
-    }
-    status.unwrap()
+/// Waits for `child` to end within `limit`; kills it (and its group) and fails the test
+/// otherwise.
+pub(crate) fn wait_for(child: &mut ChildGuard, limit: Duration) -> ExitStatus {
+    child.wait_within(limit).unwrap_or_else(|| {
+        child.kill();
+        panic!("redmutex did not end within {limit:?}")
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -114,13 +126,13 @@ fn runs_never_overlap() {
         "echo start $$ >> {log}; sleep 0.05; echo end $$ >> {log}",
         log = log.display()
     );
-    let mut children: Vec<Child> = (0..4)
+    let mut children: Vec<ChildGuard> = (0..4)
         .map(|_| {
-            redmutex(&cluster.urls())
-                .args(["run", "--ttl", "5", "cli:overlap", "-c", &script])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap()
+            spawn(
+                redmutex(&cluster.urls())
+                    .args(["run", "--ttl", "5", "cli:overlap", "-c", &script])
+                    .stdin(Stdio::null()),
+            )
         })
         .collect();
     for c in &mut children {
@@ -199,10 +211,8 @@ fn the_lease_is_renewed_while_the_command_runs() {
         ready.display(),
         done.display()
     );
-    let mut child = redmutex(&cluster.urls())
-        .args(["run", "--ttl", "2", "cli:renew", "-c", &script])
-        .spawn()
-        .unwrap();
+    let mut child =
+        spawn(redmutex(&cluster.urls()).args(["run", "--ttl", "2", "cli:renew", "-c", &script]));
     wait_file(&ready);
     // The lock stays held on every node for more than twice its TTL: it is renewed.
     let start = Instant::now();
@@ -213,7 +223,7 @@ fn the_lease_is_renewed_while_the_command_runs() {
             "after {:?}",
             start.elapsed()
         );
-        assert_eq!(child.try_wait().unwrap(), None, "redmutex ended early");
+        assert_eq!(child.try_wait(), None, "redmutex ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "-n", "cli:renew", "true"]));
@@ -261,10 +271,7 @@ fn nonblock_and_wait_give_the_conflict_code() {
 
     // A wait that ends because the holder released.
     cluster.clear_waiting("cli:busy");
-    let mut waiter = redmutex(&cluster.urls())
-        .args(["run", "-w", "30", "cli:busy", "true"])
-        .spawn()
-        .unwrap();
+    let mut waiter = spawn(redmutex(&cluster.urls()).args(["run", "-w", "30", "cli:busy", "true"]));
     cluster.wait_waiting("cli:busy");
     let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:busy", &token]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -281,27 +288,26 @@ fn deleting_the_key_stops_the_command_with_the_lost_code() {
         // Ignores SIGTERM: SIGKILL after --kill-after.
         ("cli:lost2", "trap '' TERM; exec sleep 60", "0.3"),
     ] {
-        let mut child = redmutex(&cluster.urls())
-            .args([
-                "run",
-                "--ttl",
-                "1",
-                "--kill-after",
-                kill_after,
-                key,
-                "-c",
-                script,
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            redmutex(&cluster.urls())
+                .args([
+                    "run",
+                    "--ttl",
+                    "1",
+                    "--kill-after",
+                    kill_after,
+                    key,
+                    "-c",
+                    script,
+                ])
+                .stderr(Stdio::piped()),
+        );
         wait_held(&cluster, key);
         for i in 0..3 {
             cluster.cmd(i, &["DEL", key]);
         }
         let status = wait_for(&mut child, SOON);
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = child.read_stderr();
         assert_eq!(status.code(), Some(LOST), "{err}");
         assert!(err.contains("redmutex: error: lost the lease on"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -324,10 +330,7 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
             got = got.display(),
             ready = ready.display()
         );
-        let mut child = redmutex(&cluster.urls())
-            .args(["run", &key, "-c", &script])
-            .spawn()
-            .unwrap();
+        let mut child = spawn(redmutex(&cluster.urls()).args(["run", &key, "-c", &script]));
         wait_file(&ready);
         signal(child.id(), sig);
         let status = wait_for(&mut child, SOON);
@@ -338,10 +341,7 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
         // A command that dies of the signal: 128 + N.
         let ready = dir.join(format!("ready2-{sig}"));
         let script = format!("touch {}; exec sleep 60", ready.display());
-        let mut child = redmutex(&cluster.urls())
-            .args(["run", &key, "-c", &script])
-            .spawn()
-            .unwrap();
+        let mut child = spawn(redmutex(&cluster.urls()).args(["run", &key, "-c", &script]));
         wait_file(&ready);
         signal(child.id(), sig);
         let status = wait_for(&mut child, SOON);
@@ -349,17 +349,6 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
         assert!(status.signal().is_none());
         assert_eq!(holders(&cluster, &key), 0, "not released after {sig}");
     }
-}
-
-/// Waits for `child` on another thread, so its exit is seen the moment it happens; returns
-/// the output and when it ended.
-fn exit_watch(child: Child) -> std::sync::mpsc::Receiver<(Output, Instant)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = tx.send((out.unwrap(), Instant::now()));
-    });
-    rx
 }
 
 /// The bound asserted on "a signal ends the wait": the library looks at the cancel flag at
@@ -385,23 +374,19 @@ fn a_signal_while_waiting_ends_the_wait_at_once() {
         ("TERM", 15, &["acquire", "-w", "60", key]),
     ] {
         cluster.clear_waiting(key);
-        let child = redmutex(&cluster.urls())
-            .arg("-v")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let ended = exit_watch(child);
+        let child = spawn(
+            redmutex(&cluster.urls())
+                .arg("-v")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         cluster.wait_waiting(key);
         let sent = Instant::now();
-        signal(pid, sig);
-        let Ok((o, at)) = ended.recv_timeout(SOON) else {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        signal(child.id(), sig);
+        // Its exit is seen within a millisecond or so of happening.
+        let Some((o, at)) = child.output_within(SOON) else {
             panic!("{args:?} did not end on SIG{sig}");
         };
         let took = at.saturating_duration_since(sent);
@@ -499,11 +484,11 @@ fn wake_up_delay(
                 go = go.display(),
                 end = end.display()
             );
-            let child = redmutex(urls)
-                .args(["run", key, "-c", &script])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = spawn(
+                redmutex(urls)
+                    .args(["run", key, "-c", &script])
+                    .stdin(Stdio::null()),
+            );
             holding = Some(child);
             wait_file(&ready);
         }
@@ -522,11 +507,11 @@ fn wake_up_delay(
         }
     }
     let script = format!("date +%s%N > {}", start.display());
-    let mut waiter = redmutex(urls)
-        .args(["run", "-w", "30", key, "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut waiter = spawn(
+        redmutex(urls)
+            .args(["run", "-w", "30", key, "-c", &script])
+            .stdin(Stdio::null()),
+    );
     cluster.wait_waiting(key);
     wait_round(cluster, key);
     let let_go = match holder {
@@ -1069,18 +1054,17 @@ fn run_verbose_reports_the_wait_and_the_lease() {
     assert!(!err.contains(&token));
 
     // A lease lost while the command runs.
-    let mut child = redmutex(&cluster.urls())
-        .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        redmutex(&cluster.urls())
+            .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
+            .stderr(Stdio::piped()),
+    );
     wait_held(&cluster, key);
     for i in 0..3 {
         cluster.cmd(i, &["DEL", key]);
     }
     let status = wait_for(&mut child, SOON);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = child.read_stderr();
     assert_eq!(status.code(), Some(LOST), "{err}");
     assert!(
         err.contains("error: lost the lease on \"cli:verbose\""),
