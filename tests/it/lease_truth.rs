@@ -223,7 +223,12 @@ fn within<T: Send + 'static>(
 fn proxy_rules_pick_out_single_requests() {
     let cluster = RedisCluster::start(1);
     let proxy = Proxy::start(cluster.port(0));
-    let quick = Duration::from_millis(150);
+    // What a rule delays by, and the bound on a request or reply that no rule matches: a
+    // rule applied to more than its own request or reply would make it wait the delay.
+    // Both generous for a loaded machine, the bound well below the delay.
+    let delay = Duration::from_secs(2);
+    let quick = Duration::from_secs(1);
+    let patience = Duration::from_secs(10);
     let timed = |args: &[&str], timeout: Duration| {
         let t0 = Instant::now();
         let reply = port_cmd(proxy.port(), args, timeout);
@@ -231,14 +236,11 @@ fn proxy_rules_pick_out_single_requests() {
     };
 
     // Delay: only the request with the argument "slow" waits.
-    proxy.delay_requests_if(
-        |req| contains(req, &bulk("slow")),
-        Duration::from_millis(400),
-    );
-    let (reply, took) = timed(&["ECHO", "slow"], Duration::from_secs(2));
+    proxy.delay_requests_if(|req| contains(req, &bulk("slow")), delay);
+    let (reply, took) = timed(&["ECHO", "slow"], patience);
     assert_eq!(reply.unwrap(), "slow");
-    assert!(took >= Duration::from_millis(400), "{took:?}");
-    let (reply, took) = timed(&["ECHO", "slowly"], Duration::from_secs(2));
+    assert!(took >= delay, "{took:?}");
+    let (reply, took) = timed(&["ECHO", "slowly"], patience);
     assert_eq!(reply.unwrap(), "slowly");
     assert!(took < quick, "a request matching no rule waited {took:?}");
     assert_eq!(proxy.counters().matched, 1);
@@ -249,31 +251,31 @@ fn proxy_rules_pick_out_single_requests() {
     let (reply, _) = timed(&["SET", "dropped", "1"], Duration::from_millis(300));
     assert!(reply.is_err(), "{reply:?}");
     assert_eq!(cluster.cmd(0, &["EXISTS", "dropped"]), "0");
-    let (reply, _) = timed(&["GET", "dropped"], Duration::from_secs(2));
+    let (reply, _) = timed(&["GET", "dropped"], patience);
     assert_eq!(reply.unwrap(), "(nil)");
     proxy.clear_rules();
 
-    // Delayed reply: the INCR is applied at once, its reply comes 500 ms later.
-    proxy.delay_replies_to_if(
-        |req| contains(req, &bulk("INCR")),
-        Duration::from_millis(500),
-    );
+    // Delayed reply: the INCR is applied at once, its reply comes `delay` later.
+    proxy.delay_replies_to_if(|req| contains(req, &bulk("INCR")), delay);
     let port = proxy.port();
     let incr = thread::spawn(move || {
         let t0 = Instant::now();
-        let reply = port_cmd(port, &["INCR", "counted"], Duration::from_secs(2));
+        let reply = port_cmd(port, &["INCR", "counted"], patience);
         (reply, t0.elapsed())
     });
     assert!(
-        deadline_loop(Duration::from_millis(300), || cluster
-            .cmd(0, &["GET", "counted"])
-            == "1"),
-        "the INCR was not applied before its reply"
+        deadline_loop(delay / 2, || cluster.cmd(0, &["GET", "counted"]) == "1"),
+        "the INCR was not applied within {:?}",
+        delay / 2
+    );
+    assert!(
+        !incr.is_finished(),
+        "the INCR's reply came before it was seen applied"
     );
     let (reply, took) = incr.join().unwrap();
     assert_eq!(reply.unwrap(), "1");
-    assert!(took >= Duration::from_millis(500), "{took:?}");
-    let (reply, took) = timed(&["GET", "counted"], Duration::from_secs(2));
+    assert!(took >= delay, "{took:?}");
+    let (reply, took) = timed(&["GET", "counted"], patience);
     assert_eq!(reply.unwrap(), "1");
     assert!(
         took < quick,
