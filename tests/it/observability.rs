@@ -187,10 +187,15 @@ fn contended_counter_and_waits_match_what_the_threads_saw() {
     assert_eq!((s.acquire_errors, s.no_quorum_rounds), (0, 0), "{s:?}");
     assert_eq!((s.releases, s.release_failures), (5, 0), "{s:?}");
     assert_eq!((s.held, s.waiting), (0, 0), "{s:?}");
-    // Each round on 3 nodes is 3 votes; the acquisitions alone made at least 5 rounds.
+    // The acquisitions and releases alone made at least 10 rounds, each with a quorum of yes
+    // votes (2 of 3); the main thread's, uncontended, had all three each. A node may say no
+    // to a worker's acquisition (and then to its release) when it said yes to a rival's
+    // attempt at the same moment, so only that much is certain of every node.
     assert!(s.rounds >= 10, "{s:?}");
+    let given: u64 = s.nodes.iter().map(|n| n.votes_given).sum();
+    assert!(given >= 2 * 3 + 8 * 2, "{given} yes votes: {s:?}");
     for n in &s.nodes {
-        assert!(n.up && n.votes_given >= 10 && n.votes_failed == 0, "{n:?}");
+        assert!(n.up && n.votes_given >= 2 && n.votes_failed == 0, "{n:?}");
         assert!(n.round_trip.is_some_and(|rtt| rtt < Duration::from_secs(1)));
     }
     // The waited total is what the calls took, measured inside them: at most what the test
