@@ -1091,10 +1091,16 @@ fn fencing_tokens_never_repeat_when_write_backs_land_late() {
 /// eight others are not. A trial releases the eight of one set (in parallel), then times
 /// `acquire` of a probe resource. For each of 64 probes, the time after releasing the
 /// waited-for set is compared with the time after releasing the other set (same load); a probe
-/// 8 ms slower is tried five times more, and if the fastest of its six acquisitions after the
-/// waited-for releases is still 8 ms slower than the fastest of the six others, it is held
+/// 10 ms slower is tried five times more, and if the fastest of its six acquisitions after the
+/// waited-for releases is still 10 ms slower than the fastest of the six others, it is held
 /// back by unrelated resources (a hold-back is a floor; noise on a loaded machine is not).
 /// Asserts that no probe is.
+///
+/// The threshold is in milliseconds, not seconds, because the behaviour guarded against
+/// cannot be made slower: a hold-back is capped at 20 ms (`GRACE_MAX` in `src/waker.rs`, not
+/// configurable). It is half that cap. Measured: on d6cbdaa, 9 of 64 probes held back, the
+/// fastest of six 19-20 ms slower (one 8.5 ms); now, the fastest of six differ by at most
+/// 0.1 ms.
 #[test]
 fn holding_back_for_waiters_of_one_resource_delays_no_other_resource() {
     const SET: usize = 8;
@@ -1149,7 +1155,8 @@ fn holding_back_for_waiters_of_one_resource_delays_no_other_resource() {
         release_all(&waited);
         (plain, time_acquire(probe))
     };
-    let threshold = Duration::from_millis(8);
+    // Half the longest hold-back (20 ms).
+    let threshold = Duration::from_millis(10);
     let mut held_back = Vec::new();
     for k in 0..PROBES {
         let probe = format!("holdback:probe:{k}");
