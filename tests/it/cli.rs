@@ -86,16 +86,9 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
-/// How many nodes have `key`.
-fn holders(cluster: &RedisCluster, key: &str) -> usize {
-    (0..cluster.len())
-        .filter(|&i| cluster.cmd(i, &["EXISTS", key]) == "1")
-        .count()
-}
-
 fn wait_held(cluster: &RedisCluster, key: &str) {
     assert!(
-        deadline_loop(SOON, || holders(cluster, key) == cluster.len()),
+        deadline_loop(SOON, || cluster.nodes_with(key) == cluster.len()),
         "{key} never got held"
     );
 }
@@ -147,7 +140,7 @@ fn runs_never_overlap() {
         let end = pair[1].strip_prefix("end ").expect(&text);
         assert_eq!(start, end, "runs overlapped:\n{text}");
     }
-    assert_eq!(holders(&cluster, "cli:overlap"), 0, "lock left behind");
+    assert_eq!(cluster.nodes_with("cli:overlap"), 0, "lock left behind");
 }
 
 #[test]
@@ -165,7 +158,7 @@ fn exit_status_env_and_release() {
     assert_eq!(fields[0], "cli:env");
     assert_eq!(fields[1].len(), 40);
     assert_eq!(fields[2], "unset");
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 
     // With --fencing: a number that grows with each acquisition.
     let fence = |n: &str| -> u64 {
@@ -186,7 +179,7 @@ fn exit_status_env_and_release() {
     // Killed by a signal: 128 + N.
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "-c", "kill -KILL $$"]));
     assert_eq!(code(&o), 128 + 9, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 
     // Cannot run / not found.
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", "/nonexistent/x"]));
@@ -198,7 +191,7 @@ fn exit_status_env_and_release() {
     let dir = cluster.node(0).dir().display().to_string();
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", &dir]));
     assert_eq!(code(&o), 126, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 }
 
 #[test]
@@ -218,7 +211,7 @@ fn the_lease_is_renewed_while_the_command_runs() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         assert_eq!(
-            holders(&cluster, "cli:renew"),
+            cluster.nodes_with("cli:renew"),
             3,
             "after {:?}",
             start.elapsed()
@@ -230,7 +223,7 @@ fn the_lease_is_renewed_while_the_command_runs() {
     assert_eq!(code(&o), 1, "the lock was free: {}", stderr(&o));
     fs::write(&done, "").unwrap();
     assert_eq!(wait_for(&mut child, SOON).code(), Some(0));
-    assert_eq!(holders(&cluster, "cli:renew"), 0);
+    assert_eq!(cluster.nodes_with("cli:renew"), 0);
 }
 
 #[test]
@@ -336,7 +329,7 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
         let status = wait_for(&mut child, SOON);
         assert_eq!(status.code(), Some(5), "{sig}");
         assert_eq!(fs::read_to_string(&got).unwrap().trim(), sig);
-        assert_eq!(holders(&cluster, &key), 0, "not released after {sig}");
+        assert_eq!(cluster.nodes_with(&key), 0, "not released after {sig}");
 
         // A command that dies of the signal: 128 + N.
         let ready = dir.join(format!("ready2-{sig}"));
@@ -347,7 +340,7 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
         let status = wait_for(&mut child, SOON);
         assert_eq!(status.code(), Some(128 + num), "{sig}: {status:?}");
         assert!(status.signal().is_none());
-        assert_eq!(holders(&cluster, &key), 0, "not released after {sig}");
+        assert_eq!(cluster.nodes_with(&key), 0, "not released after {sig}");
     }
 }
 
@@ -565,7 +558,7 @@ fn wake_up_trials(cluster: &RedisCluster, urls: &[String], key: &str) -> (Durati
         median(&token) < Duration::from_secs(2),
         "release from another process: {token:?}"
     );
-    assert_eq!(holders(cluster, key), 0);
+    assert_eq!(cluster.nodes_with(key), 0);
     (woken, polled)
 }
 
@@ -783,13 +776,13 @@ fn acquire_extend_release_round_trip() {
             .args(["release", key]),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, key), 0);
+    assert_eq!(cluster.nodes_with(key), 0);
     let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
     assert_eq!(code(&o), LOST, "released twice");
     assert!(stderr(&o).starts_with("redmutex: error: "));
     let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &token]));
     assert_eq!(code(&o), LOST, "extended after its release");
-    assert_eq!(holders(&cluster, key), 0, "an extend brought it back");
+    assert_eq!(cluster.nodes_with(key), 0, "an extend brought it back");
 }
 
 /// A wrong token changes nothing on the nodes (the real holder's key keeps its value and
@@ -948,7 +941,7 @@ fn sentinel_nodes_work_in_every_subcommand() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(master.cmd(&["EXISTS", key]), "0");
-    assert_eq!(holders(&plain, key), 0);
+    assert_eq!(plain.nodes_with(key), 0);
 
     // A `run` through the same list.
     let o = run_ok(redmutex_env(&nodes).args(["run", key, "--", "true"]));

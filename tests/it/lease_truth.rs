@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::{Proxy, bulk, contains};
-use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
+use crate::support::{self, CMD_TIMEOUT, RedisCluster, client, deadline_loop, port_cmd};
 use redmutex::{RedLock, RedLockFactory, RedLockFactoryBuilder, RedLockGuard};
 
 /// Slack for comparing the guard's validity with the nodes' PTTLs, on top of the time the
@@ -54,17 +54,9 @@ struct Nodes {
 
 impl Nodes {
     fn new(cluster: &RedisCluster) -> Self {
-        let cons = cluster
-            .urls()
-            .iter()
-            .map(|url| {
-                let client = redis::Client::open(url.as_str()).unwrap();
-                let con = client
-                    .get_connection_with_timeout(Duration::from_secs(2))
-                    .unwrap();
-                con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                con
-            })
+        // Connect, read and write each bounded.
+        let cons = (0..cluster.len())
+            .map(|i| client::connect(cluster.port(i), CMD_TIMEOUT).unwrap())
             .collect();
         Self { cons }
     }

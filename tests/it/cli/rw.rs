@@ -111,7 +111,7 @@ fn shared_runs_overlap_and_exclusive_and_plain_runs_are_alone() {
         "the shared runs never ran together ({most} at most)"
     );
     // Nothing left behind but what expires by itself.
-    assert!(deadline_loop(SOON, || holders(&cluster, "cli:rw") == 0));
+    assert!(deadline_loop(SOON, || cluster.nodes_with("cli:rw") == 0));
 }
 
 #[test]

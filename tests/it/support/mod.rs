@@ -858,6 +858,38 @@ impl RedisCluster {
             .collect()
     }
 
+    /// How many nodes hold `key` with exactly `value` (a lock's or a permit's token, say).
+    pub fn holders(&self, key: &str, value: &str) -> usize {
+        (0..self.len())
+            .filter(|&i| self.cmd(i, &["GET", key]) == value)
+            .count()
+    }
+
+    /// How many nodes have `key`, whatever it holds.
+    pub fn nodes_with(&self, key: &str) -> usize {
+        (0..self.len())
+            .filter(|&i| self.cmd(i, &["EXISTS", key]) == "1")
+            .count()
+    }
+
+    /// The keys on node `i`, sorted, except waiting marks (which expire by themselves): for
+    /// "nothing left behind".
+    pub fn keys(&self, i: usize) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .cmd(i, &["KEYS", "*"])
+            .lines()
+            .filter(|k| !k.is_empty() && !k.ends_with(":redmutex:waiting"))
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// [`Self::keys`] of every node, node after node.
+    pub fn all_keys(&self) -> Vec<String> {
+        (0..self.len()).flat_map(|i| self.keys(i)).collect()
+    }
+
     /// Deletes the waiting marks of `name` ([`waiting_marks`]) on every live node: an earlier
     /// waiter's mark outlives it (by about twice its retry delay), so a test that is about to
     /// start another waiter and [`Self::wait_waiting`] for it clears the old one first.
