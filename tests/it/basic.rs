@@ -5,17 +5,6 @@ use std::time::{Duration, Instant};
 use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockGuard};
 
-/// How many nodes hold `key` with exactly `value`.
-fn holders(cluster: &RedisCluster, key: &str, value: &str) -> usize {
-    (0..cluster.len())
-        .filter(|&i| cluster.cmd(i, &["GET", key]) == value)
-        .count()
-}
-
-fn exists_anywhere(cluster: &RedisCluster, key: &str) -> bool {
-    (0..cluster.len()).any(|i| cluster.cmd(i, &["EXISTS", key]) == "1")
-}
-
 fn lifecycle(n: usize) {
     let cluster = RedisCluster::start(n);
     let factory = support::factory(&cluster).build().unwrap();
@@ -29,7 +18,7 @@ fn lifecycle(n: usize) {
     assert!(guard.validity() <= Duration::from_secs(10));
     assert_eq!(guard.resource(), "basic:k");
     // Every node holds our token under the resource name, with the TTL.
-    assert_eq!(holders(&cluster, "basic:k", guard.token()), n);
+    assert_eq!(cluster.holders("basic:k", guard.token()), n);
     let pttl: i64 = cluster.cmd(0, &["PTTL", "basic:k"]).parse().unwrap();
     assert!((9_000..=10_000).contains(&pttl), "pttl {pttl}");
     assert!(lock.is_locked().unwrap());
@@ -37,10 +26,10 @@ fn lifecycle(n: usize) {
     // Held: try_acquire says so at once, without an error.
     assert!(lock.try_acquire().unwrap().is_none());
     // The failed attempt left nothing of its own behind.
-    assert_eq!(holders(&cluster, "basic:k", guard.token()), n);
+    assert_eq!(cluster.holders("basic:k", guard.token()), n);
 
     lock.release(guard).unwrap();
-    assert!(!exists_anywhere(&cluster, "basic:k"));
+    assert_eq!(cluster.nodes_with("basic:k"), 0);
     assert!(!lock.is_locked().unwrap());
     let again = lock.try_acquire().unwrap().expect("free after release");
     again.release().unwrap();
@@ -87,10 +76,10 @@ fn drop_releases_and_let_underscore_releases_at_once() {
     let lock = factory.create_lock(String::from("drop:k"));
     let g = lock.acquire().unwrap();
     drop(g);
-    assert!(!exists_anywhere(&cluster, "drop:k"));
+    assert_eq!(cluster.nodes_with("drop:k"), 0);
     #[allow(clippy::let_underscore_must_use, let_underscore_drop)]
     let _ = lock.acquire().unwrap();
-    assert!(!exists_anywhere(&cluster, "drop:k"));
+    assert_eq!(cluster.nodes_with("drop:k"), 0);
 }
 
 #[test]
@@ -139,7 +128,7 @@ fn lock_expires_after_ttl_and_stale_guard_cannot_touch_the_new_holder() {
 
     // Nobody releases: after the TTL the keys are gone and the guard knows it.
     assert!(deadline_loop(Duration::from_secs(10), || !stale.is_valid()
-        && !exists_anywhere(&cluster, "expiry:k")));
+        && cluster.nodes_with("expiry:k") == 0));
     assert_eq!(stale.validity(), Duration::ZERO);
 
     let other = factory
@@ -158,7 +147,7 @@ fn lock_expires_after_ttl_and_stale_guard_cannot_touch_the_new_holder() {
         Err(Error::Expired { resource }) => assert_eq!(resource, "expiry:k"),
         other => panic!("expected Expired, got {other:?}"),
     }
-    assert_eq!(holders(&cluster, "expiry:k", other.token()), 3);
+    assert_eq!(cluster.holders("expiry:k", other.token()), 3);
     let after: i64 = cluster.cmd(0, &["PTTL", "expiry:k"]).parse().unwrap();
     assert!(
         after <= before,
@@ -230,7 +219,7 @@ fn release_after_validity_but_with_keys_intact_is_ok() {
         .unwrap();
     assert!(guard.validity() <= Duration::from_millis(1_000));
     assert!(deadline_loop(Duration::from_secs(5), || !guard.is_valid()));
-    assert_eq!(holders(&cluster, "late:k", guard.token()), 3);
+    assert_eq!(cluster.holders("late:k", guard.token()), 3);
     guard.release().unwrap();
 }
 
@@ -245,7 +234,7 @@ fn drop_during_panic_releases() {
     })
     .join();
     assert!(result.is_err());
-    assert!(!exists_anywhere(&cluster, "panic:k"));
+    assert_eq!(cluster.nodes_with("panic:k"), 0);
     assert!(
         factory
             .create_lock("panic:k")
@@ -263,7 +252,7 @@ fn guard_moves_to_another_thread_and_releases_there() {
     std::thread::spawn(move || guard.release().unwrap())
         .join()
         .unwrap();
-    assert!(!exists_anywhere(&cluster, "send:k"));
+    assert_eq!(cluster.nodes_with("send:k"), 0);
 }
 
 #[test]
@@ -312,5 +301,5 @@ fn scripts_flushed_on_a_node_fall_back_to_loading() {
         assert_eq!(cluster.cmd(i, &["SCRIPT", "FLUSH"]), "OK");
     }
     g.release().unwrap();
-    assert!(!exists_anywhere(&cluster, "noscript:k"));
+    assert_eq!(cluster.nodes_with("noscript:k"), 0);
 }

@@ -4,13 +4,13 @@
 use std::fs;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redmutex::Fingerprint;
 
 use crate::support::sentinel::SentinelGroup;
-use crate::support::{RedisCluster, RedisNode, dead_url, deadline_loop};
+use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
@@ -34,8 +34,26 @@ pub(crate) fn redmutex(nodes: &[String]) -> Command {
     cmd
 }
 
+/// Bound on one `redmutex` run of [`run_ok`]: catches hangs, not speed (no run there waits
+/// longer than a few seconds by design).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to its end (at most [`RUN_LIMIT`]: then it is killed and the test fails) and
+/// returns its output.
 pub(crate) fn run_ok(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (out, _) = ChildGuard::spawn(cmd)
+        .output_within(RUN_LIMIT)
+        .unwrap_or_else(|| panic!("{cmd:?} did not end within {RUN_LIMIT:?}"));
+    out
+}
+
+/// Spawns `cmd` (a [`redmutex`]) under a [`ChildGuard`]: it and whatever it started are
+/// killed when the guard is dropped, also when the test fails.
+pub(crate) fn spawn(cmd: &mut Command) -> ChildGuard {
+    ChildGuard::spawn(cmd)
 }
 
 pub(crate) fn code(o: &Output) -> i32 {
@@ -50,19 +68,13 @@ pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Waits for `child` to end within `limit`; kills it and fails the test otherwise.
-pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
-    let mut status = None;
-    let ended = deadline_loop(limit, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    if !ended {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redmutex did not end within {limit:?}");
-    }
-    status.unwrap()
+/// Waits for `child` to end within `limit`; kills it (and its group) and fails the test
+/// otherwise.
+pub(crate) fn wait_for(child: &mut ChildGuard, limit: Duration) -> ExitStatus {
+    child.wait_within(limit).unwrap_or_else(|| {
+        child.kill();
+        panic!("redmutex did not end within {limit:?}")
+    })
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -74,16 +86,9 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
-/// How many nodes have `key`.
-fn holders(cluster: &RedisCluster, key: &str) -> usize {
-    (0..cluster.len())
-        .filter(|&i| cluster.cmd(i, &["EXISTS", key]) == "1")
-        .count()
-}
-
 fn wait_held(cluster: &RedisCluster, key: &str) {
     assert!(
-        deadline_loop(SOON, || holders(cluster, key) == cluster.len()),
+        deadline_loop(SOON, || cluster.nodes_with(key) == cluster.len()),
         "{key} never got held"
     );
 }
@@ -114,13 +119,13 @@ fn runs_never_overlap() {
         "echo start $$ >> {log}; sleep 0.05; echo end $$ >> {log}",
         log = log.display()
     );
-    let mut children: Vec<Child> = (0..4)
+    let mut children: Vec<ChildGuard> = (0..4)
         .map(|_| {
-            redmutex(&cluster.urls())
-                .args(["run", "--ttl", "5", "cli:overlap", "-c", &script])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap()
+            spawn(
+                redmutex(&cluster.urls())
+                    .args(["run", "--ttl", "5", "cli:overlap", "-c", &script])
+                    .stdin(Stdio::null()),
+            )
         })
         .collect();
     for c in &mut children {
@@ -135,7 +140,7 @@ fn runs_never_overlap() {
         let end = pair[1].strip_prefix("end ").expect(&text);
         assert_eq!(start, end, "runs overlapped:\n{text}");
     }
-    assert_eq!(holders(&cluster, "cli:overlap"), 0, "lock left behind");
+    assert_eq!(cluster.nodes_with("cli:overlap"), 0, "lock left behind");
 }
 
 #[test]
@@ -153,7 +158,7 @@ fn exit_status_env_and_release() {
     assert_eq!(fields[0], "cli:env");
     assert_eq!(fields[1].len(), 40);
     assert_eq!(fields[2], "unset");
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 
     // With --fencing: a number that grows with each acquisition.
     let fence = |n: &str| -> u64 {
@@ -174,7 +179,7 @@ fn exit_status_env_and_release() {
     // Killed by a signal: 128 + N.
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "-c", "kill -KILL $$"]));
     assert_eq!(code(&o), 128 + 9, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 
     // Cannot run / not found.
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", "/nonexistent/x"]));
@@ -186,7 +191,7 @@ fn exit_status_env_and_release() {
     let dir = cluster.node(0).dir().display().to_string();
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "cli:env", "--", &dir]));
     assert_eq!(code(&o), 126, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, "cli:env"), 0, "not released");
+    assert_eq!(cluster.nodes_with("cli:env"), 0, "not released");
 }
 
 #[test]
@@ -199,28 +204,26 @@ fn the_lease_is_renewed_while_the_command_runs() {
         ready.display(),
         done.display()
     );
-    let mut child = redmutex(&cluster.urls())
-        .args(["run", "--ttl", "2", "cli:renew", "-c", &script])
-        .spawn()
-        .unwrap();
+    let mut child =
+        spawn(redmutex(&cluster.urls()).args(["run", "--ttl", "2", "cli:renew", "-c", &script]));
     wait_file(&ready);
     // The lock stays held on every node for more than twice its TTL: it is renewed.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         assert_eq!(
-            holders(&cluster, "cli:renew"),
+            cluster.nodes_with("cli:renew"),
             3,
             "after {:?}",
             start.elapsed()
         );
-        assert_eq!(child.try_wait().unwrap(), None, "redmutex ended early");
+        assert_eq!(child.try_wait(), None, "redmutex ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
     let o = run_ok(redmutex(&cluster.urls()).args(["run", "-n", "cli:renew", "true"]));
     assert_eq!(code(&o), 1, "the lock was free: {}", stderr(&o));
     fs::write(&done, "").unwrap();
     assert_eq!(wait_for(&mut child, SOON).code(), Some(0));
-    assert_eq!(holders(&cluster, "cli:renew"), 0);
+    assert_eq!(cluster.nodes_with("cli:renew"), 0);
 }
 
 #[test]
@@ -260,12 +263,9 @@ fn nonblock_and_wait_give_the_conflict_code() {
     assert_eq!(code(&o), 5);
 
     // A wait that ends because the holder released.
-    clear_waiting(&cluster, "cli:busy");
-    let mut waiter = redmutex(&cluster.urls())
-        .args(["run", "-w", "30", "cli:busy", "true"])
-        .spawn()
-        .unwrap();
-    wait_waiting(&cluster, "cli:busy");
+    cluster.clear_waiting("cli:busy");
+    let mut waiter = spawn(redmutex(&cluster.urls()).args(["run", "-w", "30", "cli:busy", "true"]));
+    cluster.wait_waiting("cli:busy");
     let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:busy", &token]));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(wait_for(&mut waiter, SOON).code(), Some(0));
@@ -281,27 +281,26 @@ fn deleting_the_key_stops_the_command_with_the_lost_code() {
         // Ignores SIGTERM: SIGKILL after --kill-after.
         ("cli:lost2", "trap '' TERM; exec sleep 60", "0.3"),
     ] {
-        let mut child = redmutex(&cluster.urls())
-            .args([
-                "run",
-                "--ttl",
-                "1",
-                "--kill-after",
-                kill_after,
-                key,
-                "-c",
-                script,
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(
+            redmutex(&cluster.urls())
+                .args([
+                    "run",
+                    "--ttl",
+                    "1",
+                    "--kill-after",
+                    kill_after,
+                    key,
+                    "-c",
+                    script,
+                ])
+                .stderr(Stdio::piped()),
+        );
         wait_held(&cluster, key);
         for i in 0..3 {
             cluster.cmd(i, &["DEL", key]);
         }
         let status = wait_for(&mut child, SOON);
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = child.read_stderr();
         assert_eq!(status.code(), Some(LOST), "{err}");
         assert!(err.contains("redmutex: error: lost the lease on"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
@@ -324,66 +323,25 @@ fn signals_are_passed_to_the_command_and_the_lock_released() {
             got = got.display(),
             ready = ready.display()
         );
-        let mut child = redmutex(&cluster.urls())
-            .args(["run", &key, "-c", &script])
-            .spawn()
-            .unwrap();
+        let mut child = spawn(redmutex(&cluster.urls()).args(["run", &key, "-c", &script]));
         wait_file(&ready);
         signal(child.id(), sig);
         let status = wait_for(&mut child, SOON);
         assert_eq!(status.code(), Some(5), "{sig}");
         assert_eq!(fs::read_to_string(&got).unwrap().trim(), sig);
-        assert_eq!(holders(&cluster, &key), 0, "not released after {sig}");
+        assert_eq!(cluster.nodes_with(&key), 0, "not released after {sig}");
 
         // A command that dies of the signal: 128 + N.
         let ready = dir.join(format!("ready2-{sig}"));
         let script = format!("touch {}; exec sleep 60", ready.display());
-        let mut child = redmutex(&cluster.urls())
-            .args(["run", &key, "-c", &script])
-            .spawn()
-            .unwrap();
+        let mut child = spawn(redmutex(&cluster.urls()).args(["run", &key, "-c", &script]));
         wait_file(&ready);
         signal(child.id(), sig);
         let status = wait_for(&mut child, SOON);
         assert_eq!(status.code(), Some(128 + num), "{sig}: {status:?}");
         assert!(status.signal().is_none());
-        assert_eq!(holders(&cluster, &key), 0, "not released after {sig}");
+        assert_eq!(cluster.nodes_with(&key), 0, "not released after {sig}");
     }
-}
-
-/// The key by which a waiting redmutex marks `key` as waited for (the library's waiting mark:
-/// it is written by every round of a waiter that found the lock busy, after the waiter has
-/// subscribed to the release channel).
-fn waiting_mark(key: &str) -> String {
-    format!("{key}:redmutex:waiting")
-}
-
-/// Removes the waiting mark of `key`, left by an earlier waiter.
-fn clear_waiting(cluster: &RedisCluster, key: &str) {
-    for i in 0..cluster.len() {
-        cluster.cmd(i, &["DEL", &waiting_mark(key)]);
-    }
-}
-
-/// Waits until a redmutex waits for `key` (its waiting mark is on a node: clear it first).
-fn wait_waiting(cluster: &RedisCluster, key: &str) {
-    let mark = waiting_mark(key);
-    assert!(
-        deadline_loop(SOON, || (0..cluster.len())
-            .any(|i| cluster.cmd(i, &["EXISTS", &mark]) == "1")),
-        "nobody ever waited for {key}"
-    );
-}
-
-/// Waits for `child` on another thread, so its exit is seen the moment it happens; returns
-/// the output and when it ended.
-fn exit_watch(child: Child) -> std::sync::mpsc::Receiver<(Output, Instant)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = child.wait_with_output();
-        let _ = tx.send((out.unwrap(), Instant::now()));
-    });
-    rx
 }
 
 /// The bound asserted on "a signal ends the wait": the library looks at the cancel flag at
@@ -408,24 +366,20 @@ fn a_signal_while_waiting_ends_the_wait_at_once() {
         ("INT", 2, &["acquire", key]),
         ("TERM", 15, &["acquire", "-w", "60", key]),
     ] {
-        clear_waiting(&cluster, key);
-        let child = redmutex(&cluster.urls())
-            .arg("-v")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let ended = exit_watch(child);
-        wait_waiting(&cluster, key);
+        cluster.clear_waiting(key);
+        let child = spawn(
+            redmutex(&cluster.urls())
+                .arg("-v")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        cluster.wait_waiting(key);
         let sent = Instant::now();
-        signal(pid, sig);
-        let Ok((o, at)) = ended.recv_timeout(SOON) else {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        signal(child.id(), sig);
+        // Its exit is seen within a millisecond or so of happening.
+        let Some((o, at)) = child.output_within(SOON) else {
             panic!("{args:?} did not end on SIG{sig}");
         };
         let took = at.saturating_duration_since(sent);
@@ -466,7 +420,7 @@ fn read_ns(path: &Path) -> i128 {
 /// fresh expiry, by each of its rounds) had its time to live go up. A waiter that is not woken
 /// makes its next round only after a whole pause (50 to 100 ms by default).
 fn wait_round(cluster: &RedisCluster, key: &str) {
-    let mark = waiting_mark(key);
+    let [mark, _] = waiting_marks(key);
     let pttl = || {
         cluster
             .cmd(0, &["PTTL", &mark])
@@ -511,7 +465,7 @@ fn wake_up_delay(
     let dir = cluster.node(0).dir().to_owned();
     let file = |name: &str| dir.join(format!("{name}-{holder:?}-{trial}"));
     let (ready, go, end, start) = (file("ready"), file("go"), file("end"), file("start"));
-    clear_waiting(cluster, key);
+    cluster.clear_waiting(key);
     let mut holding = None;
     let mut token = None;
     match holder {
@@ -523,11 +477,11 @@ fn wake_up_delay(
                 go = go.display(),
                 end = end.display()
             );
-            let child = redmutex(urls)
-                .args(["run", key, "-c", &script])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = spawn(
+                redmutex(urls)
+                    .args(["run", key, "-c", &script])
+                    .stdin(Stdio::null()),
+            );
             holding = Some(child);
             wait_file(&ready);
         }
@@ -546,12 +500,12 @@ fn wake_up_delay(
         }
     }
     let script = format!("date +%s%N > {}", start.display());
-    let mut waiter = redmutex(urls)
-        .args(["run", "-w", "30", key, "-c", &script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_waiting(cluster, key);
+    let mut waiter = spawn(
+        redmutex(urls)
+            .args(["run", "-w", "30", key, "-c", &script])
+            .stdin(Stdio::null()),
+    );
+    cluster.wait_waiting(key);
     wait_round(cluster, key);
     let let_go = match holder {
         Holder::Run => {
@@ -604,7 +558,7 @@ fn wake_up_trials(cluster: &RedisCluster, urls: &[String], key: &str) -> (Durati
         median(&token) < Duration::from_secs(2),
         "release from another process: {token:?}"
     );
-    assert_eq!(holders(cluster, key), 0);
+    assert_eq!(cluster.nodes_with(key), 0);
     (woken, polled)
 }
 
@@ -822,13 +776,13 @@ fn acquire_extend_release_round_trip() {
             .args(["release", key]),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(holders(&cluster, key), 0);
+    assert_eq!(cluster.nodes_with(key), 0);
     let o = run_ok(redmutex(&cluster.urls()).args(["release", key, &token]));
     assert_eq!(code(&o), LOST, "released twice");
     assert!(stderr(&o).starts_with("redmutex: error: "));
     let o = run_ok(redmutex(&cluster.urls()).args(["extend", key, &token]));
     assert_eq!(code(&o), LOST, "extended after its release");
-    assert_eq!(holders(&cluster, key), 0, "an extend brought it back");
+    assert_eq!(cluster.nodes_with(key), 0, "an extend brought it back");
 }
 
 /// A wrong token changes nothing on the nodes (the real holder's key keeps its value and
@@ -987,7 +941,7 @@ fn sentinel_nodes_work_in_every_subcommand() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(master.cmd(&["EXISTS", key]), "0");
-    assert_eq!(holders(&plain, key), 0);
+    assert_eq!(plain.nodes_with(key), 0);
 
     // A `run` through the same list.
     let o = run_ok(redmutex_env(&nodes).args(["run", key, "--", "true"]));
@@ -1093,18 +1047,17 @@ fn run_verbose_reports_the_wait_and_the_lease() {
     assert!(!err.contains(&token));
 
     // A lease lost while the command runs.
-    let mut child = redmutex(&cluster.urls())
-        .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        redmutex(&cluster.urls())
+            .args(["-v", "run", "--ttl", "1", key, "-c", "exec sleep 60"])
+            .stderr(Stdio::piped()),
+    );
     wait_held(&cluster, key);
     for i in 0..3 {
         cluster.cmd(i, &["DEL", key]);
     }
     let status = wait_for(&mut child, SOON);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = child.read_stderr();
     assert_eq!(status.code(), Some(LOST), "{err}");
     assert!(
         err.contains("error: lost the lease on \"cli:verbose\""),

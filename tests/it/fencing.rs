@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::worker::{self, Worker};
 use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
@@ -17,6 +17,9 @@ const TTL: Duration = Duration::from_secs(2);
 const RETRIES: u32 = 20;
 /// Bound on each witness command of the worker processes.
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on a worker process's rounds, failed acquisitions included (30 rounds take a few
+/// seconds, the node kills add about 5 s): past it, the worker fails.
+const WORKER_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn tokens_increase_and_are_off_unless_asked_for() {
@@ -160,10 +163,23 @@ fn fenced_worker(spec: &str) {
         .build()
         .unwrap();
     let lock = f.create_lock("fence:procs");
-    let mut done = 0;
+    let deadline = Instant::now() + WORKER_LIMIT;
+    let (mut done, mut failed, mut last_error) = (0, 0, None);
     while done < rounds {
-        // Nodes are being killed: a failed acquisition is retried, never a test failure.
-        let Ok(g) = lock.acquire() else { continue };
+        assert!(
+            Instant::now() < deadline,
+            "worker: {done} of {rounds} rounds in {WORKER_LIMIT:?} ({failed} acquisitions \
+             failed, the last with {last_error:?})"
+        );
+        // Nodes are being killed: a failed acquisition is retried (until the deadline).
+        let g = match lock.acquire() {
+            Ok(g) => g,
+            Err(e) => {
+                failed += 1;
+                last_error = Some(e);
+                continue;
+            }
+        };
         let t = g.fencing_token().unwrap().to_string();
         let n = port_cmd(witness, &["INCR", "inside"], WITNESS_TIMEOUT).unwrap();
         assert_eq!(n, "1", "two holders inside");
@@ -188,6 +204,8 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     let test =
         test_name!(processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts);
     let mut children: Vec<Worker> = (0..WORKERS).map(|_| Worker::spawn(test, &spec)).collect();
+    // The workers give up after WORKER_LIMIT; this one is for a worker that hangs.
+    let deadline = Instant::now() + WORKER_LIMIT + Duration::from_secs(30);
     let count = || {
         witness
             .cmd(0, &["LLEN", "tokens"])
@@ -204,7 +222,11 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     std::thread::sleep(Duration::from_millis(2_500));
     cluster.restart_with_aof(2);
     for child in &mut children {
-        let status = child.wait();
+        let Some(status) = child.wait_within(deadline.saturating_duration_since(Instant::now()))
+        else {
+            child.kill();
+            panic!("worker {} did not end in time (hung?)", child.id());
+        };
         assert!(status.success(), "a worker failed: {status}");
     }
     let tokens: Vec<u64> = witness

@@ -12,15 +12,20 @@ const TTL: Duration = Duration::from_millis(600);
 /// A renewal round must stay a small fraction of the TTL.
 const IO_TIMEOUT: Duration = Duration::from_millis(100);
 
-#[test]
-fn kept_alive_lease_outlives_its_ttl_many_times() {
-    let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+/// A factory of `cluster` with keep-alive, [`TTL`] and [`IO_TIMEOUT`].
+fn kept_alive(cluster: &RedisCluster) -> RedLockFactory {
+    support::factory(cluster)
         .keep_alive(true)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn kept_alive_lease_outlives_its_ttl_many_times() {
+    let cluster = RedisCluster::start(3);
+    let factory = kept_alive(&cluster);
     let guard = factory.create_lock("ka:k").acquire().unwrap();
     let start = Instant::now();
     // Four TTLs: without renewal the keys would be gone after one.
@@ -46,12 +51,7 @@ fn kept_alive_lease_outlives_its_ttl_many_times() {
 #[test]
 fn keys_deleted_from_outside_are_signalled_once() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
-        .keep_alive(true)
-        .ttl(TTL)
-        .io_timeout(IO_TIMEOUT)
-        .build()
-        .unwrap();
+    let factory = kept_alive(&cluster);
     let guard = factory.create_lock("ka:lost").acquire().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
@@ -94,26 +94,31 @@ fn keys_deleted_from_outside_are_signalled_once() {
 #[test]
 fn majority_down_lets_the_lease_run_out_and_says_so() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
-        .keep_alive(true)
-        .ttl(TTL)
-        .io_timeout(IO_TIMEOUT)
-        .build()
-        .unwrap();
+    let factory = kept_alive(&cluster);
     let guard = factory.create_lock("ka:down").acquire().unwrap();
     let signal = guard.loss_signal();
     cluster.kill(0);
     cluster.kill(1);
+    // No renewal can succeed from now on: the lease ends at the deadline the guard has now.
     let start = Instant::now();
+    let left = guard.validity();
+    assert!(
+        !left.is_zero(),
+        "setup: the lease had run out before the nodes were killed"
+    );
     assert_eq!(
         signal.wait_timeout(Duration::from_secs(10)),
         Some(LossReason::Expired)
     );
-    // Not before the lease could have run out, and not much after.
+    let after = start.elapsed();
+    // Not before the lease ran out (a failed renewal is no loss yet), and not much after.
     assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
+        after >= left,
+        "signalled after {after:?}, with {left:?} left"
+    );
+    assert!(
+        after < left + Duration::from_secs(3),
+        "signalled after {after:?}, with {left:?} left"
     );
     assert!(guard.is_lost());
 }
@@ -121,12 +126,7 @@ fn majority_down_lets_the_lease_run_out_and_says_so() {
 #[test]
 fn minority_down_does_not_lose_the_lease() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
-        .keep_alive(true)
-        .ttl(TTL)
-        .io_timeout(IO_TIMEOUT)
-        .build()
-        .unwrap();
+    let factory = kept_alive(&cluster);
     let guard = factory.create_lock("ka:minority").acquire().unwrap();
     cluster.kill(2);
     let start = Instant::now();
@@ -140,12 +140,7 @@ fn minority_down_does_not_lose_the_lease() {
 #[test]
 fn hold_limit_stops_renewal_and_signals() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
-        .keep_alive(true)
-        .ttl(TTL)
-        .io_timeout(IO_TIMEOUT)
-        .build()
-        .unwrap();
+    let factory = kept_alive(&cluster);
     let lock = factory
         .create_lock("ka:limit")
         .with_max_hold(Duration::from_millis(1_500));

@@ -9,24 +9,6 @@ use std::time::{Duration, Instant};
 use crate::support::{self, RedisCluster};
 use redmutex::{Error, LossReason};
 
-/// How many nodes hold `key` with exactly `value`.
-fn holders(cluster: &RedisCluster, key: &str, value: &str) -> usize {
-    (0..cluster.len())
-        .filter(|&i| cluster.cmd(i, &["GET", key]) == value)
-        .count()
-}
-
-fn keys_on(cluster: &RedisCluster, i: usize) -> Vec<String> {
-    let mut keys: Vec<String> = cluster
-        .cmd(i, &["KEYS", "*"])
-        .lines()
-        .filter(|k| !k.is_empty() && !k.ends_with(":redmutex:waiting"))
-        .map(str::to_owned)
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// `calls=N` of `cmdstat_<command>` in node `i`'s INFO commandstats.
 fn calls(cluster: &RedisCluster, i: usize, command: &str) -> u64 {
     let stats = cluster.cmd(i, &["INFO", "commandstats"]);
@@ -63,7 +45,7 @@ fn every_resource_in_one_round_with_the_locks_own_keys() {
     assert_eq!(guard.resources().len(), 8);
     for name in &names {
         // Each resource's key holds the token, as a lock's would, with the TTL.
-        assert_eq!(holders(&cluster, name, guard.token()), 3, "{name}");
+        assert_eq!(cluster.holders(name, guard.token()), 3, "{name}");
         let pttl: i64 = cluster.cmd(1, &["PTTL", name]).parse().unwrap();
         assert!((9_000..=10_000).contains(&pttl), "{name}: {pttl}");
         // A lock of any member is excluded.
@@ -78,7 +60,7 @@ fn every_resource_in_one_round_with_the_locks_own_keys() {
     }
     guard.release().unwrap();
     for i in 0..3 {
-        assert_eq!(keys_on(&cluster, i), Vec::<String>::new(), "node {i}");
+        assert_eq!(cluster.keys(i), Vec::<String>::new(), "node {i}");
     }
 }
 
@@ -95,11 +77,7 @@ fn all_or_nothing_and_excluded_by_any_member_holder() {
         Err(Error::Timeout { .. })
     ));
     for i in 0..3 {
-        assert_eq!(
-            keys_on(&cluster, i),
-            ["m2:b"],
-            "node {i} kept a partial set"
-        );
+        assert_eq!(cluster.keys(i), ["m2:b"], "node {i} kept a partial set");
     }
     // Another Redlock client's key (a raw SET NX PX) excludes it too.
     b.release().unwrap();
@@ -169,7 +147,7 @@ fn a_node_counts_only_if_it_holds_every_resource() {
     assert!(matches!(g.release(), Err(Error::LockLost { .. })));
     // The release cleaned up the parts left on nodes 0 and 1, and the set on node 2.
     for i in 0..3 {
-        assert_eq!(keys_on(&cluster, i), Vec::<String>::new(), "node {i}");
+        assert_eq!(cluster.keys(i), Vec::<String>::new(), "node {i}");
     }
 }
 
@@ -186,12 +164,14 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
     for member in ["m4:a", "m4:b", "m4:c"] {
         // A lock holds one member; a multi-lock over all three waits for it.
         let held = holder.create_lock(member).acquire().unwrap();
+        cluster.clear_waiting(member);
         let multi = waiter.create_multi_lock(["m4:a", "m4:b", "m4:c"]);
         let waiting = thread::spawn(move || {
             let g = multi.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), g)
         });
-        thread::sleep(Duration::from_millis(150));
+        // The multi-lock marks the member it found taken as waited for.
+        cluster.wait_waiting(member);
         let released = Instant::now();
         held.release().unwrap();
         let (acquired, g) = waiting.join().unwrap();
@@ -199,12 +179,13 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
         assert!(gap < Duration::from_secs(2), "{member}: {gap:?}");
 
         // The multi-lock holds it now; a lock waiting for the member is woken by its release.
+        cluster.clear_waiting(member);
         let lock = waiter.create_lock(member);
         let waiting = thread::spawn(move || {
             let g = lock.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), g)
         });
-        thread::sleep(Duration::from_millis(150));
+        cluster.wait_waiting(member);
         let released = Instant::now();
         g.release().unwrap();
         let (acquired, g) = waiting.join().unwrap();
@@ -240,7 +221,7 @@ fn multi_lock_leases_extend_keep_alive_and_signal_their_loss() {
     let lost = kept.loss_signal();
     thread::sleep(Duration::from_secs(2));
     assert!(kept.is_valid() && !lost.is_lost());
-    assert_eq!(holders(&cluster, "m5:b", kept.token()), 3);
+    assert_eq!(cluster.holders("m5:b", kept.token()), 3);
     for i in 0..3 {
         cluster.cmd(i, &["DEL", "m5:b"]);
     }

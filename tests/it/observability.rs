@@ -121,6 +121,15 @@ impl HandleEvent for Recorder {
     }
 }
 
+/// How long the main thread of [`contended_counter_and_waits_match_what_the_threads_saw`]
+/// holds the lock once all four workers wait.
+const HOLD: Duration = Duration::from_secs(3);
+
+/// The most a call's own bookkeeping (outside what it counts as waited) may add to what the
+/// test measures around it, or around all five calls: generous for a loaded machine, and far
+/// below [`HOLD`], which a wait left out would add.
+const BOOKKEEPING: Duration = Duration::from_secs(1);
+
 /// Four threads start waiting while the main thread holds the lock, then take it in turn. The
 /// test knows which acquisitions waited (the four that started while it was held), and times
 /// every call from outside: the counters and the events must agree with that.
@@ -165,7 +174,8 @@ fn contended_counter_and_waits_match_what_the_threads_saw() {
         recorder.all()
     );
     assert_eq!(factory.stats().waiting, 4);
-    thread::sleep(Duration::from_millis(20));
+    // Every worker now waits at least this long: far more than any call's own bookkeeping.
+    thread::sleep(HOLD);
     main_guard.release().unwrap();
     let observed: Vec<(ThreadId, Duration)> =
         workers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -177,18 +187,24 @@ fn contended_counter_and_waits_match_what_the_threads_saw() {
     assert_eq!((s.acquire_errors, s.no_quorum_rounds), (0, 0), "{s:?}");
     assert_eq!((s.releases, s.release_failures), (5, 0), "{s:?}");
     assert_eq!((s.held, s.waiting), (0, 0), "{s:?}");
-    // Each round on 3 nodes is 3 votes; the acquisitions alone made at least 5 rounds.
+    // The acquisitions and releases alone made at least 10 rounds, each with a quorum of yes
+    // votes (2 of 3); the main thread's, uncontended, had all three each. A node may say no
+    // to a worker's acquisition (and then to its release) when it said yes to a rival's
+    // attempt at the same moment, so only that much is certain of every node.
     assert!(s.rounds >= 10, "{s:?}");
+    let given: u64 = s.nodes.iter().map(|n| n.votes_given).sum();
+    assert!(given >= 2 * 3 + 8 * 2, "{given} yes votes: {s:?}");
     for n in &s.nodes {
-        assert!(n.up && n.votes_given >= 10 && n.votes_failed == 0, "{n:?}");
+        assert!(n.up && n.votes_given >= 2 && n.votes_failed == 0, "{n:?}");
         assert!(n.round_trip.is_some_and(|rtt| rtt < Duration::from_secs(1)));
     }
     // The waited total is what the calls took, measured inside them: at most what the test
-    // measured around them, and short of it by no more than the call's own bookkeeping.
+    // measured around them, and short of it by no more than the calls' own bookkeeping (a
+    // total that left out a worker's wait would be short by more than HOLD).
     let outside: Duration = observed.iter().map(|o| o.1).sum::<Duration>() + main_waited;
     assert!(s.waited <= outside, "{:?} > {outside:?}", s.waited);
     assert!(
-        outside - s.waited < Duration::from_millis(250),
+        outside - s.waited < BOOKKEEPING,
         "{:?} vs {outside:?}",
         s.waited
     );
@@ -221,9 +237,12 @@ fn contended_counter_and_waits_match_what_the_threads_saw() {
         } else {
             let (_, outside) = observed.iter().find(|o| o.0 == *t).unwrap();
             assert!(*contended && *rounds >= 2, "{acquired:?}");
-            assert!(waited <= outside && *outside - *waited < Duration::from_millis(100));
+            assert!(
+                waited <= outside && *outside - *waited < BOOKKEEPING,
+                "{waited:?} of {outside:?}"
+            );
             // It waited at least until the main thread released.
-            assert!(*waited >= Duration::from_millis(20));
+            assert!(*waited >= HOLD, "{waited:?}");
         }
     }
     let total: Duration = acquired.iter().map(|a| a.1).sum();
@@ -245,19 +264,22 @@ fn busy_timeouts_and_cancellations_are_counted_and_reported_on_the_callers_threa
         .acquire_timeout(Duration::from_millis(100))
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let canceller = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
+    let stop = AtomicBool::new(false);
+    let (e, seen_waiting) = thread::scope(|s| {
+        // Cancels the wait once it is under way (the gauge counts it as waiting), or gives up
+        // after the deadline (and cancels anyway, so the test does not hang).
+        let canceller = s.spawn(|| {
+            let waiting = deadline_loop(LIMIT, || factory.stats().waiting == 1);
             stop.store(true, Ordering::Release);
-        })
-    };
-    let e = lock
-        .acquire_with(Wait::forever().cancel_on(&stop))
-        .unwrap_err();
+            waiting
+        });
+        let e = lock
+            .acquire_with(Wait::forever().cancel_on(&stop))
+            .unwrap_err();
+        (e, canceller.join().unwrap())
+    });
+    assert!(seen_waiting, "the wait never showed in stats().waiting");
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
-    canceller.join().unwrap();
     drop(held);
 
     let s = factory.stats();
@@ -589,6 +611,12 @@ fn slow_acquisitions_are_logged_with_the_resource_and_the_wait() {
             g.release().unwrap();
         })
     };
+    // Held for 300 ms from the moment the waiter waits: over the 100 ms threshold.
+    assert!(
+        deadline_loop(LIMIT, || factory.stats().waiting == 1),
+        "the waiter never waited: {:?}",
+        factory.stats()
+    );
     thread::sleep(Duration::from_millis(300));
     drop(held);
     waiter.join().unwrap();

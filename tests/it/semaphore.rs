@@ -12,29 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::{self, RedisCluster, deadline_loop};
 use redmutex::{Error, LossReason, MAX_PERMITS, RedLockFactory, SemaphorePermit};
 
-/// How many nodes hold `key` with exactly `value`.
-fn holders(cluster: &RedisCluster, key: &str, value: &str) -> usize {
-    (0..cluster.len())
-        .filter(|&i| cluster.cmd(i, &["GET", key]) == value)
-        .count()
-}
-
 fn slot_key(name: &str, slot: u32) -> String {
     format!("{name}:redmutex:permit:{slot}")
-}
-
-/// Every key of every node (for "nothing left behind").
-fn all_keys(cluster: &RedisCluster) -> Vec<String> {
-    (0..cluster.len())
-        .flat_map(|i| {
-            cluster
-                .cmd(i, &["KEYS", "*"])
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|k| !k.is_empty() && !k.ends_with(":redmutex:waiting"))
-        .collect()
 }
 
 #[test]
@@ -53,13 +32,13 @@ fn permits_are_granted_up_to_the_count_each_on_its_own_slot() {
         assert_eq!(p.name(), "sem:basic");
         // The slot is an ordinary lock key, held on every node with the token.
         assert_eq!(
-            holders(&cluster, &slot_key("sem:basic", p.slot()), p.token()),
+            cluster.holders(&slot_key("sem:basic", p.slot()), p.token()),
             3
         );
     }
     // The name key says the count, and how many are held.
     assert_eq!(
-        holders(&cluster, "sem:basic", "redmutex:semaphore:3:3"),
+        cluster.holders("sem:basic", "redmutex:semaphore:3:3"),
         3,
         "name key"
     );
@@ -70,7 +49,7 @@ fn permits_are_granted_up_to_the_count_each_on_its_own_slot() {
         sem.acquire_timeout(Duration::from_millis(200)),
         Err(Error::Timeout { .. })
     ));
-    assert_eq!(holders(&cluster, "sem:basic", "redmutex:semaphore:3:3"), 3);
+    assert_eq!(cluster.holders("sem:basic", "redmutex:semaphore:3:3"), 3);
 
     // A release frees exactly its slot, which the next holder gets.
     let mut permits = permits.into_iter();
@@ -84,7 +63,7 @@ fn permits_are_granted_up_to_the_count_each_on_its_own_slot() {
         p.release().unwrap();
     }
     // The last release takes the name key with it.
-    assert_eq!(all_keys(&cluster), Vec::<String>::new());
+    assert_eq!(cluster.all_keys(), Vec::<String>::new());
 }
 
 #[test]
@@ -100,13 +79,15 @@ fn a_release_wakes_a_waiter_which_takes_the_freed_slot() {
     let sem = holder.create_semaphore("sem:wake", 2);
     for round in 0..4 {
         let mut held: Vec<SemaphorePermit> = (0..2).map(|_| sem.acquire().unwrap()).collect();
+        // The last round's waiter left its mark behind.
+        cluster.clear_waiting("sem:wake");
         let waiting = waiter.create_semaphore("sem:wake", 2);
         let handle = thread::spawn(move || {
             let p = waiting.acquire_timeout(Duration::from_secs(20)).unwrap();
             (Instant::now(), p)
         });
-        // Let the waiter make its busy attempts and go to sleep.
-        thread::sleep(Duration::from_millis(150));
+        // The waiter found every slot taken and subscribed to the name's releases.
+        cluster.wait_waiting("sem:wake");
         let freed = held.remove(round % 2);
         let slot = freed.slot();
         let released = Instant::now();
@@ -140,7 +121,7 @@ fn another_permit_count_for_one_name_is_a_clear_error() {
         }
     }
     // Nothing of the refused attempts stayed behind.
-    assert_eq!(holders(&cluster, "sem:count", "redmutex:semaphore:3:1"), 3);
+    assert_eq!(cluster.holders("sem:count", "redmutex:semaphore:3:1"), 3);
     p.release().unwrap();
     // Once no permit is held, the name is free for another count.
     let p5 = five.try_acquire().unwrap().expect("free");
@@ -159,14 +140,27 @@ fn a_lock_and_a_semaphore_of_one_name_exclude_each_other() {
     let p = sem.acquire().unwrap();
     assert!(lock.try_acquire().unwrap().is_none());
     assert!(lock.is_locked().unwrap());
-    // A waiting lock is woken by the last permit's release.
+    // A waiting lock is woken by the last permit's release: it polls only every 5 s, so a
+    // prompt hand-over is a wake-up.
+    let slow = support::factory(&cluster)
+        .retry_delay(Duration::from_secs(5))
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
     let waiting = {
-        let lock = factory.create_lock("shared:name");
-        thread::spawn(move || lock.acquire_timeout(Duration::from_secs(10)))
+        let lock = slow.create_lock("shared:name");
+        thread::spawn(move || {
+            let g = lock.acquire_timeout(Duration::from_secs(20));
+            (Instant::now(), g)
+        })
     };
-    thread::sleep(Duration::from_millis(100));
+    cluster.wait_waiting("shared:name");
+    let released = Instant::now();
     p.release().unwrap();
-    let g = waiting.join().unwrap().expect("the lock after the permits");
+    let (acquired, g) = waiting.join().unwrap();
+    let g = g.expect("the lock after the permits");
+    let gap = acquired.saturating_duration_since(released);
+    assert!(gap < Duration::from_secs(1), "hand-over took {gap:?}");
     // Lock held: the permits wait.
     assert!(sem.try_acquire().unwrap().is_none());
     assert!(matches!(
@@ -218,10 +212,7 @@ fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
     ));
     assert!(matches!(paused.release(), Err(Error::Expired { .. })));
     // The new holder's permit is intact.
-    assert_eq!(
-        holders(&cluster, &slot_key("sem:pause", 0), next.token()),
-        3
-    );
+    assert_eq!(cluster.holders(&slot_key("sem:pause", 0), next.token()), 3);
     next.release().unwrap();
 }
 
@@ -290,7 +281,7 @@ fn nodes_that_disagree_about_free_slots_still_grant_in_one_call() {
             .expect("every slot is free on a quorum");
         // Ours on exactly the nodes where the slot was free, and nowhere else.
         let ours: usize = (0..3)
-            .map(|s| holders(&cluster, &slot_key(name, s), p.token()))
+            .map(|s| cluster.holders(&slot_key(name, s), p.token()))
             .sum();
         assert_eq!(ours, 2, "slot {}", p.slot());
         // The name key counts one permit where it was granted, and is gone where it was
@@ -390,7 +381,9 @@ fn the_number_of_holders_never_exceeds_the_permits_under_contention() {
         [0, 1],
         "{slots:?}"
     );
-    assert!(deadline_loop(Duration::from_secs(2), || all_keys(&cluster).is_empty()));
+    assert!(deadline_loop(Duration::from_secs(2), || cluster
+        .all_keys()
+        .is_empty()));
 }
 
 #[test]

@@ -296,17 +296,34 @@ fn plain_and_sentinel_nodes_mix() {
     assert!(deadline_loop(Duration::from_secs(10), || cycle(
         &factory, "m"
     )));
-    // Waiting (wake-up on release subscribes through the sentinels too) works.
+    // Waiting works, and the release wakes the waiter (the wake-up subscribes through the
+    // sentinels too): it polls only every 5 s, so a prompt hand-over is a wake-up.
+    let slow = support::builder()
+        .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .retry_delay(Duration::from_secs(5))
+        .retry_jitter(Duration::ZERO)
+        .node(plain.url(0))
+        .sentinel_node(node(&group).db(2))
+        .node(plain.url(1))
+        .build()
+        .unwrap();
     let g = factory.create_lock("w").acquire().unwrap();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
-            factory
+            let got = slow
                 .create_lock("w")
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(20));
+            (Instant::now(), got)
         });
-        std::thread::sleep(Duration::from_millis(100));
+        // Its mark on the live plain node (node 0 is dead) says it is waiting.
+        plain.wait_waiting("w");
+        let released = Instant::now();
         g.release().unwrap();
-        assert!(waiter.join().unwrap().is_ok());
+        let (acquired, got) = waiter.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
+        let gap = acquired.saturating_duration_since(released);
+        assert!(gap < Duration::from_secs(1), "hand-over took {gap:?}");
     });
 
     // Duplicate groups are refused, whatever the form.

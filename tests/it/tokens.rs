@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use redmutex::{Error, Fingerprint, Holding, LockState, Wait};
 
-use crate::support::{self, RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster};
+
+/// The retry delay of a waiter that should not be seen to poll during a test.
+const SLOW_POLL: Duration = Duration::from_secs(10);
 
 fn pttl(cluster: &RedisCluster, i: usize, key: &str) -> i64 {
     cluster.cmd(i, &["PTTL", key]).parse().unwrap()
@@ -37,10 +40,7 @@ fn a_leaked_lease_is_released_by_its_token_from_another_factory() {
             (Instant::now(), g)
         });
         // The waiter marked the resource as waited for: it is waiting.
-        assert!(deadline_loop(Duration::from_secs(10), || {
-            cluster.cmd(0, &["EXISTS", "tok:k:redmutex:waiting"]) == "1"
-        }));
-        thread::sleep(Duration::from_millis(100));
+        cluster.wait_waiting("tok:k");
         let released = Instant::now();
         there.create_lock("tok:k").release_token(&token).unwrap();
         let (got, g) = waiting.join().unwrap();
@@ -151,22 +151,28 @@ fn a_cancelled_wait_ends_at_once_with_its_own_error() {
         lock.acquire_with(Wait::forever().cancel_on(&set)),
         Err(Error::Cancelled { .. })
     ));
+    // A waiter that polls only every 10 s: a flag looked at only between its rounds would
+    // end the wait up to 10 s late; the library looks at it at least every 20 ms.
+    let slow = support::factory(&cluster)
+        .retry_delay(SLOW_POLL)
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let waiter = slow.create_lock("tok:cancel");
     thread::scope(|s| {
         let waiting = s.spawn(|| {
-            let r = lock.acquire_with(Wait::forever().cancel_on(&stop));
+            let r = waiter.acquire_with(Wait::forever().cancel_on(&stop));
             (Instant::now(), r)
         });
-        assert!(deadline_loop(Duration::from_secs(10), || {
-            cluster.cmd(0, &["EXISTS", "tok:cancel:redmutex:waiting"]) == "1"
-        }));
-        thread::sleep(Duration::from_millis(50));
+        cluster.wait_waiting("tok:cancel");
         let cancelled = Instant::now();
         stop.store(true, Ordering::Release);
         let (ended, r) = waiting.join().unwrap();
         let took = ended.saturating_duration_since(cancelled);
         eprintln!("[figures] a cancelled wait ended {took:?} after the flag was set");
         assert!(matches!(r, Err(Error::Cancelled { .. })), "{r:?}");
-        assert!(took < Duration::from_millis(500), "{took:?}");
+        // Generous for a loaded machine, and far below the 10 s poll.
+        assert!(took < Duration::from_secs(2), "{took:?}");
     });
     // A deadline: Timeout, not Cancelled.
     let r = lock.acquire_with(Wait::until(Instant::now() + Duration::from_millis(100)));

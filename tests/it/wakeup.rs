@@ -24,6 +24,8 @@ fn a_release_wakes_a_waiter_long_before_its_next_poll() {
         .unwrap();
     for round in 0..5 {
         let held = holder_factory.create_lock("wake:k").acquire().unwrap();
+        // The last round's waiter left its mark behind.
+        cluster.clear_waiting("wake:k");
         let lock = waiter_factory.create_lock("wake:k");
         let waiter = thread::spawn(move || {
             let g = lock.acquire().unwrap();
@@ -31,8 +33,8 @@ fn a_release_wakes_a_waiter_long_before_its_next_poll() {
             g.release().unwrap();
             acquired
         });
-        // Let the waiter make its first (busy) round and go to sleep.
-        thread::sleep(Duration::from_millis(100));
+        // The waiter found the lock held and subscribed to its releases: it is waiting.
+        cluster.wait_waiting("wake:k");
         let released = Instant::now();
         held.release().unwrap();
         let acquired = waiter.join().unwrap();
@@ -95,19 +97,25 @@ fn waiters_resume_waking_after_a_node_restart() {
         Ok(Some(_))
     )));
     // The subscriber reconnects in the background; a hand-over must come by wake-up again.
+    // Each try releases only once the waiter is waiting, so a try fails only if the release
+    // did not wake it (it then polls, 5 s later).
+    let mut tries = 0;
     let woke = deadline_loop(Duration::from_secs(20), || {
+        tries += 1;
         let held = lock.acquire().unwrap();
+        cluster.clear_waiting("restart:k");
         let waiting = waiter_factory.create_lock("restart:k");
         let w = thread::spawn(move || {
-            let start = Instant::now();
             drop(waiting.acquire().unwrap());
-            start.elapsed()
+            Instant::now()
         });
-        thread::sleep(Duration::from_millis(50));
+        cluster.wait_waiting("restart:k");
+        let released = Instant::now();
         held.release().unwrap();
-        w.join().unwrap() < Duration::from_secs(2)
+        w.join().unwrap().saturating_duration_since(released) < Duration::from_secs(2)
     });
-    assert!(woke, "no wake-up after the node restarted");
+    eprintln!("woken on try {tries} after the restart");
+    assert!(woke, "no wake-up after the node restarted ({tries} tries)");
 }
 
 #[test]

@@ -4,14 +4,14 @@
 use super::*;
 
 /// `redmutex run <flags> --ttl 5 KEY -c SCRIPT`, spawned.
-fn spawn_run(cluster: &RedisCluster, flags: &[&str], key: &str, script: &str) -> Child {
-    redmutex(&cluster.urls())
-        .arg("run")
-        .args(flags)
-        .args(["--ttl", "5", key, "-c", script])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn_run(cluster: &RedisCluster, flags: &[&str], key: &str, script: &str) -> ChildGuard {
+    spawn(
+        redmutex(&cluster.urls())
+            .arg("run")
+            .args(flags)
+            .args(["--ttl", "5", key, "-c", script])
+            .stdin(Stdio::null()),
+    )
 }
 
 /// `redmutex run <flags> -n KEY -- true`: its exit code (0: got it at once, 1: held).
@@ -78,7 +78,7 @@ fn shared_runs_overlap_and_exclusive_and_plain_runs_are_alone() {
     let cluster = RedisCluster::start(3);
     let log = cluster.node(0).dir().join("rw-log");
     // Three shared runs at once...
-    let mut children: Vec<Child> = (0..3)
+    let mut children: Vec<ChildGuard> = (0..3)
         .map(|_| spawn_run(&cluster, &["-s"], "cli:rw", &section(&log, "S", "0.4")))
         .collect();
     assert!(
@@ -111,7 +111,7 @@ fn shared_runs_overlap_and_exclusive_and_plain_runs_are_alone() {
         "the shared runs never ran together ({most} at most)"
     );
     // Nothing left behind but what expires by itself.
-    assert!(deadline_loop(SOON, || holders(&cluster, "cli:rw") == 0));
+    assert!(deadline_loop(SOON, || cluster.nodes_with("cli:rw") == 0));
 }
 
 #[test]
@@ -143,18 +143,28 @@ fn plain_and_exclusive_runs_exclude_shared_ones() {
 fn a_waiting_exclusive_run_keeps_new_shared_runs_out() {
     let cluster = RedisCluster::start(3);
     let dir = cluster.node(0).dir().to_owned();
-    let (reading, wrote) = (dir.join("reading"), dir.join("wrote"));
+    let (reading, stop, wrote) = (dir.join("reading"), dir.join("stop"), dir.join("wrote"));
+    // A shared run holds KEY until told to stop.
     let mut reader = spawn_run(
         &cluster,
         &["-s"],
         "cli:rw-pref",
-        &format!("touch {}; sleep 1.5", reading.display()),
+        &format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+            reading.display(),
+            stop.display()
+        ),
     );
     wait_file(&reading);
     // A plain run waiting for KEY does not keep readers out (no writer preference)...
-    let mut plain = spawn_run(&cluster, &["-w", "0.5"], "cli:rw-pref", "true");
-    thread_sleep(Duration::from_millis(200));
+    let mut plain = spawn_run(&cluster, &["-w", "3"], "cli:rw-pref", "true");
+    cluster.wait_waiting("cli:rw-pref");
     assert_eq!(try_run(&cluster, &["-s"], "cli:rw-pref"), 0);
+    assert_eq!(
+        plain.try_wait(),
+        None,
+        "the plain run no longer waited when the shared run got KEY"
+    );
     assert_eq!(wait_for(&mut plain, SOON).code(), Some(1));
     // ... a waiting -x run does.
     let mut writer = spawn_run(
@@ -168,6 +178,7 @@ fn a_waiting_exclusive_run_keeps_new_shared_runs_out() {
         == "1")));
     assert_eq!(try_run(&cluster, &["-s"], "cli:rw-pref"), 1);
     assert!(!wrote.exists(), "the writer ran while a reader held KEY");
+    fs::write(&stop, "").unwrap();
     assert_eq!(wait_for(&mut reader, SOON).code(), Some(0));
     assert_eq!(wait_for(&mut writer, SOON).code(), Some(0));
     assert!(wrote.exists());
@@ -205,8 +216,4 @@ fn shared_with_exclusive_or_fencing_is_a_usage_error() {
         assert_eq!(code(&o), 64, "{flags:?}");
         assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
     }
-}
-
-fn thread_sleep(d: Duration) {
-    std::thread::sleep(d);
 }

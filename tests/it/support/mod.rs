@@ -29,8 +29,9 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
@@ -52,6 +53,9 @@ pub const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connect, read and write timeout of [`RedisCluster::cmd`].
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bound of [`RedisCluster::wait_waiting`]: generous, for a loaded 2-core machine.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
 /// Extra arguments that turn on durable persistence (an AOF fsynced on every
 /// write), for [`RedisCluster::start_with_args`].
@@ -113,6 +117,16 @@ pub fn deadline_loop(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The keys by which a waiter marks `name` as waited for: today's `<name>:redmutex:waiting`,
+/// and `redmutex:waiting:<name>`, the name before issue 10 (d6cbdaa), so that the regression
+/// tests of `lease_truth` still run on that version. Nothing today writes the second one.
+pub fn waiting_marks(name: &str) -> [String; 2] {
+    [
+        format!("{name}:redmutex:waiting"),
+        format!("redmutex:waiting:{name}"),
+    ]
 }
 
 fn handed_out_ports() -> MutexGuard<'static, HashSet<u16>> {
@@ -217,6 +231,155 @@ pub fn send_signal(pid: u32, signal: &str) {
         matches!(status, Ok(s) if s.success()),
         "kill {signal} {pid} failed: {status:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// ChildGuard
+// ---------------------------------------------------------------------------
+
+/// SIGKILLs every process of the process group `pgid` with `kill(1)` (no unsafe code).
+/// Never panics (an empty group is fine).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the `redmutex` command's tests use it
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A child process that cannot outlive its test, nor leave anything it started behind: it is
+/// spawned in a process group of its own (`process_group(0)`: the group's id is its pid), and
+/// that whole group is SIGKILLed when the child is found to have ended (whatever it left
+/// running goes with it) or when the guard is dropped (also while a test panics), and the
+/// child is reaped. The group is only ever signalled before the child is reaped, while its id
+/// cannot belong to anyone else.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the `redmutex` command's tests use it
+pub struct ChildGuard {
+    child: Child,
+    /// Set once the child is reaped.
+    status: Option<ExitStatus>,
+}
+
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // the `redmutex` command's tests use it
+impl ChildGuard {
+    /// Spawns `cmd` in a new process group.
+    ///
+    /// # Panics
+    /// If it cannot be spawned.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        Self {
+            child,
+            status: None,
+        }
+    }
+
+    /// The child's pid (also its process group's id).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's exit status if it has ended; then its group is killed and the child reaped.
+    ///
+    /// # Panics
+    /// If the status cannot be read.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let pid = self.id();
+            match process_state(pid) {
+                // Ended, not reaped yet: the group's id is still ours.
+                Some('Z') => {
+                    kill_group(pid);
+                    self.status = Some(self.child.wait().expect("child status"));
+                }
+                Some(_) => {}
+                // /proc unreadable: reaping is all that is left to do.
+                None => self.status = self.child.try_wait().expect("child status"),
+            }
+        }
+        self.status
+    }
+
+    /// Waits at most `limit` for the child to end (checking every millisecond, so the moment
+    /// it ended is known to within a few); `None` if it still runs.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Like [`Self::wait_within`], and also collects what the child wrote to its piped stdout
+    /// and stderr (empty when not piped); returns it with the moment the child was seen to end.
+    /// `None` (the child and its group killed) if it did not end within `limit`.
+    pub fn output_within(mut self, limit: Duration) -> Option<(Output, Instant)> {
+        fn drain(pipe: Option<impl io::Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        }
+        let stdout = drain(self.child.stdout.take());
+        let stderr = drain(self.child.stderr.take());
+        let status = self.wait_within(limit);
+        let ended = Instant::now();
+        // On time out, this kills the group, which closes the pipes.
+        let status = status.or_else(|| {
+            self.kill();
+            None
+        })?;
+        Some((
+            Output {
+                status,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            },
+            ended,
+        ))
+    }
+
+    /// Reads the child's piped stderr to its end (call once it has ended).
+    ///
+    /// # Panics
+    /// If stderr was not piped, or was read already.
+    pub fn read_stderr(&mut self) -> String {
+        let mut err = String::new();
+        io::Read::read_to_string(
+            self.child.stderr.as_mut().expect("stderr not piped"),
+            &mut err,
+        )
+        .expect("reading the child's stderr");
+        err
+    }
+
+    /// SIGKILLs the child's group (unless the child was reaped already) and reaps the child.
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            kill_group(self.id());
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -686,5 +849,93 @@ impl RedisCluster {
     /// Connection or I/O errors, including the 2 s timeout.
     pub fn try_cmd(&self, i: usize, args: &[&str]) -> RedisResult<String> {
         self.nodes[i].try_cmd(args)
+    }
+
+    /// The nodes a command can reach now: running and not frozen.
+    fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.is_running(i) && !self.is_stopped(i))
+            .collect()
+    }
+
+    /// How many nodes hold `key` with exactly `value` (a lock's or a permit's token, say).
+    pub fn holders(&self, key: &str, value: &str) -> usize {
+        (0..self.len())
+            .filter(|&i| self.cmd(i, &["GET", key]) == value)
+            .count()
+    }
+
+    /// How many nodes have `key`, whatever it holds.
+    pub fn nodes_with(&self, key: &str) -> usize {
+        (0..self.len())
+            .filter(|&i| self.cmd(i, &["EXISTS", key]) == "1")
+            .count()
+    }
+
+    /// The keys on node `i`, sorted, except waiting marks (which expire by themselves): for
+    /// "nothing left behind".
+    pub fn keys(&self, i: usize) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .cmd(i, &["KEYS", "*"])
+            .lines()
+            .filter(|k| !k.is_empty() && !k.ends_with(":redmutex:waiting"))
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// [`Self::keys`] of every node, node after node.
+    pub fn all_keys(&self) -> Vec<String> {
+        (0..self.len()).flat_map(|i| self.keys(i)).collect()
+    }
+
+    /// Deletes the waiting marks of `name` ([`waiting_marks`]) on every live node: an earlier
+    /// waiter's mark outlives it (by about twice its retry delay), so a test that is about to
+    /// start another waiter and [`Self::wait_waiting`] for it clears the old one first.
+    pub fn clear_waiting(&self, name: &str) {
+        let [mark, legacy] = waiting_marks(name);
+        for i in self.live() {
+            self.cmd(i, &["DEL", &mark, &legacy]);
+        }
+    }
+
+    /// Waits (at most [`WAIT_LIMIT`]) until a waiter waits for `name`: its waiting mark is on
+    /// every live node (running, not frozen; at least one). A waiter writes the mark with each
+    /// round that finds `name` taken, after it has subscribed to `name`'s releases, so from
+    /// then on a release wakes it (it is not missed even if the waiter has not gone to sleep
+    /// yet). A mark left by an earlier waiter would pass at once: [`Self::clear_waiting`]
+    /// first.
+    ///
+    /// # Panics
+    /// If no waiter marked `name` within the limit.
+    pub fn wait_waiting(&self, name: &str) {
+        if let Err(e) = self.try_wait_waiting(name) {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Self::wait_waiting`] for a test that collects its failures.
+    ///
+    /// # Errors
+    /// If no waiter marked `name` within [`WAIT_LIMIT`].
+    pub fn try_wait_waiting(&self, name: &str) -> Result<(), String> {
+        let [mark, legacy] = waiting_marks(name);
+        let marked = || {
+            let live = self.live();
+            !live.is_empty()
+                && live.iter().all(|&i| {
+                    self.try_cmd(i, &["EXISTS", &mark, &legacy])
+                        .is_ok_and(|n| n != "0")
+                })
+        };
+        if deadline_loop(WAIT_LIMIT, marked) {
+            Ok(())
+        } else {
+            Err(format!(
+                "nobody waited for {name:?} within {WAIT_LIMIT:?}: no waiting mark ({mark}) \
+                 on every live node"
+            ))
+        }
     }
 }

@@ -21,6 +21,7 @@
 //! only), and `cargo test --test it <filter>` always runs the workers of the binary it built.
 
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The environment variable that carries a worker's spec; set only in worker processes.
 pub const WORKER_ENV: &str = "REDMUTEX_TEST_WORKER";
@@ -96,6 +97,23 @@ impl Worker {
     /// If the status cannot be read.
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("worker status")
+    }
+
+    /// Waits at most `limit` for the worker to end; `None` if it still runs.
+    ///
+    /// # Panics
+    /// If the status cannot be read.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Kills the worker (SIGKILL: no unwinding, no release) and reaps it.
