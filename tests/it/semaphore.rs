@@ -401,3 +401,25 @@ fn the_permit_count_is_bounded() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// A permit's acquisition round counts in each node's vote statistics, as a lock's does: one
+/// yes per node for the grant, one for the release.
+#[test]
+fn permit_rounds_count_in_the_nodes_votes() {
+    let cluster = RedisCluster::start(3);
+    let factory = support::factory(&cluster).build().unwrap();
+    let sem = factory.create_semaphore("sem:votes", 2);
+    sem.try_acquire()
+        .unwrap()
+        .expect("a free permit")
+        .release()
+        .unwrap();
+    let stats = factory.stats();
+    for n in &stats.nodes {
+        assert_eq!(
+            (n.votes_given, n.votes_refused, n.votes_failed),
+            (2, 0, 0),
+            "{n:?}"
+        );
+    }
+}
