@@ -22,6 +22,7 @@ mod faults;
 mod fencing;
 mod harness;
 mod keep_alive;
+mod leftovers;
 mod leader;
 mod lease_truth;
 mod multi;
