@@ -221,6 +221,7 @@ impl NodeError {
             NodeCause::Checkout(_) => NodeErrorKind::Timeout,
             NodeCause::Down(kind, _) => *kind,
             NodeCause::Unexpected(_) => NodeErrorKind::Unexpected,
+            NodeCause::Resent => NodeErrorKind::Dropped,
         }
     }
 }
@@ -345,6 +346,14 @@ pub(crate) enum NodeCause {
     /// The node answered something a Redis server would not.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// The connection went before the reply came, and the command sent again on a fresh one
+    /// found its work already done or never possible: its first run may have done it (a
+    /// release found the token gone), so the answer cannot tell.
+    #[error(
+        "the connection was cut before the reply; sent again, it found the token gone (deleted \
+         by its first run, or lost)"
+    )]
+    Resent,
 }
 
 #[cfg(test)]

@@ -40,6 +40,26 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often a caller waiting for a first connection checks whether the connect failed.
 const WAIT_SLICE: Duration = Duration::from_millis(5);
+/// The most releases a node is owed at once (see [`Node::owe`]); past that, the one that
+/// expires first is given up (its key expires with its TTL).
+const MAX_OWED: usize = 256;
+
+/// A release a node could not be reached for: sent to it first thing on its next connection.
+#[derive(Debug)]
+struct Owed {
+    id: u64,
+    /// The compare-and-delete, packed (as EVAL: no script needs to be loaded).
+    packed: Vec<u8>,
+    /// When the key it deletes expires anyway: no use sending it later.
+    until: Instant,
+}
+
+/// The releases a node is owed.
+#[derive(Debug, Default)]
+struct OwedList {
+    entries: Vec<Owed>,
+    next_id: u64,
+}
 
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct NodeConn {
@@ -157,6 +177,10 @@ impl NodeManager {
             command::pack(&mut packed, args, 3);
         }
         command::pack(&mut packed, [Arg::Str("INFO"), Arg::Str("server")], 2);
+        // Then the releases the node is owed, before any round can use the connection: the
+        // commands a stopped node queued on older connections ran before this connection's
+        // handshake was answered, so these come after them.
+        let owed = self.health.append_owed(&mut packed);
         con.send_packed_command(&packed)?;
         // Read against one deadline: the whole exchange is bounded by the connect timeout.
         let deadline = Instant::now() + self.connect_timeout;
@@ -165,6 +189,21 @@ impl NodeManager {
             let left = deadline.saturating_duration_since(Instant::now());
             con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
             info = Some(con.recv_response()?);
+        }
+        if !owed.is_empty() {
+            // Their answers do not matter (a key already gone, or someone else's): only that
+            // they ran.
+            for _ in &owed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
+                con.recv_response()?;
+            }
+            self.health.paid(&owed);
+            log::debug!(
+                "redmutex: sent {} owed releases to node {}",
+                owed.len(),
+                self.health.name
+            );
         }
         let db = redis::ConnectionLike::get_db(&con);
         if let Some(id) = info.and_then(|info| server_id(info, db))
@@ -313,6 +352,8 @@ struct Health {
     /// the order they happened (cold path: taken only on a transition).
     transition: Mutex<()>,
     listener: Hears,
+    /// The releases the node is owed (see [`Node::owe`]).
+    owed: Mutex<OwedList>,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -342,7 +383,36 @@ impl Health {
             downs: AtomicU64::new(0),
             transition: Mutex::new(()),
             listener: Hears(listener),
+            owed: Mutex::default(),
         }
+    }
+
+    fn owed(&self) -> std::sync::MutexGuard<'_, OwedList> {
+        self.owed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends the releases the node is still owed to `packed`; returns their ids.
+    fn append_owed(&self, packed: &mut Vec<u8>) -> Vec<u64> {
+        let mut owed = self.owed();
+        if owed.entries.is_empty() {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        owed.entries.retain(|o| o.until > now);
+        owed.entries
+            .iter()
+            .map(|o| {
+                packed.extend_from_slice(&o.packed);
+                o.id
+            })
+            .collect()
+    }
+
+    /// Forgets the owed releases `ids`: the node has run them.
+    fn paid(&self, ids: &[u64]) {
+        self.owed().entries.retain(|o| !ids.contains(&o.id));
     }
 
     fn now_nanos(&self) -> u64 {
@@ -569,6 +639,40 @@ impl Node {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Records that the node is owed a release it could not be reached for (it was down, or
+    /// failed to answer): `packed`, a compare-and-delete of one token, safe to run at any time,
+    /// goes to the node first thing on its next connection (see `NodeManager::open`), so that
+    /// a key it holds, or is about to hold (a command it queued while stopped), blocks nobody.
+    /// Kept until it ran or `until` (when that key expires anyway), at most [`MAX_OWED`] at once.
+    ///
+    /// Every connection opened so far is retired: the next round opens a fresh one, which sends
+    /// the release before it is used.
+    pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
+        {
+            let mut owed = self.health.owed();
+            let now = Instant::now();
+            owed.entries.retain(|o| o.until > now);
+            if owed.entries.len() >= MAX_OWED
+                && let Some(first) = owed
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, o)| o.until)
+                    .map(|(i, _)| i)
+            {
+                owed.entries.swap_remove(first);
+                log::debug!(
+                    "redmutex: node {} is owed over {MAX_OWED} releases; giving up the oldest",
+                    self.name
+                );
+            }
+            let id = owed.next_id;
+            owed.next_id += 1;
+            owed.entries.push(Owed { id, packed, until });
+        }
+        self.health.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A fresh connection, after a pooled one turned out to be dead (the node restarted while

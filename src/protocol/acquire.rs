@@ -103,8 +103,14 @@ pub(crate) enum Attempt<T> {
     /// Taken, with the winning round's votes.
     Won(T, Votes),
     /// Held elsewhere: a quorum answered without granting it. `holders`: the nodes that said
-    /// no (they hold the lock being waited for).
-    Busy { holders: u64, votes: Votes },
+    /// no (they hold the lock being waited for). `retry_in`: what keeps it busy ends by itself
+    /// then, with no release to announce it (a dead writer's intent), so a waiter tries again
+    /// by then at the latest.
+    Busy {
+        holders: u64,
+        votes: Votes,
+        retry_in: Option<Duration>,
+    },
     /// Too few nodes answered, or the round was too slow.
     Failed(Error),
     /// An error that another attempt cannot cure (a semaphore used with another permit count):
@@ -193,7 +199,7 @@ fn wait_loop<T: Acquired>(
     let wake = waker.enabled();
     if wake {
         // Fairness: we just released this lock to waiters; let one of them take it first.
-        let grace = waker.grace_left(resource);
+        let grace = waker.grace_left(members);
         if !grace.is_zero() {
             let grace = wait
                 .deadline
@@ -231,6 +237,8 @@ fn wait_loop<T: Acquired>(
                 });
             });
         }
+        // Set by a busy attempt whose obstacle ends by itself, unannounced.
+        let mut ends = None;
         let failed = match outcome {
             Attempt::Won(t, _) if wait.cancelled() => {
                 // Cancelled during the winning round: once the flag is set, no guard is
@@ -246,8 +254,9 @@ fn wait_loop<T: Acquired>(
                 mark = true;
                 continue;
             }
-            Attempt::Busy { .. } => {
+            Attempt::Busy { retry_in, .. } => {
                 failures = 0;
+                ends = retry_in;
                 None
             }
             Attempt::Fatal(e) => return Err(e),
@@ -266,6 +275,10 @@ fn wait_loop<T: Acquired>(
             // rather than a whole pause; a later release still wakes us sooner.
             let round = attempt_start.elapsed();
             pause = pause.min(round.saturating_mul(3).clamp(SETTLE_MIN, SETTLE_MAX));
+        }
+        if let Some(ends) = ends {
+            // Just after it ended (the nodes' clocks may run a little behind ours).
+            pause = pause.min(ends.saturating_add(SETTLE_MIN));
         }
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
@@ -485,20 +498,12 @@ fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<
             round::acquire_reply,
         )
     } else {
-        let args = [
-            Arg::Str("SET"),
-            Arg::Str(resource),
-            Arg::Str(token.as_str()),
-            Arg::Str("NX"),
-            Arg::Str("PX"),
-            Arg::Int(ttl_ms),
-        ];
-        round::round(
-            &shared.nodes,
-            Call::Command(&args),
-            shared.nodes.all(),
-            round::set_reply,
-        )
+        let call = Call::SetNx {
+            key: resource,
+            token: token.as_str(),
+            ms: ttl_ms,
+        };
+        round::round(&shared.nodes, call, shared.nodes.all(), round::set_reply)
     };
     conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
@@ -615,24 +620,35 @@ pub(crate) fn conclude(
         Verdict::Refused => None,
         Verdict::Unknown => Some(no_quorum(shared, resource, tally)),
     };
-    take_back(shared, &target, resource, &token, tally);
+    take_back(shared, &target, resource, &token, tally, grant.ttl);
     match failure {
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
             holders: tally.refused,
             votes: votes(shared, tally),
+            retry_in: None,
         },
     }
 }
 
 /// Not acquired: takes back every grant that may have landed, in one round, so a split vote
-/// frees the lock at once instead of blocking everyone for a TTL. Nodes that answered "no"
-/// certainly did not grant it to our token and are skipped. Nobody is woken: the lock is still
-/// held elsewhere.
-fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, tally: &Tally) {
-    let mask = tally.written & !tally.refused;
+/// frees the lock at once instead of blocking everyone for a TTL. That is every node the
+/// command was written to ([`Tally::may_hold`]), except those that answered "no" to their one
+/// run (they certainly did not grant it): a node sent the command a second time may have
+/// granted it the first time, whatever it answered, and one that gave no answer may grant it
+/// yet (a node that cannot be reached is owed the take-back: see [`release_round`]). Nobody is
+/// woken: the lock is still held elsewhere.
+fn take_back(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &Token,
+    tally: &Tally,
+    ttl: Duration,
+) {
+    let mask = tally.may_hold();
     if mask != 0 {
-        let released = release_round(shared, target, resource, token.as_str(), mask, false);
+        let released = release_round(shared, target, resource, token.as_str(), mask, false, ttl);
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

@@ -152,7 +152,7 @@ pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
         Call::Command(&pttl),
         Call::Command(&fence),
     ];
-    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all());
+    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all()).per_node;
     let mut nodes = Vec::with_capacity(replies.len());
     for (node, replies) in shared.nodes.iter().zip(replies) {
         let (holding, fencing_counter) = match parse(&node.name, &replies) {

@@ -107,7 +107,11 @@ pub(crate) struct LeaseOptions {
 ///
 /// The contract of the scripts: extend answers 1 (the nodes hold the token at least `ms` more;
 /// never less than before) or 0 (not our token); release answers 0 (not ours), 1 (released) or 2
-/// (released, and waiters were told on the lease name's channel).
+/// (released, and waiters were told on the lease name's channel); a semaphore's also answer -1
+/// (the name says another permit count). Every one is safe to repeat (a round sends a command
+/// again when a connection went before its reply came): extends never shorten, and a release
+/// repeated after its first run deleted the key answers 0, which the release round counts as
+/// no answer ([`Tally::doubt_resent_refusals`]).
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     /// A mutex: the lock key is the lease's name. Also a read-write lock's writer, which holds
@@ -165,6 +169,19 @@ impl Target {
             slot: permits,
             except,
         }
+    }
+
+    /// The error for nodes that refused a call on this target as made for another
+    /// configuration: a semaphore used with another permit count.
+    pub(crate) fn mismatch(&self, name: &str) -> Error {
+        let permits = match self {
+            Self::Permit { permits, .. } => permits.to_string(),
+            _ => "?".to_owned(),
+        };
+        Error::InvalidConfig(format!(
+            "semaphore {name:?} is in use with another number of permits on the nodes; this \
+             handle has {permits} (every client of one semaphore must use the same count)"
+        ))
     }
 
     /// The call that makes the nodes hold `token` at least `ms` more.
@@ -529,11 +546,12 @@ impl Lease {
     /// ends.
     pub(crate) fn release(&self) -> Result<()> {
         let slot = self.slot();
-        let result = release(
+        let result = release_within(
             &self.shared,
             &self.target,
             &self.resource,
             self.token.as_str(),
+            self.options.ttl,
         );
         drop(slot);
         let result = match result {
@@ -803,7 +821,13 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
 }
 
 /// Runs the release script of `target` for `token` on the nodes in `mask`; `announce` wakes
-/// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back).
+/// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back). `ttl`: the longest the nodes may
+/// hold the token, which bounds how long a node that could not be reached is owed the release.
+///
+/// A node that gave no answer may still hold the token, or be about to (a command it queued
+/// while it was stopped may still run): it is owed the release, which it is sent first thing
+/// when it is next connected to (see `Node::owe`), so that a key it
+/// holds blocks nobody for the rest of its TTL.
 pub(crate) fn release_round(
     shared: &Shared,
     target: &Target,
@@ -811,19 +835,46 @@ pub(crate) fn release_round(
     token: &str,
     mask: u64,
     announce: bool,
+    ttl: Duration,
 ) -> Tally {
-    target.with_release(name, token, announce, |call| {
+    let mut tally = target.with_release(name, token, announce, |call| {
         round::round(&shared.nodes, call, mask, round::release_reply)
-    })
+    });
+    let unreached = tally.failed & mask;
+    // A node sent the release twice that found the token gone may have deleted it the first
+    // time: not a "no".
+    tally.doubt_resent_refusals(&shared.nodes);
+    if unreached != 0 {
+        let until = Instant::now()
+            .checked_add(ttl.saturating_add(shared.drift(ttl)))
+            .unwrap_or_else(Instant::now);
+        // Announced: a key that blocked others for a while may have waiters by then.
+        target.with_release(name, token, true, |call| {
+            round::owe(&shared.nodes, call, unreached, until);
+        });
+    }
+    tally
 }
 
 /// Releases the lock `token` holds on `resource`, announcing it to waiters: the release of a
-/// guard and of a token alike.
+/// token given by the user (a node that cannot be reached is owed it for the factory's TTL).
 ///
-/// `Err(NotHeld)` when a quorum is known not to hold the token.
+/// `Err(NotHeld)` when a quorum is known not to hold the token; `Err(InvalidConfig)` when the
+/// nodes refused it as made for another configuration (a semaphore's permit count).
 pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
+    release_within(shared, target, resource, token, shared.config.ttl)
+}
+
+/// [`release`] of a lease the nodes hold for at most `ttl`.
+fn release_within(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<()> {
     let span = OpSpan::release(resource);
-    let result = span.in_scope(|| release_once(shared, target, resource, token));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, ttl));
     let counters = &shared.observer.counters;
     match &result {
         Ok(()) => {
@@ -839,9 +890,23 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
 }
 
 /// [`release`], in its span.
-fn release_once(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
+fn release_once(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<()> {
     let start = Instant::now();
-    let tally = release_round(shared, target, resource, token, shared.nodes.all(), true);
+    let tally = release_round(
+        shared,
+        target,
+        resource,
+        token,
+        shared.nodes.all(),
+        true,
+        ttl,
+    );
     let took = start.elapsed();
     log::debug!(
         "redmutex: release {resource:?}: {}/{} deleted, {} failed",
@@ -854,10 +919,17 @@ fn release_once(shared: &Shared, target: &Target, resource: &str, token: &str) -
     match decide(shared, &tally, Question::Holds, None) {
         Verdict::Won(_) | Verdict::TooLate => {
             if tally.aux_yes > 0 {
-                shared.waker.released_to_waiters(resource, took);
+                match target {
+                    Target::Multi(resources) => {
+                        let members: Vec<&str> = resources.iter().map(|r| &**r).collect();
+                        shared.waker.released_to_waiters(&members, took);
+                    }
+                    _ => shared.waker.released_to_waiters(&[resource], took),
+                }
             }
             Ok(())
         }
+        _ if tally.mismatched > 0 => Err(target.mismatch(resource)),
         Verdict::Refused => Err(Error::NotHeld {
             resource: resource.to_owned(),
         }),
@@ -914,6 +986,7 @@ fn extend_token_once(
     };
     match decide(shared, &tally, Question::Holds, Some(timing)) {
         Verdict::Won(validity) => Ok(validity),
+        _ if tally.mismatched > 0 => Err(target.mismatch(resource)),
         Verdict::TooLate => Err(Error::TooLate {
             resource: resource.to_owned(),
             elapsed: timing.elapsed,

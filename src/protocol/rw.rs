@@ -77,7 +77,8 @@ pub(crate) fn write(
         write_attempt(shared, req, Some(&intent))
     });
     if taken.is_err() {
-        withdraw(shared, req.resource, &intent);
+        // Readers it held back may come in now: tell them.
+        withdraw(shared, req.resource, &intent, shared.nodes.all(), true);
     }
     taken
 }
@@ -109,8 +110,25 @@ fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Att
         args: &args,
     };
     let start = Instant::now();
-    let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::int_reply);
-    conclude(shared, &req.grant(), Target::Reader, token, start, &tally)
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        round::acquire_reply,
+    );
+    match conclude(shared, &req.grant(), Target::Reader, token, start, &tally) {
+        // Held back by waiting writers' intents (not by a writer): if they expire unrenewed
+        // (the writer died), nothing announces it, so look again when the last one ends.
+        Attempt::Busy { holders, votes, .. } => Attempt::Busy {
+            holders,
+            votes,
+            retry_in: u64::try_from(tally.aux)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        },
+        other => other,
+    }
 }
 
 /// One writer's attempt. `intent`: the id of a waiting call, which records its intent (and
@@ -150,23 +168,38 @@ fn write_attempt(
         round::acquire_reply,
     );
     // On the wire a writer is a mutex holder: its extend and release are the mutex's.
-    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
+    let outcome = conclude(shared, &req.grant(), Target::Mutex, token, start, &tally);
+    if let (Attempt::Won(..), Some(intent)) = (&outcome, intent) {
+        // Granted by a quorum: the nodes that refused recorded (or renewed) the intent, which
+        // would keep readers out there after our release. (Those that granted withdrew it.)
+        let refused = shared.nodes.all() & !tally.agreed;
+        if refused != 0 {
+            withdraw(shared, name, intent, refused, false);
+        }
+    }
+    outcome
 }
 
-/// Withdraws a waiting writer's intent that gave up (best effort: an intent left behind
-/// expires within [`intent_ttl`]).
-fn withdraw(shared: &Shared, name: &str, intent: &Token) {
-    let args = [
-        Arg::Str("ZREM"),
+/// Withdraws a waiting writer's intent from the nodes in `mask` (best effort: an intent left
+/// behind expires within [`intent_ttl`]). `announce`: the writer gave up, so the readers its
+/// intent held back are told where no other intent (and no writer) keeps them out.
+fn withdraw(shared: &Shared, name: &str, intent: &Token, mask: u64, announce: bool) {
+    let keys = [
+        Arg::Str(name),
         Arg::Joined(name, scripts::WRITERS_SUFFIX),
-        Arg::Str(intent.as_str()),
+        Arg::Joined(name, scripts::WAITING_SUFFIX),
     ];
-    let tally = round::round(
-        &shared.nodes,
-        Call::Command(&args),
-        shared.nodes.all(),
-        round::int_reply,
-    );
+    let args = [
+        Arg::Str(intent.as_str()),
+        Arg::Joined(name, scripts::RELEASED_SUFFIX),
+        Arg::Str(if announce { "1" } else { "0" }),
+    ];
+    let call = Call::Script {
+        script: &scripts::WITHDRAW,
+        keys: &keys,
+        args: &args,
+    };
+    let tally = round::round(&shared.nodes, call, mask, round::int_reply);
     log::debug!(
         "redmutex: {name:?}: withdrew a writer's intent on {} nodes",
         tally.yes
@@ -186,7 +219,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
     let shared = &lease.shared;
     let name: &str = &lease.resource;
     if Instant::now() >= lease.deadline() {
-        unwind(shared, name, &lease.token);
+        unwind(shared, name, &lease.token, lease.options.ttl);
         return Err(Error::Expired {
             resource: name.to_owned(),
         });
@@ -244,12 +277,12 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         },
         Verdict::Unknown => no_quorum(shared, name, &tally),
     };
-    unwind(shared, name, &lease.token);
+    unwind(shared, name, &lease.token, lease.options.ttl);
     Err(error)
 }
 
 /// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it.
-fn unwind(shared: &Shared, name: &str, token: &Token) {
+fn unwind(shared: &Shared, name: &str, token: &Token, ttl: Duration) {
     for target in [Target::Reader, Target::Mutex] {
         let tally = release_round(
             shared,
@@ -258,6 +291,7 @@ fn unwind(shared: &Shared, name: &str, token: &Token) {
             token.as_str(),
             shared.nodes.all(),
             true,
+            ttl,
         );
         log::debug!(
             "redmutex: {name:?}: released {target:?} on {} nodes",
@@ -279,6 +313,7 @@ mod tests {
             scripts::READ_RELEASE_SRC,
             scripts::WRITE_SRC,
             scripts::DOWNGRADE_SRC,
+            scripts::WITHDRAW_SRC,
         ] {
             assert!(
                 src.starts_with(&format!("local P = \"{}\"", scripts::READERS_MARKER)),

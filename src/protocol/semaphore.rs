@@ -208,6 +208,7 @@ fn attempt(
     Attempt::Busy {
         holders: last_busy.0,
         votes: last_busy.1,
+        retry_in: None,
     }
 }
 
@@ -244,10 +245,14 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let start = Instant::now();
     let replies = round::replies(&shared.nodes, &[call], shared.nodes.all());
     let elapsed = start.elapsed();
+    // Nodes sent the script a second time: they may hold a slot from the first run whatever
+    // they answered (the script answers for a slot holding our token, but a slot freed between
+    // the two runs may have been granted as well).
+    let resent = replies.resent;
     let votes: Vec<std::result::Result<Reply, NodeError>> = shared
         .nodes
         .iter()
-        .zip(replies)
+        .zip(replies.per_node)
         .map(|(node, mut replies)| {
             let reply = replies.pop().unwrap_or_else(|| {
                 Err(NodeError::new(
@@ -276,10 +281,11 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let mut tally = Tally::default();
     // Nodes that may hold our token (they granted a slot, or did not answer): to take back
     // if the round does not win; `stray`, those that may hold it on a slot other than `best`.
-    let mut granted = 0u64;
-    let mut stray = 0u64;
+    let mut granted = resent;
+    let mut stray = resent;
     let mut busy = 0u64;
     let mut mismatch = None;
+    let mut mismatched = 0usize;
     let mut view = View::new(permits);
     for (i, vote) in votes.into_iter().enumerate() {
         let bit = 1u64 << i;
@@ -314,6 +320,9 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
             }
             Ok(Reply::Mismatch(value)) => {
                 tally.no += 1;
+                view.note(0..permits);
+                mismatched += 1;
+                busy |= bit;
                 mismatch.get_or_insert(value);
             }
             Err(e) => {
@@ -342,12 +351,21 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let take_back = |except: u32, mask: u64| {
         if mask != 0 {
             let target = Target::any_permit(permits, except);
-            release_round(shared, &target, name, token.as_str(), mask, false);
+            release_round(shared, &target, name, token.as_str(), mask, false, req.ttl);
         }
     };
     if let Some(value) = mismatch {
-        take_back(permits, granted);
-        return ControlFlow::Break(Attempt::Fatal(mismatch_error(name, permits, &value)));
+        // Another permit count on the nodes: a misconfiguration when they are too many for a
+        // quorum to grant ours; a few stale name keys (left by an old configuration) are only
+        // nodes that refuse, and a quorum elsewhere still grants.
+        if mismatched > shared.nodes.len().saturating_sub(shared.config.quorum) {
+            take_back(permits, granted);
+            return ControlFlow::Break(Attempt::Fatal(mismatch_error(name, permits, &value)));
+        }
+        log::warn!(
+            "redmutex: semaphore {name:?}: {mismatched} node(s) say another permit count \
+             ({value}); treating them as busy"
+        );
     }
     let failure = match verdict {
         Verdict::Won(_) => {

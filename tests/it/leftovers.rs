@@ -28,14 +28,13 @@ fn reset_first_reply(proxy: &Proxy, needles: &[&str]) -> Arc<AtomicBool> {
     fired
 }
 
-/// The keys on node `i` that start with `prefix`, except the ones that expire by themselves
-/// soon (waiting marks, release tombstones) and fencing counters (kept on purpose).
+/// The keys on node `i` that start with `prefix`, except waiting marks (they expire by
+/// themselves soon) and fencing counters (kept on purpose).
 fn left(cluster: &RedisCluster, i: usize, prefix: &str) -> Vec<String> {
     cluster
         .keys(i)
         .into_iter()
-        .filter(|k| k.starts_with(prefix))
-        .filter(|k| !k.contains(":redmutex:gone:") && !k.ends_with(":redmutex:fence"))
+        .filter(|k| k.starts_with(prefix) && !k.ends_with(":redmutex:fence"))
         .collect()
 }
 
@@ -125,7 +124,9 @@ fn an_acquisition_sent_again_after_its_reply_was_lost_is_granted_once() {
         let taken = take(&factory, kind, &name);
         proxy.clear_rules();
         if !fired.load(Ordering::SeqCst) {
-            failures.push(format!("{kind}: the reply was never reset (the test is wrong)"));
+            failures.push(format!(
+                "{kind}: the reply was never reset (the test is wrong)"
+            ));
             continue;
         }
         let release = match taken {
@@ -162,11 +163,13 @@ fn an_acquisition_sent_again_after_its_reply_was_lost_is_granted_once() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Item 2. A release whose reply is lost after the node ran it is sent again: the repeat must
-/// still say "released, and it was ours" (before: it answered "not our token", and a lease
-/// released on its one node was reported lost).
+/// Item 2. A release whose reply is lost after the node ran it is sent again, and finds the
+/// token gone: that says nothing about whether it was ours (its first run deleted it), so the
+/// lease must not be reported lost (before: the repeat answered "not our token", and a lease
+/// released on its one node was reported lost). With one node the release cannot be confirmed
+/// (no quorum, naming the repeat); nothing is left either way.
 #[test]
-fn a_release_sent_again_after_its_reply_was_lost_still_succeeds() {
+fn a_release_sent_again_after_its_reply_was_lost_is_not_a_loss() {
     let cluster = RedisCluster::start(1);
     let proxy = Proxy::start(cluster.port(0));
     let factory = support::builder()
@@ -203,10 +206,15 @@ fn a_release_sent_again_after_its_reply_was_lost_still_succeeds() {
         let released = release();
         proxy.clear_rules();
         if !fired.load(Ordering::SeqCst) {
-            failures.push(format!("{kind}: the reply was never reset (the test is wrong)"));
+            failures.push(format!(
+                "{kind}: the reply was never reset (the test is wrong)"
+            ));
         }
-        if let Err(e) = released {
-            failures.push(format!("{kind}: release sent again: {e}"));
+        match released {
+            Ok(()) => {}
+            Err(Error::NoQuorum { failures: f, .. })
+                if f.iter().any(|e| e.to_string().contains("sent again")) => {}
+            Err(e) => failures.push(format!("{kind}: release sent again: {e}")),
         }
         let rest = left(&cluster, 0, &name);
         if !rest.is_empty() {
@@ -243,7 +251,9 @@ fn a_refused_attempt_takes_back_a_node_whose_command_was_sent_again() {
         let taken = take(&factory, kind, &name);
         proxy.clear_rules();
         if !fired.load(Ordering::SeqCst) {
-            failures.push(format!("{kind}: the reply was never reset (the test is wrong)"));
+            failures.push(format!(
+                "{kind}: the reply was never reset (the test is wrong)"
+            ));
         }
         match taken {
             Ok(None) => {}
@@ -293,8 +303,7 @@ fn a_release_reaches_a_node_that_was_stopped_once_it_is_back() {
     });
     assert!(
         freed,
-        "node 2 still holds the released token {}: the release never reached it",
-        token
+        "node 2 still holds the released token {token}: the release never reached it"
     );
     let start = Instant::now();
     let got = deadline_loop(Duration::from_secs(20), || {
@@ -351,7 +360,10 @@ fn a_downgrade_leaves_nothing_on_a_node_that_did_not_convert() {
     proxy.drop_requests_if(move |c| contains(c, &channel) && contains(c, &ttl_ms));
     let reader = writer.downgrade().unwrap();
     proxy.clear_rules();
-    assert!(proxy.counters().matched > 0, "the downgrade was never dropped");
+    assert!(
+        proxy.counters().matched > 0,
+        "the downgrade was never dropped"
+    );
     reader.release().unwrap();
     let freed = deadline_loop(Duration::from_secs(20), || {
         let _ = factory.create_lock("downgrade:probe").try_acquire();
@@ -377,7 +389,16 @@ fn a_granted_writer_leaves_no_intent_on_the_nodes_that_refused_it() {
         .retry_delay(Duration::from_secs(2))
         .build()
         .unwrap();
-    cluster.cmd(2, &["SET", "intent:left", "redmutex:readers:someone", "PX", "60000"]);
+    cluster.cmd(
+        2,
+        &[
+            "SET",
+            "intent:left",
+            "redmutex:readers:someone",
+            "PX",
+            "60000",
+        ],
+    );
     let writer = factory.create_rwlock("intent:left").write().unwrap();
     let intents = cluster.cmd(2, &["ZRANGE", "intent:left:redmutex:writers", "0", "-1"]);
     assert!(
@@ -408,17 +429,13 @@ fn readers_held_back_by_a_withdrawn_intent_are_woken() {
         }
     });
     assert!(
-        deadline_loop(Duration::from_secs(10), || cluster.cmd(
-            0,
-            &["EXISTS", "intent:withdrawn:redmutex:writers"]
-        ) == "1"),
+        deadline_loop(Duration::from_secs(10), || cluster
+            .cmd(0, &["EXISTS", "intent:withdrawn:redmutex:writers"])
+            == "1"),
         "the writer never recorded its intent"
     );
     cluster.clear_waiting("intent:withdrawn");
-    let reader = thread::spawn({
-        let rw = rw.clone();
-        move || (rw.read().map(drop), Instant::now())
-    });
+    let reader = thread::spawn(move || (rw.read().map(drop), Instant::now()));
     cluster.wait_waiting("intent:withdrawn");
     let (wrote, gave_up) = writer.join().unwrap();
     assert!(matches!(wrote, Err(Error::Timeout { .. })), "{wrote:?}");
@@ -450,7 +467,7 @@ fn readers_held_back_by_an_expiring_intent_try_again_when_it_ends() {
     let start = Instant::now();
     let read = factory.create_rwlock("intent:expiring").read();
     let took = start.elapsed();
-    read.unwrap();
+    drop(read.unwrap());
     assert!(
         took < Duration::from_secs(7),
         "the reader got in {took:?} after an intent that ended in 2 s (its poll is 20 s)"
@@ -498,12 +515,30 @@ fn token_calls_through_another_permit_count_are_refused() {
 fn a_stale_count_on_one_node_does_not_fail_a_quorum() {
     let cluster = RedisCluster::start(3);
     let factory = support::factory(&cluster).ttl(TTL).build().unwrap();
-    cluster.cmd(0, &["SET", "count:stale", "redmutex:semaphore:5:1", "PX", "60000"]);
+    cluster.cmd(
+        0,
+        &[
+            "SET",
+            "count:stale",
+            "redmutex:semaphore:5:1",
+            "PX",
+            "60000",
+        ],
+    );
     let permit = factory.create_semaphore("count:stale", 3).try_acquire();
     let permit = permit.unwrap_or_else(|e| panic!("one stale node failed the acquisition: {e}"));
     assert!(permit.is_some(), "two free nodes did not grant a permit");
     drop(permit);
-    cluster.cmd(1, &["SET", "count:stale", "redmutex:semaphore:5:1", "PX", "60000"]);
+    cluster.cmd(
+        1,
+        &[
+            "SET",
+            "count:stale",
+            "redmutex:semaphore:5:1",
+            "PX",
+            "60000",
+        ],
+    );
     let refused = factory.create_semaphore("count:stale", 3).try_acquire();
     assert!(
         matches!(refused, Err(Error::InvalidConfig(_))),
