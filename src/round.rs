@@ -855,6 +855,25 @@ mod tests {
     }
 
     #[test]
+    fn a_take_back_reaches_every_node_that_may_have_applied_the_command() {
+        let mut t = Tally {
+            written: 0b1_1111,
+            ..Tally::default()
+        };
+        t.count(0, Ok(Vote::Yes(0)));
+        t.count(1, Ok(Vote::No(0)));
+        t.count(2, Ok(Vote::No(0)));
+        let e = NodeError::new("n3", NodeCause::Unexpected("x".into()));
+        t.count(3, Err(e));
+        // Node 4's reply was never read.
+        assert_eq!(t.may_hold(), 0b1_1001);
+        // Node 2 was sent the command twice: its "no" may be against its own first run.
+        t.resent = 0b0_0100;
+        assert_eq!(t.may_hold(), 0b1_1101);
+        assert_eq!((t.agreed, t.refused, t.failed), (0b0001, 0b0110, 0b1000));
+    }
+
+    #[test]
     fn tally_counts_votes_and_keeps_the_largest_number() {
         let mut t = Tally::default();
         t.count(0, Ok(Vote::Yes(3)));
