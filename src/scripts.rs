@@ -166,8 +166,8 @@ pub(crate) const READERS_MARKER: &str = "redmutex:readers:";
 ///
 /// KEYS: lock, readers, writers, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
 /// mark). Returns `{1, 0}` (granted) or `{0, ms}` (a writer holds it or waits; `ms`: when the
-/// name is not held by a writer, how long the waiting writers' intents still last, after which
-/// nothing announces that readers may come in).
+/// name is not held by a writer, how long the waiting writers' intents still last, plus 1 ms,
+/// after which nothing announces that readers may come in; 0 otherwise).
 pub(crate) const READ_SRC: &str = r#"local P = "redmutex:readers:"
 local v = redis.call("GET", KEYS[1])
 local marker = v and string.sub(v, 1, #P) == P
@@ -181,7 +181,7 @@ if (v and not marker) or redis.call("EXISTS", KEYS[3]) == 1 then
     if v and not marker then
         return {0, 0}
     end
-    return {0, math.max(redis.call("PTTL", KEYS[3]), 0)}
+    return {0, math.max(redis.call("PTTL", KEYS[3]) + 1, 0)}
 end
 if not v then
     redis.call("SET", KEYS[1], P .. ARGV[1], "PX", ARGV[2])

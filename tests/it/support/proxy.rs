@@ -470,11 +470,14 @@ fn pump(inner: &Inner, conn: &Conn, up: bool, epoch: u64) {
                 None => {}
             }
         } else if conn.reset_reply.swap(false, Ordering::SeqCst) {
-            // The node answered: swallow the reply and reset the connection.
+            // The node answered: swallow the reply and cut the client off at once (it reads the
+            // end of the stream, then a reset), however late the other pump notices.
             inner
                 .counters
                 .bytes_dropped
                 .fetch_add(n as u64, Ordering::SeqCst);
+            set_rst_on_close(&conn.client);
+            let _ = conn.client.shutdown(Shutdown::Both);
             reset = true;
             break;
         } else {
