@@ -256,22 +256,21 @@ impl Call<'_> {
 
     /// Packs the call as it goes to a node that may have run it already: `SET NX` as the
     /// script that also says yes for this call's own token (as EVAL: the cold path needs no
-    /// loaded script), everything else as it is. `false` when that is the same as [`pack`].
-    ///
-    /// [`pack`]: Self::pack
-    fn pack_again(&self, out: &mut Vec<u8>) -> bool {
+    /// loaded script), everything else as it is.
+    fn pack_again(&self, out: &mut Vec<u8>) {
         match self {
             Self::SetNx { key, token, ms } => {
                 let keys = [Arg::Str(key)];
                 let args = [Arg::Str(token), Arg::Int(*ms)];
                 command::pack_call(out, "EVAL", scripts::SET_AGAIN.src, &keys, &args);
-                true
             }
-            _ => {
-                self.pack(out);
-                false
-            }
+            _ => self.pack(out),
         }
+    }
+
+    /// Whether the call goes again in another form than the first time.
+    const fn changes_again(&self) -> bool {
+        matches!(self, Self::SetNx { .. })
     }
 
     /// Packs the call as `EVAL <source>`: a node that lost its script cache (a flush, a
@@ -736,11 +735,14 @@ fn recover(
         node.name
     );
     let mut again = Vec::new();
-    let mut differs = false;
-    for call in calls {
-        differs |= call.pack_again(&mut again);
-    }
-    let packed = if differs { &again[..] } else { packed };
+    let packed = if calls.iter().any(Call::changes_again) {
+        for call in calls {
+            call.pack_again(&mut again);
+        }
+        &again[..]
+    } else {
+        packed
+    };
     match conn.con.send_packed_command(packed) {
         Ok(()) => {
             conn.broken = true; // replies in flight: see `Reading::read`

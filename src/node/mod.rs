@@ -161,7 +161,11 @@ pub(crate) struct NodeManager {
 
 impl NodeManager {
     fn open(&self) -> Result<NodeConn, RedisError> {
-        let generation = self.health.generation.load(Ordering::Acquire);
+        let generation = self.health.generation.load(Ordering::SeqCst);
+        // Before the owed releases are read (see `Node::owe`).
+        self.health
+            .opened
+            .fetch_max(generation.saturating_add(1), Ordering::SeqCst);
         // Bounds the TCP connect and the handshake (AUTH, SELECT, CLIENT SETINFO); for a
         // Sentinel node also the sentinels' answer and the master's ROLE check.
         let mut con = self.source.connect(self.connect_timeout)?;
@@ -191,18 +195,23 @@ impl NodeManager {
             info = Some(con.recv_response()?);
         }
         if !owed.is_empty() {
-            // Their answers do not matter (a key already gone, or someone else's): only that
-            // they ran.
-            for _ in &owed {
+            // What they answer does not matter (a key already gone, or someone else's), only
+            // that they ran: an error reply (a node still loading its dataset) leaves the
+            // release owed, for the next connection.
+            let mut ran = Vec::with_capacity(owed.len());
+            for id in &owed {
                 let left = deadline.saturating_duration_since(Instant::now());
                 con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
-                con.recv_response()?;
+                if !matches!(con.recv_response()?, Value::ServerError(_)) {
+                    ran.push(*id);
+                }
             }
-            self.health.paid(&owed);
+            self.health.paid(&ran);
             log::debug!(
-                "redmutex: sent {} owed releases to node {}",
+                "redmutex: sent {} owed releases to node {} ({} ran)",
                 owed.len(),
-                self.health.name
+                self.health.name,
+                ran.len()
             );
         }
         let db = redis::ConnectionLike::get_db(&con);
@@ -354,6 +363,9 @@ struct Health {
     listener: Hears,
     /// The releases the node is owed (see [`Node::owe`]).
     owed: Mutex<OwedList>,
+    /// One more than the generation of the last connection opened (0: none yet), set before
+    /// the connection reads the owed releases.
+    opened: AtomicU64,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -384,6 +396,7 @@ impl Health {
             transition: Mutex::new(()),
             listener: Hears(listener),
             owed: Mutex::default(),
+            opened: AtomicU64::new(0),
         }
     }
 
@@ -647,8 +660,10 @@ impl Node {
     /// a key it holds, or is about to hold (a command it queued while stopped), blocks nobody.
     /// Kept until it ran or `until` (when that key expires anyway), at most [`MAX_OWED`] at once.
     ///
-    /// Every connection opened so far is retired: the next round opens a fresh one, which sends
-    /// the release before it is used.
+    /// A connection opened (or opening) since the node's last failure may not carry it, so
+    /// then every connection opened so far is retired: the next round opens a fresh one, which
+    /// sends the release before it is used. (When none was, as while the node is down, the next
+    /// connection carries it anyway: no reconnection is forced.)
     pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
         {
             let mut owed = self.health.owed();
@@ -672,7 +687,11 @@ impl Node {
             owed.next_id += 1;
             owed.entries.push(Owed { id, packed, until });
         }
-        self.health.generation.fetch_add(1, Ordering::AcqRel);
+        // After the push: a connection that started opening later reads it.
+        let generation = self.health.generation.load(Ordering::SeqCst);
+        if self.health.opened.load(Ordering::SeqCst) > generation {
+            self.health.generation.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// A fresh connection, after a pooled one turned out to be dead (the node restarted while
