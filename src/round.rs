@@ -379,8 +379,8 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
 }
 
 /// Records that the nodes in `mask` are owed `call` (a release they could not be reached for):
-/// each is sent it, as EVAL, first thing on its next connection, until `until` (see
-/// [`Node::owe`]). Cold path: a node failed.
+/// each is sent it, as EVAL, before a round next uses a connection to it that has not sent it,
+/// until `until` (see [`Node::owe`]). Cold path: a node failed.
 #[cold]
 pub(crate) fn owe(nodes: &Nodes, call: Call<'_>, mask: u64, until: Instant) {
     let mut packed = Vec::new();

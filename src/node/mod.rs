@@ -71,6 +71,9 @@ pub(crate) struct NodeConn {
     pub(crate) broken: bool,
     /// The socket's current read timeout, to skip `setsockopt` when it would not change.
     read_timeout: Duration,
+    /// The owed releases of an id below this one were sent on this connection, or before it
+    /// opened (see [`Node::owe`]).
+    owed_seen: u64,
 }
 
 impl NodeConn {
@@ -161,11 +164,7 @@ pub(crate) struct NodeManager {
 
 impl NodeManager {
     fn open(&self) -> Result<NodeConn, RedisError> {
-        let generation = self.health.generation.load(Ordering::SeqCst);
-        // Before the owed releases are read (see `Node::owe`).
-        self.health
-            .opened
-            .fetch_max(generation.saturating_add(1), Ordering::SeqCst);
+        let generation = self.health.generation.load(Ordering::Acquire);
         // Bounds the TCP connect and the handshake (AUTH, SELECT, CLIENT SETINFO); for a
         // Sentinel node also the sentinels' answer and the master's ROLE check.
         let mut con = self.source.connect(self.connect_timeout)?;
@@ -184,7 +183,7 @@ impl NodeManager {
         // Then the releases the node is owed, before any round can use the connection: the
         // commands a stopped node queued on older connections ran before this connection's
         // handshake was answered, so these come after them.
-        let owed = self.health.append_owed(&mut packed);
+        let (owed, owed_seen) = self.health.append_owed(&mut packed, 0);
         con.send_packed_command(&packed)?;
         // Read against one deadline: the whole exchange is bounded by the connect timeout.
         let deadline = Instant::now() + self.connect_timeout;
@@ -195,24 +194,8 @@ impl NodeManager {
             info = Some(con.recv_response()?);
         }
         if !owed.is_empty() {
-            // What they answer does not matter (a key already gone, or someone else's), only
-            // that they ran: an error reply (a node still loading its dataset) leaves the
-            // release owed, for the next connection.
-            let mut ran = Vec::with_capacity(owed.len());
-            for id in &owed {
-                let left = deadline.saturating_duration_since(Instant::now());
-                con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
-                if !matches!(con.recv_response()?, Value::ServerError(_)) {
-                    ran.push(*id);
-                }
-            }
-            self.health.paid(&ran);
-            log::debug!(
-                "redmutex: sent {} owed releases to node {} ({} ran)",
-                owed.len(),
-                self.health.name,
-                ran.len()
-            );
+            let ran = read_owed(&mut con, &owed, deadline)?;
+            self.health.paid(&ran, owed.len());
         }
         let db = redis::ConnectionLike::get_db(&con);
         if let Some(id) = info.and_then(|info| server_id(info, db))
@@ -234,6 +217,7 @@ impl NodeManager {
             generation,
             broken: false,
             read_timeout: self.io_timeout,
+            owed_seen,
         })
     }
 }
@@ -258,6 +242,25 @@ impl ManageConnection for NodeManager {
     fn has_broken(&self, conn: &mut NodeConn) -> bool {
         conn.broken || !redis::ConnectionLike::is_open(&conn.con)
     }
+}
+
+/// Reads the replies to the owed releases `ids`, sent on `con`, by `deadline`; returns those
+/// that ran. What they answer does not matter (a key already gone, or someone else's), only
+/// that they ran: an error reply (a node still loading its dataset) leaves the release owed.
+fn read_owed(
+    con: &mut redis::Connection,
+    ids: &[u64],
+    deadline: Instant,
+) -> Result<Vec<u64>, RedisError> {
+    let mut ran = Vec::with_capacity(ids.len());
+    for id in ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
+        if !matches!(con.recv_response()?, Value::ServerError(_)) {
+            ran.push(*id);
+        }
+    }
+    Ok(ran)
 }
 
 /// Logs r2d2's connect errors at debug level (they are already counted by [`Health`]), so a
@@ -363,9 +366,9 @@ struct Health {
     listener: Hears,
     /// The releases the node is owed (see [`Node::owe`]).
     owed: Mutex<OwedList>,
-    /// One more than the generation of the last connection opened (0: none yet), set before
-    /// the connection reads the owed releases.
-    opened: AtomicU64,
+    /// The next owed release's id, read without the lock: a connection that has seen every id
+    /// below it owes nothing (the checkout's fast path).
+    owed_next: AtomicU64,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -396,7 +399,7 @@ impl Health {
             transition: Mutex::new(()),
             listener: Hears(listener),
             owed: Mutex::default(),
-            opened: AtomicU64::new(0),
+            owed_next: AtomicU64::new(0),
         }
     }
 
@@ -406,26 +409,36 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends the releases the node is still owed to `packed`; returns their ids.
-    fn append_owed(&self, packed: &mut Vec<u8>) -> Vec<u64> {
+    /// Appends the releases the node is still owed, of an id from `from` on, to `packed`;
+    /// returns their ids, and the id the next one will have (what the connection has seen).
+    fn append_owed(&self, packed: &mut Vec<u8>, from: u64) -> (Vec<u64>, u64) {
         let mut owed = self.owed();
+        let next = owed.next_id;
         if owed.entries.is_empty() {
-            return Vec::new();
+            return (Vec::new(), next);
         }
         let now = Instant::now();
         owed.entries.retain(|o| o.until > now);
-        owed.entries
+        let ids = owed
+            .entries
             .iter()
+            .filter(|o| o.id >= from)
             .map(|o| {
                 packed.extend_from_slice(&o.packed);
                 o.id
             })
-            .collect()
+            .collect();
+        (ids, next)
     }
 
-    /// Forgets the owed releases `ids`: the node has run them.
-    fn paid(&self, ids: &[u64]) {
-        self.owed().entries.retain(|o| !ids.contains(&o.id));
+    /// Forgets the owed releases `ran` (of `sent`): the node has run them.
+    fn paid(&self, ran: &[u64], sent: usize) {
+        self.owed().entries.retain(|o| !ran.contains(&o.id));
+        log::debug!(
+            "redmutex: sent {sent} owed releases to node {} ({} ran)",
+            self.name,
+            ran.len()
+        );
     }
 
     fn now_nanos(&self) -> u64 {
@@ -549,6 +562,7 @@ pub(crate) struct Node {
     pool: Pool<NodeManager>,
     health: Arc<Health>,
     connect_timeout: Duration,
+    io_timeout: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -599,6 +613,7 @@ impl Node {
             pool,
             health,
             connect_timeout: s.connect_timeout,
+            io_timeout: s.io_timeout,
         })
     }
 
@@ -612,6 +627,55 @@ impl Node {
         &self,
         deadline: Instant,
     ) -> Result<PooledConnection<NodeManager>, NodeError> {
+        let conn = self.pooled(deadline)?;
+        if conn.owed_seen >= self.health.owed_next.load(Ordering::Acquire) {
+            return Ok(conn);
+        }
+        self.pay_owed(conn)
+    }
+
+    /// Cold path: sends the releases the node was owed since `conn` opened, on it, before a
+    /// round uses it (one round trip, within the I/O timeout). A connection opened since the
+    /// node's last failure had its handshake answered after the node ran whatever it had queued
+    /// (a stopped node runs the input waiting on its older connections first), so the releases
+    /// come after the commands they undo.
+    #[cold]
+    fn pay_owed(
+        &self,
+        mut conn: PooledConnection<NodeManager>,
+    ) -> Result<PooledConnection<NodeManager>, NodeError> {
+        let mut packed = Vec::new();
+        let (owed, seen) = self.health.append_owed(&mut packed, conn.owed_seen);
+        conn.owed_seen = seen;
+        if owed.is_empty() {
+            return Ok(conn);
+        }
+        conn.broken = true; // replies in flight
+        let deadline = Instant::now() + self.io_timeout;
+        let sent = conn
+            .con
+            .send_packed_command(&packed)
+            .and_then(|()| read_owed(&mut conn.con, &owed, deadline))
+            .and_then(|ran| {
+                // `read_owed` set the socket's timeout itself: back to the cached one.
+                conn.con.set_read_timeout(Some(conn.read_timeout))?;
+                Ok(ran)
+            });
+        match sent {
+            Ok(ran) => {
+                self.health.paid(&ran, owed.len());
+                conn.broken = false;
+                Ok(conn)
+            }
+            Err(e) => {
+                self.record_failure(&e);
+                Err(NodeError::new(&self.name, e.into()))
+            }
+        }
+    }
+
+    /// Checks out a pooled connection (see [`checkout`](Self::checkout)).
+    fn pooled(&self, deadline: Instant) -> Result<PooledConnection<NodeManager>, NodeError> {
         let generation = self.health.generation.load(Ordering::Acquire);
         // Connections opened since the last failure are good to use, even while the node is
         // marked down: one of them means the node is back.
@@ -656,14 +720,11 @@ impl Node {
 
     /// Records that the node is owed a release it could not be reached for (it was down, or
     /// failed to answer): `packed`, a compare-and-delete of one token, safe to run at any time,
-    /// goes to the node first thing on its next connection (see `NodeManager::open`), so that
-    /// a key it holds, or is about to hold (a command it queued while stopped), blocks nobody.
-    /// Kept until it ran or `until` (when that key expires anyway), at most [`MAX_OWED`] at once.
-    ///
-    /// A connection opened (or opening) since the node's last failure may not carry it, so
-    /// then every connection opened so far is retired: the next round opens a fresh one, which
-    /// sends the release before it is used. (When none was, as while the node is down, the next
-    /// connection carries it anyway: no reconnection is forced.)
+    /// goes to the node before any round uses a connection to it that has not sent it yet: in
+    /// the opening exchange of a new connection (see `NodeManager::open`), or on a pooled one
+    /// at its next checkout. So a key the node holds, or is about to hold (a command it queued
+    /// while stopped), blocks nobody. Kept until it ran or `until` (when that key expires
+    /// anyway), at most [`MAX_OWED`] at once.
     pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
         {
             let mut owed = self.health.owed();
@@ -686,11 +747,7 @@ impl Node {
             let id = owed.next_id;
             owed.next_id += 1;
             owed.entries.push(Owed { id, packed, until });
-        }
-        // After the push: a connection that started opening later reads it.
-        let generation = self.health.generation.load(Ordering::SeqCst);
-        if self.health.opened.load(Ordering::SeqCst) > generation {
-            self.health.generation.fetch_add(1, Ordering::SeqCst);
+            self.health.owed_next.store(owed.next_id, Ordering::Release);
         }
     }
 

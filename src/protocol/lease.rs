@@ -821,12 +821,13 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
 }
 
 /// Runs the release script of `target` for `token` on the nodes in `mask`; `announce` wakes
-/// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back). `ttl`: the longest the nodes may
-/// hold the token, which bounds how long a node that could not be reached is owed the release.
+/// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back).
+/// `ttl`: the longest the nodes may hold the token, which bounds how long a node that could not
+/// be reached is owed the release.
 ///
 /// A node that gave no answer may still hold the token, or be about to (a command it queued
-/// while it was stopped may still run): it is owed the release, which it is sent first thing
-/// when it is next connected to (see `Node::owe`), so that a key it
+/// while it was stopped may still run): it is owed the release, which it is sent before any
+/// round uses a connection to it that has not sent it (see `Node::owe`), so that a key it
 /// holds blocks nobody for the rest of its TTL.
 pub(crate) fn release_round(
     shared: &Shared,
