@@ -173,7 +173,10 @@ pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
 pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
-pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+pub use node::{
+    DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, NodeWarning, QuarantineCause,
+    SentinelNode,
+};
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
@@ -186,7 +189,7 @@ pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 pub mod event {
     pub use crate::observe::{
         AcquireEvent, ContendedEvent, ExtendFailedEvent, GiveUpEvent, LossEvent, NodeDownEvent,
-        NodeUpEvent, Votes,
+        NodeUpEvent, NodeWarningEvent, Votes,
     };
 }
 

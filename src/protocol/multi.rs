@@ -61,6 +61,9 @@ pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MultiRequest<'_>) -> Resul
 /// One acquisition round. `mark`: the caller will wait if a resource is taken, so mark the taken
 /// ones as waited for.
 fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let token = Token::new();
     let keys: Vec<Arg<'_>> = req.resources.iter().map(|r| Arg::Str(r)).collect();
     let args = [

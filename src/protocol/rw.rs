@@ -90,6 +90,9 @@ pub(crate) fn try_write(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<
 /// One reader's attempt. `mark`: the caller will wait if a writer holds it (or waits), so mark
 /// the name as waited for.
 fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let keys = [
@@ -120,6 +123,9 @@ fn write_attempt(
     req: &MutexRequest<'_>,
     intent: Option<&Token>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let intent_ms = intent.map_or(0, |_| millis(intent_ttl(shared)));

@@ -28,6 +28,7 @@ const SLACK: Duration = Duration::from_millis(10);
 
 fn builder(urls: Vec<String>) -> RedLockFactoryBuilder {
     RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(urls)
         .connect_timeout(Duration::from_secs(1))
         .io_timeout(Duration::from_millis(300))

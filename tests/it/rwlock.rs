@@ -1136,6 +1136,7 @@ mod deadline {
         let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
         let handles: Vec<ProxyHandle> = proxies.iter().map(Proxy::handle).collect();
         let factory = RedLockFactory::builder()
+            .restart_quarantine(false)
             .nodes(proxies.iter().map(Proxy::url))
             .io_timeout(Duration::from_millis(100))
             .connect_timeout(Duration::from_millis(500))

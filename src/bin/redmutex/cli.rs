@@ -67,6 +67,36 @@ pub struct NodeArgs {
     /// How long a round waits for the nodes' replies, in seconds
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_secs, global = true)]
     pub io_timeout: Duration,
+
+    #[command(flatten)]
+    pub quarantine: QuarantineArgs,
+}
+
+/// The restart quarantine (docs/operations.md, "The longest TTL and durable nodes").
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The longest TTL any client of these nodes writes, in seconds: a node restarted without
+    /// durable persistence does not count toward acquisitions until this long (plus drift)
+    /// after its start. Every client of the nodes must agree on it
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "REDMUTEX_LONGEST_TTL",
+        default_value = "60",
+        value_parser = parse_secs,
+        global = true
+    )]
+    pub longest_ttl: Duration,
+
+    /// Declare every node durable (AOF with appendfsync always) where the server will not say:
+    /// a restarted node then votes at once
+    #[arg(long, env = "REDMUTEX_DURABLE_NODES", global = true)]
+    pub durable_nodes: bool,
+
+    /// Switch the restart quarantine off: a node restarted empty counts at once. Only for
+    /// throw-away test nodes, or where restarts are already delayed by the longest TTL
+    #[arg(long, env = "REDMUTEX_NO_RESTART_QUARANTINE", global = true)]
+    pub no_restart_quarantine: bool,
 }
 
 #[derive(Debug, Subcommand)]

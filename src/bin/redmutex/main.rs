@@ -269,10 +269,14 @@ fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Fa
             "no nodes given: use --node URL or set REDMUTEX_NODES",
         ));
     }
+    let q = &nodes.quarantine;
     let mut b = RedLockFactory::builder()
         .nodes(urls.iter().map(String::as_str))
         .connect_timeout(nodes.connect_timeout)
-        .io_timeout(nodes.io_timeout);
+        .io_timeout(nodes.io_timeout)
+        .longest_ttl(q.longest_ttl)
+        .durable_nodes(q.durable_nodes)
+        .restart_quarantine(!q.no_restart_quarantine);
     if let Some(ttl) = ttl {
         b = b.ttl(ttl);
     }
