@@ -14,6 +14,7 @@ use crate::node::{
 };
 use crate::notify::Notifier;
 use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, NodeWarningEvent, Observer, Stats};
+use crate::protocol::doctor::{self, Diagnosis};
 use crate::round::{self, majority};
 use crate::rwlock::RwLock;
 use crate::semaphore::Semaphore;
@@ -768,6 +769,46 @@ impl RedLockFactory {
     pub fn stats(&self) -> Stats {
         let shared = &self.runtime.shared;
         shared.observer.stats(&shared.nodes)
+    }
+
+    /// Checks each node against what Redlock assumes and what the locks need, as
+    /// `redmutex doctor` does, and returns one [`Check`] per finding: ok, warn or fail, with
+    /// the reason and the fix in one line.
+    ///
+    /// Per node: it answers (with its PING round trip), it is a master, its version has what
+    /// each feature needs (semaphores need Redis 6.0), its uptime against the longest TTL (is
+    /// it in its restart quarantine?), its persistence and fsync policy, its eviction policy.
+    /// Over the nodes: enough answer as masters for a quorum, and their `TIME`s agree. With
+    /// `key`, per node: the connecting user may run every command on every key and channel
+    /// that each feature (lock, fencing, wake-up, semaphore, read-write lock, multi-lock)
+    /// uses for `key`, tried for real on probe keys derived from it (`<key>:redmutex:doctor`
+    /// and its own derived keys, which an ACL pattern for the key's prefix covers; the probes
+    /// release or delete what they take at once). A refusal of the lock's own commands fails;
+    /// of another feature's, warns.
+    ///
+    /// This blocks for a few round trips per node, each bounded by the factory's timeouts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty or too long `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redmutex::{CheckStatus, RedLockFactory};
+    ///
+    /// let factory = RedLockFactory::new(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"])?;
+    /// let diagnosis = factory.diagnose(Some("app:jobs"))?;
+    /// for check in diagnosis.checks.iter().filter(|c| c.status != CheckStatus::Ok) {
+    ///     eprintln!("{check}");
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn diagnose(&self, key: Option<&str>) -> Result<Diagnosis> {
+        if let Some(key) = key {
+            shared::check_resource(key)?;
+        }
+        Ok(doctor::diagnose(&self.runtime.shared, key))
     }
 }
 

@@ -180,7 +180,10 @@ pub use node::{
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
-pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
+pub use protocol::{
+    Check, CheckStatus, Diagnosis, Fingerprint, Holding, Inspection, LockState, LossReason,
+    NodeView, Wait,
+};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 

@@ -26,7 +26,7 @@ use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 pub(crate) use spec::redacted_redis_error;
 pub use spec::{IntoNode, NodeSpec};
-pub(crate) use vitals::Watch;
+pub(crate) use vitals::{Facts, Watch};
 pub use vitals::{NodeWarning, QuarantineCause};
 
 /// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
@@ -721,6 +721,8 @@ pub(crate) struct Nodes {
     all: u64,
     /// Rounds made on these nodes.
     rounds: AtomicU64,
+    /// The restart quarantine's and the durability checks' settings.
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -770,7 +772,13 @@ impl Nodes {
             io_timeout,
             all,
             rounds: AtomicU64::new(0),
+            watch,
         })
+    }
+
+    /// Whether the user declared the nodes durable.
+    pub(crate) fn declared_durable(&self) -> bool {
+        self.watch.declared_durable
     }
 
     /// How many nodes there are.

@@ -12,6 +12,8 @@ use redmutex::Fingerprint;
 use crate::support::sentinel::SentinelGroup;
 use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
+// `doctor`: the checks of the nodes, and their exit codes.
+mod doctor;
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
 
