@@ -105,11 +105,16 @@
 //! # What it guarantees
 //!
 //! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
-//! same rate, nodes do not lose keys (restarted nodes stay down longer than the TTL, or use AOF
-//! with `appendfsync always`), and the holder stops acting before its validity ends. A process
+//! same rate, nodes do not lose keys, and the holder stops acting before its validity ends.
+//! The client enforces what it can see of the first two: a node that restarted without
+//! durable persistence does not count toward acquisitions until every lease it may have
+//! forgotten has expired (the restart quarantine, bounded by
+//! [`RedLockFactoryBuilder::longest_ttl`]), and a node whose clock jumped ahead is treated
+//! alike; eviction policies that can drop a lock are warned about
+//! ([`HandleEvent::on_node_warning`], [`NodeStats`], [`RedLockFactory::diagnose`]). A process
 //! pause (GC, swap, SIGSTOP) after the lock was taken can break the last one: protect resources
 //! that must never see two writers with fencing tokens checked at the resource. See
-//! `docs/design.md` and `docs/features.md` in the repository.
+//! `docs/design.md`, `docs/reliability.md` and `docs/features.md` in the repository.
 //!
 //! # Interoperability
 //!
