@@ -772,7 +772,7 @@ impl RedLockFactory {
     }
 
     /// Checks each node against what Redlock assumes and what the locks need, as
-    /// `redmutex doctor` does, and returns one [`Check`] per finding: ok, warn or fail, with
+    /// `redmutex doctor` does, and returns one [`Check`](crate::Check) per finding: ok, warn or fail, with
     /// the reason and the fix in one line.
     ///
     /// Per node: it answers (with its PING round trip), it is a master, its version has what

@@ -370,6 +370,7 @@ impl std::fmt::Debug for Hears {
 
 impl Health {
     fn new(name: String, index: usize, listener: Option<Listener>, watch: Watch) -> Self {
+        let vitals = vitals::Vitals::new(&name, watch);
         Self {
             name,
             index,
@@ -386,7 +387,7 @@ impl Health {
             downs: AtomicU64::new(0),
             transition: Mutex::new(()),
             listener: Hears(listener),
-            vitals: vitals::Vitals::new(watch),
+            vitals,
         }
     }
 

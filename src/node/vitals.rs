@@ -309,6 +309,8 @@ struct Seen {
 /// A node's standing against Redlock's assumptions.
 #[derive(Debug)]
 pub(crate) struct Vitals {
+    /// The node's name, for logs.
+    name: String,
     watch: Watch,
     epoch: Instant,
     /// Nanoseconds after `epoch` until which the node's yes does not count toward
@@ -337,8 +339,9 @@ pub(crate) struct Standing {
 }
 
 impl Vitals {
-    pub(crate) fn new(watch: Watch) -> Self {
+    pub(crate) fn new(name: &str, watch: Watch) -> Self {
         Self {
+            name: name.to_owned(),
             watch,
             epoch: Instant::now(),
             until: AtomicU64::new(0),
@@ -372,7 +375,10 @@ impl Vitals {
             .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            log::info!("redmutex: a node's restart quarantine is over: its votes count again");
+            log::info!(
+                "redmutex: node {}: its restart quarantine is over; its votes count again",
+                self.name
+            );
         }
         true
     }
@@ -675,7 +681,7 @@ mod tests {
 
     #[test]
     fn a_young_node_sits_out_until_its_start_plus_the_longest_ttl() {
-        let v = Vitals::new(watch(60 * S));
+        let v = Vitals::new("n", watch(60 * S));
         let now = Instant::now();
         let w = v.observe(&facts("a", 10, false, None), now, now);
         assert!(
@@ -696,13 +702,13 @@ mod tests {
         );
         assert_eq!(v.standing().quarantines, 1);
         // An old node, or a durable one, votes at once.
-        let old = Vitals::new(watch(60 * S));
+        let old = Vitals::new("n", watch(60 * S));
         assert!(
             old.observe(&facts("b", 61, false, None), now, now)
                 .is_empty()
         );
         assert!(old.counts());
-        let durable = Vitals::new(watch(60 * S));
+        let durable = Vitals::new("n", watch(60 * S));
         assert!(
             durable
                 .observe(&facts("c", 0, true, Some("always")), now, now)
@@ -710,7 +716,7 @@ mod tests {
         );
         assert!(durable.counts() && durable.standing().durable == Some(true));
         // Switched off: nothing is quarantined.
-        let off = Vitals::new(Watch::default());
+        let off = Vitals::new("n", Watch::default());
         assert!(
             off.observe(&facts("d", 0, false, None), now, now)
                 .is_empty()
@@ -720,7 +726,7 @@ mod tests {
 
     #[test]
     fn a_quarantine_ends_when_its_time_is_up_and_a_restart_starts_another() {
-        let v = Vitals::new(watch(300 * MS));
+        let v = Vitals::new("n", watch(300 * MS));
         let now = Instant::now();
         assert_eq!(v.observe(&facts("a", 0, false, None), now, now).len(), 1);
         assert!(!v.counts());
@@ -756,7 +762,7 @@ mod tests {
 
     #[test]
     fn a_clock_that_jumps_ahead_quarantines_and_one_that_keeps_time_does_not() {
-        let v = Vitals::new(watch(60 * S));
+        let v = Vitals::new("n", watch(60 * S));
         let t0 = Instant::now();
         let mut f = facts("a", 1000, false, None);
         f.time = Some(1000 * S);
@@ -783,7 +789,7 @@ mod tests {
         assert!(!v.counts());
         assert_eq!(v.standing().clock_jumps, 1);
         // Back in time: keys live longer; logged, not quarantined.
-        let w = Vitals::new(watch(60 * S));
+        let w = Vitals::new("n", watch(60 * S));
         f.time = Some(1000 * S);
         assert!(w.observe(&f, t0, t0).is_empty());
         f.time = Some(990 * S);
@@ -793,10 +799,13 @@ mod tests {
 
     #[test]
     fn eviction_and_a_wrong_declaration_are_reported_once() {
-        let v = Vitals::new(Watch {
-            declared_durable: true,
-            ..Watch::default()
-        });
+        let v = Vitals::new(
+            "n",
+            Watch {
+                declared_durable: true,
+                ..Watch::default()
+            },
+        );
         let mut f = facts("a", 1000, false, None);
         f.maxmemory = Some(1 << 20);
         f.policy = Some("allkeys-lru".into());
