@@ -1154,7 +1154,7 @@ fn svg(rows: &[Row], title: &str) -> String {
 fn profile(what: &str, n: u64) {
     let cluster = common::RedisCluster::start(3);
     let urls = cluster.urls();
-    let fac = factory(&urls, TTL);
+    let fac = quarantined_factory(&urls);
     let nowake = RedLockFactory::builder()
         .restart_quarantine(false)
         .nodes(urls.iter().map(String::as_str))
