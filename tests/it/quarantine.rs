@@ -207,16 +207,17 @@ fn a_durable_node_restarted_at_once_keeps_its_key_and_votes_at_once() {
         .expect("free");
     cluster.restart(1);
     assert_eq!(cluster.cmd(1, &["GET", "q:durable"]), guard.token());
-    refuse_writes(&cluster, 0, true);
     let lock_b = b.create_lock("q:durable");
     // Held: refused (after B's pool reconnects to the restarted node), never granted.
-    assert!(deadline_loop(Duration::from_secs(5), || {
+    assert!(deadline_loop(Duration::from_secs(10), || {
         matches!(lock_b.try_acquire(), Ok(None))
     }));
     guard.release().unwrap_or_else(|e| panic!("{e}"));
+    // Now only node 1 (restarted seconds ago) and node 2 take writes: B's grant needs node 1.
+    refuse_writes(&cluster, 0, true);
     let mut got = None;
     assert!(
-        deadline_loop(Duration::from_secs(5), || {
+        deadline_loop(Duration::from_secs(10), || {
             got = lock_b.try_acquire().ok().flatten();
             got.is_some()
         }),
