@@ -129,10 +129,10 @@ pub(crate) fn kind_name<K>() -> &'static str {
     name.rsplit("::").next().unwrap_or(name)
 }
 
-/// What each kind plugs into the handle and the guard: its names, and its [`Spec`](sealed::Spec),
-/// on which every difference between kinds is decided in one place, as the protocol's `Target`
-/// is for what a lease holds on the nodes. A new kind is a marker type above, a `Spec` variant
-/// with its arms, and its protocol attempt.
+/// What each kind plugs into the handle and the guard: its [`Spec`](sealed::Spec), on which
+/// every difference between kinds is decided in one place, as the protocol's `Target` is for
+/// what a lease holds on the nodes. A new kind is a marker type above, a `spec!` line, a `Spec`
+/// variant with its arms, and its protocol attempt.
 pub(crate) mod sealed {
     use std::fmt;
     use std::sync::Arc;
