@@ -23,6 +23,7 @@ mod fencing;
 mod harness;
 mod keep_alive;
 mod leader;
+mod lease_api;
 mod lease_truth;
 mod multi;
 mod observability;
@@ -30,6 +31,7 @@ mod props;
 mod quarantine;
 mod rwlock;
 mod security;
+mod self_wait;
 mod semaphore;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]
