@@ -20,7 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the lease had already run out before release or extend | [`Error::Expired`] |
 /// | a quorum no longer held our token although the lease had not run out | [`Error::LockLost`] |
 /// | a token-level call ([`RedLock::release_token`], [`RedLock::extend_token`]) found the token not held by a quorum | [`Error::NotHeld`] |
-/// | a thread holding a read lock asked for the write lock ([`RwLock::write`]) | [`Error::WouldDeadlock`] |
+/// | a thread holding a read lock asked to wait for the write lock ([`RwLock::write`]), or for a lock, permit or multi-lock of the name | [`Error::WouldDeadlock`] |
 /// | bad configuration or arguments | [`Error::InvalidConfig`], [`Error::InvalidArgument`] |
 ///
 /// [`Expired`](Error::Expired) and [`LockLost`](Error::LockLost) both mean that the critical
@@ -121,16 +121,19 @@ pub enum Error {
         resource: String,
     },
 
-    /// A write lock was asked for by a thread that holds a read lock on the same
-    /// [`RwLock`](crate::RwLock) (same factory, same name): waiting would never end, since the
-    /// writer would wait for its own reader (and, as a waiting writer, keep every new reader
-    /// out). Refused at once, before any round. Release the read guard first, or take the write
-    /// lock from the start and [`downgrade`](crate::RwLockWriteGuard::downgrade) it.
+    /// A thread that holds a read lock of a [`RwLock`](crate::RwLock) (from the same factory)
+    /// asked to wait for a lease that excludes readers of that name: the write lock (an
+    /// upgrade), a lock, a semaphore's permit or a multi-lock containing the name. The thread
+    /// cannot release its reader while it waits, so the wait would never end with keep-alive,
+    /// and end only by its own lease running out without. Refused at once, before any round.
+    /// Release the read guard first, or take the write lock from the start and
+    /// [`downgrade`](crate::RwLockWriteGuard::downgrade) it; a read guard moved to another
+    /// thread is [handed over](crate::LeaseGuard::hand_over) first.
     #[error(
-        "this thread holds a read lock on {resource:?}: a read lock cannot be upgraded to a write lock (it would wait for itself); release the read guard first"
+        "this thread holds a read lock on {resource:?}, which this call would wait for: a read lock cannot be upgraded to a write lock (it would wait for itself); release the read guard first"
     )]
     WouldDeadlock {
-        /// The read-write lock's name.
+        /// The read-write lock's name (for a multi-lock, the resource it names).
         resource: String,
     },
 }
@@ -222,7 +225,15 @@ impl NodeError {
             NodeCause::Down(kind, _) => *kind,
             NodeCause::Unexpected(_) => NodeErrorKind::Unexpected,
             NodeCause::Resent => NodeErrorKind::Dropped,
+            NodeCause::Quarantined(_) => NodeErrorKind::Quarantined,
         }
+    }
+
+    /// Whether the node answered yes to an acquisition, but its yes did not count: it is in
+    /// its restart quarantine (see [`NodeStats::quarantine`](crate::NodeStats::quarantine)).
+    #[must_use]
+    pub fn is_quarantined(&self) -> bool {
+        matches!(self.cause, NodeCause::Quarantined(_))
     }
 }
 
@@ -252,11 +263,14 @@ pub enum NodeErrorKind {
     /// Refused on the client's side: a node that reaches the same server as another one, a
     /// TLS or Sentinel setup problem, and other errors of the client library.
     Client,
+    /// Not a failure of the node: it said yes to an acquisition, but its yes did not count,
+    /// because it is in its restart quarantine (its data may be younger than the longest TTL).
+    Quarantined,
 }
 
 impl NodeErrorKind {
     /// Every kind, in declaration order.
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Timeout,
         Self::Refused,
         Self::Dropped,
@@ -266,6 +280,7 @@ impl NodeErrorKind {
         Self::Server,
         Self::Unexpected,
         Self::Client,
+        Self::Quarantined,
     ];
 
     /// A short lowercase name (`"timeout"`, `"refused"`, ...): the `Display` form, and a
@@ -282,6 +297,7 @@ impl NodeErrorKind {
             Self::Server => "server",
             Self::Unexpected => "unexpected",
             Self::Client => "client",
+            Self::Quarantined => "quarantined",
         }
     }
 
@@ -354,6 +370,10 @@ pub(crate) enum NodeCause {
          by its first run, or lost)"
     )]
     Resent,
+    /// The node said yes to an acquisition, but its yes did not count (the message says why
+    /// and for how long).
+    #[error("{0}")]
+    Quarantined(String),
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub(crate) enum Vote {
 }
 
 /// The outcome of a round (of one command of a batch).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     /// Nodes that said yes (SET done, token deleted or extended, key exists).
     pub(crate) yes: usize,
@@ -83,8 +83,9 @@ pub(crate) struct Tally {
     pub(crate) written: u64,
     /// Bit i set when node i answered no.
     pub(crate) refused: u64,
-    /// Bit i set when node i answered yes.
-    pub(crate) agreed: u64,
+    /// Bit i set when node i's yes is counted in `yes` (for the restart quarantine, which
+    /// discounts the yes of some nodes from an acquisition).
+    pub(crate) given: u64,
     /// Bit i set when node i gave no useful answer (down, timed out, an error reply).
     pub(crate) failed: u64,
     /// Bit i set when node i was sent the round's commands a second time, on a fresh
@@ -138,7 +139,7 @@ impl Tally {
         match vote {
             Ok(Vote::Yes(aux)) => {
                 self.yes += 1;
-                self.agreed |= bit;
+                self.given |= bit;
                 self.aux = self.aux.max(aux);
                 self.aux_yes = self.aux_yes.max(aux);
             }
@@ -872,7 +873,7 @@ mod tests {
         // Node 2 was sent the command twice: its "no" may be against its own first run.
         t.resent = 0b0_0100;
         assert_eq!(t.may_hold(), 0b1_1101);
-        assert_eq!((t.agreed, t.refused, t.failed), (0b0001, 0b0110, 0b1000));
+        assert_eq!((t.given, t.refused, t.failed), (0b0001, 0b0110, 0b1000));
     }
 
     #[test]
@@ -882,6 +883,7 @@ mod tests {
         t.count(1, Ok(Vote::No(9)));
         t.count(2, Ok(Vote::Yes(5)));
         assert_eq!((t.yes, t.no, t.aux, t.refused), (2, 1, 9, 0b010));
+        assert_eq!(t.given, 0b101);
     }
 }
 
@@ -972,6 +974,7 @@ mod invariant {
             Duration::from_millis(100),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -1019,6 +1022,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -1062,6 +1066,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];

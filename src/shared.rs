@@ -29,6 +29,10 @@ pub(crate) struct Config {
     pub(crate) keep_alive: bool,
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: bool,
+    /// The bound on every TTL written to the nodes, by any client (the restart quarantine's).
+    pub(crate) longest_ttl: Duration,
+    /// Whether the restart quarantine is on.
+    pub(crate) quarantine: bool,
 }
 
 /// What the factory, its locks, their guards and the background threads share.
@@ -48,6 +52,21 @@ impl Shared {
     /// The clock drift allowance for a lease of `ttl`.
     pub(crate) fn drift(&self, ttl: Duration) -> Duration {
         round::drift(ttl, self.config.drift_factor)
+    }
+
+    /// Checks that a lease of `ttl` (`what`: "ttl", "extension") stays within the longest TTL,
+    /// the bound of the restart quarantine: a quarantine shorter than a lease does not protect
+    /// it. Not enforced when the quarantine is off.
+    pub(crate) fn check_longest(&self, what: &str, ttl: Duration) -> Result<()> {
+        let c = &self.config;
+        if c.quarantine && ttl > c.longest_ttl {
+            return Err(Error::InvalidConfig(format!(
+                "{what} {ttl:?} is longer than the longest TTL {:?}: raise longest_ttl (on \
+                 every client of these nodes) to at least the longest TTL any of them uses",
+                c.longest_ttl
+            )));
+        }
+        Ok(())
     }
 
     /// Hands an event to the event handler on the callback thread (see [`deliver`]).
@@ -94,6 +113,50 @@ pub(crate) fn deliver(
 /// The longest name accepted (a lock's resource, a semaphore's or read-write lock's name, a
 /// multi-lock's member). Redis allows more, but a lock name this long is a bug.
 pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
+
+/// The most permits a semaphore may have.
+///
+/// Each permit is a slot key on every node, and a node looks at up to `permits` slots when it
+/// finds the first ones taken (an acquisition while most permits are held, or a release by
+/// token): Redis runs a script alone, so that work delays every client of the node. 1,024
+/// keeps the worst case under a millisecond of server time; a larger pool of holders is better
+/// split into several semaphores (or served by a queue in front of them).
+pub const MAX_PERMITS: u32 = 1024;
+
+/// The most resources one multi-lock may take.
+///
+/// Every round on a multi-lock (acquire, extend, release) names each resource's key, and its
+/// waiting marker, on every node; Redis runs the script alone, so a very large set delays every
+/// client of the node. Lock larger sets by a coarser name.
+pub const MAX_MULTI_RESOURCES: usize = 1024;
+
+/// Checks a semaphore's permit count: 1 to [`MAX_PERMITS`].
+pub(crate) fn check_permits(permits: u32) -> Result<()> {
+    if permits == 0 || permits > MAX_PERMITS {
+        return Err(Error::InvalidArgument(format!(
+            "a semaphore has 1 to {MAX_PERMITS} permits, not {permits}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a multi-lock's resources: 1 to [`MAX_MULTI_RESOURCES`] valid names.
+pub(crate) fn check_resources(resources: &[Arc<str>]) -> Result<()> {
+    if resources.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a multi-lock needs at least one resource".into(),
+        ));
+    }
+    if resources.len() > MAX_MULTI_RESOURCES {
+        return Err(Error::InvalidArgument(format!(
+            "a multi-lock takes at most {MAX_MULTI_RESOURCES} resources, not {}",
+            resources.len()
+        )));
+    }
+    resources
+        .iter()
+        .try_for_each(|r| check_name("resource name", r))
+}
 
 /// Checks a resource name (a lock's name, the key every key of the lock starts with).
 pub(crate) fn check_resource(resource: &str) -> Result<()> {

@@ -10,7 +10,7 @@ use rand::RngExt;
 use super::lease::{
     Lease, LeaseOptions, Target, Token, millis, no_quorum, proven_until, release_round,
 };
-use super::verdict::{Question, Timing, Verdict, decide, votes};
+use super::verdict::{Question, Timing, Verdict, admitted, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
@@ -417,31 +417,16 @@ pub(crate) fn mark_ms(shared: &Shared, mark: bool) -> u64 {
     }
 }
 
-/// What a mutex acquisition asks for.
+/// What an acquisition asks for, whatever its kind: the lease's name and settings. A kind adds
+/// its own to it (a semaphore's count, a multi-lock's resources).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MutexRequest<'a> {
+pub(crate) struct Request<'a> {
+    /// The lease name (a lock's resource; a semaphore's, read-write lock's or multi-lock's name).
     pub(crate) resource: &'a Arc<str>,
     pub(crate) ttl: Duration,
     pub(crate) fencing: bool,
     pub(crate) keep_alive: bool,
     pub(crate) max_hold: Option<Duration>,
-}
-
-/// Takes a mutex, waiting as `wait` says.
-pub(crate) fn acquire(
-    shared: &Arc<Shared>,
-    req: &MutexRequest<'_>,
-    wait: &Wait<'_>,
-) -> Result<Lease> {
-    let resource: &str = req.resource;
-    wait_for(shared, resource, &[resource], wait, |mark, _| {
-        attempt(shared, req, mark)
-    })
-}
-
-/// Takes a mutex if one round can.
-pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    try_once(shared, req.resource, || attempt(shared, req, false))
 }
 
 /// One attempt that does not wait, of any kind of lease: `Ok(None)` when the lock is held
@@ -469,7 +454,10 @@ pub(crate) fn try_once<T>(
 
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
 /// caller will wait if the lock is busy, so mark the resource as waited for.
-fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<Lease> {
+pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let resource: &str = req.resource;
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
@@ -521,7 +509,7 @@ pub(crate) struct Grant<'a> {
     pub(crate) fenced: Option<Fenced<'a>>,
 }
 
-impl MutexRequest<'_> {
+impl Request<'_> {
     /// The grant of a lease on this request's resource.
     pub(crate) fn grant(&self) -> Grant<'_> {
         Grant {
@@ -579,16 +567,20 @@ pub(crate) fn conclude(
         elapsed: start.elapsed(),
         drift: shared.drift(grant.ttl),
     };
+    // The restart quarantine: a quarantined node's yes does not count (it becomes a failure
+    // that says why). The take-back still goes to every node the round may have written to.
+    let admitted = admitted(shared, tally);
+    let counted: &Tally = &admitted;
     log::debug!(
         "redmutex: acquire {resource:?} ({target:?}): {}/{} yes, {} no, {} failed, quorum {}, {:?}",
-        tally.yes,
+        counted.yes,
         shared.nodes.len(),
-        tally.no,
-        tally.failures.len(),
+        counted.no,
+        counted.failures.len(),
         shared.config.quorum,
         timing.elapsed
     );
-    let verdict = decide(shared, tally, Question::Grant, Some(timing));
+    let verdict = decide(shared, counted, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
             let fencing = match grant.fenced {
@@ -601,7 +593,7 @@ pub(crate) fn conclude(
             match fencing {
                 Ok(fencing) => {
                     let lease = lease_of(shared, grant, target, token, start, fencing);
-                    return Attempt::Won(lease, votes(shared, tally));
+                    return Attempt::Won(lease, votes(shared, counted));
                 }
                 Err(e) => Some(e),
             }
@@ -618,14 +610,14 @@ pub(crate) fn conclude(
             })
         }
         Verdict::Refused => None,
-        Verdict::Unknown => Some(no_quorum(shared, resource, tally)),
+        Verdict::Unknown => Some(no_quorum(shared, resource, counted)),
     };
     take_back(shared, &target, resource, &token, tally, grant.ttl);
     match failure {
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
             holders: tally.refused,
-            votes: votes(shared, tally),
+            votes: votes(shared, counted),
             retry_in: None,
         },
     }

@@ -453,7 +453,7 @@ fn readers_held_back_by_a_withdrawn_intent_are_woken() {
     let writer = thread::spawn({
         let rw = rw.clone();
         move || {
-            let got = rw.write_timeout(Duration::from_secs(4));
+            let got = rw.writer().acquire_timeout(Duration::from_secs(4));
             (got.map(drop), Instant::now())
         }
     });

@@ -23,13 +23,16 @@ mod fencing;
 mod harness;
 mod keep_alive;
 mod leader;
+mod lease_api;
 mod lease_truth;
 mod leftovers;
 mod multi;
 mod observability;
 mod props;
+mod quarantine;
 mod rwlock;
 mod security;
+mod self_wait;
 mod semaphore;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]

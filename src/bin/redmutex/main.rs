@@ -7,6 +7,7 @@
 //! `extend_token`, `inspect`).
 
 mod cli;
+mod doctor;
 mod exit;
 mod held;
 mod lease;
@@ -22,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{Error, Fingerprint, RedLockFactory, Wait};
+use redmutex::{Error, Fingerprint, Handle, LeaseGuard, RedLockFactory, Wait};
 
 use crate::cli::{
     AcquireArgs, Cli, Command, ExtendArgs, LockMode, NodeArgs, RunArgs, TokenArgs, WaitArgs,
 };
 use crate::exit::{Exit, Failure};
-use crate::held::{Exclusive, Held, Permits, Shared, Take};
+use crate::held::Describe;
 use crate::signals::Listener;
 
 fn main() -> ExitCode {
@@ -96,14 +97,14 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
                 }
                 LockMode::Shared => {
                     let lock = factory.create_rwlock(key).with_keep_alive(true);
-                    run_under(&Shared(lock), args, &signals)
+                    run_under(&lock.reader(), args, &signals)
                 }
                 LockMode::Exclusive => {
                     let lock = factory
                         .create_rwlock(key)
                         .with_keep_alive(true)
                         .with_fencing(args.fencing);
-                    run_under(&Exclusive(lock), args, &signals)
+                    run_under(&lock.writer(), args, &signals)
                 }
             }
         }
@@ -114,13 +115,20 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+        Command::Doctor(args) => {
+            doctor::doctor(&factory(nodes, None)?, args.key.as_deref(), args.json)
+        }
     }
 }
 
 /// `run`: take `lock` as the flags say, then run the command while holding it.
-fn run_under<T: Take>(lock: &T, args: &RunArgs, signals: &Listener) -> Result<Exit, Failure> {
+fn run_under<K: Describe>(
+    lock: &Handle<K>,
+    args: &RunArgs,
+    signals: &Listener,
+) -> Result<Exit, Failure> {
     match take(lock, &args.wait, signals)? {
-        Taken::Guard(guard) => run::run(args, guard, signals),
+        Taken::Guard(guard) => run::run(args, lock, guard, signals),
         Taken::Exit(exit) => Ok(exit),
     }
 }
@@ -135,7 +143,7 @@ fn run_permits(nodes: &NodeArgs, args: &RunArgs) -> Result<Exit, Failure> {
     let semaphore = factory
         .create_semaphore(args.key.as_str(), permits)
         .with_keep_alive(true);
-    run_under(&Permits { semaphore }, args, &signals)
+    run_under(&semaphore, args, &signals)
 }
 
 /// `acquire`: take the lock, print the token, and leave the lock held.
@@ -196,17 +204,23 @@ enum Taken<G> {
 
 /// Waits for the lock (or a permit) as the flags say, until a terminating signal calls the
 /// wait off.
-fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<T::Held>, Failure> {
-    let key = lock.key();
+fn take<K: Describe>(
+    lock: &Handle<K>,
+    wait: &WaitArgs,
+    signals: &Listener,
+) -> Result<Taken<LeaseGuard<K>>, Failure> {
+    let key = lock.resource();
     let start = Instant::now();
     let cancel = signals.cancel_flag();
     let result = match wait.limit() {
         // One round, without the waiting machinery (subscription, waiting mark).
-        Some(limit) if limit.is_zero() => lock.try_take(),
+        Some(limit) if limit.is_zero() => lock.try_acquire(),
         Some(limit) => lock
-            .take_with(Wait::timeout(limit).cancel_on(cancel))
+            .acquire_with(Wait::timeout(limit).cancel_on(cancel))
             .map(Some),
-        None => lock.take_with(Wait::forever().cancel_on(cancel)).map(Some),
+        None => lock
+            .acquire_with(Wait::forever().cancel_on(cancel))
+            .map(Some),
     };
     let waited = start.elapsed();
     match result {
@@ -223,7 +237,7 @@ fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<
                 "acquired {key:?} after waiting {}: lease valid for {}{}",
                 human(waited),
                 human(guard.validity()),
-                guard.note()
+                K::note(lock, &guard)
             );
             log::debug!("token fingerprint {}", Fingerprint::of(guard.token()));
             Ok(Taken::Guard(guard))
@@ -259,6 +273,9 @@ fn listen() -> Result<Listener, Failure> {
         .map_err(|e| Failure::new(Exit::OsError, format!("cannot set up signal handling: {e}")))
 }
 
+/// The library's default TTL, for the subcommands that take none.
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
 /// The one factory of this invocation; building it validates the nodes and durations, naming
 /// what is wrong.
 fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Failure> {
@@ -269,12 +286,19 @@ fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Fa
             "no nodes given: use --node URL or set REDMUTEX_NODES",
         ));
     }
+    let q = &nodes.quarantine;
     let mut b = RedLockFactory::builder()
         .nodes(urls.iter().map(String::as_str))
         .connect_timeout(nodes.connect_timeout)
-        .io_timeout(nodes.io_timeout);
-    if let Some(ttl) = ttl {
-        b = b.ttl(ttl);
+        .io_timeout(nodes.io_timeout)
+        .longest_ttl(q.longest_ttl)
+        .durable_nodes(q.durable_nodes)
+        .restart_quarantine(!q.no_restart_quarantine);
+    match ttl {
+        Some(ttl) => b = b.ttl(ttl),
+        // A subcommand that writes no lease (status, doctor, release) must not trip over a
+        // --longest-ttl below the library's default TTL.
+        None => b = b.ttl(DEFAULT_TTL.min(q.longest_ttl)),
     }
     let factory = b.build().map_err(|e| {
         let mut f = Failure::from(e);
