@@ -667,7 +667,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         // A minority of bogus nodes: the lock works.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let factory = support::builder().nodes(urls).build().unwrap();
+        let factory = support::fault_builder().nodes(urls).build().unwrap();
         let start = Instant::now();
         let g = factory.create_lock("k").acquire().unwrap();
         g.release().unwrap();
@@ -678,7 +678,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         );
 
         // Only bogus nodes: a clear error, fast.
-        let factory = support::builder()
+        let factory = support::fault_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .build()
             .unwrap();
@@ -719,7 +719,7 @@ fn servers_that_are_not_redis_table() {
     for (what, fake) in cases {
         let port = not_redis(*fake);
         // Alone: a clear error, fast, on every entry point.
-        let alone = support::builder()
+        let alone = support::fault_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .max_retries(1)
             .build()
@@ -740,7 +740,7 @@ fn servers_that_are_not_redis_table() {
         // A minority of it next to two real nodes: the lock works and nothing is left.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let mixed = support::builder()
+        let mixed = support::fault_builder()
             .nodes(urls)
             .max_retries(1)
             .build()

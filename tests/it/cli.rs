@@ -20,13 +20,26 @@ const SOON: Duration = Duration::from_secs(20);
 
 const LOST: i32 = 79;
 
-/// `redmutex` with the cluster's nodes, and nothing from the caller's environment that would
-/// change its behaviour. It runs in its own process group, so it is never in a terminal's
-/// foreground group and passes SIGINT on as it would under a supervisor.
+/// The `--io-timeout` and `--connect-timeout` of [`redmutex`], in seconds: generous, as the
+/// library tests' preset (`support::IO_TIMEOUT`), since no CLI test is about a node that is
+/// slow to answer (dead nodes refuse at once). With the defaults (0.1 s and 0.5 s), a loaded
+/// machine's late reply showed a live node as failed.
+pub(crate) const TIMEOUT_SECS: &str = "2";
+
+/// `redmutex` with the cluster's nodes, [`TIMEOUT_SECS`], and nothing from the caller's
+/// environment that would change its behaviour. It runs in its own process group, so it is
+/// never in a terminal's foreground group and passes SIGINT on as it would under a
+/// supervisor.
 pub(crate) fn redmutex(nodes: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redmutex"));
     cmd.env_remove("REDMUTEX_NODES")
         .env_remove("REDMUTEX_TOKEN")
+        .args([
+            "--io-timeout",
+            TIMEOUT_SECS,
+            "--connect-timeout",
+            TIMEOUT_SECS,
+        ])
         .process_group(0);
     for n in nodes {
         cmd.arg("--node").arg(n);

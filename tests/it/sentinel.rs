@@ -248,6 +248,7 @@ fn a_stopped_sentinel_costs_one_bounded_attempt_at_most() {
     group.sentinel(0).stop();
     let factory = support::builder()
         .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
         .sentinel_node(node(&group))
         .build()
         .unwrap();
