@@ -275,6 +275,7 @@ impl RedLock {
             LockState::Unknown { answered } => Err(Error::NoQuorum {
                 resource: self.resource.to_string(),
                 answered,
+                agreed: answered,
                 needed: inspection.quorum,
                 nodes: inspection.nodes.len(),
                 failures: inspection

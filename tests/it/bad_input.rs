@@ -795,3 +795,59 @@ fn assert_nothing_held(cluster: &RedisCluster, names: &[&str]) {
         }
     }
 }
+
+/// A node URL that does not parse: the error says what is wrong with it and what a node URL
+/// looks like, in one line, without the password. (It said "Redis URL did not parse -
+/// InvalidClientConfig".)
+#[test]
+fn a_bad_node_url_says_what_is_wrong_and_what_is_right() {
+    let cases = [
+        (
+            "redis://127.0.0.1:notaport",
+            "the port \"notaport\" is not a number",
+        ),
+        (
+            "redis://app:s3cret-pw@127.0.0.1:x",
+            "the port \"x\" is not a number",
+        ),
+        ("http://127.0.0.1:6379", "the scheme \"http\" is not"),
+        ("127.0.0.1:6379", "it has no scheme"),
+        ("redis://:6379", "it names no host"),
+        ("redis://127.0.0.1/abc", "invalid database number"),
+    ];
+    for (url, reason) in cases {
+        let e = RedLockFactory::builder().node(url).build().unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{url}: {e:?}");
+        let text = e.to_string();
+        assert!(text.contains(reason), "{url}: {text}");
+        assert!(
+            text.contains("e.g. redis://127.0.0.1:6379"),
+            "{url}: {text}"
+        );
+        assert!(
+            !text.contains("s3cret") && !text.contains('\n'),
+            "{url}: {text}"
+        );
+    }
+}
+
+/// A server that is not Redis fails its node with a one-line error that says so (an HTTP
+/// server's reply gave a four-line "Parse error ... Unexpected `84` ..." message).
+#[test]
+fn a_server_that_is_not_redis_fails_with_one_line_that_says_so() {
+    let port = not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"));
+    let factory = support::fault_builder()
+        .node(format!("redis://127.0.0.1:{port}"))
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let lock = factory.create_lock("k");
+    for e in [
+        lock.try_acquire().map(|_| ()).unwrap_err(),
+        lock.is_locked().map(|_| ()).unwrap_err(),
+    ] {
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text:?}");
+        assert!(text.contains("not Redis protocol"), "{text}");
+    }
+}

@@ -1082,3 +1082,112 @@ fn run_verbose_reports_the_wait_and_the_lease() {
     );
     assert!(err.contains("lease on \"cli:verbose\" lost: "), "{err}");
 }
+
+/// A TCP server on a free loopback port that answers every request like an HTTP server.
+fn http_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0
+                        || stream
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A port that is not Redis: every error is one line, also the `error` field of
+/// `status --json` (it held a four-line "Parse error ..." with `\n`s).
+#[test]
+fn a_node_that_is_not_redis_is_one_line_everywhere() {
+    let nodes = vec![format!("redis://127.0.0.1:{}", http_server())];
+    let o = run_ok(redmutex(&nodes).args(["status", "--json", "cli:http"]));
+    assert_eq!(code(&o), 69, "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let error = json["nodes"][0]["error"].as_str().unwrap().to_owned();
+    assert!(!error.contains('\n'), "{error:?}");
+    assert!(error.contains("not Redis protocol"), "{error}");
+    for args in [&["status", "cli:http"][..], &["acquire", "-n", "cli:http"]] {
+        let o = run_ok(redmutex(&nodes).args(args));
+        assert_eq!(code(&o), 69, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("not Redis protocol"), "{args:?}: {err}");
+    }
+}
+
+/// A bad node URL: exit 64, one line naming what is wrong and the right form.
+#[test]
+fn a_bad_node_url_is_one_line_with_the_reason_and_the_form() {
+    let o = run_ok(redmutex(&["redis://127.0.0.1:notaport".to_owned()]).args(["status", "k"]));
+    assert_eq!(code(&o), 64, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the port \"notaport\" is not a number"),
+        "{err}"
+    );
+    assert!(err.contains("e.g. redis://127.0.0.1:6379"), "{err}");
+}
+
+/// Signals that redmutex handles (SIGCHLD here) interrupt a socket read that has a timeout
+/// (EINTR: such a read is never restarted). That is not the node's failure: the node must
+/// not be marked down, warned about, or backed off from. The replies to the rounds' commands
+/// come 300 ms late, and a burst of signals comes while the first round waits for its reply;
+/// a later round takes the lock.
+#[test]
+fn signals_during_rounds_do_not_count_as_node_failures() {
+    use crate::support::proxy::{Proxy, bulk, contains};
+    let cluster = RedisCluster::start(1);
+    let proxy = Proxy::start(cluster.port(0));
+    // The rounds' commands (SET NX, EVALSHA), not the connection's handshake.
+    let (set, evalsha) = (bulk("SET"), bulk("EVALSHA"));
+    proxy.delay_replies_to_if(
+        move |req| contains(req, &set) || contains(req, &evalsha),
+        Duration::from_millis(300),
+    );
+    let child = spawn(
+        redmutex(&[proxy.url()])
+            .args(["acquire", "-w", "30", "cli:eintr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let pid = child.id();
+    // The first round's command went through: its reply is being held, and redmutex waits
+    // for it.
+    assert!(
+        deadline_loop(SOON, || proxy.counters().matched >= 1),
+        "no round reached the node"
+    );
+    let burst = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < burst {
+        let sent = Command::new("kill")
+            .args(["-CHLD", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !sent {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (o, _) = child
+        .output_within(SOON * 2)
+        .unwrap_or_else(|| panic!("redmutex acquire did not end"));
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(!err.contains("is failing"), "{err}");
+    assert!(!stdout(&o).trim().is_empty(), "no token printed");
+}

@@ -262,3 +262,33 @@ fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     let g = factory.create_lock("restarted").try_acquire().unwrap();
     assert!(g.is_some(), "busy after the restarts");
 }
+
+/// A fresh factory's first contact with a node that is down reports the connect failure
+/// itself; "skipped while backing off" is for a node that worked and then failed. (It said
+/// "skipped while backing off after a failure" on the very first call.)
+#[test]
+fn a_first_contact_with_a_dead_node_reports_its_connect_failure() {
+    let factory = support::fault_builder()
+        .node(dead_url())
+        .max_retries(0)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let e = factory.create_lock("first").try_acquire().unwrap_err();
+        let node = &e.node_errors()[0];
+        assert!(!node.is_backing_off(), "{e}");
+        assert!(!e.to_string().contains("backing off"), "{e}");
+        assert!(e.to_string().contains("refused"), "{e}");
+    }
+
+    // A node that answered, then died: skipped while it backs off, and said so.
+    let cluster = RedisCluster::start(1);
+    let factory = support::fault_factory(&cluster).build().unwrap();
+    warm(&factory);
+    cluster.kill(0);
+    let lock = factory.create_lock("later");
+    assert!(deadline_loop(Duration::from_secs(10), || lock
+        .try_acquire()
+        .is_err_and(|e| e.node_errors()[0].is_backing_off()
+            && e.to_string().contains("skipped while backing off"))));
+}

@@ -178,6 +178,7 @@ mod tests {
         let nq = redmutex::Error::NoQuorum {
             resource: "k".into(),
             answered: 0,
+            agreed: 0,
             needed: 2,
             nodes: 3,
             failures: vec![],
