@@ -404,11 +404,14 @@ pub(crate) enum NodeCause {
 /// A Redis client error in one line, for messages: redis-rs puts line breaks in some (a
 /// reply that does not parse lists each unexpected byte on a line of its own), and every
 /// error here is one line. A reply that is not the Redis protocol says what that likely
-/// means.
+/// means, and a socket timeout says "timed out".
 pub(crate) fn describe(e: &redis::RedisError) -> String {
     let text = one_line(&e.to_string());
     if e.kind() == redis::ErrorKind::Parse {
         format!("the reply is not Redis protocol: is a Redis server listening there? ({text})")
+    } else if e.is_timeout() && !text.contains("timed out") {
+        // A socket timeout reads "Resource temporarily unavailable (os error 11)" (EAGAIN).
+        format!("timed out ({text})")
     } else {
         text
     }
@@ -510,6 +513,9 @@ mod tests {
         );
         assert_eq!(e.kind(), NodeErrorKind::Unexpected);
         assert_eq!(one_line("a\r\n\n  b  \n"), "a; b");
+        let eagain = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        let timeout = NodeError::new("n", NodeCause::Redis(redis::RedisError::from(eagain)));
+        assert!(timeout.to_string().starts_with("n: timed out ("), "{timeout}");
         assert_eq!(one_line("plain"), "plain");
     }
 

@@ -292,3 +292,28 @@ fn a_first_contact_with_a_dead_node_reports_its_connect_failure() {
         .is_err_and(|e| e.node_errors()[0].is_backing_off()
             && e.to_string().contains("skipped while backing off"))));
 }
+
+/// A release that cannot tell: 3 of 5 nodes answer, but only 1 still holds the token, and the
+/// 2 stopped ones might. The error says how many said yes. (It said "3 of 5 nodes answered, 3
+/// must agree", which reads as if a quorum had agreed.)
+#[test]
+fn a_failed_release_says_how_many_nodes_still_held_the_token() {
+    let cluster = RedisCluster::start(5);
+    let factory = support::fault_factory(&cluster).build().unwrap();
+    warm(&factory);
+    let g = factory.create_lock("release:count").acquire().unwrap();
+    for i in [1, 2] {
+        cluster.cmd(i, &["DEL", "release:count"]);
+    }
+    cluster.stop(3);
+    cluster.stop(4);
+    let e = g.release().unwrap_err();
+    cluster.cont(3);
+    cluster.cont(4);
+    assert!(matches!(e, Error::NoQuorum { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("1 of 5 nodes said yes, 3 must; 2 said no, 2 failed"),
+        "{text}"
+    );
+}
