@@ -349,6 +349,10 @@ impl NodeErrorKind {
                 ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
                     Self::Auth
                 }
+                // A command a script may not run under the user's ACL: Redis 7.0 answers a
+                // plain ERR, "The user executing the script can't run this command or
+                // subcommand".
+                ErrorKind::Server(_) if is_script_acl_refusal(e) => Self::Auth,
                 ErrorKind::Server(ServerErrorKind::ReadOnly) => Self::ReadOnly,
                 ErrorKind::Server(_) | ErrorKind::Extension => Self::Server,
                 ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::Unexpected,
@@ -376,6 +380,12 @@ impl fmt::Display for NodeErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Whether an error reply is Redis refusing a command inside a script under the user's ACL.
+fn is_script_acl_refusal(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("can't run this command") || text.contains("no permissions to")
 }
 
 /// The cause inside a [`NodeError`]. Each displays as one line.
@@ -515,7 +525,10 @@ mod tests {
         assert_eq!(one_line("a\r\n\n  b  \n"), "a; b");
         let eagain = std::io::Error::from(std::io::ErrorKind::WouldBlock);
         let timeout = NodeError::new("n", NodeCause::Redis(redis::RedisError::from(eagain)));
-        assert!(timeout.to_string().starts_with("n: timed out ("), "{timeout}");
+        assert!(
+            timeout.to_string().starts_with("n: timed out ("),
+            "{timeout}"
+        );
         assert_eq!(one_line("plain"), "plain");
     }
 
@@ -544,6 +557,14 @@ mod tests {
             NodeErrorKind::of(&redis::RedisError::from(io)),
             NodeErrorKind::Refused
         );
+        let script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "The user executing the script can't run this command or subcommand script: ab, on \
+             @user_script:2."
+                .to_owned(),
+        ));
+        assert_eq!(NodeErrorKind::of(&script), NodeErrorKind::Auth);
         let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
         assert_eq!(
             NodeErrorKind::of(&redis::RedisError::from(timeout)),

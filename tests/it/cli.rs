@@ -1191,3 +1191,81 @@ fn signals_during_rounds_do_not_count_as_node_failures() {
     assert!(!err.contains("is failing"), "{err}");
     assert!(!stdout(&o).trim().is_empty(), "no token printed");
 }
+
+/// Node URLs of `cluster` that log in as `user` (password `pw`), created on every node with
+/// `rules` after `reset on >pw`.
+fn acl_urls(cluster: &RedisCluster, user: &str, rules: &[&str]) -> Vec<String> {
+    (0..cluster.len())
+        .map(|i| {
+            let mut args = vec!["ACL", "SETUSER", user, "reset", "on", ">pw"];
+            args.extend_from_slice(rules);
+            assert_eq!(cluster.cmd(i, &args), "OK", "{args:?}");
+            format!("redis://{user}:pw@127.0.0.1:{}", cluster.port(i))
+        })
+        .collect()
+}
+
+/// A permission error (NOPERM) has its own exit status, 77, apart from an outage (69). (It
+/// exited 69.)
+#[test]
+fn a_permission_error_exits_77() {
+    let cluster = RedisCluster::start(3);
+    // Everything but SET and scripts: the handshake works, taking the lock does not.
+    let nodes = acl_urls(
+        &cluster,
+        "noset",
+        &["~*", "&*", "+@all", "-set", "-evalsha", "-eval"],
+    );
+    let o = run_ok(redmutex(&nodes).args(["acquire", "-n", "cli:noperm"]));
+    assert_eq!(code(&o), 77, "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("no permissions"),
+        "{}",
+        stderr(&o)
+    );
+    // Reading is not allowed either: `status` is 77 too.
+    let nodes = acl_urls(&cluster, "noget", &["~*", "&*", "+@all", "-get", "-pttl"]);
+    let o = run_ok(redmutex(&nodes).args(["status", "cli:noperm"]));
+    assert_eq!(code(&o), 77, "{}", stderr(&o));
+}
+
+/// `run` (a lock, and `--permits`: a semaphore) whose command exited 0 but whose release
+/// failed (an ACL without DEL, which only releases need) exits with the release's status,
+/// 77, not 0: the lock stays behind for its TTL, run after run. (It exited 0.)
+#[test]
+fn run_exits_with_the_release_failure_when_the_command_succeeded() {
+    let cluster = RedisCluster::start(3);
+    let nodes = acl_urls(&cluster, "nodel", &["~*", "&*", "+@all", "-del", "-unlink"]);
+    for permits in [None, Some("2")] {
+        let mut cmd = redmutex(&nodes);
+        cmd.arg("run");
+        if let Some(n) = permits {
+            cmd.args(["--permits", n]);
+        }
+        let o = run_ok(cmd.args(["--ttl", "5", "cli:nodel", "--", "true"]));
+        let err = stderr(&o);
+        assert_eq!(code(&o), 77, "{permits:?}: {err}");
+        assert!(err.contains("could not be released"), "{permits:?}: {err}");
+        // A command that failed keeps its own status.
+        let mut cmd = redmutex(&nodes);
+        cmd.arg("run");
+        if let Some(n) = permits {
+            cmd.args(["--permits", n]);
+        }
+        let o = run_ok(cmd.args([
+            "--ttl",
+            "5",
+            "-w",
+            "20",
+            "cli:nodel2",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]));
+        assert_eq!(code(&o), 3, "{permits:?}: {}", stderr(&o));
+        for i in 0..3 {
+            cluster.cmd(i, &["FLUSHALL"]);
+        }
+    }
+}

@@ -137,7 +137,7 @@ the token itself is never printed. The fingerprint of a token you hold:
   ttl_ms, fencing_counter and error (why the node failed, or null).
 
 Exit status: 0 when the verdict is known (held, free or split), 69 when too few nodes
-answered to tell (unknown).";
+answered to tell (unknown), 77 when that is because a node refused the login or a command.";
 
 /// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
 #[derive(Debug, Args)]

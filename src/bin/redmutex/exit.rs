@@ -16,6 +16,9 @@ pub enum Exit {
     Usage,
     /// Too few nodes answered, or they answered too slowly (EX_UNAVAILABLE).
     Unavailable,
+    /// A node refused the login or a command the lock needs (WRONGPASS, NOPERM: an ACL
+    /// without a key, channel or command), and too few others answered (EX_NOPERM).
+    NoPermission,
     /// An unexpected error inside redmutex (EX_SOFTWARE).
     Software,
     /// The operating system refused something redmutex needs: a thread, a signal handler, a
@@ -49,6 +52,9 @@ Exit status:
   64      usage error: bad flag, argument, node URL or duration
   69      nodes unavailable: too few nodes answered (--verbose lists each node's cause);
           status: the verdict is unknown
+  77      permission denied: a node refused the login or a command the lock needs
+          (WRONGPASS, NOPERM: the ACL user lacks a key, channel or command), and too few
+          others answered
   70      internal error
   71      operating-system error (thread, signal handler, waiting for the command)
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
@@ -58,7 +64,8 @@ Exit status:
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
           waiting for the lock)
-  other   run: the command's own exit status"
+  other   run: the command's own exit status (when the command exited 0 but the lock could
+          not be released, the release's status: 69 or 77)"
     };
 }
 pub(crate) use exit_table;
@@ -74,6 +81,7 @@ impl Exit {
             Self::Conflict(n) | Self::Child(n) => n,
             Self::Usage => 64,
             Self::Unavailable => 69,
+            Self::NoPermission => 77,
             Self::Software => 70,
             Self::OsError => 71,
             Self::LostLease => LOST_LEASE,
@@ -122,6 +130,13 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
     use redmutex::Error as E;
     match e {
         E::InvalidConfig(_) | E::InvalidArgument(_) => Exit::Usage,
+        E::NoQuorum { failures, .. }
+            if failures
+                .iter()
+                .any(|f| f.kind() == redmutex::NodeErrorKind::Auth) =>
+        {
+            Exit::NoPermission
+        }
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
         E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
@@ -151,6 +166,7 @@ mod tests {
         assert_eq!(Exit::Conflict(42).code(), 42);
         assert_eq!(Exit::Usage.code(), 64);
         assert_eq!(Exit::Unavailable.code(), 69);
+        assert_eq!(Exit::NoPermission.code(), 77);
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::OsError.code(), 71);
         assert_eq!(Exit::LostLease.code(), 79);
@@ -188,7 +204,7 @@ mod tests {
 
     #[test]
     fn table_lists_every_fixed_code() {
-        for code in [0, 1, 64, 69, 70, 71, LOST_LEASE, 126, 127] {
+        for code in [0, 1, 64, 69, 70, 71, 77, LOST_LEASE, 126, 127] {
             assert!(
                 TABLE.contains(&format!("\n  {code} ")),
                 "{code} missing from the table"

@@ -33,7 +33,8 @@ struct Verdict {
     ttl: Option<Duration>,
 }
 
-/// Prints the status of the lock on stdout; fails with 69 when too few nodes answered to tell.
+/// Prints the status of the lock on stdout; fails with 69 when too few nodes answered to tell
+/// (77 when a node refused the login or a command).
 pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
     let inspection = lock.inspect()?;
     let rows: Vec<Row<'_>> = inspection.nodes.iter().map(row).collect();
@@ -54,8 +55,15 @@ pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
             .iter()
             .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.node)))
             .collect();
+        let denied = inspection.nodes.iter().any(|n| {
+            matches!(&n.holding, Holding::Failed(e) if e.kind() == redmutex::NodeErrorKind::Auth)
+        });
         let mut f = Failure::new(
-            Exit::Unavailable,
+            if denied {
+                Exit::NoPermission
+            } else {
+                Exit::Unavailable
+            },
             format!(
                 "no quorum for {:?}: {answered} of {} nodes answered, {} must agree ({})",
                 inspection.resource,
