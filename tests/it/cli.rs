@@ -1269,3 +1269,82 @@ fn run_exits_with_the_release_failure_when_the_command_succeeded() {
         }
     }
 }
+
+/// `acquire --fencing` prints the fencing token after the token, and it grows with every
+/// acquisition. (There was no `--fencing` for `acquire`.)
+#[test]
+fn acquire_fencing_prints_a_growing_fencing_token() {
+    let cluster = RedisCluster::start(3);
+    let mut last = 0;
+    for _ in 0..2 {
+        let o = run_ok(redmutex(&cluster.urls()).args(["acquire", "--fencing", "cli:fence"]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        let (token, fencing) = out.trim().split_once(' ').expect("TOKEN FENCING_TOKEN");
+        let fencing: u64 = fencing.parse().unwrap();
+        assert!(fencing > last, "{fencing} after {last}");
+        last = fencing;
+        let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:fence", token]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    // Without --fencing, the token alone.
+    let o = run_ok(redmutex(&cluster.urls()).args(["acquire", "cli:fence"]));
+    assert!(!stdout(&o).trim().contains(' '), "{}", stdout(&o));
+}
+
+/// `status` on a semaphore's name shows the permit count and how many are held. (It showed a
+/// fingerprint of the name key's value, as if one holder held a lock.)
+#[test]
+fn status_of_a_semaphore_name_shows_its_permits() {
+    let cluster = RedisCluster::start(3);
+    let f = crate::support::factory(&cluster).build().unwrap();
+    let sem = f.create_semaphore("cli:sem", 5);
+    let held = [sem.acquire().unwrap(), sem.acquire().unwrap()];
+    let json = status_json(&mut redmutex(&cluster.urls()), "cli:sem");
+    assert_eq!(json["verdict"], "permits", "{json}");
+    assert_eq!(json["permits"], 5, "{json}");
+    assert_eq!(json["permits_held"], 2, "{json}");
+    assert_eq!(json["holder"], serde_json::Value::Null, "{json}");
+    for n in json["nodes"].as_array().unwrap() {
+        assert_eq!(
+            (&n["state"], &n["permits"], &n["permits_held"]),
+            (&"permits".into(), &5.into(), &2.into()),
+            "{json}"
+        );
+    }
+    let o = run_ok(redmutex(&cluster.urls()).args(["status", "cli:sem"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("a semaphore of 5 permits, 2 held"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("2/5 held"), "{}", stdout(&o));
+    drop(held);
+}
+
+/// `run --help` lists run's own options apart from the global ones. (They were mixed in one
+/// list.)
+#[test]
+fn run_help_puts_the_global_options_apart() {
+    let o = run_ok(redmutex(&[]).args(["run", "--help"]));
+    assert_eq!(code(&o), 0);
+    let help = stdout(&o);
+    let own = help.find("\nOptions:").expect("Options:");
+    let global = help.find("\nGlobal options").expect("Global options");
+    assert!(own < global, "{help}");
+    let (own, global) = (&help[own..global], &help[global..]);
+    for flag in ["--nonblock", "--ttl", "--fencing", "--permits", "--command"] {
+        assert!(
+            own.contains(flag),
+            "{flag} not among run's options:\n{help}"
+        );
+    }
+    for flag in ["--node", "--connect-timeout", "--io-timeout", "--verbose"] {
+        assert!(!own.contains(flag), "{flag} among run's options:\n{help}");
+        assert!(
+            global.contains(flag),
+            "{flag} not among the global options:\n{help}"
+        );
+    }
+}
