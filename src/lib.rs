@@ -173,7 +173,9 @@ pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LossSignal, RedLockGuard};
 pub use lock::{MAX_RESOURCE_LEN, RedLock};
 pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
-pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+pub use node::{
+    DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode, split_node_list,
+};
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};

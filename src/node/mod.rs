@@ -18,9 +18,11 @@ use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError, NodeErrorKind, describe, is_interrupted};
 use crate::scripts;
 
+mod list;
 mod sentinel;
 mod spec;
 
+pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 pub(crate) use spec::redacted_redis_error;
