@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn every_value_is_split() {
         assert_eq!(
-            split(&["redis://a:1 redis://b:2", "redis+sentinel://h1,h2/m;redis://c:3"]),
+            split(&[
+                "redis://a:1 redis://b:2",
+                "redis+sentinel://h1,h2/m;redis://c:3"
+            ]),
             [
                 "redis://a:1",
                 "redis://b:2",
