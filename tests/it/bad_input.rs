@@ -667,7 +667,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         // A minority of bogus nodes: the lock works.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let factory = support::fault_builder().nodes(urls).build().unwrap();
+        let factory = support::short_builder().nodes(urls).build().unwrap();
         let start = Instant::now();
         let g = factory.create_lock("k").acquire().unwrap();
         g.release().unwrap();
@@ -678,7 +678,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         );
 
         // Only bogus nodes: a clear error, fast.
-        let factory = support::fault_builder()
+        let factory = support::short_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .build()
             .unwrap();
@@ -719,7 +719,7 @@ fn servers_that_are_not_redis_table() {
     for (what, fake) in cases {
         let port = not_redis(*fake);
         // Alone: a clear error, fast, on every entry point.
-        let alone = support::fault_builder()
+        let alone = support::short_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .max_retries(1)
             .build()
@@ -740,7 +740,7 @@ fn servers_that_are_not_redis_table() {
         // A minority of it next to two real nodes: the lock works and nothing is left.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let mixed = support::fault_builder()
+        let mixed = support::short_builder()
             .nodes(urls)
             .max_retries(1)
             .build()
@@ -836,7 +836,7 @@ fn a_bad_node_url_says_what_is_wrong_and_what_is_right() {
 #[test]
 fn a_server_that_is_not_redis_fails_with_one_line_that_says_so() {
     let port = not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"));
-    let factory = support::fault_builder()
+    let factory = support::short_builder()
         .node(format!("redis://127.0.0.1:{port}"))
         .max_retries(1)
         .build()

@@ -14,7 +14,7 @@ const IO_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A factory of `cluster` with keep-alive, [`TTL`] and [`IO_TIMEOUT`].
 fn kept_alive(cluster: &RedisCluster) -> RedLockFactory {
-    support::factory(cluster)
+    support::short_factory(cluster)
         .keep_alive(true)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
@@ -184,7 +184,7 @@ fn plain_guard_signal_fires_when_the_lease_runs_out() {
 fn thousands_of_guards_one_thread() {
     const GUARDS: usize = 2_000;
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .keep_alive(true)
         .ttl(Duration::from_secs(2))
         .build()

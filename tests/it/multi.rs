@@ -202,7 +202,7 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
 #[test]
 fn multi_lock_leases_extend_keep_alive_and_signal_their_loss() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(600))
         .build()
         .unwrap();

@@ -409,7 +409,7 @@ fn a_key_deleted_under_keep_alive_is_exactly_one_token_gone_loss() {
     let cluster = RedisCluster::start(3);
     let recorder = Arc::new(Recorder::default());
     let ttl = Duration::from_millis(600);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .keep_alive(true)
         .ttl(ttl)
         .event_handler(Arc::clone(&recorder))
@@ -524,7 +524,7 @@ fn a_panicking_or_blocking_handler_never_stops_keep_alive() {
     let cluster = RedisCluster::start(3);
     let unruly = Arc::new(Unruly::default());
     let ttl = Duration::from_millis(600);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .keep_alive(true)
         .ttl(ttl)
         .event_handler(Arc::clone(&unruly))
@@ -826,7 +826,7 @@ mod metrics {
     fn metrics_handler_records_fixed_low_cardinality_series() {
         let prometheus = recorder();
         let cluster = RedisCluster::start(3);
-        let factory = support::factory(&cluster)
+        let factory = support::short_factory(&cluster)
             .keep_alive(true)
             .ttl(Duration::from_millis(600))
             .event_handler(MetricsHandler::new())

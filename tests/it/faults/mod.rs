@@ -41,13 +41,13 @@ const RETRY_JITTER: Duration = Duration::from_millis(10);
 /// costs at most a checkout wait plus one I/O timeout.
 const ROUND_BOUND: Duration = Duration::from_millis(2000);
 
-/// The fault suite's settings on top of the preset for fault tests (`support::fault_builder`,
+/// The fault suite's settings on top of the short-timeout preset (`support::short_builder`,
 /// whose short connect timeout bounds what a partitioned node costs): [`TTL`],
 /// [`IO_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes (the nodes
 /// themselves, or proxies in front of them). Every scenario and worker of the suite starts
 /// from these.
 fn settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
-    support::fault_builder()
+    support::short_builder()
         .nodes(nodes)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)

@@ -72,21 +72,24 @@ const NOT_FOUND: &str = "redis-server not found: install it with \
 /// I/O timeout of the [`builder`] preset: generous, because most tests are not about
 /// timeouts. With both cores of a shared 2-core machine busy, a node's reply can take a few
 /// hundred milliseconds; a test whose node "failed" then sees a vote missing, a key on two
-/// nodes of three, a back-off, and fails for a reason it does not test. A test about nodes
-/// that stop answering, where each timeout costs it time, uses [`fault_builder`].
+/// nodes of three, a back-off, and fails for a reason it does not test. Two kinds of test use
+/// [`short_builder`] instead: those about nodes that stop answering, where each timeout costs
+/// them time, and those with short leases (a TTL of a second or less), where a round that
+/// waits this long for one slow node outlasts the lease it renews.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connect timeout of the [`builder`] preset (loopback; the handshake loads the scripts):
 /// generous, as [`IO_TIMEOUT`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// I/O timeout of [`fault_builder`]: twice the library's default, so that a stopped,
-/// black-holed or silent node costs a test little, while a loaded machine's live nodes still
-/// answer in time nearly always (these tests retry, or bound what a failure costs).
-pub const FAULT_IO_TIMEOUT: Duration = Duration::from_millis(200);
+/// I/O timeout of [`short_builder`]: twice the library's default, so that a stopped,
+/// black-holed or silent node costs a test little and a slow node is left out of a round
+/// before a short lease runs out, while a loaded machine's live nodes still answer in time
+/// nearly always (these tests retry, or bound what a failure costs).
+pub const SHORT_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// Connect timeout of [`fault_builder`].
-pub const FAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Connect timeout of [`short_builder`].
+pub const SHORT_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Retry delay and jitter of the [`builder`] preset: a waiter polls often,
 /// so a test that waits for a lock does not wait for the library's 50 ms
@@ -105,18 +108,18 @@ pub fn builder() -> RedLockFactoryBuilder {
         .retry_jitter(RETRY)
 }
 
-/// [`builder`] with short timeouts ([`FAULT_IO_TIMEOUT`], [`FAULT_CONNECT_TIMEOUT`]), for
+/// [`builder`] with short timeouts ([`SHORT_IO_TIMEOUT`], [`SHORT_CONNECT_TIMEOUT`]), for
 /// tests about nodes that are stopped, black-holed, silent or not Redis, whose bounds count
-/// what each timeout costs.
-pub fn fault_builder() -> RedLockFactoryBuilder {
+/// what each timeout costs, and for tests with leases of a second or less.
+pub fn short_builder() -> RedLockFactoryBuilder {
     builder()
-        .io_timeout(FAULT_IO_TIMEOUT)
-        .connect_timeout(FAULT_CONNECT_TIMEOUT)
+        .io_timeout(SHORT_IO_TIMEOUT)
+        .connect_timeout(SHORT_CONNECT_TIMEOUT)
 }
 
-/// [`fault_builder`] with the nodes of `cluster`.
-pub fn fault_factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
-    fault_builder().nodes(cluster.urls())
+/// [`short_builder`] with the nodes of `cluster`.
+pub fn short_factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
+    short_builder().nodes(cluster.urls())
 }
 
 /// [`builder`] with the nodes of `cluster`.
