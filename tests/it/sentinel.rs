@@ -12,7 +12,7 @@ use redmutex::{Error, RedLockFactory, SentinelNode};
 
 /// Generous bound on a failover with 1 s down-after on a loaded machine (the sentinels may
 /// need a second election after the 3 s failover timeout).
-const FAILOVER_LIMIT: Duration = Duration::from_secs(40);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(90);
 
 /// Generous for a loaded machine: a connection through Sentinel asks a sentinel first, then
 /// checks the master's role.
