@@ -621,7 +621,7 @@ fn credentials_and_databases_table() {
 
 /// How a fake server that is not Redis treats each connection.
 #[derive(Clone, Copy)]
-enum Fake {
+pub(crate) enum Fake {
     /// Answers every read with these bytes.
     Replies(&'static [u8]),
     /// Accepts the connection and never answers (a black hole).
@@ -631,7 +631,7 @@ enum Fake {
 }
 
 /// A TCP server on a free loopback port that is not Redis; returns its port.
-fn not_redis(fake: Fake) -> u16 {
+pub(crate) fn not_redis(fake: Fake) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {

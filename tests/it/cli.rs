@@ -1085,26 +1085,8 @@ fn run_verbose_reports_the_wait_and_the_lease() {
 
 /// A TCP server on a free loopback port that answers every request like an HTTP server.
 fn http_server() -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0
-                        || stream
-                            .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    use crate::bad_input::{Fake, not_redis};
+    not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"))
 }
 
 /// A port that is not Redis: every error is one line, also the `error` field of
