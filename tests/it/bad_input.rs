@@ -737,10 +737,11 @@ fn servers_that_are_not_redis_table() {
             "{what}: {:?}",
             start.elapsed()
         );
-        // A minority of it next to two real nodes: the lock works and nothing is left.
+        // A minority of it next to two real nodes: the lock works and nothing is left (the
+        // preset's generous timeouts: nothing is timed here, and the real nodes must answer).
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let mixed = support::short_builder()
+        let mixed = support::builder()
             .nodes(urls)
             .max_retries(1)
             .build()

