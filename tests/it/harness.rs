@@ -267,7 +267,9 @@ fn proxy_relays_delays_blackholes_cuts_and_heals() {
     let mut open = client::connect(proxy.port(), SHORT).unwrap();
     assert_eq!(client::send(&mut open, &["PING"]).unwrap(), "PONG");
     proxy.cut();
-    assert!(deadline_loop(WAIT, || proxy.counters().reset == 1));
+    // At least this one (connections of the earlier steps that the proxy has not yet seen
+    // closed, on a loaded machine, are reset with it).
+    assert!(deadline_loop(WAIT, || proxy.counters().reset >= 1));
     assert!(client::send(&mut open, &["PING"]).is_err());
     assert!(through(&["PING"]).is_err());
     assert!(proxy.counters().refused >= 1);
