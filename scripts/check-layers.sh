@@ -7,10 +7,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # module -> rank (higher = nearer the user)
 declare -A rank=(
-    [lib]=10
-    [factory]=9
-    [lock]=8 [rwlock]=8 [semaphore]=8 [multi]=8
-    [guard]=7
+    [lib]=13
+    [factory]=12
+    [lock]=11 [rwlock]=11 [semaphore]=11 [multi]=11
+    [handle]=10
+    [guard]=9
+    [kind]=8
+    [local]=7
     [keeper]=6
     [protocol]=5
     [shared]=4

@@ -20,7 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the lease had already run out before release or extend | [`Error::Expired`] |
 /// | a quorum no longer held our token although the lease had not run out | [`Error::LockLost`] |
 /// | a token-level call ([`RedLock::release_token`], [`RedLock::extend_token`]) found the token not held by a quorum | [`Error::NotHeld`] |
-/// | a thread holding a read lock asked for the write lock ([`RwLock::write`]) | [`Error::WouldDeadlock`] |
+/// | a thread holding a read lock asked to wait for the write lock ([`RwLock::write`]), or for a lock, permit or multi-lock of the name | [`Error::WouldDeadlock`] |
 /// | bad configuration or arguments | [`Error::InvalidConfig`], [`Error::InvalidArgument`] |
 ///
 /// [`Expired`](Error::Expired) and [`LockLost`](Error::LockLost) both mean that the critical
@@ -129,16 +129,19 @@ pub enum Error {
         resource: String,
     },
 
-    /// A write lock was asked for by a thread that holds a read lock on the same
-    /// [`RwLock`](crate::RwLock) (same factory, same name): waiting would never end, since the
-    /// writer would wait for its own reader (and, as a waiting writer, keep every new reader
-    /// out). Refused at once, before any round. Release the read guard first, or take the write
-    /// lock from the start and [`downgrade`](crate::RwLockWriteGuard::downgrade) it.
+    /// A thread that holds a read lock of a [`RwLock`](crate::RwLock) (from the same factory)
+    /// asked to wait for a lease that excludes readers of that name: the write lock (an
+    /// upgrade), a lock, a semaphore's permit or a multi-lock containing the name. The thread
+    /// cannot release its reader while it waits, so the wait would never end with keep-alive,
+    /// and end only by its own lease running out without. Refused at once, before any round.
+    /// Release the read guard first, or take the write lock from the start and
+    /// [`downgrade`](crate::RwLockWriteGuard::downgrade) it; a read guard moved to another
+    /// thread is [handed over](crate::LeaseGuard::hand_over) first.
     #[error(
-        "this thread holds a read lock on {resource:?}: a read lock cannot be upgraded to a write lock (it would wait for itself); release the read guard first"
+        "this thread holds a read lock on {resource:?}, which this call would wait for: a read lock cannot be upgraded to a write lock (it would wait for itself); release the read guard first"
     )]
     WouldDeadlock {
-        /// The read-write lock's name.
+        /// The read-write lock's name (for a multi-lock, the resource it names).
         resource: String,
     },
 }

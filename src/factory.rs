@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::keeper::{Keeper, Runtime};
+use crate::kind;
 use crate::lock::RedLock;
-use crate::multi::MultiLock;
+use crate::multi::{MultiLock, multi_lock};
 use crate::node::{IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode};
 use crate::notify::Notifier;
 use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, Observer, Stats};
@@ -249,13 +250,14 @@ impl RedLockFactoryBuilder {
     }
 
     /// Renew the leases of the locks this factory creates automatically while their guards
-    /// live (a lock can override it with [`RedLock::with_keep_alive`]).
+    /// live (a handle can override it with
+    /// [`Handle::with_keep_alive`](crate::Handle::with_keep_alive)).
     ///
     /// One background thread per factory renews every kept-alive guard at a third of its TTL,
     /// batching the renewals that fall due together into one round trip per node. When a
     /// renewal finds the lock lost, or the lease runs out before a quorum renews it, the guard
-    /// turns invalid at once and its [`loss_signal`](crate::RedLockGuard::loss_signal) and
-    /// [`on_loss`](crate::RedLockGuard::on_loss) callbacks fire. Releasing a guard takes it
+    /// turns invalid at once and its [`loss_signal`](crate::LeaseGuard::loss_signal) fires
+    /// (with its [`on_loss`](crate::LossSignal::on_loss) callbacks). Releasing a guard takes it
     /// out of the renewal schedule before the release round, so the two never race.
     ///
     /// Defaults to off.
@@ -267,8 +269,9 @@ impl RedLockFactoryBuilder {
     /// With keep-alive, stop renewing once a lock has been held this long (measured from the
     /// acquisition): the last renewal is shortened to end there (renewals that would add
     /// less than a tenth of the TTL are skipped, so the lease may end up to that much earlier),
-    /// and the guard's loss signal fires with [`LossReason::HoldLimit`](crate::LossReason::HoldLimit) when it runs out. A
-    /// lock can override it with [`RedLock::with_max_hold`].
+    /// and the guard's loss signal fires with [`LossReason::HoldLimit`](crate::LossReason::HoldLimit)
+    /// when it runs out. A handle can override it with
+    /// [`Handle::with_max_hold`](crate::Handle::with_max_hold).
     ///
     /// Defaults to no limit.
     pub fn max_hold(mut self, limit: Duration) -> Self {
@@ -278,7 +281,8 @@ impl RedLockFactoryBuilder {
 
     /// Issue a fencing token with every acquisition (see
     /// [`RedLockGuard::fencing_token`](crate::RedLockGuard::fencing_token)); a lock can
-    /// override it with [`RedLock::with_fencing`]. Costs one more round trip per acquisition.
+    /// override it with [`Handle::with_fencing`](crate::Handle::with_fencing). Costs one more
+    /// round trip per acquisition.
     ///
     /// Defaults to off.
     pub fn fencing(mut self, on: bool) -> Self {
@@ -553,7 +557,7 @@ impl RedLockFactory {
     /// same name on the same nodes exclude each other. This does not talk to the nodes; an
     /// invalid name (empty, or over 64 KiB) is reported when the lock is used.
     pub fn create_lock(&self, resource: impl Into<Arc<str>>) -> RedLock {
-        RedLock::new(Arc::clone(&self.runtime), resource.into())
+        RedLock::new(Arc::clone(&self.runtime), resource.into(), kind::Lock(()))
     }
 
     /// A read-write lock on `name`, using the factory's TTL: many readers at once, or one
@@ -574,7 +578,7 @@ impl RedLockFactory {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn create_rwlock(&self, name: impl Into<Arc<str>>) -> RwLock {
-        RwLock::new(Arc::clone(&self.runtime), name.into())
+        RwLock::new(Arc::clone(&self.runtime), name.into(), kind::ReadWrite(()))
     }
 
     /// A semaphore named `name` with `permits` permits (1 to
@@ -593,7 +597,11 @@ impl RedLockFactory {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn create_semaphore(&self, name: impl Into<Arc<str>>, permits: u32) -> Semaphore {
-        Semaphore::new(Arc::clone(&self.runtime), name.into(), permits)
+        Semaphore::new(
+            Arc::clone(&self.runtime),
+            name.into(),
+            kind::Permit { permits },
+        )
     }
 
     /// A lock on every resource in `resources` at once, all or nothing, in one round (see
@@ -618,7 +626,7 @@ impl RedLockFactory {
         I::Item: Into<Arc<str>>,
     {
         let resources = resources.into_iter().map(Into::into).collect();
-        MultiLock::new(Arc::clone(&self.runtime), resources)
+        multi_lock(Arc::clone(&self.runtime), resources)
     }
 
     /// The number of nodes.

@@ -45,6 +45,53 @@
 //! # Ok::<(), redmutex::Error>(())
 //! ```
 //!
+//! # The shape of the API
+//!
+//! Every synchronizer is one generic handle, and every guard one generic guard, as `lock_api`
+//! writes `Mutex<R, T>` once for every raw mutex:
+//!
+//! - [`Handle<K>`] is a named lease of a [`kind`] `K`: [`RedLock`], [`RwLock`] (whose
+//!   [`reader`](RwLock::reader) and [`writer`](RwLock::writer) are handles too),
+//!   [`Semaphore`] and [`MultiLock`] are type aliases of it. Its builders (`with_ttl`,
+//!   `with_keep_alive`, `with_max_hold`, `with_fencing`) and its acquire family (`acquire`,
+//!   `try_acquire`, `acquire_timeout`, `acquire_with`, `release`, `release_token`,
+//!   `extend_token`) are written and documented once. The read-write lock keeps std's `read`
+//!   and `write` as the thin forms of its sides' `acquire`.
+//! - [`LeaseGuard<K>`] is proof of holding a lease of kind `K`: [`RedLockGuard`],
+//!   [`RwLockReadGuard`], [`RwLockWriteGuard`], [`SemaphorePermit`] and [`MultiLockGuard`] are
+//!   its aliases, and the lease API (`token`, `validity`, `is_valid`, `extend`, `loss_signal`,
+//!   `release`, `leak`, `hand_over`, `fencing_token`) is every guard's, from one place.
+//! - A kind adds only what is its own: [`RedLock::inspect`], [`Semaphore::permits`], a permit's
+//!   [`slot`](SemaphorePermit::slot), a multi-lock's resources, a write guard's
+//!   [`downgrade`](RwLockWriteGuard::downgrade).
+//!
+//! So code can be generic over any held lease, or any handle:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redmutex::{Handle, LeaseGuard, Result, kind::Acquire};
+//!
+//! /// Extends whatever lease it is given when less than `slice` is left.
+//! fn keep_for<K>(lease: &LeaseGuard<K>, slice: Duration) -> Result<()> {
+//!     if lease.validity() < slice {
+//!         lease.extend(slice * 2)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! /// Takes any kind of lease, and keeps it for a first slice of work.
+//! fn take<K: Acquire>(handle: &Handle<K>) -> Result<LeaseGuard<K>> {
+//!     let lease = handle.acquire_timeout(Duration::from_secs(10))?;
+//!     keep_for(&lease, Duration::from_secs(5))?;
+//!     Ok(lease)
+//! }
+//! # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+//! let _lock = take(&factory.create_lock("invoices"))?;
+//! let _reader = take(&factory.create_rwlock("catalog").reader())?;
+//! let _permit = take(&factory.create_semaphore("encoders", 2))?;
+//! # Ok::<(), redmutex::Error>(())
+//! ```
+//!
 //! # Differences from `std::sync::Mutex`
 //!
 //! - **A lease, not ownership.** A lock expires after its TTL even while its guard lives, so a
@@ -55,7 +102,11 @@
 //!   critical section may have overlapped another holder's. Dropping the guard releases too,
 //!   but can only log a failure.
 //! - **No poisoning.** A panic while holding the guard releases the lock during unwinding.
-//! - **Not reentrant.** Acquiring a lock you already hold waits like any other caller.
+//! - **Not reentrant.** Acquiring a lock you already hold waits like any other caller. A thread
+//!   that holds a read lock and asks to wait for something that excludes readers of the name
+//!   (the write lock, a lock, a semaphore, a multi-lock containing it) gets
+//!   [`Error::WouldDeadlock`] at once instead of waiting for itself; a read guard moved to
+//!   another thread is [handed over](LeaseGuard::hand_over) first.
 //! - **No data inside.** The lock protects whatever you decide it protects.
 //! - **Failures are errors.** A cluster where too few nodes answer gives
 //!   [`Error::NoQuorum`] with each node's cause, never a hang.
@@ -78,8 +129,8 @@
 //!   capability: whoever has it can release the lock.
 //! - **Keep-alive** ([`RedLockFactoryBuilder::keep_alive`]): one thread per factory renews
 //!   every kept-alive guard's lease, in batches, optionally up to a maximum hold time.
-//! - **Loss signal** ([`RedLockGuard::loss_signal`], [`RedLockGuard::on_loss`],
-//!   [`RedLockGuard::is_lost`]): the holder learns, without touching the network, that its
+//! - **Loss signal** ([`LeaseGuard::loss_signal`]: [`LossSignal::is_lost`],
+//!   [`LossSignal::wait`], [`LossSignal::on_loss`]): the holder learns, without touching the network, that its
 //!   lock was lost.
 //! - **Fencing tokens** ([`RedLockFactoryBuilder::fencing`], [`RedLockGuard::fencing_token`]):
 //!   a number that grows with every grant, for the protected resource to refuse stale holders.
@@ -118,6 +169,30 @@
 //! redmutex excludes redsync, node-redlock, redlock-py and other Redlock clients using the
 //! same names on the same nodes.
 //!
+//! # The `redis` crate in this API
+//!
+//! Two places of the API name a type of the [`redis`] crate (re-exported as
+//! [`redmutex::redis`](redis), so that a caller names the very version redmutex uses):
+//! [`IntoNode`] accepts a `redis::ConnectionInfo` or `redis::ConnectionAddr`, and
+//! [`NodeError::redis_error`] returns the `&redis::RedisError` behind a node's failure. They
+//! are kept, deliberately:
+//!
+//! - They are the escape hatches, not the way in. A node is a URL, a `(host, port)` pair or a
+//!   [`SentinelNode`], and a failure is read through [`NodeErrorKind`] and `Display`; none of
+//!   that names a redis type. `ConnectionInfo` is for what a URL cannot say (TLS client
+//!   certificates and root CAs, built with redis-rs's own TLS types); `redis_error` is for a
+//!   caller that must tell apart server errors redmutex does not classify.
+//! - Wrapping them would copy redis-rs's connection and TLS settings into types of our own
+//!   (which would lag behind it), and a flattened error loses `kind()`, `code()` and
+//!   `detail()`.
+//! - A Cargo feature would not isolate anything: features are unified across a build, so a
+//!   crate enabling it anywhere ties the whole build to it, and code that compiles would depend
+//!   on a feature set elsewhere in the dependency graph.
+//!
+//! The cost, stated: these items follow redis-rs's major version. A redmutex release that
+//! moves to a new major version of `redis` is a breaking release of redmutex, and says so in
+//! its changelog; everything else in the API is independent of redis-rs.
+//!
 //! # Cargo features
 //!
 //! - `tls` (alias of `tls-rustls`): `rediss://` nodes through rustls.
@@ -145,9 +220,13 @@
 )]
 
 // Layers, top to bottom; a module imports only modules below it (docs/design.md, "Modules").
-// Handles:
+// Handles: the factory, then each kind (what it adds, how its leases are taken), over the one
+// handle and the one guard, the kinds, and the registry of this process's leases:
 mod factory;
 mod guard;
+mod handle;
+pub mod kind;
+mod local;
 mod lock;
 mod multi;
 mod rwlock;
@@ -170,8 +249,9 @@ mod scripts;
 
 pub use error::{Error, NodeError, NodeErrorKind, Result};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
-pub use guard::{LossSignal, RedLockGuard};
-pub use lock::{MAX_RESOURCE_LEN, RedLock};
+pub use guard::{LeaseGuard, LossSignal};
+pub use handle::Handle;
+pub use lock::{MAX_RESOURCE_LEN, RedLock, RedLockGuard};
 pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
 pub use node::{
     DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode, split_node_list,
@@ -182,6 +262,11 @@ pub use observe::{HandleEvent, Losses, Stats};
 pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
+
+/// The `redis` crate this version of redmutex is built on, whose types appear in two places of
+/// its API (see the crate docs, "The `redis` crate in this API"): name them through this
+/// re-export to be sure of using the same version.
+pub use redis;
 
 /// The events an [`HandleEvent`] implementation is told of, each a `#[non_exhaustive]` struct
 /// borrowed for the call (as in r2d2's `event` module).

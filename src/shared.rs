@@ -95,6 +95,50 @@ pub(crate) fn deliver(
 /// multi-lock's member). Redis allows more, but a lock name this long is a bug.
 pub const MAX_RESOURCE_LEN: usize = 64 * 1024;
 
+/// The most permits a semaphore may have.
+///
+/// Each permit is a slot key on every node, and a node looks at up to `permits` slots when it
+/// finds the first ones taken (an acquisition while most permits are held, or a release by
+/// token): Redis runs a script alone, so that work delays every client of the node. 1,024
+/// keeps the worst case under a millisecond of server time; a larger pool of holders is better
+/// split into several semaphores (or served by a queue in front of them).
+pub const MAX_PERMITS: u32 = 1024;
+
+/// The most resources one multi-lock may take.
+///
+/// Every round on a multi-lock (acquire, extend, release) names each resource's key, and its
+/// waiting marker, on every node; Redis runs the script alone, so a very large set delays every
+/// client of the node. Lock larger sets by a coarser name.
+pub const MAX_MULTI_RESOURCES: usize = 1024;
+
+/// Checks a semaphore's permit count: 1 to [`MAX_PERMITS`].
+pub(crate) fn check_permits(permits: u32) -> Result<()> {
+    if permits == 0 || permits > MAX_PERMITS {
+        return Err(Error::InvalidArgument(format!(
+            "a semaphore has 1 to {MAX_PERMITS} permits, not {permits}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a multi-lock's resources: 1 to [`MAX_MULTI_RESOURCES`] valid names.
+pub(crate) fn check_resources(resources: &[Arc<str>]) -> Result<()> {
+    if resources.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a multi-lock needs at least one resource".into(),
+        ));
+    }
+    if resources.len() > MAX_MULTI_RESOURCES {
+        return Err(Error::InvalidArgument(format!(
+            "a multi-lock takes at most {MAX_MULTI_RESOURCES} resources, not {}",
+            resources.len()
+        )));
+    }
+    resources
+        .iter()
+        .try_for_each(|r| check_name("resource name", r))
+}
+
 /// Checks a resource name (a lock's name, the key every key of the lock starts with).
 pub(crate) fn check_resource(resource: &str) -> Result<()> {
     check_name("resource name", resource)

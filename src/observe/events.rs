@@ -24,13 +24,13 @@ use crate::error::{Error, NodeErrorKind};
 /// - **Events the library's own threads see** (keep-alive renewal failures, losses, a node
 ///   going down or coming back, which connector threads and the keep-alive thread see too) are
 ///   delivered on the factory's callback thread (`redmutex-notify`, the thread
-///   [`RedLockGuard::on_loss`] callbacks run on), one after another, in the order they
+///   [`LossSignal::on_loss`] callbacks run on), one after another, in the order they
 ///   happened. So no user code ever runs on the keep-alive thread: a handler that blocks or
 ///   panics never delays a renewal. A handler that blocks does delay the events and `on_loss`
 ///   callbacks queued behind it; once 1,024 events wait, further ones are dropped and counted
 ///   in [`Stats::events_dropped`](crate::Stats::events_dropped) rather than queued without
-///   bound. ([`RedLockGuard::is_lost`] and the [`LossSignal`](crate::LossSignal) never
-///   wait for the callback thread.)
+///   bound. ([`RedLockGuard::is_valid`] and the [`LossSignal`](crate::LossSignal)'s
+///   `is_lost` and `wait` never wait for the callback thread.)
 /// - **A panic** in any method is caught, logged with `log::warn!` and counted in
 ///   [`Stats::handler_panics`](crate::Stats::handler_panics); the operation goes on as if the
 ///   handler had returned.
@@ -40,8 +40,8 @@ use crate::error::{Error, NodeErrorKind};
 /// it there (one round) and delays the events queued behind.
 ///
 /// [`RedLockGuard::extend`]: crate::RedLockGuard::extend
-/// [`RedLockGuard::on_loss`]: crate::RedLockGuard::on_loss
-/// [`RedLockGuard::is_lost`]: crate::RedLockGuard::is_lost
+/// [`LossSignal::on_loss`]: crate::LossSignal::on_loss
+/// [`RedLockGuard::is_valid`]: crate::RedLockGuard::is_valid
 /// [`RedLockFactory::stats`]: crate::RedLockFactory::stats
 ///
 /// # Examples

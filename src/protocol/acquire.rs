@@ -404,31 +404,16 @@ pub(crate) fn mark_ms(shared: &Shared, mark: bool) -> u64 {
     }
 }
 
-/// What a mutex acquisition asks for.
+/// What an acquisition asks for, whatever its kind: the lease's name and settings. A kind adds
+/// its own to it (a semaphore's count, a multi-lock's resources).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MutexRequest<'a> {
+pub(crate) struct Request<'a> {
+    /// The lease name (a lock's resource; a semaphore's, read-write lock's or multi-lock's name).
     pub(crate) resource: &'a Arc<str>,
     pub(crate) ttl: Duration,
     pub(crate) fencing: bool,
     pub(crate) keep_alive: bool,
     pub(crate) max_hold: Option<Duration>,
-}
-
-/// Takes a mutex, waiting as `wait` says.
-pub(crate) fn acquire(
-    shared: &Arc<Shared>,
-    req: &MutexRequest<'_>,
-    wait: &Wait<'_>,
-) -> Result<Lease> {
-    let resource: &str = req.resource;
-    wait_for(shared, resource, &[resource], wait, |mark, _| {
-        attempt(shared, req, mark)
-    })
-}
-
-/// Takes a mutex if one round can.
-pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    try_once(shared, req.resource, || attempt(shared, req, false))
 }
 
 /// One attempt that does not wait, of any kind of lease: `Ok(None)` when the lock is held
@@ -456,7 +441,7 @@ pub(crate) fn try_once<T>(
 
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
 /// caller will wait if the lock is busy, so mark the resource as waited for.
-fn attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<Lease> {
+pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
     let resource: &str = req.resource;
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
@@ -516,7 +501,7 @@ pub(crate) struct Grant<'a> {
     pub(crate) fenced: Option<Fenced<'a>>,
 }
 
-impl MutexRequest<'_> {
+impl Request<'_> {
     /// The grant of a lease on this request's resource.
     pub(crate) fn grant(&self) -> Grant<'_> {
         Grant {

@@ -18,51 +18,26 @@
 //! announces on each member's channel) wakes them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::acquire::{Attempt, Fenced, Grant, Wait, conclude, mark_ms, try_once, wait_for};
+use super::acquire::{Attempt, Fenced, Grant, Request, conclude, mark_ms};
 use super::lease::{Lease, Target, Token, millis};
 use crate::command::Arg;
-use crate::error::Result;
 use crate::round::{self, Call};
 use crate::scripts;
 use crate::shared::Shared;
 
-/// What a multi-lock acquisition asks for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MultiRequest<'a> {
-    /// The name used in errors, logs and wake-up rooms.
-    pub(crate) name: &'a Arc<str>,
-    /// The resources, sorted, without duplicates.
-    pub(crate) resources: &'a Arc<[Arc<str>]>,
-    pub(crate) ttl: Duration,
-    pub(crate) fencing: bool,
-    pub(crate) keep_alive: bool,
-    pub(crate) max_hold: Option<Duration>,
-}
-
-/// Takes every resource, waiting as `wait` says.
-pub(crate) fn acquire(
-    shared: &Arc<Shared>,
-    req: &MultiRequest<'_>,
-    wait: &Wait<'_>,
-) -> Result<Lease> {
-    let members: Vec<&str> = req.resources.iter().map(|r| &**r).collect();
-    wait_for(shared, req.name, &members, wait, |mark, _| {
-        attempt(shared, req, mark)
-    })
-}
-
-/// Takes every resource if one round can.
-pub(crate) fn try_acquire(shared: &Arc<Shared>, req: &MultiRequest<'_>) -> Result<Option<Lease>> {
-    try_once(shared, req.name, || attempt(shared, req, false))
-}
-
-/// One acquisition round. `mark`: the caller will wait if a resource is taken, so mark the taken
+/// One acquisition round of every one of `resources` (sorted, without duplicates) under the
+/// name `req.resource`. `mark`: the caller will wait if a resource is taken, so mark the taken
 /// ones as waited for.
-fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<Lease> {
+pub(crate) fn attempt(
+    shared: &Arc<Shared>,
+    req: &Request<'_>,
+    resources: &Arc<[Arc<str>]>,
+    mark: bool,
+) -> Attempt<Lease> {
     let token = Token::new();
-    let keys: Vec<Arg<'_>> = req.resources.iter().map(|r| Arg::Str(r)).collect();
+    let keys: Vec<Arg<'_>> = resources.iter().map(|r| Arg::Str(r)).collect();
     let args = [
         Arg::Str(token.as_str()),
         Arg::Int(millis(req.ttl)),
@@ -87,16 +62,13 @@ fn attempt(shared: &Arc<Shared>, req: &MultiRequest<'_>, mark: bool) -> Attempt<
         round::acquire_reply,
     );
     let grant = Grant {
-        name: req.name,
-        ttl: req.ttl,
-        keep_alive: req.keep_alive,
-        max_hold: req.max_hold,
-        fenced: req.fencing.then_some(Fenced::Many(req.resources)),
+        fenced: req.fencing.then_some(Fenced::Many(resources)),
+        ..req.grant()
     };
     conclude(
         shared,
         &grant,
-        Target::Multi(Arc::clone(req.resources)),
+        Target::Multi(Arc::clone(resources)),
         token,
         start,
         &tally,

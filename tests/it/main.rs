@@ -23,12 +23,14 @@ mod fencing;
 mod harness;
 mod keep_alive;
 mod leader;
+mod lease_api;
 mod lease_truth;
 mod multi;
 mod observability;
 mod props;
 mod rwlock;
 mod security;
+mod self_wait;
 mod semaphore;
 mod sentinel;
 #[cfg(feature = "tls-rustls")]

@@ -125,7 +125,8 @@ fn readers_share_and_a_writer_excludes_everyone() {
     assert!(probe.try_write().unwrap().is_none());
     assert!(
         probe
-            .write_timeout(Duration::from_millis(100))
+            .writer()
+            .acquire_timeout(Duration::from_millis(100))
             .is_err_and(|e| matches!(e, Error::Timeout { .. }))
     );
     let mut readers = readers.into_iter();
@@ -152,7 +153,8 @@ fn readers_share_and_a_writer_excludes_everyone() {
     assert!(probe.try_write().unwrap().is_none());
     assert!(
         probe
-            .read_timeout(Duration::from_millis(100))
+            .reader()
+            .acquire_timeout(Duration::from_millis(100))
             .is_err_and(|e| matches!(e, Error::Timeout { .. }))
     );
     w.release().unwrap();
@@ -185,7 +187,8 @@ fn every_key_is_the_name_plus_a_suffix_and_expires() {
         let waiting = s.spawn(|| {
             other(&cluster)
                 .create_rwlock(name)
-                .write_timeout(Duration::from_millis(500))
+                .writer()
+                .acquire_timeout(Duration::from_millis(500))
                 .map(drop)
         });
         assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
@@ -466,7 +469,7 @@ fn each_readers_lease_is_its_own() {
     );
     live.release().unwrap();
     let t0 = Instant::now();
-    let w = probe.write_timeout(WAKE_POLL * 4).unwrap();
+    let w = probe.writer().acquire_timeout(WAKE_POLL * 4).unwrap();
     let took = t0.elapsed();
     eprintln!(
         "[figures] rw each reader its own: writer in {took:?} after the live reader left (the \
@@ -543,7 +546,8 @@ fn a_waiting_writer_keeps_new_readers_out_and_gets_in_when_they_leave() {
         let writer = s.spawn(|| {
             let t0 = Instant::now();
             g.create_rwlock("rw:pref")
-                .write_timeout(SOON)
+                .writer()
+                .acquire_timeout(SOON)
                 .map(|w| (w, t0.elapsed()))
         });
         // The writer's intent is on the nodes, and new readers are refused.
@@ -558,7 +562,8 @@ fn a_waiting_writer_keeps_new_readers_out_and_gets_in_when_they_leave() {
         );
         assert!(
             reader2
-                .read_timeout(Duration::from_millis(200))
+                .reader()
+                .acquire_timeout(Duration::from_millis(200))
                 .is_err_and(|e| matches!(e, Error::Timeout { .. }))
         );
         thread::sleep(Duration::from_millis(100));
@@ -589,7 +594,7 @@ fn a_writer_that_gives_up_lets_readers_in_at_once() {
     let r = f.create_rwlock("rw:giveup").read().unwrap();
     let writer = g.create_rwlock("rw:giveup");
     assert!(matches!(
-        writer.write_timeout(Duration::from_millis(200)),
+        writer.writer().acquire_timeout(Duration::from_millis(200)),
         Err(Error::Timeout { .. })
     ));
     // Withdrawn: nothing keeps readers out.
@@ -598,7 +603,11 @@ fn a_writer_that_gives_up_lets_readers_in_at_once() {
     // Cancelled: the same.
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
-        let w = s.spawn(|| writer.write_with(Wait::forever().cancel_on(&stop)));
+        let w = s.spawn(|| {
+            writer
+                .writer()
+                .acquire_with(Wait::forever().cancel_on(&stop))
+        });
         assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
             &cluster,
             i,
@@ -643,7 +652,7 @@ fn a_dead_waiting_writers_intent_expires() {
     let killed = Instant::now();
     // The intent lasts (with the writer's settings: `support::short_builder`) 2 × (5 + 5) +
     // 100 ms + connect 300 ms + 2 × I/O 200 ms = 820 ms after the writer's last attempt.
-    let got = reader.read_timeout(SOON).unwrap();
+    let got = reader.reader().acquire_timeout(SOON).unwrap();
     let after = killed.elapsed();
     eprintln!(
         "[figures] rw dead waiting writer: readers let in {after:?} after its kill (intent 820 ms)"
@@ -678,7 +687,7 @@ fn a_writer_is_not_starved_by_overlapping_readers() {
                 thread::sleep(HOLD / 4 * t);
                 let lock = f.create_rwlock("rw:starve");
                 while !stop.load(Ordering::Acquire) {
-                    let r = lock.read_timeout(SOON).unwrap();
+                    let r = lock.reader().acquire_timeout(SOON).unwrap();
                     thread::sleep(HOLD);
                     reads.fetch_add(1, Ordering::Relaxed);
                     r.release().unwrap();
@@ -695,7 +704,7 @@ fn a_writer_is_not_starved_by_overlapping_readers() {
             // The lock is held by readers when the writer asks (a single round says so).
             busy += usize::from(lock.try_write().unwrap().is_none());
             let t0 = Instant::now();
-            let w = lock.write_timeout(SOON).unwrap();
+            let w = lock.writer().acquire_timeout(SOON).unwrap();
             waits.push(t0.elapsed());
             drop(w);
             thread::sleep(HOLD * 2);
@@ -745,8 +754,12 @@ fn upgrade_is_refused_at_once() {
     let calls: [(&str, Call<'_>); 5] = [
         ("write", &|| lock.write().map(drop)),
         ("try_write", &|| lock.try_write().map(drop)),
-        ("write_timeout", &|| lock.write_timeout(SOON).map(drop)),
-        ("write_with", &|| lock.write_with(Wait::forever()).map(drop)),
+        ("write_timeout", &|| {
+            lock.writer().acquire_timeout(SOON).map(drop)
+        }),
+        ("write_with", &|| {
+            lock.writer().acquire_with(Wait::forever()).map(drop)
+        }),
         // Another handle of the same lock, from the same factory: the same.
         ("clone", &|| f.create_rwlock("rw:upgrade").write().map(drop)),
     ];
@@ -763,7 +776,11 @@ fn upgrade_is_refused_at_once() {
     assert!(lock.try_read().unwrap().is_some());
     // Another thread may wait for the write lock (it is not this thread's read lock)...
     thread::scope(|s| {
-        let w = s.spawn(|| lock.write_timeout(Duration::from_millis(150)).map(drop));
+        let w = s.spawn(|| {
+            lock.writer()
+                .acquire_timeout(Duration::from_millis(150))
+                .map(drop)
+        });
         assert!(matches!(w.join().unwrap(), Err(Error::Timeout { .. })));
     });
     // ... and this thread may once it has let go of its read lock.
@@ -847,7 +864,7 @@ fn downgrade_lets_no_writer_or_reader_slip_in() {
             let end = Instant::now() + Duration::from_secs(3);
             while Instant::now() < end && !stop.load(Ordering::Acquire) {
                 let t0 = Instant::now();
-                let Ok(w) = lock.write_timeout(SOON) else {
+                let Ok(w) = lock.writer().acquire_timeout(SOON) else {
                     continue;
                 };
                 let took = t0.elapsed();
@@ -912,7 +929,8 @@ fn a_reader_is_kept_alive_and_its_loss_is_signalled() {
         let r = lock.read().unwrap();
         let lost = r.loss_signal();
         let (tx, rx) = std::sync::mpsc::channel();
-        r.on_loss(move |reason| tx.send(reason).unwrap());
+        r.loss_signal()
+            .on_loss(move |reason| tx.send(reason).unwrap());
         thread::sleep(Duration::from_millis(1_500));
         assert!(
             r.is_valid(),
@@ -928,7 +946,7 @@ fn a_reader_is_kept_alive_and_its_loss_is_signalled() {
         }
         assert_eq!(lost.wait_timeout(SOON), Some(LossReason::TokenGone));
         assert_eq!(rx.recv_timeout(SOON).unwrap(), LossReason::TokenGone);
-        assert!(!r.is_valid() && r.is_lost());
+        assert!(!r.is_valid());
         assert!(matches!(r.release(), Err(Error::LockLost { .. })));
         drop(company);
     }
@@ -1007,7 +1025,11 @@ fn a_waiting_writer_is_woken_by_the_last_readers_release() {
     let readers: Vec<_> = (0..2).map(|_| lock.read().unwrap()).collect();
     thread::scope(|s| {
         let writer = s.spawn(|| {
-            let w = f.create_rwlock("rw:wake").write_timeout(SOON).unwrap();
+            let w = f
+                .create_rwlock("rw:wake")
+                .writer()
+                .acquire_timeout(SOON)
+                .unwrap();
             (w, Instant::now())
         });
         assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
@@ -1196,7 +1218,7 @@ mod deadline {
             let lock = factory
                 .create_rwlock(name.as_str())
                 .with_ttl(Duration::from_millis(ttl_ms));
-            let Ok(guard) = lock.read_timeout(RECOVERY) else {
+            let Ok(guard) = lock.reader().acquire_timeout(RECOVERY) else {
                 // Nodes still recovering from the last case: nothing to check (counted, and
                 // bounded below).
                 skipped.fetch_add(1, Ordering::Relaxed);
@@ -1319,11 +1341,17 @@ fn an_acl_user_limited_to_the_prefix_and_the_documented_commands_can_use_it() {
     r2.extend(Duration::from_secs(20)).unwrap();
     assert!(matches!(
         g.create_rwlock("app:rw")
-            .write_timeout(Duration::from_millis(100)),
+            .writer()
+            .acquire_timeout(Duration::from_millis(100)),
         Err(Error::WouldDeadlock { .. })
     ));
     thread::scope(|s| {
-        let w = s.spawn(|| factory().create_rwlock("app:rw").write_timeout(SOON));
+        let w = s.spawn(|| {
+            factory()
+                .create_rwlock("app:rw")
+                .writer()
+                .acquire_timeout(SOON)
+        });
         assert!(deadline_loop(SOON, || (0..3).all(|i| zcard(
             &cluster,
             i,

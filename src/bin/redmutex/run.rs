@@ -13,13 +13,13 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use redmutex::{Error, LossReason};
+use redmutex::{Error, Handle, LeaseGuard, LossReason};
 use rustix::process::{Pid, Signal, kill_process};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT};
 
 use crate::cli::RunArgs;
 use crate::exit::{Exit, Failure};
-use crate::held::Held;
+use crate::held::Describe;
 use crate::lease;
 use crate::logger;
 use crate::signals::{self, Event, Listener};
@@ -27,14 +27,19 @@ use crate::signals::{self, Event, Listener};
 /// How often the child is polled when no event arrives (SIGCHLD usually wakes us first).
 const POLL: Duration = Duration::from_millis(50);
 
-/// Runs the child while holding `guard` (a lock's guard, or a semaphore's permit), and releases
-/// it when the child has ended.
-pub fn run(args: &RunArgs, guard: impl Held, signals: &Listener) -> Result<Exit, Failure> {
+/// Runs the child while holding `guard` (of `lock`: a lock, a side of a read-write lock, or a
+/// semaphore), and releases it when the child has ended.
+pub fn run<K: Describe>(
+    args: &RunArgs,
+    lock: &Handle<K>,
+    guard: LeaseGuard<K>,
+    signals: &Listener,
+) -> Result<Exit, Failure> {
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
         .env("REDMUTEX_TOKEN", guard.token());
     // REDMUTEX_FENCING_TOKEN with --fencing; REDMUTEX_PERMIT(S) with --permits.
-    cmd.envs(guard.env());
+    cmd.envs(K::env(lock, &guard));
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -209,8 +214,8 @@ fn child_exit(status: ExitStatus) -> Exit {
 
 /// Releases the lock after the child ended with `child` (`None`: no child, or the lease was
 /// already lost, so failures are not reported again), and decides the exit status.
-fn release(guard: impl Held, child: Option<Exit>) -> Exit {
-    let key = guard.key().to_owned();
+fn release<K>(guard: LeaseGuard<K>, child: Option<Exit>) -> Exit {
+    let key = guard.resource().to_owned();
     log::debug!(
         "releasing {key:?} with {} of its lease left",
         crate::human(guard.validity())

@@ -408,8 +408,8 @@ impl Taker {
     fn acquire_timeout(&self, d: Duration) -> Result<Held, Error> {
         Ok(match self {
             Self::Lock(l) => Held::Lock(l.acquire_timeout(d)?),
-            Self::Read(l) => Held::Read(l.read_timeout(d)?),
-            Self::Write(l) => Held::Write(l.write_timeout(d)?),
+            Self::Read(l) => Held::Read(l.reader().acquire_timeout(d)?),
+            Self::Write(l) => Held::Write(l.writer().acquire_timeout(d)?),
             Self::Semaphore(s) => Held::Permit(s.acquire_timeout(d)?),
             Self::Multi(m) => Held::Multi(m.acquire_timeout(d)?),
         })
@@ -420,7 +420,7 @@ impl Taker {
         match self {
             Self::Lock(l) => vec![l.resource().to_owned()],
             Self::Read(l) | Self::Write(l) => vec![l.resource().to_owned()],
-            Self::Semaphore(s) => vec![s.name().to_owned()],
+            Self::Semaphore(s) => vec![s.resource().to_owned()],
             Self::Multi(m) => m.resources().iter().map(|r| r.to_string()).collect(),
         }
     }
