@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::{Fault, Proxy, ProxyHandle, fault, heal_all};
-use crate::support::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use proptest::prelude::*;
 use redmutex::{RedLockFactory, RedLockGuard};
 
@@ -69,12 +69,14 @@ impl Nodes {
     fn connect(cluster: &RedisCluster) -> Self {
         let conns = (0..cluster.len())
             .map(|i| {
+                // The sampler's own reads, straight to the nodes: generous timeouts, for a
+                // loaded machine (a 2 s connect timed out once).
                 let client = redis::Client::open(cluster.url(i)).unwrap();
                 let con = client
-                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .get_connection_with_timeout(support::CMD_TIMEOUT)
                     .unwrap();
-                con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                con.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                con.set_read_timeout(Some(support::CMD_TIMEOUT)).unwrap();
+                con.set_write_timeout(Some(support::CMD_TIMEOUT)).unwrap();
                 con
             })
             .collect();
