@@ -273,7 +273,15 @@ impl NodeError {
             NodeCause::Checkout(_) => NodeErrorKind::Timeout,
             NodeCause::Down(kind, _) | NodeCause::Connect(kind, _) => *kind,
             NodeCause::Unexpected(_) => NodeErrorKind::Unexpected,
+            NodeCause::Quarantined(_) => NodeErrorKind::Quarantined,
         }
+    }
+
+    /// Whether the node answered yes to an acquisition, but its yes did not count: it is in
+    /// its restart quarantine (see [`NodeStats::quarantine`](crate::NodeStats::quarantine)).
+    #[must_use]
+    pub fn is_quarantined(&self) -> bool {
+        matches!(self.cause, NodeCause::Quarantined(_))
     }
 }
 
@@ -303,11 +311,14 @@ pub enum NodeErrorKind {
     /// Refused on the client's side: a node that reaches the same server as another one, a
     /// TLS or Sentinel setup problem, and other errors of the client library.
     Client,
+    /// Not a failure of the node: it said yes to an acquisition, but its yes did not count,
+    /// because it is in its restart quarantine (its data may be younger than the longest TTL).
+    Quarantined,
 }
 
 impl NodeErrorKind {
     /// Every kind, in declaration order.
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Timeout,
         Self::Refused,
         Self::Dropped,
@@ -317,6 +328,7 @@ impl NodeErrorKind {
         Self::Server,
         Self::Unexpected,
         Self::Client,
+        Self::Quarantined,
     ];
 
     /// A short lowercase name (`"timeout"`, `"refused"`, ...): the `Display` form, and a
@@ -333,6 +345,7 @@ impl NodeErrorKind {
             Self::Server => "server",
             Self::Unexpected => "unexpected",
             Self::Client => "client",
+            Self::Quarantined => "quarantined",
         }
     }
 
@@ -412,6 +425,10 @@ pub(crate) enum NodeCause {
     /// The node answered something a Redis server would not.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// The node said yes to an acquisition, but its yes did not count (the message says why
+    /// and for how long).
+    #[error("{0}")]
+    Quarantined(String),
 }
 
 /// A Redis client error in one line, for messages: redis-rs puts line breaks in some (a

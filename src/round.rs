@@ -59,7 +59,7 @@ pub(crate) enum Vote {
 }
 
 /// The outcome of a round (of one command of a batch).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     /// Nodes that said yes (SET done, token deleted or extended, key exists).
     pub(crate) yes: usize,
@@ -72,6 +72,9 @@ pub(crate) struct Tally {
     pub(crate) written: u64,
     /// Bit i set when node i answered no.
     pub(crate) refused: u64,
+    /// Bit i set when node i's yes is counted in `yes` (for the restart quarantine, which
+    /// discounts the yes of some nodes from an acquisition).
+    pub(crate) given: u64,
     /// The largest number that came with an answer (yes or no).
     pub(crate) aux: i64,
     /// The largest number that came with a yes.
@@ -88,6 +91,7 @@ impl Tally {
         match vote {
             Ok(Vote::Yes(aux)) => {
                 self.yes += 1;
+                self.given |= 1 << node;
                 self.aux = self.aux.max(aux);
                 self.aux_yes = self.aux_yes.max(aux);
             }
@@ -695,6 +699,7 @@ mod tests {
         t.count(1, Ok(Vote::No(9)));
         t.count(2, Ok(Vote::Yes(5)));
         assert_eq!((t.yes, t.no, t.aux, t.refused), (2, 1, 9, 0b010));
+        assert_eq!(t.given, 0b101);
     }
 }
 
@@ -785,6 +790,7 @@ mod invariant {
             Duration::from_millis(100),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -832,6 +838,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -875,6 +882,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];

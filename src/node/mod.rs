@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
-use redis::{Client, RedisError, Value};
+use redis::{Client, RedisError};
 
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
@@ -21,12 +21,15 @@ use crate::scripts;
 mod list;
 mod sentinel;
 mod spec;
+mod vitals;
 
 pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 pub(crate) use spec::redacted_redis_error;
 pub use spec::{IntoNode, NodeSpec};
+pub(crate) use vitals::{Facts, Watch};
+pub use vitals::{NodeWarning, QuarantineCause};
 
 /// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
 /// round down.
@@ -121,14 +124,6 @@ impl Servers {
     }
 }
 
-/// The server behind a connection, from its `INFO server` reply: `run_id/db`, or `None` if the
-/// server won't say (an ACL without INFO): then the check is skipped.
-fn server_id(info: Value, db: i64) -> Option<String> {
-    let info: String = redis::from_redis_value(info).ok()?;
-    let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
-    Some(format!("{run_id}/{db}"))
-}
-
 /// Opens connections with bounded connect and I/O times.
 #[derive(Debug)]
 pub(crate) struct NodeManager {
@@ -149,28 +144,34 @@ impl NodeManager {
         let mut con = self.source.connect(self.connect_timeout)?;
         // The handshake resets the timeouts to None; set ours, never zero.
         con.set_write_timeout(Some(self.io_timeout))?;
-        // Load the scripts now so rounds rarely meet NOSCRIPT, and ask which server this is,
-        // in one round trip. A server that refuses a command (an ACL without SCRIPT LOAD or
-        // INFO) still works: rounds fall back to EVAL, and the duplicate check is skipped. An
-        // I/O error fails the connect.
+        // Load the scripts now so rounds rarely meet NOSCRIPT, and ask which server this is
+        // and how it keeps its keys (see `vitals`), in one round trip. A server that refuses a
+        // command (an ACL without SCRIPT LOAD or INFO) still works: rounds fall back to EVAL,
+        // and the checks that needed the answer know less. An I/O error fails the connect.
         let mut packed = Vec::new();
         for script in scripts::ALL {
             let args = [Arg::Str("SCRIPT"), Arg::Str("LOAD"), Arg::Str(script.src)];
             command::pack(&mut packed, args, 3);
         }
-        command::pack(&mut packed, [Arg::Str("INFO"), Arg::Str("server")], 2);
+        vitals::pack(&mut packed);
+        let sent = Instant::now();
         con.send_packed_command(&packed)?;
         // Read against one deadline: the whole exchange is bounded by the connect timeout.
-        let deadline = Instant::now() + self.connect_timeout;
-        let mut info = None;
-        for _ in 0..=scripts::ALL.len() {
+        let deadline = sent + self.connect_timeout;
+        let mut answers = Vec::with_capacity(vitals::QUESTIONS);
+        for i in 0..scripts::ALL.len() + vitals::QUESTIONS {
             let left = deadline.saturating_duration_since(Instant::now());
             con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
-            info = Some(con.recv_response()?);
+            let reply = con.recv_response()?;
+            if i >= scripts::ALL.len() {
+                answers.push(reply);
+            }
         }
+        let received = Instant::now();
+        let facts = vitals::Facts::of_handshake(&answers);
         let db = redis::ConnectionLike::get_db(&con);
-        if let Some(id) = info.and_then(|info| server_id(info, db))
-            && let Err(j) = self.servers.claim(self.index, &id)
+        if let Some(run_id) = &facts.run_id
+            && let Err(j) = self.servers.claim(self.index, &format!("{run_id}/{db}"))
         {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -182,6 +183,9 @@ impl NodeManager {
                 ),
             )));
         }
+        // Before the connection is handed out: every reply a round reads from this server is
+        // judged with what this handshake found (a restart, a durable AOF, a clock jump).
+        self.health.observe(&facts, sent, received);
         con.set_read_timeout(Some(self.io_timeout))?;
         Ok(NodeConn {
             con,
@@ -258,8 +262,19 @@ pub(crate) struct NodeChange<'a> {
     pub(crate) index: usize,
     /// The node's name (no secrets).
     pub(crate) node: &'a str,
-    /// `Some`: the node was marked down after this failure; `None`: it answers again.
-    pub(crate) failure: Option<(NodeErrorKind, &'a str)>,
+    /// What changed.
+    pub(crate) change: Change<'a>,
+}
+
+/// What changed about a node.
+#[derive(Debug)]
+pub(crate) enum Change<'a> {
+    /// It was marked down after this failure.
+    Down(NodeErrorKind, &'a str),
+    /// It answers again.
+    Up,
+    /// Its handshake found this (see [`NodeWarning`]).
+    Warning(&'a NodeWarning),
 }
 
 /// Told of every change of a node's state, on whichever thread saw it (a caller's, the
@@ -308,6 +323,33 @@ pub struct NodeStats {
     pub votes_failed: u64,
     /// How many times it was marked down.
     pub times_down: u64,
+    /// How much longer the node's "yes" does not count toward acquisitions (lock, permit,
+    /// read or write lock, multi-lock): the restart quarantine, while its data may be younger
+    /// than the longest TTL ([`RedLockFactoryBuilder::longest_ttl`]). `None` when it counts.
+    /// Extends, renewals and releases still count it (see docs/reliability.md).
+    ///
+    /// [`RedLockFactoryBuilder::longest_ttl`]: crate::RedLockFactoryBuilder::longest_ttl
+    pub quarantine: Option<Duration>,
+    /// Why the node is quarantined, while it is.
+    pub quarantine_cause: Option<QuarantineCause>,
+    /// How many times a quarantine began.
+    pub quarantines: u64,
+    /// Yes answers to acquisitions that did not count because the node was quarantined
+    /// (they are also in `votes_given`).
+    pub votes_discounted: u64,
+    /// Restarts seen: connections that found a new `run_id`.
+    pub restarts: u64,
+    /// Times its clock was found to have jumped ahead between two connections.
+    pub clock_jumps: u64,
+    /// Whether the node keeps every acknowledged write across a crash (AOF with `appendfsync
+    /// always`, as the server says or, where it will not say, as declared): a durable node is
+    /// never quarantined after a restart. `None` before the first connection.
+    pub durable: Option<bool>,
+    /// The node's eviction policy, when it can delete a held lock (`maxmemory` set with a
+    /// `volatile-*` or `allkeys-*` policy); `None` when it cannot, or is not known.
+    pub evicts: Option<String>,
+    /// The server's version (`redis_version`), once known.
+    pub version: Option<String>,
 }
 
 /// A node's health, shared between the node and its manager.
@@ -341,6 +383,8 @@ struct Health {
     /// the order they happened (cold path: taken only on a transition).
     transition: Mutex<()>,
     listener: Hears,
+    /// Its standing against Redlock's assumptions (restarts, eviction, clock).
+    vitals: vitals::Vitals,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -353,7 +397,8 @@ impl std::fmt::Debug for Hears {
 }
 
 impl Health {
-    fn new(name: String, index: usize, listener: Option<Listener>) -> Self {
+    fn new(name: String, index: usize, listener: Option<Listener>, watch: Watch) -> Self {
+        let vitals = vitals::Vitals::new(&name, watch);
         Self {
             name,
             index,
@@ -371,6 +416,7 @@ impl Health {
             downs: AtomicU64::new(0),
             transition: Mutex::new(()),
             listener: Hears(listener),
+            vitals,
         }
     }
 
@@ -403,7 +449,7 @@ impl Health {
         if self.down_until.swap(until, Ordering::AcqRel) == 0 {
             self.downs.fetch_add(1, Ordering::Relaxed);
             log::warn!("redmutex: node {} is failing: {message}", self.name);
-            self.report(Some((kind, message)));
+            self.report(Change::Down(kind, message));
         }
     }
 
@@ -429,24 +475,38 @@ impl Health {
             if self.down_until.swap(0, Ordering::AcqRel) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
                 log::info!("redmutex: node {} is answering again", self.name);
-                self.report(None);
+                self.report(Change::Up);
             }
         }
     }
 
     /// Tells the listener of a transition (under the transition lock).
-    fn report(&self, failure: Option<(NodeErrorKind, &str)>) {
+    fn report(&self, change: Change<'_>) {
         if let Some(listener) = &self.listener.0 {
             listener(&NodeChange {
                 index: self.index,
                 node: &self.name,
-                failure,
+                change,
             });
+        }
+    }
+
+    /// Takes in what a connection's handshake found; logs and reports the warnings that start.
+    fn observe(&self, facts: &vitals::Facts, sent: Instant, received: Instant) {
+        let warnings = self.vitals.observe(facts, sent, received);
+        if warnings.is_empty() {
+            return;
+        }
+        let _order = self.transition.lock();
+        for warning in &warnings {
+            log::warn!("redmutex: node {}: {warning}", self.name);
+            self.report(Change::Warning(warning));
         }
     }
 
     fn stats(&self) -> NodeStats {
         let nanos = self.round_trip.load(Ordering::Relaxed);
+        let standing = self.vitals.standing();
         NodeStats {
             node: self.name.clone(),
             up: !self.is_down(),
@@ -456,6 +516,15 @@ impl Health {
             votes_refused: self.refused.load(Ordering::Relaxed),
             votes_failed: self.failed_votes.load(Ordering::Relaxed),
             times_down: self.downs.load(Ordering::Relaxed),
+            quarantine: standing.quarantine,
+            quarantine_cause: standing.cause,
+            quarantines: standing.quarantines,
+            votes_discounted: standing.discounted,
+            restarts: standing.restarts,
+            clock_jumps: standing.clock_jumps,
+            durable: standing.durable,
+            evicts: standing.evicts,
+            version: standing.version,
         }
     }
 
@@ -516,12 +585,18 @@ struct NodeSettings {
     thread_pool: Arc<ScheduledThreadPool>,
     servers: Arc<Servers>,
     listener: Option<Listener>,
+    watch: Watch,
 }
 
 impl Node {
     fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
-        let health = Arc::new(Health::new(name.clone(), index, s.listener.clone()));
+        let health = Arc::new(Health::new(
+            name.clone(),
+            index,
+            s.listener.clone(),
+            s.watch,
+        ));
         let source = Arc::new(match spec {
             NodeSpec::Direct(info) => Source::Direct(Client::open(info)?),
             NodeSpec::Sentinel(node) => Source::Sentinel(Resolver::new(&node)?),
@@ -664,6 +739,23 @@ impl Node {
         self.health.stats()
     }
 
+    /// Whether the node's yes counts toward an acquisition now (it is not quarantined): one
+    /// atomic load in the common case.
+    pub(crate) fn counts(&self) -> bool {
+        self.health.vitals.counts()
+    }
+
+    /// How much longer the node is quarantined, if it is.
+    pub(crate) fn quarantine_left(&self) -> Option<Duration> {
+        self.health.vitals.left()
+    }
+
+    /// Notes that a yes of this node to an acquisition did not count, and says why.
+    pub(crate) fn discount(&self) -> String {
+        self.health.vitals.discount();
+        self.health.vitals.reason()
+    }
+
     /// Whether the node failed recently and is backing off.
     pub(crate) fn is_down(&self) -> bool {
         self.health.is_down()
@@ -687,6 +779,8 @@ pub(crate) struct Nodes {
     all: u64,
     /// Rounds made on these nodes.
     rounds: AtomicU64,
+    /// The restart quarantine's and the durability checks' settings.
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -705,6 +799,7 @@ impl Nodes {
         io_timeout: Duration,
         pool_size: u32,
         listener: Option<Listener>,
+        watch: Watch,
     ) -> Result<Self, String> {
         let threads = specs.len().clamp(2, 8);
         let settings = NodeSettings {
@@ -720,6 +815,7 @@ impl Nodes {
             ),
             servers: Arc::new(Servers::new(specs.len())),
             listener,
+            watch,
         };
         let mut list = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
@@ -734,7 +830,13 @@ impl Nodes {
             io_timeout,
             all,
             rounds: AtomicU64::new(0),
+            watch,
         })
+    }
+
+    /// Whether the user declared the nodes durable.
+    pub(crate) fn declared_durable(&self) -> bool {
+        self.watch.declared_durable
     }
 
     /// How many nodes there are.
@@ -755,6 +857,18 @@ impl Nodes {
     /// The nodes, in order.
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, Node> {
         self.list.iter()
+    }
+
+    /// The nodes of `mask` whose yes does not count toward an acquisition now (quarantined).
+    pub(crate) fn doubted(&self, mask: u64) -> u64 {
+        let mut doubted = 0;
+        for (i, node) in self.list.iter().enumerate() {
+            let bit = 1u64 << i;
+            if mask & bit != 0 && !node.counts() {
+                doubted |= bit;
+            }
+        }
+        doubted
     }
 
     /// Counts a round made on these nodes.
@@ -780,13 +894,17 @@ mod tests {
         let listener: Listener = {
             let heard = Arc::clone(&heard);
             Arc::new(move |c: &NodeChange<'_>| {
-                heard
-                    .lock()
-                    .unwrap()
-                    .push((c.index, c.node.to_owned(), c.failure.map(|f| f.0)));
+                heard.lock().unwrap().push((
+                    c.index,
+                    c.node.to_owned(),
+                    match c.change {
+                        Change::Down(kind, _) => Some(kind),
+                        _ => None,
+                    },
+                ));
             })
         };
-        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener));
+        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener), Watch::default());
         let fresh = h.stats();
         assert!(fresh.up && fresh.last_error.is_none() && fresh.round_trip.is_none());
         h.answered(10 * MS);

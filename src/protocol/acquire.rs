@@ -10,7 +10,7 @@ use rand::RngExt;
 use super::lease::{
     Lease, LeaseOptions, Target, Token, millis, no_quorum, proven_until, release_round,
 };
-use super::verdict::{Question, Timing, Verdict, decide, votes};
+use super::verdict::{Question, Timing, Verdict, admitted, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
@@ -442,6 +442,9 @@ pub(crate) fn try_once<T>(
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
 /// caller will wait if the lock is busy, so mark the resource as waited for.
 pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let resource: &str = req.resource;
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
@@ -559,16 +562,20 @@ pub(crate) fn conclude(
         elapsed: start.elapsed(),
         drift: shared.drift(grant.ttl),
     };
+    // The restart quarantine: a quarantined node's yes does not count (it becomes a failure
+    // that says why). The take-back still goes to every node the round may have written to.
+    let admitted = admitted(shared, tally);
+    let counted: &Tally = &admitted;
     log::debug!(
         "redmutex: acquire {resource:?} ({target:?}): {}/{} yes, {} no, {} failed, quorum {}, {:?}",
-        tally.yes,
+        counted.yes,
         shared.nodes.len(),
-        tally.no,
-        tally.failures.len(),
+        counted.no,
+        counted.failures.len(),
         shared.config.quorum,
         timing.elapsed
     );
-    let verdict = decide(shared, tally, Question::Grant, Some(timing));
+    let verdict = decide(shared, counted, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
             let fencing = match grant.fenced {
@@ -581,7 +588,7 @@ pub(crate) fn conclude(
             match fencing {
                 Ok(fencing) => {
                     let lease = lease_of(shared, grant, target, token, start, fencing);
-                    return Attempt::Won(lease, votes(shared, tally));
+                    return Attempt::Won(lease, votes(shared, counted));
                 }
                 Err(e) => Some(e),
             }
@@ -598,14 +605,14 @@ pub(crate) fn conclude(
             })
         }
         Verdict::Refused => None,
-        Verdict::Unknown => Some(no_quorum(shared, resource, tally)),
+        Verdict::Unknown => Some(no_quorum(shared, resource, counted)),
     };
     take_back(shared, &target, resource, &token, tally);
     match failure {
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
             holders: tally.refused,
-            votes: votes(shared, tally),
+            votes: votes(shared, counted),
         },
     }
 }

@@ -90,6 +90,11 @@ pub struct NodeView {
     pub holding: Holding,
     /// The resource's fencing counter on this node, if it has one.
     pub fencing_counter: Option<u64>,
+    /// How much longer the node is in its restart quarantine, if it is (see
+    /// [`NodeStats::quarantine`](crate::NodeStats::quarantine)): its data may be younger than
+    /// the longest TTL, so its "free" may be a lease it forgot, and the verdict does not count
+    /// it as free (a key it holds is still seen as held).
+    pub quarantined: Option<Duration>,
 }
 
 /// The verdict over the nodes: what an acquisition would find.
@@ -186,6 +191,7 @@ pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
             node: node.name.clone(),
             holding,
             fencing_counter,
+            quarantined: node.quarantine_left(),
         });
         drop(replies); // the value (a token) goes with them
     }
@@ -256,6 +262,12 @@ fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
         for n in nodes {
             match &n.holding {
                 Holding::Failed(e) => t.failures.push(e.clone()),
+                // A quarantined node's "free" may be a lease it forgot: it cannot tell.
+                Holding::Free if n.quarantined.is_some() && yes(&n.holding) => {
+                    let why = "quarantined: its \"free\" may be a lease it forgot".to_owned();
+                    t.failures
+                        .push(NodeError::new(&n.node, NodeCause::Quarantined(why)));
+                }
                 h if yes(h) => t.yes += 1,
                 _ => t.no += 1,
             }
@@ -363,6 +375,7 @@ mod tests {
             node: "n".into(),
             holding,
             fencing_counter: None,
+            quarantined: None,
         }
     }
 
@@ -375,6 +388,23 @@ mod tests {
 
     fn failed() -> Holding {
         Holding::Failed(NodeError::new("n", NodeCause::Unexpected(String::new())))
+    }
+
+    #[test]
+    fn a_quarantined_nodes_free_is_not_evidence() {
+        let mut nodes: Vec<NodeView> = [Holding::Free, Holding::Free, held("a", 5)]
+            .into_iter()
+            .map(view)
+            .collect();
+        nodes[1].quarantined = Some(Duration::from_secs(30));
+        // One trusted "free", one that cannot tell, one holder: unknown, not free.
+        assert_eq!(verdict(&nodes, 2), LockState::Unknown { answered: 2 });
+        // A key a quarantined node holds is seen as held.
+        nodes[1].holding = held("a", 5);
+        assert!(matches!(
+            verdict(&nodes, 2),
+            LockState::Held { nodes: 2, .. }
+        ));
     }
 
     #[test]

@@ -454,6 +454,7 @@ impl Lease {
     /// they already do). One round, under the round lock.
     pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
         check_ttl("extension", ttl, self.shared.config.drift_factor)?;
+        self.shared.check_longest("extension", ttl)?;
         let span = OpSpan::extend(&self.resource);
         let result = span.in_scope(|| {
             let slot = self.slot();
@@ -876,6 +877,7 @@ pub(crate) fn extend_token(
     ttl: Duration,
 ) -> Result<Duration> {
     check_ttl("extension", ttl, shared.config.drift_factor)?;
+    shared.check_longest("extension", ttl)?;
     let span = OpSpan::extend(resource);
     let result = span.in_scope(|| extend_token_once(shared, target, resource, token, ttl));
     let counters = &shared.observer.counters;

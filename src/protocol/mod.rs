@@ -9,11 +9,13 @@
 //! - [`multi`]: a multi-lock's attempt (every resource in one round, all or nothing per node);
 //! - [`semaphore`]: a semaphore's attempt (a permit is a quorum grant of one of its slots);
 //! - [`inspect`]: a read-only view of a resource;
+//! - [`doctor`]: the checks of the nodes against Redlock's assumptions and the locks' needs;
 //! - [`rw`]: the read-write lock's attempts and its downgrade, on the same waiting loop,
 //!   verdict and leases;
 //! - [`verdict`]: what a round decided.
 
 pub(crate) mod acquire;
+pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod lease;
 pub(crate) mod multi;
@@ -22,5 +24,6 @@ pub(crate) mod semaphore;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;
+pub use doctor::{Check, CheckStatus, Diagnosis};
 pub use inspect::{Fingerprint, Holding, Inspection, LockState, NodeView};
 pub use lease::LossReason;

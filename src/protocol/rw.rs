@@ -66,6 +66,9 @@ pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) ->
 /// One reader's attempt. `mark`: the caller will wait if a writer holds it (or waits), so mark
 /// the name as waited for.
 pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let keys = [
@@ -96,6 +99,9 @@ pub(crate) fn write_attempt(
     req: &Request<'_>,
     intent: Option<&Token>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let intent_ms = intent.map_or(0, |_| millis(intent_ttl(shared)));

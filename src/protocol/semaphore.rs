@@ -170,6 +170,9 @@ pub(crate) fn attempt(
     mark: bool,
     hint: Option<u32>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.base.ttl) {
+        return Attempt::Fatal(e);
+    }
     let mut order = Order::first(req.permits, hint);
     let mut last_busy = (0, Votes::default());
     for _ in 0..PROBES {
@@ -276,6 +279,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 granted |= bit;
                 if slot == best {
                     tally.yes += 1;
+                    tally.given |= bit;
                 } else {
                     tally.no += 1;
                     stray |= bit;
@@ -303,6 +307,10 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         }
     }
     tally.refused = busy;
+    // The restart quarantine: a quarantined node's grant does not count (see
+    // `verdict::admitted`); what it granted is taken back with the rest if the round loses.
+    let admitted = verdict::admitted(shared, &tally);
+    let tally: &Tally = &admitted;
     let timing = Timing {
         ttl: req.base.ttl,
         elapsed,
@@ -317,7 +325,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         tally.failures.len(),
         shared.config.quorum,
     );
-    let verdict = decide(shared, &tally, Question::Grant, Some(timing));
+    let verdict = decide(shared, tally, Question::Grant, Some(timing));
     let take_back = |except: u32, mask: u64| {
         if mask != 0 {
             let target = Target::any_permit(permits, except);
@@ -337,16 +345,16 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
             };
             let target = Target::permit(permits, best);
             let lease = lease_of(shared, &grant, target, token, start, None);
-            return ControlFlow::Break(Attempt::Won(lease, verdict::votes(shared, &tally)));
+            return ControlFlow::Break(Attempt::Won(lease, verdict::votes(shared, tally)));
         }
         Verdict::TooLate => Error::TooLate {
             resource: name.to_owned(),
             elapsed,
         },
-        Verdict::Unknown => no_quorum(shared, name, &tally),
+        Verdict::Unknown => no_quorum(shared, name, tally),
         Verdict::Refused => {
             take_back(permits, granted);
-            return ControlFlow::Continue((view, busy, verdict::votes(shared, &tally)));
+            return ControlFlow::Continue((view, busy, verdict::votes(shared, tally)));
         }
     };
     take_back(permits, granted);

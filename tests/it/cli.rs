@@ -12,6 +12,8 @@ use redmutex::Fingerprint;
 use crate::support::sentinel::SentinelGroup;
 use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
+// `doctor`: the checks of the nodes, and their exit codes.
+mod doctor;
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
 
@@ -34,6 +36,11 @@ pub(crate) fn redmutex(nodes: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redmutex"));
     cmd.env_remove("REDMUTEX_NODES")
         .env_remove("REDMUTEX_TOKEN")
+        .env_remove("REDMUTEX_LONGEST_TTL")
+        .env_remove("REDMUTEX_DURABLE_NODES")
+        // The tests' nodes are fresh: without the off switch, every run would first wait out
+        // the restart quarantine (see `support::builder`).
+        .env("REDMUTEX_NO_RESTART_QUARANTINE", "1")
         .args([
             "--io-timeout",
             TIMEOUT_SECS,

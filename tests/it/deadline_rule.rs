@@ -170,6 +170,7 @@ fn setup() -> Setup {
     let cluster = RedisCluster::start(3);
     let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
     let factory = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(proxies.iter().map(|p| p.url()))
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(Duration::from_millis(500))

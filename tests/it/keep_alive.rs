@@ -167,7 +167,7 @@ fn hold_limit_stops_renewal_and_signals() {
 #[test]
 fn plain_guard_signal_fires_when_the_lease_runs_out() {
     let cluster = RedisCluster::start(1);
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = support::defaults(cluster.urls()).build().unwrap();
     let guard = factory
         .create_lock("plain:k")
         .with_ttl(Duration::from_millis(300))

@@ -28,6 +28,7 @@ mod lease_truth;
 mod multi;
 mod observability;
 mod props;
+mod quarantine;
 mod rwlock;
 mod security;
 mod self_wait;

@@ -1188,6 +1188,7 @@ mod deadline {
         // I/O timeout: below the faults' smallest delay (150 ms), so every fault outlasts it,
         // with room for a loaded machine's proxied round trips (as in `deadline_rule`).
         let factory = RedLockFactory::builder()
+            .restart_quarantine(false)
             .nodes(proxies.iter().map(Proxy::url))
             .io_timeout(Duration::from_millis(140))
             .connect_timeout(Duration::from_millis(500))

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, RedisCluster, deadline_loop};
-use redmutex::{Error, LossReason, MAX_PERMITS, RedLockFactory, SemaphorePermit};
+use redmutex::{Error, LossReason, MAX_PERMITS, SemaphorePermit};
 
 fn slot_key(name: &str, slot: u32) -> String {
     format!("{name}:redmutex:permit:{slot}")
@@ -309,7 +309,7 @@ fn twice_as_many_threads_as_permits_all_get_permits() {
     let cluster = RedisCluster::start(3);
     // The library's own poll (50 ms + up to 50 ms): hand-overs must come from wake-ups and the
     // releaser's hold-back, not from fast polling.
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = support::defaults(cluster.urls()).build().unwrap();
     const PERMITS: u32 = 3;
     let threads = 2 * PERMITS as usize;
     let stop = Arc::new(AtomicBool::new(false));

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::exit::{CONFLICT_DEFAULT, TABLE};
@@ -71,6 +72,41 @@ pub struct NodeArgs {
     /// How long a round waits for the nodes' replies, in seconds
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_secs, global = true)]
     pub io_timeout: Duration,
+
+    #[command(flatten)]
+    pub quarantine: QuarantineArgs,
+}
+
+/// The restart quarantine (docs/operations.md, "The longest TTL and durable nodes").
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The longest TTL any client of these nodes writes, in seconds: a node restarted without
+    /// durable persistence does not count toward acquisitions until this long (plus drift)
+    /// after its start. Every client of the nodes must agree on it
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "REDMUTEX_LONGEST_TTL",
+        default_value = "60",
+        value_parser = parse_secs,
+        global = true
+    )]
+    pub longest_ttl: Duration,
+
+    /// Declare every node durable (AOF with appendfsync always) where the server will not say:
+    /// a restarted node then votes at once
+    #[arg(long, env = "REDMUTEX_DURABLE_NODES", value_parser = BoolishValueParser::new(), global = true)]
+    pub durable_nodes: bool,
+
+    /// Switch the restart quarantine off: a node restarted empty counts at once. Only for
+    /// throw-away test nodes, or where restarts are already delayed by the longest TTL
+    #[arg(
+        long,
+        env = "REDMUTEX_NO_RESTART_QUARANTINE",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub no_restart_quarantine: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +124,10 @@ pub enum Command {
     Release(TokenArgs),
     /// Renew a lock by its token (from `acquire`): the nodes hold it at least --ttl from now
     Extend(ExtendArgs),
+    /// Check the nodes against what the lock assumes (masters, uptime and the restart
+    /// quarantine, persistence, eviction, clocks) and, with KEY, the user's permissions
+    #[command(after_long_help = DOCTOR_NOTES)]
+    Doctor(DoctorArgs),
 }
 
 const RUN_NOTES: &str = concat!(
@@ -141,8 +181,9 @@ the token itself is never printed. The fingerprint of a token you hold:
   permits and permits_held (KEY is the name of a semaphore, of `run --permits N`: N, and how
   many permits a quorum counts as held; else null), and nodes: one object per node with node
   (its address, never a password), state (\"held\", \"free\", \"permits\" or \"error\"),
-  holder, ttl_ms, fencing_counter, error (why the node failed, or null), permits and
-  permits_held (that node's count).
+  holder, ttl_ms, fencing_counter, error (why the node failed, or null), quarantined_ms (how
+  much longer the node is in its restart quarantine, or null: meanwhile its yes to an
+  acquisition and its \"free\" do not count), permits and permits_held (that node's count).
 
 Exit status: 0 when the verdict is known (held, free or split), 69 when too few nodes
 answered to tell (unknown), 77 when that is because a node refused the login or a command.";
@@ -278,6 +319,31 @@ pub struct StatusArgs {
     /// The lock's name (the Redis key)
     pub key: String,
 }
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of one line per check
+    #[arg(long)]
+    pub json: bool,
+
+    /// A lock's name: also check that the user may run every command each feature needs on
+    /// it, on probe keys derived from it (KEY:redmutex:doctor...)
+    pub key: Option<String>,
+}
+
+const DOCTOR_NOTES: &str = "\
+One line per check: ok, warn or fail, the node (or \"all nodes\"), the check and what was found;
+a warn or fail line says what to change. Per node: reachable (PING round trip), role (must be a
+master), version (semaphores need Redis 6.0), uptime (against --longest-ttl: is the node in its
+restart quarantine?), persistence (AOF and appendfsync), eviction (maxmemory-policy); over the
+nodes: quorum, clock (the skew between the nodes' TIME). With KEY, per node: acl lock (fails if
+refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl script load
+(warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
+
+Exit status: 0 when every check is ok, 80 when some warned and none failed, 81 when one failed.
+
+--json prints one object: status (the worst: \"ok\", \"warn\" or \"fail\") and checks, a list of
+{node (null for all nodes), check, status, detail}.";
 
 #[derive(Debug, Args)]
 pub struct AcquireArgs {

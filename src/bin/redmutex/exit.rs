@@ -35,12 +35,20 @@ pub enum Exit {
     Child(u8),
     /// The child (or redmutex, while waiting) was killed by this signal: 128 + N.
     Signal(i32),
+    /// `doctor`: a check warned, none failed.
+    DoctorWarn,
+    /// `doctor`: a check failed.
+    DoctorFail,
 }
 
 /// The default of `-E/--conflict-exit-code`.
 pub const CONFLICT_DEFAULT: u8 = 1;
 /// Lost lease: the first code after the sysexits range (64–78), clear of 124–127 and 128+N.
 pub const LOST_LEASE: u8 = 79;
+/// `doctor` found warnings (and no failure): the next code after [`LOST_LEASE`].
+pub const DOCTOR_WARN: u8 = 80;
+/// `doctor` found a failure.
+pub const DOCTOR_FAIL: u8 = 81;
 
 /// The exit-status table shown at the end of `--help` (a macro, so `concat!` can use it).
 macro_rules! exit_table {
@@ -52,14 +60,18 @@ Exit status:
   64      usage error: bad flag, argument, node URL or duration
   69      nodes unavailable: too few nodes answered (--verbose lists each node's cause);
           status: the verdict is unknown
+  70      internal error
+  71      operating-system error (thread, signal handler, waiting for the command)
   77      permission denied: a node refused the login or a command the lock needs
           (WRONGPASS, NOPERM: the ACL user lacks a key, channel or command), and too few
           others answered
-  70      internal error
-  71      operating-system error (thread, signal handler, waiting for the command)
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
           then SIGKILL after --kill-after), or release/extend: the token does not hold
           the lock on a quorum (expired, released, taken over, or a wrong token)
+  80      doctor: a check warned and none failed (a guarantee or a feature at risk; each
+          warn line says what to change)
+  81      doctor: a check failed (a node down or not a master, too few nodes for a quorum,
+          the lock's own commands refused)
   126     the command could not be run
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
@@ -85,6 +97,8 @@ impl Exit {
             Self::Software => 70,
             Self::OsError => 71,
             Self::LostLease => LOST_LEASE,
+            Self::DoctorWarn => DOCTOR_WARN,
+            Self::DoctorFail => DOCTOR_FAIL,
             Self::CannotRun => 126,
             Self::NotFound => 127,
             // Signal numbers are 1..=64 on Linux; anything else is clamped rather than wrapped.
@@ -170,6 +184,8 @@ mod tests {
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::OsError.code(), 71);
         assert_eq!(Exit::LostLease.code(), 79);
+        assert_eq!(Exit::DoctorWarn.code(), 80);
+        assert_eq!(Exit::DoctorFail.code(), 81);
         assert_eq!(Exit::CannotRun.code(), 126);
         assert_eq!(Exit::NotFound.code(), 127);
         assert_eq!(Exit::Child(3).code(), 3);
@@ -204,7 +220,20 @@ mod tests {
 
     #[test]
     fn table_lists_every_fixed_code() {
-        for code in [0, 1, 64, 69, 70, 71, 77, LOST_LEASE, 126, 127] {
+        for code in [
+            0,
+            1,
+            64,
+            69,
+            70,
+            71,
+            77,
+            LOST_LEASE,
+            DOCTOR_WARN,
+            DOCTOR_FAIL,
+            126,
+            127,
+        ] {
             assert!(
                 TABLE.contains(&format!("\n  {code} ")),
                 "{code} missing from the table"

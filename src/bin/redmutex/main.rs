@@ -7,6 +7,7 @@
 //! `extend_token`, `inspect`).
 
 mod cli;
+mod doctor;
 mod exit;
 mod held;
 mod lease;
@@ -114,6 +115,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+        Command::Doctor(args) => {
+            doctor::doctor(&factory(nodes, None)?, args.key.as_deref(), args.json)
+        }
     }
 }
 
@@ -276,6 +280,9 @@ fn listen() -> Result<Listener, Failure> {
         .map_err(|e| Failure::new(Exit::OsError, format!("cannot set up signal handling: {e}")))
 }
 
+/// The library's default TTL, for the subcommands that take none.
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
 /// The one factory of this invocation; building it validates the nodes and durations, naming
 /// what is wrong.
 fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Failure> {
@@ -286,12 +293,19 @@ fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Fa
             "no nodes given: use --node URL or set REDMUTEX_NODES",
         ));
     }
+    let q = &nodes.quarantine;
     let mut b = RedLockFactory::builder()
         .nodes(urls.iter().map(String::as_str))
         .connect_timeout(nodes.connect_timeout)
-        .io_timeout(nodes.io_timeout);
-    if let Some(ttl) = ttl {
-        b = b.ttl(ttl);
+        .io_timeout(nodes.io_timeout)
+        .longest_ttl(q.longest_ttl)
+        .durable_nodes(q.durable_nodes)
+        .restart_quarantine(!q.no_restart_quarantine);
+    match ttl {
+        Some(ttl) => b = b.ttl(ttl),
+        // A subcommand that writes no lease (status, doctor, release) must not trip over a
+        // --longest-ttl below the library's default TTL.
+        None => b = b.ttl(DEFAULT_TTL.min(q.longest_ttl)),
     }
     let factory = b.build().map_err(|e| {
         let mut f = Failure::from(e);

@@ -22,6 +22,8 @@ struct Row<'a> {
     ttl: Option<Duration>,
     fencing_counter: Option<u64>,
     error: Option<String>,
+    /// How much longer the node is in its restart quarantine.
+    quarantined: Option<Duration>,
     /// A semaphore's name key: (permit count, permits this node counts as held).
     permits: Option<(u32, u32)>,
 }
@@ -57,7 +59,16 @@ pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
     if verdict.name == "unknown" {
         let details: Vec<String> = rows
             .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.node)))
+            .filter_map(|r| {
+                let quarantined = r.quarantined.map(|q| {
+                    format!(
+                        "quarantined for {:.1} s more (restart quarantine)",
+                        q.as_secs_f64()
+                    )
+                });
+                let why = r.error.clone().or(quarantined)?;
+                Some(format!("{}: {why}", r.node))
+            })
             .collect();
         let denied = inspection.nodes.iter().any(|n| {
             matches!(&n.holding, Holding::Failed(e) if e.kind() == redmutex::NodeErrorKind::Auth)
@@ -90,6 +101,7 @@ fn row(view: &redmutex::NodeView) -> Row<'_> {
         ttl: None,
         fencing_counter: view.fencing_counter,
         error: None,
+        quarantined: view.quarantined,
         permits: None,
     };
     match &view.holding {
@@ -171,6 +183,7 @@ fn to_json(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usi
                 "ttl_ms": millis(r.ttl),
                 "fencing_counter": r.fencing_counter,
                 "error": r.error,
+                "quarantined_ms": millis(r.quarantined),
                 "permits": r.permits.map(|p| p.0),
                 "permits_held": r.permits.map(|p| p.1),
             })
@@ -261,6 +274,14 @@ fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize
         }
         if let Some(e) = &r.error {
             let _ = write!(out, "  {e}");
+        }
+        if let Some(q) = r.quarantined {
+            let _ = write!(
+                out,
+                "  quarantined for {:.1} s more (restart quarantine: its yes and its \"free\" \
+                 do not count)",
+                q.as_secs_f64()
+            );
         }
         end_line(&mut out);
     }

@@ -99,11 +99,19 @@ pub const SHORT_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 pub const RETRY: Duration = Duration::from_millis(5);
 
 /// A factory builder with the tests' timeouts ([`IO_TIMEOUT`],
-/// [`CONNECT_TIMEOUT`], [`RETRY`] as delay and jitter) and no nodes yet; a
-/// test adds its nodes and what it is about (`.ttl(..)`, `.keep_alive(true)`,
-/// `.fencing(true)`, ...). Every other setting is the library's default.
+/// [`CONNECT_TIMEOUT`], [`RETRY`] as delay and jitter), the restart quarantine
+/// off, and no nodes yet; a test adds its nodes and what it is about
+/// (`.ttl(..)`, `.keep_alive(true)`, `.fencing(true)`, ...). Every other
+/// setting is the library's default.
+///
+/// The quarantine is off because every test starts fresh, throw-away nodes:
+/// with it on, a node younger than the longest TTL (60 s by default) does not
+/// count toward acquisitions, so every test would first wait a minute. The
+/// tests about the quarantine (`quarantine.rs`, the fault suite's immediate
+/// restarts) switch it back on with `.restart_quarantine(true)`.
 pub fn builder() -> RedLockFactoryBuilder {
     RedLockFactory::builder()
+        .restart_quarantine(false)
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .retry_delay(RETRY)
@@ -127,6 +135,19 @@ pub fn short_factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
 /// [`builder`] with the nodes of `cluster`.
 pub fn factory(cluster: &RedisCluster) -> RedLockFactoryBuilder {
     builder().nodes(cluster.urls())
+}
+
+/// A builder with the library's defaults for `nodes`, except the restart
+/// quarantine, off for the tests' fresh nodes (see [`builder`]): for tests
+/// about the defaults themselves.
+pub fn defaults<I>(nodes: I) -> RedLockFactoryBuilder
+where
+    I: IntoIterator,
+    I::Item: redmutex::IntoNode,
+{
+    RedLockFactory::builder()
+        .nodes(nodes)
+        .restart_quarantine(false)
 }
 
 // ---------------------------------------------------------------------------
