@@ -1,6 +1,8 @@
 //! Leader election: run this in several terminals (or hosts). Exactly one process leads at a
-//! time; when the leader dies, another takes over within about one TTL; a leader that loses its
-//! lease (nodes gone, key deleted) is told at once and steps down.
+//! time; when the leader dies, another takes over within about one TTL. A leader that loses its
+//! lease learns it from its keep-alive, and steps down: a key deleted or taken over is found by
+//! the next renewal, within a third of the TTL (1 s here), and nodes that stop answering end
+//! the lease when its validity runs out, within the TTL (3 s).
 //!
 //! ```sh
 //! REDMUTEX_NODES="redis://127.0.0.1:7001 redis://127.0.0.1:7002 redis://127.0.0.1:7003" \

@@ -260,7 +260,7 @@ pub use lock::{MAX_RESOURCE_LEN, RedLock, RedLockGuard};
 pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
 pub use node::{
     DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, NodeWarning, QuarantineCause,
-    SentinelNode,
+    SentinelNode, split_node_list,
 };
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;

@@ -5,7 +5,7 @@
 //! its caller. Health tracking keeps a dead minority cheap: a node that failed is skipped (a "no"
 //! vote) for a short, growing back-off instead of costing a timeout in every round.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,13 +15,15 @@ use redis::{Client, RedisError, Value};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::command::{self, Arg};
-use crate::error::{NodeCause, NodeError, NodeErrorKind};
+use crate::error::{NodeCause, NodeError, NodeErrorKind, describe, is_interrupted};
 use crate::scripts;
 
+mod list;
 mod sentinel;
 mod spec;
 mod vitals;
 
+pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 pub(crate) use spec::redacted_redis_error;
@@ -232,11 +234,34 @@ impl ManageConnection for NodeManager {
 
     /// Runs on r2d2's connector threads; a failure marks the node down at once, so callers
     /// waiting for a connection stop waiting.
+    ///
+    /// A connect interrupted by a signal (EINTR: a handler ran in this process while the
+    /// handshake waited for a reply) is not the node's failure: it is tried again, on a fresh
+    /// connection, while the connect timeout lasts, and is never counted against the node.
     fn connect(&self) -> Result<NodeConn, RedisError> {
-        self.open().inspect_err(|e| {
-            self.health
-                .failed(NodeErrorKind::of(e), &format!("connect: {e}"));
-        })
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            match self.open() {
+                Ok(conn) => {
+                    self.health.connected();
+                    return Ok(conn);
+                }
+                Err(e) if is_interrupted(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    log::debug!(
+                        "redmutex: connect to {} interrupted by a signal; trying again",
+                        self.health.name
+                    );
+                }
+                Err(e) => {
+                    self.health
+                        .failed(NodeErrorKind::of(&e), &format!("connect: {}", describe(&e)));
+                    return Err(e);
+                }
+            }
+        }
     }
 
     fn is_valid(&self, conn: &mut NodeConn) -> Result<(), RedisError> {
@@ -394,6 +419,9 @@ struct Health {
     down_until: AtomicU64,
     /// The last failure, for the error of a skipped node.
     last_error: Mutex<String>,
+    /// Whether a connection to the node was ever opened: a node that failed every connect
+    /// since the factory was built is reported by its failure, not as "skipped".
+    ever_up: AtomicBool,
     /// The last failure's kind ([`NodeErrorKind::code`]; 0: none yet).
     last_kind: AtomicU8,
     /// Smoothed round trip in nanoseconds; 0 before the first.
@@ -435,6 +463,7 @@ impl Health {
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            ever_up: AtomicBool::new(false),
             last_kind: AtomicU8::new(0),
             round_trip: AtomicU64::new(0),
             given: AtomicU64::new(0),
@@ -518,6 +547,11 @@ impl Health {
             log::warn!("redmutex: node {} is failing: {message}", self.name);
             self.report(Change::Down(kind, message));
         }
+    }
+
+    /// Notes a connection opened to the node.
+    fn connected(&self) {
+        self.ever_up.store(true, Ordering::Relaxed);
     }
 
     /// Notes the replies of a round, which took `round_trip`: the node is healthy again.
@@ -770,7 +804,13 @@ impl Node {
                 }
                 conn.broken = true;
             }
-            return Err(self.down_error());
+            return Err(if self.health.ever_up.load(Ordering::Relaxed) {
+                self.down_error()
+            } else {
+                // Never up (a fresh process's first contact, say): nothing is being skipped
+                // that worked; the connect failure is the news.
+                self.connect_error()
+            });
         }
         let end = deadline.min(Instant::now() + self.connect_timeout);
         loop {
@@ -779,7 +819,8 @@ impl Node {
                 Ok(conn) if conn.generation >= generation => return Ok(conn),
                 // Put back by another round since the failure, opened before it: drop it.
                 Ok(mut conn) => conn.broken = true,
-                Err(_) if self.health.is_down() => return Err(self.down_error()),
+                // The connect this round waited for failed: that failure is this round's.
+                Err(_) if self.health.is_down() => return Err(self.connect_error()),
                 Err(e) if left <= MIN_WAIT => {
                     let message = e.to_string();
                     // An exhausted pool with live connections is not a node failure.
@@ -837,14 +878,30 @@ impl Node {
         self.checkout(deadline)
     }
 
+    /// The error of a node skipped while it backs off after a failure.
     fn down_error(&self) -> NodeError {
         let cause = NodeCause::Down(self.health.last_kind(), self.health.last_error());
         NodeError::new(&self.name, cause)
     }
 
-    /// Notes an I/O failure in a round.
+    /// The error of a node whose connect failed: the failure itself.
+    fn connect_error(&self) -> NodeError {
+        let cause = NodeCause::Connect(self.health.last_kind(), self.health.last_error());
+        NodeError::new(&self.name, cause)
+    }
+
+    /// Notes an I/O failure in a round. A read or write interrupted by a signal (EINTR) is
+    /// not the node's failure: the round loses that node's vote (its connection, with a reply
+    /// in flight, is dropped), but the node is not marked down and does not back off.
     pub(crate) fn record_failure(&self, e: &RedisError) {
-        self.health.failed(NodeErrorKind::of(e), &e.to_string());
+        if is_interrupted(e) {
+            log::debug!(
+                "redmutex: a signal interrupted a round on {}: {e}",
+                self.name
+            );
+            return;
+        }
+        self.health.failed(NodeErrorKind::of(e), &describe(e));
     }
 
     /// Counts the node's answer to one command of a round.

@@ -64,6 +64,18 @@ pub enum Holding {
         /// How long the key lives on this node.
         ttl: Option<Duration>,
     },
+    /// The name key of a semaphore ([`RedLockFactory::create_semaphore`]): permits of it are
+    /// held on this node (a lock of the same name waits for them).
+    ///
+    /// [`RedLockFactory::create_semaphore`]: crate::RedLockFactory::create_semaphore
+    Permits {
+        /// The semaphore's permit count.
+        permits: u32,
+        /// How many of its permits this node counts as held.
+        held: u32,
+        /// How long the name key lives on this node.
+        ttl: Option<Duration>,
+    },
     /// The node did not answer.
     Failed(NodeError),
 }
@@ -101,6 +113,17 @@ pub enum LockState {
     /// A quorum has no lock key: an acquisition would get it.
     Free {
         /// How many nodes are free.
+        nodes: usize,
+    },
+    /// A quorum holds the name key of a semaphore of `permits` permits: permits are held, and
+    /// a lock of the name waits for them.
+    Permits {
+        /// The semaphore's permit count.
+        permits: u32,
+        /// How many permits a quorum of those nodes counts as held, at least (the counts of
+        /// single nodes can differ: a permit is held on a quorum, not on every node).
+        held: u32,
+        /// How many nodes hold the name key with this permit count.
         nodes: usize,
     },
     /// Enough nodes answered, but no token holds a quorum and too few nodes are free: nobody
@@ -206,13 +229,28 @@ fn parse(
     };
     let holding = match (value, pttl) {
         (Value::Nil, _) | (_, Value::Int(-2)) => Holding::Free,
-        (Value::BulkString(token), Value::Int(ms)) => Holding::Held {
-            holder: Fingerprint::from_sha1(&scripts::sha1_hex(&String::from_utf8_lossy(token))),
-            ttl: u64::try_from(*ms).ok().map(Duration::from_millis),
-        },
+        (Value::BulkString(value), Value::Int(ms)) => {
+            let ttl = u64::try_from(*ms).ok().map(Duration::from_millis);
+            let value = String::from_utf8_lossy(value);
+            match permits(&value) {
+                Some((permits, held)) => Holding::Permits { permits, held, ttl },
+                None => Holding::Held {
+                    holder: Fingerprint::from_sha1(&scripts::sha1_hex(&value)),
+                    ttl,
+                },
+            }
+        }
         (v, t) => return Err(unexpected(&format!("{v:?} {t:?}"))),
     };
     Ok((holding, fence))
+}
+
+/// The permit count and the held count of a semaphore's name key value
+/// (`redmutex:semaphore:<permits>:<held>`), if it is one.
+fn permits(value: &str) -> Option<(u32, u32)> {
+    let rest = value.strip_prefix(scripts::SEMAPHORE_VALUE_PREFIX)?;
+    let (permits, held) = rest.split_once(':')?;
+    Some((permits.parse().ok()?, held.parse().ok()?))
 }
 
 /// The verdict, counted by the protocol's one judge: each candidate ("free", or each holder)
@@ -242,6 +280,40 @@ fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
         Verdict::Won(_) => return LockState::Free { nodes: free.yes },
         Verdict::Unknown => unknown = true,
         _ => {}
+    }
+    // A semaphore's name, by its permit count (each node counts the permits it holds).
+    let mut counts: Vec<u32> = Vec::new();
+    for n in nodes {
+        let Holding::Permits { permits, .. } = n.holding else {
+            continue;
+        };
+        if counts.contains(&permits) {
+            continue;
+        }
+        counts.push(permits);
+        let of = |h: &Holding| matches!(h, Holding::Permits { permits: p, .. } if *p == permits);
+        let named = tally(&of);
+        match judge(&named, quorum, Question::Holds, None) {
+            Verdict::Won(_) => {
+                let mut held: Vec<u32> = nodes
+                    .iter()
+                    .filter_map(|n| match n.holding {
+                        Holding::Permits {
+                            permits: p, held, ..
+                        } if p == permits => Some(held),
+                        _ => None,
+                    })
+                    .collect();
+                held.sort_unstable_by(|a, b| b.cmp(a));
+                return LockState::Permits {
+                    permits,
+                    held: held.get(quorum.saturating_sub(1)).copied().unwrap_or(0),
+                    nodes: named.yes,
+                };
+            }
+            Verdict::Unknown => unknown = true,
+            _ => {}
+        }
     }
     let mut seen: Vec<&Fingerprint> = Vec::new();
     for n in nodes {
@@ -358,6 +430,31 @@ mod tests {
             v(vec![held("a", 5), failed(), failed()]),
             LockState::Unknown { answered: 1 }
         );
+        // A semaphore's name: the counts differ per node; a quorum counts at least 2.
+        let permits = |held| Holding::Permits {
+            permits: 5,
+            held,
+            ttl: None,
+        };
+        assert_eq!(
+            v(vec![permits(3), permits(2), permits(1)]),
+            LockState::Permits {
+                permits: 5,
+                held: 2,
+                nodes: 3
+            }
+        );
+        assert_eq!(
+            v(vec![permits(3), Holding::Free, Holding::Free]),
+            LockState::Free { nodes: 2 }
+        );
+    }
+
+    #[test]
+    fn a_semaphores_name_key_is_read_as_permits() {
+        assert_eq!(permits("redmutex:semaphore:5:3"), Some((5, 3)));
+        assert_eq!(permits("redmutex:semaphore:5"), None);
+        assert_eq!(permits("token"), None);
     }
 
     #[test]

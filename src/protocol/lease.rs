@@ -815,6 +815,7 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
     Error::NoQuorum {
         resource: resource.to_owned(),
         answered: tally.answered(),
+        agreed: tally.yes,
         needed: shared.config.quorum,
         nodes: shared.nodes.len(),
         failures: tally.failures.clone(),

@@ -22,7 +22,7 @@ fn w(port: u16, args: &[&str]) -> String {
 fn candidate(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (me, witness): (&str, u16) = (parts[0], parts[1].parse().unwrap());
-    let factory = support::builder()
+    let factory = support::short_builder()
         .nodes(parts[2].split(','))
         .ttl(TTL)
         .keep_alive(true)

@@ -179,7 +179,7 @@ fn a_lock_and_a_semaphore_of_one_name_exclude_each_other() {
 fn a_crashed_holder_frees_its_permit_at_its_ttl() {
     let cluster = RedisCluster::start(3);
     let ttl = Duration::from_secs(1);
-    let factory = support::factory(&cluster).ttl(ttl).build().unwrap();
+    let factory = support::short_factory(&cluster).ttl(ttl).build().unwrap();
     let sem = factory.create_semaphore("sem:crash", 1);
     // A holder that vanishes without releasing (its process crashed): nothing on the wire
     // tells it apart from a leaked permit.
@@ -197,7 +197,7 @@ fn a_crashed_holder_frees_its_permit_at_its_ttl() {
 #[test]
 fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(500))
         .build()
         .unwrap();
@@ -219,7 +219,7 @@ fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
 #[test]
 fn permits_extend_keep_alive_and_signal_their_loss() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(600))
         .build()
         .unwrap();

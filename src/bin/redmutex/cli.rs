@@ -11,6 +11,10 @@ use crate::exit::{CONFLICT_DEFAULT, TABLE};
 /// The node used when neither `--node` nor `REDMUTEX_NODES` is given.
 pub const DEFAULT_NODE: &str = "redis://127.0.0.1:6379";
 
+/// The help heading of the options every subcommand takes (where the nodes are, how long to
+/// wait for them, -v), so that a subcommand's `--help` lists its own options apart.
+const GLOBAL: &str = "Global options (any subcommand)";
+
 /// The longest duration accepted for any SECS argument (about 31 years).
 const MAX_SECS: f64 = 1e9;
 
@@ -30,12 +34,12 @@ const MAX_SECS: f64 = 1e9;
     arg_required_else_help = true
 )]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = GLOBAL)]
     pub nodes: NodeArgs,
 
     /// Say more on stderr: -v how long it waited, the lease (validity, fencing token) and how
     /// it ended, and why each node failed; -vv every round
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -113,7 +117,8 @@ pub enum Command {
     /// Show whether the lock is held: the key on each node, its remaining TTL, the verdict
     #[command(after_long_help = STATUS_NOTES)]
     Status(StatusArgs),
-    /// Take the lock, print its token and exit, leaving the lock held until its TTL ends
+    /// Take the lock, print its token (and with --fencing its fencing token) and exit, leaving
+    /// the lock held until its TTL ends
     Acquire(AcquireArgs),
     /// Release a lock by its token (from `acquire`), waking those who wait for it
     Release(TokenArgs),
@@ -169,17 +174,19 @@ the token itself is never printed. The fingerprint of a token you hold:
   printf %s \"$TOKEN\" | sha1sum | cut -c1-12
 
 --json prints one object, for scripts and monitoring:
-  key, verdict (\"held\", \"free\", \"split\" or \"unknown\"), holder (a fingerprint, or null),
-  agreeing (how many nodes back a held or free verdict), quorum, answered (how many nodes
-  answered), ttl_ms (how long a quorum still holds the lock; null unless held with an expiry),
-  fencing_counter (the largest on any node, or null), and nodes: one object per node with
-  node (its address, never a password), state (\"held\", \"free\" or \"error\"), holder,
-  ttl_ms, fencing_counter, error (why the node failed, or null) and quarantined_ms (how much
-  longer the node is in its restart quarantine, or null: meanwhile its yes to an acquisition
-  and its \"free\" do not count).
+  key, verdict (\"held\", \"free\", \"permits\", \"split\" or \"unknown\"), holder (a
+  fingerprint, or null), agreeing (how many nodes back a held, free or permits verdict),
+  quorum, answered (how many nodes answered), ttl_ms (how long a quorum still holds the lock;
+  null unless held with an expiry), fencing_counter (the largest on any node, or null),
+  permits and permits_held (KEY is the name of a semaphore, of `run --permits N`: N, and how
+  many permits a quorum counts as held; else null), and nodes: one object per node with node
+  (its address, never a password), state (\"held\", \"free\", \"permits\" or \"error\"),
+  holder, ttl_ms, fencing_counter, error (why the node failed, or null), quarantined_ms (how
+  much longer the node is in its restart quarantine, or null: meanwhile its yes to an
+  acquisition and its \"free\" do not count), permits and permits_held (that node's count).
 
 Exit status: 0 when the verdict is known (held, free or split), 69 when too few nodes
-answered to tell (unknown).";
+answered to tell (unknown), 77 when that is because a node refused the login or a command.";
 
 /// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
 #[derive(Debug, Args)]
@@ -342,6 +349,11 @@ Exit status: 0 when every check is ok, 80 when some warned and none failed, 81 w
 pub struct AcquireArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    /// Also take a fencing token (a number that grows with every acquisition of KEY) and print
+    /// it after the token, on the same line: `TOKEN FENCING_TOKEN`
+    #[arg(long)]
+    pub fencing: bool,
 
     /// The lock's name (the Redis key)
     pub key: String,

@@ -16,6 +16,9 @@ pub enum Exit {
     Usage,
     /// Too few nodes answered, or they answered too slowly (EX_UNAVAILABLE).
     Unavailable,
+    /// A node refused the login or a command the lock needs (WRONGPASS, NOPERM: an ACL
+    /// without a key, channel or command), and too few others answered (EX_NOPERM).
+    NoPermission,
     /// An unexpected error inside redmutex (EX_SOFTWARE).
     Software,
     /// The operating system refused something redmutex needs: a thread, a signal handler, a
@@ -59,6 +62,9 @@ Exit status:
           status: the verdict is unknown
   70      internal error
   71      operating-system error (thread, signal handler, waiting for the command)
+  77      permission denied: a node refused the login or a command the lock needs
+          (WRONGPASS, NOPERM: the ACL user lacks a key, channel or command), and too few
+          others answered
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
           then SIGKILL after --kill-after), or release/extend: the token does not hold
           the lock on a quorum (expired, released, taken over, or a wrong token)
@@ -70,7 +76,8 @@ Exit status:
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
           waiting for the lock)
-  other   run: the command's own exit status"
+  other   run: the command's own exit status (when the command exited 0 but the lock could
+          not be released, the release's status: 69 or 77)"
     };
 }
 pub(crate) use exit_table;
@@ -86,6 +93,7 @@ impl Exit {
             Self::Conflict(n) | Self::Child(n) => n,
             Self::Usage => 64,
             Self::Unavailable => 69,
+            Self::NoPermission => 77,
             Self::Software => 70,
             Self::OsError => 71,
             Self::LostLease => LOST_LEASE,
@@ -136,6 +144,13 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
     use redmutex::Error as E;
     match e {
         E::InvalidConfig(_) | E::InvalidArgument(_) => Exit::Usage,
+        E::NoQuorum { failures, .. }
+            if failures
+                .iter()
+                .any(|f| f.kind() == redmutex::NodeErrorKind::Auth) =>
+        {
+            Exit::NoPermission
+        }
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
         E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
@@ -165,6 +180,7 @@ mod tests {
         assert_eq!(Exit::Conflict(42).code(), 42);
         assert_eq!(Exit::Usage.code(), 64);
         assert_eq!(Exit::Unavailable.code(), 69);
+        assert_eq!(Exit::NoPermission.code(), 77);
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::OsError.code(), 71);
         assert_eq!(Exit::LostLease.code(), 79);
@@ -194,6 +210,7 @@ mod tests {
         let nq = redmutex::Error::NoQuorum {
             resource: "k".into(),
             answered: 0,
+            agreed: 0,
             needed: 2,
             nodes: 3,
             failures: vec![],
@@ -210,6 +227,7 @@ mod tests {
             69,
             70,
             71,
+            77,
             LOST_LEASE,
             DOCTOR_WARN,
             DOCTOR_FAIL,

@@ -151,16 +151,23 @@ fn acquire(nodes: &NodeArgs, args: &AcquireArgs) -> Result<Exit, Failure> {
     let signals = listen()?;
     let factory = factory(nodes, Some(args.wait.ttl))?;
     // No keep-alive: the lock must end with its TTL unless `extend`ed.
-    let lock = factory.create_lock(args.key.as_str());
+    let lock = factory
+        .create_lock(args.key.as_str())
+        .with_fencing(args.fencing);
     let guard = match take(&lock, &args.wait, &signals)? {
         Taken::Guard(guard) => guard,
         Taken::Exit(exit) => return Ok(exit),
     };
     let validity = guard.validity();
+    let fencing = guard.fencing_token();
     // The lease outlives this process: give the guard up without releasing it.
     let token = guard.leak();
+    let line = match fencing {
+        Some(fencing) => format!("{token} {fencing}"),
+        None => token.clone(),
+    };
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{token}").and_then(|()| out.flush()) {
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
         // Nobody learnt the token: do not leave a lock that only its TTL can end.
         if let Err(release) = lock.release_token(&token) {
             log::info!("releasing {:?}: {release}", args.key);

@@ -31,6 +31,11 @@ const TTL: Duration = Duration::from_secs(1);
 /// The suite's I/O timeout: a faulty node costs a round little.
 const IO_TIMEOUT: Duration = Duration::from_millis(150);
 
+/// The suite's connect timeout: what a partitioned node's probe costs, and how long a first
+/// round waits for the connections (300 ms was too short for that once on a loaded machine:
+/// all three connects timed out and the first acquisition failed).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The suite's retries: a worker rides out a fault instead of giving up.
 const RETRIES: u32 = 10;
 
@@ -42,14 +47,15 @@ const RETRY_JITTER: Duration = Duration::from_millis(10);
 const ROUND_BOUND: Duration = Duration::from_millis(2000);
 
 /// The fault suite's settings on top of the shared preset (`support::builder`): [`TTL`],
-/// [`IO_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes (the nodes
-/// themselves, or proxies in front of them). Every scenario and worker of the suite starts
-/// from these.
+/// [`IO_TIMEOUT`], [`CONNECT_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes
+/// (the nodes themselves, or proxies in front of them). Every scenario and worker of the suite
+/// starts from these.
 fn settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
     support::builder()
         .nodes(nodes)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
         .max_retries(RETRIES)
         .retry_jitter(RETRY_JITTER)
 }

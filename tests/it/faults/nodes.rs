@@ -367,7 +367,9 @@ fn connection_churn_pools_recover_and_leak_nothing() {
         ),
     );
     history::assert_clean(&check);
-    assert!(restarts >= 10, "only {restarts} restarts");
+    // Each node restarted twice at least: one restart every 300 ms plus the restart's own time,
+    // which with AOF grows on a loaded machine (8 in the 6 s once, with both cores busy).
+    assert!(restarts >= 6, "only {restarts} restarts");
     assert!(check.sections > 20, "{} acquisitions", check.sections);
     assert!(
         most_clients <= bound,
