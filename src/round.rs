@@ -330,6 +330,8 @@ pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify
 pub(crate) struct Replies {
     /// `per_node[node][command]`, empty for nodes outside the round's mask.
     pub(crate) per_node: Vec<Vec<Result<Value, NodeError>>>,
+    /// The nodes written to (see [`Tally::written`]).
+    pub(crate) written: u64,
     /// The nodes sent the commands a second time (see [`Tally::resent`]).
     pub(crate) resent: u64,
 }
@@ -375,6 +377,7 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
         .collect();
     Replies {
         per_node,
+        written: sent.written,
         resent: sent.resent,
     }
 }

@@ -45,9 +45,12 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often a caller waiting for a first connection checks whether the connect failed.
 const WAIT_SLICE: Duration = Duration::from_millis(5);
-/// The most releases a node is owed at once (see [`Node::owe`]); past that, the one that
-/// expires first is given up (its key expires with its TTL).
+/// The most releases a node is owed at once (see [`Node::owe`]); past that, the oldest is given
+/// up (its key expires with its TTL).
 const MAX_OWED: usize = 256;
+/// The most owed releases one exchange sends (a connection's opening, a checkout), so that
+/// paying them never makes a connect or a round slow: the rest go at the following checkouts.
+const OWED_PER_EXCHANGE: usize = 32;
 
 /// A release a node could not be reached for: sent to it first thing on its next connection.
 #[derive(Debug)]
@@ -484,8 +487,9 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends the releases the node is still owed, of an id from `from` on, to `packed`;
-    /// returns their ids, and the id the next one will have (what the connection has seen).
+    /// Appends the releases the node is still owed, of an id from `from` on, to `packed` (at
+    /// most [`OWED_PER_EXCHANGE`], oldest first); returns their ids, and the id a connection
+    /// that sent them has seen up to (the next one's, or the first left for later).
     fn append_owed(&self, packed: &mut Vec<u8>, from: u64) -> (Vec<u64>, u64) {
         let mut owed = self.owed();
         let next = owed.next_id;
@@ -494,16 +498,17 @@ impl Health {
         }
         let now = Instant::now();
         owed.entries.retain(|o| o.until > now);
-        let ids = owed
-            .entries
-            .iter()
-            .filter(|o| o.id >= from)
+        let mut due = owed.entries.iter().filter(|o| o.id >= from);
+        let ids: Vec<u64> = due
+            .by_ref()
+            .take(OWED_PER_EXCHANGE)
             .map(|o| {
                 packed.extend_from_slice(&o.packed);
                 o.id
             })
             .collect();
-        (ids, next)
+        let seen = due.next().map_or(next, |o| o.id);
+        (ids, seen)
     }
 
     /// Forgets the owed releases `ran` (of `sent`): the node has run them.
@@ -846,15 +851,9 @@ impl Node {
             let mut owed = self.health.owed();
             let now = Instant::now();
             owed.entries.retain(|o| o.until > now);
-            if owed.entries.len() >= MAX_OWED
-                && let Some(first) = owed
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, o)| o.until)
-                    .map(|(i, _)| i)
-            {
-                owed.entries.swap_remove(first);
+            if owed.entries.len() >= MAX_OWED {
+                // In id order: the oldest first.
+                owed.entries.remove(0);
                 log::debug!(
                     "redmutex: node {} is owed over {MAX_OWED} releases; giving up the oldest",
                     self.name

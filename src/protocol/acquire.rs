@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::lease::{
-    Lease, LeaseOptions, Target, Token, millis, no_quorum, proven_until, release_round,
+    Lease, LeaseOptions, Owing, Target, Token, millis, no_quorum, proven_until, release_round,
 };
 use super::verdict::{Question, Timing, Verdict, admitted, decide, votes};
 use crate::command::Arg;
@@ -532,6 +532,7 @@ pub(crate) fn lease_of(
     token: Token,
     start: Instant,
     fencing: Option<u64>,
+    written: u64,
 ) -> Lease {
     let deadline = proven_until(shared, start, grant.ttl).unwrap_or(start);
     let options = LeaseOptions {
@@ -548,6 +549,7 @@ pub(crate) fn lease_of(
         options,
         deadline,
     )
+    .written_to(written)
 }
 
 /// Concludes an acquisition round of any kind of lease, sent at `start` with `token` for
@@ -592,7 +594,8 @@ pub(crate) fn conclude(
             };
             match fencing {
                 Ok(fencing) => {
-                    let lease = lease_of(shared, grant, target, token, start, fencing);
+                    let lease =
+                        lease_of(shared, grant, target, token, start, fencing, tally.written);
                     return Attempt::Won(lease, votes(shared, counted));
                 }
                 Err(e) => Some(e),
@@ -640,7 +643,8 @@ fn take_back(
 ) {
     let mask = tally.may_hold();
     if mask != 0 {
-        let released = release_round(shared, target, resource, token.as_str(), mask, false, ttl);
+        let owing = Owing { ttl, nodes: mask };
+        let released = release_round(shared, target, resource, token.as_str(), mask, false, owing);
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

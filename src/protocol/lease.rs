@@ -336,6 +336,9 @@ pub(crate) struct Lease {
     deadline: AtomicU64,
     /// Set once a round found that a quorum no longer holds our token, or the lease ran out.
     lost: AtomicBool,
+    /// The nodes any round of this lease (its acquisition included) was written to: only they
+    /// may hold its token, so only they are owed its release when they cannot be reached.
+    written: AtomicU64,
     /// Held for every round on this lease: rounds never overlap, and release never races a
     /// renewal.
     slot: Mutex<Slot>,
@@ -368,6 +371,8 @@ impl Lease {
         deadline: Instant,
     ) -> Self {
         let epoch = Instant::now().min(deadline);
+        // Until told otherwise (`written_to`), any node may hold it.
+        let written = shared.nodes.all();
         let nanos = deadline.saturating_duration_since(epoch).as_nanos();
         shared.observer.counters.held.incr();
         Self {
@@ -380,6 +385,7 @@ impl Lease {
             epoch,
             deadline: AtomicU64::new(u64::try_from(nanos).unwrap_or(u64::MAX)),
             lost: AtomicBool::new(false),
+            written: AtomicU64::new(written),
             slot: Mutex::new(Slot {
                 live: true,
                 entry: None,
@@ -387,6 +393,32 @@ impl Lease {
             outcome: Mutex::new(Outcome::default()),
             outcome_changed: Condvar::new(),
         }
+    }
+
+    /// The lease, with the nodes its acquisition was written to (the only ones, so far, that
+    /// may hold its token).
+    #[must_use]
+    pub(crate) fn written_to(self, mask: u64) -> Self {
+        self.written.store(mask, Ordering::Release);
+        self
+    }
+
+    /// The nodes its rounds were written to so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// To whom and for how long its release is owed when a node cannot be reached.
+    pub(crate) fn owing(&self) -> Owing {
+        Owing {
+            ttl: self.options.ttl,
+            nodes: self.written(),
+        }
+    }
+
+    /// Notes the nodes a round on the lease was written to.
+    fn wrote(&self, mask: u64) {
+        self.written.fetch_or(mask, Ordering::AcqRel);
     }
 
     /// The end of the validity (the epoch, i.e. the past, once lost).
@@ -523,6 +555,7 @@ impl Lease {
             self.shared.nodes.all(),
             round::int_reply,
         );
+        self.wrote(tally.written);
         log::debug!(
             "redmutex: extend {:?}: {}/{} extended, {} failed, {:?}",
             self.resource,
@@ -552,7 +585,7 @@ impl Lease {
             &self.target,
             &self.resource,
             self.token.as_str(),
-            self.options.ttl,
+            self.owing(),
         );
         drop(slot);
         let result = match result {
@@ -748,6 +781,7 @@ fn renew_batch(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
     let mut failed = Vec::new();
     let counters = &shared.observer.counters;
     for ((i, lease, slot, ttl, old_deadline), tally) in held.into_iter().zip(tallies) {
+        lease.wrote(tally.written);
         let result = lease.settle(&tally, start, ttl, old_deadline);
         drop(slot);
         let renewal = match result {
@@ -822,15 +856,23 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
     }
 }
 
+/// Which nodes a release is owed to when they cannot be reached, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owing {
+    /// The longest the nodes may hold the token: how long the release is owed.
+    pub(crate) ttl: Duration,
+    /// The nodes that may hold the token (were ever sent a command that gives it): a node down
+    /// all along cannot, and is owed nothing.
+    pub(crate) nodes: u64,
+}
+
 /// Runs the release script of `target` for `token` on the nodes in `mask`; `announce` wakes
 /// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back).
-/// `ttl`: the longest the nodes may hold the token, which bounds how long a node that could not
-/// be reached is owed the release.
 ///
-/// A node that gave no answer may still hold the token, or be about to (a command it queued
-/// while it was stopped may still run): it is owed the release, which it is sent before any
-/// round uses a connection to it that has not sent it (see `Node::owe`), so that a key it
-/// holds blocks nobody for the rest of its TTL.
+/// A node of `owing.nodes` that gave no answer may still hold the token, or be about to (a
+/// command it queued while it was stopped may still run): it is owed the release, which it is
+/// sent before any round uses a connection to it that has not sent it (see `Node::owe`), so
+/// that a key it holds blocks nobody for the rest of its TTL.
 pub(crate) fn release_round(
     shared: &Shared,
     target: &Target,
@@ -838,16 +880,17 @@ pub(crate) fn release_round(
     token: &str,
     mask: u64,
     announce: bool,
-    ttl: Duration,
+    owing: Owing,
 ) -> Tally {
     let mut tally = target.with_release(name, token, announce, |call| {
         round::round(&shared.nodes, call, mask, round::release_reply)
     });
-    let unreached = tally.failed & mask;
+    let unreached = tally.failed & mask & owing.nodes;
     // A node sent the release twice that found the token gone may have deleted it the first
     // time: not a "no".
     tally.doubt_resent_refusals(&shared.nodes);
     if unreached != 0 {
+        let ttl = owing.ttl;
         let until = Instant::now()
             .checked_add(ttl.saturating_add(shared.drift(ttl)))
             .unwrap_or_else(Instant::now);
@@ -865,19 +908,23 @@ pub(crate) fn release_round(
 /// `Err(NotHeld)` when a quorum is known not to hold the token; `Err(InvalidConfig)` when the
 /// nodes refused it as made for another configuration (a semaphore's permit count).
 pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
-    release_within(shared, target, resource, token, shared.config.ttl)
+    let owing = Owing {
+        ttl: shared.config.ttl,
+        nodes: shared.nodes.all(),
+    };
+    release_within(shared, target, resource, token, owing)
 }
 
-/// [`release`] of a lease the nodes hold for at most `ttl`.
+/// [`release`], owing it to the nodes of `owing` that cannot be reached.
 fn release_within(
     shared: &Shared,
     target: &Target,
     resource: &str,
     token: &str,
-    ttl: Duration,
+    owing: Owing,
 ) -> Result<()> {
     let span = OpSpan::release(resource);
-    let result = span.in_scope(|| release_once(shared, target, resource, token, ttl));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, owing));
     let counters = &shared.observer.counters;
     match &result {
         Ok(()) => {
@@ -898,7 +945,7 @@ fn release_once(
     target: &Target,
     resource: &str,
     token: &str,
-    ttl: Duration,
+    owing: Owing,
 ) -> Result<()> {
     let start = Instant::now();
     let tally = release_round(
@@ -908,7 +955,7 @@ fn release_once(
         token,
         shared.nodes.all(),
         true,
-        ttl,
+        owing,
     );
     let took = start.elapsed();
     log::debug!(

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acquire::{Attempt, Request, Wait, conclude, mark_ms, wait_for, waiting_mark};
-use super::lease::{Lease, Target, Token, millis, no_quorum, proven_until, release_round};
+use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, proven_until, release_round};
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -201,7 +201,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
     let shared = &lease.shared;
     let name: &str = &lease.resource;
     if Instant::now() >= lease.deadline() {
-        unwind(shared, name, &lease.token, lease.options.ttl);
+        unwind(shared, name, &lease.token, lease.owing());
         return Err(Error::Expired {
             resource: name.to_owned(),
         });
@@ -248,7 +248,8 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
                 None,
                 lease.options,
                 deadline,
-            ));
+            )
+            .written_to(lease.written() | tally.written));
         }
         Verdict::TooLate => Error::TooLate {
             resource: name.to_owned(),
@@ -259,12 +260,13 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         },
         Verdict::Unknown => no_quorum(shared, name, &tally),
     };
-    unwind(shared, name, &lease.token, lease.options.ttl);
+    unwind(shared, name, &lease.token, lease.owing());
     Err(error)
 }
 
-/// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it.
-fn unwind(shared: &Shared, name: &str, token: &Token, ttl: Duration) {
+/// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it
+/// (owed to the nodes of `owing` that cannot be reached).
+fn unwind(shared: &Shared, name: &str, token: &Token, owing: Owing) {
     for target in [Target::Reader, Target::Mutex] {
         let tally = release_round(
             shared,
@@ -273,7 +275,7 @@ fn unwind(shared: &Shared, name: &str, token: &Token, ttl: Duration) {
             token.as_str(),
             shared.nodes.all(),
             true,
-            ttl,
+            owing,
         );
         log::debug!(
             "redmutex: {name:?}: released {target:?} on {} nodes",

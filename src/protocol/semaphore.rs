@@ -21,7 +21,7 @@ use rand::RngExt;
 use redis::Value;
 
 use super::acquire::{Attempt, Grant, Request, lease_of, mark_ms};
-use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
+use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError};
@@ -231,6 +231,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     // they answered (the script answers for a slot holding our token, but a slot freed between
     // the two runs may have been granted as well).
     let resent = replies.resent;
+    let written = replies.written;
     let votes: Vec<std::result::Result<Reply, NodeError>> = shared
         .nodes
         .iter()
@@ -338,15 +339,11 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let take_back = |except: u32, mask: u64| {
         if mask != 0 {
             let target = Target::any_permit(permits, except);
-            release_round(
-                shared,
-                &target,
-                name,
-                token.as_str(),
-                mask,
-                false,
-                req.base.ttl,
-            );
+            let owing = Owing {
+                ttl: req.base.ttl,
+                nodes: mask,
+            };
+            release_round(shared, &target, name, token.as_str(), mask, false, owing);
         }
     };
     if let Some(value) = mismatch {
@@ -370,7 +367,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 ..req.base.grant()
             };
             let target = Target::permit(permits, best);
-            let lease = lease_of(shared, &grant, target, token, start, None);
+            let lease = lease_of(shared, &grant, target, token, start, None, written);
             return ControlFlow::Break(Attempt::Won(lease, verdict::votes(shared, tally)));
         }
         Verdict::TooLate => Error::TooLate {
