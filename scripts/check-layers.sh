@@ -17,7 +17,7 @@ declare -A rank=(
     [keeper]=6
     [protocol]=5
     [shared]=4
-    [waker]=3 [notify]=3 [observe]=3
+    [waker]=3 [notify]=3 [observe]=3 [queue]=3
     [round]=2
     [node]=1
     [scripts]=0 [command]=0 [error]=0

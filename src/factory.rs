@@ -14,8 +14,11 @@ use crate::node::{
     Change, IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode, Watch,
 };
 use crate::notify::Notifier;
-use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, NodeWarningEvent, Observer, Stats};
+use crate::observe::{
+    HandleEvent, NodeDownEvent, NodeUpEvent, NodeWarningEvent, Observer, QueueStats, Stats,
+};
 use crate::protocol::doctor::{self, Diagnosis};
+use crate::queue::Queue;
 use crate::round::{self, majority};
 use crate::rwlock::RwLock;
 use crate::semaphore::Semaphore;
@@ -479,6 +482,7 @@ impl RedLockFactoryBuilder {
             nodes,
             config,
             waker: Waker::new(self.wake_on_release, count),
+            queue: Queue::default(),
             notifier,
             observer,
         });
@@ -776,7 +780,21 @@ impl RedLockFactory {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let shared = &self.runtime.shared;
-        shared.observer.stats(&shared.nodes)
+        let mut stats = shared.observer.stats(&shared.nodes);
+        let queue = &shared.queue;
+        stats.queues = queue
+            .lines()
+            .into_iter()
+            .map(|l| QueueStats {
+                resource: l.name.to_string(),
+                waiting: l.waiting,
+                held: l.held,
+            })
+            .collect();
+        stats.queued = stats.queues.iter().map(|q| q.waiting as u64).sum();
+        stats.local_handovers = queue.handed();
+        stats.queue_yields = queue.yields();
+        stats
     }
 
     /// Checks each node against what Redlock assumes and what the locks need, as

@@ -139,10 +139,11 @@ pub(crate) mod sealed {
 
     use crate::error::Result;
     use crate::local::Want;
-    use crate::protocol::acquire::{Attempt, Request, Wait, attempt, try_once, wait_for};
+    use crate::protocol::acquire::{Attempt, Mark, Request, Wait, attempt, try_once, wait_for};
     use crate::protocol::lease::{Lease, Target};
     use crate::protocol::semaphore::{SemaphoreRequest, announced_slot};
     use crate::protocol::{multi, rw, semaphore};
+    use crate::queue::Mode;
     use crate::shared::{Shared, check_name, check_permits, check_resource, check_resources};
 
     /// The part of [`Kind`](super::Kind) the crate keeps to itself.
@@ -185,9 +186,10 @@ pub(crate) mod sealed {
             self,
             shared: &Arc<Shared>,
             req: &Request<'_>,
-            mark: bool,
+            mark: Mark,
             woken_by: Option<&[u8]>,
         ) -> Attempt<Lease> {
+            let Mark { on, .. } = mark;
             match self {
                 Self::Lock => attempt(shared, req, mark),
                 // Fencing tokens go to writers only.
@@ -196,7 +198,7 @@ pub(crate) mod sealed {
                         fencing: false,
                         ..*req
                     };
-                    rw::read_attempt(shared, &req, mark)
+                    rw::read_attempt(shared, &req, on)
                 }
                 // A single attempt, which records no intent (waiting writers: `wait`).
                 Self::Write => rw::write_attempt(shared, req, None),
@@ -205,9 +207,9 @@ pub(crate) mod sealed {
                         base: *req,
                         permits,
                     };
-                    semaphore::attempt(shared, &req, mark, announced_slot(woken_by, permits))
+                    semaphore::attempt(shared, &req, on, announced_slot(woken_by, permits))
                 }
-                Self::Multi(resources) => multi::attempt(shared, req, resources, mark),
+                Self::Multi(resources) => multi::attempt(shared, req, resources, on),
             }
         }
 
@@ -218,7 +220,7 @@ pub(crate) mod sealed {
             req: &Request<'_>,
         ) -> Result<Option<Lease>> {
             try_once(shared, req.resource, || {
-                self.attempt(shared, req, false, None)
+                self.attempt(shared, req, Mark::default(), None)
             })
         }
 
@@ -233,17 +235,19 @@ pub(crate) mod sealed {
             let name: &str = req.resource;
             let one = [name];
             let many: Vec<&str>;
-            let members: &[&str] = match self {
+            let (members, mode): (&[&str], Mode) = match self {
                 // A waiting writer records its intent on every attempt, and withdraws it when it
                 // gives up.
                 Self::Write => return rw::write(shared, req, wait),
                 Self::Multi(resources) => {
                     many = resources.iter().map(|r| &**r).collect();
-                    &many
+                    (&many, Mode::Exclusive)
                 }
-                _ => &one,
+                Self::Lock => (&one, Mode::Exclusive),
+                Self::Read => (&one, Mode::Shared),
+                Self::Permit(_) => (&one, Mode::Permit),
             };
-            wait_for(shared, name, members, wait, |mark, woken_by| {
+            wait_for(shared, name, members, mode, wait, |mark, woken_by| {
                 self.attempt(shared, req, mark, woken_by)
             })
         }

@@ -243,6 +243,7 @@ mod protocol;
 // Runtime state and services:
 mod notify;
 mod observe;
+mod queue;
 mod shared;
 mod waker;
 // The round, the nodes, and what goes on the wire:
@@ -264,7 +265,7 @@ pub use node::{
 };
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
-pub use observe::{HandleEvent, Losses, Stats};
+pub use observe::{HandleEvent, Losses, QueueStats, Stats};
 pub use protocol::{
     Check, CheckStatus, Diagnosis, Fingerprint, Holding, Inspection, LockState, LossReason,
     NodeView, Wait,

@@ -39,19 +39,26 @@ pub(crate) const LEGACY_FENCE_PREFIX: &str = "redmutex:fence:";
 
 /// Deletes the lock key if it holds our token and, when clients are waiting for it, announces
 /// the release on the resource's channel (so uncontended releases publish nothing). The message
-/// is the SHA1 of the released token.
+/// is the SHA1 of the released token, then a space and the waiting marker (when it names the
+/// longest-waiting process: see [`ACQUIRE_SRC`]; `1` otherwise).
 ///
 /// Sent again after its reply was lost, it answers 0 if its first run deleted the key: the
 /// release round counts a "no" from a node sent the command twice as no answer.
 ///
 /// KEYS: lock, waiting marker. ARGV: token, channel, announce ("1" for the release of a held
 /// lock; "0" when taking back the partial locks of a failed attempt, which must not wake anyone:
-/// the lock is still held elsewhere, and a waiter woken by its own take-back would spin).
-/// Returns 0 (not our token), 1 (released), 2 (released, and clients were waiting: announced).
+/// the lock is still held elsewhere, and a waiter woken by its own take-back would spin; "2"
+/// for a release the next waiter of the releaser's own local queue takes at once: it reports
+/// the waiting mark without announcing, so other processes' waiters are not woken for a turn
+/// they cannot get). Returns 0 (not our token), 1 (released), 2 (released, and clients were
+/// waiting: announced unless "2").
 pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
     redis.call("DEL", KEYS[1])
-    if ARGV[3] == "1" and redis.call("EXISTS", KEYS[2]) == 1 then
-        redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]))
+    if ARGV[3] ~= "0" and redis.call("EXISTS", KEYS[2]) == 1 then
+        if ARGV[3] == "1" then
+            local mark = redis.call("GET", KEYS[2]) or "1"
+            redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]) .. " " .. mark)
+        end
         return 2
     end
     return 1
@@ -90,15 +97,28 @@ return false"#;
 /// so the value read belongs to this grant) and, when told, marks that we are waiting. Safe to
 /// repeat: a key that already holds our token (this call's earlier run) is a grant.
 ///
-/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark).
-/// Returns `{granted (1 or 0), counter (0 when absent)}`.
+/// The marker holds when the longest-waiting process began to wait (`since`: microseconds of
+/// its clock, from its local queue), a min-register: a mark with a later `since` leaves an
+/// earlier one as it is (which its own process keeps alive by marking again, or lets expire),
+/// and a grant to the process named there deletes it, for the next one to write its own. The
+/// release announcement names it, so that the longest-waiting process tries first.
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark),
+/// since (0: none). Returns `{granted (1 or 0), counter (0 when absent)}`.
 pub(crate) const ACQUIRE_SRC: &str = r#"local granted = 0
+local since = tonumber(ARGV[4]) or 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
     granted = 1
 elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 elseif tonumber(ARGV[3]) > 0 then
-    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+    local older = tonumber(redis.call("GET", KEYS[3]) or "")
+    if not (since > 0 and older and older > 1 and older < since) then
+        redis.call("SET", KEYS[3], since > 0 and ARGV[4] or "1", "PX", ARGV[3])
+    end
+end
+if granted == 1 and since > 0 and redis.call("GET", KEYS[3]) == ARGV[4] then
+    redis.call("DEL", KEYS[3])
 end
 return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
 

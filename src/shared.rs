@@ -1,5 +1,5 @@
 //! The runtime state a factory shares with its locks, guards and background threads: the nodes,
-//! the validated settings, and the wake-up and callback services. It sits below the handles
+//! the validated settings, and the wake-up, local-queue and callback services. It sits below the handles
 //! (factory, lock, guard) and the lease protocol, and imports neither.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::node::Nodes;
 use crate::notify::Notifier;
 use crate::observe::{HandleEvent, MAX_PENDING, Observer};
+use crate::queue::Queue;
 use crate::round;
 use crate::waker::Waker;
 
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Wake-up on release.
     pub(crate) waker: Waker,
+    /// The local queue: this factory's waiters line up per resource.
+    pub(crate) queue: Queue,
     /// The thread user callbacks run on.
     pub(crate) notifier: Arc<Notifier>,
     /// Counters, the event handler, the slow-acquire threshold.

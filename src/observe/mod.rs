@@ -145,6 +145,18 @@ pub struct Stats {
     pub held: u64,
     /// Gauge: acquisitions waiting now for a lock held elsewhere.
     pub waiting: u64,
+    /// Gauge: of those, the ones in this factory's local queues now, the heads included (a
+    /// line's head waits on the nodes, the others wait for their turn behind it).
+    pub queued: u64,
+    /// Hand-overs within this factory: attempts a line's head made at once when a lease won
+    /// through its line ended here, without a release announcement or a poll.
+    pub local_handovers: u64,
+    /// Times a line's head held back so that other processes' waiters get the lock, after its
+    /// line had taken its bounded number of turns in a row while they waited.
+    pub queue_yields: u64,
+    /// The local queue per resource waited for now, sorted by name (a multi-lock's line is
+    /// named after its resources).
+    pub queues: Vec<QueueStats>,
     /// Event handler calls that panicked (each is caught and logged).
     pub handler_panics: u64,
     /// Events not delivered because the handler had fallen too far behind on the callback
@@ -152,6 +164,19 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Each node's state and counters, in the factory's order.
     pub nodes: Vec<NodeStats>,
+}
+
+/// One resource's local queue in this factory: a part of [`Stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// The resource (a semaphore's name; a multi-lock's name).
+    pub resource: String,
+    /// Waiters in its line now, the head included.
+    pub waiting: usize,
+    /// Leases won through the line and held in this factory now (exclusive ones only: a
+    /// lock's, a writer's, a multi-lock's).
+    pub held: usize,
 }
 
 /// Held locks lost, by reason: a part of [`Stats`].
@@ -358,6 +383,11 @@ impl Observer {
             },
             held: c.held.get(),
             waiting: c.waiting.get(),
+            // Filled in by the factory, which owns the local queue.
+            queued: 0,
+            local_handovers: 0,
+            queue_yields: 0,
+            queues: Vec::new(),
             handler_panics: c.handler_panics.get(),
             events_dropped: c.events_dropped.get(),
             nodes: nodes.iter().map(crate::node::Node::stats).collect(),

@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::lease::{
-    Lease, LeaseOptions, Owing, Target, Token, millis, no_quorum, proven_until, release_round,
+    Announce, Lease, LeaseOptions, Owing, Target, Token, millis, no_quorum, proven_until,
+    release_round,
 };
 use super::verdict::{Question, Timing, Verdict, admitted, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, AcquireEvent, ContendedEvent, GiveUpEvent, Votes, Waiting};
+use crate::queue::{Hold, Mode, Place, named};
 use crate::round::{self, Call, Tally};
 use crate::scripts;
 use crate::shared::Shared;
@@ -98,6 +100,16 @@ impl<'a> Wait<'a> {
     }
 }
 
+/// What a waiting attempt marks on the nodes: whether to mark the resource as waited for (so
+/// that its release is announced), and, for a lock, since when this waiter's local queue has
+/// waited (microseconds of the wall clock, 0 for none): the marker keeps the earliest, and the
+/// release announcement names it, so the longest-waiting process tries first.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Mark {
+    pub(crate) on: bool,
+    pub(crate) since: u64,
+}
+
 /// The outcome of one attempt.
 pub(crate) enum Attempt<T> {
     /// Taken, with the winning round's votes.
@@ -123,11 +135,18 @@ pub(crate) trait Acquired {
     /// Releases what a winning round took, when the wait was cancelled while that round ran:
     /// once the cancel flag is set, nothing is handed out.
     fn give_back(self);
+
+    /// Won through the local queue: keeps `hold` until the lease ends.
+    fn hold_in(&self, hold: Hold);
 }
 
 impl Acquired for Lease {
     fn give_back(self) {
         let _ = self.release();
+    }
+
+    fn hold_in(&self, hold: Hold) {
+        self.keep_hold(hold);
     }
 }
 
@@ -159,35 +178,62 @@ impl Progress {
 /// this wait, if one did (a semaphore announces the permit it freed). Waiters are woken by the
 /// releases of `members`: `[resource]`, or a multi-lock's resources.
 ///
+/// Waiters of this factory line up in its local queue (`crate::queue`), in `mode`: only the
+/// head of a line makes attempts.
+///
 /// Every blocking acquisition goes through here, so this is where it is counted, traced (a span
 /// for the whole wait), reported to the event handler and, when slow, logged.
 pub(crate) fn wait_for<T: Acquired>(
     shared: &Shared,
     resource: &str,
     members: &[&str],
+    mode: Mode,
     wait: &Wait<'_>,
-    mut attempt: impl FnMut(bool, Option<&[u8]>) -> Attempt<T>,
+    mut attempt: impl FnMut(Mark, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<T> {
     let span = OpSpan::acquire(resource);
     let mut progress = Progress::new();
+    let line = Line {
+        members,
+        mode,
+        place: None,
+    };
     let result =
-        span.in_scope(|| wait_loop(shared, resource, members, wait, &mut progress, &mut attempt));
+        span.in_scope(|| wait_loop(shared, resource, line, wait, &mut progress, &mut attempt));
     finish(shared, resource, &span, &progress, result)
 }
 
+/// What a waiter waits for, and its place in the local queue once it has one.
+struct Line<'a, 'q> {
+    members: &'a [&'a str],
+    mode: Mode,
+    place: Option<Place<'q>>,
+}
+
 /// [`wait_for`]'s loop.
-fn wait_loop<T: Acquired>(
-    shared: &Shared,
+fn wait_loop<'s, T: Acquired>(
+    shared: &'s Shared,
     resource: &str,
-    members: &[&str],
+    mut line: Line<'_, 's>,
     wait: &Wait<'_>,
     progress: &mut Progress,
-    attempt: &mut impl FnMut(bool, Option<&[u8]>) -> Attempt<T>,
+    attempt: &mut impl FnMut(Mark, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<(T, Votes)> {
     let start = progress.start;
+    let members = line.members;
     let cancelled = || Error::Cancelled {
         resource: resource.to_owned(),
         waited: start.elapsed(),
+    };
+    let gave_up = |failed: Option<Error>| {
+        if wait.cancelled() {
+            cancelled()
+        } else {
+            failed.unwrap_or_else(|| Error::Timeout {
+                resource: resource.to_owned(),
+                waited: start.elapsed(),
+            })
+        }
     };
     if wait.cancelled() {
         return Err(cancelled());
@@ -195,9 +241,28 @@ fn wait_loop<T: Acquired>(
     let observer = &shared.observer;
     // Counts this acquisition as waiting once it found the lock held, until it returns.
     let mut _waiting = None;
+    let mut contended = |progress: &mut Progress, votes: Votes| {
+        if !progress.contended {
+            progress.contended = true;
+            _waiting = Some(Waiting::new(&observer.counters));
+            observer.inline("on_contended", |h| {
+                h.on_contended(&ContendedEvent { resource, votes });
+            });
+        }
+    };
     let waker = &shared.waker;
+    let queue = &shared.queue;
     let wake = waker.enabled();
-    if wake {
+    // Readers do not queue (`Mode::lined`).
+    let lined = line.mode.lined();
+    if lined && queue.occupied(members, line.mode) {
+        // Others of this factory wait for it (or hold it): line up behind them, without a round.
+        let place = line.place.insert(queue.join(resource, members, line.mode));
+        contended(progress, Votes::default());
+        if !place.wait_turn(wait.deadline, wait.cancel) {
+            return Err(gave_up(None));
+        }
+    } else if wake {
         // Fairness: we just released this lock to waiters; let one of them take it first.
         let grace = waker.grace_left(members);
         if !grace.is_zero() {
@@ -222,21 +287,65 @@ fn wait_loop<T: Acquired>(
         if wait.cancelled() {
             return Err(cancelled());
         }
+        if let Some(place) = line.place.as_ref().filter(|p| p.held_here()) {
+            // A lease won through our line is held in this process: its end wakes us directly
+            // (or we look at the nodes after a pause, in case it ended unseen), so there is
+            // nothing to mark or listen for.
+            let mut pause = pause(shared);
+            if let Some(deadline) = wait.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(gave_up(None));
+                }
+                pause = pause.min(left);
+            }
+            woken = place.wait_release(pause, wait.cancel);
+            if wait.cancelled() {
+                return Err(cancelled());
+            }
+            if woken {
+                // Released here. Unless other processes wait and this line has had its turns,
+                // try at once; otherwise hold back as a releaser does, so that one of them,
+                // woken by the release's announcement, gets there first.
+                let grace = waker.grace_left(members);
+                if !place.take_turn(!grace.is_zero()) {
+                    let grace = wait.deadline.map_or(grace, |d| {
+                        grace.min(d.saturating_duration_since(Instant::now()))
+                    });
+                    sleep(grace, wait.cancel);
+                    // Then mark at once: a busy attempt needs no second one.
+                    mark = wake;
+                } else {
+                    mark = false;
+                }
+            } else {
+                mark = false;
+            }
+        }
         let attempt_start = Instant::now();
         progress.rounds = progress.rounds.saturating_add(1);
-        let outcome = attempt(mark, message.take().as_deref());
-        if let Attempt::Busy { votes, .. } = &outcome
-            && !progress.contended
-        {
-            progress.contended = true;
-            _waiting = Some(Waiting::new(&observer.counters));
-            observer.inline("on_contended", |h| {
-                h.on_contended(&ContendedEvent {
-                    resource,
-                    votes: *votes,
-                });
-            });
+        let since = line.place.as_ref().map_or(0, Place::since);
+        let outcome = attempt(Mark { on: mark, since }, message.take().as_deref());
+        if let Attempt::Busy { votes, .. } = &outcome {
+            contended(progress, *votes);
+            if lined && line.place.is_none() {
+                // Held elsewhere: join the line (at its head, unless others got there first).
+                let place = line.place.insert(queue.join(resource, members, line.mode));
+                if !place.is_head() {
+                    if !place.wait_turn(wait.deadline, wait.cancel) {
+                        return Err(gave_up(None));
+                    }
+                    // Our turn: the one before us just won (then it is held here, and we wait
+                    // for its release at the top of the loop) or gave up.
+                    mark = false;
+                    woken = false;
+                    continue;
+                }
+            }
         }
+        // A lease won through our line is held in this process: we wait for its end at the top
+        // of the loop, with nothing to mark or listen for.
+        let here = line.place.as_ref().is_some_and(Place::held_here);
         // Set by a busy attempt whose obstacle ends by itself, unannounced.
         let mut ends = None;
         let failed = match outcome {
@@ -246,8 +355,18 @@ fn wait_loop<T: Acquired>(
                 t.give_back();
                 return Err(cancelled());
             }
-            Attempt::Won(t, votes) => return Ok((t, votes)),
-            Attempt::Busy { holders, .. } if wake && !mark => {
+            Attempt::Won(t, votes) => {
+                if let Some(hold) = line.place.take().and_then(|p| p.won(line.mode)) {
+                    t.hold_in(hold);
+                }
+                return Ok((t, votes));
+            }
+            // Held in another process: listen for its release (subscribed before the marking
+            // attempt, so that a release after it is heard), and mark.
+            Attempt::Busy { holders, .. } if wake && !here && (!mark || seat.is_none()) => {
+                if let Some(place) = &line.place {
+                    place.held_elsewhere();
+                }
                 if seat.is_none() {
                     seat = Some(waker.enter(&shared.nodes, resource, members, holders));
                 }
@@ -283,13 +402,13 @@ fn wait_loop<T: Acquired>(
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
             if now >= deadline {
-                return Err(failed.unwrap_or_else(|| Error::Timeout {
-                    resource: resource.to_owned(),
-                    waited: start.elapsed(),
-                }));
+                return Err(gave_up(failed));
             }
             // Sleep at most to the deadline, then make one last round.
             pause = pause.min(deadline - now);
+        }
+        if here && failed.is_none() {
+            continue;
         }
         let was_woken = woken;
         message = match (&seat, failed) {
@@ -303,9 +422,23 @@ fn wait_loop<T: Acquired>(
         if woken {
             observer.counters.wakeups.incr();
         }
+        if let (Some(place), Some(named)) = (&line.place, message.as_deref().and_then(named))
+            && named != place.since()
+        {
+            // The release names another process as the one that waited longest: let it try
+            // first (a few round times; we try after it all the same).
+            let round = attempt_start.elapsed();
+            let defer = round.saturating_mul(3).clamp(SETTLE_MIN, SETTLE_MAX);
+            let defer = wait.deadline.map_or(defer, |d| {
+                defer.min(d.saturating_duration_since(Instant::now()))
+            });
+            sleep(defer, wait.cancel);
+        }
         // Woken by a release: the lock is most likely free, so the next attempt is bare again.
-        // (After the short look that follows a wake-up, the next attempt is bare too.)
-        mark = wake && !woken && !was_woken;
+        // (After the short look that follows a wake-up, the next attempt is bare too.) The head
+        // of a local queue marks at once: others of its process wait behind it, and a busy
+        // attempt then needs no second one.
+        mark = wake && (line.place.is_some() || (!woken && !was_woken));
     }
 }
 
@@ -453,8 +586,9 @@ pub(crate) fn try_once<T>(
 }
 
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
-/// caller will wait if the lock is busy, so mark the resource as waited for.
-pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+/// caller will wait if the lock is busy, so mark the resource as waited for (see [`Mark`]).
+pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> Attempt<Lease> {
+    let Mark { on: mark, since } = mark;
     if let Err(e) = shared.check_longest("ttl", req.ttl) {
         return Attempt::Fatal(e);
     }
@@ -473,6 +607,7 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> At
             Arg::Str(token.as_str()),
             Arg::Int(ttl_ms),
             Arg::Int(mark_ms(shared, mark)),
+            Arg::Int(since),
         ];
         let call = Call::Script {
             script: &scripts::ACQUIRE,
@@ -644,7 +779,15 @@ fn take_back(
     let mask = tally.may_hold();
     if mask != 0 {
         let owing = Owing { ttl, nodes: mask };
-        let released = release_round(shared, target, resource, token.as_str(), mask, false, owing);
+        let released = release_round(
+            shared,
+            target,
+            resource,
+            token.as_str(),
+            mask,
+            Announce::No,
+            owing,
+        );
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

@@ -34,6 +34,7 @@ use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, ExtendFailedEvent, LossEvent};
+use crate::queue::Hold;
 use crate::round::{self, Call, Tally};
 use crate::scripts;
 use crate::shared::{Shared, check_ttl};
@@ -87,6 +88,9 @@ pub(crate) struct Outcome {
     /// system call even with nobody waiting).
     pub(crate) waiters: usize,
     pub(crate) callbacks: Vec<LossCallback>,
+    /// Won through this factory's local queue: the lease is held here until this is dropped
+    /// (at its end: released, lost, leaked or dropped), which wakes the next waiter in line.
+    pub(crate) hold: Option<Hold>,
 }
 
 /// Per-lease settings chosen when the lock was acquired.
@@ -227,7 +231,29 @@ impl Target {
         announce: bool,
         f: impl FnOnce(Call<'_>) -> R,
     ) -> R {
-        let flag = Arg::Str(if announce { "1" } else { "0" });
+        let announce = if announce {
+            Announce::Yes
+        } else {
+            Announce::No
+        };
+        self.with_release_as(name, token, announce, f)
+    }
+
+    /// [`with_release`](Self::with_release), announcing as `announce` says. Only a mutex's
+    /// release (a lock's, a writer's) can report waiters without announcing: the others
+    /// announce for [`Announce::Quiet`].
+    pub(crate) fn with_release_as<R>(
+        &self,
+        name: &str,
+        token: &str,
+        announce: Announce,
+        f: impl FnOnce(Call<'_>) -> R,
+    ) -> R {
+        let flag = Arg::Str(match (announce, self) {
+            (Announce::No, _) => "0",
+            (Announce::Quiet, Self::Mutex) => "2",
+            _ => "1",
+        });
         match self {
             Self::Mutex => {
                 // KEYS: lock, waiting mark. ARGV: token, channel, announce.
@@ -303,6 +329,18 @@ impl Target {
             }
         }
     }
+}
+
+/// Whether a release wakes the waiters of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Announce {
+    /// No: the take-back of a failed attempt (the lock is still held elsewhere).
+    No,
+    /// Yes, when a waiting mark says someone waits.
+    Yes,
+    /// No, though it still reports a waiting mark: the next waiter of this process's local
+    /// queue takes the lock at once, and other processes' waiters could not get it.
+    Quiet,
 }
 
 /// The state guarded by a lease's round lock.
@@ -567,6 +605,17 @@ impl Lease {
         self.settle(&tally, start, ttl, old_deadline)
     }
 
+    /// Records that the lease was won through the local queue: `hold` is dropped at its end.
+    pub(crate) fn keep_hold(&self, hold: Hold) {
+        let mut outcome = lock(&self.outcome);
+        if outcome.ended || outcome.lost.is_some() {
+            drop(outcome);
+            drop(hold);
+        } else {
+            outcome.hold = Some(hold);
+        }
+    }
+
     /// Takes the lease out of service before its release: no round may follow. Waits for a
     /// round under way on it. Returns its keep-alive entry, for the caller to unschedule.
     pub(crate) fn retire(&self) -> Option<u64> {
@@ -580,11 +629,23 @@ impl Lease {
     /// ends.
     pub(crate) fn release(&self) -> Result<()> {
         let slot = self.slot();
+        // The next waiter of our local queue takes it at once, unless its line has had its
+        // turns: other processes' waiters need not be woken for it.
+        let quiet = lock(&self.outcome)
+            .hold
+            .as_ref()
+            .is_some_and(Hold::next_takes_it);
+        let announce = if quiet {
+            Announce::Quiet
+        } else {
+            Announce::Yes
+        };
         let result = release_within(
             &self.shared,
             &self.target,
             &self.resource,
             self.token.as_str(),
+            announce,
             self.owing(),
         );
         drop(slot);
@@ -637,14 +698,18 @@ impl Lease {
                 reason,
             });
         });
+        let hold;
         let callbacks = {
             let mut outcome = lock(&self.outcome);
             outcome.lost = Some(reason);
             if outcome.waiters > 0 {
                 self.outcome_changed.notify_all();
             }
+            // Whoever waits behind it in this process may try the nodes now.
+            hold = outcome.hold.take();
             std::mem::take(&mut outcome.callbacks)
         };
+        drop(hold);
         if !callbacks.is_empty() {
             self.shared.notifier.run(
                 "loss callbacks",
@@ -660,8 +725,10 @@ impl Lease {
     /// Records the end of the lease without loss (released, or leaked): loss waiters stop
     /// waiting and callbacks are dropped unrun.
     pub(crate) fn mark_ended(&self) {
+        let hold;
         let callbacks = {
             let mut outcome = lock(&self.outcome);
+            hold = outcome.hold.take();
             if !outcome.ended {
                 self.shared.observer.counters.held.decr();
             }
@@ -673,6 +740,8 @@ impl Lease {
         };
         // Dropped outside the lock: a callback may own a guard, whose drop releases it.
         drop(callbacks);
+        // The next waiter in this process's line may take it now.
+        drop(hold);
     }
 
     /// The TTL to renew with: the lease's own, shortened to end at the hold limit; `None`
@@ -879,10 +948,10 @@ pub(crate) fn release_round(
     name: &str,
     token: &str,
     mask: u64,
-    announce: bool,
+    announce: Announce,
     owing: Owing,
 ) -> Tally {
-    let mut tally = target.with_release(name, token, announce, |call| {
+    let mut tally = target.with_release_as(name, token, announce, |call| {
         round::round(&shared.nodes, call, mask, round::release_reply)
     });
     let unreached = tally.failed & mask & owing.nodes;
@@ -912,7 +981,7 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
         ttl: shared.config.ttl,
         nodes: shared.nodes.all(),
     };
-    release_within(shared, target, resource, token, owing)
+    release_within(shared, target, resource, token, Announce::Yes, owing)
 }
 
 /// [`release`], owing it to the nodes of `owing` that cannot be reached.
@@ -921,10 +990,11 @@ fn release_within(
     target: &Target,
     resource: &str,
     token: &str,
+    announce: Announce,
     owing: Owing,
 ) -> Result<()> {
     let span = OpSpan::release(resource);
-    let result = span.in_scope(|| release_once(shared, target, resource, token, owing));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, announce, owing));
     let counters = &shared.observer.counters;
     match &result {
         Ok(()) => {
@@ -945,6 +1015,7 @@ fn release_once(
     target: &Target,
     resource: &str,
     token: &str,
+    announce: Announce,
     owing: Owing,
 ) -> Result<()> {
     let start = Instant::now();
@@ -954,7 +1025,7 @@ fn release_once(
         resource,
         token,
         shared.nodes.all(),
-        true,
+        announce,
         owing,
     );
     let took = start.elapsed();

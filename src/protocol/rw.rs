@@ -31,10 +31,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acquire::{Attempt, Request, Wait, conclude, mark_ms, wait_for, waiting_mark};
-use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, proven_until, release_round};
+use super::lease::{
+    Announce, Lease, Owing, Target, Token, millis, no_quorum, proven_until, release_round,
+};
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
+use crate::queue::Mode;
 use crate::round::{self, Call};
 use crate::scripts;
 use crate::shared::Shared;
@@ -54,7 +57,7 @@ pub(crate) fn intent_ttl(shared: &Shared) -> Duration {
 pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) -> Result<Lease> {
     let intent = Token::new();
     let name: &str = req.resource;
-    let taken = wait_for(shared, name, &[name], wait, |_, _| {
+    let taken = wait_for(shared, name, &[name], Mode::Exclusive, wait, |_, _| {
         write_attempt(shared, req, Some(&intent))
     });
     if taken.is_err() {
@@ -274,7 +277,7 @@ fn unwind(shared: &Shared, name: &str, token: &Token, owing: Owing) {
             name,
             token.as_str(),
             shared.nodes.all(),
-            true,
+            Announce::Yes,
             owing,
         );
         log::debug!(

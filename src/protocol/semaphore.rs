@@ -21,7 +21,7 @@ use rand::RngExt;
 use redis::Value;
 
 use super::acquire::{Attempt, Grant, Request, lease_of, mark_ms};
-use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, release_round};
+use super::lease::{Announce, Lease, Owing, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError};
@@ -343,7 +343,15 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 ttl: req.base.ttl,
                 nodes: mask,
             };
-            release_round(shared, &target, name, token.as_str(), mask, false, owing);
+            release_round(
+                shared,
+                &target,
+                name,
+                token.as_str(),
+                mask,
+                Announce::No,
+                owing,
+            );
         }
     };
     if let Some(value) = mismatch {
