@@ -24,7 +24,12 @@
 //!   workers start to after they end; commands run by scripts count (a script's `redis.call`s
 //!   are counted as commands, and its `EVALSHA` as one more). Target for the 64-waiter rows: at
 //!   most 1.5× the `1x4` figure of the same run;
-//! - `errors`: failed `acquire` calls other than the timeout that ends a worker's run.
+//! - `errors`: failed `acquire` calls other than the timeout that ends a worker's run;
+//! - in the JSON lines only: the local queue's hand-overs within a process
+//!   (`handovers_per_acq`, from `Stats::local_handovers`) and its yields to other processes
+//!   (`yields_per_acq`, `Stats::queue_yields`), the release announcements that woke a waiter
+//!   (`wakeups_per_acq`), and the least against the most turns of one process
+//!   (`process_least_vs_most`).
 //!
 //! `cargo bench --bench contention [-- --quick] [--secs S] [--runs N] [--only NAME]`; run as a
 //! test (`cargo test --benches`) it makes one tiny pass. It prints a table and one JSON line per
@@ -242,8 +247,8 @@ fn worker(spec: &str) {
     let stats = fac.stats();
     writeln!(
         out,
-        "stats rounds={} wakeups={}",
-        stats.rounds, stats.wakeups
+        "stats rounds={} wakeups={} handovers={} yields={}",
+        stats.rounds, stats.wakeups, stats.local_handovers, stats.queue_yields
     )
     .expect("stdout");
     out.flush().expect("stdout");
@@ -343,6 +348,10 @@ struct Run {
     errors: f64,
     rounds_per_acq: f64,
     wakeups_per_acq: f64,
+    handovers_per_acq: f64,
+    yields_per_acq: f64,
+    /// The least and the most turns of one process (equal with one process).
+    process_least_vs_most: f64,
 }
 
 fn scenario(
@@ -369,7 +378,8 @@ fn scenario(
     let mut turns: Vec<u64> = Vec::new();
     let mut waits: Vec<u64> = Vec::new();
     let mut errors = 0u64;
-    let (mut rounds, mut wakeups) = (0u64, 0u64);
+    let (mut rounds, mut wakeups, mut handovers, mut yields) = (0u64, 0u64, 0u64, 0u64);
+    let mut process_turns: Vec<u64> = Vec::new();
     for w in &mut workers {
         loop {
             let line = w.line();
@@ -380,7 +390,10 @@ fn scenario(
                     .map(|s| s.parse::<u64>().expect("a number"))
             };
             match tag {
-                "turns" => turns.extend(numbers()),
+                "turns" => {
+                    process_turns.push(numbers().sum());
+                    turns.extend(numbers());
+                }
                 "errors" => errors += rest.parse::<u64>().expect("errors"),
                 "waits" => waits.extend(numbers()),
                 "stats" => {
@@ -388,6 +401,10 @@ fn scenario(
                         match kv.split_once('=') {
                             Some(("rounds", v)) => rounds += v.parse::<u64>().unwrap_or(0),
                             Some(("wakeups", v)) => wakeups += v.parse::<u64>().unwrap_or(0),
+                            Some(("handovers", v)) => {
+                                handovers += v.parse::<u64>().unwrap_or(0);
+                            }
+                            Some(("yields", v)) => yields += v.parse::<u64>().unwrap_or(0),
                             _ => {}
                         }
                     }
@@ -416,6 +433,10 @@ fn scenario(
         errors: errors as f64,
         rounds_per_acq: per_acq(rounds),
         wakeups_per_acq: per_acq(wakeups),
+        handovers_per_acq: per_acq(handovers),
+        yields_per_acq: per_acq(yields),
+        process_least_vs_most: process_turns.iter().copied().min().unwrap_or(0) as f64
+            / process_turns.iter().copied().max().unwrap_or(0).max(1) as f64,
     }
 }
 
@@ -523,6 +544,9 @@ fn main() {
             figures.insert("commands_per_acq", m(|r| r.commands_per_acq));
             figures.insert("rounds_per_acq", m(|r| r.rounds_per_acq));
             figures.insert("wakeups_per_acq", m(|r| r.wakeups_per_acq));
+            figures.insert("handovers_per_acq", m(|r| r.handovers_per_acq));
+            figures.insert("yields_per_acq", m(|r| r.yields_per_acq));
+            figures.insert("process_least_vs_most", m(|r| r.process_least_vs_most));
             figures.insert("errors", m(|r| r.errors));
             Row {
                 name: format!("{p}x{t}"),

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 /// Turns a line may take in a row while other processes wait (their waiting marks are on the
 /// resource); then its head holds back once.
-pub(crate) const MAX_TURNS: u32 = 8;
+pub(crate) const MAX_TURNS: u32 = 16;
 /// How often a queued waiter with a cancel flag looks at it.
 const CANCEL_SLICE: Duration = Duration::from_millis(20);
 /// Lines kept at least before a sweep of those nobody uses.

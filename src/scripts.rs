@@ -98,9 +98,10 @@ return false"#;
 /// repeat: a key that already holds our token (this call's earlier run) is a grant.
 ///
 /// The marker holds when the longest-waiting process began to wait (`since`: microseconds of
-/// its clock, from its local queue), a min-register: a mark with a later `since` leaves an
-/// earlier one as it is (which its own process keeps alive by marking again, or lets expire),
-/// and a grant to the process named there deletes it, for the next one to write its own. The
+/// its clock, from its local queue), a min-register: a mark with a later `since` (or none)
+/// leaves an earlier one as it is (which its own process keeps alive by marking again, or lets
+/// expire), and a grant to the process named there turns it into an unnamed mark (`1`, for the
+/// rest of its life: others may still wait), for the next one to write its own. The
 /// release announcement names it, so that the longest-waiting process tries first.
 ///
 /// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark),
@@ -113,12 +114,15 @@ elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 elseif tonumber(ARGV[3]) > 0 then
     local older = tonumber(redis.call("GET", KEYS[3]) or "")
-    if not (since > 0 and older and older > 1 and older < since) then
+    if not (older and older > 1 and (since == 0 or older < since)) then
         redis.call("SET", KEYS[3], since > 0 and ARGV[4] or "1", "PX", ARGV[3])
     end
 end
 if granted == 1 and since > 0 and redis.call("GET", KEYS[3]) == ARGV[4] then
-    redis.call("DEL", KEYS[3])
+    local left = redis.call("PTTL", KEYS[3])
+    if left > 0 then
+        redis.call("SET", KEYS[3], "1", "PX", left)
+    end
 end
 return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
 

@@ -313,7 +313,10 @@ fn wait_loop<'s, T: Acquired>(
                         grace.min(d.saturating_duration_since(Instant::now()))
                     });
                     sleep(grace, wait.cancel);
-                    // Then mark at once: a busy attempt needs no second one.
+                    // Then listen and mark at once: a busy attempt needs no second one.
+                    if wake && seat.is_none() {
+                        seat = Some(waker.enter(&shared.nodes, resource, members, 0));
+                    }
                     mark = wake;
                 } else {
                     mark = false;
@@ -328,6 +331,9 @@ fn wait_loop<'s, T: Acquired>(
         let outcome = attempt(Mark { on: mark, since }, message.take().as_deref());
         if let Attempt::Busy { votes, .. } = &outcome {
             contended(progress, *votes);
+            if let Some(place) = line.place.as_ref().filter(|p| !p.held_here()) {
+                place.held_elsewhere();
+            }
             if lined && line.place.is_none() {
                 // Held elsewhere: join the line (at its head, unless others got there first).
                 let place = line.place.insert(queue.join(resource, members, line.mode));
@@ -364,9 +370,6 @@ fn wait_loop<'s, T: Acquired>(
             // Held in another process: listen for its release (subscribed before the marking
             // attempt, so that a release after it is heard), and mark.
             Attempt::Busy { holders, .. } if wake && !here && (!mark || seat.is_none()) => {
-                if let Some(place) = &line.place {
-                    place.held_elsewhere();
-                }
                 if seat.is_none() {
                     seat = Some(waker.enter(&shared.nodes, resource, members, holders));
                 }
@@ -426,13 +429,15 @@ fn wait_loop<'s, T: Acquired>(
             && named != place.since()
         {
             // The release names another process as the one that waited longest: let it try
-            // first (a few round times; we try after it all the same).
+            // first (a few round times; we try after it all the same). Found busy then, we
+            // wait for the next release rather than look again soon.
             let round = attempt_start.elapsed();
             let defer = round.saturating_mul(3).clamp(SETTLE_MIN, SETTLE_MAX);
             let defer = wait.deadline.map_or(defer, |d| {
                 defer.min(d.saturating_duration_since(Instant::now()))
             });
             sleep(defer, wait.cancel);
+            woken = false;
         }
         // Woken by a release: the lock is most likely free, so the next attempt is bare again.
         // (After the short look that follows a wake-up, the next attempt is bare too.) The head
