@@ -71,6 +71,24 @@ fn fault_worker(spec: &str) {
             }
             assert_eq!(run.error_count(), 0, "{:?}", run.errors);
         }
+        // 16 threads on one resource for `arg` milliseconds (they queue in this process's
+        // local queue): push the history, and the failed acquisitions as one line.
+        "crowd" => {
+            let mut work =
+                Workload::new("crowd", 16, 1, Duration::from_millis(arg.parse().unwrap()));
+            work.name = format!("p{}", std::process::id());
+            let run = run_workers(&factory, witness, &work, &Arc::new(AtomicBool::new(false)));
+            let mut w = Witness::connect(witness);
+            for r in &run.records {
+                w.push(r);
+            }
+            port_cmd(
+                witness,
+                &["RPUSH", "errors", &format!("{:?}", run.errors)],
+                CMD,
+            )
+            .unwrap();
+        }
         other => panic!("unknown worker mode {other:?}"),
     }
 }
@@ -268,4 +286,87 @@ fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
     );
     assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
     assert_eq!(run.error_count(), 0, "{:?}", run.errors);
+}
+
+/// 64 waiters for one lock in 4 processes (16 threads each, lined up in each process's local
+/// queue), while one node stalls and then another: no two holders, and fencing tokens grow
+/// in witness order.
+#[test]
+fn sixty_four_waiters_in_four_processes_under_node_faults_no_overlap() {
+    if let Some(spec) = worker::spec() {
+        return fault_worker(&spec);
+    }
+    const PROCESSES: usize = 3;
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let urls = cluster.urls();
+    let run_ms = 5000;
+    let children: Vec<Worker> = (0..PROCESSES)
+        .map(|_| {
+            spawn_worker(
+                test_name!(sixty_four_waiters_in_four_processes_under_node_faults_no_overlap),
+                "crowd",
+                witness.port(0),
+                Duration::from_secs(1),
+                &run_ms.to_string(),
+                &urls,
+            )
+        })
+        .collect();
+    // This process is the fourth crowd, with the faults meanwhile.
+    let f = super::settings(urls)
+        .ttl(Duration::from_secs(1))
+        .fencing(true)
+        .build()
+        .unwrap();
+    let mut work = Workload::new("crowd", 16, 1, Duration::from_millis(run_ms));
+    work.name = format!("p{}", std::process::id());
+    let fault = Arc::new(AtomicBool::new(false));
+    let (local, faults) = thread::scope(|s| {
+        let injector = s.spawn(|| {
+            thread::sleep(Duration::from_millis(800));
+            // A stalled node: its votes time out.
+            cluster.stop(2);
+            fault.store(true, std::sync::atomic::Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(1000));
+            cluster.cont(2);
+            fault.store(false, std::sync::atomic::Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(600));
+            // Then another node stalls.
+            cluster.stop(1);
+            fault.store(true, std::sync::atomic::Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(800));
+            cluster.cont(1);
+            fault.store(false, std::sync::atomic::Ordering::SeqCst);
+            2
+        });
+        let run = run_workers(&f, witness.port(0), &work, &fault);
+        (run, injector.join().unwrap())
+    });
+    for mut c in children {
+        let status = c.wait();
+        assert!(status.success(), "a worker process failed: {status}");
+    }
+    let mut run = local;
+    let pushed = witness.cmd(0, &["LRANGE", history::HISTORY_KEY, "0", "-1"]);
+    run.records.extend(pushed.lines().map(Record::from_line));
+    let workers: std::collections::HashSet<&str> = run
+        .records
+        .iter()
+        .map(|r| r.worker.split('/').next().unwrap())
+        .collect();
+    let errors = witness.cmd(0, &["LRANGE", "errors", "0", "-1"]);
+    let check = history::report(
+        "crowd_under_faults",
+        &run,
+        faults,
+        &format!("processes={} worker errors={errors}", workers.len()),
+    );
+    history::assert_clean(&check);
+    assert!(
+        run.records.iter().all(|r| r.fencing.is_some()),
+        "a section without a token"
+    );
+    assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
+    assert!(check.sections >= 200, "only {} sections", check.sections);
 }

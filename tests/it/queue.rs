@@ -1,0 +1,312 @@
+//! The local queue (issue 18): a factory's waiters for one resource line up behind one head
+//! that waits on the nodes; they take their turns in arrival order, a head that gives up (is
+//! cancelled, times out, or dies with its process) hands the line on, and processes share the
+//! lock fairly.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::worker::{self, Worker};
+use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
+use crate::test_name;
+use redmutex::{Error, RedLockFactory, Wait};
+
+/// How long a waiter may take to get a lock that is free, once the waiter in front of it gave
+/// up: it is at the head at once, and a head tries within one poll interval (5 to 10 ms here)
+/// after a release it hears, or at once after one in its own factory. Generous: the machine
+/// may be loaded.
+const HAND_ON: Duration = Duration::from_secs(3);
+/// Bound on each witness command of the worker processes.
+const CMD: Duration = Duration::from_secs(5);
+
+/// Waits until `factory` shows `n` waiters queued for `resource`.
+fn queued(factory: &RedLockFactory, resource: &str, n: usize) -> bool {
+    deadline_loop(Duration::from_secs(30), || {
+        factory
+            .stats()
+            .queues
+            .iter()
+            .any(|q| q.resource == resource && q.waiting == n)
+    })
+}
+
+#[test]
+fn waiters_of_one_factory_queue_and_take_their_turns_in_arrival_order() {
+    let cluster = RedisCluster::start(3);
+    let f = support::factory(&cluster).build().unwrap();
+    let lock = f.create_lock("queue:order");
+    let holder = lock.acquire().unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    const WAITERS: usize = 6;
+    let handles: Vec<_> = (0..WAITERS)
+        .map(|i| {
+            let lock = lock.clone();
+            let order = Arc::clone(&order);
+            let h = thread::spawn(move || {
+                let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+                order.lock().unwrap().push(i);
+                thread::sleep(Duration::from_millis(5));
+                g.release().unwrap();
+            });
+            // Each one in line before the next arrives.
+            assert!(queued(&f, "queue:order", i + 1), "waiter {i} never queued");
+            h
+        })
+        .collect();
+    let stats = f.stats();
+    assert_eq!(stats.queued, WAITERS as u64);
+    assert_eq!(stats.queues.len(), 1);
+    assert_eq!(
+        stats.queues[0].held, 0,
+        "the holder took it without a queue"
+    );
+    holder.release().unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..WAITERS).collect::<Vec<_>>());
+    let stats = f.stats();
+    assert_eq!(stats.queued, 0);
+    assert!(stats.queues.is_empty(), "{:?}", stats.queues);
+    // Each waiter after the first was handed the lock within the factory.
+    assert!(
+        stats.local_handovers >= (WAITERS - 1) as u64,
+        "{} local hand-overs",
+        stats.local_handovers
+    );
+}
+
+#[test]
+fn a_head_cancelled_or_timed_out_hands_the_line_on() {
+    let cluster = RedisCluster::start(3);
+    let f = support::factory(&cluster).build().unwrap();
+    let lock = f.create_lock("queue:give-up");
+    let holder = lock.acquire().unwrap();
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        // The head: cancelled while it waits on the nodes.
+        let first = s.spawn(|| {
+            lock.acquire_with(Wait::forever().cancel_on(&stop))
+                .map(drop)
+        });
+        assert!(queued(&f, "queue:give-up", 1));
+        // Behind it: one that times out once it is the head, and one that waits.
+        let second = s.spawn(|| lock.acquire_timeout(Duration::from_millis(500)).map(drop));
+        assert!(queued(&f, "queue:give-up", 2));
+        let third = s.spawn(|| {
+            let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+            let got = Instant::now();
+            g.release().unwrap();
+            got
+        });
+        assert!(queued(&f, "queue:give-up", 3));
+        stop.store(true, Ordering::Release);
+        assert!(matches!(
+            first.join().unwrap(),
+            Err(Error::Cancelled { .. })
+        ));
+        assert!(matches!(second.join().unwrap(), Err(Error::Timeout { .. })));
+        // The third is the head now, still waiting on the holder.
+        assert!(queued(&f, "queue:give-up", 1));
+        let released = Instant::now();
+        holder.release().unwrap();
+        let got = third.join().unwrap();
+        assert!(
+            got.duration_since(released) < HAND_ON,
+            "the lock reached the last waiter {:?} after its release",
+            got.duration_since(released)
+        );
+    });
+    let stats = f.stats();
+    assert_eq!((stats.cancellations, stats.timeouts), (1, 1));
+    assert!(stats.queues.is_empty(), "{:?}", stats.queues);
+}
+
+/// The worker side: `<mode>;<witness port>;<threads>;<resource>;<url>,<url>,...`.
+fn queue_worker(spec: &str) {
+    let parts: Vec<&str> = spec.split(';').collect();
+    let (mode, witness, threads, resource) = (parts[0], parts[1], parts[2], parts[3]);
+    let witness: u16 = witness.parse().unwrap();
+    let threads: usize = threads.parse().unwrap();
+    let f = support::builder()
+        .nodes(parts[4].split(','))
+        .build()
+        .unwrap();
+    let lock = f.create_lock(resource);
+    match mode {
+        // Queue `threads` waiters, say so, and wait to be killed.
+        "queue" => {
+            for _ in 0..threads {
+                let lock = lock.clone();
+                thread::spawn(move || lock.acquire().map(drop));
+            }
+            assert!(queued(&f, resource, threads));
+            port_cmd(witness, &["RPUSH", "queued", "1"], CMD).unwrap();
+            loop {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Contend with `threads` threads until the witness says "stop"; push each thread's
+        // turns.
+        "contend" => {
+            port_cmd(witness, &["RPUSH", "ready", "1"], CMD).unwrap();
+            assert!(deadline_loop(Duration::from_secs(60), || {
+                port_cmd(witness, &["GET", "go"], CMD).unwrap() == "1"
+            }));
+            let stop = AtomicBool::new(false);
+            let turns: Vec<usize> = thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut turns = 0;
+                            while !stop.load(Ordering::Acquire) {
+                                let Ok(g) = lock.acquire_with(Wait::forever().cancel_on(&stop))
+                                else {
+                                    break;
+                                };
+                                thread::sleep(Duration::from_millis(1));
+                                g.release().unwrap();
+                                turns += 1;
+                            }
+                            turns
+                        })
+                    })
+                    .collect();
+                assert!(deadline_loop(Duration::from_secs(120), || {
+                    port_cmd(witness, &["GET", "stop"], CMD).unwrap() == "1"
+                }));
+                stop.store(true, Ordering::Release);
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let line = turns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            port_cmd(witness, &["RPUSH", "turns", &line], CMD).unwrap();
+        }
+        other => panic!("unknown worker mode {other:?}"),
+    }
+}
+
+fn spawn(
+    test: &str,
+    mode: &str,
+    witness: u16,
+    threads: usize,
+    resource: &str,
+    urls: &[String],
+) -> Worker {
+    Worker::spawn(
+        test,
+        &format!("{mode};{witness};{threads};{resource};{}", urls.join(",")),
+    )
+}
+
+#[test]
+fn a_process_killed_with_its_queue_does_not_hold_up_the_others() {
+    if let Some(spec) = worker::spec() {
+        return queue_worker(&spec);
+    }
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let f = support::factory(&cluster).build().unwrap();
+    let lock = f.create_lock("queue:killed");
+    let holder = lock.acquire().unwrap();
+    // The worker's head waits on the nodes (its waiting mark names it: it waited first), three
+    // more wait behind it.
+    let mut child = spawn(
+        test_name!(a_process_killed_with_its_queue_does_not_hold_up_the_others),
+        "queue",
+        witness.port(0),
+        4,
+        "queue:killed",
+        &cluster.urls(),
+    );
+    assert!(deadline_loop(Duration::from_secs(60), || {
+        assert!(child.try_wait().is_none(), "the worker died");
+        witness.cmd(0, &["LLEN", "queued"]) == "1"
+    }));
+    // Two waiters of another process (another factory) queue too.
+    let other = support::factory(&cluster).build().unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let lock = other.create_lock("queue:killed");
+            thread::spawn(move || {
+                let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+                let got = Instant::now();
+                g.release().unwrap();
+                got
+            })
+        })
+        .collect();
+    assert!(queued(&other, "queue:killed", 2));
+    child.kill();
+    let released = Instant::now();
+    holder.release().unwrap();
+    for w in waiters {
+        let got = w.join().unwrap();
+        assert!(
+            got.duration_since(released) < HAND_ON,
+            "a waiter got the lock {:?} after its release",
+            got.duration_since(released)
+        );
+    }
+}
+
+#[test]
+fn processes_share_a_contended_lock_fairly() {
+    if let Some(spec) = worker::spec() {
+        return queue_worker(&spec);
+    }
+    const PROCESSES: usize = 4;
+    const THREADS: usize = 8;
+    let cluster = RedisCluster::start(3);
+    let witness = RedisCluster::start(1);
+    let children: Vec<Worker> = (0..PROCESSES)
+        .map(|_| {
+            spawn(
+                test_name!(processes_share_a_contended_lock_fairly),
+                "contend",
+                witness.port(0),
+                THREADS,
+                "queue:fair",
+                &cluster.urls(),
+            )
+        })
+        .collect();
+    assert!(deadline_loop(Duration::from_secs(60), || {
+        witness.cmd(0, &["LLEN", "ready"]) == PROCESSES.to_string()
+    }));
+    witness.cmd(0, &["SET", "go", "1"]);
+    thread::sleep(Duration::from_secs(4));
+    witness.cmd(0, &["SET", "stop", "1"]);
+    for mut c in children {
+        let status = c.wait();
+        assert!(status.success(), "a worker process failed: {status}");
+    }
+    let lines = witness.cmd(0, &["LRANGE", "turns", "0", "-1"]);
+    let per_process: Vec<Vec<usize>> = lines
+        .lines()
+        .map(|l| l.split(',').map(|t| t.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(per_process.len(), PROCESSES);
+    let totals: Vec<usize> = per_process.iter().map(|p| p.iter().sum()).collect();
+    let threads: Vec<usize> = per_process.iter().flatten().copied().collect();
+    let ratio =
+        |v: &[usize]| *v.iter().min().unwrap() as f64 / (*v.iter().max().unwrap()).max(1) as f64;
+    eprintln!(
+        "[figures] processes_fair: turns per process {totals:?} (least/most {:.2}), per thread \
+         least/most {:.2}",
+        ratio(&totals),
+        ratio(&threads)
+    );
+    assert!(totals.iter().sum::<usize>() >= 100, "{totals:?}");
+    // Generous for a loaded machine: without the queue's bound on turns in a row, one process
+    // could keep the lock for as long as its own threads keep asking.
+    assert!(ratio(&totals) >= 0.33, "turns per process {totals:?}");
+    assert!(ratio(&threads) >= 0.2, "turns per thread {per_process:?}");
+}
