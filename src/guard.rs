@@ -230,6 +230,16 @@ impl<K> LeaseGuard<K> {
         result.map(|lease| LeaseGuard::new(Arc::clone(&held.runtime), lease))
     }
 
+    /// Ends the guard with the kind's own last round instead of a release (a run's
+    /// completion): keep-alive stops, and the round runs under the lease's round lock; its
+    /// outcome is judged as a release's (a loss it shows is signalled).
+    pub(crate) fn end_with<T>(mut self, f: impl FnOnce(&Lease) -> Result<T>) -> Result<T> {
+        let held = &mut self.held;
+        held.finish();
+        held.retire();
+        held.lease.end_with(f)
+    }
+
     /// The random token stored as the lease's value on the nodes (40 hex digits).
     ///
     /// Treat it as a secret capability: anyone with the token can release or extend the lease
@@ -501,6 +511,8 @@ impl<K> fmt::Debug for LeaseGuard<K> {
         match &lease.target {
             Target::Permit { slot, .. } => d.field("slot", slot),
             Target::Multi(resources) => d.field("resources", resources),
+            Target::Leader(published) => d.field("value", &published.value()),
+            Target::Run { epoch, .. } => d.field("epoch", epoch),
             Target::Mutex | Target::Reader => &mut d,
         };
         d.field("fencing_token", &lease.fencing)

@@ -222,6 +222,7 @@
 // Layers, top to bottom; a module imports only modules below it (docs/design.md, "Modules").
 // Handles: the factory, then each kind (what it adds, how its leases are taken), over the one
 // handle and the one guard, the kinds, and the registry of this process's leases:
+mod election;
 mod factory;
 mod guard;
 mod handle;
@@ -229,6 +230,7 @@ pub mod kind;
 mod local;
 mod lock;
 mod multi;
+mod once;
 mod rwlock;
 mod semaphore;
 // Keep-alive, over the protocol:
@@ -247,7 +249,8 @@ mod node;
 mod round;
 mod scripts;
 
-pub use error::{Error, NodeError, NodeErrorKind, Result};
+pub use election::{DEFAULT_POLL_INTERVAL, Election, LeaderGuard, Observer};
+pub use error::{Error, NodeError, NodeErrorKind, Result, RunRecord};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LeaseGuard, LossSignal};
 pub use handle::Handle;
@@ -257,7 +260,10 @@ pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNo
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
-pub use protocol::{Fingerprint, Holding, Inspection, LockState, LossReason, NodeView, Wait};
+pub use once::{DEFAULT_RETENTION, Outcome, RunGuard, RunOnce, Start};
+pub use protocol::{
+    Fingerprint, Holding, Inspection, Leader, LockState, LossReason, MAX_VALUE_LEN, NodeView, Wait,
+};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
 

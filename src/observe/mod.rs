@@ -376,6 +376,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::LockLost { .. } => "lock_lost",
         Error::NotHeld { .. } => "not_held",
         Error::WouldDeadlock { .. } => "would_deadlock",
+        Error::AlreadyRan { .. } => "already_ran",
         Error::InvalidConfig(_) | Error::InvalidArgument(_) => "invalid",
     }
 }

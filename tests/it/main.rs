@@ -17,6 +17,7 @@ mod cli;
 mod cli_permits;
 mod contention;
 mod deadline_rule;
+mod election;
 mod failures;
 mod faults;
 mod fencing;
