@@ -28,6 +28,7 @@ mod lease_api;
 mod lease_truth;
 mod multi;
 mod observability;
+mod once;
 mod props;
 mod rwlock;
 mod security;
