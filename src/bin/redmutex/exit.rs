@@ -32,12 +32,21 @@ pub enum Exit {
     Child(u8),
     /// The child (or redmutex, while waiting) was killed by this signal: 128 + N.
     Signal(i32),
+    /// `run --once`: the run of that epoch already ran (its record exists); the command was
+    /// not run.
+    AlreadyRan,
+    /// `run --once`: it is running elsewhere, and -n or -w gave up.
+    RunningElsewhere,
 }
 
 /// The default of `-E/--conflict-exit-code`.
 pub const CONFLICT_DEFAULT: u8 = 1;
 /// Lost lease: the first code after the sysexits range (64–78), clear of 124–127 and 128+N.
 pub const LOST_LEASE: u8 = 79;
+/// `run --once` found the run done: the next code after [`LOST_LEASE`].
+pub const ALREADY_RAN: u8 = 80;
+/// `run --once` found the run running elsewhere and gave up.
+pub const RUNNING_ELSEWHERE: u8 = 81;
 
 /// The exit-status table shown at the end of `--help` (a macro, so `concat!` can use it).
 macro_rules! exit_table {
@@ -45,7 +54,8 @@ macro_rules! exit_table {
         "\
 Exit status:
   0       success (run: the command exited 0)
-  1       the lock is held elsewhere and -n/-w gave up (set with -E/--conflict-exit-code)
+  1       the lock is held elsewhere (elect: another process leads) and -n/-w gave up (set
+          with -E/--conflict-exit-code)
   64      usage error: bad flag, argument, node URL or duration
   69      nodes unavailable: too few nodes answered (--verbose lists each node's cause);
           status: the verdict is unknown
@@ -53,7 +63,10 @@ Exit status:
   71      operating-system error (thread, signal handler, waiting for the command)
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
           then SIGKILL after --kill-after), or release/extend: the token does not hold
-          the lock on a quorum (expired, released, taken over, or a wrong token)
+          the lock on a quorum (expired, released, taken over, or a wrong token);
+          elect: the leadership was lost while the command ran
+  80      run --once: it already ran (its completion record exists): the command was not run
+  81      run --once: it is running elsewhere, and -n/-w gave up
   126     the command could not be run
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
@@ -77,6 +90,8 @@ impl Exit {
             Self::Software => 70,
             Self::OsError => 71,
             Self::LostLease => LOST_LEASE,
+            Self::AlreadyRan => ALREADY_RAN,
+            Self::RunningElsewhere => RUNNING_ELSEWHERE,
             Self::CannotRun => 126,
             Self::NotFound => 127,
             // Signal numbers are 1..=64 on Linux; anything else is clamped rather than wrapped.
@@ -125,6 +140,7 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
         E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
+        E::AlreadyRan { .. } => Exit::AlreadyRan,
         _ => Exit::Software,
     }
 }
@@ -154,6 +170,8 @@ mod tests {
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::OsError.code(), 71);
         assert_eq!(Exit::LostLease.code(), 79);
+        assert_eq!(Exit::AlreadyRan.code(), 80);
+        assert_eq!(Exit::RunningElsewhere.code(), 81);
         assert_eq!(Exit::CannotRun.code(), 126);
         assert_eq!(Exit::NotFound.code(), 127);
         assert_eq!(Exit::Child(3).code(), 3);
@@ -187,7 +205,19 @@ mod tests {
 
     #[test]
     fn table_lists_every_fixed_code() {
-        for code in [0, 1, 64, 69, 70, 71, LOST_LEASE, 126, 127] {
+        for code in [
+            0,
+            1,
+            64,
+            69,
+            70,
+            71,
+            LOST_LEASE,
+            ALREADY_RAN,
+            RUNNING_ELSEWHERE,
+            126,
+            127,
+        ] {
             assert!(
                 TABLE.contains(&format!("\n  {code} ")),
                 "{code} missing from the table"

@@ -4,14 +4,17 @@
 //!
 //! A thin client of the library: one `RedLockFactory` per invocation, and every subcommand is
 //! one call of its public API (`acquire_with`, `try_acquire`, `leak`, `release_token`,
-//! `extend_token`, `inspect`).
+//! `extend_token`, `inspect`; `campaign` through the election's `acquire_with`, `leader`,
+//! `observe`; `RunOnce::start_with` and `complete`).
 
 mod cli;
+mod elect;
 mod exit;
 mod held;
 mod lease;
 mod logger;
 mod nodes;
+mod once;
 mod run;
 mod signals;
 mod status;
@@ -81,6 +84,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     let nodes = &cli.nodes;
     match &cli.command {
         Command::Run(args) if args.permits.is_some() => run_permits(nodes, args),
+        Command::Run(args) if args.once => once::run_once(nodes, args),
         Command::Run(args) => {
             let signals = listen()?;
             let factory = factory(nodes, Some(args.wait.ttl))?;
@@ -114,6 +118,8 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+        Command::Elect(args) => elect::elect(nodes, args),
+        Command::Leader(args) => elect::leader(nodes, args),
     }
 }
 
