@@ -40,6 +40,10 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 ///   smaller term than one it has seen, as with any fencing token.
 /// - **Terms only grow.** A leader's [`term`](LeaderGuard::term) is a fencing token of the
 ///   name, above every term (and every fencing token of a lock of the same name) issued before.
+///   It is also at least the grant's time on the nodes' clocks, in microseconds since the Unix
+///   epoch, so terms keep growing even when the nodes that issued the last one restarted
+///   without their data (a counter alone would go back), provided the nodes' clocks agree to
+///   within the time between two elections. Treat a term as an opaque, growing number.
 /// - **Readers see only what a quorum holds.** [`leader`](Self::leader) and the [`Observer`]
 ///   report a leader only when a quorum of nodes hold it, and a value only once a quorum hold
 ///   it (or a later one).

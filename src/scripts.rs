@@ -561,6 +561,26 @@ pub(crate) const LEADER_SUFFIX: &str = ":redmutex:leader";
 /// The suffix of the channel on which an election's changes are announced.
 pub(crate) const ELECTED_SUFFIX: &str = ":redmutex:elected";
 
+/// A candidate's grant: takes the lock key like `SET NX PX` (marking that we wait when told, as
+/// the acquire script does), and reads the fencing counter raised to the node's clock in
+/// microseconds since the Unix epoch. So a term is above the counter of every node of the grant's
+/// quorum (the max-register) *and* above the time of the grant: terms keep growing even across
+/// nodes that restarted without their data and lost the counter, as long as the nodes' clocks
+/// agree to within the time between two elections. (A microsecond clock stays below 2^53, the
+/// exact range of a Lua number, until the year 2255.)
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
+/// mark). Returns `{granted (1 or 0), max(counter, now in us)}`.
+pub(crate) const LEADER_GRANT_SRC: &str = r#"local granted = 0
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif tonumber(ARGV[3]) > 0 then
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#;
+
 /// Writes the leader record (revision ARGV[3] of the value ARGV[4], in term ARGV[2]) while the
 /// lock key holds our token; the record lives as long as the lock key. A revision never goes
 /// back: a node that already holds this revision or a later one of our term keeps it (a delayed
@@ -637,10 +657,13 @@ pub(crate) const RUN_INFIX: &str = ":redmutex:run:";
 pub(crate) const DONE_SUFFIX: &str = ":redmutex:done";
 
 /// Starts a run: unless the completion record exists, takes the run key like `SET NX PX`,
-/// reading the fencing counter in the same step, and marks that we wait when told.
+/// reading the fencing counter raised to the node's clock in microseconds (as a candidate's
+/// grant does, so run tokens keep growing across nodes restarted without their data), and marks
+/// that we wait when told.
 ///
 /// KEYS: run key, fencing counter, waiting marker, completion record. ARGV: token, TTL ms,
-/// marker ms (0: don't mark). Returns `{granted (1 or 0; 2: it ran already), counter}`.
+/// marker ms (0: don't mark). Returns `{granted (1 or 0; 2: it ran already), max(counter, now
+/// in us)}`.
 pub(crate) const RUN_BEGIN_SRC: &str = r#"if redis.call("EXISTS", KEYS[4]) == 1 then
     return {2, 0}
 end
@@ -650,7 +673,9 @@ if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
 elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
 end
-return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#;
 
 /// Completes a run while the run key holds our token: writes the completion record (result,
 /// fencing token, the node's time in ms), which expires after ARGV[3] ms, deletes the run key,
@@ -744,6 +769,9 @@ pub(crate) static MULTI_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_
 /// The multi-lock's fencing write-back script.
 pub(crate) static MULTI_FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_FENCE_SRC));
 
+/// The candidate's grant script.
+pub(crate) static LEADER_GRANT: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_GRANT_SRC));
+
 /// The election's record-writing script (a leader's installation and its proclamations).
 pub(crate) static LEADER_WRITE: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_WRITE_SRC));
 
@@ -777,6 +805,7 @@ pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &MULTI_RELEASE,
     &MULTI_EXTEND,
     &MULTI_FENCE,
+    &LEADER_GRANT,
     &LEADER_WRITE,
     &LEADER_EXTEND,
     &LEADER_RELEASE,

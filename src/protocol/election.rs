@@ -6,9 +6,13 @@
 //! A leader holds the election's name as a lock key (its token, with `PX`), exactly as a mutex
 //! holder does: the same waiting loop takes it, the same keep-alive renews it, and a lock of
 //! the same name (or any Redlock client) excludes it. Its **term** is a fencing token of the
-//! name (the quorum max-register of [`fence`]), so every term is above every term issued
-//! before, and a lock's fencing tokens and the terms of an election on the same name come from
-//! one counter. What the leader publishes is the **leader record** beside the lock key
+//! name (the quorum max-register of [`fence`](super::acquire::fence)), so every term is above
+//! every term issued before, and a lock's fencing tokens and the terms of an election on the
+//! same name come from one counter. The grant reads each node's counter raised to the node's
+//! clock (microseconds since the Unix epoch): a quorum max-register alone repeats a value when
+//! the next grant's quorum is made of nodes that lost the counter (restarted without their data)
+//! or missed its write-back; with the clock as a floor, a term also exceeds every term issued
+//! earlier than the grant by more than the nodes' clock offsets. What the leader publishes is the **leader record** beside the lock key
 //! (`<name>:redmutex:leader`, a hash of token, term, revision and value): written while the
 //! lock key holds the leader's token, living exactly as long as it (the extend script extends
 //! both, the release deletes both), and counting only while the lock key holds the record's
@@ -132,7 +136,8 @@ pub(crate) fn attempt(
     let name: &str = req.resource;
     let token = Token::new();
     let start = Instant::now();
-    // The acquire script: SET NX PX, the fencing counter and the waiting mark in one step.
+    // SET NX PX, the fencing counter (raised to the node's clock) and the waiting mark in one
+    // step.
     let keys = [
         Arg::Str(name),
         Arg::Joined(name, scripts::FENCE_SUFFIX),
@@ -144,7 +149,7 @@ pub(crate) fn attempt(
         Arg::Int(mark_ms(shared, mark)),
     ];
     let call = Call::Script {
-        script: &scripts::ACQUIRE,
+        script: &scripts::LEADER_GRANT,
         keys: &keys,
         args: &args,
     };

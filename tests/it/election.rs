@@ -350,3 +350,32 @@ fn a_kept_alive_leader_outlives_its_ttl_and_loses_its_lease_when_deleted() {
     );
     assert!(matches!(leader.resign(), Err(Error::LockLost { .. })));
 }
+
+/// A term must exceed every term issued before even when the nodes that hold the last one are
+/// not in the next grant's quorum: here node 0 restarted empty (its counter lost) and node 2
+/// missed the write-back, so a quorum max-register alone would issue the same number again.
+#[test]
+fn terms_grow_across_a_node_that_lost_its_counter() {
+    let cluster = RedisCluster::start(3);
+    let f = factory(&cluster, Duration::from_secs(10));
+    let election = f.create_election("elect:restart");
+    let a = election.campaign("a").unwrap();
+    let term_a = a.term();
+    a.resign().unwrap();
+    // Node 2 missed the term's write-back (as a node that timed out would have), node 0
+    // restarts empty, and node 1 (the only one left with the term) is frozen: the next grant's
+    // quorum is nodes 0 and 2, and the write-back reaches only them.
+    cluster.cmd(2, &["DEL", "elect:restart:redmutex:fence"]);
+    cluster.restart(0);
+    cluster.stop(1);
+    let b = factory(&cluster, Duration::from_secs(10)).create_election("elect:restart");
+    let mut leader = None;
+    let won = deadline_loop(WAIT_LIMIT, || {
+        leader = b.try_campaign("b").unwrap_or(None);
+        leader.is_some()
+    });
+    cluster.cont(1);
+    assert!(won, "nodes 0 and 2 never granted");
+    let term_b = leader.unwrap().term();
+    assert!(term_b > term_a, "term {term_b} after term {term_a}");
+}
