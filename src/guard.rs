@@ -18,10 +18,12 @@ use crate::protocol::lease::{Lease, LossReason, Target, lock};
 /// One type for every kind of lease, as `lock_api` has one `MutexGuard` for every raw mutex:
 /// [`RedLockGuard`](crate::RedLockGuard) (a lock), [`RwLockReadGuard`](crate::RwLockReadGuard)
 /// and [`RwLockWriteGuard`](crate::RwLockWriteGuard) (the sides of a read-write lock),
-/// [`SemaphorePermit`](crate::SemaphorePermit) and [`MultiLockGuard`](crate::MultiLockGuard) are
-/// `LeaseGuard<K>` for their [`kind`](crate::kind). The methods below are every guard's; a kind
-/// adds its own (a permit's [`slot`](Self::slot), a multi-lock's
-/// [`resources`](Self::resources), a writer's [`downgrade`](Self::downgrade)).
+/// [`SemaphorePermit`](crate::SemaphorePermit), [`MultiLockGuard`](crate::MultiLockGuard),
+/// [`LeaderGuard`](crate::LeaderGuard) and [`RunGuard`](crate::RunGuard) are `LeaseGuard<K>` for
+/// their [`kind`](crate::kind). The methods below are every guard's; a kind adds its own (a
+/// permit's [`slot`](Self::slot), a multi-lock's [`resources`](Self::resources), a writer's
+/// [`downgrade`](Self::downgrade), a leader's [`term`](Self::term) and
+/// [`proclaim`](Self::proclaim), a run's [`complete`](Self::complete)).
 ///
 /// This structure is created by the acquire family of a [`Handle`](crate::Handle)
 /// ([`acquire`](crate::Handle::acquire), [`try_acquire`](crate::Handle::try_acquire),

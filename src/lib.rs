@@ -52,14 +52,15 @@
 //!
 //! - [`Handle<K>`] is a named lease of a [`kind`] `K`: [`RedLock`], [`RwLock`] (whose
 //!   [`reader`](RwLock::reader) and [`writer`](RwLock::writer) are handles too),
-//!   [`Semaphore`] and [`MultiLock`] are type aliases of it. Its builders (`with_ttl`,
+//!   [`Semaphore`], [`MultiLock`], [`Election`] and [`RunOnce`] are type aliases of it. Its
+//!   builders (`with_ttl`,
 //!   `with_keep_alive`, `with_max_hold`, `with_fencing`) and its acquire family (`acquire`,
 //!   `try_acquire`, `acquire_timeout`, `acquire_with`, `release`, `release_token`,
 //!   `extend_token`) are written and documented once. The read-write lock keeps std's `read`
 //!   and `write` as the thin forms of its sides' `acquire`.
 //! - [`LeaseGuard<K>`] is proof of holding a lease of kind `K`: [`RedLockGuard`],
-//!   [`RwLockReadGuard`], [`RwLockWriteGuard`], [`SemaphorePermit`] and [`MultiLockGuard`] are
-//!   its aliases, and the lease API (`token`, `validity`, `is_valid`, `extend`, `loss_signal`,
+//!   [`RwLockReadGuard`], [`RwLockWriteGuard`], [`SemaphorePermit`], [`MultiLockGuard`],
+//!   [`LeaderGuard`] and [`RunGuard`] are its aliases, and the lease API (`token`, `validity`, `is_valid`, `extend`, `loss_signal`,
 //!   `release`, `leak`, `hand_over`, `fencing_token`) is every guard's, from one place.
 //! - A kind adds only what is its own: [`RedLock::inspect`], [`Semaphore::permits`], a permit's
 //!   [`slot`](SemaphorePermit::slot), a multi-lock's resources, a write guard's
@@ -141,6 +142,12 @@
 //! - **Read-write lock** ([`RedLockFactory::create_rwlock`], [`RwLock`]): many readers or one
 //!   writer, on the same lease protocol; writers are not starved, each reader's lease is its
 //!   own, downgrade is atomic, and a mutex on the same name is a writer of it.
+//! - **Leader election** ([`RedLockFactory::create_election`], [`Election`]): one leader at a
+//!   time with a term (a fencing token) and a published value; [`Election::leader`] reads it from
+//!   a quorum, and an [`Observer`] learns every change in term order, woken by the nodes.
+//! - **Run once** ([`RedLockFactory::create_run_once`], [`RunOnce`]): work started at most once
+//!   per epoch (a cron slot) across hosts, its result recorded on a quorum
+//!   ([`RunGuard::complete`]); the others get the [`RunRecord`] or wait for it.
 //!
 //! # Observing it in production
 //!

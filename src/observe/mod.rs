@@ -251,6 +251,8 @@ impl Counters {
         match e {
             Error::Timeout { .. } => self.timeouts.incr(),
             Error::Cancelled { .. } => self.cancellations.incr(),
+            // A run-once epoch that had run: an answer, not an error.
+            Error::AlreadyRan { .. } => {}
             _ => self.acquire_errors.incr(),
         }
     }

@@ -379,3 +379,72 @@ fn terms_grow_across_a_node_that_lost_its_counter() {
     let term_b = leader.unwrap().term();
     assert!(term_b > term_a, "term {term_b} after term {term_a}");
 }
+
+/// Everything an election and a run-once job touch is the name plus a suffix: a user limited
+/// to the application's prefix, with the lock's commands and the hash and clock commands of
+/// these scripts, can campaign, proclaim, read, observe, resign, and run and record a job.
+#[test]
+fn a_user_scoped_to_the_prefix_can_elect_observe_and_run_once() {
+    let cluster = RedisCluster::start(3);
+    let perms = [
+        "reset",
+        "on",
+        ">el-s3cret",
+        "-@all",
+        "~app:*",
+        "&app:*",
+        "+set",
+        "+get",
+        "+del",
+        "+exists",
+        "+pexpire",
+        "+pttl",
+        "+eval",
+        "+evalsha",
+        "+publish",
+        "+subscribe",
+        "+unsubscribe",
+        "+ping",
+        "+hset",
+        "+hget",
+        "+hmget",
+        "+time",
+    ];
+    for i in 0..3 {
+        let mut args = vec!["ACL", "SETUSER", "elector"];
+        args.extend_from_slice(&perms);
+        assert_eq!(cluster.cmd(i, &args), "OK");
+    }
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("redis://elector:el-s3cret@127.0.0.1:{}", cluster.port(i)))
+        .collect();
+    let f = support::builder()
+        .nodes(urls)
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let election = f.create_election("app:leader");
+    let mut observer = election
+        .observe()
+        .with_poll_interval(Duration::from_secs(60));
+    let leader = election.campaign("a").unwrap();
+    let seen = observer.wait_timeout(WAIT_LIMIT).unwrap().unwrap();
+    assert_eq!((seen.term, seen.value.as_str()), (leader.term(), "a"));
+    leader.proclaim("b").unwrap();
+    // Announced on the channel (the poll is a minute away).
+    let seen = observer.wait_timeout(WAIT_LIMIT).unwrap().unwrap();
+    assert_eq!(seen.value, "b");
+    assert_eq!(election.leader().unwrap().unwrap().value, "b");
+    leader.resign().unwrap();
+    let job = f.create_run_once("app:job");
+    assert!(matches!(
+        job.run("e", |_| "ok".into()).unwrap(),
+        redmutex::Outcome::Ran(_)
+    ));
+    assert_eq!(job.record("e").unwrap().unwrap().result, "ok");
+    // Outside the prefix: refused on every node.
+    assert!(matches!(
+        f.create_election("other:leader").try_campaign("x"),
+        Err(Error::NoQuorum { answered: 0, .. })
+    ));
+}

@@ -47,6 +47,8 @@ const BOUND: Duration = Duration::from_millis(2000);
 const SLOT: Duration = Duration::from_millis(100);
 /// The witness list of the run-once workers' runs.
 const RUNS_KEY: &str = "witness:runs";
+/// The witness list of each run-once thread's outcomes (`ran;already ran;failed`).
+const OUTCOMES_KEY: &str = "witness:outcomes";
 
 /// A leader's tenure, and what it published.
 struct Tenure {
@@ -311,6 +313,8 @@ fn once_worker(spec: &str) {
                 let mut push = witness_con(witness_port);
                 let job = factory.create_run_once("once:faults");
                 let mut last = 0;
+                // This thread's outcomes: ran it, found it ran, failed.
+                let mut outcomes = [0u64; 3];
                 loop {
                     let now = now_ms();
                     if now >= end_ms {
@@ -330,6 +334,11 @@ fn once_worker(spec: &str) {
                         run = Some((start, end, guard.is_valid(), guard.fencing_token()));
                         "ok".to_owned()
                     });
+                    outcomes[match outcome {
+                        Ok(Outcome::Ran(_)) => 0,
+                        Ok(Outcome::AlreadyRan(_)) => 1,
+                        Err(_) => 2,
+                    }] += 1;
                     if let Some((start, end, valid, fencing)) = run {
                         let recorded = matches!(outcome, Ok(Outcome::Ran(_)));
                         let line = format!(
@@ -345,6 +354,12 @@ fn once_worker(spec: &str) {
                             .unwrap();
                     }
                 }
+                let line = format!("{};{};{}", outcomes[0], outcomes[1], outcomes[2]);
+                let _: i64 = redis::cmd("RPUSH")
+                    .arg(OUTCOMES_KEY)
+                    .arg(line)
+                    .query(&mut push)
+                    .unwrap();
             })
         })
         .collect();
@@ -488,12 +503,27 @@ fn scenario(
     )
     .unwrap();
     let once = check_once(&runs);
+    let outcomes = port_cmd(
+        witness,
+        &["LRANGE", OUTCOMES_KEY, "0", "-1"],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut totals = [0u64; 3];
+    let mut threads = 0;
+    for line in outcomes.lines().filter(|l| !l.is_empty()) {
+        threads += 1;
+        for (t, n) in totals.iter_mut().zip(line.split(';')) {
+            *t += n.parse::<u64>().unwrap();
+        }
+    }
     let observer_errors: usize = observers.iter().map(|o| o.errors).sum();
     eprintln!(
         "[figures] {name}: faults={faults} tenures={} violations={} fencing_violations={} \
          overruns={} campaign_errors={errors} | changes={} reports={} disorder={} phantoms={} \
          missed={} report delay p50={:?} p99={:?} max={:?} observer_errors={observer_errors} | \
-         run-once slots={} runs={} reruns={} violations={}",
+         run-once threads={threads} slots={} runs={} reruns={} violations={} outcomes: ran={} \
+         already_ran={} failed={}",
         election.tenures,
         history.violations.len(),
         history.fencing_violations.len(),
@@ -510,6 +540,9 @@ fn scenario(
         once.runs,
         once.reruns,
         once.violations.len(),
+        totals[0],
+        totals[1],
+        totals[2],
     );
     let clean = history.violations.is_empty()
         && history.fencing_violations.is_empty()
@@ -548,6 +581,14 @@ fn scenario(
     assert!(election.missed.is_empty(), "{:?}", election.missed);
     assert!(!election.delays.is_empty(), "no change was checked");
     assert!(once.violations.is_empty(), "{:?}", once.violations);
+    assert_eq!(threads, 12, "3 processes x 4 threads reported");
+    // They raced: most calls found the slot done by another.
+    assert!(
+        totals[1] > totals[0],
+        "ran {} vs already ran {}",
+        totals[0],
+        totals[1]
+    );
     // The race went on through the faults: most slots were run.
     let slots = usize::try_from(millis(total) / millis(SLOT)).unwrap();
     assert!(
