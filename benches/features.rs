@@ -196,7 +196,7 @@ fn against_mutex(
 }
 
 fn semaphore_cycle(m: &Mode, cluster: &common::RedisCluster) {
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = common::defaults(cluster.urls()).build().unwrap();
     let sem = factory.create_semaphore("bench:sem:cycle", 4);
     let before = load();
     let (mutex, permit, ratio) = against_mutex(m, &factory, "bench:sem:mutex", || {
@@ -220,7 +220,7 @@ fn semaphore_cycle(m: &Mode, cluster: &common::RedisCluster) {
 }
 
 fn multi_lock(m: &Mode, cluster: &common::RedisCluster) {
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = common::defaults(cluster.urls()).build().unwrap();
     let multi = factory.create_multi_lock((0..8).map(|i| format!("bench:multi:{i}")));
     let before = load();
     let (mutex, eight, ratio) = against_mutex(m, &factory, "bench:multi:mutex", || {
@@ -293,7 +293,7 @@ fn calls(cluster: &common::RedisCluster, command: &str) -> u64 {
 
 fn semaphore_contended(m: &Mode, cluster: &common::RedisCluster) {
     const PERMITS: f64 = 4.0;
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = common::defaults(cluster.urls()).build().unwrap();
     let lock = factory.create_lock("bench:sem:contended:mutex");
     let mut mutex = || lock.acquire().unwrap().release().unwrap();
     rate(Duration::from_millis(50), &mut mutex);
@@ -342,8 +342,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn fencing(m: &Mode, cluster: &common::RedisCluster) {
-    let plain = RedLockFactory::new(cluster.urls()).unwrap();
+    let plain = common::defaults(cluster.urls()).build().unwrap();
     let fenced = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(cluster.urls())
         .fencing(true)
         .build()
@@ -377,6 +378,7 @@ fn fencing(m: &Mode, cluster: &common::RedisCluster) {
 
 fn keep_alive(m: &Mode, cluster: &common::RedisCluster) {
     let factory = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(cluster.urls())
         .keep_alive(true)
         .ttl(m.ttl)
@@ -431,12 +433,13 @@ fn keep_alive(m: &Mode, cluster: &common::RedisCluster) {
 
 /// Read cycles, write cycles and mutex cycles per second, interleaved run by run.
 fn rwlock(m: &Mode, cluster: &common::RedisCluster) {
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = common::defaults(cluster.urls()).build().unwrap();
     let mutex = factory.create_lock("bench:rw:mutex");
     let rw = factory.create_rwlock("bench:rw");
     let among = factory.create_rwlock("bench:rw:among");
     // Another process's reader, holding all along (kept alive).
     let other = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(cluster.urls())
         .keep_alive(true)
         .build()
@@ -525,7 +528,7 @@ fn observability(m: &Mode, cluster: &common::RedisCluster) {
     let urls = cluster.urls();
     let load_before = load();
     let mut floor = Floor::connect(&urls, Duration::from_secs(10));
-    let plain = RedLockFactory::new(&urls).unwrap();
+    let plain = common::defaults(&urls).build().unwrap();
     let plain_lock = plain.create_lock("bench:obs:plain");
     #[cfg(feature = "metrics")]
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -533,6 +536,7 @@ fn observability(m: &Mode, cluster: &common::RedisCluster) {
         .unwrap();
     #[cfg(feature = "metrics")]
     let measured = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(&urls)
         .event_handler(redmutex::MetricsHandler::new())
         .build()

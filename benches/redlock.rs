@@ -339,16 +339,57 @@ fn progress(msg: &str) {
 // Scenarios 1-3: single thread, by node count
 // ---------------------------------------------------------------------------
 
+/// The library's defaults with `ttl`, on the bench's fresh, throw-away nodes: the restart
+/// quarantine off (with it on, every node younger than the longest TTL would not count). The
+/// single-thread cycle is measured with it on instead ([`quarantined_factory`]).
 fn factory(urls: &[String], ttl: Duration) -> RedLockFactory {
-    RedLockFactory::builder()
-        .nodes(urls.iter().map(String::as_str))
+    common::defaults(urls.iter().map(String::as_str))
         .ttl(ttl)
         .build()
         .expect("factory")
 }
 
+/// The library's defaults with [`TTL`] and the restart quarantine on (its longest TTL the
+/// bench's [`TTL`]), once the quarantine of the bench's fresh nodes has ended: the path every
+/// default factory takes, with its vote-time check, measured by the single-thread cycle.
+fn quarantined_factory(urls: &[String]) -> RedLockFactory {
+    let fac = RedLockFactory::builder()
+        .nodes(urls.iter().map(String::as_str))
+        .ttl(TTL)
+        .longest_ttl(TTL)
+        .build()
+        .expect("factory");
+    let start = Instant::now();
+    let lock = fac.create_lock("bench:quarantine:probe");
+    loop {
+        let stats = fac.stats();
+        let voting = stats
+            .nodes
+            .iter()
+            .all(|n| n.durable.is_some() && n.quarantine.is_none());
+        if voting && let Ok(Some(g)) = lock.try_acquire() {
+            g.release().expect("release");
+            break;
+        }
+        assert!(
+            start.elapsed() < TTL + Duration::from_secs(30),
+            "the fresh nodes' restart quarantine did not end: {:?}",
+            stats.nodes
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    if start.elapsed() > Duration::from_secs(1) {
+        progress(&format!(
+            "waited {:.1} s for the fresh nodes' restart quarantine to end",
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    fac
+}
+
 fn fair_factory(urls: &[String]) -> RedLockFactory {
     RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(urls.iter().map(String::as_str))
         .ttl(TTL)
         .retry_delay(FAIR_DELAY)
@@ -381,12 +422,13 @@ fn single_thread(s: &Settings, urls: &[String]) -> SingleThread {
         let urls = &urls[..n];
         progress(&format!("single thread, {n} node(s)"));
         let mut floor = Floor::connect(urls, TTL);
-        let fac = factory(urls, TTL);
+        let fac = quarantined_factory(urls);
         let cycle_key = format!("bench:cycle:{n}");
         let floor_key = format!("bench:floor:{n}");
         let lock = fac.create_lock(cycle_key.as_str());
         // The same cycle without wake-on-release, whose acquire runs a script instead of SET.
         let nowake_fac = RedLockFactory::builder()
+            .restart_quarantine(false)
             .nodes(urls.iter().map(String::as_str))
             .ttl(TTL)
             .wake_on_release(false)
@@ -1112,8 +1154,9 @@ fn svg(rows: &[Row], title: &str) -> String {
 fn profile(what: &str, n: u64) {
     let cluster = common::RedisCluster::start(3);
     let urls = cluster.urls();
-    let fac = factory(&urls, TTL);
+    let fac = quarantined_factory(&urls);
     let nowake = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(urls.iter().map(String::as_str))
         .wake_on_release(false)
         .build()

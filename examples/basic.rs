@@ -34,8 +34,10 @@ fn main() -> Result<(), redmutex::Error> {
         guard.validity()
     );
     assert!(lock.is_locked()?);
-    guard.extend(Duration::from_secs(5))?;
-    println!("extended, validity {:?}", guard.validity());
+    // An extension makes the nodes hold the lock at least this long from now (never shorter
+    // than they already do): 30 s, against the 5 s TTL it was taken with.
+    guard.extend(Duration::from_secs(30))?;
+    println!("extended to 30 s, validity {:?}", guard.validity());
     lock.release(guard)?;
     println!("released; locked now: {}", lock.is_locked()?);
     Ok(())

@@ -8,7 +8,8 @@
 //! curl -s http://127.0.0.1:9898/metrics | grep redmutex
 //! ```
 //!
-//! The nodes come from `REDMUTEX_NODES` (comma-separated URLs), or three local default ports;
+//! The nodes come from `REDMUTEX_NODES` (URLs separated by spaces or `;`, as for the
+//! `redmutex` command: [`redmutex::split_node_list`]), or three local default ports;
 //! `METRICS_ADDR` changes the address (loopback only here: expose it through your own server
 //! or a proxy). The exporter is used without its HTTP listener, so nothing here needs tokio:
 //! a plain `std::net` loop serves the text the exporter renders. (With the exporter's

@@ -3,7 +3,10 @@
 # distributed lock) against three Redis nodes.
 #
 # With REDMUTEX_NODES unset, starts three throw-away redis-servers on free
-# loopback ports (no persistence, in a temp dir) and stops them on exit.
+# loopback ports (in a temp dir) and stops them on exit. They are durable (an
+# AOF fsynced on every write), so they vote at once: a node without durable
+# persistence that started less than the longest TTL ago (60 s by default)
+# does not count toward acquisitions (the restart quarantine).
 # With REDMUTEX_NODES set (node URLs separated by spaces or ';'), uses those as given.
 # Extra arguments are passed to the example.
 set -euo pipefail
@@ -55,7 +58,8 @@ start_node() {
         port=$(free_port)
         dir="$tmp/node$n-$port"
         mkdir -p "$dir"
-        "$redis_server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        "$redis_server" --port "$port" --bind 127.0.0.1 --save "" \
+            --appendonly yes --appendfsync always \
             --dir "$dir" --logfile "$dir/redis.log" --daemonize no \
             </dev/null >/dev/null 2>&1 &
         pid=$!
@@ -90,6 +94,9 @@ if [[ -z "${REDMUTEX_NODES:-}" ]]; then
     done
     REDMUTEX_NODES="${urls[*]}"
     echo "demo.sh: started 3 local redis-server nodes: $REDMUTEX_NODES" >&2
+    echo "demo.sh: they fsync every write (appendonly yes, appendfsync always), so they vote" \
+        "at once; fresh nodes without it would sit out their first 60 s (restart quarantine," \
+        "see docs/operations.md)" >&2
 fi
 export REDMUTEX_NODES
 

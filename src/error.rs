@@ -47,15 +47,23 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// Fewer nodes than the quorum answered, so the operation could not be decided.
+    /// Too few nodes said yes for the operation to be decided, and too few answered at all to
+    /// know the answer is no.
     ///
-    /// `failures` holds one entry per node that failed, with its address and cause.
-    #[error("no quorum for {resource:?}: {answered} of {nodes} nodes answered, {needed} must agree{}", FailureList(.failures))]
+    /// A "yes" is what the operation asks for: the lock granted (acquire), or our token still
+    /// held (release, extend, renewal, and the token-level calls). A release can thus fail with
+    /// a quorum of nodes answering: 3 of 5 answered, but only 1 still held the token, and the 2
+    /// that failed may hold it too. `failures` holds one entry per node that failed, with its
+    /// address and cause.
+    #[error("no quorum for {resource:?}: {}", QuorumCount::new([*.agreed, *.answered, *.needed, *.nodes], .failures))]
     NoQuorum {
         /// The resource (key) the operation was about.
         resource: String,
-        /// How many nodes answered.
+        /// How many nodes answered (yes or no).
         answered: usize,
+        /// How many of them said yes: granted the lock, or still held our token. (For an
+        /// inspection, [`RedLock::is_locked`](crate::RedLock::is_locked), every answer.)
+        agreed: usize,
         /// The quorum.
         needed: usize,
         /// How many nodes the factory has.
@@ -163,7 +171,7 @@ pub struct RunRecord {
     /// The run's fencing token: above the token of every earlier run of the job, whatever the
     /// epoch.
     pub fencing_token: u64,
-    /// When the completion was recorded, by a node's clock.
+    /// When the run was completed, by the runner's clock.
     pub completed_at: std::time::SystemTime,
 }
 
@@ -178,15 +186,55 @@ impl Error {
     }
 }
 
-struct FailureList<'a>(&'a [NodeError]);
+/// The counts of [`Error::NoQuorum`], in words: how many said yes against the quorum, then
+/// how many said no and which failed.
+struct QuorumCount<'a> {
+    agreed: usize,
+    answered: usize,
+    needed: usize,
+    nodes: usize,
+    failures: &'a [NodeError],
+}
 
-impl fmt::Display for FailureList<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            f.write_str(if i == 0 { " (" } else { "; " })?;
-            write!(f, "{e}")?;
+impl<'a> QuorumCount<'a> {
+    const fn new([agreed, answered, needed, nodes]: [usize; 4], failures: &'a [NodeError]) -> Self {
+        Self {
+            agreed,
+            answered,
+            needed,
+            nodes,
+            failures,
         }
-        if !self.0.is_empty() {
+    }
+}
+
+impl fmt::Display for QuorumCount<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            agreed,
+            answered,
+            needed,
+            nodes,
+            failures,
+        } = *self;
+        if agreed == answered {
+            write!(
+                f,
+                "{answered} of {nodes} nodes answered, {needed} must agree"
+            )?;
+        } else {
+            let refused = answered.saturating_sub(agreed);
+            write!(
+                f,
+                "{agreed} of {nodes} nodes said yes, {needed} must; {refused} said no"
+            )?;
+        }
+        if !failures.is_empty() {
+            write!(f, ", {} failed", failures.len())?;
+            for (i, e) in failures.iter().enumerate() {
+                f.write_str(if i == 0 { " (" } else { "; " })?;
+                write!(f, "{e}")?;
+            }
             f.write_str(")")?;
         }
         Ok(())
@@ -234,6 +282,7 @@ impl NodeError {
         match &self.cause {
             NodeCause::Redis(e) => e.is_timeout(),
             NodeCause::Checkout(_) => true,
+            NodeCause::Connect(kind, _) => *kind == NodeErrorKind::Timeout,
             _ => false,
         }
     }
@@ -251,9 +300,18 @@ impl NodeError {
         match &self.cause {
             NodeCause::Redis(e) => NodeErrorKind::of(e),
             NodeCause::Checkout(_) => NodeErrorKind::Timeout,
-            NodeCause::Down(kind, _) => *kind,
+            NodeCause::Down(kind, _) | NodeCause::Connect(kind, _) => *kind,
             NodeCause::Unexpected(_) => NodeErrorKind::Unexpected,
+            NodeCause::Resent => NodeErrorKind::Dropped,
+            NodeCause::Quarantined(_) => NodeErrorKind::Quarantined,
         }
+    }
+
+    /// Whether the node answered yes to an acquisition, but its yes did not count: it is in
+    /// its restart quarantine (see [`NodeStats::quarantine`](crate::NodeStats::quarantine)).
+    #[must_use]
+    pub fn is_quarantined(&self) -> bool {
+        matches!(self.cause, NodeCause::Quarantined(_))
     }
 }
 
@@ -283,11 +341,14 @@ pub enum NodeErrorKind {
     /// Refused on the client's side: a node that reaches the same server as another one, a
     /// TLS or Sentinel setup problem, and other errors of the client library.
     Client,
+    /// Not a failure of the node: it said yes to an acquisition, but its yes did not count,
+    /// because it is in its restart quarantine (its data may be younger than the longest TTL).
+    Quarantined,
 }
 
 impl NodeErrorKind {
     /// Every kind, in declaration order.
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Timeout,
         Self::Refused,
         Self::Dropped,
@@ -297,6 +358,7 @@ impl NodeErrorKind {
         Self::Server,
         Self::Unexpected,
         Self::Client,
+        Self::Quarantined,
     ];
 
     /// A short lowercase name (`"timeout"`, `"refused"`, ...): the `Display` form, and a
@@ -313,6 +375,7 @@ impl NodeErrorKind {
             Self::Server => "server",
             Self::Unexpected => "unexpected",
             Self::Client => "client",
+            Self::Quarantined => "quarantined",
         }
     }
 
@@ -332,6 +395,10 @@ impl NodeErrorKind {
                 ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
                     Self::Auth
                 }
+                // A command a script may not run under the user's ACL: Redis 7.0 answers a
+                // plain ERR, "The user executing the script can't run this command or
+                // subcommand".
+                ErrorKind::Server(_) if is_script_acl_refusal(e) => Self::Auth,
                 ErrorKind::Server(ServerErrorKind::ReadOnly) => Self::ReadOnly,
                 ErrorKind::Server(_) | ErrorKind::Extension => Self::Server,
                 ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::Unexpected,
@@ -361,11 +428,17 @@ impl fmt::Display for NodeErrorKind {
     }
 }
 
-/// The cause inside a [`NodeError`].
+/// Whether an error reply is Redis refusing a command inside a script under the user's ACL.
+fn is_script_acl_refusal(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("can't run this command") || text.contains("no permissions to")
+}
+
+/// The cause inside a [`NodeError`]. Each displays as one line.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum NodeCause {
     /// The client or the server reported an error.
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Redis(#[from] redis::RedisError),
     /// No connection could be checked out of the pool in time.
     #[error("no connection within the connect timeout ({0})")]
@@ -374,9 +447,70 @@ pub(crate) enum NodeCause {
     /// until its back-off ends.
     #[error("skipped while backing off after a failure ({1})")]
     Down(NodeErrorKind, String),
+    /// The connect this round waited for failed (with this kind and message), or the node
+    /// has failed every connect since the factory was built: it was never up, so nothing was
+    /// "skipped" that had worked.
+    #[error("{1}")]
+    Connect(NodeErrorKind, String),
     /// The node answered something a Redis server would not.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// The connection went before the reply came, and the command sent again on a fresh one
+    /// found its work already done or never possible: its first run may have done it (a
+    /// release found the token gone), so the answer cannot tell.
+    #[error(
+        "the connection was cut before the reply; sent again, it found the token gone (deleted \
+         by its first run, or lost)"
+    )]
+    Resent,
+    /// The node said yes to an acquisition, but its yes did not count (the message says why
+    /// and for how long).
+    #[error("{0}")]
+    Quarantined(String),
+}
+
+/// A Redis client error in one line, for messages: redis-rs puts line breaks in some (a
+/// reply that does not parse lists each unexpected byte on a line of its own), and every
+/// error here is one line. A reply that is not the Redis protocol says what that likely
+/// means, and a socket timeout says "timed out".
+pub(crate) fn describe(e: &redis::RedisError) -> String {
+    let text = one_line(&e.to_string());
+    if e.kind() == redis::ErrorKind::Parse {
+        format!("the reply is not Redis protocol: is a Redis server listening there? ({text})")
+    } else if e.is_timeout() && !text.contains("timed out") {
+        // A socket timeout reads "Resource temporarily unavailable (os error 11)" (EAGAIN).
+        format!("timed out ({text})")
+    } else {
+        text
+    }
+}
+
+/// `text` with its lines joined by "; " (blank lines and surrounding spaces dropped).
+pub(crate) fn one_line(text: &str) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text.to_owned();
+    }
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Whether a Redis client error is a system call interrupted by a signal (EINTR): a socket
+/// read or write with a timeout is never restarted after a signal handler ran, whatever
+/// `SA_RESTART` says. That is the process's doing, not the node's.
+pub(crate) fn is_interrupted(e: &redis::RedisError) -> bool {
+    use std::error::Error as _;
+    let Some(source) = e.source() else {
+        return false;
+    };
+    let io = source.downcast_ref::<std::io::Error>().or_else(|| {
+        source
+            .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+    });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 #[cfg(test)]
@@ -388,6 +522,7 @@ mod tests {
         let e = Error::NoQuorum {
             resource: "k".into(),
             answered: 1,
+            agreed: 1,
             needed: 2,
             nodes: 3,
             failures: vec![
@@ -398,12 +533,71 @@ mod tests {
         let s = e.to_string();
         assert_eq!(
             s,
-            "no quorum for \"k\": 1 of 3 nodes answered, 2 must agree (127.0.0.1:1: no connection \
-             within the connect timeout (refused); 127.0.0.1:2: unexpected reply: garbage)"
+            "no quorum for \"k\": 1 of 3 nodes answered, 2 must agree, 2 failed (127.0.0.1:1: no \
+             connection within the connect timeout (refused); 127.0.0.1:2: unexpected reply: \
+             garbage)"
         );
         assert_eq!(e.node_errors().len(), 2);
         assert!(e.node_errors()[0].is_timeout());
         assert!(!e.node_errors()[1].is_timeout());
+    }
+
+    /// A release on 5 nodes where 3 answered but only 1 still held the token: the message
+    /// must not read as if a quorum agreed (it said "3 of 5 nodes answered, 3 must agree").
+    #[test]
+    fn a_failed_release_says_how_many_still_held_the_token() {
+        let failed = |n: &str| NodeError::new(n, NodeCause::Checkout("timed out".into()));
+        let e = Error::NoQuorum {
+            resource: "k".into(),
+            answered: 3,
+            agreed: 1,
+            needed: 3,
+            nodes: 5,
+            failures: vec![failed("n4"), failed("n5")],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no quorum for \"k\": 1 of 5 nodes said yes, 3 must; 2 said no, 2 failed (n4: no \
+             connection within the connect timeout (timed out); n5: no connection within the \
+             connect timeout (timed out))"
+        );
+    }
+
+    /// A server that is not Redis (an HTTP server, say) made a four-line message.
+    #[test]
+    fn node_errors_are_one_line() {
+        let parse = redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "Parse error",
+            "at 1\nUnexpected `84`\nUnexpected `72`\n".to_owned(),
+        ));
+        let e = NodeError::new("127.0.0.1:8080", NodeCause::Redis(parse));
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text:?}");
+        assert!(text.contains("Unexpected `84`; Unexpected `72`"), "{text}");
+        assert!(
+            text.contains("is a Redis server listening there?"),
+            "{text}"
+        );
+        assert_eq!(e.kind(), NodeErrorKind::Unexpected);
+        assert_eq!(one_line("a\r\n\n  b  \n"), "a; b");
+        let eagain = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        let timeout = NodeError::new("n", NodeCause::Redis(redis::RedisError::from(eagain)));
+        assert!(
+            timeout.to_string().starts_with("n: timed out ("),
+            "{timeout}"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn an_interrupted_system_call_is_told_apart() {
+        let eintr = std::io::Error::from(std::io::ErrorKind::Interrupted);
+        assert!(is_interrupted(&redis::RedisError::from(eintr)));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!is_interrupted(&redis::RedisError::from(refused)));
+        let client = redis::RedisError::from((redis::ErrorKind::Client, "x"));
+        assert!(!is_interrupted(&client));
     }
 
     #[test]
@@ -421,6 +615,14 @@ mod tests {
             NodeErrorKind::of(&redis::RedisError::from(io)),
             NodeErrorKind::Refused
         );
+        let script = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "The user executing the script can't run this command or subcommand script: ab, on \
+             @user_script:2."
+                .to_owned(),
+        ));
+        assert_eq!(NodeErrorKind::of(&script), NodeErrorKind::Auth);
         let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
         assert_eq!(
             NodeErrorKind::of(&redis::RedisError::from(timeout)),

@@ -11,11 +11,14 @@ use crate::keeper::{Keeper, Runtime};
 use crate::kind;
 use crate::lock::RedLock;
 use crate::multi::{MultiLock, multi_lock};
-use crate::node::{IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode};
+use crate::node::{
+    Change, IntoNode, Listener, MAX_NODES, NodeChange, NodeSpec, Nodes, SentinelNode, Watch,
+};
 use crate::notify::Notifier;
-use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, Observer, Stats};
+use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, NodeWarningEvent, Observer, Stats};
 use crate::once::{RunOnce, run_once};
-use crate::round::majority;
+use crate::protocol::doctor::{self, Diagnosis};
+use crate::round::{self, majority};
 use crate::rwlock::RwLock;
 use crate::semaphore::Semaphore;
 use crate::shared::{self, Config, MAX_TTL, Shared, check_max_hold, check_ttl};
@@ -33,6 +36,8 @@ mod defaults {
     pub(super) const POOL_SIZE: u32 = 16;
     pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
     pub(super) const IO_TIMEOUT: Duration = Duration::from_millis(100);
+    /// The bound on every TTL any client writes to the nodes (see `longest_ttl`'s docs).
+    pub(super) const LONGEST_TTL: Duration = Duration::from_secs(60);
 }
 
 /// The largest connection pool per node accepted (r2d2 allocates its slots up front).
@@ -75,6 +80,9 @@ pub struct RedLockFactoryBuilder {
     wake_on_release: bool,
     event_handler: Option<Arc<dyn HandleEvent>>,
     slow_acquire_threshold: Option<Duration>,
+    longest_ttl: Duration,
+    restart_quarantine: bool,
+    durable_nodes: bool,
 }
 
 impl Default for RedLockFactoryBuilder {
@@ -96,6 +104,9 @@ impl Default for RedLockFactoryBuilder {
             wake_on_release: true,
             event_handler: None,
             slow_acquire_threshold: None,
+            longest_ttl: defaults::LONGEST_TTL,
+            restart_quarantine: true,
+            durable_nodes: false,
         }
     }
 }
@@ -127,6 +138,9 @@ impl fmt::Debug for RedLockFactoryBuilder {
             .field("wake_on_release", &self.wake_on_release)
             .field("event_handler", &self.event_handler.is_some())
             .field("slow_acquire_threshold", &self.slow_acquire_threshold)
+            .field("longest_ttl", &self.longest_ttl)
+            .field("restart_quarantine", &self.restart_quarantine)
+            .field("durable_nodes", &self.durable_nodes)
             .finish()
     }
 }
@@ -292,6 +306,71 @@ impl RedLockFactoryBuilder {
         self
     }
 
+    /// The longest TTL that any client of these nodes ever writes: the bound of the **restart
+    /// quarantine**, and a setting every client of the nodes must agree on.
+    ///
+    /// A node that lost its data (restarted without durable persistence) may have forgotten a
+    /// lease that another client still holds on the other nodes; Redlock's "delayed restart"
+    /// rule says such a node must not take part until every lease it may have granted has
+    /// expired. The client enforces the rule itself: it reads each node's start from the
+    /// connection handshake (`INFO server`: `run_id`, `uptime_in_seconds`, read again at every
+    /// reconnect), and until `start + longest_ttl + drift` that node's "yes" does not count
+    /// toward any acquisition (a lock, a permit, a read or write lock, a multi-lock). Extends,
+    /// renewals and releases still count it: their yes says that our own token, written after
+    /// the node started, is there. A node with AOF and `appendfsync always` keeps its keys and
+    /// votes at once (see [`durable_nodes`](Self::durable_nodes)); see
+    /// [`restart_quarantine`](Self::restart_quarantine) to switch the quarantine off.
+    ///
+    /// The bound covers other clients too (other processes, other Redlock libraries on the same
+    /// nodes), so it is not this factory's TTL: set it to the longest TTL any of them writes in
+    /// one command (with keep-alive, the TTL of one renewal, not the total hold time). Every
+    /// TTL this factory uses, its own, a lock's [`with_ttl`](RedLock::with_ttl) and an
+    /// [`extend`](crate::RedLockGuard::extend), must be at most this long: a longer one is
+    /// refused with [`Error::InvalidConfig`], since a quarantine shorter than a lease does not
+    /// protect it.
+    ///
+    /// Defaults to 60 s: six times the default TTL, above the usual lease of the common Redis
+    /// lock clients (redsync 8 s, Redisson's watchdog 30 s), so mixed deployments are covered
+    /// without configuration. The cost is availability, not safety: a restarted node sits out
+    /// for a minute, which only matters when another node is down at the same time, and a
+    /// fresh non-durable cluster grants its first lock after a minute.
+    pub fn longest_ttl(mut self, ttl: Duration) -> Self {
+        self.longest_ttl = ttl;
+        self
+    }
+
+    /// Switches the restart quarantine (see [`longest_ttl`](Self::longest_ttl)) on or off.
+    ///
+    /// Off, a node restarted empty counts at once, and can hand a second client a lock that
+    /// another still holds: Redlock's "delayed restart" rule is then the operator's to enforce.
+    /// Switch it off only for throw-away nodes (tests, a local demo) whose every restart is
+    /// deliberate, or where the service manager already delays restarts by more than the
+    /// longest TTL. Eviction and clock checks still run, and still warn.
+    ///
+    /// Defaults to on.
+    pub fn restart_quarantine(mut self, on: bool) -> Self {
+        self.restart_quarantine = on;
+        self
+    }
+
+    /// Declares that every node keeps each acknowledged write across a crash (AOF with
+    /// `appendfsync always`), for servers that will not say: then a restarted node votes at
+    /// once instead of sitting out its restart quarantine.
+    ///
+    /// The client reads persistence itself where it may (`INFO persistence`'s `aof_enabled`,
+    /// and `CONFIG GET appendfsync`, which most ACL users may not run), and what the server
+    /// says beats the declaration: a node that says its AOF is off, or fsyncs `everysec`, is
+    /// quarantined after a restart anyway (and warned about). The declaration matters where
+    /// the server does not answer: an ACL user without `CONFIG` sees `aof_enabled:1` but not
+    /// the fsync policy. A server that lies about its persistence (a disk that acknowledges
+    /// writes it has not stored) is beyond what the client can check.
+    ///
+    /// Defaults to off.
+    pub fn durable_nodes(mut self, durable: bool) -> Self {
+        self.durable_nodes = durable;
+        self
+    }
+
     /// Wake waiting [`acquire`](RedLock::acquire) calls when a redmutex client releases the
     /// lock, through Redis pub/sub (one subscriber connection per node per factory, opened by
     /// the first wait), instead of only polling every `retry_delay`. Polling stays as the
@@ -382,12 +461,20 @@ impl RedLockFactoryBuilder {
             .handler
             .is_some()
             .then(|| node_listener(&notifier, &observer));
+        let watch = Watch {
+            sit_out: config.quarantine.then(|| {
+                config.longest_ttl + round::drift(config.longest_ttl, config.drift_factor)
+            }),
+            declared_durable: self.durable_nodes,
+            drift_factor: config.drift_factor,
+        };
         let nodes = Nodes::connect(
             specs,
             self.connect_timeout,
             self.io_timeout,
             self.pool_size,
             listener,
+            watch,
         )
         .map_err(Error::InvalidConfig)?;
         let shared = Arc::new(Shared {
@@ -422,6 +509,14 @@ impl RedLockFactoryBuilder {
             )));
         }
         check_ttl("ttl", self.ttl, f)?;
+        check_ttl("longest TTL", self.longest_ttl, f)?;
+        if self.restart_quarantine && self.ttl > self.longest_ttl {
+            return Err(Error::InvalidConfig(format!(
+                "ttl {:?} is longer than the longest TTL {:?}: raise longest_ttl (on every \
+                 client of these nodes) to at least the longest TTL any of them uses",
+                self.ttl, self.longest_ttl
+            )));
+        }
         let quorum = self.quorum.unwrap_or_else(|| majority(n));
         if quorum <= n / 2 || quorum > n {
             return Err(Error::InvalidConfig(format!(
@@ -467,6 +562,8 @@ impl RedLockFactoryBuilder {
             max_retries: self.max_retries,
             drift_factor: f,
             quorum,
+            longest_ttl: self.longest_ttl,
+            quarantine: self.restart_quarantine,
         })
     }
 }
@@ -476,8 +573,18 @@ fn node_listener(notifier: &Arc<Notifier>, observer: &Arc<Observer>) -> Listener
     let (notifier, observer) = (Arc::clone(notifier), Arc::clone(observer));
     Arc::new(move |change: &NodeChange<'_>| {
         let (index, node) = (change.index, change.node.to_owned());
-        match change.failure {
-            Some((kind, message)) => {
+        match change.change {
+            Change::Warning(warning) => {
+                let warning = warning.clone();
+                shared::deliver(&notifier, &observer, "on_node_warning", move |h| {
+                    h.on_node_warning(&NodeWarningEvent {
+                        node: &node,
+                        index,
+                        warning: &warning,
+                    });
+                });
+            }
+            Change::Down(kind, message) => {
                 let message = message.to_owned();
                 shared::deliver(&notifier, &observer, "on_node_down", move |h| {
                     h.on_node_down(&NodeDownEvent {
@@ -488,7 +595,7 @@ fn node_listener(notifier: &Arc<Notifier>, observer: &Arc<Observer>) -> Listener
                     });
                 });
             }
-            None => shared::deliver(&notifier, &observer, "on_node_up", move |h| {
+            Change::Up => shared::deliver(&notifier, &observer, "on_node_up", move |h| {
                 h.on_node_up(&NodeUpEvent { node: &node, index });
             }),
         }
@@ -717,6 +824,46 @@ impl RedLockFactory {
         let shared = &self.runtime.shared;
         shared.observer.stats(&shared.nodes)
     }
+
+    /// Checks each node against what Redlock assumes and what the locks need, as
+    /// `redmutex doctor` does, and returns one [`Check`](crate::Check) per finding: ok, warn or fail, with
+    /// the reason and the fix in one line.
+    ///
+    /// Per node: it answers (with its PING round trip), it is a master, its version has what
+    /// each feature needs (semaphores need Redis 6.0), its uptime against the longest TTL (is
+    /// it in its restart quarantine?), its persistence and fsync policy, its eviction policy.
+    /// Over the nodes: enough answer as masters for a quorum, and their `TIME`s agree. With
+    /// `key`, per node: the connecting user may run every command on every key and channel
+    /// that each feature (lock, fencing, wake-up, semaphore, read-write lock, multi-lock)
+    /// uses for `key`, tried for real on probe keys derived from it (`<key>:redmutex:doctor`
+    /// and its own derived keys, which an ACL pattern for the key's prefix covers; the probes
+    /// release or delete what they take at once). A refusal of the lock's own commands fails;
+    /// of another feature's, warns.
+    ///
+    /// This blocks for a few round trips per node, each bounded by the factory's timeouts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for an empty or too long `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redmutex::{CheckStatus, RedLockFactory};
+    ///
+    /// let factory = RedLockFactory::new(["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"])?;
+    /// let diagnosis = factory.diagnose(Some("app:jobs"))?;
+    /// for check in diagnosis.checks.iter().filter(|c| c.status != CheckStatus::Ok) {
+    ///     eprintln!("{check}");
+    /// }
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn diagnose(&self, key: Option<&str>) -> Result<Diagnosis> {
+        if let Some(key) = key {
+            shared::check_resource(key)?;
+        }
+        Ok(doctor::diagnose(&self.runtime.shared, key))
+    }
 }
 
 #[cfg(test)]
@@ -758,6 +905,17 @@ mod tests {
         assert!(err(three().io_timeout(Duration::ZERO)).contains("I/O timeout"));
         assert!(err(three().connect_timeout(Duration::from_nanos(5))).contains("connect timeout"));
         assert!(err(three().retry_delay(Duration::MAX)).contains("retry delay"));
+        assert!(err(three().longest_ttl(Duration::ZERO)).contains("longest TTL"));
+        let short = three().longest_ttl(Duration::from_secs(5));
+        assert!(err(short).contains("raise longest_ttl"));
+        // Off, the bound is not enforced (nor needed).
+        assert!(
+            three()
+                .longest_ttl(Duration::from_secs(5))
+                .restart_quarantine(false)
+                .build()
+                .is_ok()
+        );
         assert!(err(three().node("redis://127.0.0.1:2")).contains("twice"));
         assert!(err(three().node("redis://localhost:1/db")).contains("node 3"));
         assert!(err(three().node("ftp://127.0.0.1:1")).contains("node 3"));

@@ -163,11 +163,16 @@
 //! # What it guarantees
 //!
 //! Mutual exclusion holds while Redlock's assumptions hold: the nodes' clocks run at about the
-//! same rate, nodes do not lose keys (restarted nodes stay down longer than the TTL, or use AOF
-//! with `appendfsync always`), and the holder stops acting before its validity ends. A process
+//! same rate, nodes do not lose keys, and the holder stops acting before its validity ends.
+//! The client enforces what it can see of the first two: a node that restarted without
+//! durable persistence does not count toward acquisitions until every lease it may have
+//! forgotten has expired (the restart quarantine, bounded by
+//! [`RedLockFactoryBuilder::longest_ttl`]), and a node whose clock jumped ahead is treated
+//! alike; eviction policies that can drop a lock are warned about
+//! ([`HandleEvent::on_node_warning`], [`NodeStats`], [`RedLockFactory::diagnose`]). A process
 //! pause (GC, swap, SIGSTOP) after the lock was taken can break the last one: protect resources
 //! that must never see two writers with fencing tokens checked at the resource. See
-//! `docs/design.md` and `docs/features.md` in the repository.
+//! `docs/design.md`, `docs/reliability.md` and `docs/features.md` in the repository.
 //!
 //! # Interoperability
 //!
@@ -263,13 +268,17 @@ pub use guard::{LeaseGuard, LossSignal};
 pub use handle::Handle;
 pub use lock::{MAX_RESOURCE_LEN, RedLock, RedLockGuard};
 pub use multi::{MAX_MULTI_RESOURCES, MultiLock, MultiLockGuard};
-pub use node::{DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, SentinelNode};
+pub use node::{
+    DEFAULT_SENTINEL_PORT, IntoNode, MAX_NODES, NodeStats, NodeWarning, QuarantineCause,
+    SentinelNode, split_node_list,
+};
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
 pub use once::{DEFAULT_RETENTION, Outcome, RunGuard, RunOnce, Start};
 pub use protocol::{
-    Fingerprint, Holding, Inspection, Leader, LockState, LossReason, MAX_VALUE_LEN, NodeView, Wait,
+    Check, CheckStatus, Diagnosis, Fingerprint, Holding, Inspection, Leader, LockState, LossReason,
+    MAX_VALUE_LEN, NodeView, Wait,
 };
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};
@@ -284,7 +293,7 @@ pub use redis;
 pub mod event {
     pub use crate::observe::{
         AcquireEvent, ContendedEvent, ExtendFailedEvent, GiveUpEvent, LossEvent, NodeDownEvent,
-        NodeUpEvent, Votes,
+        NodeUpEvent, NodeWarningEvent, Votes,
     };
 }
 

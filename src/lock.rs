@@ -76,6 +76,7 @@ impl RedLock {
             LockState::Unknown { answered } => Err(Error::NoQuorum {
                 resource: self.resource().to_owned(),
                 answered,
+                agreed: answered,
                 needed: inspection.quorum,
                 nodes: inspection.nodes.len(),
                 failures: inspection

@@ -9,6 +9,14 @@
 //! whose pooled connection turned out dead ([`recover`]) and re-sending a script to a node that
 //! lost it ([`eval_fallback`]) are separate, cold paths.
 //!
+//! A recovered node may have run the commands before its connection went (a CLIENT KILL, a
+//! proxy's reset, a crash with AOF): every command a round sends is safe to repeat. The
+//! acquire scripts answer for their own earlier run (a grant to this call's token is a yes),
+//! the bare `SET NX PX` goes again as [`scripts::SET_AGAIN`] (the same grant, or yes when the
+//! key already holds this call's token), extends never shorten, and the tally names the nodes
+//! sent to twice ([`Tally::resent`]): a take-back reaches them whatever they answered, and a
+//! release's "not ours" from them counts as no answer ([`Tally::doubt_resent_refusals`]).
+//!
 //! Invariant: a connection that did not deliver every reply of the round is never used again,
 //! on every path (an error, a timeout, a panic): it is marked broken from the moment the round
 //! writes to it until its last reply is read, and the pool drops broken connections. A node
@@ -22,7 +30,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
 use crate::node::{Ballot, MIN_TIMEOUT, Node, NodeManager, Nodes};
-use crate::scripts::Lua;
+use crate::scripts::{self, Lua};
 
 /// The time Redis may be off in expiring a key (1 ms) plus the minimum clock drift (1 ms),
 /// added to `ttl * drift_factor` (as in antirez's redlock-rb).
@@ -56,10 +64,13 @@ pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift: Duration) -> Opt
 pub(crate) enum Vote {
     Yes(i64),
     No(i64),
+    /// No, because the node holds the name for another configuration (a semaphore of another
+    /// permit count): the call is wrong, not the timing.
+    Mismatch,
 }
 
 /// The outcome of a round (of one command of a batch).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
     /// Nodes that said yes (SET done, token deleted or extended, key exists).
     pub(crate) yes: usize,
@@ -72,6 +83,18 @@ pub(crate) struct Tally {
     pub(crate) written: u64,
     /// Bit i set when node i answered no.
     pub(crate) refused: u64,
+    /// Bit i set when node i's yes is counted in `yes` (for the restart quarantine, which
+    /// discounts the yes of some nodes from an acquisition).
+    pub(crate) given: u64,
+    /// Bit i set when node i gave no useful answer (down, timed out, an error reply).
+    pub(crate) failed: u64,
+    /// Bit i set when node i was sent the round's commands a second time, on a fresh
+    /// connection, after the first connection went: its first run may have been applied, so it
+    /// is taken back whatever it answered.
+    pub(crate) resent: u64,
+    /// Nodes that refused the call as made for another configuration ([`Vote::Mismatch`]; also
+    /// counted in `no`).
+    pub(crate) mismatched: usize,
     /// The largest number that came with an answer (yes or no).
     pub(crate) aux: i64,
     /// The largest number that came with a yes.
@@ -84,19 +107,56 @@ impl Tally {
         self.yes + self.no
     }
 
+    /// The nodes that may hold what the round's command gave (to take back when it did not
+    /// win): every node written to, except those that certainly did not apply it (they said
+    /// no on their one and only run).
+    pub(crate) const fn may_hold(&self) -> u64 {
+        self.written & !(self.refused & !self.resent)
+    }
+
+    /// For a release: a "no" from a node sent the command twice says only that the token was
+    /// not there for the second run, which the first run may have deleted; so it counts as no
+    /// answer (a failure: the token may have been ours until then), never as "not ours".
+    pub(crate) fn doubt_resent_refusals(&mut self, nodes: &Nodes) {
+        let doubtful = self.refused & self.resent;
+        if doubtful == 0 || self.mismatched > 0 {
+            return;
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let bit = 1 << i;
+            if doubtful & bit != 0 {
+                self.no = self.no.saturating_sub(1);
+                self.refused &= !bit;
+                self.failed |= bit;
+                self.failures
+                    .push(NodeError::new(&node.name, NodeCause::Resent));
+            }
+        }
+    }
+
     fn count(&mut self, node: usize, vote: Result<Vote, NodeError>) {
+        let bit = 1 << node;
         match vote {
             Ok(Vote::Yes(aux)) => {
                 self.yes += 1;
+                self.given |= bit;
                 self.aux = self.aux.max(aux);
                 self.aux_yes = self.aux_yes.max(aux);
             }
             Ok(Vote::No(aux)) => {
                 self.no += 1;
-                self.refused |= 1 << node;
+                self.refused |= bit;
                 self.aux = self.aux.max(aux);
             }
-            Err(e) => self.failures.push(e),
+            Ok(Vote::Mismatch) => {
+                self.no += 1;
+                self.refused |= bit;
+                self.mismatched += 1;
+            }
+            Err(e) => {
+                self.failed |= bit;
+                self.failures.push(e);
+            }
         }
     }
 }
@@ -113,21 +173,24 @@ pub(crate) fn set_reply(v: &Value) -> Option<Vote> {
     }
 }
 
-/// EXISTS and the extend script answer 1 or 0.
+/// EXISTS and the extend scripts answer 1 or 0 (a semaphore's, also -1: another permit count).
 pub(crate) fn int_reply(v: &Value) -> Option<Vote> {
     match v {
         Value::Int(1) => Some(Vote::Yes(0)),
         Value::Int(0) => Some(Vote::No(0)),
+        Value::Int(-1) => Some(Vote::Mismatch),
         _ => None,
     }
 }
 
-/// The release script answers 0 (not our token), 1 (deleted) or 2 (deleted, and clients were
-/// waiting for the lock).
+/// The release scripts answer 0 (not our token), 1 (deleted, or deleted by this token's
+/// earlier run) or 2 (deleted, and clients were waiting for the lock); a semaphore's, also -1
+/// (another permit count).
 pub(crate) fn release_reply(v: &Value) -> Option<Vote> {
     match v {
         Value::Int(0) => Some(Vote::No(0)),
         Value::Int(n @ (1 | 2)) => Some(Vote::Yes(n - 1)),
+        Value::Int(-1) => Some(Vote::Mismatch),
         _ => None,
     }
 }
@@ -152,11 +215,19 @@ pub(crate) fn fence_reply(v: &Value) -> Option<Vote> {
     }
 }
 
-/// One command of a round.
+/// One command of a round. Every command must be safe to repeat: a node whose connection went
+/// before its reply was read is sent it again (see [`recover`]).
 #[derive(Clone, Copy)]
 pub(crate) enum Call<'a> {
-    /// A plain command made of these arguments.
+    /// A plain command made of these arguments, safe to repeat as it is (a read, a `ZREM`).
     Command(&'a [Arg<'a>]),
+    /// `SET key token NX PX ms`, the interoperable grant. Repeated, it would answer "no"
+    /// against its own first run, so it goes again as [`scripts::SET_AGAIN`].
+    SetNx {
+        key: &'a str,
+        token: &'a str,
+        ms: u64,
+    },
     /// A script, sent as EVALSHA (and as EVAL to a node that answers NOSCRIPT).
     Script {
         script: &'a Lua,
@@ -169,8 +240,38 @@ impl Call<'_> {
     fn pack(&self, out: &mut Vec<u8>) {
         match self {
             Self::Command(args) => command::pack(out, args.iter().copied(), args.len()),
+            Self::SetNx { key, token, ms } => {
+                let args = [
+                    Arg::Str("SET"),
+                    Arg::Str(key),
+                    Arg::Str(token),
+                    Arg::Str("NX"),
+                    Arg::Str("PX"),
+                    Arg::Int(*ms),
+                ];
+                command::pack(out, args, 6);
+            }
             Self::Script { script, keys, args } => command::pack_script(out, script, keys, args),
         }
+    }
+
+    /// Packs the call as it goes to a node that may have run it already: `SET NX` as the
+    /// script that also says yes for this call's own token (as EVAL: the cold path needs no
+    /// loaded script), everything else as it is.
+    fn pack_again(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::SetNx { key, token, ms } => {
+                let keys = [Arg::Str(key)];
+                let args = [Arg::Str(token), Arg::Int(*ms)];
+                command::pack_call(out, "EVAL", scripts::SET_AGAIN.src, &keys, &args);
+            }
+            _ => self.pack(out),
+        }
+    }
+
+    /// Whether the call goes again in another form than the first time.
+    const fn changes_again(&self) -> bool {
+        matches!(self, Self::SetNx { .. })
     }
 
     /// Packs the call as `EVAL <source>`: a node that lost its script cache (a flush, a
@@ -178,7 +279,7 @@ impl Call<'_> {
     /// plain command.
     fn pack_eval(&self, out: &mut Vec<u8>) -> bool {
         match self {
-            Self::Command(_) => false,
+            Self::Command(_) | Self::SetNx { .. } => false,
             Self::Script { script, keys, args } => {
                 command::pack_call(out, "EVAL", script.src, keys, args);
                 true
@@ -203,7 +304,7 @@ fn classified(
     if let Some(n) = nodes.get(node) {
         n.count(match vote {
             Ok(Vote::Yes(_)) => Ballot::Given,
-            Ok(Vote::No(_)) => Ballot::Refused,
+            Ok(Vote::No(_) | Vote::Mismatch) => Ballot::Refused,
             Err(_) => Ballot::Failed,
         });
     }
@@ -214,28 +315,35 @@ fn classified(
 pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify) -> Tally {
     nodes.count_round();
     let mut tally = Tally::default();
-    tally.written = command::with_buffer(|buf| {
+    let sent = command::with_buffer(|buf| {
         call.pack(buf);
         exchange(nodes, buf, &[call], mask, &mut |_, node, reply| {
             tally.count(node, classified(nodes, node, reply, classify));
         })
     });
+    tally.written = sent.written;
+    tally.resent = sent.resent;
     tally
 }
 
+/// Each node's replies to a round's commands, for callers that read values rather than votes.
+pub(crate) struct Replies {
+    /// `per_node[node][command]`, empty for nodes outside the round's mask.
+    pub(crate) per_node: Vec<Vec<Result<Value, NodeError>>>,
+    /// The nodes written to (see [`Tally::written`]).
+    pub(crate) written: u64,
+    /// The nodes sent the commands a second time (see [`Tally::resent`]).
+    pub(crate) resent: u64,
+}
+
 /// Runs `calls` (pipelined) on the nodes in `mask` and returns each node's replies as they
-/// came, for callers that read values rather than votes: `out[node][command]`, empty for nodes
-/// outside `mask`.
-pub(crate) fn replies(
-    nodes: &Nodes,
-    calls: &[Call<'_>],
-    mask: u64,
-) -> Vec<Vec<Result<Value, NodeError>>> {
+/// came.
+pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
     nodes.count_round();
     let mut out: Vec<Vec<Option<Result<Value, NodeError>>>> = (0..nodes.len())
         .map(|_| (0..calls.len()).map(|_| None).collect())
         .collect();
-    command::with_buffer(|buf| {
+    let sent = command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
@@ -244,9 +352,10 @@ pub(crate) fn replies(
             if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
                 *slot = Some(reply);
             }
-        });
+        })
     });
-    out.into_iter()
+    let per_node = out
+        .into_iter()
         .zip(nodes.iter())
         .enumerate()
         .map(|(i, (replies, node))| {
@@ -265,7 +374,28 @@ pub(crate) fn replies(
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    Replies {
+        per_node,
+        written: sent.written,
+        resent: sent.resent,
+    }
+}
+
+/// Records that the nodes in `mask` are owed `call` (a release they could not be reached for):
+/// each is sent it, as EVAL, before a round next uses a connection to it that has not sent it,
+/// until `until` (see [`Node::owe`]). Cold path: a node failed.
+#[cold]
+pub(crate) fn owe(nodes: &Nodes, call: Call<'_>, mask: u64, until: Instant) {
+    let mut packed = Vec::new();
+    if !call.pack_eval(&mut packed) {
+        call.pack(&mut packed);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            node.owe(packed.clone(), until);
+        }
+    }
 }
 
 /// Runs several commands on the nodes in `mask`, pipelined: one round trip for all of them.
@@ -278,7 +408,7 @@ pub(crate) fn batch(
 ) -> Vec<Tally> {
     nodes.count_round();
     let mut tallies: Vec<Tally> = (0..calls.len()).map(|_| Tally::default()).collect();
-    let written = command::with_buffer(|buf| {
+    let sent = command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
@@ -289,7 +419,8 @@ pub(crate) fn batch(
         })
     });
     for t in &mut tallies {
-        t.written = written;
+        t.written = sent.written;
+        t.resent = sent.resent;
     }
     tallies
 }
@@ -303,15 +434,24 @@ const INLINE_NODES: usize = 8;
 /// answer, or answered with an error.
 type Record<'r> = dyn FnMut(usize, usize, Result<Value, NodeError>) + 'r;
 
+/// Which nodes a round wrote to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    /// Written to (the commands may have been applied even if no reply was read).
+    written: u64,
+    /// Written to twice: on a fresh connection after the first one went.
+    resent: u64,
+}
+
 /// The round: writes `packed` (the `calls`, packed) to every node in `mask`, then reads and
-/// records every reply. Returns the mask of nodes written to.
+/// records every reply.
 fn exchange(
     nodes: &Nodes,
     packed: &[u8],
     calls: &[Call<'_>],
     mask: u64,
     record: &mut Record<'_>,
-) -> u64 {
+) -> Sent {
     // One slot per node for the connections written to, on the stack for the usual cluster
     // sizes. Only `nodes.len()` slots are touched: a slot is 240 bytes, and setting up, moving
     // and dropping all `MAX_NODES` of them cost ~2,300 instructions a round (callgrind), more
@@ -325,9 +465,12 @@ fn exchange(
             spilled.as_mut_slice()
         }
     };
-    let (written, fresh) = write_phase(nodes, packed, calls.len(), mask, sent, record);
-    read_phase(nodes, packed, calls, sent, fresh, record);
-    written
+    let (written, fresh) = write_phase(nodes, packed, calls, mask, sent, record);
+    let recovered = read_phase(nodes, packed, calls, sent, fresh, record);
+    Sent {
+        written,
+        resent: fresh | recovered,
+    }
 }
 
 /// Records `e` as the vote of node `node` for commands `from..count`.
@@ -344,11 +487,12 @@ fn fail_from(record: &mut Record<'_>, from: usize, count: usize, node: usize, e:
 fn write_phase(
     nodes: &Nodes,
     packed: &[u8],
-    count: usize,
+    calls: &[Call<'_>],
     mask: u64,
     sent: &mut [Option<Conn>],
     record: &mut Record<'_>,
 ) -> (u64, u64) {
+    let count = calls.len();
     let checkout_deadline = Instant::now() + nodes.connect_timeout;
     let (mut written, mut fresh) = (0, 0);
     for ((i, node), slot) in nodes.iter().enumerate().zip(sent.iter_mut()) {
@@ -369,8 +513,9 @@ fn write_phase(
                 Ok(conn)
             }
             Err(e) if e.is_connection_dropped() => {
+                // (Part of a large pipeline may have gone out before the error.)
                 fresh |= 1 << i;
-                recover(node, conn, packed, checkout_deadline)
+                recover(node, conn, packed, calls, checkout_deadline)
             }
             Err(e) => Err(failed(node, &mut conn, e)),
         };
@@ -383,7 +528,8 @@ fn write_phase(
 }
 
 /// Reads every node's replies against one shared deadline: a round's reading is bounded by one
-/// I/O timeout (plus the slack of [`read_timeout`]) however many nodes are slow.
+/// I/O timeout (plus the slack of [`read_timeout`]) however many nodes are slow. Returns the
+/// nodes that were sent the round again while reading.
 fn read_phase(
     nodes: &Nodes,
     packed: &[u8],
@@ -391,8 +537,9 @@ fn read_phase(
     sent: &mut [Option<Conn>],
     fresh: u64,
     record: &mut Record<'_>,
-) {
+) -> u64 {
     let deadline = Instant::now() + nodes.io_timeout;
+    let mut recovered = 0;
     for (i, (slot, node)) in sent.iter_mut().zip(nodes.iter()).enumerate() {
         let Some(conn) = slot.take() else { continue };
         let ctx = Reading {
@@ -403,8 +550,11 @@ fn read_phase(
             deadline,
             io_timeout: nodes.io_timeout,
         };
-        ctx.read(conn, fresh & (1 << i) != 0, record);
+        if ctx.read(conn, fresh & (1 << i) != 0, record) {
+            recovered |= 1 << i;
+        }
     }
+    recovered & !fresh
 }
 
 /// What reading one node's replies needs.
@@ -419,12 +569,13 @@ struct Reading<'a> {
 
 impl Reading<'_> {
     /// Reads and records the replies of every command on `conn`. `recovered`: the connection
-    /// already replaces a dead one.
+    /// already replaces a dead one. Returns whether the commands were sent again on a fresh
+    /// connection (here, or before).
     ///
     /// `conn` arrives marked broken (it has replies in flight) and is marked sound only once
     /// every reply was read: whichever way reading stops (an error, a timeout, a panic in a
     /// caller's classifier), an unread connection is dropped, never pooled.
-    fn read(&self, mut conn: Conn, mut recovered: bool, record: &mut Record<'_>) {
+    fn read(&self, mut conn: Conn, mut recovered: bool, record: &mut Record<'_>) -> bool {
         let count = self.calls.len();
         // Commands the node answered NOSCRIPT to (its script cache was flushed).
         let mut no_script: Vec<usize> = Vec::new();
@@ -433,20 +584,25 @@ impl Reading<'_> {
             let reply = match self.recv(&mut conn) {
                 Ok(reply) => reply,
                 Err(e) if cmd == 0 && !recovered && e.is_connection_dropped() => {
-                    // Idle across a restart: nothing was read yet, so send everything again on
-                    // a fresh connection, once.
+                    // Idle across a restart, or cut after the node ran the commands: nothing
+                    // was read yet, so send everything again on a fresh connection, once, in
+                    // the form that is safe to repeat.
                     recovered = true;
-                    match recover(self.node, conn, self.packed, self.deadline) {
+                    match recover(self.node, conn, self.packed, self.calls, self.deadline) {
                         Ok(fresh) => {
                             conn = fresh;
                             continue;
                         }
-                        Err(e) => return fail_from(record, 0, count, self.index, &e),
+                        Err(e) => {
+                            fail_from(record, 0, count, self.index, &e);
+                            return recovered;
+                        }
                     }
                 }
                 Err(e) => {
                     let e = failed(self.node, &mut conn, e);
-                    return fail_from(record, cmd, count, self.index, &e);
+                    fail_from(record, cmd, count, self.index, &e);
+                    return recovered;
                 }
             };
             match reply.extract_error() {
@@ -455,7 +611,8 @@ impl Reading<'_> {
                     // whose connections must all go so the pool reconnects (through Sentinel:
                     // to the new master).
                     let e = failed(self.node, &mut conn, e);
-                    return fail_from(record, cmd, count, self.index, &e);
+                    fail_from(record, cmd, count, self.index, &e);
+                    return recovered;
                 }
                 Err(e) if is_no_script(&e) && self.calls.get(cmd).is_some_and(is_script) => {
                     no_script.push(cmd);
@@ -465,7 +622,7 @@ impl Reading<'_> {
             cmd += 1;
         }
         if !no_script.is_empty() && !self.eval_fallback(&mut conn, &no_script, record) {
-            return;
+            return recovered;
         }
         // Every reply read: the connection may go back to the pool.
         conn.broken = false;
@@ -473,6 +630,7 @@ impl Reading<'_> {
         let written = self.deadline.checked_sub(self.io_timeout);
         let round_trip = written.map_or(Duration::ZERO, |t| t.elapsed());
         self.node.record_success(round_trip);
+        recovered
     }
 
     /// Reads one reply, with the read timeout of what is left of the round.
@@ -559,15 +717,18 @@ fn failed(node: &Node, conn: &mut Conn, e: redis::RedisError) -> NodeError {
     NodeError::new(&node.name, e.into())
 }
 
-/// Cold path: sends `packed` again on a fresh connection to `node` (see [`Node::reconnect`]),
-/// after `dead` was found dead (the node restarted while it sat idle in the pool). `dead` goes
-/// back to the pool (to be dropped) first: with a pool of one, the fresh connection needs its
-/// place.
+/// Cold path: sends the round's `calls` (`packed`) again on a fresh connection to `node` (see
+/// [`Node::reconnect`]), after `dead` was found dead: the node restarted while it sat idle in
+/// the pool, or the connection was cut after the node ran the commands (a CLIENT KILL, a
+/// proxy's reset). So the calls go in the form that is safe to repeat ([`Call::pack_again`]).
+/// `dead` goes back to the pool (to be dropped) first: with a pool of one, the fresh
+/// connection needs its place.
 #[cold]
 fn recover(
     node: &Node,
     mut dead: Conn,
     packed: &[u8],
+    calls: &[Call<'_>],
     deadline: Instant,
 ) -> Result<Conn, NodeError> {
     dead.broken = true;
@@ -577,6 +738,15 @@ fn recover(
         "redmutex: {}: pooled connection was dead; retrying on a new one",
         node.name
     );
+    let mut again = Vec::new();
+    let packed = if calls.iter().any(Call::changes_again) {
+        for call in calls {
+            call.pack_again(&mut again);
+        }
+        &again[..]
+    } else {
+        packed
+    };
     match conn.con.send_packed_command(packed) {
         Ok(()) => {
             conn.broken = true; // replies in flight: see `Reading::read`
@@ -586,6 +756,8 @@ fn recover(
     }
 }
 
+/// Whether a NOSCRIPT answer to `call` can be cured by sending its source: a script (a `SET
+/// NX` goes again as EVAL, which cannot meet NOSCRIPT).
 fn is_script(call: &Call<'_>) -> bool {
     matches!(call, Call::Script { .. })
 }
@@ -689,12 +861,32 @@ mod tests {
     }
 
     #[test]
+    fn a_take_back_reaches_every_node_that_may_have_applied_the_command() {
+        let mut t = Tally {
+            written: 0b1_1111,
+            ..Tally::default()
+        };
+        t.count(0, Ok(Vote::Yes(0)));
+        t.count(1, Ok(Vote::No(0)));
+        t.count(2, Ok(Vote::No(0)));
+        let e = NodeError::new("n3", NodeCause::Unexpected("x".into()));
+        t.count(3, Err(e));
+        // Node 4's reply was never read.
+        assert_eq!(t.may_hold(), 0b1_1001);
+        // Node 2 was sent the command twice: its "no" may be against its own first run.
+        t.resent = 0b0_0100;
+        assert_eq!(t.may_hold(), 0b1_1101);
+        assert_eq!((t.given, t.refused, t.failed), (0b0001, 0b0110, 0b1000));
+    }
+
+    #[test]
     fn tally_counts_votes_and_keeps_the_largest_number() {
         let mut t = Tally::default();
         t.count(0, Ok(Vote::Yes(3)));
         t.count(1, Ok(Vote::No(9)));
         t.count(2, Ok(Vote::Yes(5)));
         assert_eq!((t.yes, t.no, t.aux, t.refused), (2, 1, 9, 0b010));
+        assert_eq!(t.given, 0b101);
     }
 }
 
@@ -785,6 +977,7 @@ mod invariant {
             Duration::from_millis(100),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -832,6 +1025,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -850,7 +1044,7 @@ mod invariant {
             keys: &keys,
             args: &args,
         };
-        let out = replies(&nodes, &[extend, Call::Command(&ping)], 1);
+        let out = replies(&nodes, &[extend, Call::Command(&ping)], 1).per_node;
         let got: Vec<_> = out[0].iter().map(|r| r.as_ref().ok().cloned()).collect();
         assert_eq!(
             got,
@@ -875,6 +1069,7 @@ mod invariant {
             Duration::from_secs(1),
             1,
             None,
+            crate::node::Watch::default(),
         )
         .unwrap();
         let ping = [Arg::Str("PING")];
@@ -885,7 +1080,7 @@ mod invariant {
         }));
         assert!(interrupted.is_err());
         let fresh = [Arg::Str("ECHO"), Arg::Str("fresh")];
-        let out = replies(&nodes, &[Call::Command(&fresh)], 1);
+        let out = replies(&nodes, &[Call::Command(&fresh)], 1).per_node;
         let got = out[0][0].as_ref().ok().cloned();
         assert_eq!(got, Some(Value::BulkString(b"fresh".to_vec())), "{out:?}");
     }

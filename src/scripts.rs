@@ -41,6 +41,9 @@ pub(crate) const LEGACY_FENCE_PREFIX: &str = "redmutex:fence:";
 /// the release on the resource's channel (so uncontended releases publish nothing). The message
 /// is the SHA1 of the released token.
 ///
+/// Sent again after its reply was lost, it answers 0 if its first run deleted the key: the
+/// release round counts a "no" from a node sent the command twice as no answer.
+///
 /// KEYS: lock, waiting marker. ARGV: token, channel, announce ("1" for the release of a held
 /// lock; "0" when taking back the partial locks of a failed attempt, which must not wake anyone:
 /// the lock is still held elsewhere, and a waiter woken by its own take-back would spin).
@@ -72,13 +75,27 @@ else
     return 0
 end"#;
 
+/// `SET NX PX` sent again to a node that may have run it already (its reply was lost): the
+/// same grant, or yes when the key already holds this call's token (its own first run). It
+/// answers as `SET NX` does: OK, or nil.
+///
+/// KEYS: lock. ARGV: token, TTL ms.
+pub(crate) const SET_AGAIN_SRC: &str = r#"if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2])
+    or redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.status_reply("OK")
+end
+return false"#;
+
 /// Takes the lock like `SET NX PX`, and also reads the fencing counter (in the same atomic step,
-/// so the value read belongs to this grant) and, when told, marks that we are waiting.
+/// so the value read belongs to this grant) and, when told, marks that we are waiting. Safe to
+/// repeat: a key that already holds our token (this call's earlier run) is a grant.
 ///
 /// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark).
 /// Returns `{granted (1 or 0), counter (0 when absent)}`.
 pub(crate) const ACQUIRE_SRC: &str = r#"local granted = 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
@@ -144,21 +161,31 @@ pub(crate) const READERS_MARKER: &str = "redmutex:readers:";
 /// readers' marker, and no writer is waiting. A lone reader is the marker itself, with `PX`; a
 /// reader that joins others goes into the readers' set (moving a lone reader there first, its
 /// expiry unchanged or one ms later), and the marker and set are made to live until the longest
-/// reader's expiry. When refused and told, marks that we are waiting.
+/// reader's expiry. When refused and told, marks that we are waiting. Safe to repeat: a reader
+/// already in with our token (this call's earlier run) is a grant.
 ///
 /// KEYS: lock, readers, writers, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
-/// mark). Returns 1 (granted) or 0 (a writer holds it or waits).
+/// mark). Returns `{1, 0}` (granted) or `{0, ms}` (a writer holds it or waits; `ms`: when the
+/// name is not held by a writer, how long the waiting writers' intents still last, plus 1 ms,
+/// after which nothing announces that readers may come in; 0 otherwise).
 pub(crate) const READ_SRC: &str = r#"local P = "redmutex:readers:"
 local v = redis.call("GET", KEYS[1])
-if (v and string.sub(v, 1, #P) ~= P) or redis.call("EXISTS", KEYS[3]) == 1 then
+local marker = v and string.sub(v, 1, #P) == P
+if marker and (v == P .. ARGV[1] or redis.call("ZSCORE", KEYS[2], ARGV[1])) then
+    return {1, 0}
+end
+if (v and not marker) or redis.call("EXISTS", KEYS[3]) == 1 then
     if ARGV[3] ~= "0" then
         redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
     end
-    return 0
+    if v and not marker then
+        return {0, 0}
+    end
+    return {0, math.max(redis.call("PTTL", KEYS[3]) + 1, 0)}
 end
 if not v then
     redis.call("SET", KEYS[1], P .. ARGV[1], "PX", ARGV[2])
-    return 1
+    return {1, 0}
 end
 local t = redis.call("TIME")
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -169,7 +196,7 @@ redis.call("ZADD", KEYS[2], now + ARGV[2], ARGV[1])
 local top = redis.call("ZRANGE", KEYS[2], -1, -1, "WITHSCORES")[2]
 redis.call("PEXPIREAT", KEYS[1], top)
 redis.call("PEXPIREAT", KEYS[2], top)
-return 1"#;
+return {1, 0}"#;
 
 /// Makes a reader's lease end at least ARGV[2] ms from now (the node's clock), if it is still a
 /// live reader; it never moves an expiry earlier. A lone reader's marker is extended as a mutex
@@ -206,9 +233,10 @@ return 1"#;
 
 /// Lets a reader out. A lone reader deletes its marker; a reader of the set leaves it (with the
 /// readers whose leases ended), the marker and set then living until the longest remaining
-/// reader's expiry, and the last one out deletes the marker. Whoever leaves the lock free
-/// announces it on the lock's channel when told and someone waits (the waiting marker, or a
-/// writer's intent).
+/// reader's expiry, and the last one out deletes the marker. A lock key still holding our token
+/// in the writer's form (a downgrade that node never saw) is deleted too. Whoever leaves the
+/// lock free announces it on the lock's channel when told and someone waits (the waiting
+/// marker, or a writer's intent).
 ///
 /// KEYS: lock, readers, writers, waiting marker. ARGV: token, channel, announce ("1" or "0", as
 /// for the mutex). Returns 0 (not a live reader), 1 (released) or 2 (released, the lock is free,
@@ -216,7 +244,7 @@ return 1"#;
 pub(crate) const READ_RELEASE_SRC: &str = r#"local P = "redmutex:readers:"
 local v = redis.call("GET", KEYS[1])
 local marker = v and string.sub(v, 1, #P) == P
-if marker and v == P .. ARGV[1] and redis.call("EXISTS", KEYS[2]) == 0 then
+if v == ARGV[1] or (marker and v == P .. ARGV[1] and redis.call("EXISTS", KEYS[2]) == 0) then
     redis.call("DEL", KEYS[1])
 else
     local t = redis.call("TIME")
@@ -246,7 +274,8 @@ return 1"#;
 /// read in the same step), only when no writer holds the lock and no reader's lease is live (a
 /// marker whose readers have all expired is taken over). When refused: with an intent id,
 /// records (or renews) that writer's intent to wait, so that new readers are kept out; when
-/// told, marks that we are waiting. When granted, its own intent is withdrawn.
+/// told, marks that we are waiting. When granted, its own intent is withdrawn. Safe to repeat:
+/// a lock key that already holds our token (this call's earlier run) is a grant.
 ///
 /// KEYS: lock, readers, writers, waiting marker, fencing counter. ARGV: token, TTL ms, marker
 /// ms (0: don't mark), intent id ("": none), intent ms. Returns `{granted (1 or 0), counter (0
@@ -256,7 +285,7 @@ local v = redis.call("GET", KEYS[1])
 local set = redis.call("EXISTS", KEYS[2]) == 1
 local t = redis.call("TIME")
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local busy = v and (string.sub(v, 1, #P) ~= P or not set)
+local busy = v and v ~= ARGV[1] and (string.sub(v, 1, #P) ~= P or not set)
 if not busy and set then
     busy = redis.call("ZCOUNT", KEYS[2], "(" .. now, "+inf") > 0
 end
@@ -271,9 +300,11 @@ if busy then
         redis.call("SET", KEYS[4], "1", "PX", ARGV[3])
     end
 else
-    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-    if set then
-        redis.call("DEL", KEYS[2])
+    if v ~= ARGV[1] then
+        redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+        if set then
+            redis.call("DEL", KEYS[2])
+        end
     end
     if ARGV[4] ~= "" then
         redis.call("ZREM", KEYS[3], ARGV[4])
@@ -282,15 +313,40 @@ else
 end
 return {granted, tonumber(redis.call("GET", KEYS[5]) or "0")}"#;
 
+/// Withdraws a waiting writer's intent (it gave up, or it was granted elsewhere). When no live
+/// intent is left, the lock is not held by a writer and ARGV[3] is "1", the readers that the
+/// intents held back are told (if someone waits), as a release tells them.
+///
+/// KEYS: lock, writers, waiting marker. ARGV: intent id, channel, announce. Returns 1 (it was
+/// there) or 0.
+pub(crate) const WITHDRAW_SRC: &str = r#"local P = "redmutex:readers:"
+local removed = redis.call("ZREM", KEYS[2], ARGV[1])
+if removed == 1 and ARGV[3] == "1" then
+    local t = redis.call("TIME")
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    local v = redis.call("GET", KEYS[1])
+    if redis.call("ZCOUNT", KEYS[2], "(" .. now, "+inf") == 0
+        and (not v or string.sub(v, 1, #P) == P)
+        and redis.call("EXISTS", KEYS[3]) == 1 then
+        redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]))
+    end
+end
+return removed"#;
+
 /// Turns a writer into a lone reader in one step: if the lock key holds our token, it becomes
 /// our readers' marker, living no less than it did (and at least ARGV[2] ms from now). The lock
 /// key is never free in between, so no writer can slip in; readers may join once it is done.
-/// Waiters are told (readers among them may now come in).
+/// Waiters are told (readers among them may now come in). Safe to repeat: a key already
+/// converted (our marker) answers 1.
 ///
 /// KEYS: lock, waiting marker. ARGV: token, TTL ms, channel. Returns 0 (not our token), 1 (now
 /// a reader) or 2 (now a reader, and someone was waiting: announced).
 pub(crate) const DOWNGRADE_SRC: &str = r#"local P = "redmutex:readers:"
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+local v = redis.call("GET", KEYS[1])
+if v == P .. ARGV[1] then
+    return 1
+end
+if v ~= ARGV[1] then
     return 0
 end
 local ms = math.max(redis.call("PTTL", KEYS[1]), tonumber(ARGV[2]))
@@ -310,7 +366,8 @@ return 1"#;
 ///
 /// The name key decides first: another permit count there is a misconfiguration (answered, not
 /// granted); any other value is a lock or multi-lock holding the name, which the permits wait
-/// for. (`SET ... KEEPTTL` needs Redis 6.0.)
+/// for. (`SET ... KEEPTTL` needs Redis 6.0.) Safe to repeat: a slot found holding our token
+/// (this call's earlier run) is the grant, counted once.
 ///
 /// KEYS: name, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark), permits, slot
 /// key prefix, slot list, scan start. Returns `{status, slot, taken}`: status 1 (granted
@@ -336,9 +393,21 @@ local permits = tonumber(ARGV[4])
 local start = tonumber(ARGV[7])
 local taken = {}
 local slot = nil
+local again = false
+local function take(s)
+    local key = ARGV[5] .. s
+    if redis.call("SET", key, ARGV[1], "NX", "PX", ARGV[2]) then
+        return true
+    end
+    if redis.call("GET", key) == ARGV[1] then
+        again = true
+        return true
+    end
+    return false
+end
 if ARGV[6] ~= "" then
     for s in string.gmatch(ARGV[6], "%d+") do
-        if redis.call("SET", ARGV[5] .. s, ARGV[1], "NX", "PX", ARGV[2]) then
+        if take(s) then
             slot = tonumber(s)
             break
         end
@@ -348,12 +417,15 @@ end
 if not slot and start < permits then
     for i = 0, permits - 1 do
         local s = (start + i) % permits
-        if redis.call("SET", ARGV[5] .. s, ARGV[1], "NX", "PX", ARGV[2]) then
+        if take(s) then
             slot = s
             break
         end
         taken[#taken + 1] = s
     end
+end
+if again then
+    return {1, slot, table.concat(taken, ",")}
 end
 if not slot then
     if ARGV[3] ~= "0" then
@@ -378,28 +450,38 @@ return {1, slot, table.concat(taken, ",")}"#;
 /// zero, no permit is held on the node any more and the name key goes (so a lock of the same
 /// name, or another permit count, need not wait for it to expire). When clients are waiting
 /// and ARGV[3] is "1", the freed slot's number is announced on the name's channel, so that a
-/// woken waiter tries that slot first.
+/// woken waiter tries that slot first. A name key that says another permit count refuses the
+/// call (the handle is misconfigured) and nothing changes.
 ///
 /// KEYS: name, waiting marker. ARGV: token, channel, announce, permits, slot key prefix, slot,
-/// except. Returns 0 (not our token), 1 (released), 2 (released and announced).
+/// except. Returns 0 (not our token), 1 (released), 2 (released and announced), -1 (the name
+/// key says another count).
 pub(crate) const PERMIT_RELEASE_SRC: &str = r#"local permits = tonumber(ARGV[4])
 local slot = tonumber(ARGV[6])
 local config = "redmutex:semaphore:" .. ARGV[4] .. ":"
 local freed = {}
 local name = nil
+local key = nil
 if slot < permits then
-    local key = ARGV[5] .. ARGV[6]
+    key = ARGV[5] .. ARGV[6]
     local values = redis.call("MGET", key, KEYS[1])
-    if values[1] == ARGV[1] then freed[1] = key end
     name = values[2]
+    key = values[1] == ARGV[1] and key
 else
+    name = redis.call("GET", KEYS[1])
+end
+if name and string.sub(name, 1, 19) == "redmutex:semaphore:" and string.sub(name, 1, #config) ~= config then
+    return -1
+end
+if key then
+    freed[1] = key
+elseif slot >= permits then
     local except = tonumber(ARGV[7])
     for i = 0, permits - 1 do
         if i ~= except and redis.call("GET", ARGV[5] .. i) == ARGV[1] then
             freed[#freed + 1] = ARGV[5] .. i
         end
     end
-    name = redis.call("GET", KEYS[1])
 end
 if #freed == 0 then return 0 end
 if name and string.sub(name, 1, #config) == config then
@@ -419,12 +501,19 @@ return 1"#;
 
 /// Makes a permit live at least ARGV[2] ms more if its slot (ARGV[5], or whichever slot holds
 /// the token when ARGV[5] is the permit count) holds our token, and the name key at least as
-/// long; never shortens anything.
+/// long; never shortens anything. A name key that says another permit count refuses the call
+/// (the handle is misconfigured) and nothing changes.
 ///
-/// KEYS: name. ARGV: token, milliseconds, permits, slot key prefix, slot. Returns 1 or 0.
+/// KEYS: name. ARGV: token, milliseconds, permits, slot key prefix, slot. Returns 1, 0 or -1
+/// (the name key says another count).
 pub(crate) const PERMIT_EXTEND_SRC: &str = r#"local permits = tonumber(ARGV[3])
 local slot = tonumber(ARGV[5])
 local ms = tonumber(ARGV[2])
+local config = "redmutex:semaphore:" .. ARGV[3] .. ":"
+local name = redis.call("GET", KEYS[1])
+if name and string.sub(name, 1, 19) == "redmutex:semaphore:" and string.sub(name, 1, #config) ~= config then
+    return -1
+end
 local key = nil
 if slot < permits then
     if redis.call("GET", ARGV[4] .. ARGV[5]) == ARGV[1] then key = ARGV[4] .. ARGV[5] end
@@ -440,8 +529,6 @@ if not key then return 0 end
 if redis.call("PTTL", key) < ms then
     redis.call("PEXPIRE", key, ARGV[2])
 end
-local config = "redmutex:semaphore:" .. ARGV[3] .. ":"
-local name = redis.call("GET", KEYS[1])
 if name and string.sub(name, 1, #config) == config and redis.call("PTTL", KEYS[1]) < ms then
     redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
@@ -452,7 +539,8 @@ return 1"#;
 /// any member, or another multi-lock sharing one, excludes it and is excluded by it). When some
 /// are taken and ARGV[3] > 0, the taken ones are marked as waited for (`<resource>` + ARGV[4]),
 /// so that their release is announced. With fencing (ARGV[5], the counter suffix, not empty),
-/// it also reads the largest of the resources' fencing counters, in the same atomic step.
+/// it also reads the largest of the resources' fencing counters, in the same atomic step. Safe
+/// to repeat: every key already holding our token (this call's earlier run) is a grant.
 ///
 /// KEYS: the resources, in canonical order. ARGV: token, TTL ms, marker ms (0: don't mark),
 /// waiting marker suffix, fencing counter suffix (empty: no fencing). Returns
@@ -467,10 +555,21 @@ if ARGV[5] ~= "" then
         if n > counter then counter = n end
     end
 end
-if redis.call("EXISTS", unpack(KEYS)) > 0 then
+local values = redis.call("MGET", unpack(KEYS))
+local taken, ours = 0, 0
+for i = 1, #KEYS do
+    if values[i] then
+        taken = taken + 1
+        if values[i] == ARGV[1] then ours = ours + 1 end
+    end
+end
+if ours == #KEYS then
+    return {1, counter}
+end
+if taken > 0 then
     if ARGV[3] ~= "0" then
         for i = 1, #KEYS do
-            if redis.call("EXISTS", KEYS[i]) == 1 then
+            if values[i] then
                 redis.call("SET", KEYS[i] .. ARGV[4], "1", "PX", ARGV[3])
             end
         end
@@ -569,10 +668,14 @@ pub(crate) const ELECTED_SUFFIX: &str = ":redmutex:elected";
 /// agree to within the time between two elections. (A microsecond clock stays below 2^53, the
 /// exact range of a Lua number, until the year 2255.)
 ///
+/// Safe to repeat, as the acquire script: a key that already holds our token is a grant.
+///
 /// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
 /// mark). Returns `{granted (1 or 0), max(counter, now in us)}`.
 pub(crate) const LEADER_GRANT_SRC: &str = r#"local granted = 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
@@ -659,7 +762,7 @@ pub(crate) const DONE_SUFFIX: &str = ":redmutex:done";
 /// Starts a run: unless the completion record exists, takes the run key like `SET NX PX`,
 /// reading the fencing counter raised to the node's clock in microseconds (as a candidate's
 /// grant does, so run tokens keep growing across nodes restarted without their data), and marks
-/// that we wait when told.
+/// that we wait when told. Safe to repeat: a run key that already holds our token is a grant.
 ///
 /// KEYS: run key, fencing counter, waiting marker, completion record. ARGV: token, TTL ms,
 /// marker ms (0: don't mark). Returns `{granted (1 or 0; 2: it ran already), max(counter, now
@@ -670,6 +773,8 @@ end
 local granted = 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
     granted = 1
+elseif redis.call("GET", KEYS[1]) == ARGV[1] then
+    granted = 1
 elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
 end
@@ -678,18 +783,22 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#;
 
 /// Completes a run while the run key holds our token: writes the completion record (result,
-/// fencing token, the node's time in ms), which expires after ARGV[3] ms, deletes the run key,
-/// and wakes those waiting for the run.
+/// fencing token, the runner's time in ms), which expires after ARGV[3] ms, deletes the run key,
+/// and wakes those waiting for the run. Safe to repeat: once the run key is gone, a record with
+/// our fencing token is this completion's (its earlier run), and answers as it did.
 ///
 /// KEYS: run key, waiting marker, completion record. ARGV: token, result, retention ms, fencing
-/// token, release channel. Returns 0 (not our run), or `{1, now}` (recorded; `now`: the node's
-/// time in ms) or `{2, now}` (recorded, and callers were waiting: told).
+/// token, release channel, the runner's time in ms. Returns 0 (not our run), or `{1, at}`
+/// (recorded at `at`) or `{2, at}` (recorded, and callers were waiting: told).
 pub(crate) const RUN_COMPLETE_SRC: &str = r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    local done = redis.call("HMGET", KEYS[3], "fencing", "at")
+    if done[1] == ARGV[4] then
+        return {1, tonumber(done[2])}
+    end
     return 0
 end
-local t = redis.call("TIME")
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call("HSET", KEYS[3], "result", ARGV[2], "fencing", ARGV[4], "at", now)
+local now = tonumber(ARGV[6])
+redis.call("HSET", KEYS[3], "result", ARGV[2], "fencing", ARGV[4], "at", ARGV[6])
 redis.call("PEXPIRE", KEYS[3], ARGV[3])
 redis.call("DEL", KEYS[1])
 if redis.call("EXISTS", KEYS[2]) == 1 then
@@ -720,6 +829,12 @@ impl std::ops::Deref for Lua {
         &self.script
     }
 }
+
+/// The re-sent form of `SET NX PX`.
+pub(crate) static SET_AGAIN: LazyLock<Lua> = LazyLock::new(|| Lua::new(SET_AGAIN_SRC));
+
+/// The read-write lock's intent withdrawal script.
+pub(crate) static WITHDRAW: LazyLock<Lua> = LazyLock::new(|| Lua::new(WITHDRAW_SRC));
 
 /// The release script.
 pub(crate) static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_SRC));
@@ -798,6 +913,7 @@ pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &READ_RELEASE,
     &WRITE,
     &DOWNGRADE,
+    &WITHDRAW,
     &PERMIT_ACQUIRE,
     &PERMIT_RELEASE,
     &PERMIT_EXTEND,

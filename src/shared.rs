@@ -29,6 +29,10 @@ pub(crate) struct Config {
     pub(crate) keep_alive: bool,
     pub(crate) max_hold: Option<Duration>,
     pub(crate) fencing: bool,
+    /// The bound on every TTL written to the nodes, by any client (the restart quarantine's).
+    pub(crate) longest_ttl: Duration,
+    /// Whether the restart quarantine is on.
+    pub(crate) quarantine: bool,
 }
 
 /// What the factory, its locks, their guards and the background threads share.
@@ -48,6 +52,21 @@ impl Shared {
     /// The clock drift allowance for a lease of `ttl`.
     pub(crate) fn drift(&self, ttl: Duration) -> Duration {
         round::drift(ttl, self.config.drift_factor)
+    }
+
+    /// Checks that a lease of `ttl` (`what`: "ttl", "extension") stays within the longest TTL,
+    /// the bound of the restart quarantine: a quarantine shorter than a lease does not protect
+    /// it. Not enforced when the quarantine is off.
+    pub(crate) fn check_longest(&self, what: &str, ttl: Duration) -> Result<()> {
+        let c = &self.config;
+        if c.quarantine && ttl > c.longest_ttl {
+            return Err(Error::InvalidConfig(format!(
+                "{what} {ttl:?} is longer than the longest TTL {:?}: raise longest_ttl (on \
+                 every client of these nodes) to at least the longest TTL any of them uses",
+                c.longest_ttl
+            )));
+        }
+        Ok(())
     }
 
     /// Hands an event to the event handler on the callback thread (see [`deliver`]).

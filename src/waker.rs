@@ -11,7 +11,9 @@
 //! condition variable and take over the reading when it is free.
 //!
 //! A multi-lock's room listens to the channels of all its resources (one `SUBSCRIBE` of them all),
-//! so the release of any of them, by a plain lock or another multi-lock, wakes it.
+//! so the release of any of them, by a plain lock or another multi-lock, wakes it. A room is
+//! known by the channels it listens to, never by a display name: a lock that happens to be
+//! named like a multi-lock (`"[a, b]"`) has a room of its own.
 //!
 //! A room subscribes when its first waiter enters (before that waiter's marking attempt, so a
 //! release that follows the attempt is heard) and unsubscribes when its last waiter leaves; the
@@ -50,6 +52,14 @@ const PARKED_PER_NODE: usize = 2;
 const MAX_SUBSCRIBED: usize = 256;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A hold-back: the members it is for, and when it ends.
+type Grace = (Box<[Box<str>]>, Instant);
+
+/// Whether a grace's key names exactly `members`.
+fn same(key: &[Box<str>], members: &[&str]) -> bool {
+    key.len() == members.len() && key.iter().zip(members).all(|(k, m)| **k == **m)
 }
 
 /// A connection subscribed to a room's release channels (or to an election's changes, for an
@@ -145,12 +155,15 @@ impl RoomState {
 /// The per-factory wake-up service.
 pub(crate) struct Waker {
     enabled: bool,
-    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    /// The rooms, by the release channels they listen to.
+    rooms: Mutex<HashMap<Vec<String>, Arc<Room>>>,
     /// Per node: connections whose subscription was dropped (an UNSUBSCRIBE may still be on
     /// its way back), for the next room.
     parked: Vec<Mutex<Vec<redis::Connection>>>,
-    /// Per resource: until when this process holds back from re-taking it.
-    graces: Mutex<HashMap<Arc<str>, Instant>>,
+    /// Per set of members (a resource, or a multi-lock's resources): until when this process
+    /// holds back from re-taking it. Only those released to waiters in the last few round
+    /// trips: a short list.
+    graces: Mutex<Vec<Grace>>,
     /// `graces.len()`, read without the lock (the uncontended path looks only at this).
     grace_count: AtomicUsize,
     /// Rooms with a subscription (or subscribing) now.
@@ -194,13 +207,17 @@ impl Waker {
         members: &[&str],
         busy: u64,
     ) -> Seat<'w> {
+        let channels: Vec<String> = members
+            .iter()
+            .map(|m| format!("{m}{RELEASED_SUFFIX}"))
+            .collect();
         let room = {
             let mut rooms = lock(&self.rooms);
-            let room = match rooms.get(resource) {
+            let room = match rooms.get(&channels) {
                 Some(room) => Arc::clone(room),
                 None => {
                     let room = Arc::new(Room::default());
-                    rooms.insert(Arc::from(resource), Arc::clone(&room));
+                    rooms.insert(channels.clone(), Arc::clone(&room));
                     room
                 }
             };
@@ -211,10 +228,7 @@ impl Waker {
             waker: self,
             nodes,
             resource: Arc::from(resource),
-            channels: members
-                .iter()
-                .map(|m| format!("{m}{RELEASED_SUFFIX}"))
-                .collect(),
+            channels,
             room,
             busy,
         };
@@ -320,28 +334,30 @@ impl Waker {
         }
     }
 
-    /// We released `resource` while others waited for it: hold back from re-taking it for a
-    /// few round trips (`round` is how long the release took).
-    pub(crate) fn released_to_waiters(&self, resource: &str, round: Duration) {
+    /// We released `members` (a resource, or a multi-lock's resources) while others waited
+    /// for them: hold back from re-taking them for a few round trips (`round` is how long the
+    /// release took).
+    pub(crate) fn released_to_waiters(&self, members: &[&str], round: Duration) {
         if !self.enabled {
             return;
         }
         let grace = round.saturating_mul(3).clamp(GRACE_MIN, GRACE_MAX);
         let now = Instant::now();
         let mut graces = lock(&self.graces);
-        graces.retain(|_, until| *until > now);
-        graces.insert(Arc::from(resource), now + grace);
+        graces.retain(|(key, until)| *until > now && !same(key, members));
+        graces.push((members.iter().map(|m| Box::from(*m)).collect(), now + grace));
         self.grace_count.store(graces.len(), Ordering::Release);
     }
 
-    /// How long this process should still hold back from re-taking `resource`.
-    pub(crate) fn grace_left(&self, resource: &str) -> Duration {
+    /// How long this process should still hold back from re-taking `members`.
+    pub(crate) fn grace_left(&self, members: &[&str]) -> Duration {
         if self.grace_count.load(Ordering::Acquire) == 0 {
             return Duration::ZERO;
         }
         lock(&self.graces)
-            .get(resource)
-            .map_or(Duration::ZERO, |until| {
+            .iter()
+            .find(|(key, _)| same(key, members))
+            .map_or(Duration::ZERO, |(_, until)| {
                 until.saturating_duration_since(Instant::now())
             })
     }
@@ -353,7 +369,7 @@ pub(crate) struct Seat<'w> {
     waker: &'w Waker,
     nodes: &'w Nodes,
     resource: Arc<str>,
-    /// The release channels that wake this room.
+    /// The release channels that wake this room (also the room's key).
     channels: Vec<String>,
     room: Arc<Room>,
     /// Nodes that answered "busy": where to subscribe.
@@ -485,10 +501,10 @@ impl Drop for Seat<'_> {
                 return;
             }
             if rooms
-                .get(&self.resource)
+                .get(&self.channels)
                 .is_some_and(|r| Arc::ptr_eq(r, &self.room))
             {
-                rooms.remove(&self.resource);
+                rooms.remove(&self.channels);
             }
             state.sub.take()
         };

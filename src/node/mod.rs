@@ -5,7 +5,7 @@
 //! its caller. Health tracking keeps a dead minority cheap: a node that failed is skipped (a "no"
 //! vote) for a short, growing back-off instead of costing a timeout in every round.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,16 +15,21 @@ use redis::{Client, RedisError, Value};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::command::{self, Arg};
-use crate::error::{NodeCause, NodeError, NodeErrorKind};
+use crate::error::{NodeCause, NodeError, NodeErrorKind, describe, is_interrupted};
 use crate::scripts;
 
+mod list;
 mod sentinel;
 mod spec;
+mod vitals;
 
+pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
 pub(crate) use spec::redacted_redis_error;
 pub use spec::{IntoNode, NodeSpec};
+pub(crate) use vitals::{Facts, Watch};
+pub use vitals::{NodeWarning, QuarantineCause};
 
 /// The most nodes a factory accepts. Redlock deployments use 3, 5 or 7; more only slows every
 /// round down.
@@ -40,6 +45,29 @@ const MIN_WAIT: Duration = Duration::from_millis(1);
 pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// How often a caller waiting for a first connection checks whether the connect failed.
 const WAIT_SLICE: Duration = Duration::from_millis(5);
+/// The most releases a node is owed at once (see [`Node::owe`]); past that, the oldest is given
+/// up (its key expires with its TTL).
+const MAX_OWED: usize = 256;
+/// The most owed releases one exchange sends (a connection's opening, a checkout), so that
+/// paying them never makes a connect or a round slow: the rest go at the following checkouts.
+const OWED_PER_EXCHANGE: usize = 32;
+
+/// A release a node could not be reached for: sent to it first thing on its next connection.
+#[derive(Debug)]
+struct Owed {
+    id: u64,
+    /// The compare-and-delete, packed (as EVAL: no script needs to be loaded).
+    packed: Vec<u8>,
+    /// When the key it deletes expires anyway: no use sending it later.
+    until: Instant,
+}
+
+/// The releases a node is owed.
+#[derive(Debug, Default)]
+struct OwedList {
+    entries: Vec<Owed>,
+    next_id: u64,
+}
 
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct NodeConn {
@@ -51,6 +79,9 @@ pub(crate) struct NodeConn {
     pub(crate) broken: bool,
     /// The socket's current read timeout, to skip `setsockopt` when it would not change.
     read_timeout: Duration,
+    /// The owed releases of an id below this one were sent on this connection, or before it
+    /// opened (see [`Node::owe`]).
+    owed_seen: u64,
 }
 
 impl NodeConn {
@@ -119,14 +150,6 @@ impl Servers {
     }
 }
 
-/// The server behind a connection, from its `INFO server` reply: `run_id/db`, or `None` if the
-/// server won't say (an ACL without INFO): then the check is skipped.
-fn server_id(info: Value, db: i64) -> Option<String> {
-    let info: String = redis::from_redis_value(info).ok()?;
-    let run_id = info.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
-    Some(format!("{run_id}/{db}"))
-}
-
 /// Opens connections with bounded connect and I/O times.
 #[derive(Debug)]
 pub(crate) struct NodeManager {
@@ -147,28 +170,42 @@ impl NodeManager {
         let mut con = self.source.connect(self.connect_timeout)?;
         // The handshake resets the timeouts to None; set ours, never zero.
         con.set_write_timeout(Some(self.io_timeout))?;
-        // Load the scripts now so rounds rarely meet NOSCRIPT, and ask which server this is,
-        // in one round trip. A server that refuses a command (an ACL without SCRIPT LOAD or
-        // INFO) still works: rounds fall back to EVAL, and the duplicate check is skipped. An
-        // I/O error fails the connect.
+        // Load the scripts now so rounds rarely meet NOSCRIPT, and ask which server this is
+        // and how it keeps its keys (see `vitals`), in one round trip. A server that refuses a
+        // command (an ACL without SCRIPT LOAD or INFO) still works: rounds fall back to EVAL,
+        // and the checks that needed the answer know less. An I/O error fails the connect.
         let mut packed = Vec::new();
         for script in scripts::ALL {
             let args = [Arg::Str("SCRIPT"), Arg::Str("LOAD"), Arg::Str(script.src)];
             command::pack(&mut packed, args, 3);
         }
-        command::pack(&mut packed, [Arg::Str("INFO"), Arg::Str("server")], 2);
+        vitals::pack(&mut packed);
+        // Then the releases the node is owed, before any round can use the connection: the
+        // commands a stopped node queued on older connections ran before this connection's
+        // handshake was answered, so these come after them.
+        let (owed, owed_seen) = self.health.append_owed(&mut packed, 0);
+        let sent = Instant::now();
         con.send_packed_command(&packed)?;
         // Read against one deadline: the whole exchange is bounded by the connect timeout.
-        let deadline = Instant::now() + self.connect_timeout;
-        let mut info = None;
-        for _ in 0..=scripts::ALL.len() {
+        let deadline = sent + self.connect_timeout;
+        let mut answers = Vec::with_capacity(vitals::QUESTIONS);
+        for i in 0..scripts::ALL.len() + vitals::QUESTIONS {
             let left = deadline.saturating_duration_since(Instant::now());
             con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
-            info = Some(con.recv_response()?);
+            let reply = con.recv_response()?;
+            if i >= scripts::ALL.len() {
+                answers.push(reply);
+            }
         }
+        let received = Instant::now();
+        if !owed.is_empty() {
+            let ran = read_owed(&mut con, &owed, deadline)?;
+            self.health.paid(&ran, owed.len());
+        }
+        let facts = vitals::Facts::of_handshake(&answers);
         let db = redis::ConnectionLike::get_db(&con);
-        if let Some(id) = info.and_then(|info| server_id(info, db))
-            && let Err(j) = self.servers.claim(self.index, &id)
+        if let Some(run_id) = &facts.run_id
+            && let Err(j) = self.servers.claim(self.index, &format!("{run_id}/{db}"))
         {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -180,12 +217,16 @@ impl NodeManager {
                 ),
             )));
         }
+        // Before the connection is handed out: every reply a round reads from this server is
+        // judged with what this handshake found (a restart, a durable AOF, a clock jump).
+        self.health.observe(&facts, sent, received);
         con.set_read_timeout(Some(self.io_timeout))?;
         Ok(NodeConn {
             con,
             generation,
             broken: false,
             read_timeout: self.io_timeout,
+            owed_seen,
         })
     }
 }
@@ -196,11 +237,34 @@ impl ManageConnection for NodeManager {
 
     /// Runs on r2d2's connector threads; a failure marks the node down at once, so callers
     /// waiting for a connection stop waiting.
+    ///
+    /// A connect interrupted by a signal (EINTR: a handler ran in this process while the
+    /// handshake waited for a reply) is not the node's failure: it is tried again, on a fresh
+    /// connection, while the connect timeout lasts, and is never counted against the node.
     fn connect(&self) -> Result<NodeConn, RedisError> {
-        self.open().inspect_err(|e| {
-            self.health
-                .failed(NodeErrorKind::of(e), &format!("connect: {e}"));
-        })
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            match self.open() {
+                Ok(conn) => {
+                    self.health.connected();
+                    return Ok(conn);
+                }
+                Err(e) if is_interrupted(&e) => {
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    log::debug!(
+                        "redmutex: connect to {} interrupted by a signal; trying again",
+                        self.health.name
+                    );
+                }
+                Err(e) => {
+                    self.health
+                        .failed(NodeErrorKind::of(&e), &format!("connect: {}", describe(&e)));
+                    return Err(e);
+                }
+            }
+        }
     }
 
     fn is_valid(&self, conn: &mut NodeConn) -> Result<(), RedisError> {
@@ -210,6 +274,25 @@ impl ManageConnection for NodeManager {
     fn has_broken(&self, conn: &mut NodeConn) -> bool {
         conn.broken || !redis::ConnectionLike::is_open(&conn.con)
     }
+}
+
+/// Reads the replies to the owed releases `ids`, sent on `con`, by `deadline`; returns those
+/// that ran. What they answer does not matter (a key already gone, or someone else's), only
+/// that they ran: an error reply (a node still loading its dataset) leaves the release owed.
+fn read_owed(
+    con: &mut redis::Connection,
+    ids: &[u64],
+    deadline: Instant,
+) -> Result<Vec<u64>, RedisError> {
+    let mut ran = Vec::with_capacity(ids.len());
+    for id in ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
+        if !matches!(con.recv_response()?, Value::ServerError(_)) {
+            ran.push(*id);
+        }
+    }
+    Ok(ran)
 }
 
 /// Logs r2d2's connect errors at debug level (they are already counted by [`Health`]), so a
@@ -233,8 +316,19 @@ pub(crate) struct NodeChange<'a> {
     pub(crate) index: usize,
     /// The node's name (no secrets).
     pub(crate) node: &'a str,
-    /// `Some`: the node was marked down after this failure; `None`: it answers again.
-    pub(crate) failure: Option<(NodeErrorKind, &'a str)>,
+    /// What changed.
+    pub(crate) change: Change<'a>,
+}
+
+/// What changed about a node.
+#[derive(Debug)]
+pub(crate) enum Change<'a> {
+    /// It was marked down after this failure.
+    Down(NodeErrorKind, &'a str),
+    /// It answers again.
+    Up,
+    /// Its handshake found this (see [`NodeWarning`]).
+    Warning(&'a NodeWarning),
 }
 
 /// Told of every change of a node's state, on whichever thread saw it (a caller's, the
@@ -283,6 +377,33 @@ pub struct NodeStats {
     pub votes_failed: u64,
     /// How many times it was marked down.
     pub times_down: u64,
+    /// How much longer the node's "yes" does not count toward acquisitions (lock, permit,
+    /// read or write lock, multi-lock): the restart quarantine, while its data may be younger
+    /// than the longest TTL ([`RedLockFactoryBuilder::longest_ttl`]). `None` when it counts.
+    /// Extends, renewals and releases still count it (see docs/reliability.md).
+    ///
+    /// [`RedLockFactoryBuilder::longest_ttl`]: crate::RedLockFactoryBuilder::longest_ttl
+    pub quarantine: Option<Duration>,
+    /// Why the node is quarantined, while it is.
+    pub quarantine_cause: Option<QuarantineCause>,
+    /// How many times a quarantine began.
+    pub quarantines: u64,
+    /// Yes answers to acquisitions that did not count because the node was quarantined
+    /// (they are also in `votes_given`).
+    pub votes_discounted: u64,
+    /// Restarts seen: connections that found a new `run_id`.
+    pub restarts: u64,
+    /// Times its clock was found to have jumped ahead between two connections.
+    pub clock_jumps: u64,
+    /// Whether the node keeps every acknowledged write across a crash (AOF with `appendfsync
+    /// always`, as the server says or, where it will not say, as declared): a durable node is
+    /// never quarantined after a restart. `None` before the first connection.
+    pub durable: Option<bool>,
+    /// The node's eviction policy, when it can delete a held lock (`maxmemory` set with a
+    /// `volatile-*` or `allkeys-*` policy); `None` when it cannot, or is not known.
+    pub evicts: Option<String>,
+    /// The server's version (`redis_version`), once known.
+    pub version: Option<String>,
 }
 
 /// A node's health, shared between the node and its manager.
@@ -301,6 +422,9 @@ struct Health {
     down_until: AtomicU64,
     /// The last failure, for the error of a skipped node.
     last_error: Mutex<String>,
+    /// Whether a connection to the node was ever opened: a node that failed every connect
+    /// since the factory was built is reported by its failure, not as "skipped".
+    ever_up: AtomicBool,
     /// The last failure's kind ([`NodeErrorKind::code`]; 0: none yet).
     last_kind: AtomicU8,
     /// Smoothed round trip in nanoseconds; 0 before the first.
@@ -313,6 +437,13 @@ struct Health {
     /// the order they happened (cold path: taken only on a transition).
     transition: Mutex<()>,
     listener: Hears,
+    /// The releases the node is owed (see [`Node::owe`]).
+    owed: Mutex<OwedList>,
+    /// The next owed release's id, read without the lock: a connection that has seen every id
+    /// below it owes nothing (the checkout's fast path).
+    owed_next: AtomicU64,
+    /// Its standing against Redlock's assumptions (restarts, eviction, clock).
+    vitals: vitals::Vitals,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -325,7 +456,8 @@ impl std::fmt::Debug for Hears {
 }
 
 impl Health {
-    fn new(name: String, index: usize, listener: Option<Listener>) -> Self {
+    fn new(name: String, index: usize, listener: Option<Listener>, watch: Watch) -> Self {
+        let vitals = vitals::Vitals::new(&name, watch);
         Self {
             name,
             index,
@@ -334,6 +466,7 @@ impl Health {
             failures: AtomicU32::new(0),
             down_until: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
+            ever_up: AtomicBool::new(false),
             last_kind: AtomicU8::new(0),
             round_trip: AtomicU64::new(0),
             given: AtomicU64::new(0),
@@ -342,7 +475,50 @@ impl Health {
             downs: AtomicU64::new(0),
             transition: Mutex::new(()),
             listener: Hears(listener),
+            owed: Mutex::default(),
+            owed_next: AtomicU64::new(0),
+            vitals,
         }
+    }
+
+    fn owed(&self) -> std::sync::MutexGuard<'_, OwedList> {
+        self.owed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends the releases the node is still owed, of an id from `from` on, to `packed` (at
+    /// most [`OWED_PER_EXCHANGE`], oldest first); returns their ids, and the id a connection
+    /// that sent them has seen up to (the next one's, or the first left for later).
+    fn append_owed(&self, packed: &mut Vec<u8>, from: u64) -> (Vec<u64>, u64) {
+        let mut owed = self.owed();
+        let next = owed.next_id;
+        if owed.entries.is_empty() {
+            return (Vec::new(), next);
+        }
+        let now = Instant::now();
+        owed.entries.retain(|o| o.until > now);
+        let mut due = owed.entries.iter().filter(|o| o.id >= from);
+        let ids: Vec<u64> = due
+            .by_ref()
+            .take(OWED_PER_EXCHANGE)
+            .map(|o| {
+                packed.extend_from_slice(&o.packed);
+                o.id
+            })
+            .collect();
+        let seen = due.next().map_or(next, |o| o.id);
+        (ids, seen)
+    }
+
+    /// Forgets the owed releases `ran` (of `sent`): the node has run them.
+    fn paid(&self, ran: &[u64], sent: usize) {
+        self.owed().entries.retain(|o| !ran.contains(&o.id));
+        log::debug!(
+            "redmutex: sent {sent} owed releases to node {} ({} ran)",
+            self.name,
+            ran.len()
+        );
     }
 
     fn now_nanos(&self) -> u64 {
@@ -374,8 +550,13 @@ impl Health {
         if self.down_until.swap(until, Ordering::AcqRel) == 0 {
             self.downs.fetch_add(1, Ordering::Relaxed);
             log::warn!("redmutex: node {} is failing: {message}", self.name);
-            self.report(Some((kind, message)));
+            self.report(Change::Down(kind, message));
         }
+    }
+
+    /// Notes a connection opened to the node.
+    fn connected(&self) {
+        self.ever_up.store(true, Ordering::Relaxed);
     }
 
     /// Notes the replies of a round, which took `round_trip`: the node is healthy again.
@@ -395,24 +576,38 @@ impl Health {
             if self.down_until.swap(0, Ordering::AcqRel) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
                 log::info!("redmutex: node {} is answering again", self.name);
-                self.report(None);
+                self.report(Change::Up);
             }
         }
     }
 
     /// Tells the listener of a transition (under the transition lock).
-    fn report(&self, failure: Option<(NodeErrorKind, &str)>) {
+    fn report(&self, change: Change<'_>) {
         if let Some(listener) = &self.listener.0 {
             listener(&NodeChange {
                 index: self.index,
                 node: &self.name,
-                failure,
+                change,
             });
+        }
+    }
+
+    /// Takes in what a connection's handshake found; logs and reports the warnings that start.
+    fn observe(&self, facts: &vitals::Facts, sent: Instant, received: Instant) {
+        let warnings = self.vitals.observe(facts, sent, received);
+        if warnings.is_empty() {
+            return;
+        }
+        let _order = self.transition.lock();
+        for warning in &warnings {
+            log::warn!("redmutex: node {}: {warning}", self.name);
+            self.report(Change::Warning(warning));
         }
     }
 
     fn stats(&self) -> NodeStats {
         let nanos = self.round_trip.load(Ordering::Relaxed);
+        let standing = self.vitals.standing();
         NodeStats {
             node: self.name.clone(),
             up: !self.is_down(),
@@ -422,6 +617,15 @@ impl Health {
             votes_refused: self.refused.load(Ordering::Relaxed),
             votes_failed: self.failed_votes.load(Ordering::Relaxed),
             times_down: self.downs.load(Ordering::Relaxed),
+            quarantine: standing.quarantine,
+            quarantine_cause: standing.cause,
+            quarantines: standing.quarantines,
+            votes_discounted: standing.discounted,
+            restarts: standing.restarts,
+            clock_jumps: standing.clock_jumps,
+            durable: standing.durable,
+            evicts: standing.evicts,
+            version: standing.version,
         }
     }
 
@@ -466,6 +670,7 @@ pub(crate) struct Node {
     pool: Pool<NodeManager>,
     health: Arc<Health>,
     connect_timeout: Duration,
+    io_timeout: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -482,12 +687,18 @@ struct NodeSettings {
     thread_pool: Arc<ScheduledThreadPool>,
     servers: Arc<Servers>,
     listener: Option<Listener>,
+    watch: Watch,
 }
 
 impl Node {
     fn new(index: usize, spec: NodeSpec, s: &NodeSettings) -> Result<Self, RedisError> {
         let name = spec.name();
-        let health = Arc::new(Health::new(name.clone(), index, s.listener.clone()));
+        let health = Arc::new(Health::new(
+            name.clone(),
+            index,
+            s.listener.clone(),
+            s.watch,
+        ));
         let source = Arc::new(match spec {
             NodeSpec::Direct(info) => Source::Direct(Client::open(info)?),
             NodeSpec::Sentinel(node) => Source::Sentinel(Resolver::new(&node)?),
@@ -516,6 +727,7 @@ impl Node {
             pool,
             health,
             connect_timeout: s.connect_timeout,
+            io_timeout: s.io_timeout,
         })
     }
 
@@ -529,6 +741,55 @@ impl Node {
         &self,
         deadline: Instant,
     ) -> Result<PooledConnection<NodeManager>, NodeError> {
+        let conn = self.pooled(deadline)?;
+        if conn.owed_seen >= self.health.owed_next.load(Ordering::Acquire) {
+            return Ok(conn);
+        }
+        self.pay_owed(conn)
+    }
+
+    /// Cold path: sends the releases the node was owed since `conn` opened, on it, before a
+    /// round uses it (one round trip, within the I/O timeout). A connection opened since the
+    /// node's last failure had its handshake answered after the node ran whatever it had queued
+    /// (a stopped node runs the input waiting on its older connections first), so the releases
+    /// come after the commands they undo.
+    #[cold]
+    fn pay_owed(
+        &self,
+        mut conn: PooledConnection<NodeManager>,
+    ) -> Result<PooledConnection<NodeManager>, NodeError> {
+        let mut packed = Vec::new();
+        let (owed, seen) = self.health.append_owed(&mut packed, conn.owed_seen);
+        conn.owed_seen = seen;
+        if owed.is_empty() {
+            return Ok(conn);
+        }
+        conn.broken = true; // replies in flight
+        let deadline = Instant::now() + self.io_timeout;
+        let sent = conn
+            .con
+            .send_packed_command(&packed)
+            .and_then(|()| read_owed(&mut conn.con, &owed, deadline))
+            .and_then(|ran| {
+                // `read_owed` set the socket's timeout itself: back to the cached one.
+                conn.con.set_read_timeout(Some(conn.read_timeout))?;
+                Ok(ran)
+            });
+        match sent {
+            Ok(ran) => {
+                self.health.paid(&ran, owed.len());
+                conn.broken = false;
+                Ok(conn)
+            }
+            Err(e) => {
+                self.record_failure(&e);
+                Err(NodeError::new(&self.name, e.into()))
+            }
+        }
+    }
+
+    /// Checks out a pooled connection (see [`checkout`](Self::checkout)).
+    fn pooled(&self, deadline: Instant) -> Result<PooledConnection<NodeManager>, NodeError> {
         let generation = self.health.generation.load(Ordering::Acquire);
         // Connections opened since the last failure are good to use, even while the node is
         // marked down: one of them means the node is back.
@@ -548,7 +809,13 @@ impl Node {
                 }
                 conn.broken = true;
             }
-            return Err(self.down_error());
+            return Err(if self.health.ever_up.load(Ordering::Relaxed) {
+                self.down_error()
+            } else {
+                // Never up (a fresh process's first contact, say): nothing is being skipped
+                // that worked; the connect failure is the news.
+                self.connect_error()
+            });
         }
         let end = deadline.min(Instant::now() + self.connect_timeout);
         loop {
@@ -557,7 +824,8 @@ impl Node {
                 Ok(conn) if conn.generation >= generation => return Ok(conn),
                 // Put back by another round since the failure, opened before it: drop it.
                 Ok(mut conn) => conn.broken = true,
-                Err(_) if self.health.is_down() => return Err(self.down_error()),
+                // The connect this round waited for failed: that failure is this round's.
+                Err(_) if self.health.is_down() => return Err(self.connect_error()),
                 Err(e) if left <= MIN_WAIT => {
                     let message = e.to_string();
                     // An exhausted pool with live connections is not a node failure.
@@ -568,6 +836,33 @@ impl Node {
                 }
                 Err(_) => {}
             }
+        }
+    }
+
+    /// Records that the node is owed a release it could not be reached for (it was down, or
+    /// failed to answer): `packed`, a compare-and-delete of one token, safe to run at any time,
+    /// goes to the node before any round uses a connection to it that has not sent it yet: in
+    /// the opening exchange of a new connection (see `NodeManager::open`), or on a pooled one
+    /// at its next checkout. So a key the node holds, or is about to hold (a command it queued
+    /// while stopped), blocks nobody. Kept until it ran or `until` (when that key expires
+    /// anyway), at most [`MAX_OWED`] at once.
+    pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
+        {
+            let mut owed = self.health.owed();
+            let now = Instant::now();
+            owed.entries.retain(|o| o.until > now);
+            if owed.entries.len() >= MAX_OWED {
+                // In id order: the oldest first.
+                owed.entries.remove(0);
+                log::debug!(
+                    "redmutex: node {} is owed over {MAX_OWED} releases; giving up the oldest",
+                    self.name
+                );
+            }
+            let id = owed.next_id;
+            owed.next_id += 1;
+            owed.entries.push(Owed { id, packed, until });
+            self.health.owed_next.store(owed.next_id, Ordering::Release);
         }
     }
 
@@ -582,14 +877,30 @@ impl Node {
         self.checkout(deadline)
     }
 
+    /// The error of a node skipped while it backs off after a failure.
     fn down_error(&self) -> NodeError {
         let cause = NodeCause::Down(self.health.last_kind(), self.health.last_error());
         NodeError::new(&self.name, cause)
     }
 
-    /// Notes an I/O failure in a round.
+    /// The error of a node whose connect failed: the failure itself.
+    fn connect_error(&self) -> NodeError {
+        let cause = NodeCause::Connect(self.health.last_kind(), self.health.last_error());
+        NodeError::new(&self.name, cause)
+    }
+
+    /// Notes an I/O failure in a round. A read or write interrupted by a signal (EINTR) is
+    /// not the node's failure: the round loses that node's vote (its connection, with a reply
+    /// in flight, is dropped), but the node is not marked down and does not back off.
     pub(crate) fn record_failure(&self, e: &RedisError) {
-        self.health.failed(NodeErrorKind::of(e), &e.to_string());
+        if is_interrupted(e) {
+            log::debug!(
+                "redmutex: a signal interrupted a round on {}: {e}",
+                self.name
+            );
+            return;
+        }
+        self.health.failed(NodeErrorKind::of(e), &describe(e));
     }
 
     /// Counts the node's answer to one command of a round.
@@ -605,6 +916,23 @@ impl Node {
     /// What the node has been doing.
     pub(crate) fn stats(&self) -> NodeStats {
         self.health.stats()
+    }
+
+    /// Whether the node's yes counts toward an acquisition now (it is not quarantined): one
+    /// atomic load in the common case.
+    pub(crate) fn counts(&self) -> bool {
+        self.health.vitals.counts()
+    }
+
+    /// How much longer the node is quarantined, if it is.
+    pub(crate) fn quarantine_left(&self) -> Option<Duration> {
+        self.health.vitals.left()
+    }
+
+    /// Notes that a yes of this node to an acquisition did not count, and says why.
+    pub(crate) fn discount(&self) -> String {
+        self.health.vitals.discount();
+        self.health.vitals.reason()
     }
 
     /// Whether the node failed recently and is backing off.
@@ -630,6 +958,8 @@ pub(crate) struct Nodes {
     all: u64,
     /// Rounds made on these nodes.
     rounds: AtomicU64,
+    /// The restart quarantine's and the durability checks' settings.
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -648,6 +978,7 @@ impl Nodes {
         io_timeout: Duration,
         pool_size: u32,
         listener: Option<Listener>,
+        watch: Watch,
     ) -> Result<Self, String> {
         let threads = specs.len().clamp(2, 8);
         let settings = NodeSettings {
@@ -663,6 +994,7 @@ impl Nodes {
             ),
             servers: Arc::new(Servers::new(specs.len())),
             listener,
+            watch,
         };
         let mut list = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
@@ -677,7 +1009,13 @@ impl Nodes {
             io_timeout,
             all,
             rounds: AtomicU64::new(0),
+            watch,
         })
+    }
+
+    /// Whether the user declared the nodes durable.
+    pub(crate) fn declared_durable(&self) -> bool {
+        self.watch.declared_durable
     }
 
     /// How many nodes there are.
@@ -698,6 +1036,18 @@ impl Nodes {
     /// The nodes, in order.
     pub(crate) fn iter(&self) -> std::slice::Iter<'_, Node> {
         self.list.iter()
+    }
+
+    /// The nodes of `mask` whose yes does not count toward an acquisition now (quarantined).
+    pub(crate) fn doubted(&self, mask: u64) -> u64 {
+        let mut doubted = 0;
+        for (i, node) in self.list.iter().enumerate() {
+            let bit = 1u64 << i;
+            if mask & bit != 0 && !node.counts() {
+                doubted |= bit;
+            }
+        }
+        doubted
     }
 
     /// Counts a round made on these nodes.
@@ -723,13 +1073,17 @@ mod tests {
         let listener: Listener = {
             let heard = Arc::clone(&heard);
             Arc::new(move |c: &NodeChange<'_>| {
-                heard
-                    .lock()
-                    .unwrap()
-                    .push((c.index, c.node.to_owned(), c.failure.map(|f| f.0)));
+                heard.lock().unwrap().push((
+                    c.index,
+                    c.node.to_owned(),
+                    match c.change {
+                        Change::Down(kind, _) => Some(kind),
+                        _ => None,
+                    },
+                ));
             })
         };
-        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener));
+        let h = Health::new("127.0.0.1:1".into(), 4, Some(listener), Watch::default());
         let fresh = h.stats();
         assert!(fresh.up && fresh.last_error.is_none() && fresh.round_trip.is_none());
         h.answered(10 * MS);

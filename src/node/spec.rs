@@ -89,7 +89,83 @@ fn url_spec(url: &str) -> Result<NodeSpec, String> {
                 other => other.to_string(),
             })
     } else {
-        redis_spec(url.into_connection_info())
+        url.into_connection_info()
+            .map(NodeSpec::Direct)
+            .map_err(|e| bad_url(url, &e))
+    }
+}
+
+/// The forms of a node URL, with an example, for the error of one that did not parse.
+const URL_FORMS: &str = "write redis://[user][:password@]host[:port][/db], e.g. \
+    redis://127.0.0.1:6379/0 (or rediss://... for TLS, redis+unix:///path/to/redis.sock, \
+    redis+sentinel://host[:port][,host[:port]...]/master)";
+
+/// Why `url` is not a node URL, in one line, with the forms a node URL takes: redis-rs's
+/// own reasons ("Redis URL did not parse - InvalidClientConfig") say neither what is wrong
+/// nor what is right. The URL is shown with its credentials masked.
+fn bad_url(url: &str, e: &redis::RedisError) -> String {
+    let reason = url_problem(url).unwrap_or_else(|| {
+        let text = redacted_redis_error(e).replace(" - InvalidClientConfig", "");
+        let mut chars = text.chars();
+        chars.next().map_or_else(String::new, |c| {
+            c.to_lowercase().chain(chars).collect::<String>()
+        })
+    });
+    format!(
+        "{:?} is not a valid node URL: {reason}; {URL_FORMS}",
+        masked(url)
+    )
+}
+
+/// `url` with everything between the scheme and the last `@` (user and password) masked.
+fn masked(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = url.find("://").map_or(0, |i| i + 3).min(at);
+    format!("{}***{}", &url[..start], &url[at..])
+}
+
+/// What is wrong with a URL that redis-rs rejected, when it is one of the common mistakes.
+fn url_problem(url: &str) -> Option<String> {
+    const SCHEMES: [&str; 7] = [
+        "redis",
+        "rediss",
+        "redis+unix",
+        "unix",
+        "valkey",
+        "valkeys",
+        "valkey+unix",
+    ];
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some("it has no scheme (redis://)".to_owned());
+    };
+    if !SCHEMES.contains(&scheme) {
+        return Some(format!(
+            "the scheme {scheme:?} is not redis, rediss or redis+unix"
+        ));
+    }
+    if scheme.ends_with("unix") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((_, after)) = v6.split_once(']') else {
+            return Some("the IPv6 address has no closing ']'".to_owned());
+        };
+        after.strip_prefix(':')
+    } else {
+        host_port.split_once(':').map(|(_, p)| p)
+    };
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Some("it names no host".to_owned());
+    }
+    match port {
+        Some(p) if p.parse::<u16>().is_err() => {
+            Some(format!("the port {p:?} is not a number from 0 to 65535"))
+        }
+        _ => None,
     }
 }
 

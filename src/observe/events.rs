@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::LossReason;
 use crate::error::{Error, NodeErrorKind};
+use crate::node::NodeWarning;
 
 /// Told of what happens to a factory's locks and nodes: set one with
 /// [`RedLockFactoryBuilder::event_handler`](crate::RedLockFactoryBuilder::event_handler).
@@ -101,6 +102,13 @@ pub trait HandleEvent: Send + Sync {
 
     /// A node that was down answered a round again. On the callback thread.
     fn on_node_up(&self, _event: &NodeUpEvent<'_>) {}
+
+    /// A connection's handshake found something about a node that puts the locks' guarantee
+    /// at risk: it is quarantined after a restart (its yes does not count toward acquisitions
+    /// for a while), it may evict lock keys, it will not say whether it restarted, or it is
+    /// not as durable as declared (see [`NodeWarning`]). Reported once when it starts, not at
+    /// every connection; also logged with `log::warn!`. On the callback thread.
+    fn on_node_warning(&self, _event: &NodeWarningEvent<'_>) {}
 }
 
 /// A shared handler: the factory can be given an `Arc` the application keeps a copy of (to
@@ -126,6 +134,9 @@ impl<T: HandleEvent + ?Sized> HandleEvent for Arc<T> {
     }
     fn on_node_up(&self, event: &NodeUpEvent<'_>) {
         (**self).on_node_up(event);
+    }
+    fn on_node_warning(&self, event: &NodeWarningEvent<'_>) {
+        (**self).on_node_warning(event);
     }
 }
 
@@ -159,6 +170,10 @@ impl<A: HandleEvent, B: HandleEvent> HandleEvent for (A, B) {
     fn on_node_up(&self, event: &NodeUpEvent<'_>) {
         self.0.on_node_up(event);
         self.1.on_node_up(event);
+    }
+    fn on_node_warning(&self, event: &NodeWarningEvent<'_>) {
+        self.0.on_node_warning(event);
+        self.1.on_node_warning(event);
     }
 }
 
@@ -273,4 +288,16 @@ pub struct NodeUpEvent<'a> {
     pub node: &'a str,
     /// The node's position in the factory's node list.
     pub index: usize,
+}
+
+/// A node's handshake found a risk to the locks' guarantee: [`HandleEvent::on_node_warning`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct NodeWarningEvent<'a> {
+    /// The node's address.
+    pub node: &'a str,
+    /// The node's position in the factory's node list.
+    pub index: usize,
+    /// What was found.
+    pub warning: &'a NodeWarning,
 }

@@ -6,7 +6,7 @@ use ::metrics::{
 
 use super::events::{
     AcquireEvent, ExtendFailedEvent, GiveUpEvent, HandleEvent, LossEvent, NodeDownEvent,
-    NodeUpEvent,
+    NodeUpEvent, NodeWarningEvent,
 };
 use super::outcome;
 
@@ -129,6 +129,14 @@ impl HandleEvent for MetricsHandler {
     fn on_node_up(&self, e: &NodeUpEvent<'_>) {
         gauge!("redmutex_node_up", "node" => e.node.to_owned()).set(1.0);
     }
+
+    fn on_node_warning(&self, e: &NodeWarningEvent<'_>) {
+        let labels = [
+            ("node", e.node.to_owned()),
+            ("kind", e.warning.as_str().to_owned()),
+        ];
+        counter!("redmutex_node_warnings_total", &labels).increment(1);
+    }
 }
 
 /// Describes every metric to the installed recorder.
@@ -177,5 +185,10 @@ fn describe() {
         "redmutex_node_failures_total",
         Unit::Count,
         "Times the node was marked down, by the kind of failure."
+    );
+    describe_counter!(
+        "redmutex_node_warnings_total",
+        Unit::Count,
+        "Risks found when connecting to a node (quarantined, evicts, unwatched, not_durable)."
     );
 }

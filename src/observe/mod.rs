@@ -24,7 +24,7 @@ pub(crate) mod trace;
 
 pub use events::{
     AcquireEvent, ContendedEvent, ExtendFailedEvent, GiveUpEvent, HandleEvent, LossEvent,
-    NodeDownEvent, NodeUpEvent, Votes,
+    NodeDownEvent, NodeUpEvent, NodeWarningEvent, Votes,
 };
 
 /// Events waiting on the callback thread for the handler, at most: past that (a handler that

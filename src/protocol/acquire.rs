@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::lease::{
-    Lease, LeaseOptions, Target, Token, millis, no_quorum, proven_until, release_round,
+    Lease, LeaseOptions, Owing, Target, Token, millis, no_quorum, proven_until, release_round,
 };
-use super::verdict::{Question, Timing, Verdict, decide, votes};
+use super::verdict::{Question, Timing, Verdict, admitted, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
@@ -108,8 +108,14 @@ pub(crate) enum Attempt<T> {
     /// Taken, with the winning round's votes.
     Won(T, Votes),
     /// Held elsewhere: a quorum answered without granting it. `holders`: the nodes that said
-    /// no (they hold the lock being waited for).
-    Busy { holders: u64, votes: Votes },
+    /// no (they hold the lock being waited for). `retry_in`: what keeps it busy ends by itself
+    /// then, with no release to announce it (a dead writer's intent), so a waiter tries again
+    /// by then at the latest.
+    Busy {
+        holders: u64,
+        votes: Votes,
+        retry_in: Option<Duration>,
+    },
     /// Too few nodes answered, or the round was too slow.
     Failed(Error),
     /// An error that another attempt cannot cure (a semaphore used with another permit count):
@@ -198,7 +204,7 @@ fn wait_loop<T: Acquired>(
     let wake = waker.enabled();
     if wake {
         // Fairness: we just released this lock to waiters; let one of them take it first.
-        let grace = waker.grace_left(resource);
+        let grace = waker.grace_left(members);
         if !grace.is_zero() {
             let grace = wait
                 .deadline
@@ -236,6 +242,8 @@ fn wait_loop<T: Acquired>(
                 });
             });
         }
+        // Set by a busy attempt whose obstacle ends by itself, unannounced.
+        let mut ends = None;
         let failed = match outcome {
             Attempt::Won(t, _) if wait.cancelled() => {
                 // Cancelled during the winning round: once the flag is set, no guard is
@@ -251,8 +259,9 @@ fn wait_loop<T: Acquired>(
                 mark = true;
                 continue;
             }
-            Attempt::Busy { .. } => {
+            Attempt::Busy { retry_in, .. } => {
                 failures = 0;
+                ends = retry_in;
                 None
             }
             Attempt::Fatal(e) => return Err(e),
@@ -271,6 +280,10 @@ fn wait_loop<T: Acquired>(
             // rather than a whole pause; a later release still wakes us sooner.
             let round = attempt_start.elapsed();
             pause = pause.min(round.saturating_mul(3).clamp(SETTLE_MIN, SETTLE_MAX));
+        }
+        if let Some(ends) = ends {
+            // Just after it ended (the nodes' clocks may run a little behind ours).
+            pause = pause.min(ends.saturating_add(SETTLE_MIN));
         }
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
@@ -447,6 +460,9 @@ pub(crate) fn try_once<T>(
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
 /// caller will wait if the lock is busy, so mark the resource as waited for.
 pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let resource: &str = req.resource;
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
@@ -475,20 +491,12 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> At
             round::acquire_reply,
         )
     } else {
-        let args = [
-            Arg::Str("SET"),
-            Arg::Str(resource),
-            Arg::Str(token.as_str()),
-            Arg::Str("NX"),
-            Arg::Str("PX"),
-            Arg::Int(ttl_ms),
-        ];
-        round::round(
-            &shared.nodes,
-            Call::Command(&args),
-            shared.nodes.all(),
-            round::set_reply,
-        )
+        let call = Call::SetNx {
+            key: resource,
+            token: token.as_str(),
+            ms: ttl_ms,
+        };
+        round::round(&shared.nodes, call, shared.nodes.all(), round::set_reply)
     };
     conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
@@ -529,6 +537,7 @@ pub(crate) fn lease_of(
     token: Token,
     start: Instant,
     fencing: Option<u64>,
+    written: u64,
 ) -> Lease {
     let deadline = proven_until(shared, start, grant.ttl).unwrap_or(start);
     let options = LeaseOptions {
@@ -545,6 +554,7 @@ pub(crate) fn lease_of(
         options,
         deadline,
     )
+    .written_to(written)
 }
 
 /// Concludes an acquisition round of any kind of lease, sent at `start` with `token` for
@@ -564,16 +574,20 @@ pub(crate) fn conclude(
         elapsed: start.elapsed(),
         drift: shared.drift(grant.ttl),
     };
+    // The restart quarantine: a quarantined node's yes does not count (it becomes a failure
+    // that says why). The take-back still goes to every node the round may have written to.
+    let admitted = admitted(shared, tally);
+    let counted: &Tally = &admitted;
     log::debug!(
         "redmutex: acquire {resource:?} ({target:?}): {}/{} yes, {} no, {} failed, quorum {}, {:?}",
-        tally.yes,
+        counted.yes,
         shared.nodes.len(),
-        tally.no,
-        tally.failures.len(),
+        counted.no,
+        counted.failures.len(),
         shared.config.quorum,
         timing.elapsed
     );
-    let verdict = decide(shared, tally, Question::Grant, Some(timing));
+    let verdict = decide(shared, counted, Question::Grant, Some(timing));
     let failure = match verdict {
         Verdict::Won(_) => {
             let fencing = match grant.fenced {
@@ -585,8 +599,9 @@ pub(crate) fn conclude(
             };
             match fencing {
                 Ok(fencing) => {
-                    let lease = lease_of(shared, grant, target, token, start, fencing);
-                    return Attempt::Won(lease, votes(shared, tally));
+                    let lease =
+                        lease_of(shared, grant, target, token, start, fencing, tally.written);
+                    return Attempt::Won(lease, votes(shared, counted));
                 }
                 Err(e) => Some(e),
             }
@@ -603,26 +618,38 @@ pub(crate) fn conclude(
             })
         }
         Verdict::Refused => None,
-        Verdict::Unknown => Some(no_quorum(shared, resource, tally)),
+        Verdict::Unknown => Some(no_quorum(shared, resource, counted)),
     };
-    take_back(shared, &target, resource, &token, tally);
+    take_back(shared, &target, resource, &token, tally, grant.ttl);
     match failure {
         Some(e) => Attempt::Failed(e),
         None => Attempt::Busy {
             holders: tally.refused,
-            votes: votes(shared, tally),
+            votes: votes(shared, counted),
+            retry_in: None,
         },
     }
 }
 
 /// Not acquired: takes back every grant that may have landed, in one round, so a split vote
-/// frees the lock at once instead of blocking everyone for a TTL. Nodes that answered "no"
-/// certainly did not grant it to our token and are skipped. Nobody is woken: the lock is still
-/// held elsewhere.
-fn take_back(shared: &Shared, target: &Target, resource: &str, token: &Token, tally: &Tally) {
-    let mask = tally.written & !tally.refused;
+/// frees the lock at once instead of blocking everyone for a TTL. That is every node the
+/// command was written to ([`Tally::may_hold`]), except those that answered "no" to their one
+/// run (they certainly did not grant it): a node sent the command a second time may have
+/// granted it the first time, whatever it answered, and one that gave no answer may grant it
+/// yet (a node that cannot be reached is owed the take-back: see [`release_round`]). Nobody is
+/// woken: the lock is still held elsewhere.
+fn take_back(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &Token,
+    tally: &Tally,
+    ttl: Duration,
+) {
+    let mask = tally.may_hold();
     if mask != 0 {
-        let released = release_round(shared, target, resource, token.as_str(), mask, false);
+        let owing = Owing { ttl, nodes: mask };
+        let released = release_round(shared, target, resource, token.as_str(), mask, false, owing);
         log::debug!(
             "redmutex: released partial {resource:?} on {} nodes",
             released.yes

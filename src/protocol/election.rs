@@ -133,6 +133,9 @@ pub(crate) fn attempt(
     mark: bool,
     value: &Arc<str>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let start = Instant::now();
@@ -186,6 +189,7 @@ pub(crate) fn attempt(
                     lease.token.as_str(),
                     mask,
                     true,
+                    lease.owing(),
                 );
                 lease.mark_ended();
                 Attempt::Failed(e)
@@ -353,7 +357,7 @@ pub(crate) fn read(shared: &Shared, name: &str, ttl: Duration) -> Result<Reading
         Call::Command(&pttl),
     ];
     let start = Instant::now();
-    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all());
+    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all()).per_node;
     let elapsed = start.elapsed();
     let mut tally = Tally::default();
     let mut failed = 0;

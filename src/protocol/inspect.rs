@@ -64,6 +64,18 @@ pub enum Holding {
         /// How long the key lives on this node.
         ttl: Option<Duration>,
     },
+    /// The name key of a semaphore ([`RedLockFactory::create_semaphore`]): permits of it are
+    /// held on this node (a lock of the same name waits for them).
+    ///
+    /// [`RedLockFactory::create_semaphore`]: crate::RedLockFactory::create_semaphore
+    Permits {
+        /// The semaphore's permit count.
+        permits: u32,
+        /// How many of its permits this node counts as held.
+        held: u32,
+        /// How long the name key lives on this node.
+        ttl: Option<Duration>,
+    },
     /// The node did not answer.
     Failed(NodeError),
 }
@@ -78,6 +90,11 @@ pub struct NodeView {
     pub holding: Holding,
     /// The resource's fencing counter on this node, if it has one.
     pub fencing_counter: Option<u64>,
+    /// How much longer the node is in its restart quarantine, if it is (see
+    /// [`NodeStats::quarantine`](crate::NodeStats::quarantine)): its data may be younger than
+    /// the longest TTL, so its "free" may be a lease it forgot, and the verdict does not count
+    /// it as free (a key it holds is still seen as held).
+    pub quarantined: Option<Duration>,
 }
 
 /// The verdict over the nodes: what an acquisition would find.
@@ -96,6 +113,17 @@ pub enum LockState {
     /// A quorum has no lock key: an acquisition would get it.
     Free {
         /// How many nodes are free.
+        nodes: usize,
+    },
+    /// A quorum holds the name key of a semaphore of `permits` permits: permits are held, and
+    /// a lock of the name waits for them.
+    Permits {
+        /// The semaphore's permit count.
+        permits: u32,
+        /// How many permits a quorum of those nodes counts as held, at least (the counts of
+        /// single nodes can differ: a permit is held on a quorum, not on every node).
+        held: u32,
+        /// How many nodes hold the name key with this permit count.
         nodes: usize,
     },
     /// Enough nodes answered, but no token holds a quorum and too few nodes are free: nobody
@@ -152,7 +180,7 @@ pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
         Call::Command(&pttl),
         Call::Command(&fence),
     ];
-    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all());
+    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all()).per_node;
     let mut nodes = Vec::with_capacity(replies.len());
     for (node, replies) in shared.nodes.iter().zip(replies) {
         let (holding, fencing_counter) = match parse(&node.name, &replies) {
@@ -163,6 +191,7 @@ pub(crate) fn inspect(shared: &Shared, resource: &str) -> Inspection {
             node: node.name.clone(),
             holding,
             fencing_counter,
+            quarantined: node.quarantine_left(),
         });
         drop(replies); // the value (a token) goes with them
     }
@@ -200,13 +229,28 @@ fn parse(
     };
     let holding = match (value, pttl) {
         (Value::Nil, _) | (_, Value::Int(-2)) => Holding::Free,
-        (Value::BulkString(token), Value::Int(ms)) => Holding::Held {
-            holder: Fingerprint::from_sha1(&scripts::sha1_hex(&String::from_utf8_lossy(token))),
-            ttl: u64::try_from(*ms).ok().map(Duration::from_millis),
-        },
+        (Value::BulkString(value), Value::Int(ms)) => {
+            let ttl = u64::try_from(*ms).ok().map(Duration::from_millis);
+            let value = String::from_utf8_lossy(value);
+            match permits(&value) {
+                Some((permits, held)) => Holding::Permits { permits, held, ttl },
+                None => Holding::Held {
+                    holder: Fingerprint::from_sha1(&scripts::sha1_hex(&value)),
+                    ttl,
+                },
+            }
+        }
         (v, t) => return Err(unexpected(&format!("{v:?} {t:?}"))),
     };
     Ok((holding, fence))
+}
+
+/// The permit count and the held count of a semaphore's name key value
+/// (`redmutex:semaphore:<permits>:<held>`), if it is one.
+fn permits(value: &str) -> Option<(u32, u32)> {
+    let rest = value.strip_prefix(scripts::SEMAPHORE_VALUE_PREFIX)?;
+    let (permits, held) = rest.split_once(':')?;
+    Some((permits.parse().ok()?, held.parse().ok()?))
 }
 
 /// The verdict, counted by the protocol's one judge: each candidate ("free", or each holder)
@@ -218,6 +262,12 @@ fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
         for n in nodes {
             match &n.holding {
                 Holding::Failed(e) => t.failures.push(e.clone()),
+                // A quarantined node's "free" may be a lease it forgot: it cannot tell.
+                Holding::Free if n.quarantined.is_some() && yes(&n.holding) => {
+                    let why = "quarantined: its \"free\" may be a lease it forgot".to_owned();
+                    t.failures
+                        .push(NodeError::new(&n.node, NodeCause::Quarantined(why)));
+                }
                 h if yes(h) => t.yes += 1,
                 _ => t.no += 1,
             }
@@ -230,6 +280,40 @@ fn verdict(nodes: &[NodeView], quorum: usize) -> LockState {
         Verdict::Won(_) => return LockState::Free { nodes: free.yes },
         Verdict::Unknown => unknown = true,
         _ => {}
+    }
+    // A semaphore's name, by its permit count (each node counts the permits it holds).
+    let mut counts: Vec<u32> = Vec::new();
+    for n in nodes {
+        let Holding::Permits { permits, .. } = n.holding else {
+            continue;
+        };
+        if counts.contains(&permits) {
+            continue;
+        }
+        counts.push(permits);
+        let of = |h: &Holding| matches!(h, Holding::Permits { permits: p, .. } if *p == permits);
+        let named = tally(&of);
+        match judge(&named, quorum, Question::Holds, None) {
+            Verdict::Won(_) => {
+                let mut held: Vec<u32> = nodes
+                    .iter()
+                    .filter_map(|n| match n.holding {
+                        Holding::Permits {
+                            permits: p, held, ..
+                        } if p == permits => Some(held),
+                        _ => None,
+                    })
+                    .collect();
+                held.sort_unstable_by(|a, b| b.cmp(a));
+                return LockState::Permits {
+                    permits,
+                    held: held.get(quorum.saturating_sub(1)).copied().unwrap_or(0),
+                    nodes: named.yes,
+                };
+            }
+            Verdict::Unknown => unknown = true,
+            _ => {}
+        }
     }
     let mut seen: Vec<&Fingerprint> = Vec::new();
     for n in nodes {
@@ -291,6 +375,7 @@ mod tests {
             node: "n".into(),
             holding,
             fencing_counter: None,
+            quarantined: None,
         }
     }
 
@@ -303,6 +388,23 @@ mod tests {
 
     fn failed() -> Holding {
         Holding::Failed(NodeError::new("n", NodeCause::Unexpected(String::new())))
+    }
+
+    #[test]
+    fn a_quarantined_nodes_free_is_not_evidence() {
+        let mut nodes: Vec<NodeView> = [Holding::Free, Holding::Free, held("a", 5)]
+            .into_iter()
+            .map(view)
+            .collect();
+        nodes[1].quarantined = Some(Duration::from_secs(30));
+        // One trusted "free", one that cannot tell, one holder: unknown, not free.
+        assert_eq!(verdict(&nodes, 2), LockState::Unknown { answered: 2 });
+        // A key a quarantined node holds is seen as held.
+        nodes[1].holding = held("a", 5);
+        assert!(matches!(
+            verdict(&nodes, 2),
+            LockState::Held { nodes: 2, .. }
+        ));
     }
 
     #[test]
@@ -328,6 +430,31 @@ mod tests {
             v(vec![held("a", 5), failed(), failed()]),
             LockState::Unknown { answered: 1 }
         );
+        // A semaphore's name: the counts differ per node; a quorum counts at least 2.
+        let permits = |held| Holding::Permits {
+            permits: 5,
+            held,
+            ttl: None,
+        };
+        assert_eq!(
+            v(vec![permits(3), permits(2), permits(1)]),
+            LockState::Permits {
+                permits: 5,
+                held: 2,
+                nodes: 3
+            }
+        );
+        assert_eq!(
+            v(vec![permits(3), Holding::Free, Holding::Free]),
+            LockState::Free { nodes: 2 }
+        );
+    }
+
+    #[test]
+    fn a_semaphores_name_key_is_read_as_permits() {
+        assert_eq!(permits("redmutex:semaphore:5:3"), Some((5, 3)));
+        assert_eq!(permits("redmutex:semaphore:5"), None);
+        assert_eq!(permits("token"), None);
     }
 
     #[test]

@@ -108,7 +108,11 @@ pub(crate) struct LeaseOptions {
 ///
 /// The contract of the scripts: extend answers 1 (the nodes hold the token at least `ms` more;
 /// never less than before) or 0 (not our token); release answers 0 (not ours), 1 (released) or 2
-/// (released, and waiters were told on the lease name's channel).
+/// (released, and waiters were told on the lease name's channel); a semaphore's also answer -1
+/// (the name says another permit count). Every one is safe to repeat (a round sends a command
+/// again when a connection went before its reply came): extends never shorten, and a release
+/// repeated after its first run deleted the key answers 0, which the release round counts as
+/// no answer ([`Tally::doubt_resent_refusals`]).
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     /// A mutex: the lock key is the lease's name. Also a read-write lock's writer, which holds
@@ -178,6 +182,19 @@ impl Target {
             slot: permits,
             except,
         }
+    }
+
+    /// The error for nodes that refused a call on this target as made for another
+    /// configuration: a semaphore used with another permit count.
+    pub(crate) fn mismatch(&self, name: &str) -> Error {
+        let permits = match self {
+            Self::Permit { permits, .. } => permits.to_string(),
+            _ => "?".to_owned(),
+        };
+        Error::InvalidConfig(format!(
+            "semaphore {name:?} is in use with another number of permits on the nodes; this \
+             handle has {permits} (every client of one semaphore must use the same count)"
+        ))
     }
 
     /// The call that makes the nodes hold `token` at least `ms` more.
@@ -377,6 +394,9 @@ pub(crate) struct Lease {
     deadline: AtomicU64,
     /// Set once a round found that a quorum no longer holds our token, or the lease ran out.
     lost: AtomicBool,
+    /// The nodes any round of this lease (its acquisition included) was written to: only they
+    /// may hold its token, so only they are owed its release when they cannot be reached.
+    written: AtomicU64,
     /// Held for every round on this lease: rounds never overlap, and release never races a
     /// renewal.
     slot: Mutex<Slot>,
@@ -409,6 +429,8 @@ impl Lease {
         deadline: Instant,
     ) -> Self {
         let epoch = Instant::now().min(deadline);
+        // Until told otherwise (`written_to`), any node may hold it.
+        let written = shared.nodes.all();
         let nanos = deadline.saturating_duration_since(epoch).as_nanos();
         shared.observer.counters.held.incr();
         Self {
@@ -421,6 +443,7 @@ impl Lease {
             epoch,
             deadline: AtomicU64::new(u64::try_from(nanos).unwrap_or(u64::MAX)),
             lost: AtomicBool::new(false),
+            written: AtomicU64::new(written),
             slot: Mutex::new(Slot {
                 live: true,
                 entry: None,
@@ -428,6 +451,32 @@ impl Lease {
             outcome: Mutex::new(Outcome::default()),
             outcome_changed: Condvar::new(),
         }
+    }
+
+    /// The lease, with the nodes its acquisition was written to (the only ones, so far, that
+    /// may hold its token).
+    #[must_use]
+    pub(crate) fn written_to(self, mask: u64) -> Self {
+        self.written.store(mask, Ordering::Release);
+        self
+    }
+
+    /// The nodes its rounds were written to so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// To whom and for how long its release is owed when a node cannot be reached.
+    pub(crate) fn owing(&self) -> Owing {
+        Owing {
+            ttl: self.options.ttl,
+            nodes: self.written(),
+        }
+    }
+
+    /// Notes the nodes a round on the lease was written to.
+    fn wrote(&self, mask: u64) {
+        self.written.fetch_or(mask, Ordering::AcqRel);
     }
 
     /// The end of the validity (the epoch, i.e. the past, once lost).
@@ -512,6 +561,7 @@ impl Lease {
     /// they already do). One round, under the round lock.
     pub(crate) fn extend(&self, ttl: Duration) -> Result<()> {
         check_ttl("extension", ttl, self.shared.config.drift_factor)?;
+        self.shared.check_longest("extension", ttl)?;
         let span = OpSpan::extend(&self.resource);
         let result = span.in_scope(|| {
             let slot = self.slot();
@@ -563,6 +613,7 @@ impl Lease {
             self.shared.nodes.all(),
             round::int_reply,
         );
+        self.wrote(tally.written);
         log::debug!(
             "redmutex: extend {:?}: {}/{} extended, {} failed, {:?}",
             self.resource,
@@ -587,11 +638,12 @@ impl Lease {
     /// ends.
     pub(crate) fn release(&self) -> Result<()> {
         self.end_with(|lease| {
-            release(
+            release_within(
                 &lease.shared,
                 &lease.target,
                 &lease.resource,
                 lease.token.as_str(),
+                lease.owing(),
             )
         })
     }
@@ -797,6 +849,7 @@ fn renew_batch(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
     let mut failed = Vec::new();
     let counters = &shared.observer.counters;
     for ((i, lease, slot, ttl, old_deadline), tally) in held.into_iter().zip(tallies) {
+        lease.wrote(tally.written);
         let result = lease.settle(&tally, start, ttl, old_deadline);
         drop(slot);
         let renewal = match result {
@@ -864,14 +917,30 @@ pub(crate) fn no_quorum(shared: &Shared, resource: &str, tally: &Tally) -> Error
     Error::NoQuorum {
         resource: resource.to_owned(),
         answered: tally.answered(),
+        agreed: tally.yes,
         needed: shared.config.quorum,
         nodes: shared.nodes.len(),
         failures: tally.failures.clone(),
     }
 }
 
+/// Which nodes a release is owed to when they cannot be reached, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owing {
+    /// The longest the nodes may hold the token: how long the release is owed.
+    pub(crate) ttl: Duration,
+    /// The nodes that may hold the token (were ever sent a command that gives it): a node down
+    /// all along cannot, and is owed nothing.
+    pub(crate) nodes: u64,
+}
+
 /// Runs the release script of `target` for `token` on the nodes in `mask`; `announce` wakes
 /// the waiters of `name` (a held lock's release), or not (a failed attempt's take-back).
+///
+/// A node of `owing.nodes` that gave no answer may still hold the token, or be about to (a
+/// command it queued while it was stopped may still run): it is owed the release, which it is
+/// sent before any round uses a connection to it that has not sent it (see `Node::owe`), so
+/// that a key it holds blocks nobody for the rest of its TTL.
 pub(crate) fn release_round(
     shared: &Shared,
     target: &Target,
@@ -879,19 +948,51 @@ pub(crate) fn release_round(
     token: &str,
     mask: u64,
     announce: bool,
+    owing: Owing,
 ) -> Tally {
-    target.with_release(name, token, announce, |call| {
+    let mut tally = target.with_release(name, token, announce, |call| {
         round::round(&shared.nodes, call, mask, round::release_reply)
-    })
+    });
+    let unreached = tally.failed & mask & owing.nodes;
+    // A node sent the release twice that found the token gone may have deleted it the first
+    // time: not a "no".
+    tally.doubt_resent_refusals(&shared.nodes);
+    if unreached != 0 {
+        let ttl = owing.ttl;
+        let until = Instant::now()
+            .checked_add(ttl.saturating_add(shared.drift(ttl)))
+            .unwrap_or_else(Instant::now);
+        // Announced: a key that blocked others for a while may have waiters by then.
+        target.with_release(name, token, true, |call| {
+            round::owe(&shared.nodes, call, unreached, until);
+        });
+    }
+    tally
 }
 
 /// Releases the lock `token` holds on `resource`, announcing it to waiters: the release of a
-/// guard and of a token alike.
+/// token given by the user (a node that cannot be reached is owed it for the factory's TTL).
 ///
-/// `Err(NotHeld)` when a quorum is known not to hold the token.
+/// `Err(NotHeld)` when a quorum is known not to hold the token; `Err(InvalidConfig)` when the
+/// nodes refused it as made for another configuration (a semaphore's permit count).
 pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
+    let owing = Owing {
+        ttl: shared.config.ttl,
+        nodes: shared.nodes.all(),
+    };
+    release_within(shared, target, resource, token, owing)
+}
+
+/// [`release`], owing it to the nodes of `owing` that cannot be reached.
+fn release_within(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &str,
+    owing: Owing,
+) -> Result<()> {
     let span = OpSpan::release(resource);
-    let result = span.in_scope(|| release_once(shared, target, resource, token));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, owing));
     let counters = &shared.observer.counters;
     match &result {
         Ok(()) => {
@@ -907,9 +1008,23 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
 }
 
 /// [`release`], in its span.
-fn release_once(shared: &Shared, target: &Target, resource: &str, token: &str) -> Result<()> {
+fn release_once(
+    shared: &Shared,
+    target: &Target,
+    resource: &str,
+    token: &str,
+    owing: Owing,
+) -> Result<()> {
     let start = Instant::now();
-    let tally = release_round(shared, target, resource, token, shared.nodes.all(), true);
+    let tally = release_round(
+        shared,
+        target,
+        resource,
+        token,
+        shared.nodes.all(),
+        true,
+        owing,
+    );
     let took = start.elapsed();
     log::debug!(
         "redmutex: release {resource:?}: {}/{} deleted, {} failed",
@@ -922,10 +1037,17 @@ fn release_once(shared: &Shared, target: &Target, resource: &str, token: &str) -
     match decide(shared, &tally, Question::Holds, None) {
         Verdict::Won(_) | Verdict::TooLate => {
             if tally.aux_yes > 0 {
-                shared.waker.released_to_waiters(resource, took);
+                match target {
+                    Target::Multi(resources) => {
+                        let members: Vec<&str> = resources.iter().map(|r| &**r).collect();
+                        shared.waker.released_to_waiters(&members, took);
+                    }
+                    _ => shared.waker.released_to_waiters(&[resource], took),
+                }
             }
             Ok(())
         }
+        _ if tally.mismatched > 0 => Err(target.mismatch(resource)),
         Verdict::Refused => Err(Error::NotHeld {
             resource: resource.to_owned(),
         }),
@@ -943,6 +1065,7 @@ pub(crate) fn extend_token(
     ttl: Duration,
 ) -> Result<Duration> {
     check_ttl("extension", ttl, shared.config.drift_factor)?;
+    shared.check_longest("extension", ttl)?;
     let span = OpSpan::extend(resource);
     let result = span.in_scope(|| extend_token_once(shared, target, resource, token, ttl));
     let counters = &shared.observer.counters;
@@ -982,6 +1105,7 @@ fn extend_token_once(
     };
     match decide(shared, &tally, Question::Holds, Some(timing)) {
         Verdict::Won(validity) => Ok(validity),
+        _ if tally.mismatched > 0 => Err(target.mismatch(resource)),
         Verdict::TooLate => Err(Error::TooLate {
             resource: resource.to_owned(),
             elapsed: timing.elapsed,

@@ -9,6 +9,7 @@
 //! - [`multi`]: a multi-lock's attempt (every resource in one round, all or nothing per node);
 //! - [`semaphore`]: a semaphore's attempt (a permit is a quorum grant of one of its slots);
 //! - [`inspect`]: a read-only view of a resource;
+//! - [`doctor`]: the checks of the nodes against Redlock's assumptions and the locks' needs;
 //! - [`rw`]: the read-write lock's attempts and its downgrade, on the same waiting loop,
 //!   verdict and leases;
 //! - [`election`]: a candidate's attempt (the lock key, the term, the leader record), the
@@ -18,6 +19,7 @@
 //! - [`verdict`]: what a round decided.
 
 pub(crate) mod acquire;
+pub(crate) mod doctor;
 pub(crate) mod election;
 pub(crate) mod inspect;
 pub(crate) mod lease;
@@ -28,6 +30,7 @@ pub(crate) mod semaphore;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;
+pub use doctor::{Check, CheckStatus, Diagnosis};
 pub use election::{Leader, MAX_VALUE_LEN};
 pub use inspect::{Fingerprint, Holding, Inspection, LockState, NodeView};
 pub use lease::LossReason;

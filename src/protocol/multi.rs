@@ -36,6 +36,9 @@ pub(crate) fn attempt(
     resources: &Arc<[Arc<str>]>,
     mark: bool,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let token = Token::new();
     let keys: Vec<Arg<'_>> = resources.iter().map(|r| Arg::Str(r)).collect();
     let args = [

@@ -10,7 +10,7 @@
 //! (the quorum max-register every fenced lease uses), so tokens grow across every run of the
 //! job.
 //!
-//! The completion writes the record (result, fencing token, the node's time) while the run key
+//! The completion writes the record (result, fencing token, the runner's time) while the run key
 //! holds the runner's token, deletes the run key, and wakes those waiting, in one script per
 //! node; it succeeds when a quorum applied it. A caller that finds a record on any node (a
 //! quorum wrote it, or a completion under way reached that node) does not run: the work was
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::Value;
 
 use super::acquire::{Attempt, Fenced, Grant, Request, conclude, mark_ms};
-use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
+use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{Question, Verdict, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError, Result, RunRecord};
@@ -58,7 +58,7 @@ fn begin_reply(v: &Value) -> Option<Vote> {
     }
 }
 
-/// The completion script answers 0 (not our run) or `{1 or 2, the node's time in ms}`.
+/// The completion script answers 0 (not our run) or `{1 or 2, the completion's time in ms}`.
 fn complete_reply(v: &Value) -> Option<Vote> {
     match v {
         Value::Int(0) => Some(Vote::No(0)),
@@ -81,6 +81,9 @@ pub(crate) fn attempt(
     epoch: &Arc<str>,
     retention: Duration,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let run: &str = key;
     let token = Token::new();
@@ -108,11 +111,15 @@ pub(crate) fn attempt(
         retention,
     };
     if tally.aux == RAN {
-        // It ran: give back what this round took (the nodes that said no granted nothing),
-        // and say how it went.
-        let mask = tally.written & !tally.refused;
+        // It ran: give back what this round took (the nodes that said no on their one run
+        // granted nothing), and say how it went.
+        let mask = tally.may_hold();
         if mask != 0 {
-            release_round(shared, &target, name, token.as_str(), mask, false);
+            let owing = Owing {
+                ttl: req.ttl,
+                nodes: mask,
+            };
+            release_round(shared, &target, name, token.as_str(), mask, false, owing);
         }
         return match record(shared, name, key, epoch) {
             Ok(Some(record)) => Attempt::Fatal(Error::AlreadyRan {
@@ -123,6 +130,7 @@ pub(crate) fn attempt(
             Ok(None) => Attempt::Busy {
                 holders: 0,
                 votes: votes(shared, &tally),
+                retry_in: None,
             },
             Err(e) => Attempt::Failed(e),
         };
@@ -153,6 +161,10 @@ pub(crate) fn complete(lease: &Lease, result: &str) -> Result<RunRecord> {
     let shared = &lease.shared;
     let run: &str = key;
     let fencing = lease.fencing.unwrap_or(0);
+    // One time for every node's record: the runner's clock, in ms since the Unix epoch.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis);
     let keys = [
         Arg::Str(run),
         Arg::Joined(run, scripts::WAITING_SUFFIX),
@@ -164,6 +176,7 @@ pub(crate) fn complete(lease: &Lease, result: &str) -> Result<RunRecord> {
         Arg::Int(millis(*retention)),
         Arg::Int(fencing),
         Arg::Joined(run, scripts::RELEASED_SUFFIX),
+        Arg::Int(now),
     ];
     let call = Call::Script {
         script: &scripts::RUN_COMPLETE,
@@ -182,7 +195,7 @@ pub(crate) fn complete(lease: &Lease, result: &str) -> Result<RunRecord> {
             epoch: epoch.to_string(),
             result: result.to_owned(),
             fencing_token: fencing,
-            completed_at: at(tally.aux_yes),
+            completed_at: at(i64::try_from(now).unwrap_or(0)),
         }),
         Verdict::Refused => Err(Error::NotHeld {
             resource: lease.resource.to_string(),
@@ -191,7 +204,7 @@ pub(crate) fn complete(lease: &Lease, result: &str) -> Result<RunRecord> {
     }
 }
 
-/// A node's time in ms since the Unix epoch, as a `SystemTime`.
+/// A time in ms since the Unix epoch, as a `SystemTime`.
 fn at(ms: i64) -> SystemTime {
     let ms = u64::try_from(ms).unwrap_or(0);
     UNIX_EPOCH
@@ -218,7 +231,7 @@ pub(crate) fn record(
         Arg::Str("at"),
     ];
     let calls = [Call::Command(&get)];
-    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all());
+    let replies = round::replies(&shared.nodes, &calls, shared.nodes.all()).per_node;
     let mut tally = Tally::default();
     let mut found: Option<RunRecord> = None;
     for (node, replies) in shared.nodes.iter().zip(replies) {

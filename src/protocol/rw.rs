@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::acquire::{Attempt, Request, Wait, conclude, mark_ms, wait_for, waiting_mark};
-use super::lease::{Lease, Target, Token, millis, no_quorum, proven_until, release_round};
+use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, proven_until, release_round};
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -58,7 +58,8 @@ pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) ->
         write_attempt(shared, req, Some(&intent))
     });
     if taken.is_err() {
-        withdraw(shared, req.resource, &intent);
+        // Readers it held back may come in now: tell them.
+        withdraw(shared, req.resource, &intent, shared.nodes.all(), true);
     }
     taken
 }
@@ -66,6 +67,9 @@ pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) ->
 /// One reader's attempt. `mark`: the caller will wait if a writer holds it (or waits), so mark
 /// the name as waited for.
 pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let keys = [
@@ -85,8 +89,25 @@ pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) 
         args: &args,
     };
     let start = Instant::now();
-    let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::int_reply);
-    conclude(shared, &req.grant(), Target::Reader, token, start, &tally)
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        round::acquire_reply,
+    );
+    match conclude(shared, &req.grant(), Target::Reader, token, start, &tally) {
+        // Held back by waiting writers' intents (not by a writer): if they expire unrenewed
+        // (the writer died), nothing announces it, so look again when the last one ends.
+        Attempt::Busy { holders, votes, .. } => Attempt::Busy {
+            holders,
+            votes,
+            retry_in: u64::try_from(tally.aux)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        },
+        other => other,
+    }
 }
 
 /// One writer's attempt. `intent`: the id of a waiting call, which records its intent (and
@@ -96,6 +117,9 @@ pub(crate) fn write_attempt(
     req: &Request<'_>,
     intent: Option<&Token>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.ttl) {
+        return Attempt::Fatal(e);
+    }
     let name: &str = req.resource;
     let token = Token::new();
     let intent_ms = intent.map_or(0, |_| millis(intent_ttl(shared)));
@@ -126,23 +150,38 @@ pub(crate) fn write_attempt(
         round::acquire_reply,
     );
     // On the wire a writer is a mutex holder: its extend and release are the mutex's.
-    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
+    let outcome = conclude(shared, &req.grant(), Target::Mutex, token, start, &tally);
+    if let (Attempt::Won(..), Some(intent)) = (&outcome, intent) {
+        // Granted by a quorum: the nodes that refused recorded (or renewed) the intent, which
+        // would keep readers out there after our release. (Those that granted withdrew it.)
+        let refused = shared.nodes.all() & !tally.given;
+        if refused != 0 {
+            withdraw(shared, name, intent, refused, false);
+        }
+    }
+    outcome
 }
 
-/// Withdraws a waiting writer's intent that gave up (best effort: an intent left behind
-/// expires within [`intent_ttl`]).
-fn withdraw(shared: &Shared, name: &str, intent: &Token) {
-    let args = [
-        Arg::Str("ZREM"),
+/// Withdraws a waiting writer's intent from the nodes in `mask` (best effort: an intent left
+/// behind expires within [`intent_ttl`]). `announce`: the writer gave up, so the readers its
+/// intent held back are told where no other intent (and no writer) keeps them out.
+fn withdraw(shared: &Shared, name: &str, intent: &Token, mask: u64, announce: bool) {
+    let keys = [
+        Arg::Str(name),
         Arg::Joined(name, scripts::WRITERS_SUFFIX),
-        Arg::Str(intent.as_str()),
+        Arg::Joined(name, scripts::WAITING_SUFFIX),
     ];
-    let tally = round::round(
-        &shared.nodes,
-        Call::Command(&args),
-        shared.nodes.all(),
-        round::int_reply,
-    );
+    let args = [
+        Arg::Str(intent.as_str()),
+        Arg::Joined(name, scripts::RELEASED_SUFFIX),
+        Arg::Str(if announce { "1" } else { "0" }),
+    ];
+    let call = Call::Script {
+        script: &scripts::WITHDRAW,
+        keys: &keys,
+        args: &args,
+    };
+    let tally = round::round(&shared.nodes, call, mask, round::int_reply);
     log::debug!(
         "redmutex: {name:?}: withdrew a writer's intent on {} nodes",
         tally.yes
@@ -162,7 +201,7 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
     let shared = &lease.shared;
     let name: &str = &lease.resource;
     if Instant::now() >= lease.deadline() {
-        unwind(shared, name, &lease.token);
+        unwind(shared, name, &lease.token, lease.owing());
         return Err(Error::Expired {
             resource: name.to_owned(),
         });
@@ -209,7 +248,8 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
                 None,
                 lease.options,
                 deadline,
-            ));
+            )
+            .written_to(lease.written() | tally.written));
         }
         Verdict::TooLate => Error::TooLate {
             resource: name.to_owned(),
@@ -220,12 +260,13 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         },
         Verdict::Unknown => no_quorum(shared, name, &tally),
     };
-    unwind(shared, name, &lease.token);
+    unwind(shared, name, &lease.token, lease.owing());
     Err(error)
 }
 
-/// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it.
-fn unwind(shared: &Shared, name: &str, token: &Token) {
+/// Releases whatever `token` holds of the name, as a writer or as a reader, announcing it
+/// (owed to the nodes of `owing` that cannot be reached).
+fn unwind(shared: &Shared, name: &str, token: &Token, owing: Owing) {
     for target in [Target::Reader, Target::Mutex] {
         let tally = release_round(
             shared,
@@ -234,6 +275,7 @@ fn unwind(shared: &Shared, name: &str, token: &Token) {
             token.as_str(),
             shared.nodes.all(),
             true,
+            owing,
         );
         log::debug!(
             "redmutex: {name:?}: released {target:?} on {} nodes",
@@ -255,6 +297,7 @@ mod tests {
             scripts::READ_RELEASE_SRC,
             scripts::WRITE_SRC,
             scripts::DOWNGRADE_SRC,
+            scripts::WITHDRAW_SRC,
         ] {
             assert!(
                 src.starts_with(&format!("local P = \"{}\"", scripts::READERS_MARKER)),

@@ -21,7 +21,7 @@ use rand::RngExt;
 use redis::Value;
 
 use super::acquire::{Attempt, Grant, Request, lease_of, mark_ms};
-use super::lease::{Lease, Target, Token, millis, no_quorum, release_round};
+use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, release_round};
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError};
@@ -170,6 +170,9 @@ pub(crate) fn attempt(
     mark: bool,
     hint: Option<u32>,
 ) -> Attempt<Lease> {
+    if let Err(e) = shared.check_longest("ttl", req.base.ttl) {
+        return Attempt::Fatal(e);
+    }
     let mut order = Order::first(req.permits, hint);
     let mut last_busy = (0, Votes::default());
     for _ in 0..PROBES {
@@ -187,6 +190,7 @@ pub(crate) fn attempt(
     Attempt::Busy {
         holders: last_busy.0,
         votes: last_busy.1,
+        retry_in: None,
     }
 }
 
@@ -223,10 +227,15 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let start = Instant::now();
     let replies = round::replies(&shared.nodes, &[call], shared.nodes.all());
     let elapsed = start.elapsed();
+    // Nodes sent the script a second time: they may hold a slot from the first run whatever
+    // they answered (the script answers for a slot holding our token, but a slot freed between
+    // the two runs may have been granted as well).
+    let resent = replies.resent;
+    let written = replies.written;
     let votes: Vec<std::result::Result<Reply, NodeError>> = shared
         .nodes
         .iter()
-        .zip(replies)
+        .zip(replies.per_node)
         .map(|(node, mut replies)| {
             let reply = replies.pop().unwrap_or_else(|| {
                 Err(NodeError::new(
@@ -255,10 +264,11 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     let mut tally = Tally::default();
     // Nodes that may hold our token (they granted a slot, or did not answer): to take back
     // if the round does not win; `stray`, those that may hold it on a slot other than `best`.
-    let mut granted = 0u64;
-    let mut stray = 0u64;
+    let mut granted = resent;
+    let mut stray = resent;
     let mut busy = 0u64;
     let mut mismatch = None;
+    let mut mismatched = 0usize;
     let mut view = View::new(permits);
     for (i, vote) in votes.into_iter().enumerate() {
         let bit = 1u64 << i;
@@ -276,6 +286,7 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 granted |= bit;
                 if slot == best {
                     tally.yes += 1;
+                    tally.given |= bit;
                 } else {
                     tally.no += 1;
                     stray |= bit;
@@ -293,6 +304,9 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
             }
             Ok(Reply::Mismatch(value)) => {
                 tally.no += 1;
+                view.note(0..permits);
+                mismatched += 1;
+                busy |= bit;
                 mismatch.get_or_insert(value);
             }
             Err(e) => {
@@ -303,6 +317,10 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         }
     }
     tally.refused = busy;
+    // The restart quarantine: a quarantined node's grant does not count (see
+    // `verdict::admitted`); what it granted is taken back with the rest if the round loses.
+    let admitted = verdict::admitted(shared, &tally);
+    let tally: &Tally = &admitted;
     let timing = Timing {
         ttl: req.base.ttl,
         elapsed,
@@ -317,16 +335,29 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         tally.failures.len(),
         shared.config.quorum,
     );
-    let verdict = decide(shared, &tally, Question::Grant, Some(timing));
+    let verdict = decide(shared, tally, Question::Grant, Some(timing));
     let take_back = |except: u32, mask: u64| {
         if mask != 0 {
             let target = Target::any_permit(permits, except);
-            release_round(shared, &target, name, token.as_str(), mask, false);
+            let owing = Owing {
+                ttl: req.base.ttl,
+                nodes: mask,
+            };
+            release_round(shared, &target, name, token.as_str(), mask, false, owing);
         }
     };
     if let Some(value) = mismatch {
-        take_back(permits, granted);
-        return ControlFlow::Break(Attempt::Fatal(mismatch_error(name, permits, &value)));
+        // Another permit count on the nodes: a misconfiguration when they are too many for a
+        // quorum to grant ours; a few stale name keys (left by an old configuration) are only
+        // nodes that refuse, and a quorum elsewhere still grants.
+        if mismatched > shared.nodes.len().saturating_sub(shared.config.quorum) {
+            take_back(permits, granted);
+            return ControlFlow::Break(Attempt::Fatal(mismatch_error(name, permits, &value)));
+        }
+        log::warn!(
+            "redmutex: semaphore {name:?}: {mismatched} node(s) say another permit count \
+             ({value}); treating them as busy"
+        );
     }
     let failure = match verdict {
         Verdict::Won(_) => {
@@ -336,17 +367,17 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 ..req.base.grant()
             };
             let target = Target::permit(permits, best);
-            let lease = lease_of(shared, &grant, target, token, start, None);
-            return ControlFlow::Break(Attempt::Won(lease, verdict::votes(shared, &tally)));
+            let lease = lease_of(shared, &grant, target, token, start, None, written);
+            return ControlFlow::Break(Attempt::Won(lease, verdict::votes(shared, tally)));
         }
         Verdict::TooLate => Error::TooLate {
             resource: name.to_owned(),
             elapsed,
         },
-        Verdict::Unknown => no_quorum(shared, name, &tally),
+        Verdict::Unknown => no_quorum(shared, name, tally),
         Verdict::Refused => {
             take_back(permits, granted);
-            return ControlFlow::Continue((view, busy, verdict::votes(shared, &tally)));
+            return ControlFlow::Continue((view, busy, verdict::votes(shared, tally)));
         }
     };
     take_back(permits, granted);

@@ -2,8 +2,10 @@
 //! renew, release, fence, the token-level calls) counts its votes here, through [`decide`],
 //! which also counts and traces the verdict.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
+use crate::error::{NodeCause, NodeError};
 use crate::observe::{Votes, trace};
 use crate::round::{self, Tally};
 use crate::shared::Shared;
@@ -78,6 +80,35 @@ pub(crate) fn decide(
         name,
     );
     verdict
+}
+
+/// The restart quarantine, at vote time: an acquisition round's tally without the yes votes
+/// of the nodes that are quarantined, each of which becomes a failure that says why (a node
+/// whose data may be younger than the longest TTL may have forgotten a lease another client
+/// still holds on the other nodes, so its yes is no evidence that the lock is free). Every
+/// acquisition, of any kind, is judged on this; rounds about a lease already held (extend,
+/// renew, release) are not: a yes there says that our own token, written after the node
+/// started, is on it, which is true whatever the node forgot before.
+///
+/// Borrowed as it is, after one atomic load per yes vote, when no node is quarantined.
+pub(crate) fn admitted<'t>(shared: &Shared, tally: &'t Tally) -> Cow<'t, Tally> {
+    let doubted = shared.nodes.doubted(tally.given);
+    if doubted == 0 {
+        return Cow::Borrowed(tally);
+    }
+    let mut counted = tally.clone();
+    for (i, node) in shared.nodes.iter().enumerate() {
+        let bit = 1u64 << i;
+        if doubted & bit != 0 {
+            counted.yes = counted.yes.saturating_sub(1);
+            counted.given &= !bit;
+            let why = node.discount();
+            counted
+                .failures
+                .push(NodeError::new(&node.name, NodeCause::Quarantined(why)));
+        }
+    }
+    Cow::Owned(counted)
 }
 
 /// A round's votes, for events.

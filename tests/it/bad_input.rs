@@ -621,7 +621,7 @@ fn credentials_and_databases_table() {
 
 /// How a fake server that is not Redis treats each connection.
 #[derive(Clone, Copy)]
-enum Fake {
+pub(crate) enum Fake {
     /// Answers every read with these bytes.
     Replies(&'static [u8]),
     /// Accepts the connection and never answers (a black hole).
@@ -631,7 +631,7 @@ enum Fake {
 }
 
 /// A TCP server on a free loopback port that is not Redis; returns its port.
-fn not_redis(fake: Fake) -> u16 {
+pub(crate) fn not_redis(fake: Fake) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || {
@@ -667,7 +667,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         // A minority of bogus nodes: the lock works.
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
-        let factory = support::builder().nodes(urls).build().unwrap();
+        let factory = support::short_builder().nodes(urls).build().unwrap();
         let start = Instant::now();
         let g = factory.create_lock("k").acquire().unwrap();
         g.release().unwrap();
@@ -678,7 +678,7 @@ fn servers_that_are_not_redis_are_failed_nodes_within_a_bound() {
         );
 
         // Only bogus nodes: a clear error, fast.
-        let factory = support::builder()
+        let factory = support::short_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .build()
             .unwrap();
@@ -719,7 +719,7 @@ fn servers_that_are_not_redis_table() {
     for (what, fake) in cases {
         let port = not_redis(*fake);
         // Alone: a clear error, fast, on every entry point.
-        let alone = support::builder()
+        let alone = support::short_builder()
             .node(format!("redis://127.0.0.1:{port}"))
             .max_retries(1)
             .build()
@@ -737,7 +737,8 @@ fn servers_that_are_not_redis_table() {
             "{what}: {:?}",
             start.elapsed()
         );
-        // A minority of it next to two real nodes: the lock works and nothing is left.
+        // A minority of it next to two real nodes: the lock works and nothing is left (the
+        // preset's generous timeouts: nothing is timed here, and the real nodes must answer).
         let mut urls = cluster.urls();
         urls.push(format!("redis://127.0.0.1:{port}"));
         let mixed = support::builder()
@@ -793,5 +794,61 @@ fn assert_nothing_held(cluster: &RedisCluster, names: &[&str]) {
                 "key {k:?} on node {i} never expires"
             );
         }
+    }
+}
+
+/// A node URL that does not parse: the error says what is wrong with it and what a node URL
+/// looks like, in one line, without the password. (It said "Redis URL did not parse -
+/// InvalidClientConfig".)
+#[test]
+fn a_bad_node_url_says_what_is_wrong_and_what_is_right() {
+    let cases = [
+        (
+            "redis://127.0.0.1:notaport",
+            "the port \"notaport\" is not a number",
+        ),
+        (
+            "redis://app:s3cret-pw@127.0.0.1:x",
+            "the port \"x\" is not a number",
+        ),
+        ("http://127.0.0.1:6379", "the scheme \"http\" is not"),
+        ("127.0.0.1:6379", "it has no scheme"),
+        ("redis://:6379", "it names no host"),
+        ("redis://127.0.0.1/abc", "invalid database number"),
+    ];
+    for (url, reason) in cases {
+        let e = RedLockFactory::builder().node(url).build().unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{url}: {e:?}");
+        let text = e.to_string();
+        assert!(text.contains(reason), "{url}: {text}");
+        assert!(
+            text.contains("e.g. redis://127.0.0.1:6379"),
+            "{url}: {text}"
+        );
+        assert!(
+            !text.contains("s3cret") && !text.contains('\n'),
+            "{url}: {text}"
+        );
+    }
+}
+
+/// A server that is not Redis fails its node with a one-line error that says so (an HTTP
+/// server's reply gave a four-line "Parse error ... Unexpected `84` ..." message).
+#[test]
+fn a_server_that_is_not_redis_fails_with_one_line_that_says_so() {
+    let port = not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"));
+    let factory = support::short_builder()
+        .node(format!("redis://127.0.0.1:{port}"))
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let lock = factory.create_lock("k");
+    for e in [
+        lock.try_acquire().map(|_| ()).unwrap_err(),
+        lock.is_locked().map(|_| ()).unwrap_err(),
+    ] {
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text:?}");
+        assert!(text.contains("not Redis protocol"), "{text}");
     }
 }

@@ -12,6 +12,8 @@ use redmutex::Fingerprint;
 use crate::support::sentinel::SentinelGroup;
 use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loop, waiting_marks};
 
+// `doctor`: the checks of the nodes, and their exit codes.
+mod doctor;
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
 // `elect`, `leader` and `run --once`.
@@ -22,13 +24,31 @@ const SOON: Duration = Duration::from_secs(20);
 
 const LOST: i32 = 79;
 
-/// `redmutex` with the cluster's nodes, and nothing from the caller's environment that would
-/// change its behaviour. It runs in its own process group, so it is never in a terminal's
-/// foreground group and passes SIGINT on as it would under a supervisor.
+/// The `--io-timeout` and `--connect-timeout` of [`redmutex`], in seconds: generous, as the
+/// library tests' preset (`support::IO_TIMEOUT`), since no CLI test is about a node that is
+/// slow to answer (dead nodes refuse at once). With the defaults (0.1 s and 0.5 s), a loaded
+/// machine's late reply showed a live node as failed.
+pub(crate) const TIMEOUT_SECS: &str = "2";
+
+/// `redmutex` with the cluster's nodes, [`TIMEOUT_SECS`], and nothing from the caller's
+/// environment that would change its behaviour. It runs in its own process group, so it is
+/// never in a terminal's foreground group and passes SIGINT on as it would under a
+/// supervisor.
 pub(crate) fn redmutex(nodes: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_redmutex"));
     cmd.env_remove("REDMUTEX_NODES")
         .env_remove("REDMUTEX_TOKEN")
+        .env_remove("REDMUTEX_LONGEST_TTL")
+        .env_remove("REDMUTEX_DURABLE_NODES")
+        // The tests' nodes are fresh: without the off switch, every run would first wait out
+        // the restart quarantine (see `support::builder`).
+        .env("REDMUTEX_NO_RESTART_QUARANTINE", "1")
+        .args([
+            "--io-timeout",
+            TIMEOUT_SECS,
+            "--connect-timeout",
+            TIMEOUT_SECS,
+        ])
         .process_group(0);
     for n in nodes {
         cmd.arg("--node").arg(n);
@@ -1070,4 +1090,252 @@ fn run_verbose_reports_the_wait_and_the_lease() {
         "{err}"
     );
     assert!(err.contains("lease on \"cli:verbose\" lost: "), "{err}");
+}
+
+/// A TCP server on a free loopback port that answers every request like an HTTP server.
+fn http_server() -> u16 {
+    use crate::bad_input::{Fake, not_redis};
+    not_redis(Fake::Replies(b"HTTP/1.1 400 Bad Request\r\n\r\n"))
+}
+
+/// A port that is not Redis: every error is one line, also the `error` field of
+/// `status --json` (it held a four-line "Parse error ..." with `\n`s).
+#[test]
+fn a_node_that_is_not_redis_is_one_line_everywhere() {
+    let nodes = vec![format!("redis://127.0.0.1:{}", http_server())];
+    let o = run_ok(redmutex(&nodes).args(["status", "--json", "cli:http"]));
+    assert_eq!(code(&o), 69, "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let error = json["nodes"][0]["error"].as_str().unwrap().to_owned();
+    assert!(!error.contains('\n'), "{error:?}");
+    assert!(error.contains("not Redis protocol"), "{error}");
+    for args in [&["status", "cli:http"][..], &["acquire", "-n", "cli:http"]] {
+        let o = run_ok(redmutex(&nodes).args(args));
+        assert_eq!(code(&o), 69, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("not Redis protocol"), "{args:?}: {err}");
+    }
+}
+
+/// A bad node URL: exit 64, one line naming what is wrong and the right form.
+#[test]
+fn a_bad_node_url_is_one_line_with_the_reason_and_the_form() {
+    let o = run_ok(redmutex(&["redis://127.0.0.1:notaport".to_owned()]).args(["status", "k"]));
+    assert_eq!(code(&o), 64, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the port \"notaport\" is not a number"),
+        "{err}"
+    );
+    assert!(err.contains("e.g. redis://127.0.0.1:6379"), "{err}");
+}
+
+/// Signals that redmutex handles (SIGCHLD here) interrupt a socket read that has a timeout
+/// (EINTR: such a read is never restarted). That is not the node's failure: the node must
+/// not be marked down, warned about, or backed off from. The replies to the rounds' commands
+/// come 300 ms late, and a burst of signals comes while the first round waits for its reply;
+/// a later round takes the lock.
+#[test]
+fn signals_during_rounds_do_not_count_as_node_failures() {
+    use crate::support::proxy::{Proxy, bulk, contains};
+    let cluster = RedisCluster::start(1);
+    let proxy = Proxy::start(cluster.port(0));
+    // The rounds' commands (SET NX, EVALSHA), not the connection's handshake.
+    let (set, evalsha) = (bulk("SET"), bulk("EVALSHA"));
+    proxy.delay_replies_to_if(
+        move |req| contains(req, &set) || contains(req, &evalsha),
+        Duration::from_millis(300),
+    );
+    let child = spawn(
+        redmutex(&[proxy.url()])
+            .args(["acquire", "-w", "30", "cli:eintr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let pid = child.id();
+    // The first round's command went through: its reply is being held, and redmutex waits
+    // for it.
+    assert!(
+        deadline_loop(SOON, || proxy.counters().matched >= 1),
+        "no round reached the node"
+    );
+    let burst = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < burst {
+        let sent = Command::new("kill")
+            .args(["-CHLD", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !sent {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (o, _) = child
+        .output_within(SOON * 2)
+        .unwrap_or_else(|| panic!("redmutex acquire did not end"));
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(!err.contains("is failing"), "{err}");
+    assert!(!stdout(&o).trim().is_empty(), "no token printed");
+}
+
+/// Node URLs of `cluster` that log in as `user` (password `pw`), created on every node with
+/// `rules` after `reset on >pw`.
+fn acl_urls(cluster: &RedisCluster, user: &str, rules: &[&str]) -> Vec<String> {
+    (0..cluster.len())
+        .map(|i| {
+            let mut args = vec!["ACL", "SETUSER", user, "reset", "on", ">pw"];
+            args.extend_from_slice(rules);
+            assert_eq!(cluster.cmd(i, &args), "OK", "{args:?}");
+            format!("redis://{user}:pw@127.0.0.1:{}", cluster.port(i))
+        })
+        .collect()
+}
+
+/// A permission error (NOPERM) has its own exit status, 77, apart from an outage (69). (It
+/// exited 69.)
+#[test]
+fn a_permission_error_exits_77() {
+    let cluster = RedisCluster::start(3);
+    // Everything but SET and scripts: the handshake works, taking the lock does not.
+    let nodes = acl_urls(
+        &cluster,
+        "noset",
+        &["~*", "&*", "+@all", "-set", "-evalsha", "-eval"],
+    );
+    let o = run_ok(redmutex(&nodes).args(["acquire", "-n", "cli:noperm"]));
+    assert_eq!(code(&o), 77, "{}", stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("no permissions"),
+        "{}",
+        stderr(&o)
+    );
+    // Reading is not allowed either: `status` is 77 too.
+    let nodes = acl_urls(&cluster, "noget", &["~*", "&*", "+@all", "-get", "-pttl"]);
+    let o = run_ok(redmutex(&nodes).args(["status", "cli:noperm"]));
+    assert_eq!(code(&o), 77, "{}", stderr(&o));
+}
+
+/// `run` (a lock, and `--permits`: a semaphore) whose command exited 0 but whose release
+/// failed (an ACL without DEL, which only releases need) exits with the release's status,
+/// 77, not 0: the lock stays behind for its TTL, run after run. (It exited 0.)
+#[test]
+fn run_exits_with_the_release_failure_when_the_command_succeeded() {
+    let cluster = RedisCluster::start(3);
+    let nodes = acl_urls(&cluster, "nodel", &["~*", "&*", "+@all", "-del", "-unlink"]);
+    for permits in [None, Some("2")] {
+        let mut cmd = redmutex(&nodes);
+        cmd.arg("run");
+        if let Some(n) = permits {
+            cmd.args(["--permits", n]);
+        }
+        let o = run_ok(cmd.args(["--ttl", "5", "cli:nodel", "--", "true"]));
+        let err = stderr(&o);
+        assert_eq!(code(&o), 77, "{permits:?}: {err}");
+        assert!(err.contains("could not be released"), "{permits:?}: {err}");
+        // A command that failed keeps its own status.
+        let mut cmd = redmutex(&nodes);
+        cmd.arg("run");
+        if let Some(n) = permits {
+            cmd.args(["--permits", n]);
+        }
+        let o = run_ok(cmd.args([
+            "--ttl",
+            "5",
+            "-w",
+            "20",
+            "cli:nodel2",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]));
+        assert_eq!(code(&o), 3, "{permits:?}: {}", stderr(&o));
+        for i in 0..3 {
+            cluster.cmd(i, &["FLUSHALL"]);
+        }
+    }
+}
+
+/// `acquire --fencing` prints the fencing token after the token, and it grows with every
+/// acquisition. (There was no `--fencing` for `acquire`.)
+#[test]
+fn acquire_fencing_prints_a_growing_fencing_token() {
+    let cluster = RedisCluster::start(3);
+    let mut last = 0;
+    for _ in 0..2 {
+        let o = run_ok(redmutex(&cluster.urls()).args(["acquire", "--fencing", "cli:fence"]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let out = stdout(&o);
+        let (token, fencing) = out.trim().split_once(' ').expect("TOKEN FENCING_TOKEN");
+        let fencing: u64 = fencing.parse().unwrap();
+        assert!(fencing > last, "{fencing} after {last}");
+        last = fencing;
+        let o = run_ok(redmutex(&cluster.urls()).args(["release", "cli:fence", token]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    // Without --fencing, the token alone.
+    let o = run_ok(redmutex(&cluster.urls()).args(["acquire", "cli:fence"]));
+    assert!(!stdout(&o).trim().contains(' '), "{}", stdout(&o));
+}
+
+/// `status` on a semaphore's name shows the permit count and how many are held. (It showed a
+/// fingerprint of the name key's value, as if one holder held a lock.)
+#[test]
+fn status_of_a_semaphore_name_shows_its_permits() {
+    let cluster = RedisCluster::start(3);
+    let f = crate::support::factory(&cluster).build().unwrap();
+    let sem = f.create_semaphore("cli:sem", 5);
+    let held = [sem.acquire().unwrap(), sem.acquire().unwrap()];
+    let json = status_json(&mut redmutex(&cluster.urls()), "cli:sem");
+    assert_eq!(json["verdict"], "permits", "{json}");
+    assert_eq!(json["permits"], 5, "{json}");
+    assert_eq!(json["permits_held"], 2, "{json}");
+    assert_eq!(json["holder"], serde_json::Value::Null, "{json}");
+    for n in json["nodes"].as_array().unwrap() {
+        assert_eq!(
+            (&n["state"], &n["permits"], &n["permits_held"]),
+            (&"permits".into(), &5.into(), &2.into()),
+            "{json}"
+        );
+    }
+    let o = run_ok(redmutex(&cluster.urls()).args(["status", "cli:sem"]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("a semaphore of 5 permits, 2 held"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("2/5 held"), "{}", stdout(&o));
+    drop(held);
+}
+
+/// `run --help` lists run's own options apart from the global ones. (They were mixed in one
+/// list.)
+#[test]
+fn run_help_puts_the_global_options_apart() {
+    let o = run_ok(redmutex(&[]).args(["run", "--help"]));
+    assert_eq!(code(&o), 0);
+    let help = stdout(&o);
+    let own = help.find("\nOptions:").expect("Options:");
+    let global = help.find("\nGlobal options").expect("Global options");
+    assert!(own < global, "{help}");
+    let (own, global) = (&help[own..global], &help[global..]);
+    for flag in ["--nonblock", "--ttl", "--fencing", "--permits", "--command"] {
+        assert!(
+            own.contains(flag),
+            "{flag} not among run's options:\n{help}"
+        );
+    }
+    for flag in ["--node", "--connect-timeout", "--io-timeout", "--verbose"] {
+        assert!(!own.contains(flag), "{flag} among run's options:\n{help}");
+        assert!(
+            global.contains(flag),
+            "{flag} not among the global options:\n{help}"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::proxy::{Fault, Proxy, ProxyHandle, fault, heal_all};
-use crate::support::{RedisCluster, deadline_loop};
+use crate::support::{self, RedisCluster, deadline_loop};
 use proptest::prelude::*;
 use redmutex::{RedLockFactory, RedLockGuard};
 
@@ -26,7 +26,15 @@ use redmutex::{RedLockFactory, RedLockGuard};
 /// nodes' expiries as upper bounds; a real violation is off by the length of a lease, hundreds
 /// of ms or more).
 const SLACK: Duration = Duration::from_millis(25);
-const IO_TIMEOUT: Duration = Duration::from_millis(100);
+/// The factory's I/O timeout: below the faults' smallest delay (150 ms, `support::proxy::fault`),
+/// so that every late reply or request outlasts it, with room for a loaded machine's proxied
+/// round trips.
+const IO_TIMEOUT: Duration = Duration::from_millis(140);
+
+/// How long a case waits for the lock once the last case's faults are healed (nodes marked
+/// down back off up to 2 s, and late requests may still be on their way): generous, for a
+/// loaded machine on which many proxied rounds miss the I/O timeout.
+const RECOVERY: Duration = Duration::from_secs(15);
 
 /// How many cases of the property may find the lock impossible to take (and so check nothing).
 const MAX_SKIPPED: usize = 2;
@@ -61,12 +69,14 @@ impl Nodes {
     fn connect(cluster: &RedisCluster) -> Self {
         let conns = (0..cluster.len())
             .map(|i| {
+                // The sampler's own reads, straight to the nodes: generous timeouts, for a
+                // loaded machine (a 2 s connect timed out once).
                 let client = redis::Client::open(cluster.url(i)).unwrap();
                 let con = client
-                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .get_connection_with_timeout(support::CMD_TIMEOUT)
                     .unwrap();
-                con.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                con.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+                con.set_read_timeout(Some(support::CMD_TIMEOUT)).unwrap();
+                con.set_write_timeout(Some(support::CMD_TIMEOUT)).unwrap();
                 con
             })
             .collect();
@@ -160,6 +170,7 @@ fn setup() -> Setup {
     let cluster = RedisCluster::start(3);
     let proxies: Vec<Proxy> = (0..3).map(|i| Proxy::start(cluster.port(i))).collect();
     let factory = RedLockFactory::builder()
+        .restart_quarantine(false)
         .nodes(proxies.iter().map(|p| p.url()))
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(Duration::from_millis(500))
@@ -188,7 +199,7 @@ fn run_case(
         .factory
         .create_lock(key.as_str())
         .with_ttl(Duration::from_millis(ttl_ms));
-    let Ok(guard) = lock.acquire_timeout(Duration::from_secs(5)) else {
+    let Ok(guard) = lock.acquire_timeout(RECOVERY) else {
         return Ok(None);
     };
     let mut nodes = Nodes::connect(&s.cluster);

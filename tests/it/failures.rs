@@ -1,5 +1,6 @@
 //! Nodes that crash, stop, restart or were never there: the lock keeps working with a majority,
-//! and every call returns within its bound without one.
+//! and every call returns within its bound without one. (The short timeouts of
+//! `support::short_builder`: the bounds count what each timeout costs.)
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ fn cycles(factory: &RedLockFactory, key: &str, cycles: usize) -> Duration {
 #[test]
 fn minority_killed_locks_still_work_within_the_io_bound() {
     let cluster = RedisCluster::start(5);
-    let factory = support::factory(&cluster).build().unwrap();
+    let factory = support::short_factory(&cluster).build().unwrap();
     warm(&factory);
     cluster.kill(1);
     cluster.kill(3);
@@ -45,7 +46,7 @@ fn minority_killed_locks_still_work_within_the_io_bound() {
 #[test]
 fn minority_stopped_locks_still_work_within_the_io_bound() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster).build().unwrap();
+    let factory = support::short_factory(&cluster).build().unwrap();
     warm(&factory);
     cluster.stop(2);
     let start = Instant::now();
@@ -63,7 +64,7 @@ fn node_down_at_build_does_not_fail_or_block_the_build() {
     let mut urls = cluster.urls();
     urls.push(dead_url());
     let start = Instant::now();
-    let factory = support::builder().nodes(urls).build().unwrap();
+    let factory = support::short_builder().nodes(urls).build().unwrap();
     assert!(start.elapsed() < Duration::from_secs(2));
     let g = factory.create_lock("down-at-build").acquire().unwrap();
     g.release().unwrap();
@@ -72,7 +73,7 @@ fn node_down_at_build_does_not_fail_or_block_the_build() {
 #[test]
 fn majority_dead_gives_a_clear_error_within_a_bound_then_recovers() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster).build().unwrap();
+    let factory = support::short_factory(&cluster).build().unwrap();
     warm(&factory);
     let lock = factory.create_lock("majority");
     let held = lock.acquire().unwrap();
@@ -145,7 +146,7 @@ fn majority_dead_gives_a_clear_error_within_a_bound_then_recovers() {
 #[test]
 fn pools_recover_after_every_node_restarts() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster).build().unwrap();
+    let factory = support::short_factory(&cluster).build().unwrap();
     warm(&factory);
     for round in 0..3 {
         for i in 0..3 {
@@ -166,7 +167,7 @@ fn pools_recover_after_every_node_restarts() {
 fn round_slower_than_the_ttl_is_not_acquired_and_leaves_nothing() {
     let cluster = RedisCluster::start(3);
     // The I/O timeout is longer than the TTL: a stopped node makes the round outlast the lease.
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .io_timeout(Duration::from_millis(400))
         .ttl(Duration::from_millis(100))
         .build()
@@ -195,7 +196,7 @@ fn split_vote_is_released_at_once() {
     // round must still see the lock free again within a retry, not after a TTL.
     let cluster = RedisCluster::start(3);
     cluster.cmd(0, &["SET", "split", "client-a", "PX", "60000"]);
-    let factory = support::factory(&cluster).build().unwrap();
+    let factory = support::short_factory(&cluster).build().unwrap();
     let lock = factory.create_lock("split");
     // Node 0 says no, nodes 1 and 2 say yes: a quorum, acquired.
     let g = lock.try_acquire().unwrap().expect("2 of 3 is a quorum");
@@ -210,7 +211,7 @@ fn split_vote_is_released_at_once() {
 
 #[test]
 fn every_node_dead_from_the_start() {
-    let factory = support::builder()
+    let factory = support::short_builder()
         .nodes([dead_url(), dead_url(), dead_url()])
         .build()
         .unwrap();
@@ -236,7 +237,10 @@ fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     // One connection per node: no background connect (to top up idle connections) can be under
     // way while a node restarts. One that fails marks the node down, and a down node is skipped
     // until r2d2's next reconnection (a separate, known delay of up to half the connect timeout).
-    let factory = support::factory(&cluster).pool_size(1).build().unwrap();
+    let factory = support::short_factory(&cluster)
+        .pool_size(1)
+        .build()
+        .unwrap();
     warm(&factory);
     let guard = factory.create_lock("restarted").acquire().unwrap();
     for i in 0..3 {
@@ -257,4 +261,59 @@ fn idle_connections_across_restarts_are_retried_once_on_fresh_ones() {
     }
     let g = factory.create_lock("restarted").try_acquire().unwrap();
     assert!(g.is_some(), "busy after the restarts");
+}
+
+/// A fresh factory's first contact with a node that is down reports the connect failure
+/// itself; "skipped while backing off" is for a node that worked and then failed. (It said
+/// "skipped while backing off after a failure" on the very first call.)
+#[test]
+fn a_first_contact_with_a_dead_node_reports_its_connect_failure() {
+    let factory = support::short_builder()
+        .node(dead_url())
+        .max_retries(0)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let e = factory.create_lock("first").try_acquire().unwrap_err();
+        let node = &e.node_errors()[0];
+        assert!(!node.is_backing_off(), "{e}");
+        assert!(!e.to_string().contains("backing off"), "{e}");
+        assert!(e.to_string().contains("refused"), "{e}");
+    }
+
+    // A node that answered, then died: skipped while it backs off, and said so.
+    let cluster = RedisCluster::start(1);
+    let factory = support::short_factory(&cluster).build().unwrap();
+    warm(&factory);
+    cluster.kill(0);
+    let lock = factory.create_lock("later");
+    assert!(deadline_loop(Duration::from_secs(10), || lock
+        .try_acquire()
+        .is_err_and(|e| e.node_errors()[0].is_backing_off()
+            && e.to_string().contains("skipped while backing off"))));
+}
+
+/// A release that cannot tell: 3 of 5 nodes answer, but only 1 still holds the token, and the
+/// 2 stopped ones might. The error says how many said yes. (It said "3 of 5 nodes answered, 3
+/// must agree", which reads as if a quorum had agreed.)
+#[test]
+fn a_failed_release_says_how_many_nodes_still_held_the_token() {
+    let cluster = RedisCluster::start(5);
+    let factory = support::short_factory(&cluster).build().unwrap();
+    warm(&factory);
+    let g = factory.create_lock("release:count").acquire().unwrap();
+    for i in [1, 2] {
+        cluster.cmd(i, &["DEL", "release:count"]);
+    }
+    cluster.stop(3);
+    cluster.stop(4);
+    let e = g.release().unwrap_err();
+    cluster.cont(3);
+    cluster.cont(4);
+    assert!(matches!(e, Error::NoQuorum { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("1 of 5 nodes said yes, 3 must; 2 said no, 2 failed"),
+        "{text}"
+    );
 }

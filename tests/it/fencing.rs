@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::support::worker::{self, Worker};
 use crate::support::{self, RedisCluster, deadline_loop, port_cmd};
 use crate::test_name;
-use redmutex::RedLockFactory;
 
 /// The lease of the fenced locks here; a killed node stays down longer than this.
 const TTL: Duration = Duration::from_secs(2);
@@ -45,7 +44,7 @@ fn tokens_increase_and_are_off_unless_asked_for() {
         on_nodes.iter().filter(|v| **v == last.to_string()).count() >= 2,
         "{on_nodes:?}"
     );
-    let plain = RedLockFactory::new(cluster.urls()).unwrap();
+    let plain = support::defaults(cluster.urls()).build().unwrap();
     let g = plain.create_lock("fence:seq").acquire().unwrap();
     assert_eq!(g.fencing_token(), None);
     drop(g);

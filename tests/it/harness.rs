@@ -1,11 +1,14 @@
 //! Tests of the real-Redis test harness (`crate::support`) itself.
 
 use std::collections::HashSet;
+use std::thread;
 use std::time::Duration;
 
 use crate::support::client::{self, port_cmd};
 use crate::support::proxy::Proxy;
-use crate::support::{AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses};
+use crate::support::{
+    self, AOF_ARGS, RedisCluster, deadline_loop, pid_exists, ping_port, port_refuses,
+};
 
 const SHORT: Duration = Duration::from_millis(200);
 const WAIT: Duration = Duration::from_secs(5);
@@ -264,7 +267,9 @@ fn proxy_relays_delays_blackholes_cuts_and_heals() {
     let mut open = client::connect(proxy.port(), SHORT).unwrap();
     assert_eq!(client::send(&mut open, &["PING"]).unwrap(), "PONG");
     proxy.cut();
-    assert!(deadline_loop(WAIT, || proxy.counters().reset == 1));
+    // At least this one (connections of the earlier steps that the proxy has not yet seen
+    // closed, on a loaded machine, are reset with it).
+    assert!(deadline_loop(WAIT, || proxy.counters().reset >= 1));
     assert!(client::send(&mut open, &["PING"]).is_err());
     assert!(through(&["PING"]).is_err());
     assert!(proxy.counters().refused >= 1);
@@ -273,4 +278,37 @@ fn proxy_relays_delays_blackholes_cuts_and_heals() {
     // A node that is down looks down through the proxy too.
     cluster.kill(0);
     assert!(through(&["PING"]).is_err());
+}
+
+/// A holder whose round missed one node (under load a node's reply can come too late) holds
+/// the key on the other two only, and a waiter can mark only those: `wait_waiting` must see
+/// that waiter. (It asked for the mark on every live node, and so timed out after 20 s with
+/// "nobody waited for ...": the failure of `multi::the_release_of_any_member_wakes_...` under
+/// load.)
+#[test]
+fn wait_waiting_sees_a_waiter_of_a_lock_held_on_a_quorum_only() {
+    let cluster = RedisCluster::start(3);
+    let holder = support::factory(&cluster)
+        .ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let held = holder.create_lock("h:quorum").acquire().unwrap();
+    cluster.cmd(2, &["DEL", "h:quorum"]);
+    let waiter = support::factory(&cluster)
+        .retry_delay(Duration::from_secs(5))
+        .retry_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            waiter
+                .create_lock("h:quorum")
+                .acquire_timeout(Duration::from_secs(30))
+        });
+        let seen = cluster.try_wait_waiting("h:quorum");
+        held.release().unwrap();
+        let got = waiting.join().unwrap();
+        seen.unwrap();
+        got.unwrap().release().unwrap();
+    });
 }

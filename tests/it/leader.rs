@@ -24,7 +24,7 @@ fn candidate(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (me, witness): (&str, u16) = (parts[0], parts[1].parse().unwrap());
     // Keep-alive is on for elections.
-    let factory = support::builder()
+    let factory = support::short_builder()
         .nodes(parts[2].split(','))
         .ttl(TTL)
         .retry_delay(Duration::from_millis(20))

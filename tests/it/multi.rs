@@ -155,9 +155,10 @@ fn a_node_counts_only_if_it_holds_every_resource() {
 fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round() {
     let cluster = RedisCluster::start(3);
     let holder = support::factory(&cluster).build().unwrap();
-    // Waiters that would poll only every 5 s: a prompt hand-over is a wake-up.
+    // Waiters that would poll only every 10 s: a hand-over within 3 s is a wake-up (a
+    // generous bound for a loaded machine, still far from a poll).
     let waiter = support::factory(&cluster)
-        .retry_delay(Duration::from_secs(5))
+        .retry_delay(Duration::from_secs(10))
         .retry_jitter(Duration::ZERO)
         .build()
         .unwrap();
@@ -176,7 +177,7 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
         held.release().unwrap();
         let (acquired, g) = waiting.join().unwrap();
         let gap = acquired.saturating_duration_since(released);
-        assert!(gap < Duration::from_secs(2), "{member}: {gap:?}");
+        assert!(gap < Duration::from_secs(3), "{member}: {gap:?}");
 
         // The multi-lock holds it now; a lock waiting for the member is woken by its release.
         cluster.clear_waiting(member);
@@ -191,7 +192,7 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
         let (acquired, g) = waiting.join().unwrap();
         let gap = acquired.saturating_duration_since(released);
         assert!(
-            gap < Duration::from_secs(2),
+            gap < Duration::from_secs(3),
             "{member}, the other way: {gap:?}"
         );
         g.release().unwrap();
@@ -201,7 +202,7 @@ fn the_release_of_any_member_wakes_a_waiting_multi_lock_and_the_other_way_round(
 #[test]
 fn multi_lock_leases_extend_keep_alive_and_signal_their_loss() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(600))
         .build()
         .unwrap();

@@ -409,7 +409,7 @@ fn a_key_deleted_under_keep_alive_is_exactly_one_token_gone_loss() {
     let cluster = RedisCluster::start(3);
     let recorder = Arc::new(Recorder::default());
     let ttl = Duration::from_millis(600);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .keep_alive(true)
         .ttl(ttl)
         .event_handler(Arc::clone(&recorder))
@@ -524,7 +524,7 @@ fn a_panicking_or_blocking_handler_never_stops_keep_alive() {
     let cluster = RedisCluster::start(3);
     let unruly = Arc::new(Unruly::default());
     let ttl = Duration::from_millis(600);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .keep_alive(true)
         .ttl(ttl)
         .event_handler(Arc::clone(&unruly))
@@ -598,8 +598,10 @@ fn a_panicking_or_blocking_handler_never_stops_keep_alive() {
 fn slow_acquisitions_are_logged_with_the_resource_and_the_wait() {
     let logs = logs::capture();
     let cluster = RedisCluster::start(3);
+    // A threshold no uncontended acquisition reaches even on a loaded machine (one took 200 ms
+    // with both cores busy, over the 100 ms this test had), and a wait well past it.
     let factory = support::factory(&cluster)
-        .slow_acquire_threshold(Duration::from_millis(100))
+        .slow_acquire_threshold(Duration::from_secs(1))
         .build()
         .unwrap();
     let lock = factory.create_lock("obs:slow");
@@ -613,13 +615,13 @@ fn slow_acquisitions_are_logged_with_the_resource_and_the_wait() {
             g.release().unwrap();
         })
     };
-    // Held for 300 ms from the moment the waiter waits: over the 100 ms threshold.
+    // Held for 2 s from the moment the waiter waits: over the 1 s threshold.
     assert!(
         deadline_loop(LIMIT, || factory.stats().waiting == 1),
         "the waiter never waited: {:?}",
         factory.stats()
     );
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(Duration::from_secs(2));
     drop(held);
     waiter.join().unwrap();
     let e = lock
@@ -828,7 +830,7 @@ mod metrics {
     fn metrics_handler_records_fixed_low_cardinality_series() {
         let prometheus = recorder();
         let cluster = RedisCluster::start(3);
-        let factory = support::factory(&cluster)
+        let factory = support::short_factory(&cluster)
             .keep_alive(true)
             .ttl(Duration::from_millis(600))
             .event_handler(MetricsHandler::new())

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, RedisCluster, deadline_loop};
-use redmutex::{Error, LossReason, MAX_PERMITS, RedLockFactory, SemaphorePermit};
+use redmutex::{Error, LossReason, MAX_PERMITS, SemaphorePermit};
 
 fn slot_key(name: &str, slot: u32) -> String {
     format!("{name}:redmutex:permit:{slot}")
@@ -179,7 +179,7 @@ fn a_lock_and_a_semaphore_of_one_name_exclude_each_other() {
 fn a_crashed_holder_frees_its_permit_at_its_ttl() {
     let cluster = RedisCluster::start(3);
     let ttl = Duration::from_secs(1);
-    let factory = support::factory(&cluster).ttl(ttl).build().unwrap();
+    let factory = support::short_factory(&cluster).ttl(ttl).build().unwrap();
     let sem = factory.create_semaphore("sem:crash", 1);
     // A holder that vanishes without releasing (its process crashed): nothing on the wire
     // tells it apart from a leaked permit.
@@ -197,7 +197,7 @@ fn a_crashed_holder_frees_its_permit_at_its_ttl() {
 #[test]
 fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(500))
         .build()
         .unwrap();
@@ -219,7 +219,7 @@ fn a_holder_paused_past_its_ttl_sees_its_permit_invalid() {
 #[test]
 fn permits_extend_keep_alive_and_signal_their_loss() {
     let cluster = RedisCluster::start(3);
-    let factory = support::factory(&cluster)
+    let factory = support::short_factory(&cluster)
         .ttl(Duration::from_millis(600))
         .build()
         .unwrap();
@@ -309,7 +309,7 @@ fn twice_as_many_threads_as_permits_all_get_permits() {
     let cluster = RedisCluster::start(3);
     // The library's own poll (50 ms + up to 50 ms): hand-overs must come from wake-ups and the
     // releaser's hold-back, not from fast polling.
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = support::defaults(cluster.urls()).build().unwrap();
     const PERMITS: u32 = 3;
     let threads = 2 * PERMITS as usize;
     let stop = Arc::new(AtomicBool::new(false));

@@ -12,7 +12,7 @@ use redmutex::{Error, RedLockFactory, SentinelNode};
 
 /// Generous bound on a failover with 1 s down-after on a loaded machine (the sentinels may
 /// need a second election after the 3 s failover timeout).
-const FAILOVER_LIMIT: Duration = Duration::from_secs(40);
+const FAILOVER_LIMIT: Duration = Duration::from_secs(90);
 
 /// Generous for a loaded machine: a connection through Sentinel asks a sentinel first, then
 /// checks the master's role.
@@ -158,11 +158,14 @@ fn three_groups_keep_the_lock_through_one_failover() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    // A 2 s TTL: a lock whose release could not be confirmed during the failover (see below)
+    // is free again well within the other worker's 10 s wait.
     let factory = support::builder()
         .io_timeout(IO_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .retry_delay(RETRY)
         .retry_jitter(RETRY)
+        .ttl(Duration::from_secs(2))
         .sentinel_node(node(&groups[0]))
         .sentinel_node(node(&groups[1]))
         .node(groups[2].url())
@@ -192,7 +195,14 @@ fn three_groups_keep_the_lock_through_one_failover() {
                         assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
                         std::thread::sleep(Duration::from_millis(2));
                         inside.store(false, Ordering::SeqCst);
-                        g.release().expect("release");
+                        match g.release() {
+                            // Group 0's master died while we held the lock, and one of the
+                            // other groups never had our key (a rival's key, whose release
+                            // had not reached it yet, was there when we acquired): 1 yes, 1
+                            // no, 1 failed cannot tell. The key expires with the TTL.
+                            Ok(()) | Err(Error::NoQuorum { .. }) => {}
+                            Err(e) => panic!("release: {e}"),
+                        }
                         slowest = slowest.max(start.elapsed());
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -227,7 +237,12 @@ fn three_groups_keep_the_lock_through_one_failover() {
             .max()
             .unwrap_or_default()
     });
-    let recovery = recovery.expect("group 0 did not come back within the limit");
+    let recovery = recovery.unwrap_or_else(|| {
+        panic!(
+            "group 0 did not come back within the limit; its first sentinel's log:\n{}",
+            groups[0].sentinel(0).log()
+        )
+    });
     let total = killed_at.map(|t| t.elapsed()).unwrap_or_default();
     println!(
         "sentinel: 3 groups, group 0 failed over: node back after {recovery:?}; {} cycles in \
@@ -248,6 +263,7 @@ fn a_stopped_sentinel_costs_one_bounded_attempt_at_most() {
     group.sentinel(0).stop();
     let factory = support::builder()
         .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
         .sentinel_node(node(&group))
         .build()
         .unwrap();

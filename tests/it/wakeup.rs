@@ -7,7 +7,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, RedisCluster, deadline_loop};
-use redmutex::RedLockFactory;
 
 /// Waiters that would poll only every 5 s (no jitter): any prompt hand-over must come from a
 /// wake-up.
@@ -16,7 +15,7 @@ const SLOW_POLL: Duration = Duration::from_secs(5);
 #[test]
 fn a_release_wakes_a_waiter_long_before_its_next_poll() {
     let cluster = RedisCluster::start(3);
-    let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let holder_factory = support::defaults(cluster.urls()).build().unwrap();
     let waiter_factory = support::factory(&cluster)
         .retry_delay(SLOW_POLL)
         .retry_jitter(Duration::ZERO)
@@ -53,7 +52,7 @@ fn releases_between_attempt_and_wait_are_not_missed() {
     // lands (before, during or after the waiter's first round), the waiter must not sleep
     // until its next poll.
     let cluster = RedisCluster::start(1);
-    let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let holder_factory = support::defaults(cluster.urls()).build().unwrap();
     let waiter_factory = support::factory(&cluster)
         .retry_delay(SLOW_POLL)
         .retry_jitter(Duration::ZERO)
@@ -82,7 +81,7 @@ fn releases_between_attempt_and_wait_are_not_missed() {
 #[test]
 fn waiters_resume_waking_after_a_node_restart() {
     let cluster = RedisCluster::start(1);
-    let holder_factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let holder_factory = support::defaults(cluster.urls()).build().unwrap();
     let waiter_factory = support::factory(&cluster)
         .retry_delay(SLOW_POLL)
         .retry_jitter(Duration::ZERO)
@@ -123,7 +122,7 @@ fn contending_threads_share_the_lock() {
     const THREADS: usize = 4;
     const TOTAL: usize = 400;
     let cluster = RedisCluster::start(3);
-    let factory = RedLockFactory::new(cluster.urls()).unwrap();
+    let factory = support::defaults(cluster.urls()).build().unwrap();
     let taken = Arc::new(AtomicUsize::new(0));
     let last = Arc::new(AtomicUsize::new(usize::MAX));
     let handoffs = Arc::new(AtomicUsize::new(0));

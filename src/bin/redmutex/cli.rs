@@ -3,12 +3,17 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::exit::{CONFLICT_DEFAULT, TABLE};
 
 /// The node used when neither `--node` nor `REDMUTEX_NODES` is given.
 pub const DEFAULT_NODE: &str = "redis://127.0.0.1:6379";
+
+/// The help heading of the options every subcommand takes (where the nodes are, how long to
+/// wait for them, -v), so that a subcommand's `--help` lists its own options apart.
+const GLOBAL: &str = "Global options (any subcommand)";
 
 /// The longest duration accepted for any SECS argument (about 31 years).
 const MAX_SECS: f64 = 1e9;
@@ -29,12 +34,12 @@ const MAX_SECS: f64 = 1e9;
     arg_required_else_help = true
 )]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = GLOBAL)]
     pub nodes: NodeArgs,
 
     /// Say more on stderr: -v how long it waited, the lease (validity, fencing token) and how
     /// it ended, and why each node failed; -vv every round
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -67,6 +72,41 @@ pub struct NodeArgs {
     /// How long a round waits for the nodes' replies, in seconds
     #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_secs, global = true)]
     pub io_timeout: Duration,
+
+    #[command(flatten)]
+    pub quarantine: QuarantineArgs,
+}
+
+/// The restart quarantine (docs/operations.md, "The longest TTL and durable nodes").
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The longest TTL any client of these nodes writes, in seconds: a node restarted without
+    /// durable persistence does not count toward acquisitions until this long (plus drift)
+    /// after its start. Every client of the nodes must agree on it
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "REDMUTEX_LONGEST_TTL",
+        default_value = "60",
+        value_parser = parse_secs,
+        global = true
+    )]
+    pub longest_ttl: Duration,
+
+    /// Declare every node durable (AOF with appendfsync always) where the server will not say:
+    /// a restarted node then votes at once
+    #[arg(long, env = "REDMUTEX_DURABLE_NODES", value_parser = BoolishValueParser::new(), global = true)]
+    pub durable_nodes: bool,
+
+    /// Switch the restart quarantine off: a node restarted empty counts at once. Only for
+    /// throw-away test nodes, or where restarts are already delayed by the longest TTL
+    #[arg(
+        long,
+        env = "REDMUTEX_NO_RESTART_QUARANTINE",
+        value_parser = BoolishValueParser::new(),
+        global = true
+    )]
+    pub no_restart_quarantine: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,12 +117,17 @@ pub enum Command {
     /// Show whether the lock is held: the key on each node, its remaining TTL, the verdict
     #[command(after_long_help = STATUS_NOTES)]
     Status(StatusArgs),
-    /// Take the lock, print its token and exit, leaving the lock held until its TTL ends
+    /// Take the lock, print its token (and with --fencing its fencing token) and exit, leaving
+    /// the lock held until its TTL ends
     Acquire(AcquireArgs),
     /// Release a lock by its token (from `acquire`), waking those who wait for it
     Release(TokenArgs),
     /// Renew a lock by its token (from `acquire`): the nodes hold it at least --ttl from now
     Extend(ExtendArgs),
+    /// Check the nodes against what the lock assumes (masters, uptime and the restart
+    /// quarantine, persistence, eviction, clocks) and, with KEY, the user's permissions
+    #[command(after_long_help = DOCTOR_NOTES)]
+    Doctor(DoctorArgs),
     /// Run a command while this process leads the election KEY; stop it if leadership is lost
     #[command(after_long_help = ELECT_NOTES)]
     Elect(ElectArgs),
@@ -209,8 +254,8 @@ KEY) exclude each other as they should; only a waiting plain run does not keep -
 With --once, KEY[@EPOCH] names a job and one run of it (EPOCH: a cron slot's time, a version;
 the part after the last '@'): the command runs at most once per KEY@EPOCH while leases hold.
 The first run records the command's exit status on a quorum (kept --retention seconds) and
-exits with it; a later run exits 80 without running the command; a run that finds it running
-elsewhere waits for its record and exits 80 (with -n, or when -w runs out: 81). The command gets
+exits with it; a later run exits 82 without running the command; a run that finds it running
+elsewhere waits for its record and exits 82 (with -n, or when -w runs out: 83). The command gets
 REDMUTEX_EPOCH and REDMUTEX_FENCING_TOKEN (above the token of every earlier run of KEY). If the
 runner dies before its record is written, the next run of KEY@EPOCH after its lease runs the
 command again: make the command's effects idempotent, or fenced with REDMUTEX_FENCING_TOKEN.
@@ -231,15 +276,19 @@ the token itself is never printed. The fingerprint of a token you hold:
   printf %s \"$TOKEN\" | sha1sum | cut -c1-12
 
 --json prints one object, for scripts and monitoring:
-  key, verdict (\"held\", \"free\", \"split\" or \"unknown\"), holder (a fingerprint, or null),
-  agreeing (how many nodes back a held or free verdict), quorum, answered (how many nodes
-  answered), ttl_ms (how long a quorum still holds the lock; null unless held with an expiry),
-  fencing_counter (the largest on any node, or null), and nodes: one object per node with
-  node (its address, never a password), state (\"held\", \"free\" or \"error\"), holder,
-  ttl_ms, fencing_counter and error (why the node failed, or null).
+  key, verdict (\"held\", \"free\", \"permits\", \"split\" or \"unknown\"), holder (a
+  fingerprint, or null), agreeing (how many nodes back a held, free or permits verdict),
+  quorum, answered (how many nodes answered), ttl_ms (how long a quorum still holds the lock;
+  null unless held with an expiry), fencing_counter (the largest on any node, or null),
+  permits and permits_held (KEY is the name of a semaphore, of `run --permits N`: N, and how
+  many permits a quorum counts as held; else null), and nodes: one object per node with node
+  (its address, never a password), state (\"held\", \"free\", \"permits\" or \"error\"),
+  holder, ttl_ms, fencing_counter, error (why the node failed, or null), quarantined_ms (how
+  much longer the node is in its restart quarantine, or null: meanwhile its yes to an
+  acquisition and its \"free\" do not count), permits and permits_held (that node's count).
 
 Exit status: 0 when the verdict is known (held, free or split), 69 when too few nodes
-answered to tell (unknown).";
+answered to tell (unknown), 77 when that is because a node refused the login or a command.";
 
 /// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
 #[derive(Debug, Clone, Args)]
@@ -309,8 +358,8 @@ pub struct RunArgs {
     pub permits: Option<u32>,
 
     /// Run the command at most once per KEY@EPOCH (KEY alone: once per KEY): the first run
-    /// records the command's exit status on a quorum; later runs exit 80 without running it,
-    /// and while it runs elsewhere they wait for it (or, with -n/-w, exit 81)
+    /// records the command's exit status on a quorum; later runs exit 82 without running it,
+    /// and while it runs elsewhere they wait for it (or, with -n/-w, exit 83)
     #[arg(long, conflicts_with_all = ["permits", "shared", "exclusive"])]
     pub once: bool,
 
@@ -385,9 +434,39 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of one line per check
+    #[arg(long)]
+    pub json: bool,
+
+    /// A lock's name: also check that the user may run every command each feature needs on
+    /// it, on probe keys derived from it (KEY:redmutex:doctor...)
+    pub key: Option<String>,
+}
+
+const DOCTOR_NOTES: &str = "\
+One line per check: ok, warn or fail, the node (or \"all nodes\"), the check and what was found;
+a warn or fail line says what to change. Per node: reachable (PING round trip), role (must be a
+master), version (semaphores need Redis 6.0), uptime (against --longest-ttl: is the node in its
+restart quarantine?), persistence (AOF and appendfsync), eviction (maxmemory-policy); over the
+nodes: quorum, clock (the skew between the nodes' TIME). With KEY, per node: acl lock (fails if
+refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl script load
+(warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
+
+Exit status: 0 when every check is ok, 80 when some warned and none failed, 81 when one failed.
+
+--json prints one object: status (the worst: \"ok\", \"warn\" or \"fail\") and checks, a list of
+{node (null for all nodes), check, status, detail}.";
+
+#[derive(Debug, Args)]
 pub struct AcquireArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    /// Also take a fencing token (a number that grows with every acquisition of KEY) and print
+    /// it after the token, on the same line: `TOKEN FENCING_TOKEN`
+    #[arg(long)]
+    pub fencing: bool,
 
     /// The lock's name (the Redis key)
     pub key: String,

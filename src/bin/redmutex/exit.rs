@@ -16,6 +16,9 @@ pub enum Exit {
     Usage,
     /// Too few nodes answered, or they answered too slowly (EX_UNAVAILABLE).
     Unavailable,
+    /// A node refused the login or a command the lock needs (WRONGPASS, NOPERM: an ACL
+    /// without a key, channel or command), and too few others answered (EX_NOPERM).
+    NoPermission,
     /// An unexpected error inside redmutex (EX_SOFTWARE).
     Software,
     /// The operating system refused something redmutex needs: a thread, a signal handler, a
@@ -32,6 +35,10 @@ pub enum Exit {
     Child(u8),
     /// The child (or redmutex, while waiting) was killed by this signal: 128 + N.
     Signal(i32),
+    /// `doctor`: a check warned, none failed.
+    DoctorWarn,
+    /// `doctor`: a check failed.
+    DoctorFail,
     /// `run --once`: the run of that epoch already ran (its record exists); the command was
     /// not run.
     AlreadyRan,
@@ -43,10 +50,14 @@ pub enum Exit {
 pub const CONFLICT_DEFAULT: u8 = 1;
 /// Lost lease: the first code after the sysexits range (64–78), clear of 124–127 and 128+N.
 pub const LOST_LEASE: u8 = 79;
-/// `run --once` found the run done: the next code after [`LOST_LEASE`].
-pub const ALREADY_RAN: u8 = 80;
+/// `doctor` found warnings (and no failure): the next code after [`LOST_LEASE`].
+pub const DOCTOR_WARN: u8 = 80;
+/// `doctor` found a failure.
+pub const DOCTOR_FAIL: u8 = 81;
+/// `run --once` found the run done: the next code after [`DOCTOR_FAIL`].
+pub const ALREADY_RAN: u8 = 82;
 /// `run --once` found the run running elsewhere and gave up.
-pub const RUNNING_ELSEWHERE: u8 = 81;
+pub const RUNNING_ELSEWHERE: u8 = 83;
 
 /// The exit-status table shown at the end of `--help` (a macro, so `concat!` can use it).
 macro_rules! exit_table {
@@ -61,17 +72,25 @@ Exit status:
           status: the verdict is unknown
   70      internal error
   71      operating-system error (thread, signal handler, waiting for the command)
+  77      permission denied: a node refused the login or a command the lock needs
+          (WRONGPASS, NOPERM: the ACL user lacks a key, channel or command), and too few
+          others answered
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
           then SIGKILL after --kill-after), or release/extend: the token does not hold
           the lock on a quorum (expired, released, taken over, or a wrong token);
           elect: the leadership was lost while the command ran
-  80      run --once: it already ran (its completion record exists): the command was not run
-  81      run --once: it is running elsewhere, and -n/-w gave up
+  80      doctor: a check warned and none failed (a guarantee or a feature at risk; each
+          warn line says what to change)
+  81      doctor: a check failed (a node down or not a master, too few nodes for a quorum,
+          the lock's own commands refused)
+  82      run --once: it already ran (its completion record exists): the command was not run
+  83      run --once: it is running elsewhere, and -n/-w gave up
   126     the command could not be run
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
           waiting for the lock)
-  other   run: the command's own exit status"
+  other   run: the command's own exit status (when the command exited 0 but the lock could
+          not be released, the release's status: 69 or 77)"
     };
 }
 pub(crate) use exit_table;
@@ -87,9 +106,12 @@ impl Exit {
             Self::Conflict(n) | Self::Child(n) => n,
             Self::Usage => 64,
             Self::Unavailable => 69,
+            Self::NoPermission => 77,
             Self::Software => 70,
             Self::OsError => 71,
             Self::LostLease => LOST_LEASE,
+            Self::DoctorWarn => DOCTOR_WARN,
+            Self::DoctorFail => DOCTOR_FAIL,
             Self::AlreadyRan => ALREADY_RAN,
             Self::RunningElsewhere => RUNNING_ELSEWHERE,
             Self::CannotRun => 126,
@@ -137,6 +159,13 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
     use redmutex::Error as E;
     match e {
         E::InvalidConfig(_) | E::InvalidArgument(_) => Exit::Usage,
+        E::NoQuorum { failures, .. }
+            if failures
+                .iter()
+                .any(|f| f.kind() == redmutex::NodeErrorKind::Auth) =>
+        {
+            Exit::NoPermission
+        }
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
         E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
@@ -167,11 +196,14 @@ mod tests {
         assert_eq!(Exit::Conflict(42).code(), 42);
         assert_eq!(Exit::Usage.code(), 64);
         assert_eq!(Exit::Unavailable.code(), 69);
+        assert_eq!(Exit::NoPermission.code(), 77);
         assert_eq!(Exit::Software.code(), 70);
         assert_eq!(Exit::OsError.code(), 71);
         assert_eq!(Exit::LostLease.code(), 79);
-        assert_eq!(Exit::AlreadyRan.code(), 80);
-        assert_eq!(Exit::RunningElsewhere.code(), 81);
+        assert_eq!(Exit::DoctorWarn.code(), 80);
+        assert_eq!(Exit::DoctorFail.code(), 81);
+        assert_eq!(Exit::AlreadyRan.code(), 82);
+        assert_eq!(Exit::RunningElsewhere.code(), 83);
         assert_eq!(Exit::CannotRun.code(), 126);
         assert_eq!(Exit::NotFound.code(), 127);
         assert_eq!(Exit::Child(3).code(), 3);
@@ -196,6 +228,7 @@ mod tests {
         let nq = redmutex::Error::NoQuorum {
             resource: "k".into(),
             answered: 0,
+            agreed: 0,
             needed: 2,
             nodes: 3,
             failures: vec![],
@@ -212,7 +245,10 @@ mod tests {
             69,
             70,
             71,
+            77,
             LOST_LEASE,
+            DOCTOR_WARN,
+            DOCTOR_FAIL,
             ALREADY_RAN,
             RUNNING_ELSEWHERE,
             126,

@@ -8,6 +8,7 @@
 //! `observe`; `RunOnce::start_with` and `complete`).
 
 mod cli;
+mod doctor;
 mod elect;
 mod exit;
 mod held;
@@ -118,6 +119,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Release(args) => release(nodes, args),
         Command::Extend(args) => extend(nodes, args),
+        Command::Doctor(args) => {
+            doctor::doctor(&factory(nodes, None)?, args.key.as_deref(), args.json)
+        }
         Command::Elect(args) => elect::elect(nodes, args),
         Command::Leader(args) => elect::leader(nodes, args),
     }
@@ -153,16 +157,23 @@ fn acquire(nodes: &NodeArgs, args: &AcquireArgs) -> Result<Exit, Failure> {
     let signals = listen()?;
     let factory = factory(nodes, Some(args.wait.ttl))?;
     // No keep-alive: the lock must end with its TTL unless `extend`ed.
-    let lock = factory.create_lock(args.key.as_str());
+    let lock = factory
+        .create_lock(args.key.as_str())
+        .with_fencing(args.fencing);
     let guard = match take(&lock, &args.wait, &signals)? {
         Taken::Guard(guard) => guard,
         Taken::Exit(exit) => return Ok(exit),
     };
     let validity = guard.validity();
+    let fencing = guard.fencing_token();
     // The lease outlives this process: give the guard up without releasing it.
     let token = guard.leak();
+    let line = match fencing {
+        Some(fencing) => format!("{token} {fencing}"),
+        None => token.clone(),
+    };
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{token}").and_then(|()| out.flush()) {
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
         // Nobody learnt the token: do not leave a lock that only its TTL can end.
         if let Err(release) = lock.release_token(&token) {
             log::info!("releasing {:?}: {release}", args.key);
@@ -275,6 +286,9 @@ fn listen() -> Result<Listener, Failure> {
         .map_err(|e| Failure::new(Exit::OsError, format!("cannot set up signal handling: {e}")))
 }
 
+/// The library's default TTL, for the subcommands that take none.
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
 /// The one factory of this invocation; building it validates the nodes and durations, naming
 /// what is wrong.
 fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Failure> {
@@ -285,12 +299,19 @@ fn factory(nodes: &NodeArgs, ttl: Option<Duration>) -> Result<RedLockFactory, Fa
             "no nodes given: use --node URL or set REDMUTEX_NODES",
         ));
     }
+    let q = &nodes.quarantine;
     let mut b = RedLockFactory::builder()
         .nodes(urls.iter().map(String::as_str))
         .connect_timeout(nodes.connect_timeout)
-        .io_timeout(nodes.io_timeout);
-    if let Some(ttl) = ttl {
-        b = b.ttl(ttl);
+        .io_timeout(nodes.io_timeout)
+        .longest_ttl(q.longest_ttl)
+        .durable_nodes(q.durable_nodes)
+        .restart_quarantine(!q.no_restart_quarantine);
+    match ttl {
+        Some(ttl) => b = b.ttl(ttl),
+        // A subcommand that writes no lease (status, doctor, release) must not trip over a
+        // --longest-ttl below the library's default TTL.
+        None => b = b.ttl(DEFAULT_TTL.min(q.longest_ttl)),
     }
     let factory = b.build().map_err(|e| {
         let mut f = Failure::from(e);

@@ -1,6 +1,6 @@
 //! `redmutex run --once KEY[@EPOCH]`: run the command at most once per job and epoch (the cron
-//! case), recording its exit status on a quorum; a later run learns that it ran (exit 80) or
-//! that it runs elsewhere (exit 81 when not waiting).
+//! case), recording its exit status on a quorum; a later run learns that it ran (exit 82) or
+//! that it runs elsewhere (exit 83 when not waiting).
 //!
 //! The run is started with the library's `RunOnce::start_with` (cancelled by a signal), the
 //! command is supervised by `run::run_then`, and the run is completed with the command's exit

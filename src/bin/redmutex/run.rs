@@ -258,6 +258,16 @@ fn release<K>(guard: LeaseGuard<K>, child: Option<Exit>) -> Exit {
                 child
             }
         }
+        // The command ran under the lock, but the lock stays behind until its TTL ends: with
+        // a command that succeeded, that is the outcome (an ACL that forbids the release
+        // would otherwise go unnoticed, run after run).
+        Err(e) if child == Exit::Success => {
+            logger::error(&format!(
+                "the command succeeded, but {key:?} could not be released ({e}); it expires \
+                 with its TTL"
+            ));
+            crate::exit::exit_for(&e)
+        }
         Err(e) => {
             logger::warn(&format!(
                 "could not release {key:?} ({e}); it expires with its TTL"

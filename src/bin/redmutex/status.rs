@@ -22,6 +22,10 @@ struct Row<'a> {
     ttl: Option<Duration>,
     fencing_counter: Option<u64>,
     error: Option<String>,
+    /// How much longer the node is in its restart quarantine.
+    quarantined: Option<Duration>,
+    /// A semaphore's name key: (permit count, permits this node counts as held).
+    permits: Option<(u32, u32)>,
 }
 
 /// The verdict over the nodes.
@@ -31,9 +35,12 @@ struct Verdict {
     /// How many nodes back the verdict (held: hold it; free: are free).
     agreeing: Option<usize>,
     ttl: Option<Duration>,
+    /// A semaphore's name: (permit count, permits a quorum counts as held).
+    permits: Option<(u32, u32)>,
 }
 
-/// Prints the status of the lock on stdout; fails with 69 when too few nodes answered to tell.
+/// Prints the status of the lock on stdout; fails with 69 when too few nodes answered to tell
+/// (77 when a node refused the login or a command).
 pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
     let inspection = lock.inspect()?;
     let rows: Vec<Row<'_>> = inspection.nodes.iter().map(row).collect();
@@ -52,10 +59,26 @@ pub fn status(lock: &RedLock, as_json: bool) -> Result<Exit, Failure> {
     if verdict.name == "unknown" {
         let details: Vec<String> = rows
             .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.node)))
+            .filter_map(|r| {
+                let quarantined = r.quarantined.map(|q| {
+                    format!(
+                        "quarantined for {:.1} s more (restart quarantine)",
+                        q.as_secs_f64()
+                    )
+                });
+                let why = r.error.clone().or(quarantined)?;
+                Some(format!("{}: {why}", r.node))
+            })
             .collect();
+        let denied = inspection.nodes.iter().any(|n| {
+            matches!(&n.holding, Holding::Failed(e) if e.kind() == redmutex::NodeErrorKind::Auth)
+        });
         let mut f = Failure::new(
-            Exit::Unavailable,
+            if denied {
+                Exit::NoPermission
+            } else {
+                Exit::Unavailable
+            },
             format!(
                 "no quorum for {:?}: {answered} of {} nodes answered, {} must agree ({})",
                 inspection.resource,
@@ -78,12 +101,19 @@ fn row(view: &redmutex::NodeView) -> Row<'_> {
         ttl: None,
         fencing_counter: view.fencing_counter,
         error: None,
+        quarantined: view.quarantined,
+        permits: None,
     };
     match &view.holding {
         Holding::Free => {}
         Holding::Held { holder, ttl } => {
             row.state = "held";
             row.holder = Some(holder.to_string());
+            row.ttl = *ttl;
+        }
+        Holding::Permits { permits, held, ttl } => {
+            row.state = "permits";
+            row.permits = Some((*permits, *held));
             row.ttl = *ttl;
         }
         Holding::Failed(e) => {
@@ -108,6 +138,7 @@ fn verdict(state: &LockState) -> Verdict {
         holder: None,
         agreeing: None,
         ttl: None,
+        permits: None,
     };
     match state {
         LockState::Held { holder, nodes, ttl } => {
@@ -118,6 +149,15 @@ fn verdict(state: &LockState) -> Verdict {
         }
         LockState::Free { nodes } => {
             v.name = "free";
+            v.agreeing = Some(*nodes);
+        }
+        LockState::Permits {
+            permits,
+            held,
+            nodes,
+        } => {
+            v.name = "permits";
+            v.permits = Some((*permits, *held));
             v.agreeing = Some(*nodes);
         }
         LockState::Split => v.name = "split",
@@ -143,6 +183,9 @@ fn to_json(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usi
                 "ttl_ms": millis(r.ttl),
                 "fencing_counter": r.fencing_counter,
                 "error": r.error,
+                "quarantined_ms": millis(r.quarantined),
+                "permits": r.permits.map(|p| p.0),
+                "permits_held": r.permits.map(|p| p.1),
             })
         })
         .collect();
@@ -155,6 +198,8 @@ fn to_json(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usi
         "answered": answered,
         "ttl_ms": millis(v.ttl),
         "fencing_counter": inspection.fencing_counter(),
+        "permits": v.permits.map(|p| p.0),
+        "permits_held": v.permits.map(|p| p.1),
         "nodes": nodes,
     })
 }
@@ -174,6 +219,14 @@ fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize
             )
         }
         "free" => format!("free on {} of {n} nodes (quorum {q})", of(v.agreeing)),
+        "permits" => {
+            let (permits, held) = v.permits.unwrap_or_default();
+            format!(
+                "a semaphore of {permits} permits, {held} held (as a quorum counts them), on {} \
+                 of {n} nodes (quorum {q}); a lock of this name waits for them",
+                of(v.agreeing)
+            )
+        }
         "split" => format!(
             "split: no holder has a quorum ({q}) and too few nodes are free; it can be taken \
              once keys expire"
@@ -189,7 +242,7 @@ fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize
     let _ = writeln!(out, "{:?}: {head}", inspection.resource);
     let _ = write!(
         out,
-        "{:<width$}  {:<5}  {:<12}  {:<9}",
+        "{:<width$}  {:<7}  {:<12}  {:<9}",
         "NODE", "STATE", "HOLDER", "TTL"
     );
     if fencing {
@@ -199,15 +252,19 @@ fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize
     for r in rows {
         let ttl = match (r.state, r.ttl) {
             ("held", Some(t)) => format!("{t:.3?}"),
-            ("held", None) => "no expiry".into(),
+            ("held" | "permits", None) => "no expiry".into(),
+            ("permits", Some(t)) => format!("{t:.3?}"),
             _ => "-".into(),
         };
+        // A semaphore's name key shows its count where a lock shows its holder.
+        let holder = r.permits.map_or_else(
+            || r.holder.clone().unwrap_or_else(|| "-".into()),
+            |(permits, held)| format!("{held}/{permits} held"),
+        );
         let _ = write!(
             out,
-            "{:<width$}  {:<5}  {:<12}  {ttl:<9}",
-            r.node,
-            r.state,
-            r.holder.as_deref().unwrap_or("-")
+            "{:<width$}  {:<7}  {holder:<12}  {ttl:<9}",
+            r.node, r.state,
         );
         if fencing {
             let c = r
@@ -217,6 +274,14 @@ fn table(inspection: &Inspection, rows: &[Row<'_>], v: &Verdict, answered: usize
         }
         if let Some(e) = &r.error {
             let _ = write!(out, "  {e}");
+        }
+        if let Some(q) = r.quarantined {
+            let _ = write!(
+                out,
+                "  quarantined for {:.1} s more (restart quarantine: its yes and its \"free\" \
+                 do not count)",
+                q.as_secs_f64()
+            );
         }
         end_line(&mut out);
     }

@@ -172,14 +172,14 @@ fn run_once_runs_once_per_epoch_and_says_how_it_went() {
     // Ran, with the command's status.
     let o = once("cli:once@2026-12-01", &[]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
-    // Already ran: 80, and the command is not run.
+    // Already ran: 82, and the command is not run.
     let o = once("cli:once@2026-12-01", &["-v"]);
-    assert_eq!(code(&o), 80, "{}", stderr(&o));
+    assert_eq!(code(&o), 82, "{}", stderr(&o));
     assert!(stderr(&o).contains("already ran: exit 3"), "{}", stderr(&o));
     // Another epoch runs; KEY alone is an epoch of its own.
     assert_eq!(code(&once("cli:once@2026-12-02", &[])), 3);
     assert_eq!(code(&once("cli:once", &[])), 3);
-    assert_eq!(code(&once("cli:once", &[])), 80);
+    assert_eq!(code(&once("cli:once", &[])), 82);
     let runs = fs::read_to_string(&count).unwrap();
     let runs: Vec<(&str, u64)> = runs
         .lines()
@@ -196,7 +196,7 @@ fn run_once_runs_once_per_epoch_and_says_how_it_went() {
 }
 
 #[test]
-fn run_once_while_it_runs_elsewhere_waits_or_gives_81() {
+fn run_once_while_it_runs_elsewhere_waits_or_gives_83() {
     let cluster = RedisCluster::start(3);
     let dir = cluster.node(0).dir().to_owned();
     let started = dir.join("started");
@@ -214,7 +214,7 @@ fn run_once_while_it_runs_elsewhere_waits_or_gives_81() {
     wait_file(&started);
     let o =
         run_ok(redmutex(&cluster.urls()).args(["run", "--once", "-n", "cli:busy@1", "--", "true"]));
-    assert_eq!(code(&o), 81, "{}", stderr(&o));
+    assert_eq!(code(&o), 83, "{}", stderr(&o));
     let o = run_ok(redmutex(&cluster.urls()).args([
         "run",
         "--once",
@@ -224,7 +224,7 @@ fn run_once_while_it_runs_elsewhere_waits_or_gives_81() {
         "--",
         "true",
     ]));
-    assert_eq!(code(&o), 81, "{}", stderr(&o));
+    assert_eq!(code(&o), 83, "{}", stderr(&o));
     // One that waits learns the record once the first ends.
     let mut waiter = spawn(
         redmutex(&cluster.urls())
@@ -235,5 +235,5 @@ fn run_once_while_it_runs_elsewhere_waits_or_gives_81() {
     assert!(waiter.try_wait().is_none(), "it waits");
     fs::write(&release, "").unwrap();
     assert_eq!(wait_for(&mut first, SOON).code(), Some(0));
-    assert_eq!(wait_for(&mut waiter, SOON).code(), Some(80));
+    assert_eq!(wait_for(&mut waiter, SOON).code(), Some(82));
 }

@@ -32,6 +32,11 @@ const TTL: Duration = Duration::from_secs(1);
 /// The suite's I/O timeout: a faulty node costs a round little.
 const IO_TIMEOUT: Duration = Duration::from_millis(150);
 
+/// The suite's connect timeout: what a partitioned node's probe costs, and how long a first
+/// round waits for the connections (300 ms was too short for that once on a loaded machine:
+/// all three connects timed out and the first acquisition failed).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The suite's retries: a worker rides out a fault instead of giving up.
 const RETRIES: u32 = 10;
 
@@ -43,16 +48,40 @@ const RETRY_JITTER: Duration = Duration::from_millis(10);
 const ROUND_BOUND: Duration = Duration::from_millis(2000);
 
 /// The fault suite's settings on top of the shared preset (`support::builder`): [`TTL`],
-/// [`IO_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes (the nodes
-/// themselves, or proxies in front of them). Every scenario and worker of the suite starts
-/// from these.
+/// [`IO_TIMEOUT`], [`CONNECT_TIMEOUT`], [`RETRIES`] and [`RETRY_JITTER`], for the given nodes
+/// (the nodes themselves, or proxies in front of them). Every scenario and worker of the suite
+/// starts from these.
 fn settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
     support::builder()
         .nodes(nodes)
         .ttl(TTL)
         .io_timeout(IO_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
         .max_retries(RETRIES)
         .retry_jitter(RETRY_JITTER)
+}
+
+/// [`settings`] with the restart quarantine on (the preset switches it off), bounded by the
+/// suite's [`TTL`]: a node restarted empty sits out `TTL` + drift from its start.
+fn quarantined_settings(nodes: Vec<String>) -> RedLockFactoryBuilder {
+    settings(nodes).restart_quarantine(true).longest_ttl(TTL)
+}
+
+/// How long a node restarted at once stays quarantined, at most: its start (by its uptime,
+/// which counts whole seconds: up to 1 s late) + [`TTL`] + drift, with a margin.
+const QUARANTINE_BOUND: Duration = Duration::from_millis(2500);
+
+/// Waits until `factory` can take a lock: the fresh nodes' own quarantine (they are younger
+/// than the longest TTL when the scenario starts) is over.
+fn wait_out_quarantine(factory: &RedLockFactory) {
+    let lock = factory.create_lock("faults:quarantine:warmup");
+    assert!(
+        support::deadline_loop(Duration::from_secs(20), || {
+            lock.try_acquire().ok().flatten().is_some()
+        }),
+        "the fresh nodes' quarantine never ended: {:?}",
+        factory.stats().nodes
+    );
 }
 
 /// A thread that makes one uncontended round after another on its own key and times each
@@ -255,6 +284,29 @@ fn delayed_restarts(
         cluster.kill(n % cluster.len());
         thread::sleep(TTL + Duration::from_millis(300));
         cluster.restart(n % cluster.len());
+        fault.store(false, Ordering::SeqCst);
+        n += 1;
+    }
+    n
+}
+
+/// Each node in turn, every `gap` until `last_start`, is SIGKILLed and started again at once,
+/// empty: the restart Redlock alone cannot survive, which the restart quarantine makes safe.
+/// The fault flag stays up while the restarted node is quarantined ([`QUARANTINE_BOUND`]), so
+/// one node at most sits out at a time and the others make a quorum.
+fn immediate_restarts(
+    cluster: &RedisCluster,
+    fault: &AtomicBool,
+    gap: Duration,
+    last_start: Duration,
+) -> usize {
+    let end = Instant::now() + last_start;
+    let mut n = 0;
+    while Instant::now() < end {
+        thread::sleep(gap);
+        fault.store(true, Ordering::SeqCst);
+        cluster.restart(n % cluster.len());
+        thread::sleep(QUARANTINE_BOUND);
         fault.store(false, Ordering::SeqCst);
         n += 1;
     }

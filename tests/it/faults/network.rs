@@ -318,7 +318,7 @@ fn split_vote_partial_locks_are_released_in_the_same_round() {
     }
     assert_eq!(split_seen, 1, "the split vote was never constructed");
     // Free at once for anybody.
-    let direct = RedLockFactory::new(setup.cluster.urls()).unwrap();
+    let direct = support::defaults(setup.cluster.urls()).build().unwrap();
     let g = direct.create_lock("split").try_acquire().unwrap();
     assert!(
         g.is_some(),

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{TTL, crash_two_of_five, minority_scenario, settings, stall_node_2_twice};
+use super::{
+    TTL, crash_two_of_five, immediate_restarts, minority_scenario, quarantined_settings, settings,
+    stall_node_2_twice, wait_out_quarantine,
+};
 use crate::support::history::{self, Record, Witness, Workload, run_workers};
 use crate::support::{AOF_ARGS, RedisCluster, deadline_loop};
 use redmutex::{Error, RedLockFactory};
@@ -38,8 +41,39 @@ fn minority_stall_progress_continues() {
     );
 }
 
+/// Each node in turn restarted at once, empty, with no delay, under load: with the restart
+/// quarantine on, no two holders ever overlap (the restarted node's yes does not count until
+/// every lease it may have forgotten has expired), and the other two nodes keep the lock going.
+#[test]
+fn immediate_empty_restarts_with_the_quarantine_no_overlap() {
+    let cluster = RedisCluster::start(3);
+    let factory = quarantined_settings(cluster.urls()).build().unwrap();
+    wait_out_quarantine(&factory);
+    minority_scenario(
+        "immediate_restart",
+        &factory,
+        Duration::from_secs(9),
+        |fault| {
+            immediate_restarts(
+                &cluster,
+                fault,
+                Duration::from_millis(300),
+                Duration::from_secs(6),
+            )
+        },
+    );
+    let stats = factory.stats();
+    let restarts: u64 = stats.nodes.iter().map(|n| n.restarts).sum();
+    let discounted: u64 = stats.nodes.iter().map(|n| n.votes_discounted).sum();
+    eprintln!(
+        "[figures] immediate_restart: restarts seen={restarts} yes votes discounted={discounted}"
+    );
+    assert!(restarts >= 2, "{:?}", stats.nodes);
+}
+
 // ---------------------------------------------------------------------------------------------
-// Node restarts: the known limit of Redlock, shown deterministically.
+// Node restarts: the known limit of Redlock (with the restart quarantine off), shown
+// deterministically.
 
 /// Client A holds `key` on nodes {0, 1} of 3 (node 2 is occupied by someone else while A
 /// acquires, then freed).
@@ -63,6 +97,9 @@ fn hold_on_nodes_0_and_1(
     guard
 }
 
+/// With the restart quarantine off (the preset's setting, as before issue 16), an empty node
+/// restarted at once hands a second client the lock: Redlock's known limit. (With the
+/// quarantine on, `quarantine::issue_16_an_empty_restart_at_once_grants_no_second_holder`.)
 #[test]
 fn immediate_empty_restart_breaks_mutual_exclusion() {
     let cluster = RedisCluster::start(3);
@@ -130,7 +167,8 @@ fn immediate_empty_restart_breaks_mutual_exclusion() {
 }
 
 /// A holds on nodes {0, 1}; node 1 crashes and stays down until A's lease has expired
-/// everywhere, then comes back empty, and B takes the lock. A's critical section runs from its
+/// everywhere, then comes back empty, and B takes the lock (the restart quarantine off: the
+/// delayed-restart rule alone keeps it safe). A's critical section runs from its
 /// acquisition until after B's section has begun, so the two sections do overlap on the witness
 /// clock: the history is clean only because A's lease had ended by then (an overrun, not a
 /// violation). Had B got in while A was still valid, the same history would show a violation.
@@ -329,7 +367,9 @@ fn connection_churn_pools_recover_and_leak_nothing() {
         ),
     );
     history::assert_clean(&check);
-    assert!(restarts >= 10, "only {restarts} restarts");
+    // Each node restarted twice at least: one restart every 300 ms plus the restart's own time,
+    // which with AOF grows on a loaded machine (8 in the 6 s once, with both cores busy).
+    assert!(restarts >= 6, "only {restarts} restarts");
     assert!(check.sections > 20, "{} acquisitions", check.sections);
     assert!(
         most_clients <= bound,

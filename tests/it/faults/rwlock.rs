@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{
-    TTL, crash_two_of_five, delayed_restarts, partition_two_minorities, scenario, settings,
-    stall_node_2_twice,
+    TTL, crash_two_of_five, delayed_restarts, immediate_restarts, partition_two_minorities,
+    quarantined_settings, scenario, settings, stall_node_2_twice, wait_out_quarantine,
 };
 use crate::support::RedisCluster;
 use crate::support::history::{self, Record, Role, Workload};
@@ -54,7 +54,17 @@ fn rw_scenario(
     schedule: impl FnOnce(&AtomicBool) -> usize + Send,
 ) {
     let factory = settings(nodes).fencing(true).build().unwrap();
-    let (run, _) = scenario(name, &factory, &workload(name, total), 1, schedule);
+    rw_scenario_on(name, &factory, total, schedule);
+}
+
+/// [`rw_scenario`] on a factory of the caller's.
+fn rw_scenario_on(
+    name: &str,
+    factory: &redmutex::RedLockFactory,
+    total: Duration,
+    schedule: impl FnOnce(&AtomicBool) -> usize + Send,
+) {
+    let (run, _) = scenario(name, factory, &workload(name, total), 1, schedule);
     assert_mixed(&run.records);
     // Every exclusive section (writer, mutex holder) carries a token, so the order the checker
     // verified covers all of them.
@@ -165,6 +175,32 @@ fn rw_delayed_restarts_no_writer_with_anyone() {
         |fault| {
             let last_start = Duration::from_millis(7_000) - TTL * 2;
             delayed_restarts(&cluster, fault, Duration::from_millis(300), last_start)
+        },
+    );
+}
+
+/// Each node in turn is killed and restarted at once, empty, with no delay: with the restart
+/// quarantine on, no writer is ever with anyone (a restarted node's yes to a reader or a
+/// writer does not count until every lease it may have forgotten has expired).
+#[test]
+fn rw_immediate_restarts_with_the_quarantine_no_writer_with_anyone() {
+    let cluster = RedisCluster::start(3);
+    let factory = quarantined_settings(cluster.urls())
+        .fencing(true)
+        .build()
+        .unwrap();
+    wait_out_quarantine(&factory);
+    rw_scenario_on(
+        "rw_immediate_restart",
+        &factory,
+        Duration::from_secs(9),
+        |fault| {
+            immediate_restarts(
+                &cluster,
+                fault,
+                Duration::from_millis(300),
+                Duration::from_secs(6),
+            )
         },
     );
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{
-    TTL, crash_two_of_five, delayed_restarts, partition_two_minorities, settings,
-    stall_node_2_twice,
+    TTL, crash_two_of_five, delayed_restarts, immediate_restarts, partition_two_minorities,
+    quarantined_settings, settings, stall_node_2_twice, wait_out_quarantine,
 };
 use crate::support::RedisCluster;
 use crate::support::history::{self, Kind, Workload};
@@ -43,6 +43,8 @@ enum Fault {
     Crash,
     /// Each node of 3 in turn SIGKILLed and restarted empty after TTL + 0.3 s.
     DelayedRestart,
+    /// Each node of 3 in turn SIGKILLed and restarted empty at once, the restart quarantine on.
+    ImmediateRestart,
     /// 1 of 3 nodes SIGSTOPped twice for 1.5 s.
     Stall,
     /// The proxies of 2 of 5 nodes cut (RST), twice for 1.5 s, different minorities.
@@ -76,6 +78,15 @@ fn scenario(name: &str, fault: &Fault, work: &Workload, k: usize) -> history::Ch
             checked_scenario(name, &factory, work, k, |fault| {
                 let last_start = RUN - TTL - Duration::from_millis(500);
                 delayed_restarts(&cluster, fault, Duration::from_millis(200), last_start)
+            })
+        }
+        Fault::ImmediateRestart => {
+            let cluster = RedisCluster::start(3);
+            let factory = quarantined_settings(cluster.urls()).build().unwrap();
+            wait_out_quarantine(&factory);
+            checked_scenario(name, &factory, work, k, |fault| {
+                let last_start = RUN - Duration::from_secs(2);
+                immediate_restarts(&cluster, fault, Duration::from_millis(200), last_start)
             })
         }
         Fault::Stall => {
@@ -122,6 +133,11 @@ fn semaphore_minority_crash() {
 #[test]
 fn semaphore_delayed_restarts() {
     semaphore("sem_delayed_restart", &Fault::DelayedRestart);
+}
+
+#[test]
+fn semaphore_immediate_restarts_with_the_quarantine() {
+    semaphore("sem_immediate_restart", &Fault::ImmediateRestart);
 }
 
 #[test]

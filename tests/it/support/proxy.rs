@@ -54,6 +54,10 @@ pub enum RuleAction {
     /// Forward the request at once, but hold the next reply chunk on the same connection (its
     /// reply) for this long.
     DelayReply(Duration),
+    /// Forward the request at once, and when its reply comes back, reset the connection (RST,
+    /// both sides) instead of delivering it: the node ran the command, the client never hears
+    /// (a CLIENT KILL, a proxy or load-balancer reset between the write and the read).
+    ResetReply,
 }
 
 struct Rule {
@@ -266,6 +270,13 @@ impl ProxyHandle {
         self.add_rule(Arc::new(matcher), RuleAction::DelayReply(d));
     }
 
+    /// Adds a rule: a request chunk for which `matcher` is true goes through at once (the node
+    /// applies it), and the connection is reset when its reply comes back, so the client never
+    /// hears it.
+    pub fn reset_replies_to_if(&self, matcher: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+        self.add_rule(Arc::new(matcher), RuleAction::ResetReply);
+    }
+
     /// Adds a rule (see [`RuleAction`]).
     pub fn add_rule(&self, matcher: Matcher, action: RuleAction) {
         lock(&self.inner.rules).push(Rule { matcher, action });
@@ -372,6 +383,7 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
             closed: AtomicBool::new(false),
             pumps_left: AtomicU8::new(2),
             reply_delay: AtomicU64::new(0),
+            reset_reply: AtomicBool::new(false),
         });
         let mut pumps = inner.pumps.lock().unwrap_or_else(|e| e.into_inner());
         pumps.retain(|h| !h.is_finished());
@@ -392,6 +404,9 @@ struct Conn {
     pumps_left: AtomicU8,
     /// Microseconds to hold the next reply chunk (set by a [`RuleAction::DelayReply`] rule).
     reply_delay: AtomicU64,
+    /// Reset the connection instead of forwarding the next reply chunk (set by a
+    /// [`RuleAction::ResetReply`] rule).
+    reset_reply: AtomicBool,
 }
 
 /// Copies one direction until either side closes, the connection is reset, or the proxy stops.
@@ -451,8 +466,20 @@ fn pump(inner: &Inner, conn: &Conn, up: bool, epoch: u64) {
                 Some(RuleAction::DelayReply(d)) => {
                     conn.reply_delay.fetch_max(micros(d), Ordering::SeqCst);
                 }
+                Some(RuleAction::ResetReply) => conn.reset_reply.store(true, Ordering::SeqCst),
                 None => {}
             }
+        } else if conn.reset_reply.swap(false, Ordering::SeqCst) {
+            // The node answered: swallow the reply and cut the client off at once (it reads the
+            // end of the stream, then a reset), however late the other pump notices.
+            inner
+                .counters
+                .bytes_dropped
+                .fetch_add(n as u64, Ordering::SeqCst);
+            set_rst_on_close(&conn.client);
+            let _ = conn.client.shutdown(Shutdown::Both);
+            reset = true;
+            break;
         } else {
             delay = delay.saturating_add(conn.reply_delay.swap(0, Ordering::SeqCst));
         }
