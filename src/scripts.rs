@@ -660,6 +660,26 @@ pub(crate) const LEADER_SUFFIX: &str = ":redmutex:leader";
 /// The suffix of the channel on which an election's changes are announced.
 pub(crate) const ELECTED_SUFFIX: &str = ":redmutex:elected";
 
+/// The body of a grant floored at the node's clock, shared by a candidate's grant and a run's
+/// start (a macro, so `concat!` can put it in both scripts).
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark).
+macro_rules! clocked_grant {
+    () => {
+        r#"local granted = 0
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif redis.call("GET", KEYS[1]) == ARGV[1] then
+    granted = 1
+elseif tonumber(ARGV[3]) > 0 then
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#
+    };
+}
+
 /// A candidate's grant: takes the lock key like `SET NX PX` (marking that we wait when told, as
 /// the acquire script does), and reads the fencing counter raised to the node's clock in
 /// microseconds since the Unix epoch. So a term is above the counter of every node of the grant's
@@ -672,17 +692,7 @@ pub(crate) const ELECTED_SUFFIX: &str = ":redmutex:elected";
 ///
 /// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
 /// mark). Returns `{granted (1 or 0), max(counter, now in us)}`.
-pub(crate) const LEADER_GRANT_SRC: &str = r#"local granted = 0
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-    granted = 1
-elseif redis.call("GET", KEYS[1]) == ARGV[1] then
-    granted = 1
-elseif tonumber(ARGV[3]) > 0 then
-    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
-end
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#;
+pub(crate) const LEADER_GRANT_SRC: &str = clocked_grant!();
 
 /// Writes the leader record (revision ARGV[3] of the value ARGV[4], in term ARGV[2]) while the
 /// lock key holds our token; the record lives as long as the lock key. A revision never goes
@@ -767,20 +777,13 @@ pub(crate) const DONE_SUFFIX: &str = ":redmutex:done";
 /// KEYS: run key, fencing counter, waiting marker, completion record. ARGV: token, TTL ms,
 /// marker ms (0: don't mark). Returns `{granted (1 or 0; 2: it ran already), max(counter, now
 /// in us)}`.
-pub(crate) const RUN_BEGIN_SRC: &str = r#"if redis.call("EXISTS", KEYS[4]) == 1 then
+pub(crate) const RUN_BEGIN_SRC: &str = concat!(
+    r#"if redis.call("EXISTS", KEYS[4]) == 1 then
     return {2, 0}
 end
-local granted = 0
-if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-    granted = 1
-elseif redis.call("GET", KEYS[1]) == ARGV[1] then
-    granted = 1
-elseif tonumber(ARGV[3]) > 0 then
-    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
-end
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#;
+"#,
+    clocked_grant!()
+);
 
 /// Completes a run while the run key holds our token: writes the completion record (result,
 /// fencing token, the runner's time in ms), which expires after ARGV[3] ms, deletes the run key,

@@ -197,12 +197,21 @@ impl Target {
         ))
     }
 
+    /// The key a mutex-like target holds: the lease's name, or a run's own run key.
+    fn lock_key<'a>(&'a self, name: &'a str) -> &'a str {
+        match self {
+            Self::Run { key, .. } => key,
+            _ => name,
+        }
+    }
+
     /// The call that makes the nodes hold `token` at least `ms` more.
     pub(crate) fn extend_parts<'a>(&'a self, name: &'a str, token: &'a str, ms: u64) -> Parts<'a> {
         match self {
-            Self::Mutex => Parts {
+            // A run holds its run key as a mutex holds its name.
+            Self::Mutex | Self::Run { .. } => Parts {
                 script: &scripts::EXTEND,
-                keys: vec![Arg::Str(name)],
+                keys: vec![Arg::Str(self.lock_key(name))],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
             Self::Reader => Parts {
@@ -234,11 +243,6 @@ impl Target {
                 keys: vec![Arg::Str(name), Arg::Joined(name, scripts::LEADER_SUFFIX)],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
-            Self::Run { key, .. } => Parts {
-                script: &scripts::EXTEND,
-                keys: vec![Arg::Str(key)],
-                args: vec![Arg::Str(token), Arg::Int(ms)],
-            },
         }
     }
 
@@ -253,12 +257,13 @@ impl Target {
     ) -> R {
         let flag = Arg::Str(if announce { "1" } else { "0" });
         match self {
-            Self::Mutex => {
+            Self::Mutex | Self::Run { .. } => {
                 // KEYS: lock, waiting mark. ARGV: token, channel, announce.
-                let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
+                let lock = self.lock_key(name);
+                let keys = [Arg::Str(lock), Arg::Joined(lock, scripts::WAITING_SUFFIX)];
                 let args = [
                     Arg::Str(token),
-                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    Arg::Joined(lock, scripts::RELEASED_SUFFIX),
                     flag,
                 ];
                 f(Call::Script {
@@ -341,20 +346,6 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::LEADER_RELEASE,
-                    keys: &keys,
-                    args: &args,
-                })
-            }
-            Self::Run { key, .. } => {
-                // The mutex's release, on the run key.
-                let keys = [Arg::Str(key), Arg::Joined(key, scripts::WAITING_SUFFIX)];
-                let args = [
-                    Arg::Str(token),
-                    Arg::Joined(key, scripts::RELEASED_SUFFIX),
-                    flag,
-                ];
-                f(Call::Script {
-                    script: &scripts::RELEASE,
                     keys: &keys,
                     args: &args,
                 })
