@@ -447,4 +447,13 @@ fn a_user_scoped_to_the_prefix_can_elect_observe_and_run_once() {
         f.create_election("other:leader").try_campaign("x"),
         Err(Error::NoQuorum { answered: 0, .. })
     ));
+    // The doctor's probes of both find what they need, on every node.
+    let checks = f.diagnose(Some("app:probe")).unwrap().checks;
+    for name in ["acl election", "acl run-once"] {
+        let ok = checks
+            .iter()
+            .filter(|c| c.name == name && c.status == redmutex::CheckStatus::Ok)
+            .count();
+        assert_eq!(ok, 3, "{name}: {checks:?}");
+    }
 }

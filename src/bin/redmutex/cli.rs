@@ -450,8 +450,8 @@ a warn or fail line says what to change. Per node: reachable (PING round trip), 
 master), version (semaphores need Redis 6.0), uptime (against --longest-ttl: is the node in its
 restart quarantine?), persistence (AOF and appendfsync), eviction (maxmemory-policy); over the
 nodes: quorum, clock (the skew between the nodes' TIME). With KEY, per node: acl lock (fails if
-refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl script load
-(warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
+refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl election,
+acl run-once, acl script load (warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
 
 Exit status: 0 when every check is ok, 80 when some warned and none failed, 81 when one failed.
 
