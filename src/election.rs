@@ -101,7 +101,7 @@ impl Election {
     /// ([`acquire`](Handle::acquire), ...) campaign with; [`campaign`](Self::campaign) takes
     /// its own. An empty value by default.
     #[must_use]
-    pub fn with_value(&self, value: impl Into<Arc<str>>) -> Self {
+    pub fn with_value(self, value: impl Into<Arc<str>>) -> Self {
         self.as_kind(kind::Leader {
             value: value.into(),
         })
@@ -126,7 +126,7 @@ impl Election {
     /// As [`Handle::acquire`]; [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a
     /// value that is too long.
     pub fn campaign(&self, value: impl Into<Arc<str>>) -> Result<LeaderGuard> {
-        self.with_value(value).acquire()
+        self.clone().with_value(value).acquire()
     }
 
     /// Campaigns if one attempt can win: `Ok(None)` when someone else leads.
@@ -135,7 +135,7 @@ impl Election {
     ///
     /// As [`Handle::try_acquire`].
     pub fn try_campaign(&self, value: impl Into<Arc<str>>) -> Result<Option<LeaderGuard>> {
-        self.with_value(value).try_acquire()
+        self.clone().with_value(value).try_acquire()
     }
 
     /// Campaigns, waiting at most about `timeout` while someone else leads.
@@ -149,7 +149,7 @@ impl Election {
         value: impl Into<Arc<str>>,
         timeout: Duration,
     ) -> Result<LeaderGuard> {
-        self.with_value(value).acquire_timeout(timeout)
+        self.clone().with_value(value).acquire_timeout(timeout)
     }
 
     /// Campaigns, waiting as `wait` says (a deadline, a cancel flag).
@@ -175,7 +175,7 @@ impl Election {
     /// # Ok::<(), redmutex::Error>(())
     /// ```
     pub fn campaign_with(&self, value: impl Into<Arc<str>>, wait: Wait<'_>) -> Result<LeaderGuard> {
-        self.with_value(value).acquire_with(wait)
+        self.clone().with_value(value).acquire_with(wait)
     }
 
     /// The current leader (its term, value, revision, fingerprint and remaining lease), read

@@ -124,7 +124,7 @@ impl RunOnce {
     /// This job's handle for `epoch` (a cron slot's time, a version: anything that names one
     /// run), for its acquire family. The calls below take the epoch as an argument.
     #[must_use]
-    pub fn with_epoch(&self, epoch: impl Into<Arc<str>>) -> Self {
+    pub fn with_epoch(self, epoch: impl Into<Arc<str>>) -> Self {
         let epoch = epoch.into();
         let run = kind::Once {
             key: run_key(self.resource(), &epoch),
@@ -137,7 +137,7 @@ impl RunOnce {
     /// This job with completion records kept for `retention` (1 ms to about 34 years; a day by
     /// default). An invalid one is reported by the first call that uses it.
     #[must_use]
-    pub fn with_retention(&self, retention: Duration) -> Self {
+    pub fn with_retention(self, retention: Duration) -> Self {
         let run = kind::Once {
             retention,
             ..self.kind().clone()
@@ -167,7 +167,7 @@ impl RunOnce {
     ///
     /// As [`Handle::try_acquire`].
     pub fn try_start(&self, epoch: impl Into<Arc<str>>) -> Result<Start> {
-        match self.with_epoch(epoch).try_acquire() {
+        match self.clone().with_epoch(epoch).try_acquire() {
             Ok(Some(run)) => Ok(Start::Run(run)),
             Ok(None) => Ok(Start::Running),
             Err(e) => ran(e),
@@ -194,7 +194,7 @@ impl RunOnce {
     ///
     /// [`Error::Cancelled`] when the wait was called off; otherwise as [`Handle::acquire`].
     pub fn start_with(&self, epoch: impl Into<Arc<str>>, wait: Wait<'_>) -> Result<Start> {
-        match self.with_epoch(epoch).acquire_with(wait) {
+        match self.clone().with_epoch(epoch).acquire_with(wait) {
             Ok(run) => Ok(Start::Run(run)),
             Err(Error::Timeout { .. }) => Ok(Start::Running),
             Err(e) => ran(e),
@@ -239,7 +239,7 @@ impl RunOnce {
     /// [`Error::NoQuorum`] when too few nodes answered, none with a record;
     /// [`Error::InvalidArgument`], [`Error::InvalidConfig`] for a bad name, epoch or retention.
     pub fn record(&self, epoch: impl Into<Arc<str>>) -> Result<Option<RunRecord>> {
-        let job = self.with_epoch(epoch);
+        let job = self.clone().with_epoch(epoch);
         let run = job.kind();
         crate::shared::check_name("job name", job.resource())?;
         once::check(&run.key, run.retention)?;
