@@ -34,7 +34,8 @@
 //!
 //! Every record write and every resignation is announced on `<name>:redmutex:elected`. An
 //! observer ([`Watch`]) is subscribed to it on one node and is woken by the announcement; it
-//! then reads a quorum, and reports what it read only if it is newer, in `(term, revision)`
+//! then reads a quorum (again, after short growing pauses, while the announced change has not
+//! reached a quorum yet), and reports what it read only if it is newer, in `(term, revision)`
 //! order, than what it last reported. Polling (every `poll` interval) is the fallback for a
 //! subscription that failed or a node that stalls; a poll that finds the subscribed node
 //! failing moves the subscription to another node. A leader whose lease simply ran out (it
@@ -62,10 +63,13 @@ use crate::waker::Sub;
 /// announcements, read by every observer on every change.
 pub const MAX_VALUE_LEN: usize = 16 * 1024;
 
-/// How many quick re-reads an observer makes when an announcement is newer than what a quorum
-/// shows yet (the change is still reaching the other nodes), and the pause between them.
-const SETTLE_READS: u32 = 8;
-const SETTLE_PAUSE: Duration = Duration::from_millis(5);
+/// When an announcement is newer than what a quorum shows yet (the change is still reaching the
+/// other nodes, which a loaded machine can delay), an observer reads again after a pause that
+/// starts here and doubles up to [`SETTLE_MAX`], for [`SETTLE_FOR`] at most (then the change is
+/// taken to have failed: a proclamation without a quorum, a campaign given back).
+const SETTLE_FIRST: Duration = Duration::from_millis(2);
+const SETTLE_MAX: Duration = Duration::from_millis(100);
+const SETTLE_FOR: Duration = Duration::from_secs(2);
 /// How often a wait with a cancel flag looks at it.
 const CANCEL_SLICE: Duration = Duration::from_millis(20);
 /// After a failed subscription, how long an observer polls before subscribing again.
@@ -495,8 +499,11 @@ pub(crate) struct Watch {
     channel: String,
     /// The `(term, revision)` last reported.
     last: Option<(u64, u64)>,
-    /// The newest change announced and not yet seen on a quorum.
+    /// The newest change announced and not yet seen on a quorum, since when, and the pause
+    /// before the next read while it is not.
     announced: Option<(u64, u64)>,
+    announced_at: Instant,
+    settle: Duration,
     sub: Option<Sub>,
     /// After a failed subscription: poll until then.
     resubscribe_at: Option<Instant>,
@@ -531,6 +538,8 @@ impl Watch {
             channel,
             last: None,
             announced: None,
+            announced_at: Instant::now(),
+            settle: SETTLE_FIRST,
             sub: None,
             resubscribe_at: None,
             next_node: 0,
@@ -599,16 +608,12 @@ impl Watch {
                     return Err(e);
                 }
                 self.drop_sub_if_failed(self.shared.nodes.all());
-                self.read_at = Instant::now() + self.poll;
+                self.schedule(None);
                 return Ok(None);
             }
         };
         self.drop_sub_if_failed(reading.failed);
-        let seen = reading.leader.as_ref().map(Leader::key);
-        if self.announced.is_some_and(|a| seen.is_none_or(|s| s >= a)) {
-            self.announced = None;
-        }
-        self.read_at = Instant::now() + self.poll;
+        self.schedule(reading.leader.as_ref().map(Leader::key));
         match reading.leader {
             Some(leader) if self.last.is_none_or(|last| leader.key() > last) => {
                 self.last = Some(leader.key());
@@ -616,6 +621,22 @@ impl Watch {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Schedules the next read after one that showed `seen`: soon (a growing pause) while an
+    /// announced change is newer than it, for [`SETTLE_FOR`] at most; else a poll interval on.
+    fn schedule(&mut self, seen: Option<(u64, u64)>) {
+        let now = Instant::now();
+        if let Some(a) = self.announced {
+            if seen.is_some_and(|s| s >= a) || now >= self.announced_at + SETTLE_FOR {
+                self.announced = None;
+            } else {
+                self.read_at = now + self.settle.min(self.poll);
+                self.settle = (self.settle * 2).min(SETTLE_MAX);
+                return;
+            }
+        }
+        self.read_at = now + self.poll;
     }
 
     /// Drops the subscription when its node is among `failed`: it may not hear announcements.
@@ -664,8 +685,8 @@ impl Watch {
     }
 
     /// Waits up to `timeout` for an announcement (or sleeps, unsubscribed). An announcement
-    /// makes the next read due: at once, then in quick re-reads while the announced change is
-    /// not yet on a quorum.
+    /// makes the next read due at once (and [`schedule`](Self::schedule) reads again soon while
+    /// the announced change is not yet on a quorum).
     fn listen(&mut self, timeout: Duration) {
         let Some(sub) = self.sub.as_mut() else {
             std::thread::sleep(timeout);
@@ -674,16 +695,15 @@ impl Watch {
         match sub.listen(timeout) {
             Ok(None) => {}
             Ok(Some(message)) => {
-                let announced = announcement(&message);
-                if let Some(a) = announced
+                if let Some(a) = announcement(&message)
                     && self.last.is_none_or(|last| a > last)
+                    && self.announced.is_none_or(|b| a > b)
                 {
-                    self.announced = Some(self.announced.map_or(a, |b| b.max(a)));
+                    self.announced = Some(a);
+                    self.announced_at = Instant::now();
+                    self.settle = SETTLE_FIRST;
                 }
                 self.read_at = Instant::now();
-                if self.announced.is_some() {
-                    self.settle();
-                }
             }
             Err(e) => {
                 log::debug!(
@@ -696,26 +716,6 @@ impl Watch {
                 self.read_at = Instant::now();
             }
         }
-    }
-
-    /// An announced change is newer than what we reported: read now, and a few more times
-    /// shortly after if a quorum does not show it yet (the announcement came from the first
-    /// node the change reached).
-    fn settle(&mut self) {
-        for _ in 0..SETTLE_READS {
-            let Some(announced) = self.announced else {
-                return;
-            };
-            match read(&self.shared, &self.name, self.ttl) {
-                Ok(r) if r.leader.as_ref().is_some_and(|l| l.key() >= announced) => {
-                    // Reported by the read `next` makes at once.
-                    return;
-                }
-                Ok(_) | Err(_) => std::thread::sleep(SETTLE_PAUSE),
-            }
-        }
-        // It never reached a quorum (a failed proclamation, a campaign given back): forget it.
-        self.announced = None;
     }
 }
 

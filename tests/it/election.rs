@@ -329,10 +329,15 @@ fn bad_values_and_names_are_errors_before_any_io() {
 #[test]
 fn a_kept_alive_leader_outlives_its_ttl_and_loses_its_lease_when_deleted() {
     let cluster = RedisCluster::start(3);
-    let f = factory(&cluster, Duration::from_millis(600));
+    // A lease of a second: the short timeouts, so a renewal round fits well within it.
+    let f = support::short_builder()
+        .nodes(cluster.urls())
+        .ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let election = f.create_election("elect:keep");
     let leader = election.campaign("x").unwrap();
-    thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_millis(2500));
     assert!(leader.is_valid(), "keep-alive is on for elections");
     let seen = election.leader().unwrap().unwrap();
     assert_eq!(
