@@ -462,3 +462,14 @@ fn a_user_scoped_to_the_prefix_can_elect_observe_and_run_once() {
         assert_eq!(ok, 3, "{name}: {checks:?}");
     }
 }
+
+#[test]
+fn handles_guards_and_observers_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    send_sync::<redmutex::Election>();
+    send_sync::<redmutex::LeaderGuard>();
+    send_sync::<redmutex::RunOnce>();
+    send_sync::<redmutex::RunGuard>();
+    send::<redmutex::Observer>();
+}
