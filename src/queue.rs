@@ -52,6 +52,11 @@ pub(crate) enum Mode {
     Shared,
     /// A semaphore's permit: a line of its own, and the next waiter tries at once.
     Permit,
+    /// Waits on the nodes by itself, without a line: an election's candidate (a term usually
+    /// lasts long, and a candidate that takes over must read the election as it finds it) and a
+    /// run-once job's waiter (all of them wait for one completion, which ends every wait at
+    /// once: there is nothing to take in turns).
+    Alone,
 }
 
 impl Mode {
@@ -61,13 +66,13 @@ impl Mode {
     /// reader waits on the nodes as it would without the queue (and a writer's or a lock's line
     /// is not held up by them).
     pub(crate) const fn lined(self) -> bool {
-        !matches!(self, Self::Shared)
+        !matches!(self, Self::Shared | Self::Alone)
     }
 
     /// Lines of different classes never mix.
     const fn class(self) -> u8 {
         match self {
-            Self::Exclusive | Self::Shared => 0,
+            Self::Exclusive | Self::Shared | Self::Alone => 0,
             Self::Permit => 1,
         }
     }
