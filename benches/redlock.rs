@@ -12,7 +12,8 @@
 //!    then the compare-and-delete script by EVALSHA) over one already-open connection per node,
 //!    written to every node before any reply is read. No library: the physical limit.
 //! 2. `cycle`: `acquire()` + `release()` of one key by one thread (library defaults);
-//!    `cycle-nowake`: the same with `wake_on_release(false)`.
+//!    `cycle-nowake`: the same with `wake_on_release(false)`. Scenarios 1 to 3 run at 1, 3, 5,
+//!    7 and 9 nodes ([`NODE_COUNTS`]).
 //! 3. `busy`, `busy-split`: `try_acquire()` of a lock held elsewhere on every node, and on a bare
 //!    majority only (our SET lands on the minority and is taken back in a second round).
 //! 4. `contended-*`: 4 threads on one key over 3 nodes, each holding it ~1 ms.
@@ -57,7 +58,7 @@ const FAIR_JITTER: Duration = Duration::from_millis(1);
 /// How long a contended holder keeps the lock.
 const HOLD: Duration = Duration::from_millis(1);
 const CONTENDERS: usize = 4;
-const NODE_COUNTS: [usize; 3] = [1, 3, 5];
+const NODE_COUNTS: [usize; 5] = [1, 3, 5, 7, 9];
 const MANY_KEYS_THREADS: [usize; 3] = [1, 2, 4];
 
 // ---------------------------------------------------------------------------
@@ -1224,7 +1225,7 @@ fn main() {
          redis-server nodes",
         s.mode, s.runs, s.long_runs
     ));
-    let cluster = common::RedisCluster::start(5);
+    let cluster = common::RedisCluster::start(NODE_COUNTS[NODE_COUNTS.len() - 1]);
     let urls = cluster.urls();
 
     let single = single_thread(&s, &urls);
