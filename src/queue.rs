@@ -135,6 +135,9 @@ struct LineState {
     held: usize,
     /// Turns taken in a row while other processes waited.
     streak: u32,
+    /// The last lease held through the line found, at its release, that others waited (their
+    /// waiting mark): read and cleared by the next head's [`Place::take_turn`].
+    others_waited: bool,
     /// Since when (microseconds of the wall clock) this line has waited for a lock held by
     /// another process; 0 while it has not since it last won.
     since: u64,
@@ -323,10 +326,12 @@ impl Place<'_> {
     }
 
     /// At the head, after a release here: takes the turn (`true`), or, after [`MAX_TURNS`] in a
-    /// row while `others_wait`, says to hold back first (`false`).
-    pub(crate) fn take_turn(&self, others_wait: bool) -> bool {
+    /// row while others waited (the releases found their marks: [`Hold::others_waited`]), says
+    /// to hold back first (`false`).
+    pub(crate) fn take_turn(&self) -> bool {
         self.queue.handed.fetch_add(1, Ordering::Relaxed);
         let mut state = lock(&self.line.state);
+        let others_wait = std::mem::take(&mut state.others_waited);
         if !others_wait {
             state.streak = 0;
             return true;
@@ -405,6 +410,11 @@ pub(crate) struct Hold {
 }
 
 impl Hold {
+    /// The lease's release found others waiting (their waiting mark on the nodes).
+    pub(crate) fn others_waited(&self) {
+        lock(&self.line.state).others_waited = true;
+    }
+
     /// Whether the next waiter in line takes the lock at once when this lease ends: there is
     /// one, and its line has not had [`MAX_TURNS`] turns in a row while others waited (see
     /// [`Place::take_turn`]).
@@ -494,10 +504,19 @@ mod tests {
     fn a_line_keeps_at_most_max_turns_in_a_row_while_others_wait() {
         let q = Queue::default();
         let a = q.join("r", &["r"], Mode::Exclusive);
-        let kept = (0..2 * MAX_TURNS + 2).filter(|_| a.take_turn(true)).count();
+        let others = |waited: bool| lock(&a.line.state).others_waited = waited;
+        let kept = (0..2 * MAX_TURNS + 2)
+            .filter(|_| {
+                others(true);
+                a.take_turn()
+            })
+            .count();
         assert_eq!(kept, 2 * MAX_TURNS as usize);
         assert_eq!(q.yields(), 2);
-        assert!((0..3 * MAX_TURNS).all(|_| a.take_turn(false)));
+        assert!(
+            (0..3 * MAX_TURNS).all(|_| a.take_turn()),
+            "nobody else waited"
+        );
     }
 
     /// Polls `f` for up to 30 s.

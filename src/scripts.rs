@@ -18,6 +18,10 @@ pub(crate) const FENCE_SUFFIX: &str = ":redmutex:fence";
 /// The suffix of the key that says clients are waiting for a resource (expires by itself).
 pub(crate) const WAITING_SUFFIX: &str = ":redmutex:waiting";
 
+/// The suffix of the sorted set of the processes waiting for a lock, by since when (the local
+/// queue's order across processes; expires by itself).
+pub(crate) const ORDER_SUFFIX: &str = ":redmutex:order";
+
 /// The suffix of the channel on which the releases of a resource are announced.
 pub(crate) const RELEASED_SUFFIX: &str = ":redmutex:released";
 
@@ -39,13 +43,14 @@ pub(crate) const LEGACY_FENCE_PREFIX: &str = "redmutex:fence:";
 
 /// Deletes the lock key if it holds our token and, when clients are waiting for it, announces
 /// the release on the resource's channel (so uncontended releases publish nothing). The message
-/// is the SHA1 of the released token, then a space and the waiting marker (when it names the
-/// longest-waiting process: see [`ACQUIRE_SRC`]; `1` otherwise).
+/// is the SHA1 of the released token, then a space and the `since` of the process that has
+/// waited longest (the live entry of the order set with the smallest one: see
+/// [`ACQUIRE_SRC`]), or `1` when there is none.
 ///
 /// Sent again after its reply was lost, it answers 0 if its first run deleted the key: the
 /// release round counts a "no" from a node sent the command twice as no answer.
 ///
-/// KEYS: lock, waiting marker. ARGV: token, channel, announce ("1" for the release of a held
+/// KEYS: lock, waiting marker, order set (optional). ARGV: token, channel, announce ("1" for the release of a held
 /// lock; "0" when taking back the partial locks of a failed attempt, which must not wake anyone:
 /// the lock is still held elsewhere, and a waiter woken by its own take-back would spin; "2"
 /// for a release the next waiter of the releaser's own local queue takes at once: it reports
@@ -56,8 +61,18 @@ pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1]
     redis.call("DEL", KEYS[1])
     if ARGV[3] ~= "0" and redis.call("EXISTS", KEYS[2]) == 1 then
         if ARGV[3] == "1" then
-            local mark = redis.call("GET", KEYS[2]) or "1"
-            redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]) .. " " .. mark)
+            local first = "1"
+            if KEYS[3] then
+                local t = redis.call("TIME")
+                local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+                redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
+                for _, since in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
+                    if first == "1" or tonumber(since) < tonumber(first) then
+                        first = since
+                    end
+                end
+            end
+            redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]) .. " " .. first)
         end
         return 2
     end
@@ -97,15 +112,16 @@ return false"#;
 /// so the value read belongs to this grant) and, when told, marks that we are waiting. Safe to
 /// repeat: a key that already holds our token (this call's earlier run) is a grant.
 ///
-/// The marker holds when the longest-waiting process began to wait (`since`: microseconds of
-/// its clock, from its local queue), a min-register: a mark with a later `since` (or none)
-/// leaves an earlier one as it is (which its own process keeps alive by marking again, or lets
-/// expire), and a grant to the process named there turns it into an unnamed mark (`1`, for the
-/// rest of its life: others may still wait), for the next one to write its own. The
-/// release announcement names it, so that the longest-waiting process tries first.
+/// A waiting lock's local queue also enters its process in the order set (KEYS[4]): member
+/// `since` (when its line began to wait, in microseconds of its clock), score the server time
+/// (ms) until which the entry lives (the marker's life, renewed by each marking attempt, so a
+/// process that died leaves it within that). A grant to a process removes its entry. The
+/// release announcement names the entry with the smallest `since`: the process that has waited
+/// longest.
 ///
-/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark),
-/// since (0: none). Returns `{granted (1 or 0), counter (0 when absent)}`.
+/// KEYS: lock, fencing counter, waiting marker, order set (only with a since). ARGV: token, TTL
+/// ms, marker ms (0: don't mark), since (0 or absent: none). Returns `{granted (1 or 0), counter
+/// (0 when absent)}`.
 pub(crate) const ACQUIRE_SRC: &str = r#"local granted = 0
 local since = tonumber(ARGV[4]) or 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
@@ -113,16 +129,16 @@ if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
 elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 elseif tonumber(ARGV[3]) > 0 then
-    local older = tonumber(redis.call("GET", KEYS[3]) or "")
-    if not (older and older > 1 and (since == 0 or older < since)) then
-        redis.call("SET", KEYS[3], since > 0 and ARGV[4] or "1", "PX", ARGV[3])
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+    if since > 0 then
+        local t = redis.call("TIME")
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call("ZADD", KEYS[4], now + tonumber(ARGV[3]), ARGV[4])
+        redis.call("PEXPIRE", KEYS[4], ARGV[3])
     end
 end
-if granted == 1 and since > 0 and redis.call("GET", KEYS[3]) == ARGV[4] then
-    local left = redis.call("PTTL", KEYS[3])
-    if left > 0 then
-        redis.call("SET", KEYS[3], "1", "PX", left)
-    end
+if granted == 1 and since > 0 then
+    redis.call("ZREM", KEYS[4], ARGV[4])
 end
 return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
 

@@ -312,8 +312,9 @@ fn wait_loop<'s, T: Acquired>(
                 // Released here. Unless other processes wait and this line has had its turns,
                 // try at once; otherwise hold back as a releaser does, so that one of them,
                 // woken by the release's announcement, gets there first.
-                let grace = waker.grace_left(members);
-                if !place.take_turn(!grace.is_zero()) {
+                if !place.take_turn() {
+                    // At least a short while, though we may come late to our turn.
+                    let grace = waker.grace_left(members).max(SETTLE_MIN);
                     let grace = wait.deadline.map_or(grace, |d| {
                         grace.min(d.saturating_duration_since(Instant::now()))
                     });
@@ -612,6 +613,7 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> At
             Arg::Str(resource),
             Arg::Joined(resource, scripts::FENCE_SUFFIX),
             Arg::Joined(resource, scripts::WAITING_SUFFIX),
+            Arg::Joined(resource, scripts::ORDER_SUFFIX),
         ];
         let args = [
             Arg::Str(token.as_str()),

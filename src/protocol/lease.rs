@@ -284,9 +284,13 @@ impl Target {
         });
         match self {
             Self::Mutex | Self::Run { .. } => {
-                // KEYS: lock, waiting mark. ARGV: token, channel, announce.
+                // KEYS: lock, waiting mark, order set. ARGV: token, channel, announce.
                 let lock = self.lock_key(name);
-                let keys = [Arg::Str(lock), Arg::Joined(lock, scripts::WAITING_SUFFIX)];
+                let keys = [
+                    Arg::Str(lock),
+                    Arg::Joined(lock, scripts::WAITING_SUFFIX),
+                    Arg::Joined(lock, scripts::ORDER_SUFFIX),
+                ];
                 let args = [
                     Arg::Str(token),
                     Arg::Joined(lock, scripts::RELEASED_SUFFIX),
@@ -689,14 +693,19 @@ impl Lease {
             Announce::Yes
         };
         self.end_with(|lease| {
-            release_within(
+            let waited = release_within(
                 &lease.shared,
                 &lease.target,
                 &lease.resource,
                 lease.token.as_str(),
                 announce,
                 lease.owing(),
-            )
+            )?;
+            if waited && let Some(hold) = &lock(&lease.outcome).hold {
+                // Before the hold's end wakes the next head: others waited for this turn.
+                hold.others_waited();
+            }
+            Ok(())
         })
     }
 
@@ -1040,10 +1049,11 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
         ttl: shared.config.ttl,
         nodes: shared.nodes.all(),
     };
-    release_within(shared, target, resource, token, Announce::Yes, owing)
+    release_within(shared, target, resource, token, Announce::Yes, owing).map(drop)
 }
 
-/// [`release`], owing it to the nodes of `owing` that cannot be reached.
+/// [`release`], owing it to the nodes of `owing` that cannot be reached: `Ok(true)` when the
+/// release found the resource marked as waited for.
 fn release_within(
     shared: &Shared,
     target: &Target,
@@ -1051,12 +1061,12 @@ fn release_within(
     token: &str,
     announce: Announce,
     owing: Owing,
-) -> Result<()> {
+) -> Result<bool> {
     let span = OpSpan::release(resource);
     let result = span.in_scope(|| release_once(shared, target, resource, token, announce, owing));
     let counters = &shared.observer.counters;
     match &result {
-        Ok(()) => {
+        Ok(_) => {
             counters.releases.incr();
             span.outcome("released");
         }
@@ -1076,7 +1086,7 @@ fn release_once(
     token: &str,
     announce: Announce,
     owing: Owing,
-) -> Result<()> {
+) -> Result<bool> {
     let start = Instant::now();
     let tally = release_round(
         shared,
@@ -1107,7 +1117,7 @@ fn release_once(
                     _ => shared.waker.released_to_waiters(&[resource], took),
                 }
             }
-            Ok(())
+            Ok(tally.aux_yes > 0)
         }
         _ if tally.mismatched > 0 => Err(target.mismatch(resource)),
         Verdict::Refused => Err(Error::NotHeld {
