@@ -62,13 +62,16 @@ pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1]
     if ARGV[3] ~= "0" and redis.call("EXISTS", KEYS[2]) == 1 then
         if ARGV[3] == "1" then
             local first = "1"
-            if KEYS[3] then
-                local t = redis.call("TIME")
+            local t = KEYS[3] and redis.pcall("TIME")
+            if type(t) == "table" and t[1] then
                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-                redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
-                for _, since in ipairs(redis.call("ZRANGE", KEYS[3], 0, -1)) do
-                    if first == "1" or tonumber(since) < tonumber(first) then
-                        first = since
+                redis.pcall("ZREMRANGEBYSCORE", KEYS[3], "-inf", now)
+                local order = redis.pcall("ZRANGE", KEYS[3], 0, -1)
+                if type(order) == "table" and not order.err then
+                    for _, since in ipairs(order) do
+                        if first == "1" or tonumber(since) < tonumber(first) then
+                            first = since
+                        end
                     end
                 end
             end
@@ -112,6 +115,10 @@ return false"#;
 /// so the value read belongs to this grant) and, when told, marks that we are waiting. Safe to
 /// repeat: a key that already holds our token (this call's earlier run) is a grant.
 ///
+/// The order set's commands (`TIME`, `ZADD`, `ZREM`, `PEXPIRE`; the release's `ZRANGE`,
+/// `ZREMRANGEBYSCORE`) run through `pcall`: a user whose ACL does not allow them still takes
+/// and releases locks, without the order across processes.
+///
 /// A waiting lock's local queue also enters its process in the order set (KEYS[4]): member
 /// `since` (when its line began to wait, in microseconds of its clock), score the server time
 /// (ms) until which the entry lives (the marker's life, renewed by each marking attempt, so a
@@ -131,14 +138,16 @@ elseif redis.call("GET", KEYS[1]) == ARGV[1] then
 elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
     if since > 0 then
-        local t = redis.call("TIME")
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        redis.call("ZADD", KEYS[4], now + tonumber(ARGV[3]), ARGV[4])
-        redis.call("PEXPIRE", KEYS[4], ARGV[3])
+        local t = redis.pcall("TIME")
+        if type(t) == "table" and t[1] then
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            redis.pcall("ZADD", KEYS[4], now + tonumber(ARGV[3]), ARGV[4])
+            redis.pcall("PEXPIRE", KEYS[4], ARGV[3])
+        end
     end
 end
 if granted == 1 and since > 0 then
-    redis.call("ZREM", KEYS[4], ARGV[4])
+    redis.pcall("ZREM", KEYS[4], ARGV[4])
 end
 return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
 
