@@ -14,16 +14,18 @@
 //!   wakes it directly, and it makes its attempt at once: a hand-over within the process costs one
 //!   round, with no publish and no poll. It still looks at the nodes every poll interval, in case
 //!   the lease ended without a release it could see.
-//! - Fairness across processes: a release that found other processes waiting (their waiting
-//!   marks: this head does not mark while the lock is held here) leaves a hold-back on the
-//!   resource ([`Waker::released_to_waiters`](crate::waker::Waker::released_to_waiters)). A line
-//!   keeps at most [`MAX_TURNS`] such turns in a row; then its head holds back for that while
-//!   before its attempt, and the others, woken by the release's announcement, get there first.
+//! - Fairness across processes: a release through the line that found a waiting mark (another
+//!   process's: this line's head does not mark while the lock is held here) tells the line
+//!   ([`Hold::others_waited`]). A line keeps at most [`MAX_TURNS`] such turns in a row; then the
+//!   release is announced and the head holds back a few round times before its attempt, so that
+//!   the others, woken by the announcement, get there first. The order among them is the nodes'
+//!   (`scripts::ACQUIRE_SRC`: the line's [`since`](Place::since) is its place there).
 //!
 //! A semaphore's line is apart from the lock, read-write and multi-lock lines of the same name
-//! ([`Mode::Permit`]); a permit won through it is not "held here" (other permits may be free).
-//! Readers share their name's line with its writers (and a lock of that name: a writer is a lock
-//! holder on the nodes), in arrival order; a reader that wins hands the head on at once.
+//! ([`Mode::Permit`]); a permit won through it is not "held here" (other permits may be free),
+//! so the next waiter tries at once. Writers share their name's line with a lock of that name
+//! (a writer is a lock holder on the nodes). Readers, election candidates and run-once waiters
+//! do not queue ([`Mode::lined`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
