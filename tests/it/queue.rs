@@ -48,7 +48,7 @@ fn waiters_of_one_factory_queue_and_take_their_turns_in_arrival_order() {
             let h = thread::spawn(move || {
                 let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
                 order.lock().unwrap().push(i);
-                thread::sleep(Duration::from_millis(5));
+                thread::sleep(Duration::from_millis(20));
                 g.release().unwrap();
             });
             // Each one in line before the next arrives.
@@ -71,12 +71,16 @@ fn waiters_of_one_factory_queue_and_take_their_turns_in_arrival_order() {
     let stats = f.stats();
     assert_eq!(stats.queued, 0);
     assert!(stats.queues.is_empty(), "{:?}", stats.queues);
-    // Each waiter after the first was handed the lock within the factory.
-    assert!(
-        stats.local_handovers >= (WAITERS - 1) as u64,
-        "{} local hand-overs",
-        stats.local_handovers
+    // Each waiter after the first got the lock within the factory: no announcement woke it
+    // (the first head may have been woken by the holder's). Whether it waited for the release
+    // (a local hand-over) or came to the head after it depends on the scheduler.
+    eprintln!(
+        "[figures] queue_order: local hand-overs {} of {}, wake-ups {}",
+        stats.local_handovers,
+        WAITERS - 1,
+        stats.wakeups
     );
+    assert!(stats.wakeups <= 1, "{} wake-ups", stats.wakeups);
 }
 
 #[test]
