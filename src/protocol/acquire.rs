@@ -15,7 +15,7 @@ use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, AcquireEvent, ContendedEvent, GiveUpEvent, Votes, Waiting};
-use crate::round::{self, Call, Tally};
+use crate::round::{self, Call, Settle, Tally};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -484,6 +484,7 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> At
             call,
             shared.nodes.all(),
             round::acquire_reply,
+            Settle::Grant(shared.config.quorum),
         )
     } else {
         let call = Call::SetNx {
@@ -491,7 +492,13 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) -> At
             token: token.as_str(),
             ms: ttl_ms,
         };
-        round::round(&shared.nodes, call, shared.nodes.all(), round::set_reply)
+        round::round(
+            &shared.nodes,
+            call,
+            shared.nodes.all(),
+            round::set_reply,
+            Settle::Grant(shared.config.quorum),
+        )
     };
     conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
@@ -728,7 +735,13 @@ pub(crate) fn fence(
     let started = Instant::now();
     for _ in 0..FENCE_ROUNDS {
         let tally = fenced.with_call(t, |call| {
-            round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply)
+            round::round(
+                &shared.nodes,
+                call,
+                shared.nodes.all(),
+                round::fence_reply,
+                Settle::Holds(shared.config.quorum),
+            )
         });
         if Instant::now() >= deadline {
             return Err(Error::TooLate {

@@ -34,7 +34,7 @@ use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, ExtendFailedEvent, LossEvent};
-use crate::round::{self, Call, Tally};
+use crate::round::{self, Call, Settle, Tally};
 use crate::scripts;
 use crate::shared::{Shared, check_ttl};
 
@@ -554,6 +554,7 @@ impl Lease {
             parts.call(),
             self.shared.nodes.all(),
             round::int_reply,
+            Settle::Holds(self.shared.config.quorum),
         );
         self.wrote(tally.written);
         log::debug!(
@@ -776,7 +777,13 @@ fn renew_batch(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
         .collect();
     let calls: Vec<Call<'_>> = parts.iter().map(Parts::call).collect();
     let start = Instant::now();
-    let tallies = round::batch(&shared.nodes, &calls, shared.nodes.all(), round::int_reply);
+    let tallies = round::batch(
+        &shared.nodes,
+        &calls,
+        shared.nodes.all(),
+        round::int_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     let mut lost = Vec::new();
     let mut failed = Vec::new();
     let counters = &shared.observer.counters;
@@ -882,21 +889,37 @@ pub(crate) fn release_round(
     announce: bool,
     owing: Owing,
 ) -> Tally {
+    // Nodes whose replies to an earlier round are still unread (an acquisition decided
+    // without them): that round's command may reach them after this release.
+    let unread = round::unread_marks(&shared.nodes, mask & owing.nodes);
     let mut tally = target.with_release(name, token, announce, |call| {
-        round::round(&shared.nodes, call, mask, round::release_reply)
+        round::round(
+            &shared.nodes,
+            call,
+            mask,
+            round::release_reply,
+            Settle::Holds(shared.config.quorum),
+        )
     });
     let unreached = tally.failed & mask & owing.nodes;
     // A node sent the release twice that found the token gone may have deleted it the first
     // time: not a "no".
     tally.doubt_resent_refusals(&shared.nodes);
-    if unreached != 0 {
+    if unreached != 0 || !unread.is_empty() {
         let ttl = owing.ttl;
         let until = Instant::now()
             .checked_add(ttl.saturating_add(shared.drift(ttl)))
             .unwrap_or_else(Instant::now);
         // Announced: a key that blocked others for a while may have waiters by then.
         target.with_release(name, token, true, |call| {
-            round::owe(&shared.nodes, call, unreached, until);
+            if unreached != 0 {
+                round::owe(&shared.nodes, call, unreached, until);
+            }
+            if !unread.is_empty() {
+                // Owed again once the earlier command has run: a late grant to this token
+                // (a lost attempt's, or this lease's own) is deleted after it lands.
+                round::owe_after(&shared.nodes, call, &unread, until);
+            }
         });
     }
     tally
@@ -1029,6 +1052,7 @@ fn extend_token_once(
         parts.call(),
         shared.nodes.all(),
         round::int_reply,
+        Settle::Holds(shared.config.quorum),
     );
     let timing = Timing {
         ttl,

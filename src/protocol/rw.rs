@@ -35,7 +35,7 @@ use super::lease::{Lease, Owing, Target, Token, millis, no_quorum, proven_until,
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
-use crate::round::{self, Call};
+use crate::round::{self, Call, Settle};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -94,6 +94,7 @@ pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) 
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     match conclude(shared, &req.grant(), Target::Reader, token, start, &tally) {
         // Held back by waiting writers' intents (not by a writer): if they expire unrenewed
@@ -148,6 +149,7 @@ pub(crate) fn write_attempt(
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     // On the wire a writer is a mutex holder: its extend and release are the mutex's.
     let outcome = conclude(shared, &req.grant(), Target::Mutex, token, start, &tally);
@@ -181,7 +183,13 @@ fn withdraw(shared: &Shared, name: &str, intent: &Token, mask: u64, announce: bo
         keys: &keys,
         args: &args,
     };
-    let tally = round::round(&shared.nodes, call, mask, round::int_reply);
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        mask,
+        round::int_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     log::debug!(
         "redmutex: {name:?}: withdrew a writer's intent on {} nodes",
         tally.yes
@@ -219,11 +227,14 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         args: &args,
     };
     let start = Instant::now();
+    // Every reply is read: a conversion left unread could land after the release that
+    // follows a failed downgrade, and leave a reader's marker behind.
     let tally = round::round(
         &shared.nodes,
         call,
         shared.nodes.all(),
         round::release_reply,
+        Settle::All,
     );
     let timing = Timing {
         ttl,
