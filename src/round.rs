@@ -417,11 +417,18 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
             call.pack(buf);
         }
         // Indexed by command: replies re-sent as EVAL are recorded after the others.
-        exchange(nodes, buf, calls, mask, &Decide::ALL, &mut |cmd, node, reply| {
-            if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
-                *slot = Some(reply);
-            }
-        })
+        exchange(
+            nodes,
+            buf,
+            calls,
+            mask,
+            &Decide::ALL,
+            &mut |cmd, node, reply| {
+                if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
+                    *slot = Some(reply);
+                }
+            },
+        )
     });
     let per_node = out
         .into_iter()
@@ -1190,7 +1197,10 @@ mod invariant {
         let ping = [Arg::Str("PING")];
         let pong =
             |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
-        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes, 1);
+        assert_eq!(
+            round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes,
+            1
+        );
         // The server closes the pooled connection while it sits idle.
         let _: () = redis::cmd("CLIENT")
             .arg("KILL")
@@ -1199,7 +1209,13 @@ mod invariant {
             .query(&mut server.admin().unwrap())
             .unwrap();
         let blpop = [Arg::Str("BLPOP"), Arg::Str("nothing"), Arg::Str("0.6")];
-        let tally = round(&nodes, Call::Command(&blpop), 1, |_| Some(Vote::Yes(0)), Settle::All);
+        let tally = round(
+            &nodes,
+            Call::Command(&blpop),
+            1,
+            |_| Some(Vote::Yes(0)),
+            Settle::All,
+        );
         assert_eq!(tally.yes, 0);
         assert!(
             tally.failures.first().is_some_and(NodeError::is_timeout),
@@ -1238,7 +1254,10 @@ mod invariant {
         let ping = [Arg::Str("PING")];
         let pong =
             |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
-        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes, 1);
+        assert_eq!(
+            round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes,
+            1
+        );
         // The node loses its scripts: the extend script meets NOSCRIPT and goes again as EVAL.
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
@@ -1283,7 +1302,13 @@ mod invariant {
         let stale = [Arg::Str("ECHO"), Arg::Str("stale")];
         let calls = [Call::Command(&ping), Call::Command(&stale)];
         let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batch(&nodes, &calls, 1, |_| panic!("a classifier panicked"), Settle::All)
+            batch(
+                &nodes,
+                &calls,
+                1,
+                |_| panic!("a classifier panicked"),
+                Settle::All,
+            )
         }));
         assert!(interrupted.is_err());
         let fresh = [Arg::Str("ECHO"), Arg::Str("fresh")];

@@ -300,7 +300,11 @@ fn read_owed(
 /// Sends the releases the node is owed that `conn` has not sent, on it, and reads their
 /// replies within `io_timeout` (see [`Node::pay_owed`]). On an error the connection is left
 /// marked broken.
-fn pay_owed_on(health: &Health, conn: &mut NodeConn, io_timeout: Duration) -> Result<(), RedisError> {
+fn pay_owed_on(
+    health: &Health,
+    conn: &mut NodeConn,
+    io_timeout: Duration,
+) -> Result<(), RedisError> {
     let mut packed = Vec::new();
     let (owed, seen) = health.append_owed(&mut packed, conn.owed_seen);
     conn.owed_seen = seen;

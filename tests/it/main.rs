@@ -30,6 +30,7 @@ mod multi;
 mod observability;
 mod props;
 mod quarantine;
+mod quorum;
 mod rwlock;
 mod security;
 mod self_wait;
