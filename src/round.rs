@@ -374,12 +374,39 @@ pub(crate) fn round(
     classify: Classify,
     settle: Settle,
 ) -> Tally {
+    round_owing(nodes, call, mask, classify, settle, None)
+}
+
+/// [`round`] for a release that may overtake an earlier round's grant on the nodes of
+/// `owe.0` (their replies to it are still unread): a reply of theirs that is read late and is
+/// not a yes owes them the release again (until `owe.1`), after that grant (see
+/// [`Node::owe_after`] for the replies the round reads itself).
+pub(crate) fn round_owing(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+    classify: Classify,
+    settle: Settle,
+    owe: Option<(u64, Instant)>,
+) -> Tally {
     nodes.count_round();
     let tally = RefCell::new(Tally::default());
     let settled = |pending| settle.settled(nodes, &tally.borrow(), pending);
+    let mut again = Vec::new();
+    let owe_unless_yes = owe.map(|(nodes, until)| {
+        if !call.pack_eval(&mut again) {
+            call.pack(&mut again);
+        }
+        OweUnlessYes {
+            nodes,
+            packed: &again,
+            until,
+        }
+    });
     let decide = Decide {
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
+        owe_unless_yes,
     };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
@@ -527,6 +554,7 @@ pub(crate) fn batch(
     let decide = Decide {
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
+        owe_unless_yes: None,
     };
     let sent = command::with_buffer(|buf| {
         for call in calls {
@@ -553,6 +581,16 @@ struct Decide<'a> {
     /// How a reply read by the node's reader counts in its statistics; `None`: the round reads
     /// every reply itself.
     late: Option<Classify>,
+    /// For a release: what its late "no" owes (see [`round_owing`]).
+    owe_unless_yes: Option<OweUnlessYes<'a>>,
+}
+
+/// The release a late "no" from one of `nodes` owes them, packed as EVAL, until `until`.
+#[derive(Clone, Copy)]
+struct OweUnlessYes<'a> {
+    nodes: u64,
+    packed: &'a [u8],
+    until: Instant,
 }
 
 impl Decide<'static> {
@@ -560,13 +598,22 @@ impl Decide<'static> {
     const ALL: Self = Self {
         settled: &|pending| pending == 0,
         late: None,
+        owe_unless_yes: None,
     };
 }
 
-/// A node expected to answer within this much of the moment the round is decided is read by
-/// the round itself: reading a reply that is there (or nearly) costs less than handing the
-/// connection to the node's reader. On loopback and in one zone, every node is.
-const READ_IF_DUE_WITHIN: Duration = Duration::from_millis(1);
+/// A node whose reply is due within the time the round has taken so far, and at least this
+/// much, of the moment the round is decided is read by the round itself: reading a reply that
+/// is there (or nearly) costs less than handing the connection to the node's reader, and a
+/// node not much slower than the quorum is not worth it. On loopback and in one zone, every
+/// node is read by the round, even on a loaded machine.
+const READ_IF_DUE_WITHIN: Duration = Duration::from_millis(2);
+
+/// Whether a node whose reply is due `due` after the writes is read by the round, decided
+/// `elapsed` after them (see [`READ_IF_DUE_WITHIN`]).
+fn read_now(due: Duration, elapsed: Duration) -> bool {
+    due <= elapsed.saturating_add(elapsed.max(READ_IF_DUE_WITHIN))
+}
 
 /// How a late reply counts in its node's statistics, as [`classified`] counts a round's.
 fn ballot(classify: Classify, v: &Value) -> Ballot {
@@ -687,7 +734,7 @@ fn write_phase(
 /// The nodes are read in the order their replies are expected in (healthy nodes first, by
 /// smoothed round trip), and the round stops reading as soon as `decide` says the replies read
 /// settle it. A node still unread then is read all the same when its reply is due within
-/// [`READ_IF_DUE_WITHIN`]; otherwise its connection, replies in flight, goes to the node's own
+/// the time the round has taken (at least [`READ_IF_DUE_WITHIN`]); otherwise its connection, replies in flight, goes to the node's own
 /// reader ([`Node::hand_off`]), which counts them in the node's statistics and health and only
 /// then lets the connection carry anything else. A node sent the round twice (its connection
 /// went) leaves nothing unread: its answers need every reply to be judged.
@@ -734,7 +781,7 @@ fn read_phase(
         };
         if settled
             && let Some(classify) = decide.late
-            && due > written.elapsed().saturating_add(READ_IF_DUE_WITHIN)
+            && !read_now(due, written.elapsed())
         {
             let unread = Unread {
                 conn,
@@ -742,6 +789,10 @@ fn read_phase(
                 written,
                 deadline,
                 judge: Box::new(move |v: &Value| ballot(classify, v)),
+                owe_unless_yes: decide
+                    .owe_unless_yes
+                    .filter(|o| o.nodes & (1 << i) != 0)
+                    .map(|o| (o.packed.to_vec(), o.until)),
             };
             match node.hand_off(unread) {
                 Ok(()) => {
@@ -1021,6 +1072,18 @@ mod tests {
         assert_eq!(read_timeout(50 * MS, io), io);
         assert_eq!(read_timeout(49 * MS, io), 49 * MS);
         assert_eq!(read_timeout(Duration::ZERO, io), MS);
+    }
+
+    #[test]
+    fn a_node_due_soon_is_read_by_the_round_a_far_one_handed_off() {
+        // Loopback: due in 0.3 ms, decided after 0.1 ms.
+        assert!(read_now(MS * 3 / 10, MS / 10));
+        // Unknown round trip (zero): read.
+        assert!(read_now(Duration::ZERO, MS));
+        // 2, 2, 10, 40, 80 ms: decided at 10 ms, the 40 and 80 ms nodes go to their readers.
+        assert!(read_now(MS * 12, MS * 10));
+        assert!(!read_now(MS * 40, MS * 10));
+        assert!(!read_now(Duration::MAX, MS * 10));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use r2d2::PooledConnection;
 use redis::{ErrorKind, ServerErrorKind, Value};
 
 use super::{Ballot, Health, MIN_TIMEOUT, Node, NodeManager};
+use crate::error::{NodeErrorKind, describe, is_interrupted};
 
 /// The most hand-offs a node's reader may have unread at once; past that, a round reads its
 /// replies itself (a node that answers slower than rounds come cannot pile them up).
@@ -39,6 +40,11 @@ pub(crate) struct Unread {
     /// The round's deadline: a reply not read by then is the node's failure, as in a round.
     pub(crate) deadline: Instant,
     pub(crate) judge: Judge,
+    /// A release to owe the node (until the instant) if a late reply is not a yes: this
+    /// round was itself a release that may have overtaken an earlier round's grant on its way
+    /// to the node (see [`Node::owe_after`]). Every earlier hand-off of the node has been read
+    /// when this one is, so the grant has landed by then.
+    pub(crate) owe_unless_yes: Option<(Vec<u8>, Instant)>,
 }
 
 /// A hand-off in the reader's queue.
@@ -75,9 +81,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Node {
-    /// Hands `unread` to the node's reader; gives it back when the reader cannot take it (too
-    /// many unread already, or no thread could be started): the round then reads it itself.
+    /// Hands `unread` to the node's reader; gives it back when the reader cannot take it (a
+    /// pool of one connection, too many unread already, or no thread could be started): the
+    /// round then reads it itself.
     pub(crate) fn hand_off(&self, unread: Unread) -> Result<(), Box<Unread>> {
+        // A pool of one connection: the next round would wait for the reader anyway.
+        if self.pool.max_size() <= 1 {
+            return Err(Box::new(unread));
+        }
         let mut queue = lock(&self.reader.queue);
         let mut book = lock(&self.health.late);
         if book.handed - book.read >= MAX_UNREAD {
@@ -146,6 +157,8 @@ impl Node {
 fn read_late(health: &Health, job: Job, io_timeout: Duration) {
     let Job { mut unread, seq } = job;
     let mut failure = None;
+    // Releases this hand-off's replies call for (see `Unread::owe_unless_yes`).
+    let mut owing: Vec<After> = Vec::new();
     for _ in 0..unread.replies {
         let left = unread.deadline.saturating_duration_since(Instant::now());
         let reply = unread
@@ -160,7 +173,19 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) {
                 )));
                 break;
             }
-            Ok(v) => count(health, (unread.judge)(&v)),
+            Ok(v) => {
+                let ballot = (unread.judge)(&v);
+                if ballot != Ballot::Given
+                    && let Some((packed, until)) = unread.owe_unless_yes.take()
+                {
+                    owing.push(After {
+                        after: seq,
+                        packed,
+                        until,
+                    });
+                }
+                count(health, ballot);
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -174,21 +199,25 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) {
         }
         Some(e) => {
             count(health, Ballot::Failed);
-            if !crate::error::is_interrupted(&e) {
-                health.failed(
-                    crate::error::NodeErrorKind::of(&e),
-                    &crate::error::describe(&e),
-                );
+            // A release that got no answer may not have run, or run before the grant.
+            if let Some((packed, until)) = unread.owe_unless_yes.take() {
+                owing.push(After {
+                    after: seq,
+                    packed,
+                    until,
+                });
             }
+            note_failure(health, &e);
         }
     }
     let due = {
         let mut book = lock(&health.late);
         book.read = seq;
-        let (due, kept) = std::mem::take(&mut book.waiting)
+        let (mut due, kept): (Vec<After>, Vec<After>) = std::mem::take(&mut book.waiting)
             .into_iter()
             .partition(|a| a.after <= seq);
         book.waiting = kept;
+        due.append(&mut owing);
         due
     };
     let owing = !due.is_empty();
@@ -197,17 +226,21 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) {
     }
     // Pays them at once on this connection, whose replies are read (the late commands ran):
     // the node may see no other round for a while.
-    if owing && !unread.conn.broken {
-        if let Err(e) = super::pay_owed_on(health, &mut unread.conn, io_timeout) {
-            if !crate::error::is_interrupted(&e) {
-                health.failed(
-                    crate::error::NodeErrorKind::of(&e),
-                    &crate::error::describe(&e),
-                );
-            }
-        }
+    if owing
+        && !unread.conn.broken
+        && let Err(e) = super::pay_owed_on(health, &mut unread.conn, io_timeout)
+    {
+        note_failure(health, &e);
     }
     drop(unread);
+}
+
+/// Marks the node failing after an I/O error of its reader (a signal's interruption is not the
+/// node's failure), as a round's failure would.
+fn note_failure(health: &Health, e: &redis::RedisError) {
+    if !is_interrupted(e) {
+        health.failed(NodeErrorKind::of(e), &describe(e));
+    }
 }
 
 fn count(health: &Health, ballot: Ballot) {

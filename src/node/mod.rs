@@ -364,7 +364,7 @@ pub(crate) enum Change<'a> {
 pub(crate) type Listener = Arc<dyn Fn(&NodeChange<'_>) + Send + Sync>;
 
 /// A node's answer to one command of a round, for its vote counters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ballot {
     /// Yes (set, deleted, extended).
     Given,

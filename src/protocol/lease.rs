@@ -890,35 +890,46 @@ pub(crate) fn release_round(
     owing: Owing,
 ) -> Tally {
     // Nodes whose replies to an earlier round are still unread (an acquisition decided
-    // without them): that round's command may reach them after this release.
+    // without them): that round's command may reach them after this release. Unless such a
+    // node says yes to the release (then the grant had landed), the release is owed to it
+    // again, to run after the grant: at once when it answered no or nothing in this round, or
+    // when its late answer is read (`round_owing`).
     let unread = round::unread_marks(&shared.nodes, mask & owing.nodes);
+    let until = || {
+        let ttl = owing.ttl;
+        Instant::now()
+            .checked_add(ttl.saturating_add(shared.drift(ttl)))
+            .unwrap_or_else(Instant::now)
+    };
+    let unread_nodes = unread.iter().fold(0u64, |m, (i, _)| m | (1 << i));
+    let owe_late = (unread_nodes != 0).then(|| (unread_nodes, until()));
     let mut tally = target.with_release(name, token, announce, |call| {
-        round::round(
+        round::round_owing(
             &shared.nodes,
             call,
             mask,
             round::release_reply,
             Settle::Holds(shared.config.quorum),
+            owe_late,
         )
     });
     let unreached = tally.failed & mask & owing.nodes;
     // A node sent the release twice that found the token gone may have deleted it the first
     // time: not a "no".
     tally.doubt_resent_refusals(&shared.nodes);
-    if unreached != 0 || !unread.is_empty() {
-        let ttl = owing.ttl;
-        let until = Instant::now()
-            .checked_add(ttl.saturating_add(shared.drift(ttl)))
-            .unwrap_or_else(Instant::now);
+    let answered_no: Vec<(usize, u64)> = unread
+        .into_iter()
+        .filter(|(i, _)| (tally.refused | tally.failed) & (1 << i) != 0)
+        .collect();
+    if unreached != 0 || !answered_no.is_empty() {
+        let until = until();
         // Announced: a key that blocked others for a while may have waiters by then.
         target.with_release(name, token, true, |call| {
             if unreached != 0 {
                 round::owe(&shared.nodes, call, unreached, until);
             }
-            if !unread.is_empty() {
-                // Owed again once the earlier command has run: a late grant to this token
-                // (a lost attempt's, or this lease's own) is deleted after it lands.
-                round::owe_after(&shared.nodes, call, &unread, until);
+            if !answered_no.is_empty() {
+                round::owe_after(&shared.nodes, call, &answered_no, until);
             }
         });
     }
