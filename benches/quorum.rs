@@ -15,7 +15,11 @@
 //!    (SIGSTOP: it never answers) and killed (its connections refused), and the floor (raw
 //!    commands written to every node, every reply read) for the wait-for-all cycle.
 //! 2. `loopback`: the uncontended cycle at 1, 3 and 5 local nodes against the overlapped floor
-//!    (benches/support/floor.rs), runs alternated, in cycles per second and as a ratio.
+//!    (benches/support/floor.rs), runs alternated, in cycles per second and as a ratio. With
+//!    `QUORUM_PEER` set to a command, it is run in the same alternation as
+//!    `$QUORUM_PEER <seconds> <port>...` and must print its cycles per second (another client,
+//!    e.g. node-redlock, installed outside the repository): the three are then measured on the
+//!    same nodes in the same run.
 
 // The integration tests' harness (redis-server processes and the delay proxy).
 #[allow(dead_code)]
@@ -215,7 +219,20 @@ fn distances(s: &Settings, out: &mut Vec<Row>) {
     );
 }
 
-fn loopback(s: &Settings) -> Vec<(usize, f64, f64)> {
+/// Runs the peer command (see the module's doc) on `ports` for `run`; its cycles per second.
+fn peer(cmd: &str, run: Duration, ports: &[u16]) -> Option<f64> {
+    let mut parts = cmd.split_whitespace();
+    let out = std::process::Command::new(parts.next()?)
+        .args(parts)
+        .arg(format!("{}", run.as_secs_f64()))
+        .args(ports.iter().map(u16::to_string))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Per node count: the library's, the floor's and the peer's (if any) cycles per second.
+fn loopback(s: &Settings) -> Vec<(usize, f64, f64, Option<f64>)> {
     let mut rows = Vec::new();
     for n in [1, 3, 5] {
         let cluster = RedisCluster::start(n);
@@ -227,7 +244,9 @@ fn loopback(s: &Settings) -> Vec<(usize, f64, f64)> {
             .expect("factory");
         let lock = factory.create_lock("quorum-loopback");
         let mut floor = Floor::connect(&urls, TTL);
-        let (mut lib, mut raw) = (Vec::new(), Vec::new());
+        let (mut lib, mut raw, mut other) = (Vec::new(), Vec::new(), Vec::new());
+        let peer_cmd = std::env::var("QUORUM_PEER").ok();
+        let ports: Vec<u16> = (0..n).map(|i| cluster.port(i)).collect();
         // Warm-up of both.
         let end = Instant::now() + s.run / 2;
         while Instant::now() < end {
@@ -248,12 +267,16 @@ fn loopback(s: &Settings) -> Vec<(usize, f64, f64)> {
             lib.push(rate(&mut || {
                 lock.acquire().expect("acquire").release().expect("release");
             }));
+            if let Some(v) = peer_cmd.as_deref().and_then(|c| peer(c, s.run, &ports)) {
+                other.push(v);
+            }
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        rows.push((n, median(lib), median(raw)));
+        let other = (!other.is_empty()).then(|| median(other));
+        rows.push((n, median(lib), median(raw), other));
     }
     rows
 }
@@ -289,11 +312,18 @@ fn main() {
     let _ = writeln!(table, "loopback: uncontended cycle vs the overlapped floor");
     let _ = writeln!(
         table,
-        "{:<8} {:>14} {:>14} {:>12}",
-        "nodes", "cycles/s", "floor/s", "floor/cycle"
+        "{:<8} {:>14} {:>14} {:>12} {:>12} {:>12}",
+        "nodes", "cycles/s", "floor/s", "floor/cycle", "peer/s", "cycle/peer"
     );
-    for (n, lib, raw) in &lb {
-        let _ = writeln!(table, "{n:<8} {lib:>14.0} {raw:>14.0} {:>12.3}", raw / lib);
+    for (n, lib, raw, other) in &lb {
+        let (o, r) = other.map_or((String::from("-"), String::from("-")), |o| {
+            (format!("{o:.0}"), format!("{:.3}", lib / o))
+        });
+        let _ = writeln!(
+            table,
+            "{n:<8} {lib:>14.0} {raw:>14.0} {:>12.3} {o:>12} {r:>12}",
+            raw / lib
+        );
     }
     print!("{table}");
     for r in &rows {
@@ -306,9 +336,10 @@ fn main() {
             ms(r.slowest)
         );
     }
-    for (n, lib, raw) in &lb {
+    for (n, lib, raw, other) in &lb {
+        let other = other.map_or(String::from("null"), |o| format!("{o:.0}"));
         println!(
-            "{{\"bench\":\"quorum\",\"scenario\":\"loopback\",\"nodes\":{n},\"cycles_per_s\":{lib:.0},\"floor_per_s\":{raw:.0}}}"
+            "{{\"bench\":\"quorum\",\"scenario\":\"loopback\",\"nodes\":{n},\"cycles_per_s\":{lib:.0},\"floor_per_s\":{raw:.0},\"peer_per_s\":{other}}}"
         );
     }
 }
