@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 declare -A rank=(
     [lib]=13
     [factory]=12
-    [lock]=11 [rwlock]=11 [semaphore]=11 [multi]=11
+    [lock]=11 [rwlock]=11 [semaphore]=11 [multi]=11 [election]=11 [once]=11
     [handle]=10
     [guard]=9
     [kind]=8

@@ -144,6 +144,35 @@ pub enum Error {
         /// The read-write lock's name (for a multi-lock, the resource it names).
         resource: String,
     },
+
+    /// A run-once job's run was asked for, but the run of that epoch had already completed (a
+    /// node holds its completion record): it is not started again. The record says how it
+    /// ended. [`RunOnce::start`](crate::RunOnce::start) and [`RunOnce::run`](crate::RunOnce::run)
+    /// report this as an outcome, not an error; only the lease calls of the handle
+    /// ([`acquire`](crate::Handle::acquire), ...) return it.
+    #[error("{resource:?} already ran in epoch {:?}: {:?} (fencing token {})", .record.epoch, .record.result, .record.fencing_token)]
+    AlreadyRan {
+        /// The job's name.
+        resource: String,
+        /// Its completion record.
+        record: Box<RunRecord>,
+    },
+}
+
+/// The completion record of a run-once job's run: written to a quorum by the run's completion
+/// ([`RunGuard::complete`](crate::RunGuard::complete)), and kept for the job's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The epoch of the run (`""`: the job's only run).
+    pub epoch: String,
+    /// What the runner recorded (a small text: a status, a summary, an id).
+    pub result: String,
+    /// The run's fencing token: above the token of every earlier run of the job, whatever the
+    /// epoch.
+    pub fencing_token: u64,
+    /// When the run was completed, by the runner's clock.
+    pub completed_at: std::time::SystemTime,
 }
 
 impl Error {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::election::{Election, election};
 use crate::error::{Error, Result};
 use crate::keeper::{Keeper, Runtime};
 use crate::kind;
@@ -15,6 +16,7 @@ use crate::node::{
 };
 use crate::notify::Notifier;
 use crate::observe::{HandleEvent, NodeDownEvent, NodeUpEvent, NodeWarningEvent, Observer, Stats};
+use crate::once::{RunOnce, run_once};
 use crate::protocol::doctor::{self, Diagnosis};
 use crate::round::{self, majority};
 use crate::rwlock::RwLock;
@@ -739,6 +741,50 @@ impl RedLockFactory {
     {
         let resources = resources.into_iter().map(Into::into).collect();
         multi_lock(Arc::clone(&self.runtime), resources)
+    }
+
+    /// A leader election on `name`: one leader at a time, with a term that only grows and a
+    /// value it publishes, and observers of every change (see [`Election`]). Created with
+    /// keep-alive on and the factory's TTL (a vanished leader is replaced within about one
+    /// TTL; a resigning one at once).
+    ///
+    /// The leader holds the Redis key `name` as a lock holder does, so a lock from
+    /// [`create_lock`](Self::create_lock) with the same name excludes it (and its fencing
+    /// tokens and the terms come from one counter). Its other keys and its channel are `name`
+    /// plus a suffix. This does not talk to the nodes; an invalid name is reported when the
+    /// election is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let leader = factory.create_election("scheduler").campaign("host-a")?;
+    /// println!("leading in term {}", leader.term());
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_election(&self, name: impl Into<Arc<str>>) -> Election {
+        election(Arc::clone(&self.runtime), name.into())
+    }
+
+    /// A job named `name` that runs at most once per epoch (see [`RunOnce`]): its runs are
+    /// leases of the factory's TTL, kept alive while they work, and their completion records
+    /// are kept for a day unless [`with_retention`](RunOnce::with_retention) says otherwise.
+    ///
+    /// Its keys and channels are `name` plus a suffix (its runs' keys `name:redmutex:run:`
+    /// plus the epoch). This does not talk to the nodes; an invalid name is reported when the
+    /// job is used.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let factory = redmutex::RedLockFactory::new(["redis://127.0.0.1:7001"])?;
+    /// let outcome = factory
+    ///     .create_run_once("migrations")
+    ///     .run("v42", |_run| "migrated".to_owned())?;
+    /// # Ok::<(), redmutex::Error>(())
+    /// ```
+    pub fn create_run_once(&self, name: impl Into<Arc<str>>) -> RunOnce {
+        run_once(Arc::clone(&self.runtime), name.into())
     }
 
     /// The number of nodes.

@@ -18,10 +18,12 @@ use crate::protocol::lease::{Lease, LossReason, Target, lock};
 /// One type for every kind of lease, as `lock_api` has one `MutexGuard` for every raw mutex:
 /// [`RedLockGuard`](crate::RedLockGuard) (a lock), [`RwLockReadGuard`](crate::RwLockReadGuard)
 /// and [`RwLockWriteGuard`](crate::RwLockWriteGuard) (the sides of a read-write lock),
-/// [`SemaphorePermit`](crate::SemaphorePermit) and [`MultiLockGuard`](crate::MultiLockGuard) are
-/// `LeaseGuard<K>` for their [`kind`](crate::kind). The methods below are every guard's; a kind
-/// adds its own (a permit's [`slot`](Self::slot), a multi-lock's
-/// [`resources`](Self::resources), a writer's [`downgrade`](Self::downgrade)).
+/// [`SemaphorePermit`](crate::SemaphorePermit), [`MultiLockGuard`](crate::MultiLockGuard),
+/// [`LeaderGuard`](crate::LeaderGuard) and [`RunGuard`](crate::RunGuard) are `LeaseGuard<K>` for
+/// their [`kind`](crate::kind). The methods below are every guard's; a kind adds its own (a
+/// permit's [`slot`](Self::slot), a multi-lock's [`resources`](Self::resources), a writer's
+/// [`downgrade`](Self::downgrade), a leader's [`term`](Self::term) and
+/// [`proclaim`](Self::proclaim), a run's [`complete`](Self::complete)).
 ///
 /// This structure is created by the acquire family of a [`Handle`](crate::Handle)
 /// ([`acquire`](crate::Handle::acquire), [`try_acquire`](crate::Handle::try_acquire),
@@ -228,6 +230,16 @@ impl<K> LeaseGuard<K> {
         let result = result.map_err(|e| held.lease.noting_loss(e));
         held.lease.mark_ended();
         result.map(|lease| LeaseGuard::new(Arc::clone(&held.runtime), lease))
+    }
+
+    /// Ends the guard with the kind's own last round instead of a release (a run's
+    /// completion): keep-alive stops, and the round runs under the lease's round lock; its
+    /// outcome is judged as a release's (a loss it shows is signalled).
+    pub(crate) fn end_with<T>(mut self, f: impl FnOnce(&Lease) -> Result<T>) -> Result<T> {
+        let held = &mut self.held;
+        held.finish();
+        held.retire();
+        held.lease.end_with(f)
     }
 
     /// The random token stored as the lease's value on the nodes (40 hex digits).
@@ -501,6 +513,8 @@ impl<K> fmt::Debug for LeaseGuard<K> {
         match &lease.target {
             Target::Permit { slot, .. } => d.field("slot", slot),
             Target::Multi(resources) => d.field("resources", resources),
+            Target::Leader(published) => d.field("value", &published.value()),
+            Target::Run { epoch, .. } => d.field("epoch", epoch),
             Target::Mutex | Target::Reader => &mut d,
         };
         d.field("fencing_token", &lease.fencing)

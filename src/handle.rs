@@ -16,11 +16,12 @@ use crate::protocol::lease::{self, MAX_TOKEN_LEN};
 use crate::shared::{check_max_hold, check_token, check_ttl};
 
 /// A distributed synchronizer on one name, of kind `K`: a lock, one side of a read-write lock, a
-/// semaphore, a multi-lock.
+/// semaphore, a multi-lock, an election, a run-once job.
 ///
 /// One type for every kind, as `lock_api` has one `Mutex<R, T>` for every raw mutex:
-/// [`RedLock`](crate::RedLock), [`RwLock`](crate::RwLock), [`Semaphore`](crate::Semaphore) and
-/// [`MultiLock`](crate::MultiLock) are `Handle<K>` for their [`kind`](crate::kind), and
+/// [`RedLock`](crate::RedLock), [`RwLock`](crate::RwLock), [`Semaphore`](crate::Semaphore),
+/// [`MultiLock`](crate::MultiLock), [`Election`](crate::Election) and
+/// [`RunOnce`](crate::RunOnce) are `Handle<K>` for their [`kind`](crate::kind), and
 /// [`RwLock::reader`](crate::RwLock::reader) and [`RwLock::writer`](crate::RwLock::writer) give
 /// the handles of its two sides. The methods below are every handle's (the builders), every
 /// acquiring handle's (the acquire family and the token-level calls) or every fencing handle's

@@ -12,6 +12,8 @@
 //! | [`Write`] | `Handle<Write>` ([`RwLock::writer`](crate::RwLock::writer)) | [`RwLockWriteGuard`](crate::RwLockWriteGuard) |
 //! | [`Permit`] | [`Semaphore`](crate::Semaphore) | [`SemaphorePermit`](crate::SemaphorePermit) |
 //! | [`Multi`] | [`MultiLock`](crate::MultiLock) | [`MultiLockGuard`](crate::MultiLockGuard) |
+//! | [`Leader`] | [`Election`](crate::Election) | [`LeaderGuard`](crate::LeaderGuard) |
+//! | [`Once`] | [`RunOnce`](crate::RunOnce) | [`RunGuard`](crate::RunGuard) |
 //! | [`ReadWrite`] | [`RwLock`](crate::RwLock) (its two sides are `Read` and `Write`) | none |
 //!
 //! The traits say what a kind can do, as `lock_api`'s `RawMutexTimed` or `RawMutexFair` do:
@@ -37,6 +39,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A kind of handle: what [`Handle<K>`](crate::Handle) is a handle of. Every kind has the
 /// builders (`with_ttl`, `with_keep_alive`, `with_max_hold`) and the name and TTL getters.
@@ -48,14 +51,16 @@ pub trait Kind: sealed::Kind {}
 /// (`acquire`, `try_acquire`, `acquire_timeout`, `acquire_with`, `release`, and the token-level
 /// `release_token`, `extend_token`), and hands out [`LeaseGuard<K>`](crate::LeaseGuard).
 ///
-/// Sealed (as [`Kind`] is): [`Lock`], [`Read`], [`Write`], [`Permit`] and [`Multi`].
+/// Sealed (as [`Kind`] is): [`Lock`], [`Read`], [`Write`], [`Permit`], [`Multi`], [`Leader`]
+/// and [`Once`].
 pub trait Acquire: Kind {}
 
 /// A kind whose grants can carry a fencing token: its handle has `with_fencing`. Sealed.
 ///
 /// Fencing orders the *exclusive* holders of a name, so it exists for [`Lock`], [`Write`] (and
 /// [`ReadWrite`], for its writers) and [`Multi`]. A reader or a permit shares the name with other
-/// holders, whom a token could not order: their guards' `fencing_token` is always `None`.
+/// holders, whom a token could not order: their guards' `fencing_token` is always `None`. A
+/// [`Leader`] (its term) and a [`Once`] run always have one, so they have no switch.
 pub trait Fenced: Kind {}
 
 /// A lock: one holder of a resource at a time ([`RedLock`](crate::RedLock)).
@@ -90,6 +95,26 @@ pub struct Multi {
     pub(crate) resources: Arc<[Arc<str>]>,
 }
 
+/// A candidate for an election's leadership ([`Election`](crate::Election)): the leader holds
+/// the election's name alone, with a term (a fencing token) and a published value.
+#[derive(Debug, Clone)]
+pub struct Leader {
+    /// The value a campaign publishes.
+    pub(crate) value: Arc<str>,
+}
+
+/// A run of a run-once job in one epoch ([`RunOnce`](crate::RunOnce)): one runner at a time,
+/// and none once the run's completion is recorded.
+#[derive(Debug, Clone)]
+pub struct Once {
+    /// The epoch (`""`: the job's only run).
+    pub(crate) epoch: Arc<str>,
+    /// The run's lease key, `<name>:redmutex:run:<epoch>`.
+    pub(crate) key: Arc<str>,
+    /// How long the completion record is kept.
+    pub(crate) retention: Duration,
+}
+
 /// Each kind's [`Spec`](sealed::Spec): all there is to write for a kind outside the table of
 /// `Spec`'s arms.
 macro_rules! spec {
@@ -112,12 +137,16 @@ spec!(Write, _k => sealed::Spec::Write);
 spec!(ReadWrite, _k => sealed::Spec::Write);
 spec!(Permit, k => sealed::Spec::Permit(k.permits));
 spec!(Multi, k => sealed::Spec::Multi(&k.resources));
+spec!(Leader, k => sealed::Spec::Leader(&k.value));
+spec!(Once, k => sealed::Spec::Once(k));
 
 impl Acquire for Lock {}
 impl Acquire for Read {}
 impl Acquire for Write {}
 impl Acquire for Permit {}
 impl Acquire for Multi {}
+impl Acquire for Leader {}
+impl Acquire for Once {}
 impl Fenced for Lock {}
 impl Fenced for Write {}
 impl Fenced for ReadWrite {}
@@ -140,9 +169,10 @@ pub(crate) mod sealed {
     use crate::error::Result;
     use crate::local::Want;
     use crate::protocol::acquire::{Attempt, Request, Wait, attempt, try_once, wait_for};
+    use crate::protocol::election::{self, check_value};
     use crate::protocol::lease::{Lease, Target};
     use crate::protocol::semaphore::{SemaphoreRequest, announced_slot};
-    use crate::protocol::{multi, rw, semaphore};
+    use crate::protocol::{multi, once, rw, semaphore};
     use crate::shared::{Shared, check_name, check_permits, check_resource, check_resources};
 
     /// The part of [`Kind`](super::Kind) the crate keeps to itself.
@@ -163,6 +193,10 @@ pub(crate) mod sealed {
         Permit(u32),
         /// A multi-lock of these resources (sorted, without duplicates).
         Multi(&'a Arc<[Arc<str>]>),
+        /// A candidate of an election, campaigning with this value.
+        Leader(&'a Arc<str>),
+        /// A run of a run-once job.
+        Once(&'a super::Once),
     }
 
     impl<'a> Spec<'a> {
@@ -176,6 +210,14 @@ pub(crate) mod sealed {
                 }
                 // The name is made of the resources.
                 Self::Multi(resources) => check_resources(resources),
+                Self::Leader(value) => {
+                    check_resource(name)?;
+                    check_value("leader value", value)
+                }
+                Self::Once(run) => {
+                    check_name("job name", name)?;
+                    once::check(&run.key, run.retention)
+                }
             }
         }
 
@@ -208,6 +250,10 @@ pub(crate) mod sealed {
                     semaphore::attempt(shared, &req, mark, announced_slot(woken_by, permits))
                 }
                 Self::Multi(resources) => multi::attempt(shared, req, resources, mark),
+                Self::Leader(value) => election::attempt(shared, req, mark, value),
+                Self::Once(run) => {
+                    once::attempt(shared, req, mark, &run.key, &run.epoch, run.retention)
+                }
             }
         }
 
@@ -241,6 +287,11 @@ pub(crate) mod sealed {
                     many = resources.iter().map(|r| &**r).collect();
                     &many
                 }
+                // Woken by the release of the run key (a completion, or a runner giving up).
+                Self::Once(run) => {
+                    many = vec![&*run.key];
+                    &many
+                }
                 _ => &one,
             };
             wait_for(shared, name, members, wait, |mark, woken_by| {
@@ -257,14 +308,22 @@ pub(crate) mod sealed {
                 // Whichever slot holds the token.
                 Self::Permit(permits) => Target::any_permit(permits, permits),
                 Self::Multi(resources) => Target::Multi(Arc::clone(resources)),
+                Self::Leader(_) => Target::Leader(Arc::default()),
+                Self::Once(run) => Target::Run {
+                    key: Arc::clone(&run.key),
+                    epoch: Arc::clone(&run.epoch),
+                    retention: run.retention,
+                },
             }
         }
 
         /// What an acquisition of this kind would wait for, for the self-wait check.
         pub(crate) fn wants(self, name: &'a str) -> Want<'a> {
             match self {
-                Self::Lock | Self::Write | Self::Permit(_) => Want::Alone(name),
-                Self::Read => Want::Shared,
+                // A leader holds the name's lock key.
+                Self::Lock | Self::Write | Self::Permit(_) | Self::Leader(_) => Want::Alone(name),
+                // A run holds its own key, which no read lease names.
+                Self::Read | Self::Once(_) => Want::Shared,
                 Self::Multi(resources) => Want::All(resources),
             }
         }
@@ -281,6 +340,10 @@ pub(crate) mod sealed {
             match self {
                 Self::Permit(permits) => d.field("permits", &permits),
                 Self::Multi(resources) => d.field("resources", resources),
+                Self::Leader(value) => d.field("value", value),
+                Self::Once(run) => d
+                    .field("epoch", &run.epoch)
+                    .field("retention", &run.retention),
                 _ => d,
             };
         }

@@ -52,14 +52,15 @@
 //!
 //! - [`Handle<K>`] is a named lease of a [`kind`] `K`: [`RedLock`], [`RwLock`] (whose
 //!   [`reader`](RwLock::reader) and [`writer`](RwLock::writer) are handles too),
-//!   [`Semaphore`] and [`MultiLock`] are type aliases of it. Its builders (`with_ttl`,
+//!   [`Semaphore`], [`MultiLock`], [`Election`] and [`RunOnce`] are type aliases of it. Its
+//!   builders (`with_ttl`,
 //!   `with_keep_alive`, `with_max_hold`, `with_fencing`) and its acquire family (`acquire`,
 //!   `try_acquire`, `acquire_timeout`, `acquire_with`, `release`, `release_token`,
 //!   `extend_token`) are written and documented once. The read-write lock keeps std's `read`
 //!   and `write` as the thin forms of its sides' `acquire`.
 //! - [`LeaseGuard<K>`] is proof of holding a lease of kind `K`: [`RedLockGuard`],
-//!   [`RwLockReadGuard`], [`RwLockWriteGuard`], [`SemaphorePermit`] and [`MultiLockGuard`] are
-//!   its aliases, and the lease API (`token`, `validity`, `is_valid`, `extend`, `loss_signal`,
+//!   [`RwLockReadGuard`], [`RwLockWriteGuard`], [`SemaphorePermit`], [`MultiLockGuard`],
+//!   [`LeaderGuard`] and [`RunGuard`] are its aliases, and the lease API (`token`, `validity`, `is_valid`, `extend`, `loss_signal`,
 //!   `release`, `leak`, `hand_over`, `fencing_token`) is every guard's, from one place.
 //! - A kind adds only what is its own: [`RedLock::inspect`], [`Semaphore::permits`], a permit's
 //!   [`slot`](SemaphorePermit::slot), a multi-lock's resources, a write guard's
@@ -141,6 +142,12 @@
 //! - **Read-write lock** ([`RedLockFactory::create_rwlock`], [`RwLock`]): many readers or one
 //!   writer, on the same lease protocol; writers are not starved, each reader's lease is its
 //!   own, downgrade is atomic, and a mutex on the same name is a writer of it.
+//! - **Leader election** ([`RedLockFactory::create_election`], [`Election`]): one leader at a
+//!   time with a term (a fencing token) and a published value; [`Election::leader`] reads it from
+//!   a quorum, and an [`Observer`] learns every change in term order, woken by the nodes.
+//! - **Run once** ([`RedLockFactory::create_run_once`], [`RunOnce`]): work started at most once
+//!   per epoch (a cron slot) across hosts, its result recorded on a quorum
+//!   ([`RunGuard::complete`]); the others get the [`RunRecord`] or wait for it.
 //!
 //! # Observing it in production
 //!
@@ -227,6 +234,7 @@
 // Layers, top to bottom; a module imports only modules below it (docs/design.md, "Modules").
 // Handles: the factory, then each kind (what it adds, how its leases are taken), over the one
 // handle and the one guard, the kinds, and the registry of this process's leases:
+mod election;
 mod factory;
 mod guard;
 mod handle;
@@ -234,6 +242,7 @@ pub mod kind;
 mod local;
 mod lock;
 mod multi;
+mod once;
 mod rwlock;
 mod semaphore;
 // Keep-alive, over the protocol:
@@ -252,7 +261,8 @@ mod node;
 mod round;
 mod scripts;
 
-pub use error::{Error, NodeError, NodeErrorKind, Result};
+pub use election::{DEFAULT_POLL_INTERVAL, Election, LeaderGuard, Observer};
+pub use error::{Error, NodeError, NodeErrorKind, Result, RunRecord};
 pub use factory::{MAX_POOL_SIZE, RedLockFactory, RedLockFactoryBuilder};
 pub use guard::{LeaseGuard, LossSignal};
 pub use handle::Handle;
@@ -265,9 +275,10 @@ pub use node::{
 #[cfg(feature = "metrics")]
 pub use observe::metrics::MetricsHandler;
 pub use observe::{HandleEvent, Losses, Stats};
+pub use once::{DEFAULT_RETENTION, Outcome, RunGuard, RunOnce, Start};
 pub use protocol::{
-    Check, CheckStatus, Diagnosis, Fingerprint, Holding, Inspection, LockState, LossReason,
-    NodeView, Wait,
+    Check, CheckStatus, Diagnosis, Fingerprint, Holding, Inspection, Leader, LockState, LossReason,
+    MAX_VALUE_LEN, NodeView, Wait,
 };
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{MAX_PERMITS, Semaphore, SemaphorePermit};

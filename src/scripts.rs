@@ -644,6 +644,172 @@ for i = 1, #KEYS do
 end
 return prior"#;
 
+// ---------------------------------------------------------------------------------------------
+// Leader election. A leader holds the election's name as a lock key, exactly as a mutex holder
+// does (its token, with `PX`), so a lock of the same name and any Redlock client exclude it. Its
+// term is the name's fencing counter (a quorum max-register shared with the lock), and what it
+// publishes lives beside the lock key in the leader record, a hash
+// (`<name>:redmutex:leader`: token, term, rev, value) that lives exactly as long as the lock key
+// and counts only while the lock key holds the record's token. Every change of leader or value
+// is announced on `<name>:redmutex:elected` (the message: `<term>:<rev>`, or `resigned`), so an
+// observer is woken by the nodes; it reads a quorum before it believes anything.
+
+/// The suffix of an election's leader record (a hash: token, term, rev, value).
+pub(crate) const LEADER_SUFFIX: &str = ":redmutex:leader";
+
+/// The suffix of the channel on which an election's changes are announced.
+pub(crate) const ELECTED_SUFFIX: &str = ":redmutex:elected";
+
+/// The body of a grant floored at the node's clock, shared by a candidate's grant and a run's
+/// start (a macro, so `concat!` can put it in both scripts).
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't mark).
+macro_rules! clocked_grant {
+    () => {
+        r#"local granted = 0
+if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
+    granted = 1
+elseif redis.call("GET", KEYS[1]) == ARGV[1] then
+    granted = 1
+elseif tonumber(ARGV[3]) > 0 then
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return {granted, math.max(tonumber(redis.call("GET", KEYS[2]) or "0") or 0, now)}"#
+    };
+}
+
+/// A candidate's grant: takes the lock key like `SET NX PX` (marking that we wait when told, as
+/// the acquire script does), and reads the fencing counter raised to the node's clock in
+/// microseconds since the Unix epoch. So a term is above the counter of every node of the grant's
+/// quorum (the max-register) *and* above the time of the grant: terms keep growing even across
+/// nodes that restarted without their data and lost the counter, as long as the nodes' clocks
+/// agree to within the time between two elections. (A microsecond clock stays below 2^53, the
+/// exact range of a Lua number, until the year 2255.)
+///
+/// Safe to repeat, as the acquire script: a key that already holds our token is a grant.
+///
+/// KEYS: lock, fencing counter, waiting marker. ARGV: token, TTL ms, marker ms (0: don't
+/// mark). Returns `{granted (1 or 0), max(counter, now in us)}`.
+pub(crate) const LEADER_GRANT_SRC: &str = clocked_grant!();
+
+/// Writes the leader record (revision ARGV[3] of the value ARGV[4], in term ARGV[2]) while the
+/// lock key holds our token; the record lives as long as the lock key. A revision never goes
+/// back: a node that already holds this revision or a later one of our term keeps it (a delayed
+/// request cannot bring an old value back). Announces the change.
+///
+/// KEYS: lock, leader record. ARGV: token, term, rev, value, channel. Returns 1 (the node holds
+/// this revision or a later one) or 0 (not our lock).
+pub(crate) const LEADER_WRITE_SRC: &str = r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+local ttl = redis.call("PTTL", KEYS[1])
+if ttl <= 0 then
+    return 0
+end
+local cur = redis.call("HMGET", KEYS[2], "token", "term", "rev")
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] and tonumber(cur[3] or "0") >= tonumber(ARGV[3]) then
+    return 1
+end
+redis.call("HSET", KEYS[2], "token", ARGV[1], "term", ARGV[2], "rev", ARGV[3], "value", ARGV[4])
+redis.call("PEXPIRE", KEYS[2], ttl)
+redis.call("PUBLISH", ARGV[5], ARGV[2] .. ":" .. ARGV[3])
+return 1"#;
+
+/// A leader's extension: the lock key and its record live at least ARGV[2] ms more, while the
+/// lock key holds our token (never shortened, as the mutex's extension).
+///
+/// KEYS: lock, leader record. ARGV: token, milliseconds. Returns 1 or 0.
+pub(crate) const LEADER_EXTEND_SRC: &str = r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+local ms = tonumber(ARGV[2])
+if redis.call("PTTL", KEYS[1]) < ms then
+    redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+if redis.call("HGET", KEYS[2], "token") == ARGV[1] and redis.call("PTTL", KEYS[2]) < ms then
+    redis.call("PEXPIRE", KEYS[2], ARGV[2])
+end
+return 1"#;
+
+/// A leader's release (a resignation, or the take-back of a failed campaign): deletes the lock
+/// key and our record when the lock key holds our token; a resignation (ARGV[3] = "1") is
+/// announced to observers, and to waiting candidates when they marked the name.
+///
+/// KEYS: lock, waiting marker, leader record. ARGV: token, release channel, announce, election
+/// channel. Returns 0 (not ours), 1 (released) or 2 (released, candidates were waiting: told).
+pub(crate) const LEADER_RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    return 0
+end
+redis.call("DEL", KEYS[1])
+if redis.call("HGET", KEYS[3], "token") == ARGV[1] then
+    redis.call("DEL", KEYS[3])
+end
+if ARGV[3] == "1" then
+    redis.call("PUBLISH", ARGV[4], "resigned")
+    if redis.call("EXISTS", KEYS[2]) == 1 then
+        redis.call("PUBLISH", ARGV[2], redis.sha1hex(ARGV[1]))
+        return 2
+    end
+end
+return 1"#;
+
+// ---------------------------------------------------------------------------------------------
+// Run once. A run of job `<name>` in epoch `<epoch>` holds the run key
+// `<name>:redmutex:run:<epoch>` as a lock (its token, with `PX`), and its completion is the record
+// `<run key>:redmutex:done` (a hash: result, fencing token, completion time by the node's clock),
+// which expires after the retention the caller chose. The run key's waiting marker and release
+// channel are the run key's, as a lock's. The fencing counter is the job name's, so tokens grow
+// across every run of the job, whatever the epoch.
+
+/// The infix of a run's lease key: `<name>:redmutex:run:<epoch>`.
+pub(crate) const RUN_INFIX: &str = ":redmutex:run:";
+
+/// The suffix of a run's completion record, after the run key.
+pub(crate) const DONE_SUFFIX: &str = ":redmutex:done";
+
+/// Starts a run: unless the completion record exists, takes the run key like `SET NX PX`,
+/// reading the fencing counter raised to the node's clock in microseconds (as a candidate's
+/// grant does, so run tokens keep growing across nodes restarted without their data), and marks
+/// that we wait when told. Safe to repeat: a run key that already holds our token is a grant.
+///
+/// KEYS: run key, fencing counter, waiting marker, completion record. ARGV: token, TTL ms,
+/// marker ms (0: don't mark). Returns `{granted (1 or 0; 2: it ran already), max(counter, now
+/// in us)}`.
+pub(crate) const RUN_BEGIN_SRC: &str = concat!(
+    r#"if redis.call("EXISTS", KEYS[4]) == 1 then
+    return {2, 0}
+end
+"#,
+    clocked_grant!()
+);
+
+/// Completes a run while the run key holds our token: writes the completion record (result,
+/// fencing token, the runner's time in ms), which expires after ARGV[3] ms, deletes the run key,
+/// and wakes those waiting for the run. Safe to repeat: once the run key is gone, a record with
+/// our fencing token is this completion's (its earlier run), and answers as it did.
+///
+/// KEYS: run key, waiting marker, completion record. ARGV: token, result, retention ms, fencing
+/// token, release channel, the runner's time in ms. Returns 0 (not our run), or `{1, at}`
+/// (recorded at `at`) or `{2, at}` (recorded, and callers were waiting: told).
+pub(crate) const RUN_COMPLETE_SRC: &str = r#"if redis.call("GET", KEYS[1]) ~= ARGV[1] then
+    local done = redis.call("HMGET", KEYS[3], "fencing", "at")
+    if done[1] == ARGV[4] then
+        return {1, tonumber(done[2])}
+    end
+    return 0
+end
+local now = tonumber(ARGV[6])
+redis.call("HSET", KEYS[3], "result", ARGV[2], "fencing", ARGV[4], "at", ARGV[6])
+redis.call("PEXPIRE", KEYS[3], ARGV[3])
+redis.call("DEL", KEYS[1])
+if redis.call("EXISTS", KEYS[2]) == 1 then
+    redis.call("PUBLISH", ARGV[5], "done")
+    return {2, now}
+end
+return {1, now}"#;
+
 /// A script: its source (for EVAL) and its `redis::Script` (SHA1 computed once, for EVALSHA).
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
@@ -721,6 +887,24 @@ pub(crate) static MULTI_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_
 /// The multi-lock's fencing write-back script.
 pub(crate) static MULTI_FENCE: LazyLock<Lua> = LazyLock::new(|| Lua::new(MULTI_FENCE_SRC));
 
+/// The candidate's grant script.
+pub(crate) static LEADER_GRANT: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_GRANT_SRC));
+
+/// The election's record-writing script (a leader's installation and its proclamations).
+pub(crate) static LEADER_WRITE: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_WRITE_SRC));
+
+/// The election's extend script.
+pub(crate) static LEADER_EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_EXTEND_SRC));
+
+/// The election's release script.
+pub(crate) static LEADER_RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(LEADER_RELEASE_SRC));
+
+/// Run once: the start of a run.
+pub(crate) static RUN_BEGIN: LazyLock<Lua> = LazyLock::new(|| Lua::new(RUN_BEGIN_SRC));
+
+/// Run once: the completion of a run.
+pub(crate) static RUN_COMPLETE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RUN_COMPLETE_SRC));
+
 /// Every script, to load when a connection opens.
 pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &RELEASE,
@@ -740,6 +924,12 @@ pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &MULTI_RELEASE,
     &MULTI_EXTEND,
     &MULTI_FENCE,
+    &LEADER_GRANT,
+    &LEADER_WRITE,
+    &LEADER_EXTEND,
+    &LEADER_RELEASE,
+    &RUN_BEGIN,
+    &RUN_COMPLETE,
 ];
 
 /// The SHA1 of `text` as 40 lowercase hex digits (what `redis.sha1hex` computes server-side).

@@ -62,14 +62,20 @@ fn same(key: &[Box<str>], members: &[&str]) -> bool {
     key.len() == members.len() && key.iter().zip(members).all(|(k, m)| **k == **m)
 }
 
-/// A connection subscribed to a room's release channels.
-struct Sub {
+/// A connection subscribed to a room's release channels (or to an election's changes, for an
+/// observer).
+pub(crate) struct Sub {
     con: redis::Connection,
     node: usize,
     read_timeout: Duration,
 }
 
 impl Sub {
+    /// The node it is subscribed on.
+    pub(crate) fn node(&self) -> usize {
+        self.node
+    }
+
     fn set_read_timeout(&mut self, timeout: Duration) -> redis::RedisResult<()> {
         let timeout = timeout.max(MIN_TIMEOUT);
         if timeout != self.read_timeout {
@@ -84,7 +90,7 @@ impl Sub {
     /// Through `PubSub::get_message`, not `Connection::recv_response`: after a read timeout,
     /// `recv_response` counts a reply as owed and silently skips the next message, which would
     /// drop the release announced after every poll.
-    fn listen(&mut self, timeout: Duration) -> redis::RedisResult<Option<Vec<u8>>> {
+    pub(crate) fn listen(&mut self, timeout: Duration) -> redis::RedisResult<Option<Vec<u8>>> {
         self.set_read_timeout(timeout)?;
         let mut pubsub = self.con.as_pubsub();
         let message = pubsub.get_message();
@@ -247,7 +253,12 @@ impl Waker {
 
     /// Opens (or reuses) a connection to node `i` subscribed to `channels`, within the node's
     /// timeouts.
-    fn subscribe(&self, nodes: &Nodes, i: usize, channels: &[String]) -> redis::RedisResult<Sub> {
+    pub(crate) fn subscribe(
+        &self,
+        nodes: &Nodes,
+        i: usize,
+        channels: &[String],
+    ) -> redis::RedisResult<Sub> {
         let io = nodes.io_timeout;
         let parked = self.parked.get(i).and_then(|p| lock(p).pop());
         let (mut con, reused) = match parked {

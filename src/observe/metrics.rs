@@ -24,7 +24,7 @@ use super::outcome;
 /// | `redmutex_contended_acquisitions_total` | counter | |
 /// | `redmutex_acquire_wait_seconds` | histogram | |
 /// | `redmutex_acquire_rounds` | histogram | |
-/// | `redmutex_acquire_failures_total` | counter | `reason`: `timeout`, `cancelled`, `no_quorum`, `too_late`, `invalid` |
+/// | `redmutex_acquire_failures_total` | counter | `reason`: `timeout`, `cancelled`, `no_quorum`, `too_late`, `invalid`, `already_ran` (a run-once epoch that had run) |
 /// | `redmutex_extend_failures_total` | counter | `by`: `extend`, `keep_alive`; `reason`: `no_quorum`, `too_late`, `expired`, `lock_lost` |
 /// | `redmutex_losses_total` | counter | `reason`: `expired`, `token_gone`, `hold_limit` |
 /// | `redmutex_node_up` | gauge | `node` (`host:port`): 0 from the node's failure, 1 once it answers again |

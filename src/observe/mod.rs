@@ -251,6 +251,8 @@ impl Counters {
         match e {
             Error::Timeout { .. } => self.timeouts.incr(),
             Error::Cancelled { .. } => self.cancellations.incr(),
+            // A run-once epoch that had run: an answer, not an error.
+            Error::AlreadyRan { .. } => {}
             _ => self.acquire_errors.incr(),
         }
     }
@@ -376,6 +378,7 @@ pub(crate) fn outcome(e: &Error) -> &'static str {
         Error::LockLost { .. } => "lock_lost",
         Error::NotHeld { .. } => "not_held",
         Error::WouldDeadlock { .. } => "would_deadlock",
+        Error::AlreadyRan { .. } => "already_ran",
         Error::InvalidConfig(_) | Error::InvalidArgument(_) => "invalid",
     }
 }

@@ -96,6 +96,11 @@ impl<'a> Wait<'a> {
     pub(crate) fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Acquire))
     }
+
+    /// Whether a cancel flag was given (a wait then looks at it every 20 ms).
+    pub(crate) fn cancellable(&self) -> bool {
+        self.cancel.is_some()
+    }
 }
 
 /// The outcome of one attempt.

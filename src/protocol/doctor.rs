@@ -61,7 +61,8 @@ pub struct Check {
     pub node: Option<String>,
     /// What was checked: `reachable`, `role`, `version`, `uptime`, `persistence`, `eviction`,
     /// `quorum`, `clock`, and with a key `acl lock`, `acl fencing`, `acl wake-up`,
-    /// `acl semaphore`, `acl rwlock`, `acl multi-lock`, `acl script load`.
+    /// `acl semaphore`, `acl rwlock`, `acl multi-lock`, `acl election`, `acl run-once`,
+    /// `acl script load`.
     pub name: &'static str,
     /// How it came out.
     pub status: CheckStatus,
@@ -603,6 +604,22 @@ fn acl(shared: &Shared, node: &Node, mask: u64, key: &str) -> Vec<Check> {
         ),
         probe_check(
             node,
+            "acl election",
+            false,
+            "an election on the key works (campaign, proclaim, read, resign)",
+            "elections need +hset +hget +hmget +time too",
+            election_probe(shared, mask, &format!("{probe}-el")),
+        ),
+        probe_check(
+            node,
+            "acl run-once",
+            false,
+            "a run-once job on the key works (start, complete, read the record)",
+            "run-once jobs need +hset +hmget +time too",
+            once_probe(shared, mask, &format!("{probe}-once")),
+        ),
+        probe_check(
+            node,
             "acl script load",
             false,
             "scripts are loaded at connect, so rounds use EVALSHA",
@@ -831,6 +848,118 @@ fn rwlock_probe(shared: &Shared, mask: u64, r: &str) -> Result<(), NodeError> {
     }
     let unmark = [Arg::Str("DEL"), Arg::Joined(r, scripts::WAITING_SUFFIX)];
     first_error(run(shared, mask, &[Call::Command(&unmark)]))
+}
+
+/// An election's paths: a candidate's grant (the counter read and the clock), the leader
+/// record's write, the leader's extension, the reads of `leader()`, and a resignation that
+/// announces.
+fn election_probe(shared: &Shared, mask: u64, e: &str) -> Result<(), NodeError> {
+    let token = Token::new();
+    let grant_keys = [
+        Arg::Str(e),
+        Arg::Joined(e, scripts::FENCE_SUFFIX),
+        Arg::Joined(e, scripts::WAITING_SUFFIX),
+    ];
+    let grant_args = [
+        Arg::Str(token.as_str()),
+        Arg::Int(PROBE_TTL_MS),
+        Arg::Int(0),
+    ];
+    let record_keys = [Arg::Str(e), Arg::Joined(e, scripts::LEADER_SUFFIX)];
+    let record_args = [
+        Arg::Str(token.as_str()),
+        Arg::Int(1),
+        Arg::Int(1),
+        Arg::Str("doctor"),
+        Arg::Joined(e, scripts::ELECTED_SUFFIX),
+    ];
+    let target = Target::Leader(std::sync::Arc::default());
+    let extend = target.extend_parts(e, token.as_str(), PROBE_TTL_MS);
+    let read = [
+        Arg::Str("HMGET"),
+        Arg::Joined(e, scripts::LEADER_SUFFIX),
+        Arg::Str("token"),
+    ];
+    let script = |script, keys, args| Call::Script { script, keys, args };
+    let result = first_error(run(
+        shared,
+        mask,
+        &[
+            script(&scripts::LEADER_GRANT, &grant_keys, &grant_args),
+            script(&scripts::LEADER_WRITE, &record_keys, &record_args),
+            extend.call(),
+            Call::Command(&read),
+        ],
+    ))
+    .and_then(|()| {
+        first_error(target.with_release(e, token.as_str(), true, |release| {
+            run(shared, mask, &[release])
+        }))
+    });
+    // Whatever was refused (a script stops at its first refused command, keeping what it did
+    // before), leave nothing behind.
+    let remove = [
+        Arg::Str("DEL"),
+        Arg::Str(e),
+        Arg::Joined(e, scripts::LEADER_SUFFIX),
+    ];
+    let removed = first_error(run(shared, mask, &[Call::Command(&remove)]));
+    result.and(removed)
+}
+
+/// A run-once job's paths: a run's start (the record looked for, the counter and the clock),
+/// its completion (the record written), the record's read, and its removal.
+fn once_probe(shared: &Shared, mask: u64, o: &str) -> Result<(), NodeError> {
+    let token = Token::new();
+    let run_key = format!("{o}{}doctor", scripts::RUN_INFIX);
+    let k: &str = &run_key;
+    let begin_keys = [
+        Arg::Str(k),
+        Arg::Joined(o, scripts::FENCE_SUFFIX),
+        Arg::Joined(k, scripts::WAITING_SUFFIX),
+        Arg::Joined(k, scripts::DONE_SUFFIX),
+    ];
+    let begin_args = [
+        Arg::Str(token.as_str()),
+        Arg::Int(PROBE_TTL_MS),
+        Arg::Int(0),
+    ];
+    let complete_keys = [
+        Arg::Str(k),
+        Arg::Joined(k, scripts::WAITING_SUFFIX),
+        Arg::Joined(k, scripts::DONE_SUFFIX),
+    ];
+    let complete_args = [
+        Arg::Str(token.as_str()),
+        Arg::Str("doctor"),
+        Arg::Int(PROBE_TTL_MS),
+        Arg::Int(1),
+        Arg::Joined(k, scripts::RELEASED_SUFFIX),
+        Arg::Int(0),
+    ];
+    let read = [
+        Arg::Str("HMGET"),
+        Arg::Joined(k, scripts::DONE_SUFFIX),
+        Arg::Str("result"),
+    ];
+    let remove = [
+        Arg::Str("DEL"),
+        Arg::Str(k),
+        Arg::Joined(k, scripts::DONE_SUFFIX),
+    ];
+    let script = |script, keys, args| Call::Script { script, keys, args };
+    let result = first_error(run(
+        shared,
+        mask,
+        &[
+            script(&scripts::RUN_BEGIN, &begin_keys, &begin_args),
+            script(&scripts::RUN_COMPLETE, &complete_keys, &complete_args),
+            Call::Command(&read),
+        ],
+    ));
+    // Whatever was refused, leave nothing behind that DEL may remove.
+    let removed = first_error(run(shared, mask, &[Call::Command(&remove)]));
+    result.and(removed)
 }
 
 /// A multi-lock over two keys: taken, extended and released.

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SysRng;
 use rand::{Rng, TryRng};
 
+use super::election::Published;
 use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
@@ -132,6 +133,18 @@ pub(crate) enum Target {
     /// A multi-lock: every one of these resources' lock keys (in canonical order) holds the
     /// token. A node counts as holding the lease only if it holds all of them.
     Multi(Arc<[Arc<str>]>),
+    /// A leader of an election: the lock key is the election's name, held as a mutex holder
+    /// holds it, and the leader record beside it (`<name>:redmutex:leader`) lives as long.
+    /// What the leader publishes (its value and its revision) is kept here.
+    Leader(Arc<Published>),
+    /// A run of a run-once job in `epoch`: `key` is the run's lease key
+    /// (`<name>:redmutex:run:<epoch>`), held as a mutex's lock key; its completion record lives
+    /// `retention`.
+    Run {
+        key: Arc<str>,
+        epoch: Arc<str>,
+        retention: Duration,
+    },
 }
 
 /// A script call's parts, owned by the caller, borrowing the lease.
@@ -184,12 +197,21 @@ impl Target {
         ))
     }
 
+    /// The key a mutex-like target holds: the lease's name, or a run's own run key.
+    fn lock_key<'a>(&'a self, name: &'a str) -> &'a str {
+        match self {
+            Self::Run { key, .. } => key,
+            _ => name,
+        }
+    }
+
     /// The call that makes the nodes hold `token` at least `ms` more.
     pub(crate) fn extend_parts<'a>(&'a self, name: &'a str, token: &'a str, ms: u64) -> Parts<'a> {
         match self {
-            Self::Mutex => Parts {
+            // A run holds its run key as a mutex holds its name.
+            Self::Mutex | Self::Run { .. } => Parts {
                 script: &scripts::EXTEND,
-                keys: vec![Arg::Str(name)],
+                keys: vec![Arg::Str(self.lock_key(name))],
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
             Self::Reader => Parts {
@@ -215,6 +237,12 @@ impl Target {
                 keys: resources.iter().map(|r| Arg::Str(r)).collect(),
                 args: vec![Arg::Str(token), Arg::Int(ms)],
             },
+            Self::Leader(_) => Parts {
+                // KEYS: lock, leader record. ARGV: token, ms.
+                script: &scripts::LEADER_EXTEND,
+                keys: vec![Arg::Str(name), Arg::Joined(name, scripts::LEADER_SUFFIX)],
+                args: vec![Arg::Str(token), Arg::Int(ms)],
+            },
         }
     }
 
@@ -229,12 +257,13 @@ impl Target {
     ) -> R {
         let flag = Arg::Str(if announce { "1" } else { "0" });
         match self {
-            Self::Mutex => {
+            Self::Mutex | Self::Run { .. } => {
                 // KEYS: lock, waiting mark. ARGV: token, channel, announce.
-                let keys = [Arg::Str(name), Arg::Joined(name, scripts::WAITING_SUFFIX)];
+                let lock = self.lock_key(name);
+                let keys = [Arg::Str(lock), Arg::Joined(lock, scripts::WAITING_SUFFIX)];
                 let args = [
                     Arg::Str(token),
-                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    Arg::Joined(lock, scripts::RELEASED_SUFFIX),
                     flag,
                 ];
                 f(Call::Script {
@@ -297,6 +326,26 @@ impl Target {
                 ];
                 f(Call::Script {
                     script: &scripts::MULTI_RELEASE,
+                    keys: &keys,
+                    args: &args,
+                })
+            }
+            Self::Leader(_) => {
+                // KEYS: lock, waiting mark, leader record. ARGV: token, channel, announce,
+                // election channel.
+                let keys = [
+                    Arg::Str(name),
+                    Arg::Joined(name, scripts::WAITING_SUFFIX),
+                    Arg::Joined(name, scripts::LEADER_SUFFIX),
+                ];
+                let args = [
+                    Arg::Str(token),
+                    Arg::Joined(name, scripts::RELEASED_SUFFIX),
+                    flag,
+                    Arg::Joined(name, scripts::ELECTED_SUFFIX),
+                ];
+                f(Call::Script {
+                    script: &scripts::LEADER_RELEASE,
                     keys: &keys,
                     args: &args,
                 })
@@ -580,17 +629,27 @@ impl Lease {
     /// A loss found here is marked (after the lock is released); otherwise the loss signal
     /// ends.
     pub(crate) fn release(&self) -> Result<()> {
+        self.end_with(|lease| {
+            release_within(
+                &lease.shared,
+                &lease.target,
+                &lease.resource,
+                lease.token.as_str(),
+                lease.owing(),
+            )
+        })
+    }
+
+    /// Ends the lease (after [`retire`](Self::retire)) with the last round `f` makes (a release,
+    /// or a run's completion), under the round lock, judged as a release is: `NotHeld` becomes
+    /// the loss it shows (`Expired` or `LockLost`), which is marked; otherwise the loss signal
+    /// ends.
+    pub(crate) fn end_with<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
         let slot = self.slot();
-        let result = release_within(
-            &self.shared,
-            &self.target,
-            &self.resource,
-            self.token.as_str(),
-            self.owing(),
-        );
+        let result = f(self);
         drop(slot);
         let result = match result {
-            Ok(()) => Ok(()),
+            Ok(t) => Ok(t),
             Err(Error::NotHeld { .. }) if self.ran_out() => Err(Error::Expired {
                 resource: self.resource.to_string(),
             }),

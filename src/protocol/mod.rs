@@ -12,18 +12,25 @@
 //! - [`doctor`]: the checks of the nodes against Redlock's assumptions and the locks' needs;
 //! - [`rw`]: the read-write lock's attempts and its downgrade, on the same waiting loop,
 //!   verdict and leases;
+//! - [`election`]: a candidate's attempt (the lock key, the term, the leader record), the
+//!   quorum read of the leader, proclamations, and what an observer waits on;
+//! - [`once`]: a run-once job's attempt (a run key, unless the completion record exists), its
+//!   completion and the quorum read of its record;
 //! - [`verdict`]: what a round decided.
 
 pub(crate) mod acquire;
 pub(crate) mod doctor;
+pub(crate) mod election;
 pub(crate) mod inspect;
 pub(crate) mod lease;
 pub(crate) mod multi;
+pub(crate) mod once;
 pub(crate) mod rw;
 pub(crate) mod semaphore;
 pub(crate) mod verdict;
 
 pub use acquire::Wait;
 pub use doctor::{Check, CheckStatus, Diagnosis};
+pub use election::{Leader, MAX_VALUE_LEN};
 pub use inspect::{Fingerprint, Holding, Inspection, LockState, NodeView};
 pub use lease::LossReason;

@@ -16,6 +16,8 @@ use crate::support::{ChildGuard, RedisCluster, RedisNode, dead_url, deadline_loo
 mod doctor;
 // `run -s` and `run -x`: the read-write lock.
 mod rw;
+// `elect`, `leader` and `run --once`.
+mod election;
 
 /// Upper bound for anything that should end "at once" or "soon": catches hangs, not speed.
 const SOON: Duration = Duration::from_secs(20);

@@ -1,10 +1,11 @@
-//! Leader election over processes: one leader at a time, fail-over within about one TTL after
-//! the leader is killed, and a leader that loses its lease steps down at once.
+//! Leader election over processes (`create_election`): one leader at a time, fail-over within
+//! about one TTL after the leader is SIGKILLed (a term above the dead leader's), observers that
+//! see the new leader, and a leader that loses its lease steps down at once.
 //!
 //! The candidates are worker processes: the test runs itself again (`support::worker`), and
 //! each re-run is a [`candidate`]. They record what they do on a separate witness Redis:
-//! `leader` holds the current leader's id, and the `events` list gets `elected <id>`,
-//! `down <id> <reason>` and `overlap <id>` entries.
+//! `leader` holds the current leader's id, `term` its term, and the `events` list gets
+//! `elected <id> <term>`, `down <id> <reason>` and `overlap <id>` entries.
 
 use std::time::{Duration, Instant};
 
@@ -22,21 +23,27 @@ fn w(port: u16, args: &[&str]) -> String {
 fn candidate(spec: &str) {
     let parts: Vec<&str> = spec.split(';').collect();
     let (me, witness): (&str, u16) = (parts[0], parts[1].parse().unwrap());
+    // Keep-alive is on for elections.
     let factory = support::short_builder()
         .nodes(parts[2].split(','))
         .ttl(TTL)
-        .keep_alive(true)
         .retry_delay(Duration::from_millis(20))
         .build()
         .unwrap();
-    let election = factory.create_lock("election");
+    let election = factory.create_election("election");
     let end = Instant::now() + Duration::from_secs(60);
     while Instant::now() < end {
-        let Ok(guard) = election.acquire() else {
+        let Ok(guard) = election.campaign(me) else {
             continue;
         };
+        let term = guard.term().to_string();
+        // The term first: whoever sees the new leader finds its term.
+        w(witness, &["SET", "term", &term]);
         w(witness, &["SET", "leader", me]);
-        w(witness, &["RPUSH", "events", &format!("elected {me}")]);
+        w(
+            witness,
+            &["RPUSH", "events", &format!("elected {me} {term}")],
+        );
         let lost = guard.loss_signal();
         let reason = loop {
             if let Some(reason) = lost.wait_timeout(Duration::from_millis(20)) {
@@ -87,8 +94,12 @@ fn a_killed_leader_is_replaced_within_about_one_ttl() {
         &["GET", "leader"]
     ) != "(nil)"));
 
+    // An observer in this process: it must see each new leader, with a larger term.
+    let observer_factory = support::factory(&cluster).ttl(TTL).build().unwrap();
+    let mut observer = observer_factory.create_election("election").observe();
     for round in 0..2 {
         let leader = w(witness, &["GET", "leader"]);
+        let term: u64 = w(witness, &["GET", "term"]).parse().unwrap();
         let i = ids.iter().position(|id| *id == leader).unwrap();
         children[i].kill();
         let killed = Instant::now();
@@ -98,9 +109,18 @@ fn a_killed_leader_is_replaced_within_about_one_ttl() {
             "round {round}: nobody took over from {leader}"
         );
         let took = killed.elapsed();
-        eprintln!("round {round}: {leader} killed, new leader after {took:?}");
+        eprintln!("[figures] round {round}: {leader} SIGKILLed, new leader after {took:?}");
         // The lease must run out first (about one TTL); then a waiter polls within its retry.
         assert!(took < TTL * 4, "round {round}: fail-over took {took:?}");
+        let new_term: u64 = w(witness, &["GET", "term"]).parse().unwrap();
+        assert!(new_term > term, "term {new_term} after {term}");
+        let mut seen = None;
+        assert!(deadline_loop(Duration::from_secs(10), || {
+            if let Ok(Some(l)) = observer.wait_timeout(Duration::from_millis(50)) {
+                seen = Some(l.term);
+            }
+            seen.is_some_and(|t| t >= new_term)
+        }));
         children[i] = spawn(test, ids[i], witness, &cluster);
     }
     drop(children);

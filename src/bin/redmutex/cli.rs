@@ -128,6 +128,99 @@ pub enum Command {
     /// quarantine, persistence, eviction, clocks) and, with KEY, the user's permissions
     #[command(after_long_help = DOCTOR_NOTES)]
     Doctor(DoctorArgs),
+    /// Run a command while this process leads the election KEY; stop it if leadership is lost
+    #[command(after_long_help = ELECT_NOTES)]
+    Elect(ElectArgs),
+    /// Show the leader of the election KEY (term, value, lease), or with --watch every change
+    #[command(after_long_help = LEADER_NOTES)]
+    Leader(LeaderArgs),
+}
+
+const ELECT_NOTES: &str = concat!(
+    "\
+`elect` campaigns in the election KEY (waiting while another process leads: -n and -w give up
+as with `run`), then runs the command while it leads. The command gets REDMUTEX_KEY,
+REDMUTEX_TOKEN, REDMUTEX_TERM (the leadership's term, a fencing token above every term issued
+before on KEY; also in REDMUTEX_FENCING_TOKEN) and REDMUTEX_LEADER_VALUE (--value) in its
+environment: pass the term with each write to what the leader controls, and have it refuse a
+smaller term than one it has seen.
+
+The leadership is renewed every ttl/3 while the command runs. If it is lost (the lease ran out,
+or the key was deleted or taken over), the command gets SIGTERM, then SIGKILL after --kill-after,
+and redmutex exits 79. When the command ends, redmutex resigns: a waiting `elect` of KEY takes
+over at once. If redmutex itself is SIGKILLed, another takes over once the lease runs out
+(--ttl at most). `redmutex leader KEY` shows who leads.
+
+",
+    crate::exit::exit_table!()
+);
+
+const LEADER_NOTES: &str = "\
+The leader is read from every node in one round, and shown only when a quorum of nodes holds
+it (its lock key and its record): term, value, revision (1 at election, one more per change of
+value), holder (the fingerprint of its token) and lease (how long a quorum still holds it).
+
+--json prints one object per line: key, and leader (null, or an object with term, value,
+revision, holder, lease_ms and nodes).
+
+--watch prints the current leader, then every change of leader or value, in term order, as it
+happens (woken by the nodes; it polls every --poll SECS as a fallback), until SIGINT, SIGTERM
+or SIGHUP (exit 128+N). A leader that vanished is not a line of its own: the next one is.
+
+Exit status: 0 when it could tell (a leader, or none), 69 when too few nodes answered.";
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// After leadership was lost: how long the command has between SIGTERM and SIGKILL
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub kill_after: Duration,
+
+    /// The value to publish while leading (shown by `redmutex leader`) [default: this host's
+    /// name and pid]
+    #[arg(long, value_name = "V")]
+    pub value: Option<String>,
+
+    /// Run this shell command with `sh -c` instead of COMMAND
+    #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
+    pub shell: Option<OsString>,
+
+    /// The election's name (the Redis key the leader holds)
+    pub key: String,
+
+    /// The command to run while leading, and its arguments (after `--`)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "shell",
+        conflicts_with = "shell"
+    )]
+    pub argv: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// Keep printing every change of leader or value, until interrupted
+    #[arg(long)]
+    pub watch: bool,
+
+    /// With --watch: how often to read the nodes when no announcement came, in seconds
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs, requires = "watch")]
+    pub poll: Duration,
+
+    /// The lease time the election uses, in seconds (for the drift allowance of the lease shown)
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub ttl: Duration,
+
+    /// The election's name (the Redis key the leader holds)
+    pub key: String,
 }
 
 const RUN_NOTES: &str = concat!(
@@ -157,6 +250,15 @@ runs out (writer preference), so a stream of readers cannot starve it. A plain r
 flag) takes KEY as a mutex, which is exclusive too: on the nodes a mutex holder is the
 read-write lock's writer, so plain, -x and -s runs on one KEY (and other Redlock clients using
 KEY) exclude each other as they should; only a waiting plain run does not keep -s runs out.
+
+With --once, KEY[@EPOCH] names a job and one run of it (EPOCH: a cron slot's time, a version;
+the part after the last '@'): the command runs at most once per KEY@EPOCH while leases hold.
+The first run records the command's exit status on a quorum (kept --retention seconds) and
+exits with it; a later run exits 82 without running the command; a run that finds it running
+elsewhere waits for its record and exits 82 (with -n, or when -w runs out: 83). The command gets
+REDMUTEX_EPOCH and REDMUTEX_FENCING_TOKEN (above the token of every earlier run of KEY). If the
+runner dies before its record is written, the next run of KEY@EPOCH after its lease runs the
+command again: make the command's effects idempotent, or fenced with REDMUTEX_FENCING_TOKEN.
 
 SIGINT, SIGTERM and SIGHUP sent to redmutex are passed on to the command, and the lock is
 released once it has ended. The command stays in redmutex's process group, so a terminal's
@@ -189,7 +291,7 @@ Exit status: 0 when the verdict is known (held, free or split), 69 when too few 
 answered to tell (unknown), 77 when that is because a node refused the login or a command.";
 
 /// When the lock is held elsewhere: block, give up at once, or wait a while (flock's flags).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
     /// Give up at once if the lock is held elsewhere (exit with the conflict code)
     #[arg(short, long, conflicts_with = "wait")]
@@ -255,11 +357,22 @@ pub struct RunArgs {
     )]
     pub permits: Option<u32>,
 
+    /// Run the command at most once per KEY@EPOCH (KEY alone: once per KEY): the first run
+    /// records the command's exit status on a quorum; later runs exit 82 without running it,
+    /// and while it runs elsewhere they wait for it (or, with -n/-w, exit 83)
+    #[arg(long, conflicts_with_all = ["permits", "shared", "exclusive"])]
+    pub once: bool,
+
+    /// With --once: how long the record of a run is kept, in seconds (after that, KEY@EPOCH
+    /// can run again)
+    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = parse_secs, requires = "once")]
+    pub retention: Duration,
+
     /// Run this shell command with `sh -c` instead of COMMAND
     #[arg(short = 'c', long = "command", value_name = "SHELL_COMMAND")]
     pub shell: Option<OsString>,
 
-    /// The lock's name (the Redis key)
+    /// The lock's name (the Redis key); with --once, KEY[@EPOCH]
     pub key: String,
 
     /// The command to run and its arguments (after `--`)
@@ -337,8 +450,8 @@ a warn or fail line says what to change. Per node: reachable (PING round trip), 
 master), version (semaphores need Redis 6.0), uptime (against --longest-ttl: is the node in its
 restart quarantine?), persistence (AOF and appendfsync), eviction (maxmemory-policy); over the
 nodes: quorum, clock (the skew between the nodes' TIME). With KEY, per node: acl lock (fails if
-refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl script load
-(warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
+refused), acl fencing, acl wake-up, acl semaphore, acl rwlock, acl multi-lock, acl election,
+acl run-once, acl script load (warn if refused). The probes take and release short-lived keys under KEY:redmutex:doctor.
 
 Exit status: 0 when every check is ok, 80 when some warned and none failed, 81 when one failed.
 

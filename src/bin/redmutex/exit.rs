@@ -39,6 +39,11 @@ pub enum Exit {
     DoctorWarn,
     /// `doctor`: a check failed.
     DoctorFail,
+    /// `run --once`: the run of that epoch already ran (its record exists); the command was
+    /// not run.
+    AlreadyRan,
+    /// `run --once`: it is running elsewhere, and -n or -w gave up.
+    RunningElsewhere,
 }
 
 /// The default of `-E/--conflict-exit-code`.
@@ -49,6 +54,10 @@ pub const LOST_LEASE: u8 = 79;
 pub const DOCTOR_WARN: u8 = 80;
 /// `doctor` found a failure.
 pub const DOCTOR_FAIL: u8 = 81;
+/// `run --once` found the run done: the next code after [`DOCTOR_FAIL`].
+pub const ALREADY_RAN: u8 = 82;
+/// `run --once` found the run running elsewhere and gave up.
+pub const RUNNING_ELSEWHERE: u8 = 83;
 
 /// The exit-status table shown at the end of `--help` (a macro, so `concat!` can use it).
 macro_rules! exit_table {
@@ -56,7 +65,8 @@ macro_rules! exit_table {
         "\
 Exit status:
   0       success (run: the command exited 0)
-  1       the lock is held elsewhere and -n/-w gave up (set with -E/--conflict-exit-code)
+  1       the lock is held elsewhere (elect: another process leads) and -n/-w gave up (set
+          with -E/--conflict-exit-code)
   64      usage error: bad flag, argument, node URL or duration
   69      nodes unavailable: too few nodes answered (--verbose lists each node's cause);
           status: the verdict is unknown
@@ -67,11 +77,14 @@ Exit status:
           others answered
   79      lease lost: the lock was lost while the command ran (the command was sent SIGTERM,
           then SIGKILL after --kill-after), or release/extend: the token does not hold
-          the lock on a quorum (expired, released, taken over, or a wrong token)
+          the lock on a quorum (expired, released, taken over, or a wrong token);
+          elect: the leadership was lost while the command ran
   80      doctor: a check warned and none failed (a guarantee or a feature at risk; each
           warn line says what to change)
   81      doctor: a check failed (a node down or not a master, too few nodes for a quorum,
           the lock's own commands refused)
+  82      run --once: it already ran (its completion record exists): the command was not run
+  83      run --once: it is running elsewhere, and -n/-w gave up
   126     the command could not be run
   127     the command was not found
   128+N   the command was killed by signal N (also: redmutex interrupted by signal N while
@@ -99,6 +112,8 @@ impl Exit {
             Self::LostLease => LOST_LEASE,
             Self::DoctorWarn => DOCTOR_WARN,
             Self::DoctorFail => DOCTOR_FAIL,
+            Self::AlreadyRan => ALREADY_RAN,
+            Self::RunningElsewhere => RUNNING_ELSEWHERE,
             Self::CannotRun => 126,
             Self::NotFound => 127,
             // Signal numbers are 1..=64 on Linux; anything else is clamped rather than wrapped.
@@ -154,6 +169,7 @@ pub fn exit_for(e: &redmutex::Error) -> Exit {
         E::NoQuorum { .. } | E::TooLate { .. } => Exit::Unavailable,
         E::Expired { .. } | E::LockLost { .. } | E::NotHeld { .. } => Exit::LostLease,
         E::Timeout { .. } => Exit::Conflict(CONFLICT_DEFAULT),
+        E::AlreadyRan { .. } => Exit::AlreadyRan,
         _ => Exit::Software,
     }
 }
@@ -186,6 +202,8 @@ mod tests {
         assert_eq!(Exit::LostLease.code(), 79);
         assert_eq!(Exit::DoctorWarn.code(), 80);
         assert_eq!(Exit::DoctorFail.code(), 81);
+        assert_eq!(Exit::AlreadyRan.code(), 82);
+        assert_eq!(Exit::RunningElsewhere.code(), 83);
         assert_eq!(Exit::CannotRun.code(), 126);
         assert_eq!(Exit::NotFound.code(), 127);
         assert_eq!(Exit::Child(3).code(), 3);
@@ -231,6 +249,8 @@ mod tests {
             LOST_LEASE,
             DOCTOR_WARN,
             DOCTOR_FAIL,
+            ALREADY_RAN,
+            RUNNING_ELSEWHERE,
             126,
             127,
         ] {

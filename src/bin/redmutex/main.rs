@@ -4,15 +4,18 @@
 //!
 //! A thin client of the library: one `RedLockFactory` per invocation, and every subcommand is
 //! one call of its public API (`acquire_with`, `try_acquire`, `leak`, `release_token`,
-//! `extend_token`, `inspect`).
+//! `extend_token`, `inspect`; `campaign` through the election's `acquire_with`, `leader`,
+//! `observe`; `RunOnce::start_with` and `complete`).
 
 mod cli;
 mod doctor;
+mod elect;
 mod exit;
 mod held;
 mod lease;
 mod logger;
 mod nodes;
+mod once;
 mod run;
 mod signals;
 mod status;
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
     let nodes = &cli.nodes;
     match &cli.command {
         Command::Run(args) if args.permits.is_some() => run_permits(nodes, args),
+        Command::Run(args) if args.once => once::run_once(nodes, args),
         Command::Run(args) => {
             let signals = listen()?;
             let factory = factory(nodes, Some(args.wait.ttl))?;
@@ -118,6 +122,8 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Doctor(args) => {
             doctor::doctor(&factory(nodes, None)?, args.key.as_deref(), args.json)
         }
+        Command::Elect(args) => elect::elect(nodes, args),
+        Command::Leader(args) => elect::leader(nodes, args),
     }
 }
 

@@ -27,13 +27,28 @@ use crate::signals::{self, Event, Listener};
 /// How often the child is polled when no event arrives (SIGCHLD usually wakes us first).
 const POLL: Duration = Duration::from_millis(50);
 
-/// Runs the child while holding `guard` (of `lock`: a lock, a side of a read-write lock, or a
-/// semaphore), and releases it when the child has ended.
+/// Runs the child while holding `guard` (of `lock`: a lock, a side of a read-write lock, a
+/// semaphore, or an election's leadership), and releases it when the child has ended.
 pub fn run<K: Describe>(
     args: &RunArgs,
     lock: &Handle<K>,
     guard: LeaseGuard<K>,
     signals: &Listener,
+) -> Result<Exit, Failure> {
+    run_then(args, lock, guard, signals, |guard, child| {
+        release(guard, Some(child))
+    })
+}
+
+/// [`run`], ending the lease with `end` (given the child's exit) when the child ended while it
+/// was still held: a release for `run`, the run's completion for `run --once`. A lease lost
+/// meanwhile is released as [`run`] does.
+pub fn run_then<K: Describe>(
+    args: &RunArgs,
+    lock: &Handle<K>,
+    guard: LeaseGuard<K>,
+    signals: &Listener,
+    end: impl FnOnce(LeaseGuard<K>, Exit) -> Exit,
 ) -> Result<Exit, Failure> {
     let mut cmd = command(args);
     cmd.env("REDMUTEX_KEY", &args.key)
@@ -72,7 +87,7 @@ pub fn run<K: Describe>(
         release(guard, None);
         return Ok(Exit::LostLease);
     }
-    Ok(release(guard, Some(child_exit)))
+    Ok(end(guard, child_exit))
 }
 
 /// What the supervision loop saw.
@@ -195,7 +210,7 @@ fn spawn_failure(program: &str, e: &io::Error) -> Failure {
 }
 
 /// The command's end, for messages.
-fn describe(status: ExitStatus) -> String {
+pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("killed by {}", signals::name(sig)),

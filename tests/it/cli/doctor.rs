@@ -29,8 +29,8 @@ fn a_healthy_cluster_passes_every_check() {
     let (code, out, err) = doctor(&cluster.urls(), &["app:jobs"]);
     assert_eq!(code, OK, "{out}{err}");
     let checks: Vec<&str> = out.lines().collect();
-    // 6 checks per node, the quorum and the clocks, 7 permission checks per node.
-    assert_eq!(checks.len(), 3 * 6 + 2 + 3 * 7, "{out}");
+    // 6 checks per node, the quorum and the clocks, 9 permission checks per node.
+    assert_eq!(checks.len(), 3 * 6 + 2 + 3 * 9, "{out}");
     assert_eq!(lines(&out, "ok").len(), checks.len(), "{out}");
     for name in [
         "reachable",
@@ -155,12 +155,15 @@ fn a_node_down_or_refusing_the_locks_commands_is_a_failure() {
     assert_eq!(acl_ok("acl lock"), 3, "{out}");
     assert_eq!(acl_ok("acl wake-up"), 3, "{out}");
     let warned = lines(&out, "warn");
-    // No MGET (semaphore, multi-lock), no sorted sets (read-write lock), no SCRIPT LOAD, and
+    // No MGET (semaphore, multi-lock), no sorted sets (read-write lock), no hashes and no TIME
+    // (election, run-once), no SCRIPT LOAD, and
     // CONFIG GET is refused, so appendfsync is unknown: not durable unless declared.
     for name in [
         "acl semaphore",
         "acl multi-lock",
         "acl rwlock",
+        "acl election",
+        "acl run-once",
         "acl script load",
     ] {
         assert_eq!(

@@ -8,6 +8,7 @@
 //! This module holds what the scenarios share: the settings of the fault suite and the
 //! minority-fault scenario runner.
 
+mod election;
 mod network;
 mod nodes;
 mod process;
