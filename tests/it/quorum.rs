@@ -179,3 +179,38 @@ fn a_late_yes_of_a_lost_attempt_is_taken_back() {
     );
     proxies[2].clear_rules();
 }
+
+/// A late reply that never comes is the node's failure, as in a round: the round decided on
+/// the fast nodes and returned well within the I/O timeout, and the slow node's reader, at
+/// the round's deadline, counts a failed vote and marks the node down.
+#[test]
+fn a_late_reply_that_never_comes_marks_its_node_down() {
+    let (_cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 20]);
+    let io_timeout = Duration::from_millis(1500);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .io_timeout(io_timeout)
+        .build()
+        .unwrap();
+    let lock = f.create_lock("quorum-silent");
+    // Warm-up: node 2's round trip is learnt (its two yes votes read).
+    drop(lock.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    assert!(f.stats().nodes[2].up);
+    proxies[2].blackhole();
+    let start = Instant::now();
+    let guard = lock.acquire().unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < io_timeout,
+        "the acquire waited for the silent node: {took:?}"
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || !f.stats().nodes[2].up),
+        "the silent node is still up: {:?}",
+        f.stats().nodes[2]
+    );
+    assert!(votes(&f, 2).2 >= 1, "no failed vote: {:?}", votes(&f, 2));
+    proxies[2].heal();
+    guard.release().unwrap();
+}
