@@ -602,11 +602,11 @@ impl Decide<'static> {
     };
 }
 
-/// A node whose reply is due within the time the round has taken so far, and at least this
-/// much, of the moment the round is decided is read by the round itself: reading a reply that
-/// is there (or nearly) costs less than handing the connection to the node's reader, and a
-/// node not much slower than the quorum is not worth it. On loopback and in one zone, every
-/// node is read by the round, even on a loaded machine.
+/// A node whose reply is due at most as long after the round is decided as the round has
+/// taken so far (and at least this long) is read by the round itself: reading a reply that is
+/// there (or nearly) costs less than handing the connection to the node's reader, and a node
+/// not much slower than the quorum is not worth it. On loopback and in one zone, nodes are
+/// nearly always read by the round (a loaded machine can stretch a round trip past 2 ms).
 const READ_IF_DUE_WITHIN: Duration = Duration::from_millis(2);
 
 /// Whether a node whose reply is due `due` after the writes is read by the round, decided
