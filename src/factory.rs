@@ -244,6 +244,11 @@ impl RedLockFactoryBuilder {
     /// The most connections kept open to each node (1 to [`MAX_POOL_SIZE`]). Threads beyond it
     /// wait for a connection, up to the connect timeout.
     ///
+    /// A round returns once a quorum's replies settle it; a node that has not answered by then
+    /// (a far one) keeps its connection until its reply is read, so against far nodes each
+    /// thread uses several connections to them (about the far node's round trip divided by
+    /// the time between rounds). With a pool of one, every reply is read by the round itself.
+    ///
     /// Defaults to 16.
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size;

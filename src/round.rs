@@ -22,6 +22,7 @@
 //! writes to it until its last reply is read, and the pool drops broken connections. A node
 //! that failed to answer is recorded as failing, never as healthy.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
@@ -29,7 +30,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::node::{Ballot, MIN_TIMEOUT, Node, NodeManager, Nodes};
+use crate::node::{Ballot, MAX_NODES, MIN_TIMEOUT, Node, NodeManager, Nodes, Unread};
 use crate::scripts::{self, Lua};
 
 /// The time Redis may be off in expiring a key (1 ms) plus the minimum clock drift (1 ms),
@@ -67,6 +68,59 @@ pub(crate) enum Vote {
     /// No, because the node holds the name for another configuration (a semaphore of another
     /// permit count): the call is wrong, not the timing.
     Mismatch,
+}
+
+/// When a round may stop reading: as soon as the replies read settle its outcome, that is,
+/// when every way the unread nodes could still answer (yes, no, or nothing) leads to the verdict
+/// the replies in hand give (see `protocol::verdict::judge`, whose two questions these mirror).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Every reply is read (or times out): rounds whose caller weighs all the answers.
+    All,
+    /// "Is it ours now?" with this quorum (acquisitions): a quorum of yes (a quarantined node's
+    /// yes does not count, as at vote time), or a verdict of no (held, or no quorum) that no
+    /// late answer can turn.
+    Grant(usize),
+    /// "Does a quorum still hold our token?" with this quorum (extend, renew, release, fence):
+    /// a quorum of yes, or a verdict of no (not held, or not known) no late answer can turn.
+    Holds(usize),
+}
+
+impl Settle {
+    /// Whether `t`, with `pending` nodes written to but not read yet, is settled.
+    pub(crate) fn settled(self, nodes: &Nodes, t: &Tally, pending: usize) -> bool {
+        if pending == 0 {
+            return true;
+        }
+        match self {
+            Self::All => false,
+            Self::Grant(q) => {
+                let doubted = nodes.doubted(t.given).count_ones() as usize;
+                let yes = t.yes.saturating_sub(doubted);
+                if yes >= q {
+                    return true;
+                }
+                if yes + pending >= q {
+                    return false;
+                }
+                // No win: refused once a quorum answered, unknown while it cannot.
+                let answered = yes + t.no;
+                answered >= q || answered + pending < q
+            }
+            Self::Holds(q) => {
+                if t.yes >= q {
+                    return true;
+                }
+                if t.yes + pending >= q {
+                    return false;
+                }
+                // No win: refused while the yes and the failures cannot make a quorum even
+                // with every unread node among them, unknown once they make one.
+                let maybe = t.yes + t.failures.len();
+                maybe + pending < q || maybe >= q
+            }
+        }
+    }
 }
 
 /// The outcome of a round (of one command of a batch).
@@ -311,16 +365,58 @@ fn classified(
     vote
 }
 
-/// Runs one command on the nodes in `mask`.
-pub(crate) fn round(nodes: &Nodes, call: Call<'_>, mask: u64, classify: Classify) -> Tally {
+/// Runs one command on the nodes in `mask`, reading until `settle` says the replies read
+/// decide the round; the rest are read by their nodes' readers (see [`read_phase`]).
+pub(crate) fn round(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+    classify: Classify,
+    settle: Settle,
+) -> Tally {
+    round_owing(nodes, call, mask, classify, settle, None)
+}
+
+/// [`round`] for a release that may overtake an earlier round's grant on the nodes of
+/// `owe.0` (their replies to it are still unread): a reply of theirs that is read late and is
+/// not a yes owes them the release again (until `owe.1`), after that grant (see
+/// [`Node::owe_after`] for the replies the round reads itself).
+pub(crate) fn round_owing(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+    classify: Classify,
+    settle: Settle,
+    owe: Option<(u64, Instant)>,
+) -> Tally {
     nodes.count_round();
-    let mut tally = Tally::default();
+    let tally = RefCell::new(Tally::default());
+    let settled = |pending| settle.settled(nodes, &tally.borrow(), pending);
+    let mut again = Vec::new();
+    let owe_unless_yes = owe.map(|(nodes, until)| {
+        if !call.pack_eval(&mut again) {
+            call.pack(&mut again);
+        }
+        OweUnlessYes {
+            nodes,
+            packed: &again,
+            until,
+        }
+    });
+    let decide = Decide {
+        settled: &settled,
+        late: (settle != Settle::All).then_some(classify),
+        owe_unless_yes,
+    };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
-        exchange(nodes, buf, &[call], mask, &mut |_, node, reply| {
-            tally.count(node, classified(nodes, node, reply, classify));
+        exchange(nodes, buf, &[call], mask, &decide, &mut |_, node, reply| {
+            tally
+                .borrow_mut()
+                .count(node, classified(nodes, node, reply, classify));
         })
     });
+    let mut tally = tally.into_inner();
     tally.written = sent.written;
     tally.resent = sent.resent;
     tally
@@ -348,11 +444,18 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
             call.pack(buf);
         }
         // Indexed by command: replies re-sent as EVAL are recorded after the others.
-        exchange(nodes, buf, calls, mask, &mut |cmd, node, reply| {
-            if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
-                *slot = Some(reply);
-            }
-        })
+        exchange(
+            nodes,
+            buf,
+            calls,
+            mask,
+            &Decide::ALL,
+            &mut |cmd, node, reply| {
+                if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
+                    *slot = Some(reply);
+                }
+            },
+        )
     });
     let per_node = out
         .into_iter()
@@ -398,31 +501,127 @@ pub(crate) fn owe(nodes: &Nodes, call: Call<'_>, mask: u64, until: Instant) {
     }
 }
 
+/// The nodes of `mask` whose readers have replies of earlier rounds still to read, each with
+/// its mark (see [`Node::unread_mark`]): taken before a release, so that the release is owed
+/// again after those replies ([`owe_after`]). Empty, without allocating, in the common case.
+pub(crate) fn unread_marks(nodes: &Nodes, mask: u64) -> Vec<(usize, u64)> {
+    let mut marks = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if mask & (1 << i) != 0
+            && let Some(mark) = node.unread_mark()
+        {
+            marks.push((i, mark));
+        }
+    }
+    marks
+}
+
+/// Owes `call` (a release) to each node of `marks` once its reader has read the replies
+/// handed to it up to the mark: a command of an earlier round still in flight there (an
+/// acquisition decided without it) has then run, and the release runs after it, whichever
+/// connections they went on. Cold path: a node answered slower than the round needed.
+#[cold]
+pub(crate) fn owe_after(nodes: &Nodes, call: Call<'_>, marks: &[(usize, u64)], until: Instant) {
+    let mut packed = Vec::new();
+    if !call.pack_eval(&mut packed) {
+        call.pack(&mut packed);
+    }
+    for &(i, mark) in marks {
+        if let Some(node) = nodes.get(i) {
+            node.owe_after(mark, packed.clone(), until);
+        }
+    }
+}
+
 /// Runs several commands on the nodes in `mask`, pipelined: one round trip for all of them.
-/// Returns one tally per command.
+/// Returns one tally per command; reads until `settle` settles every one of them.
 pub(crate) fn batch(
     nodes: &Nodes,
     calls: &[Call<'_>],
     mask: u64,
     classify: Classify,
+    settle: Settle,
 ) -> Vec<Tally> {
     nodes.count_round();
-    let mut tallies: Vec<Tally> = (0..calls.len()).map(|_| Tally::default()).collect();
+    let tallies: RefCell<Vec<Tally>> =
+        RefCell::new((0..calls.len()).map(|_| Tally::default()).collect());
+    let settled = |pending| {
+        tallies
+            .borrow()
+            .iter()
+            .all(|t| settle.settled(nodes, t, pending))
+    };
+    let decide = Decide {
+        settled: &settled,
+        late: (settle != Settle::All).then_some(classify),
+        owe_unless_yes: None,
+    };
     let sent = command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
-        exchange(nodes, buf, calls, mask, &mut |cmd, node, reply| {
-            if let Some(t) = tallies.get_mut(cmd) {
+        exchange(nodes, buf, calls, mask, &decide, &mut |cmd, node, reply| {
+            if let Some(t) = tallies.borrow_mut().get_mut(cmd) {
                 t.count(node, classified(nodes, node, reply, classify));
             }
         })
     });
+    let mut tallies = tallies.into_inner();
     for t in &mut tallies {
         t.written = sent.written;
         t.resent = sent.resent;
     }
     tallies
+}
+
+/// When a round may stop reading, and how its late replies count.
+struct Decide<'a> {
+    /// Whether the replies recorded so far, with this many nodes unread, decide the round.
+    settled: &'a dyn Fn(usize) -> bool,
+    /// How a reply read by the node's reader counts in its statistics; `None`: the round reads
+    /// every reply itself.
+    late: Option<Classify>,
+    /// For a release: what its late "no" owes (see [`round_owing`]).
+    owe_unless_yes: Option<OweUnlessYes<'a>>,
+}
+
+/// The release a late "no" from one of `nodes` owes them, packed as EVAL, until `until`.
+#[derive(Clone, Copy)]
+struct OweUnlessYes<'a> {
+    nodes: u64,
+    packed: &'a [u8],
+    until: Instant,
+}
+
+impl Decide<'static> {
+    /// Reads every reply.
+    const ALL: Self = Self {
+        settled: &|pending| pending == 0,
+        late: None,
+        owe_unless_yes: None,
+    };
+}
+
+/// A node whose reply is due at most as long after the round is decided as the round has
+/// taken so far (and at least this long) is read by the round itself: reading a reply that is
+/// there (or nearly) costs less than handing the connection to the node's reader, and a node
+/// not much slower than the quorum is not worth it. On loopback and in one zone, nodes are
+/// nearly always read by the round (a loaded machine can stretch a round trip past 2 ms).
+const READ_IF_DUE_WITHIN: Duration = Duration::from_millis(2);
+
+/// Whether a node whose reply is due `due` after the writes is read by the round, decided
+/// `elapsed` after them (see [`READ_IF_DUE_WITHIN`]).
+fn read_now(due: Duration, elapsed: Duration) -> bool {
+    due <= elapsed.saturating_add(elapsed.max(READ_IF_DUE_WITHIN))
+}
+
+/// How a late reply counts in its node's statistics, as [`classified`] counts a round's.
+fn ballot(classify: Classify, v: &Value) -> Ballot {
+    match classify(v) {
+        Some(Vote::Yes(_)) => Ballot::Given,
+        Some(Vote::No(_) | Vote::Mismatch) => Ballot::Refused,
+        None => Ballot::Failed,
+    }
 }
 
 type Conn = PooledConnection<NodeManager>;
@@ -450,6 +649,7 @@ fn exchange(
     packed: &[u8],
     calls: &[Call<'_>],
     mask: u64,
+    decide: &Decide<'_>,
     record: &mut Record<'_>,
 ) -> Sent {
     // One slot per node for the connections written to, on the stack for the usual cluster
@@ -466,7 +666,7 @@ fn exchange(
         }
     };
     let (written, fresh) = write_phase(nodes, packed, calls, mask, sent, record);
-    let recovered = read_phase(nodes, packed, calls, sent, fresh, record);
+    let recovered = read_phase(nodes, packed, calls, sent, fresh, decide, record);
     Sent {
         written,
         resent: fresh | recovered,
@@ -527,21 +727,81 @@ fn write_phase(
     (written, fresh)
 }
 
-/// Reads every node's replies against one shared deadline: a round's reading is bounded by one
+/// Reads the nodes' replies against one shared deadline: a round's reading is bounded by one
 /// I/O timeout (plus the slack of [`read_timeout`]) however many nodes are slow. Returns the
 /// nodes that were sent the round again while reading.
+///
+/// The nodes are read in the order their replies are expected in (healthy nodes first, by
+/// smoothed round trip), and the round stops reading as soon as `decide` says the replies read
+/// settle it. A node still unread then is read all the same when its reply is due within
+/// the time the round has taken (at least [`READ_IF_DUE_WITHIN`]); otherwise its connection, replies in flight, goes to the node's own
+/// reader ([`Node::hand_off`]), which counts them in the node's statistics and health and only
+/// then lets the connection carry anything else. A node sent the round twice (its connection
+/// went) leaves nothing unread: its answers need every reply to be judged.
 fn read_phase(
     nodes: &Nodes,
     packed: &[u8],
     calls: &[Call<'_>],
     sent: &mut [Option<Conn>],
     fresh: u64,
+    decide: &Decide<'_>,
     record: &mut Record<'_>,
 ) -> u64 {
-    let deadline = Instant::now() + nodes.io_timeout;
+    let written = Instant::now();
+    let deadline = written + nodes.io_timeout;
+    // The read order: by expected reply, a node backing off after a failure last.
+    let mut order = [(0u8, Duration::ZERO); MAX_NODES];
+    let mut len = 0;
+    for (i, (slot, node)) in sent.iter().zip(nodes.iter()).enumerate() {
+        if slot.is_some()
+            && let (Some(place), Ok(index)) = (order.get_mut(len), u8::try_from(i))
+        {
+            let due = if node.is_down() {
+                Duration::MAX
+            } else {
+                node.expected()
+            };
+            *place = (index, due);
+            len += 1;
+        }
+    }
+    let order = order.get_mut(..len).unwrap_or_default();
+    order.sort_by_key(|&(_, due)| due);
+    let mut pending = len;
+    let mut resent = fresh;
+    let mut settled = false;
     let mut recovered = 0;
-    for (i, (slot, node)) in sent.iter_mut().zip(nodes.iter()).enumerate() {
-        let Some(conn) = slot.take() else { continue };
+    for &(i, due) in order.iter() {
+        let i = usize::from(i);
+        let (Some(slot), Some(node)) = (sent.get_mut(i), nodes.get(i)) else {
+            continue;
+        };
+        let Some(mut conn) = slot.take() else {
+            continue;
+        };
+        if settled
+            && let Some(classify) = decide.late
+            && !read_now(due, written.elapsed())
+        {
+            let unread = Unread {
+                conn,
+                replies: calls.len(),
+                written,
+                deadline,
+                judge: Box::new(move |v: &Value| ballot(classify, v)),
+                owe_unless_yes: decide
+                    .owe_unless_yes
+                    .filter(|o| o.nodes & (1 << i) != 0)
+                    .map(|o| (o.packed.to_vec(), o.until)),
+            };
+            match node.hand_off(unread) {
+                Ok(()) => {
+                    pending -= 1;
+                    continue;
+                }
+                Err(back) => conn = back.conn,
+            }
+        }
         let ctx = Reading {
             node,
             index: i,
@@ -552,6 +812,11 @@ fn read_phase(
         };
         if ctx.read(conn, fresh & (1 << i) != 0, record) {
             recovered |= 1 << i;
+            resent |= 1 << i;
+        }
+        pending -= 1;
+        if !settled {
+            settled = resent == 0 && (decide.settled)(pending);
         }
     }
     recovered & !fresh
@@ -810,6 +1075,18 @@ mod tests {
     }
 
     #[test]
+    fn a_node_due_soon_is_read_by_the_round_a_far_one_handed_off() {
+        // Loopback: due in 0.3 ms, decided after 0.1 ms.
+        assert!(read_now(MS * 3 / 10, MS / 10));
+        // Unknown round trip (zero): read.
+        assert!(read_now(Duration::ZERO, MS));
+        // 2, 2, 10, 40, 80 ms: decided at 10 ms, the 40 and 80 ms nodes go to their readers.
+        assert!(read_now(MS * 12, MS * 10));
+        assert!(!read_now(MS * 40, MS * 10));
+        assert!(!read_now(Duration::MAX, MS * 10));
+    }
+
+    #[test]
     fn majority_of_small_clusters() {
         let got: Vec<usize> = (1..=7).map(majority).collect();
         assert_eq!(got, [1, 2, 2, 3, 3, 4, 4]);
@@ -983,7 +1260,10 @@ mod invariant {
         let ping = [Arg::Str("PING")];
         let pong =
             |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
-        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong).yes, 1);
+        assert_eq!(
+            round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes,
+            1
+        );
         // The server closes the pooled connection while it sits idle.
         let _: () = redis::cmd("CLIENT")
             .arg("KILL")
@@ -992,7 +1272,13 @@ mod invariant {
             .query(&mut server.admin().unwrap())
             .unwrap();
         let blpop = [Arg::Str("BLPOP"), Arg::Str("nothing"), Arg::Str("0.6")];
-        let tally = round(&nodes, Call::Command(&blpop), 1, |_| Some(Vote::Yes(0)));
+        let tally = round(
+            &nodes,
+            Call::Command(&blpop),
+            1,
+            |_| Some(Vote::Yes(0)),
+            Settle::All,
+        );
         assert_eq!(tally.yes, 0);
         assert!(
             tally.failures.first().is_some_and(NodeError::is_timeout),
@@ -1031,7 +1317,10 @@ mod invariant {
         let ping = [Arg::Str("PING")];
         let pong =
             |v: &Value| matches!(v, Value::SimpleString(s) if s == "PONG").then_some(Vote::Yes(0));
-        assert_eq!(round(&nodes, Call::Command(&ping), 1, pong).yes, 1);
+        assert_eq!(
+            round(&nodes, Call::Command(&ping), 1, pong, Settle::All).yes,
+            1
+        );
         // The node loses its scripts: the extend script meets NOSCRIPT and goes again as EVAL.
         let _: () = redis::cmd("SCRIPT")
             .arg("FLUSH")
@@ -1076,7 +1365,13 @@ mod invariant {
         let stale = [Arg::Str("ECHO"), Arg::Str("stale")];
         let calls = [Call::Command(&ping), Call::Command(&stale)];
         let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            batch(&nodes, &calls, 1, |_| panic!("a classifier panicked"))
+            batch(
+                &nodes,
+                &calls,
+                1,
+                |_| panic!("a classifier panicked"),
+                Settle::All,
+            )
         }));
         assert!(interrupted.is_err());
         let fresh = [Arg::Str("ECHO"), Arg::Str("fresh")];

@@ -18,11 +18,13 @@ use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError, NodeErrorKind, describe, is_interrupted};
 use crate::scripts;
 
+mod late;
 mod list;
 mod sentinel;
 mod spec;
 mod vitals;
 
+pub(crate) use late::Unread;
 pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};
@@ -295,6 +297,31 @@ fn read_owed(
     Ok(ran)
 }
 
+/// Sends the releases the node is owed that `conn` has not sent, on it, and reads their
+/// replies within `io_timeout` (see [`Node::pay_owed`]). On an error the connection is left
+/// marked broken.
+fn pay_owed_on(
+    health: &Health,
+    conn: &mut NodeConn,
+    io_timeout: Duration,
+) -> Result<(), RedisError> {
+    let mut packed = Vec::new();
+    let (owed, seen) = health.append_owed(&mut packed, conn.owed_seen);
+    conn.owed_seen = seen;
+    if owed.is_empty() {
+        return Ok(());
+    }
+    conn.broken = true; // replies in flight
+    let deadline = Instant::now() + io_timeout;
+    conn.con.send_packed_command(&packed)?;
+    let ran = read_owed(&mut conn.con, &owed, deadline)?;
+    // `read_owed` set the socket's timeout itself: back to the cached one.
+    conn.con.set_read_timeout(Some(conn.read_timeout))?;
+    health.paid(&ran, owed.len());
+    conn.broken = false;
+    Ok(())
+}
+
 /// Logs r2d2's connect errors at debug level (they are already counted by [`Health`]), so a
 /// dead node does not flood the error log from background retries.
 #[derive(Debug)]
@@ -337,7 +364,7 @@ pub(crate) enum Change<'a> {
 pub(crate) type Listener = Arc<dyn Fn(&NodeChange<'_>) + Send + Sync>;
 
 /// A node's answer to one command of a round, for its vote counters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ballot {
     /// Yes (set, deleted, extended).
     Given,
@@ -444,6 +471,8 @@ struct Health {
     owed_next: AtomicU64,
     /// Its standing against Redlock's assumptions (restarts, eviction, clock).
     vitals: vitals::Vitals,
+    /// The connections handed to the node's reader with replies unread (see `late`).
+    late: Mutex<late::Book>,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -478,6 +507,7 @@ impl Health {
             owed: Mutex::default(),
             owed_next: AtomicU64::new(0),
             vitals,
+            late: Mutex::default(),
         }
     }
 
@@ -509,6 +539,25 @@ impl Health {
             .collect();
         let seen = due.next().map_or(next, |o| o.id);
         (ids, seen)
+    }
+
+    /// Records that the node is owed `packed` until `until` (see [`Node::owe`]).
+    fn owe(&self, packed: Vec<u8>, until: Instant) {
+        let mut owed = self.owed();
+        let now = Instant::now();
+        owed.entries.retain(|o| o.until > now);
+        if owed.entries.len() >= MAX_OWED {
+            // In id order: the oldest first.
+            owed.entries.remove(0);
+            log::debug!(
+                "redmutex: node {} is owed over {MAX_OWED} releases; giving up the oldest",
+                self.name
+            );
+        }
+        let id = owed.next_id;
+        owed.next_id += 1;
+        owed.entries.push(Owed { id, packed, until });
+        self.owed_next.store(owed.next_id, Ordering::Release);
     }
 
     /// Forgets the owed releases `ran` (of `sent`): the node has run them.
@@ -671,6 +720,8 @@ pub(crate) struct Node {
     health: Arc<Health>,
     connect_timeout: Duration,
     io_timeout: Duration,
+    /// The node's reader of late replies (see `late`).
+    reader: late::Reader,
 }
 
 impl std::fmt::Debug for Node {
@@ -728,6 +779,7 @@ impl Node {
             health,
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
+            reader: late::Reader::default(),
         })
     }
 
@@ -758,29 +810,8 @@ impl Node {
         &self,
         mut conn: PooledConnection<NodeManager>,
     ) -> Result<PooledConnection<NodeManager>, NodeError> {
-        let mut packed = Vec::new();
-        let (owed, seen) = self.health.append_owed(&mut packed, conn.owed_seen);
-        conn.owed_seen = seen;
-        if owed.is_empty() {
-            return Ok(conn);
-        }
-        conn.broken = true; // replies in flight
-        let deadline = Instant::now() + self.io_timeout;
-        let sent = conn
-            .con
-            .send_packed_command(&packed)
-            .and_then(|()| read_owed(&mut conn.con, &owed, deadline))
-            .and_then(|ran| {
-                // `read_owed` set the socket's timeout itself: back to the cached one.
-                conn.con.set_read_timeout(Some(conn.read_timeout))?;
-                Ok(ran)
-            });
-        match sent {
-            Ok(ran) => {
-                self.health.paid(&ran, owed.len());
-                conn.broken = false;
-                Ok(conn)
-            }
+        match pay_owed_on(&self.health, &mut conn, self.io_timeout) {
+            Ok(()) => Ok(conn),
             Err(e) => {
                 self.record_failure(&e);
                 Err(NodeError::new(&self.name, e.into()))
@@ -847,23 +878,7 @@ impl Node {
     /// while stopped), blocks nobody. Kept until it ran or `until` (when that key expires
     /// anyway), at most [`MAX_OWED`] at once.
     pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
-        {
-            let mut owed = self.health.owed();
-            let now = Instant::now();
-            owed.entries.retain(|o| o.until > now);
-            if owed.entries.len() >= MAX_OWED {
-                // In id order: the oldest first.
-                owed.entries.remove(0);
-                log::debug!(
-                    "redmutex: node {} is owed over {MAX_OWED} releases; giving up the oldest",
-                    self.name
-                );
-            }
-            let id = owed.next_id;
-            owed.next_id += 1;
-            owed.entries.push(Owed { id, packed, until });
-            self.health.owed_next.store(owed.next_id, Ordering::Release);
-        }
+        self.health.owe(packed, until);
     }
 
     /// A fresh connection, after a pooled one turned out to be dead (the node restarted while
@@ -933,6 +948,12 @@ impl Node {
     pub(crate) fn discount(&self) -> String {
         self.health.vitals.discount();
         self.health.vitals.reason()
+    }
+
+    /// How long the node's replies are expected to take: its smoothed round trip (zero before
+    /// the first), for the order in which a round reads the nodes.
+    pub(crate) fn expected(&self) -> Duration {
+        late::expected(&self.health)
     }
 
     /// Whether the node failed recently and is backing off.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, AcquireEvent, ContendedEvent, GiveUpEvent, Votes, Waiting};
 use crate::queue::{Hold, Mode, Place, named};
-use crate::round::{self, Call, Tally};
+use crate::round::{self, Call, Settle, Tally};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -631,6 +631,7 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> At
             call,
             shared.nodes.all(),
             round::acquire_reply,
+            Settle::Grant(shared.config.quorum),
         )
     } else {
         let call = Call::SetNx {
@@ -638,7 +639,13 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> At
             token: token.as_str(),
             ms: ttl_ms,
         };
-        round::round(&shared.nodes, call, shared.nodes.all(), round::set_reply)
+        round::round(
+            &shared.nodes,
+            call,
+            shared.nodes.all(),
+            round::set_reply,
+            Settle::Grant(shared.config.quorum),
+        )
     };
     conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
@@ -883,7 +890,13 @@ pub(crate) fn fence(
     let started = Instant::now();
     for _ in 0..FENCE_ROUNDS {
         let tally = fenced.with_call(t, |call| {
-            round::round(&shared.nodes, call, shared.nodes.all(), round::fence_reply)
+            round::round(
+                &shared.nodes,
+                call,
+                shared.nodes.all(),
+                round::fence_reply,
+                Settle::Holds(shared.config.quorum),
+            )
         });
         if Instant::now() >= deadline {
             return Err(Error::TooLate {

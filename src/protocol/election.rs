@@ -54,7 +54,7 @@ use super::lease::{Announce, Lease, Target, Token, lock, millis, no_quorum, rele
 use super::verdict::{Question, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError, Result};
-use crate::round::{self, Call, Tally};
+use crate::round::{self, Call, Settle, Tally};
 use crate::scripts;
 use crate::shared::Shared;
 use crate::waker::Sub;
@@ -165,6 +165,7 @@ pub(crate) fn attempt(
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     // A leader always has a term.
     let grant = Grant {
@@ -270,7 +271,14 @@ fn write(lease: &Lease, term: u64, rev: u64, value: &str) -> Result<()> {
         keys: &keys,
         args: &args,
     };
-    let tally = round::round(&shared.nodes, call, shared.nodes.all(), round::int_reply);
+    // A revision read late is harmless: a record never goes back to a lower one.
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        round::int_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     log::debug!(
         "redmutex: leader record of {name:?}, term {term}, revision {rev}: {}/{} written, {} \
          failed",

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::observe::trace::OpSpan;
 use crate::observe::{self, ExtendFailedEvent, LossEvent};
 use crate::queue::Hold;
-use crate::round::{self, Call, Tally};
+use crate::round::{self, Call, Settle, Tally};
 use crate::scripts;
 use crate::shared::{Shared, check_ttl};
 
@@ -645,6 +645,7 @@ impl Lease {
             parts.call(),
             self.shared.nodes.all(),
             round::int_reply,
+            Settle::Holds(self.shared.config.quorum),
         );
         self.wrote(tally.written);
         log::debug!(
@@ -913,7 +914,13 @@ fn renew_batch(shared: &Shared, leases: &[Arc<Lease>]) -> Vec<Renewal> {
         .collect();
     let calls: Vec<Call<'_>> = parts.iter().map(Parts::call).collect();
     let start = Instant::now();
-    let tallies = round::batch(&shared.nodes, &calls, shared.nodes.all(), round::int_reply);
+    let tallies = round::batch(
+        &shared.nodes,
+        &calls,
+        shared.nodes.all(),
+        round::int_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     let mut lost = Vec::new();
     let mut failed = Vec::new();
     let counters = &shared.observer.counters;
@@ -1019,21 +1026,48 @@ pub(crate) fn release_round(
     announce: Announce,
     owing: Owing,
 ) -> Tally {
+    // Nodes whose replies to an earlier round are still unread (an acquisition decided
+    // without them): that round's command may reach them after this release. Unless such a
+    // node says yes to the release (then the grant had landed), the release is owed to it
+    // again, to run after the grant: at once when it answered no or nothing in this round, or
+    // when its late answer is read (`round_owing`).
+    let unread = round::unread_marks(&shared.nodes, mask & owing.nodes);
+    let until = || {
+        let ttl = owing.ttl;
+        Instant::now()
+            .checked_add(ttl.saturating_add(shared.drift(ttl)))
+            .unwrap_or_else(Instant::now)
+    };
+    let unread_nodes = unread.iter().fold(0u64, |m, (i, _)| m | (1 << i));
+    let owe_late = (unread_nodes != 0).then(|| (unread_nodes, until()));
     let mut tally = target.with_release_as(name, token, announce, |call| {
-        round::round(&shared.nodes, call, mask, round::release_reply)
+        round::round_owing(
+            &shared.nodes,
+            call,
+            mask,
+            round::release_reply,
+            Settle::Holds(shared.config.quorum),
+            owe_late,
+        )
     });
     let unreached = tally.failed & mask & owing.nodes;
     // A node sent the release twice that found the token gone may have deleted it the first
     // time: not a "no".
     tally.doubt_resent_refusals(&shared.nodes);
-    if unreached != 0 {
-        let ttl = owing.ttl;
-        let until = Instant::now()
-            .checked_add(ttl.saturating_add(shared.drift(ttl)))
-            .unwrap_or_else(Instant::now);
+    let answered_no: Vec<(usize, u64)> = unread
+        .into_iter()
+        .filter(|(i, _)| (tally.refused | tally.failed) & (1 << i) != 0)
+        .collect();
+    if unreached != 0 || !answered_no.is_empty() {
+        let until = until();
         // Announced: a key that blocked others for a while may have waiters by then.
         target.with_release(name, token, true, |call| {
-            round::owe(&shared.nodes, call, unreached, until);
+            if unreached != 0 {
+                round::owe(&shared.nodes, call, unreached, until);
+            }
+            if !answered_no.is_empty() {
+                round::owe_after(&shared.nodes, call, &answered_no, until);
+            }
         });
     }
     tally
@@ -1169,6 +1203,7 @@ fn extend_token_once(
         parts.call(),
         shared.nodes.all(),
         round::int_reply,
+        Settle::Holds(shared.config.quorum),
     );
     let timing = Timing {
         ttl,

@@ -23,7 +23,7 @@ use std::time::Instant;
 use super::acquire::{Attempt, Fenced, Grant, Request, conclude, mark_ms};
 use super::lease::{Lease, Target, Token, millis};
 use crate::command::Arg;
-use crate::round::{self, Call};
+use crate::round::{self, Call, Settle};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -63,6 +63,7 @@ pub(crate) fn attempt(
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     let grant = Grant {
         fenced: req.fencing.then_some(Fenced::Many(resources)),

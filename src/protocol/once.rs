@@ -31,7 +31,7 @@ use super::lease::{Announce, Lease, Owing, Target, Token, millis, no_quorum, rel
 use super::verdict::{Question, Verdict, decide, votes};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError, Result, RunRecord};
-use crate::round::{self, Call, Tally, Vote};
+use crate::round::{self, Call, Settle, Tally, Vote};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -104,7 +104,15 @@ pub(crate) fn attempt(
         keys: &keys,
         args: &args,
     };
-    let tally = round::round(&shared.nodes, call, shared.nodes.all(), begin_reply);
+    // Every reply is read: one node's "it ran" (a completion that reached it) makes the
+    // attempt `AlreadyRan`, even when a quorum would grant the run.
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        begin_reply,
+        Settle::All,
+    );
     let target = Target::Run {
         key: Arc::clone(key),
         epoch: Arc::clone(epoch),
@@ -191,7 +199,13 @@ pub(crate) fn complete(lease: &Lease, result: &str) -> Result<RunRecord> {
         keys: &keys,
         args: &args,
     };
-    let tally = round::round(&shared.nodes, call, shared.nodes.all(), complete_reply);
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        shared.nodes.all(),
+        complete_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     log::debug!(
         "redmutex: completed {run:?}: {}/{} recorded, {} failed",
         tally.yes,

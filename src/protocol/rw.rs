@@ -38,7 +38,7 @@ use super::verdict::{Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, Result};
 use crate::queue::Mode;
-use crate::round::{self, Call};
+use crate::round::{self, Call, Settle};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -97,6 +97,7 @@ pub(crate) fn read_attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: bool) 
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     match conclude(shared, &req.grant(), Target::Reader, token, start, &tally) {
         // Held back by waiting writers' intents (not by a writer): if they expire unrenewed
@@ -151,6 +152,7 @@ pub(crate) fn write_attempt(
         call,
         shared.nodes.all(),
         round::acquire_reply,
+        Settle::Grant(shared.config.quorum),
     );
     // On the wire a writer is a mutex holder: its extend and release are the mutex's.
     let outcome = conclude(shared, &req.grant(), Target::Mutex, token, start, &tally);
@@ -184,7 +186,13 @@ fn withdraw(shared: &Shared, name: &str, intent: &Token, mask: u64, announce: bo
         keys: &keys,
         args: &args,
     };
-    let tally = round::round(&shared.nodes, call, mask, round::int_reply);
+    let tally = round::round(
+        &shared.nodes,
+        call,
+        mask,
+        round::int_reply,
+        Settle::Holds(shared.config.quorum),
+    );
     log::debug!(
         "redmutex: {name:?}: withdrew a writer's intent on {} nodes",
         tally.yes
@@ -222,11 +230,14 @@ pub(crate) fn downgrade(lease: &Lease) -> Result<Lease> {
         args: &args,
     };
     let start = Instant::now();
+    // Every reply is read: a conversion left unread could land after the release that
+    // follows a failed downgrade, and leave a reader's marker behind.
     let tally = round::round(
         &shared.nodes,
         call,
         shared.nodes.all(),
         round::release_reply,
+        Settle::All,
     );
     let timing = Timing {
         ttl,

@@ -216,4 +216,65 @@ mod tests {
             Verdict::Refused
         );
     }
+
+    /// The round stops reading once `Settle` says so: the verdict it then gives must be the one
+    /// every way the unread nodes could answer leads to. Checked exhaustively for 1 to 7 nodes:
+    /// every split of the nodes into yes, no, failed and unread, every completion of the unread.
+    #[test]
+    fn a_round_settled_early_has_the_verdict_of_every_completion() {
+        use crate::round::Settle;
+        let specs = vec![crate::node::NodeSpec::parse("redis://127.0.0.1:1").unwrap()];
+        let nodes = crate::node::Nodes::connect(
+            specs,
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+            1,
+            None,
+            crate::node::Watch::default(),
+        )
+        .unwrap();
+        let class = |v: Verdict| match v {
+            Verdict::Won(_) | Verdict::TooLate => 0,
+            Verdict::Refused => 1,
+            Verdict::Unknown => 2,
+        };
+        let mut checked = 0;
+        for n in 1usize..=7 {
+            let q = n / 2 + 1;
+            for (question, settle) in [
+                (Question::Grant, Settle::Grant(q)),
+                (Question::Holds, Settle::Holds(q)),
+            ] {
+                for yes in 0..=n {
+                    for no in 0..=n - yes {
+                        for failed in 0..=n - yes - no {
+                            let pending = n - yes - no - failed;
+                            let partial = tally(yes, no, failed);
+                            if !settle.settled(&nodes, &partial, pending) {
+                                continue;
+                            }
+                            let now = class(judge(&partial, q, question, None));
+                            for py in 0..=pending {
+                                for pn in 0..=pending - py {
+                                    let pf = pending - py - pn;
+                                    let full = tally(yes + py, no + pn, failed + pf);
+                                    assert_eq!(
+                                        class(judge(&full, q, question, None)),
+                                        now,
+                                        "{question:?} n={n} settled at {yes}/{no}/{failed} \
+                                         with {pending} unread, then +{py}/{pn}/{pf}"
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Settled as soon as a quorum said yes, whatever is unread.
+            assert!(Settle::Grant(q).settled(&nodes, &tally(q, 0, 0), n - q));
+            assert!(Settle::Holds(q).settled(&nodes, &tally(q, 0, 0), n - q));
+        }
+        assert!(checked > 800, "{checked}");
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::proxy::Proxy;
 use crate::support::{self, RedisCluster, dead_url, deadline_loop};
 use redmutex::{Error, RedLockFactory};
 
@@ -166,14 +167,19 @@ fn pools_recover_after_every_node_restarts() {
 #[test]
 fn round_slower_than_the_ttl_is_not_acquired_and_leaves_nothing() {
     let cluster = RedisCluster::start(3);
-    // The I/O timeout is longer than the TTL: a stopped node makes the round outlast the lease.
-    let factory = support::short_factory(&cluster)
+    // Node 2 is stopped and node 1's replies take 250 ms: the quorum needs node 1, so the round
+    // outlasts the 100 ms lease (the I/O timeout is longer than the TTL). (A round decides at
+    // the quorum: with nodes 0 and 1 quick, node 2 alone could not make it slow.)
+    let slow = Proxy::start(cluster.port(1));
+    let factory = support::short_builder()
+        .nodes([cluster.url(0), slow.url(), cluster.url(2)])
         .io_timeout(Duration::from_millis(400))
         .ttl(Duration::from_millis(100))
         .build()
         .unwrap();
     warm(&factory);
     cluster.stop(2);
+    slow.set_latency_down(Duration::from_millis(250));
     let lock = factory.create_lock("slow-round");
     match lock.try_acquire() {
         Err(Error::TooLate { elapsed, .. }) => assert!(elapsed >= Duration::from_millis(100)),

@@ -33,6 +33,7 @@ mod once;
 mod props;
 mod quarantine;
 mod queue;
+mod quorum;
 mod rwlock;
 mod security;
 mod self_wait;

@@ -1,0 +1,216 @@
+//! A round decides at the quorum (issue 21): it returns once the replies it has read settle
+//! its outcome, not when the slowest node has answered. Every test puts the nodes behind the
+//! delay proxy, at different distances.
+//!
+//! What must hold besides the speed: a late reply is read and counted for its own command (the
+//! node's statistics, and never as the reply of a later command on the same connection), and a
+//! late "yes" to an attempt that lost is taken back.
+
+use std::time::{Duration, Instant};
+
+use crate::support::proxy::{Proxy, contains};
+use crate::support::{RedisCluster, builder, deadline_loop};
+
+/// Three nodes behind proxies that delay each direction by `one_way[i]`.
+fn cluster_at(one_way: [Duration; 3]) -> (RedisCluster, Vec<Proxy>) {
+    let cluster = RedisCluster::start(3);
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|i| {
+            let p = Proxy::start(cluster.port(i));
+            p.set_latency(one_way[i]);
+            p
+        })
+        .collect();
+    (cluster, proxies)
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Node `i`'s votes given, refused and failed so far.
+fn votes(f: &redmutex::RedLockFactory, i: usize) -> (u64, u64, u64) {
+    let s = &f.stats().nodes[i];
+    (s.votes_given, s.votes_refused, s.votes_failed)
+}
+
+/// With nodes at 0, 2 and 150 ms one way, an acquire + release cycle takes about two round
+/// trips of the second-fastest node (the quorum's slowest), not two of the slowest: well under
+/// one slowest round trip (300 ms), where waiting for every node took over 600 ms. The slowest
+/// node's replies are still read, late, and counted in its statistics.
+///
+/// Between cycles the test waits for those late replies: until they are read, their
+/// connections are not free for another round (a cycle every few ms against a 300 ms node would
+/// need more connections than the pool holds, and a round then waits for one).
+#[test]
+fn the_cycle_follows_the_quorums_slowest_node() {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, MS * 2, MS * 150]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .io_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let lock = f.create_lock("quorum-cycle");
+    // Warm-up: the round trips are learnt, and each pool holds a few connections. Node 2
+    // answers every round (a yes, or a "not ours" to a release that overtook its acquisition
+    // on another connection: the release is then owed to it again after the acquisition):
+    // its answers' count says when they have all been read.
+    for _ in 0..3 {
+        drop(lock.acquire().unwrap());
+    }
+    let all_read = |rounds: u64| {
+        let answered = || {
+            let (given, refused, _) = votes(&f, 2);
+            given + refused
+        };
+        deadline_loop(Duration::from_secs(10), || answered() >= rounds)
+            && answered() == rounds
+            && votes(&f, 2).2 == 0
+    };
+    assert!(all_read(6), "node 2's votes: {:?}", votes(&f, 2));
+    let mut cycles = Vec::new();
+    for cycle in 1..=7 {
+        let start = Instant::now();
+        let guard = lock.acquire().unwrap();
+        guard.release().unwrap();
+        cycles.push(start.elapsed());
+        // The slow node's two late replies (the acquire's and the release's) are read and
+        // counted as its votes; neither as a failure.
+        assert!(
+            all_read(6 + 2 * cycle),
+            "late replies not counted: {:?}",
+            votes(&f, 2)
+        );
+    }
+    cycles.sort();
+    let p50 = cycles[cycles.len() / 2];
+    assert!(
+        p50 < MS * 300,
+        "cycle p50 {p50:?} (all: {cycles:?}): the round waited for the slowest node"
+    );
+    // Nothing is left behind on the slow node, whatever order its commands ran in.
+    assert!(
+        deadline_loop(Duration::from_secs(10), || cluster
+            .cmd(2, &["EXISTS", "quorum-cycle"])
+            == "0"),
+        "a grant was left on node 2"
+    );
+}
+
+/// A connection whose replies a round left unread (it decided on the two fast nodes) carries
+/// the next command only after those replies were read: with two connections per node, the
+/// acquire's and the extend's go to the slow node's reader, and the release waits for one of
+/// them, which then carries it. Each command gets its own reply (read as another's, an
+/// acquire's "OK" or an extend's reply would fail a release or an extend, or count as a
+/// failure), and the slow node's statistics count all nine answers.
+#[test]
+fn a_round_right_after_one_decided_early_gets_its_own_replies() {
+    let (_cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .pool_size(2)
+        .io_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let lock = f.create_lock("quorum-own-replies");
+    // Warm-up: the slow node's round trip is learnt (its two yes votes read).
+    drop(lock.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    let before = votes(&f, 2);
+    for _ in 0..3 {
+        let guard = lock.acquire().unwrap();
+        guard.extend(Duration::from_secs(20)).unwrap();
+        guard.release().unwrap();
+    }
+    let answered = || {
+        let (given, refused, _) = votes(&f, 2);
+        given + refused - before.0 - before.1
+    };
+    assert!(
+        deadline_loop(Duration::from_secs(10), || answered() >= 9),
+        "the slow node's replies: {before:?} -> {:?}",
+        votes(&f, 2)
+    );
+    assert_eq!(answered(), 9, "{before:?} -> {:?}", votes(&f, 2));
+    assert_eq!(votes(&f, 2).2, before.2, "a reply counted as a failure");
+}
+
+/// The lock is held elsewhere on the two fast nodes; the slow node is free, and the attempt's
+/// `SET NX` reaches it only after the attempt has lost on the fast nodes and sent its
+/// take-back (the proxy holds the `SET` for 1.5 s, not the release, which so arrives
+/// first and finds nothing). The late grant must still be taken back, not left to block the
+/// slow node for the whole TTL.
+#[test]
+fn a_late_yes_of_a_lost_attempt_is_taken_back() {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 20]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .ttl(Duration::from_secs(30))
+        .io_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let lock = f.create_lock("quorum-take-back");
+    // Warm-up: round trips learnt (the slow node's is the longest). Its release may be read
+    // late: wait for both of node 2's yes votes, so that the next one counted is the SET's.
+    drop(lock.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    for i in 0..2 {
+        assert_eq!(
+            cluster.cmd(
+                i,
+                &["SET", "quorum-take-back", "someone-else", "PX", "30000"]
+            ),
+            "OK"
+        );
+    }
+    proxies[2].delay_requests_if(|req| contains(req, b"\r\nNX\r\n"), MS * 1500);
+    let given = votes(&f, 2).0;
+    assert!(lock.try_acquire().unwrap().is_none(), "held on a quorum");
+    // The late SET lands on node 2, answers yes (counted), and is deleted after it.
+    assert!(
+        deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 > given),
+        "the late yes was never read"
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || cluster
+            .cmd(2, &["EXISTS", "quorum-take-back"])
+            == "0"),
+        "the late grant was left on node 2: {}",
+        cluster.cmd(2, &["GET", "quorum-take-back"])
+    );
+    proxies[2].clear_rules();
+}
+
+/// A late reply that never comes is the node's failure, as in a round: the round decided on
+/// the fast nodes and returned well within the I/O timeout, and the slow node's reader, at
+/// the round's deadline, counts a failed vote and marks the node down.
+#[test]
+fn a_late_reply_that_never_comes_marks_its_node_down() {
+    let (_cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 20]);
+    let io_timeout = Duration::from_millis(1500);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .io_timeout(io_timeout)
+        .build()
+        .unwrap();
+    let lock = f.create_lock("quorum-silent");
+    // Warm-up: node 2's round trip is learnt (its two yes votes read).
+    drop(lock.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    assert!(f.stats().nodes[2].up);
+    proxies[2].blackhole();
+    let start = Instant::now();
+    let guard = lock.acquire().unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < io_timeout,
+        "the acquire waited for the silent node: {took:?}"
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || !f.stats().nodes[2].up),
+        "the silent node is still up: {:?}",
+        f.stats().nodes[2]
+    );
+    assert!(votes(&f, 2).2 >= 1, "no failed vote: {:?}", votes(&f, 2));
+    proxies[2].heal();
+    guard.release().unwrap();
+}
