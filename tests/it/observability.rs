@@ -340,10 +340,14 @@ fn a_killed_node_shows_down_within_a_bound_and_up_again_after_restart() {
 
     cluster.kill(2);
     let killed = Instant::now();
+    // Down, with a failed vote: a pool's connect in the background may mark the node down
+    // before the reader of a round's unread reply counts that round's failed vote (seen on a
+    // loaded machine: down, with no failed vote yet).
     assert!(
         deadline_loop(LIMIT, || {
             cycle();
-            !factory.stats().nodes[2].up
+            let n = &factory.stats().nodes[2];
+            !n.up && n.votes_failed > before.nodes[2].votes_failed
         }),
         "node 2 not shown down: {:?}",
         factory.stats().nodes[2]
