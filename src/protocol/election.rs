@@ -194,6 +194,7 @@ pub(crate) fn attempt(
                     lease.token.as_str(),
                     mask,
                     Announce::Yes,
+                    0,
                     lease.owing(),
                 );
                 lease.mark_ended();

@@ -134,6 +134,7 @@ pub(crate) fn attempt(
                 token.as_str(),
                 mask,
                 Announce::No,
+                0,
                 owing,
             );
         }
