@@ -192,6 +192,14 @@ fn contended_counter_and_waits_match_what_the_threads_saw() {
     // to a worker's acquisition (and then to its release) when it said yes to a rival's
     // attempt at the same moment, so only that much is certain of every node.
     assert!(s.rounds >= 10, "{s:?}");
+    // A round decided at the quorum leaves a slower node's reply to that node's reader, which
+    // counts it a little later: the counts are awaited.
+    support::deadline_loop(Duration::from_secs(10), || {
+        let s = factory.stats();
+        s.nodes.iter().map(|n| n.votes_given).sum::<u64>() >= 2 * 3 + 8 * 2
+            && s.nodes.iter().all(|n| n.votes_given >= 2)
+    });
+    let s = factory.stats();
     let given: u64 = s.nodes.iter().map(|n| n.votes_given).sum();
     assert!(given >= 2 * 3 + 8 * 2, "{given} yes votes: {s:?}");
     for n in &s.nodes {
@@ -332,10 +340,14 @@ fn a_killed_node_shows_down_within_a_bound_and_up_again_after_restart() {
 
     cluster.kill(2);
     let killed = Instant::now();
+    // Down, with a failed vote: a pool's connect in the background may mark the node down
+    // before the reader of a round's unread reply counts that round's failed vote (seen on a
+    // loaded machine: down, with no failed vote yet).
     assert!(
         deadline_loop(LIMIT, || {
             cycle();
-            !factory.stats().nodes[2].up
+            let n = &factory.stats().nodes[2];
+            !n.up && n.votes_failed > before.nodes[2].votes_failed
         }),
         "node 2 not shown down: {:?}",
         factory.stats().nodes[2]
