@@ -131,7 +131,8 @@ return false"#;
 /// A waiting lock's local queue also enters its process in the order set (KEYS[4]): member
 /// `since` (when its line began to wait, in microseconds of its clock), score the server time
 /// (ms) until which the entry lives (the marker's life, renewed by each marking attempt, so a
-/// process that died leaves it within that). A grant to a process removes its entry. The
+/// process that died leaves it within that). A grant to a process removes its entry (and the
+/// release of that lease removes it on every node: see [`RELEASE_SRC`]). The
 /// release announcement names the entry with the smallest `since`: the process that has waited
 /// longest.
 ///
