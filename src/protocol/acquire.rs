@@ -811,7 +811,6 @@ fn take_back(
             token.as_str(),
             mask,
             Announce::No,
-            0,
             owing,
         );
         log::debug!(

@@ -194,7 +194,6 @@ pub(crate) fn attempt(
                     lease.token.as_str(),
                     mask,
                     Announce::Yes,
-                    0,
                     lease.owing(),
                 );
                 lease.mark_ended();

@@ -402,6 +402,21 @@ pub(crate) enum Announce {
     Quiet,
 }
 
+/// What a release round tells the waiters: whether it announces, and the order set entry it
+/// removes (`since`, 0 for none: the local queue's line that won the lease, see
+/// `scripts::RELEASE_SRC`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tell {
+    pub(crate) announce: Announce,
+    pub(crate) since: u64,
+}
+
+impl From<Announce> for Tell {
+    fn from(announce: Announce) -> Self {
+        Self { announce, since: 0 }
+    }
+}
+
 /// The state guarded by a lease's round lock.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -705,8 +720,7 @@ impl Lease {
                 &lease.target,
                 &lease.resource,
                 lease.token.as_str(),
-                announce,
-                since,
+                Tell { announce, since },
                 lease.owing(),
             )?;
             if waited && let Some(hold) = &lock(&lease.outcome).hold {
@@ -1030,10 +1044,10 @@ pub(crate) fn release_round(
     name: &str,
     token: &str,
     mask: u64,
-    announce: Announce,
-    since: u64,
+    tell: impl Into<Tell>,
     owing: Owing,
 ) -> Tally {
+    let Tell { announce, since } = tell.into();
     // Nodes whose replies to an earlier round are still unread (an acquisition decided
     // without them): that round's command may reach them after this release. Unless such a
     // node says yes to the release (then the grant had landed), the release is owed to it
@@ -1091,7 +1105,7 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
         ttl: shared.config.ttl,
         nodes: shared.nodes.all(),
     };
-    release_within(shared, target, resource, token, Announce::Yes, 0, owing).map(drop)
+    release_within(shared, target, resource, token, Announce::Yes.into(), owing).map(drop)
 }
 
 /// [`release`], owing it to the nodes of `owing` that cannot be reached: `Ok(true)` when the
@@ -1101,13 +1115,11 @@ fn release_within(
     target: &Target,
     resource: &str,
     token: &str,
-    announce: Announce,
-    since: u64,
+    tell: Tell,
     owing: Owing,
 ) -> Result<bool> {
     let span = OpSpan::release(resource);
-    let result =
-        span.in_scope(|| release_once(shared, target, resource, token, announce, since, owing));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, tell, owing));
     let counters = &shared.observer.counters;
     match &result {
         Ok(_) => {
@@ -1128,8 +1140,7 @@ fn release_once(
     target: &Target,
     resource: &str,
     token: &str,
-    announce: Announce,
-    since: u64,
+    tell: Tell,
     owing: Owing,
 ) -> Result<bool> {
     let start = Instant::now();
@@ -1139,8 +1150,7 @@ fn release_once(
         resource,
         token,
         shared.nodes.all(),
-        announce,
-        since,
+        tell,
         owing,
     );
     let took = start.elapsed();

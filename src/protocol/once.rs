@@ -134,7 +134,6 @@ pub(crate) fn attempt(
                 token.as_str(),
                 mask,
                 Announce::No,
-                0,
                 owing,
             );
         }

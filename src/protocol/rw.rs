@@ -289,7 +289,6 @@ fn unwind(shared: &Shared, name: &str, token: &Token, owing: Owing) {
             token.as_str(),
             shared.nodes.all(),
             Announce::Yes,
-            0,
             owing,
         );
         log::debug!(

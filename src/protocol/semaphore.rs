@@ -350,7 +350,6 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
                 token.as_str(),
                 mask,
                 Announce::No,
-                0,
                 owing,
             );
         }
