@@ -369,13 +369,14 @@ impl Place<'_> {
         self.done = true;
         let mut state = lock(&self.line.state);
         state.waiters.retain(|(t, _)| *t != self.ticket);
-        state.since = 0;
+        let since = std::mem::take(&mut state.since);
         let hold = (mode == Mode::Exclusive).then(|| {
             state.held += 1;
             // The place's count passes to the hold.
             Hold {
                 line: Arc::clone(&self.line),
                 live: Arc::clone(&self.queue.live),
+                since,
             }
         });
         state.wake_head();
@@ -409,9 +410,18 @@ impl Drop for Place<'_> {
 pub(crate) struct Hold {
     line: Arc<Line>,
     live: Arc<AtomicUsize>,
+    /// The line's [`since`](Place::since) when the lease was won (0: it had not waited for
+    /// another process): the lease's release removes that entry from the order set.
+    since: u64,
 }
 
 impl Hold {
+    /// The line's place in the order set when it won this lease (0: none), for the release to
+    /// remove on every node (see `scripts::RELEASE_SRC`).
+    pub(crate) fn since(&self) -> u64 {
+        self.since
+    }
+
     /// The lease's release found others waiting (their waiting mark on the nodes).
     pub(crate) fn others_waited(&self) {
         lock(&self.line.state).others_waited = true;

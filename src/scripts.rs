@@ -50,14 +50,23 @@ pub(crate) const LEGACY_FENCE_PREFIX: &str = "redmutex:fence:";
 /// Sent again after its reply was lost, it answers 0 if its first run deleted the key: the
 /// release round counts a "no" from a node sent the command twice as no answer.
 ///
+/// The release of a lease won by a local queue's waiting line also removes that line's entry
+/// from the order set (ARGV[4], its `since`), on every node and whether or not the node holds
+/// the token: a node that refused the winning attempt (it still held the previous holder's key)
+/// entered the line again there instead of removing it, and would name it, a line that no
+/// longer waits, in its announcements until the entry expired.
+///
 /// KEYS: lock, waiting marker, order set (optional). ARGV: token, channel, announce ("1" for the release of a held
 /// lock; "0" when taking back the partial locks of a failed attempt, which must not wake anyone:
 /// the lock is still held elsewhere, and a waiter woken by its own take-back would spin; "2"
 /// for a release the next waiter of the releaser's own local queue takes at once: it reports
 /// the waiting mark without announcing, so other processes' waiters are not woken for a turn
-/// they cannot get). Returns 0 (not our token), 1 (released), 2 (released, and clients were
-/// waiting: announced unless "2").
-pub(crate) const RELEASE_SRC: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
+/// they cannot get), since (optional: the order set entry to remove). Returns 0 (not our
+/// token), 1 (released), 2 (released, and clients were waiting: announced unless "2").
+pub(crate) const RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] then
+    redis.pcall("ZREM", KEYS[3], ARGV[4])
+end
+if redis.call("GET", KEYS[1]) == ARGV[1] then
     redis.call("DEL", KEYS[1])
     if ARGV[3] ~= "0" and redis.call("EXISTS", KEYS[2]) == 1 then
         if ARGV[3] == "1" then
@@ -122,7 +131,8 @@ return false"#;
 /// A waiting lock's local queue also enters its process in the order set (KEYS[4]): member
 /// `since` (when its line began to wait, in microseconds of its clock), score the server time
 /// (ms) until which the entry lives (the marker's life, renewed by each marking attempt, so a
-/// process that died leaves it within that). A grant to a process removes its entry. The
+/// process that died leaves it within that). A grant to a process removes its entry (and the
+/// release of that lease removes it on every node: see [`RELEASE_SRC`]). The
 /// release announcement names the entry with the smallest `since`: the process that has waited
 /// longest.
 ///

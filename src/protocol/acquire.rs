@@ -343,7 +343,13 @@ fn wait_loop<'s, T: Acquired>(
             if lined && line.place.is_none() {
                 // Held elsewhere: join the line (at its head, unless others got there first).
                 let place = line.place.insert(queue.join(resource, members, line.mode));
-                if !place.is_head() {
+                if place.is_head() {
+                    // Unless its own lease is held here, the line waits for another process from
+                    // now: its marking attempt, next, enters it in the order set.
+                    if !place.held_here() {
+                        place.held_elsewhere();
+                    }
+                } else {
                     if !place.wait_turn(wait.deadline, wait.cancel) {
                         return Err(gave_up(None));
                     }

@@ -264,17 +264,20 @@ impl Target {
         } else {
             Announce::No
         };
-        self.with_release_as(name, token, announce, f)
+        self.with_release_as(name, token, announce, 0, f)
     }
 
     /// [`with_release`](Self::with_release), announcing as `announce` says. Only a mutex's
     /// release (a lock's, a writer's) can report waiters without announcing: the others
-    /// announce for [`Announce::Quiet`].
+    /// announce for [`Announce::Quiet`]. `since` (0: none): the order set entry of the local
+    /// queue's line that won the lease, which a mutex's release removes (see
+    /// `scripts::RELEASE_SRC`).
     pub(crate) fn with_release_as<R>(
         &self,
         name: &str,
         token: &str,
         announce: Announce,
+        since: u64,
         f: impl FnOnce(Call<'_>) -> R,
     ) -> R {
         let flag = Arg::Str(match (announce, self) {
@@ -284,7 +287,8 @@ impl Target {
         });
         match self {
             Self::Mutex | Self::Run { .. } => {
-                // KEYS: lock, waiting mark, order set. ARGV: token, channel, announce.
+                // KEYS: lock, waiting mark, order set. ARGV: token, channel, announce, since
+                // (only when there is one).
                 let lock = self.lock_key(name);
                 let keys = [
                     Arg::Str(lock),
@@ -295,11 +299,13 @@ impl Target {
                     Arg::Str(token),
                     Arg::Joined(lock, scripts::RELEASED_SUFFIX),
                     flag,
+                    Arg::Int(since),
                 ];
+                let args = if since > 0 { &args[..] } else { &args[..3] };
                 f(Call::Script {
                     script: &scripts::RELEASE,
                     keys: &keys,
-                    args: &args,
+                    args,
                 })
             }
             Self::Reader => {
@@ -394,6 +400,21 @@ pub(crate) enum Announce {
     /// No, though it still reports a waiting mark: the next waiter of this process's local
     /// queue takes the lock at once, and other processes' waiters could not get it.
     Quiet,
+}
+
+/// What a release round tells the waiters: whether it announces, and the order set entry it
+/// removes (`since`, 0 for none: the local queue's line that won the lease, see
+/// `scripts::RELEASE_SRC`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tell {
+    pub(crate) announce: Announce,
+    pub(crate) since: u64,
+}
+
+impl From<Announce> for Tell {
+    fn from(announce: Announce) -> Self {
+        Self { announce, since: 0 }
+    }
 }
 
 /// The state guarded by a lease's round lock.
@@ -684,10 +705,10 @@ impl Lease {
     pub(crate) fn release(&self) -> Result<()> {
         // The next waiter of our local queue takes it at once, unless its line has had its
         // turns: other processes' waiters need not be woken for it.
-        let quiet = lock(&self.outcome)
+        let (quiet, since) = lock(&self.outcome)
             .hold
             .as_ref()
-            .is_some_and(Hold::next_takes_it);
+            .map_or((false, 0), |h| (h.next_takes_it(), h.since()));
         let announce = if quiet {
             Announce::Quiet
         } else {
@@ -699,7 +720,7 @@ impl Lease {
                 &lease.target,
                 &lease.resource,
                 lease.token.as_str(),
-                announce,
+                Tell { announce, since },
                 lease.owing(),
             )?;
             if waited && let Some(hold) = &lock(&lease.outcome).hold {
@@ -1023,9 +1044,10 @@ pub(crate) fn release_round(
     name: &str,
     token: &str,
     mask: u64,
-    announce: Announce,
+    tell: impl Into<Tell>,
     owing: Owing,
 ) -> Tally {
+    let Tell { announce, since } = tell.into();
     // Nodes whose replies to an earlier round are still unread (an acquisition decided
     // without them): that round's command may reach them after this release. Unless such a
     // node says yes to the release (then the grant had landed), the release is owed to it
@@ -1040,7 +1062,7 @@ pub(crate) fn release_round(
     };
     let unread_nodes = unread.iter().fold(0u64, |m, (i, _)| m | (1 << i));
     let owe_late = (unread_nodes != 0).then(|| (unread_nodes, until()));
-    let mut tally = target.with_release_as(name, token, announce, |call| {
+    let mut tally = target.with_release_as(name, token, announce, since, |call| {
         round::round_owing(
             &shared.nodes,
             call,
@@ -1083,7 +1105,7 @@ pub(crate) fn release(shared: &Shared, target: &Target, resource: &str, token: &
         ttl: shared.config.ttl,
         nodes: shared.nodes.all(),
     };
-    release_within(shared, target, resource, token, Announce::Yes, owing).map(drop)
+    release_within(shared, target, resource, token, Announce::Yes.into(), owing).map(drop)
 }
 
 /// [`release`], owing it to the nodes of `owing` that cannot be reached: `Ok(true)` when the
@@ -1093,11 +1115,11 @@ fn release_within(
     target: &Target,
     resource: &str,
     token: &str,
-    announce: Announce,
+    tell: Tell,
     owing: Owing,
 ) -> Result<bool> {
     let span = OpSpan::release(resource);
-    let result = span.in_scope(|| release_once(shared, target, resource, token, announce, owing));
+    let result = span.in_scope(|| release_once(shared, target, resource, token, tell, owing));
     let counters = &shared.observer.counters;
     match &result {
         Ok(_) => {
@@ -1118,7 +1140,7 @@ fn release_once(
     target: &Target,
     resource: &str,
     token: &str,
-    announce: Announce,
+    tell: Tell,
     owing: Owing,
 ) -> Result<bool> {
     let start = Instant::now();
@@ -1128,7 +1150,7 @@ fn release_once(
         resource,
         token,
         shared.nodes.all(),
-        announce,
+        tell,
         owing,
     );
     let took = start.elapsed();

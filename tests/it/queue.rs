@@ -314,3 +314,61 @@ fn processes_share_a_contended_lock_fairly() {
     assert!(ratio(&totals) >= 0.33, "turns per process {totals:?}");
     assert!(ratio(&threads) >= 0.2, "turns per thread {per_process:?}");
 }
+
+/// The members of `resource`'s order set on node `i` (the processes' lines waiting for it).
+fn order_set(cluster: &RedisCluster, i: usize, resource: &str) -> String {
+    let key = format!("{resource}:redmutex:order");
+    cluster.cmd(i, &["ZRANGE", &key, "0", "-1"])
+}
+
+/// Regression (issue 18, the 4 × 16 tail): a line enters the order set with its first marking
+/// attempt (it used to mark with no `since` and enter only at its next attempt, a poll interval
+/// later), and a win that one node refused (it still held the previous holder's key, whose
+/// release had not reached it) leaves no entry there once the lease is released. Before, that
+/// node had entered the line again instead of removing it, and named it, a line no longer
+/// waiting, in every release announcement until the entry expired (a marker's life): the
+/// process it named was not there to take the lock, the others held back for it, and the
+/// releasing process kept the lock for turn after turn.
+#[test]
+fn a_line_enters_the_order_at_once_and_a_win_refused_by_one_node_leaves_no_entry() {
+    const RESOURCE: &str = "queue:stale-order";
+    let cluster = RedisCluster::start(3);
+    let holder_factory = support::factory(&cluster).build().unwrap();
+    // No poll within the test: the waiter moves only on what it hears.
+    let waiter_factory = support::factory(&cluster)
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    let lock = waiter_factory.create_lock(RESOURCE);
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+            g.release().unwrap();
+        });
+        assert!(queued(&waiter_factory, RESOURCE, 1));
+        assert!(
+            deadline_loop(Duration::from_secs(10), || (0..3)
+                .all(|i| !order_set(&cluster, i, RESOURCE).is_empty())),
+            "the waiting line is not in the order set on every node: {:?}",
+            (0..3)
+                .map(|i| order_set(&cluster, i, RESOURCE))
+                .collect::<Vec<_>>()
+        );
+        // Node 0 still holds a key for the lock when the others are released (as when the
+        // release has not reached it yet): the waiter wins on nodes 1 and 2 only.
+        cluster.cmd(0, &["SET", RESOURCE, "someone else"]);
+        holder.release().unwrap();
+        // The waiter listens on node 0 (it answered busy first), where the release did not run.
+        let channel = format!("{RESOURCE}:redmutex:released");
+        cluster.cmd(0, &["PUBLISH", &channel, "0 1"]);
+        waiter.join().unwrap();
+    });
+    assert_eq!(
+        order_set(&cluster, 0, RESOURCE),
+        "",
+        "the released lease's line is still in node 0's order set"
+    );
+    cluster.cmd(0, &["DEL", RESOURCE]);
+}
