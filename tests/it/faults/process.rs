@@ -261,30 +261,14 @@ fn several_processes_and_threads_while_a_node_stalls_no_overlap() {
         let run = run_workers(&f, witness.port(0), &work, &fault);
         (run, injector.join().unwrap())
     });
-    for mut c in children {
-        let status = c.wait();
-        assert!(status.success(), "a worker process failed: {status}");
-    }
-    let mut run = local;
-    let pushed = witness.cmd(0, &["LRANGE", history::HISTORY_KEY, "0", "-1"]);
-    run.records.extend(pushed.lines().map(Record::from_line));
-    let workers: std::collections::HashSet<&str> = run
-        .records
-        .iter()
-        .map(|r| r.worker.split('/').next().unwrap())
-        .collect();
-    let check = history::report(
+    let (run, _) = merged_history(
+        children,
+        local,
+        &witness,
         "processes_and_threads",
-        &run,
         faults,
-        &format!("processes={}", workers.len()),
+        &String::new,
     );
-    history::assert_clean(&check);
-    assert!(
-        run.records.iter().all(|r| r.fencing.is_some()),
-        "a section without a token"
-    );
-    assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
     assert_eq!(run.error_count(), 0, "{:?}", run.errors);
 }
 
@@ -343,6 +327,33 @@ fn sixty_four_waiters_in_four_processes_under_node_faults_no_overlap() {
         let run = run_workers(&f, witness.port(0), &work, &fault);
         (run, injector.join().unwrap())
     });
+    let (_, check) = merged_history(
+        children,
+        local,
+        &witness,
+        "crowd_under_faults",
+        faults,
+        &|| {
+            let errors = witness.cmd(0, &["LRANGE", "errors", "0", "-1"]);
+            format!(" worker errors={errors}")
+        },
+    );
+    assert!(check.sections >= 200, "only {} sections", check.sections);
+}
+
+/// Waits for the worker processes (each must succeed), merges the sections they pushed to the
+/// witness into this process's `local` run, and checks the whole history: no overlap, fencing
+/// tokens in witness order, every section with a token, and sections from every process (the
+/// children and this one). `extra` is called once the workers are done, for the report line.
+fn merged_history(
+    children: Vec<Worker>,
+    local: history::Run,
+    witness: &RedisCluster,
+    scenario: &str,
+    faults: usize,
+    extra: &dyn Fn() -> String,
+) -> (history::Run, history::Check) {
+    let processes = children.len() + 1;
     for mut c in children {
         let status = c.wait();
         assert!(status.success(), "a worker process failed: {status}");
@@ -355,18 +366,17 @@ fn sixty_four_waiters_in_four_processes_under_node_faults_no_overlap() {
         .iter()
         .map(|r| r.worker.split('/').next().unwrap())
         .collect();
-    let errors = witness.cmd(0, &["LRANGE", "errors", "0", "-1"]);
     let check = history::report(
-        "crowd_under_faults",
+        scenario,
         &run,
         faults,
-        &format!("processes={} worker errors={errors}", workers.len()),
+        &format!("processes={}{}", workers.len(), extra()),
     );
     history::assert_clean(&check);
     assert!(
         run.records.iter().all(|r| r.fencing.is_some()),
         "a section without a token"
     );
-    assert_eq!(workers.len(), PROCESSES + 1, "{workers:?}");
-    assert!(check.sections >= 200, "only {} sections", check.sections);
+    assert_eq!(workers.len(), processes, "{workers:?}");
+    (run, check)
 }
