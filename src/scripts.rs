@@ -1020,6 +1020,9 @@ mod tests {
         // The mutex's release derives its channel from the lock key (one argument fewer on
         // every release); the waiters subscribe to `<name>` + RELEASED_SUFFIX.
         let derived = format!("KEYS[1] .. \"{RELEASED_SUFFIX}\"");
-        assert!(RELEASE_SRC.contains(&derived), "{derived} not in RELEASE_SRC");
+        assert!(
+            RELEASE_SRC.contains(&derived),
+            "{derived} not in RELEASE_SRC"
+        );
     }
 }
