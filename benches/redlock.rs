@@ -1228,9 +1228,12 @@ fn main() {
     }
     let started = Instant::now();
     progress(&format!(
-        "mode {}: {} short run(s) per single-thread scenario, {} per threaded one; starting 5 \
+        "mode {}: {} short run(s) per single-thread scenario, {} per threaded one; starting {} \
          redis-server nodes",
-        s.mode, s.runs, s.long_runs
+        s.mode,
+        s.runs,
+        s.long_runs,
+        NODE_COUNTS[NODE_COUNTS.len() - 1]
     ));
     let cluster = common::RedisCluster::start(NODE_COUNTS[NODE_COUNTS.len() - 1]);
     let urls = cluster.urls();
