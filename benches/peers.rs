@@ -13,10 +13,11 @@
 //!
 //! Five local nodes are started (the tests' harness, killed on drop); the 1- and 3-node cases use
 //! the first one and three of them. Per node count, after a warm-up of every client, `--rounds`
-//! rounds (default 15; `--quick`: 5) each run every client for `--secs` seconds (default 1;
+//! rounds (default 25; `--quick`: 5) each run every client for `--secs` seconds (default 0.5;
 //! quick 0.4), in an order rotated by one each round, so that every client meets the same
 //! machine load. Each figure is the median over the rounds, and every ratio is paired: taken
-//! within one round, then the median over rounds with the lowest and highest round beside it.
+//! within one round, then the median over the rounds, with the middle half of them (p25–p75)
+//! beside it; the JSON lines also give the lowest and highest round.
 //!
 //! - `floor`: benches/support/floor.rs, raw `SET NX PX` and compare-and-delete written to every
 //!   node before any reply is read, one open connection per node, nothing else.
@@ -69,7 +70,7 @@ impl Settings {
         let (mode, rounds, secs) = if quick {
             ("quick", 5, 0.4)
         } else {
-            ("full", 15, 1.0)
+            ("full", 25, 0.5)
         };
         Self {
             mode,
@@ -201,10 +202,46 @@ fn rate(run: Duration, f: &mut dyn FnMut()) -> f64 {
     k as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Median, lowest and highest.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+/// Quantiles of a set of figures.
+struct Spread {
+    median: f64,
+    p25: f64,
+    p75: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Self {
+            median: at(0.5),
+            p25: at(0.25),
+            p75: at(0.75),
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// `median [p25–p75]`.
+    fn text(&self) -> String {
+        format!("{:.3} [{:.2}–{:.2}]", self.median, self.p25, self.p75)
+    }
+
+    /// `"name":median,"name_p25":..,"name_p75":..,"name_min":..,"name_max":..`.
+    fn json(&self, name: &str, decimals: usize) -> String {
+        let Self {
+            median,
+            p25,
+            p75,
+            min,
+            max,
+        } = self;
+        format!(
+            "\"{name}\":{median:.decimals$},\"{name}_p25\":{p25:.decimals$},\"{name}_p75\":{p75:.decimals$},\"{name}_min\":{min:.decimals$},\"{name}_max\":{max:.decimals$}"
+        )
+    }
 }
 
 /// One node count's result: every client's cycles per second, round by round
@@ -284,32 +321,33 @@ fn main() {
     );
     println!(
         "(× floor = floor cycles/s ÷ client cycles/s within a round, 1.00 = as fast as the floor; \
-         redmutex ÷ peer > 1 = redmutex faster; median [lowest–highest round])"
+         redmutex ÷ client > 1 = redmutex faster; median [middle half] over the rounds)"
     );
     println!(
         "{:<6} {:<14} {:>10} {:>22} {:>22}",
         "nodes", "client", "cycles/s", "× floor", "redmutex ÷ client"
     );
-    let ratio = |a: &[f64], b: &[f64]| spread(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let paired = |a: &[f64], b: &[f64]| Spread::of(a.iter().zip(b).map(|(x, y)| x / y).collect());
     let mut json = Vec::new();
     for case in &cases {
         for (c, name) in case.names.iter().enumerate() {
-            let (rate, lo, hi) = spread(case.rates[c].clone());
-            let (xf, xf_lo, xf_hi) = ratio(&case.rates[0], &case.rates[c]);
-            let (vs, vs_lo, vs_hi) = ratio(&case.rates[1], &case.rates[c]);
-            let vs_text = if c >= 2 {
-                format!("{vs:.3} [{vs_lo:.2}–{vs_hi:.2}]")
-            } else {
-                String::from("-")
-            };
+            let rate = Spread::of(case.rates[c].clone());
+            let to_floor = paired(&case.rates[0], &case.rates[c]);
+            let vs = paired(&case.rates[1], &case.rates[c]);
+            let vs_text = if c >= 2 { vs.text() } else { String::from("-") };
             println!(
-                "{:<6} {name:<14} {rate:>10.0} {:>22} {vs_text:>22}",
+                "{:<6} {name:<14} {:>10.0} {:>22} {vs_text:>22}",
                 case.nodes,
-                format!("{xf:.3} [{xf_lo:.2}–{xf_hi:.2}]")
+                rate.median,
+                to_floor.text()
             );
             json.push(format!(
-                "{{\"bench\":\"peers\",\"nodes\":{},\"client\":\"{name}\",\"cycles_per_s\":{rate:.0},\"cycles_per_s_min\":{lo:.0},\"cycles_per_s_max\":{hi:.0},\"ratio_to_floor\":{xf:.3},\"ratio_to_floor_min\":{xf_lo:.3},\"ratio_to_floor_max\":{xf_hi:.3},\"redmutex_over_client\":{vs:.3},\"redmutex_over_client_min\":{vs_lo:.3},\"redmutex_over_client_max\":{vs_hi:.3}}}",
-                case.nodes
+                "{{\"bench\":\"peers\",\"nodes\":{},\"client\":\"{name}\",\"rounds\":{},{},{},{}}}",
+                case.nodes,
+                case.rates[c].len(),
+                rate.json("cycles_per_s", 0),
+                to_floor.json("ratio_to_floor", 3),
+                vs.json("redmutex_over_client", 3)
             ));
         }
     }

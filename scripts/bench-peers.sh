@@ -4,7 +4,8 @@
 # Installs node-redlock (npm `redlock` 5.0.0-beta.2 on ioredis 5, benches/peers/package.json)
 # under target/peers/node, then runs `cargo bench --bench peers`: five throw-away redis-servers
 # on free loopback ports, and at 1, 3 and 5 of them the overlapped floor, redmutex's cycle and
-# node-redlock's cycle (benches/peers/node-redlock.js) in paired, rotated rounds.
+# node-redlock's cycle (benches/peers/node-redlock.js), as it is (deciding at the quorum) and
+# made to await every node's reply, in paired, rotated rounds.
 # Arguments go to the bench: --quick, --rounds N, --secs S.
 #
 # Needs node and npm (Node.js 18 or later) and the npm registry; CI does not run this.
@@ -53,7 +54,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 set -m
-REDMUTEX_PEERS="node-redlock=node $PWD/benches/peers/node-redlock.js" \
+peer="node $PWD/benches/peers/node-redlock.js"
+REDMUTEX_PEERS="node-redlock=$peer;node-redlock-all=$peer --all-replies" \
     NODE_PATH="$PWD/$peers_dir/node_modules" \
     cargo bench --bench peers -- "$@" &
 bench_pgid=$!

@@ -9,6 +9,7 @@
 //                                          exits at the end of stdin
 //   node node-redlock.js SECONDS PORT...   one run; prints cycles/s (the QUORUM_PEER hook of
 //                                          benches/quorum.rs)
+//   --all-replies (before the others)      every node's reply awaited (see below)
 //
 // Settings: a plain acquire + release, no automatic extension. `acquire()`/`release()` are
 // used rather than `using()`, which is the only path that arms node-redlock's automatic
@@ -16,6 +17,11 @@
 // and retries (default 10, 200 +- 100 ms apart) never run; 0 makes a lost attempt an error
 // instead of a silent 2-second stall. `driftFactor` stays at its default (0.01, + 2 ms), as
 // redmutex's does. TTL 10 s, as in the Rust side.
+//
+// node-redlock settles a round as soon as a quorum has voted (its `_attemptOperation`), and the
+// other nodes' replies arrive later, on the same connections. With `--all-replies` first, each
+// acquire and release also awaits its attempts' statistics, which resolve once every node has
+// answered: the same client waiting for every reply, as the floor does.
 "use strict";
 
 const Redis = require("ioredis");
@@ -62,11 +68,14 @@ async function connect(ports) {
 }
 
 let last = null;
+let allReplies = false;
 async function cycle(redlock, clients) {
   let lock;
   try {
     lock = await redlock.acquire([KEY], TTL_MS);
-    await lock.release();
+    if (allReplies) await Promise.all(lock.attempts);
+    const released = await lock.release();
+    if (allReplies) await Promise.all(released.attempts);
   } catch (e) {
     // Never expected on this uncontended key: say what the nodes hold.
     const seen = await Promise.all(
@@ -107,7 +116,9 @@ function ports(args) {
 }
 
 async function main() {
-  const args = process.argv.slice(2);
+  let args = process.argv.slice(2);
+  allReplies = args.includes("--all-replies");
+  args = args.filter((a) => a !== "--all-replies");
   if (args[0] === "--serve") {
     const peer = await connect(ports(args.slice(1)));
     await run(peer, 1);
