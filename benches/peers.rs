@@ -324,7 +324,7 @@ fn main() {
          redmutex ÷ client > 1 = redmutex faster; median [middle half] over the rounds)"
     );
     println!(
-        "{:<6} {:<14} {:>10} {:>22} {:>22}",
+        "{:<6} {:<18} {:>10} {:>22} {:>22}",
         "nodes", "client", "cycles/s", "× floor", "redmutex ÷ client"
     );
     let paired = |a: &[f64], b: &[f64]| Spread::of(a.iter().zip(b).map(|(x, y)| x / y).collect());
@@ -336,7 +336,7 @@ fn main() {
             let vs = paired(&case.rates[1], &case.rates[c]);
             let vs_text = if c >= 2 { vs.text() } else { String::from("-") };
             println!(
-                "{:<6} {name:<14} {:>10.0} {:>22} {vs_text:>22}",
+                "{:<6} {name:<18} {:>10.0} {:>22} {vs_text:>22}",
                 case.nodes,
                 rate.median,
                 to_floor.text()
