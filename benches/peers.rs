@@ -23,7 +23,8 @@
 //!   node before any reply is read, one open connection per node, nothing else.
 //! - `redmutex`: `acquire()` + `release()` with the library's defaults (the restart quarantine
 //!   on, its bound the bench's TTL, measured once the fresh nodes' quarantine has ended), as the
-//!   `cycle` scenario of benches/redlock.rs.
+//!   `cycle` scenario of benches/redlock.rs, but with the tests' longer timeouts (2 s: their value
+//!   changes neither the commands nor which replies a round waits for; node-redlock has none).
 
 // The integration tests' harness (redis-server processes).
 #[allow(dead_code)]
@@ -163,12 +164,16 @@ impl Drop for Peer {
 }
 
 /// The library's defaults with [`TTL`] and the restart quarantine on (its longest TTL the
-/// bench's), once the quarantine of the bench's fresh nodes has ended on every node.
+/// bench's), once the quarantine of the bench's fresh nodes has ended on every node; the tests'
+/// timeouts (the library's 100 ms I/O timeout is missed on a loaded 2-core machine: seen at load
+/// 10, a release's `NoQuorum` ended a run).
 fn quarantined_factory(urls: &[String]) -> RedLockFactory {
     let factory = RedLockFactory::builder()
         .nodes(urls.iter().map(String::as_str))
         .ttl(TTL)
         .longest_ttl(TTL)
+        .io_timeout(common::IO_TIMEOUT)
+        .connect_timeout(common::CONNECT_TIMEOUT)
         .build()
         .expect("factory");
     let lock = factory.create_lock("peers:quarantine:probe");
