@@ -424,45 +424,88 @@ pub(crate) fn round_owing(
 
 /// Each node's replies to a round's commands, for callers that read values rather than votes.
 pub(crate) struct Replies {
-    /// `per_node[node][command]`, empty for nodes outside the round's mask.
+    /// `per_node[node][command]`, empty for nodes outside the round's mask and for the nodes
+    /// of `unread`.
     pub(crate) per_node: Vec<Vec<Result<Value, NodeError>>>,
     /// The nodes written to (see [`Tally::written`]).
     pub(crate) written: u64,
     /// The nodes sent the commands a second time (see [`Tally::resent`]).
     pub(crate) resent: u64,
+    /// The nodes written to whose replies the round left to their readers ([`replies_until`]).
+    pub(crate) unread: u64,
 }
+
+/// The replies a round has read so far: `[node][command]`, `None` while unread.
+pub(crate) type ReadSoFar = [Vec<Option<Result<Value, NodeError>>>];
+type ReadSoFarOwned = Vec<Vec<Option<Result<Value, NodeError>>>>;
 
 /// Runs `calls` (pipelined) on the nodes in `mask` and returns each node's replies as they
 /// came.
 pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
+    replies_settling(nodes, calls, mask, None)
+}
+
+/// [`replies`] for a caller that judges the replies itself and knows when they decide the
+/// round: reading stops once `settled(read so far, nodes unread)` says so (the rule of a
+/// [`Settle`], written by the caller), and the unread nodes' replies go to their readers,
+/// which count them in the nodes' statistics as `late` classifies them. The caller learns
+/// which nodes those are ([`Replies::unread`]): their commands may still be applied, and
+/// whatever they give must be taken back or released like a reply read.
+pub(crate) fn replies_until(
+    nodes: &Nodes,
+    calls: &[Call<'_>],
+    mask: u64,
+    late: Classify,
+    settled: &dyn Fn(&ReadSoFar, usize) -> bool,
+) -> Replies {
+    replies_settling(nodes, calls, mask, Some((late, settled)))
+}
+
+type Until<'a> = Option<(Classify, &'a dyn Fn(&ReadSoFar, usize) -> bool)>;
+
+fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'_>) -> Replies {
     nodes.count_round();
-    let mut out: Vec<Vec<Option<Result<Value, NodeError>>>> = (0..nodes.len())
-        .map(|_| (0..calls.len()).map(|_| None).collect())
-        .collect();
+    let out: RefCell<ReadSoFarOwned> = RefCell::new(
+        (0..nodes.len())
+            .map(|_| (0..calls.len()).map(|_| None).collect())
+            .collect(),
+    );
+    let settled = |pending| until.is_none_or(|(_, settled)| settled(&out.borrow(), pending));
+    let decide = match until {
+        Some((late, _)) => Decide {
+            settled: &settled,
+            late: Some(late),
+            owe_unless_yes: None,
+        },
+        None => Decide::ALL,
+    };
     let sent = command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
         // Indexed by command: replies re-sent as EVAL are recorded after the others.
-        exchange(
-            nodes,
-            buf,
-            calls,
-            mask,
-            &Decide::ALL,
-            &mut |cmd, node, reply| {
-                if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
-                    *slot = Some(reply);
-                }
-            },
-        )
+        exchange(nodes, buf, calls, mask, &decide, &mut |cmd, node, reply| {
+            if let Some(slot) = out.borrow_mut().get_mut(node).and_then(|r| r.get_mut(cmd)) {
+                *slot = Some(reply);
+            }
+        })
     });
+    let mut unread = 0;
     let per_node = out
+        .into_inner()
         .into_iter()
         .zip(nodes.iter())
         .enumerate()
         .map(|(i, (replies, node))| {
-            if mask & (1 << i) == 0 {
+            let bit = 1 << i;
+            if mask & bit == 0 {
+                return Vec::new();
+            }
+            // Every node written to gets a reply or a failure for each command, unless its
+            // connection went to its reader.
+            if sent.written & bit != 0 && !replies.is_empty() && replies.iter().all(Option::is_none)
+            {
+                unread |= bit;
                 return Vec::new();
             }
             replies
@@ -482,6 +525,7 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
         per_node,
         written: sent.written,
         resent: sent.resent,
+        unread,
     }
 }
 
