@@ -30,7 +30,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::node::{Ballot, MAX_NODES, MIN_TIMEOUT, Node, NodeManager, Nodes, Unread};
+use crate::node::{Ballot, Judge, MAX_NODES, MIN_TIMEOUT, Node, NodeManager, Nodes, Unread};
 use crate::scripts::{self, Lua};
 
 /// The time Redis may be off in expiring a key (1 ms) plus the minimum clock drift (1 ms),
@@ -407,6 +407,7 @@ pub(crate) fn round_owing(
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes,
+        late_for: None,
     };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
@@ -447,21 +448,39 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
 
 /// [`replies`] for a caller that judges the replies itself and knows when they decide the
 /// round: reading stops once `settled(read so far, nodes unread)` says so (the rule of a
-/// [`Settle`], written by the caller), and the unread nodes' replies go to their readers,
-/// which count them in the nodes' statistics as `late` classifies them. The caller learns
-/// which nodes those are ([`Replies::unread`]): their commands may still be applied, and
-/// whatever they give must be taken back or released like a reply read.
+/// [`Settle`], written by the caller), and the unread nodes' replies go to their readers.
+/// `late(node)`, asked at each hand-off (the round is settled by then), says how the reader
+/// counts that node's late replies, and the release it owes the node after them unless they
+/// count as a yes (see [`Unread`]). The caller learns which nodes were left unread
+/// ([`Replies::unread`]): their commands may still be applied, and whatever they give must be
+/// taken back or released like a reply read.
 pub(crate) fn replies_until(
     nodes: &Nodes,
     calls: &[Call<'_>],
     mask: u64,
-    late: Classify,
     settled: &dyn Fn(&ReadSoFar, usize) -> bool,
+    late: &dyn Fn(usize) -> Late,
 ) -> Replies {
-    replies_settling(nodes, calls, mask, Some((late, settled)))
+    replies_settling(nodes, calls, mask, Some((settled, late)))
 }
 
-type Until<'a> = Option<(Classify, &'a dyn Fn(&ReadSoFar, usize) -> bool)>;
+/// How a node's reader counts a hand-off's late replies, and the release (packed, with how
+/// long it is owed) the node is owed after them unless they count as a yes.
+pub(crate) type Late = (Judge, Option<(Vec<u8>, Instant)>);
+
+/// `call` packed as a release a node is owed ([`owe`], [`Late`]): as EVAL when a script.
+pub(crate) fn packed_to_owe(call: Call<'_>) -> Vec<u8> {
+    let mut packed = Vec::new();
+    if !call.pack_eval(&mut packed) {
+        call.pack(&mut packed);
+    }
+    packed
+}
+
+type Until<'a> = Option<(
+    &'a dyn Fn(&ReadSoFar, usize) -> bool,
+    &'a dyn Fn(usize) -> Late,
+)>;
 
 fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'_>) -> Replies {
     nodes.count_round();
@@ -470,12 +489,14 @@ fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'
             .map(|_| (0..calls.len()).map(|_| None).collect())
             .collect(),
     );
-    let settled = |pending| until.is_none_or(|(_, settled)| settled(&out.borrow(), pending));
+    let settled = |pending| until.is_none_or(|(settled, _)| settled(&out.borrow(), pending));
     let decide = match until {
-        Some((late, _)) => Decide {
+        Some((_, late)) => Decide {
             settled: &settled,
-            late: Some(late),
+            // Only the gate of the hand-offs: `late_for` says how they count.
+            late: Some(|_| None),
             owe_unless_yes: None,
+            late_for: Some(late),
         },
         None => Decide::ALL,
     };
@@ -599,6 +620,7 @@ pub(crate) fn batch(
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes: None,
+        late_for: None,
     };
     let sent = command::with_buffer(|buf| {
         for call in calls {
@@ -627,6 +649,9 @@ struct Decide<'a> {
     late: Option<Classify>,
     /// For a release: what its late "no" owes (see [`round_owing`]).
     owe_unless_yes: Option<OweUnlessYes<'a>>,
+    /// For a caller of [`replies_until`]: how node `i`'s late replies count, and what they owe
+    /// (in place of `late` and `owe_unless_yes`).
+    late_for: Option<&'a dyn Fn(usize) -> Late>,
 }
 
 /// The release a late "no" from one of `nodes` owes them, packed as EVAL, until `until`.
@@ -643,6 +668,7 @@ impl Decide<'static> {
         settled: &|pending| pending == 0,
         late: None,
         owe_unless_yes: None,
+        late_for: None,
     };
 }
 
@@ -827,16 +853,23 @@ fn read_phase(
             && let Some(classify) = decide.late
             && !read_now(due, written.elapsed())
         {
+            let (judge, owe_unless_yes) = match decide.late_for {
+                Some(late_for) => late_for(i),
+                None => (
+                    Box::new(move |v: &Value| ballot(classify, v)) as Judge,
+                    decide
+                        .owe_unless_yes
+                        .filter(|o| o.nodes & (1 << i) != 0)
+                        .map(|o| (o.packed.to_vec(), o.until)),
+                ),
+            };
             let unread = Unread {
                 conn,
                 replies: calls.len(),
                 written,
                 deadline,
-                judge: Box::new(move |v: &Value| ballot(classify, v)),
-                owe_unless_yes: decide
-                    .owe_unless_yes
-                    .filter(|o| o.nodes & (1 << i) != 0)
-                    .map(|o| (o.packed.to_vec(), o.until)),
+                judge,
+                owe_unless_yes,
             };
             match node.hand_off(unread) {
                 Ok(()) => {

@@ -13,9 +13,10 @@
 //! Everything after the grant (the lease, its deadline rule, extend, keep-alive, loss, release,
 //! wake-up) is the one lease protocol: [`Target::Permit`] names the slot.
 
+use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use redis::Value;
@@ -25,9 +26,9 @@ use super::lease::{Announce, Lease, Owing, Target, Token, millis, no_quorum, rel
 use super::verdict::{self, Question, Timing, Verdict, decide};
 use crate::command::Arg;
 use crate::error::{Error, NodeCause, NodeError};
-use crate::node::Ballot;
+use crate::node::{Ballot, Judge};
 use crate::observe::Votes;
-use crate::round::{self, Call, Tally, Vote};
+use crate::round::{self, Call, Tally};
 use crate::scripts;
 use crate::shared::Shared;
 
@@ -198,17 +199,15 @@ pub(crate) fn attempt(
 /// quorum, with what the nodes reported taken and the nodes that had no free slot.
 type Probe = ControlFlow<Attempt<Lease>, (View, u64, Votes)>;
 
-/// How a late reply (read by its node's reader, after the round decided) counts in the node's
-/// statistics: a grant of any slot as a vote given (the round counts only the winning slot's),
-/// a full node or a held name as refused, a reply of another permit count as a mismatch.
-fn late_reply(v: &Value) -> Option<Vote> {
-    let Value::Array(items) = v else { return None };
-    match items.first() {
-        Some(Value::Int(1)) => Some(Vote::Yes(0)),
-        Some(Value::Int(0 | 2)) => Some(Vote::No(0)),
-        Some(Value::Int(-1)) => Some(Vote::Mismatch),
-        _ => None,
-    }
+/// How a node's reader counts a probe's late reply (a grant of `won`, the slot the round won
+/// with, or of any slot when it did not win, as a vote given; any other answer as refused; a
+/// reply that is not the script's as failed), as the probe counts the replies it read.
+fn late_judge(permits: u32, won: Option<u32>) -> Judge {
+    Box::new(move |v: &Value| match parse(v, permits) {
+        Some(Reply::Granted { slot, .. }) if won.is_none_or(|w| w == slot) => Ballot::Given,
+        Some(_) => Ballot::Refused,
+        None => Ballot::Failed,
+    })
 }
 
 /// Too many nodes say another permit count for a quorum to grant ours: the handle (or the
@@ -261,6 +260,12 @@ impl Count {
         count
     }
 
+    /// The slot with a quorum of grants, if one has.
+    fn winner(&self, quorum: usize) -> Option<u32> {
+        let slot = self.grants.iter().position(|n| *n >= quorum)?;
+        u32::try_from(slot).ok()
+    }
+
     /// Whether these replies, with `pending` nodes of `nodes` unread, settle the probe: every
     /// way the unread nodes could answer (a grant of any slot, a refusal, a mismatch, or
     /// nothing) leads to the outcome these replies give. That is [`round::Settle::Grant`]'s
@@ -298,8 +303,15 @@ impl Count {
     }
 }
 
-/// The settle rule of a probe's round ([`Count::settles`]) on the replies read so far.
-fn settled(shared: &Shared, read: &round::ReadSoFar, pending: usize, permits: u32) -> bool {
+/// The settle rule of a probe's round ([`Count::settles`]) on the replies read so far; `won`
+/// is set to the winning slot when the round settles with one.
+fn settled(
+    shared: &Shared,
+    read: &round::ReadSoFar,
+    pending: usize,
+    permits: u32,
+    won: &Cell<Option<u32>>,
+) -> bool {
     if pending == 0 {
         return true;
     }
@@ -321,11 +333,20 @@ fn settled(shared: &Shared, read: &round::ReadSoFar, pending: usize, permits: u3
         .filter(|(_, v)| matches!(v, Ok(Reply::Granted { .. })))
         .fold(0u64, |m, (i, _)| m | (1u64 << i));
     let doubted = shared.nodes.doubted(granting);
-    Count::of(votes.iter().map(|(i, v)| (*i, v)), doubted, permits).settles(
-        shared.nodes.len(),
-        shared.config.quorum,
-        pending,
-    )
+    let count = Count::of(votes.iter().map(|(i, v)| (*i, v)), doubted, permits);
+    let quorum = shared.config.quorum;
+    let settles = count.settles(shared.nodes.len(), quorum, pending);
+    if settles {
+        won.set(count.winner(quorum));
+    }
+    settles
+}
+
+/// How long a take-back of a grant of `ttl` is owed: as long as the grant may live.
+fn owed_until(shared: &Shared, ttl: Duration) -> Instant {
+    Instant::now()
+        .checked_add(ttl.saturating_add(shared.drift(ttl)))
+        .unwrap_or_else(Instant::now)
 }
 
 /// The votes of a probe's round, counted: `votes[node]` is `None` for a node left unread.
@@ -416,11 +437,13 @@ fn count_votes(votes: &[Option<Result<Reply, NodeError>>], permits: u32) -> Coun
 /// One round of the acquire script with `order`, judged.
 ///
 /// The round reads until the replies in hand settle it ([`Count::settles`]). A node left
-/// unread may yet grant a slot: whichever it grants but the winning one is taken back once its
-/// reply has been read (owed to it after that reply, [`round::owe_after`]), and the winning
-/// slot is released with the lease, which goes to every node written to. Its report of the
-/// slots it found taken comes too late to feed the next probe's order, which is made from the
-/// replies read.
+/// unread may yet grant a slot, and what it grants is taken back once its reply has been read
+/// (by its reader, on the connection just read), never by a round that would wait for it:
+/// when the round won, its reader is owed the take-back of every other slot unless the late
+/// reply grants the winning one (which the lease's release, sent to every node written to,
+/// covers); when the round lost, the take-back of every slot is owed to the node after its
+/// reply ([`round::owe_after`]), whatever it answers. Its report of the slots it found taken
+/// comes too late to feed the next probe's order, which is made from the replies read.
 fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &Order) -> Probe {
     let name: &str = req.base.resource;
     let permits = req.permits;
@@ -446,13 +469,30 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
         keys: &keys,
         args: &args,
     };
+    // The slot the round won with, once it is settled: a node left unread then is owed the
+    // take-back of every other slot, unless its late reply is a grant of that one (the usual
+    // case, which so costs nothing).
+    let won = Cell::new(None);
+    let late = |_node: usize| -> round::Late {
+        match won.get() {
+            Some(slot) => {
+                let stray = Target::any_permit(permits, slot);
+                let packed = stray.with_release(name, token.as_str(), true, round::packed_to_owe);
+                (
+                    late_judge(permits, Some(slot)),
+                    Some((packed, owed_until(shared, req.base.ttl))),
+                )
+            }
+            None => (late_judge(permits, None), None),
+        }
+    };
     let start = Instant::now();
     let replies = round::replies_until(
         &shared.nodes,
         &[call],
         shared.nodes.all(),
-        late_reply,
-        &|read, pending| settled(shared, read, pending, permits),
+        &|read, pending| settled(shared, read, pending, permits, &won),
+        &late,
     );
     let elapsed = start.elapsed();
     // Nodes sent the script a second time: they may hold a slot from the first run whatever
@@ -528,8 +568,8 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     );
     let verdict = decide(shared, tally, Question::Grant, Some(timing));
     // Takes back what the nodes of `mask` may hold on any slot but `except`: those left
-    // unread are owed it after their reply is read (whatever they answer: the command then
-    // has run), without a round that would wait for them; the others in one round now.
+    // unread are owed it after their reply is read (whatever they answer: the command has
+    // then run), without a round that would wait for them; the others in one round now.
     let take_back = |except: u32, mask: u64| {
         let target = Target::any_permit(permits, except);
         let late = owe_after_reply(shared, &target, name, &token, mask & unread, req.base.ttl);
@@ -565,7 +605,11 @@ fn probe(shared: &Arc<Shared>, req: &SemaphoreRequest<'_>, mark: bool, order: &O
     }
     let failure = match verdict {
         Verdict::Won(_) => {
-            take_back(best, stray | unread);
+            // The nodes left unread were handed the take-back of the other slots with their
+            // replies (`late`), unless the round was settled without this winner (a quarantine
+            // that ended in between): then they are owed it after their replies.
+            let late = if won.get() == Some(best) { 0 } else { unread };
+            take_back(best, stray | late);
             let grant = Grant {
                 fenced: None,
                 ..req.base.grant()
@@ -599,7 +643,7 @@ fn owe_after_reply(
     name: &str,
     token: &Token,
     mask: u64,
-    ttl: std::time::Duration,
+    ttl: Duration,
 ) -> u64 {
     if mask == 0 {
         return 0;
@@ -607,9 +651,7 @@ fn owe_after_reply(
     let marks = round::unread_marks(&shared.nodes, mask);
     let marked = marks.iter().fold(0u64, |m, (i, _)| m | (1u64 << i));
     if !marks.is_empty() {
-        let until = Instant::now()
-            .checked_add(ttl.saturating_add(shared.drift(ttl)))
-            .unwrap_or_else(Instant::now);
+        let until = owed_until(shared, ttl);
         // Announced, as every owed release is: a slot that blocked others for a while may
         // have waiters by then.
         target.with_release(name, token.as_str(), true, |call| {
