@@ -14,8 +14,8 @@
 //!    that waits for every node pays per round). The same with the slowest node stopped
 //!    (SIGSTOP: it never answers) and killed (its connections refused), and the floor (raw
 //!    commands written to every node, every reply read) for the wait-for-all cycle. With all
-//!    nodes up, also a semaphore's permit (of 4) acquired and released: its round decides at
-//!    the quorum too.
+//!    nodes up and with the slowest stopped, also a semaphore's permit (of 4) acquired and
+//!    released: its round decides at the quorum too.
 //! 2. `loopback`: the uncontended cycle at 1, 3 and 5 local nodes against the overlapped floor
 //!    (benches/support/floor.rs), runs alternated, in cycles per second and as a ratio. With
 //!    `QUORUM_PEER` set to a command, it is run in the same alternation as
@@ -228,6 +228,12 @@ fn distances(s: &Settings, out: &mut Vec<Row>) {
     row(
         "distances: slowest stopped",
         cycles(&factory, "quorum-bench", s.cycles),
+        third,
+        rtts[rtts.len() - 2],
+    );
+    row(
+        "distances: semaphore, stopped",
+        semaphore_cycles(&factory, "quorum-bench-sem", s.cycles),
         third,
         rtts[rtts.len() - 2],
     );
