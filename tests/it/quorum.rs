@@ -95,15 +95,17 @@ fn the_cycle_follows_the_quorums_slowest_node() {
     );
 }
 
-/// A connection whose replies a round left unread (it decided on the two fast nodes) carries
-/// the next command only after those replies were read: with two connections per node, the
-/// acquire's and the extend's go to the slow node's reader, and the release waits for one of
-/// them, which then carries it. Each command gets its own reply (read as another's, an
-/// acquire's "OK" or an extend's reply would fail a release or an extend, or count as a
-/// failure), and the slow node's statistics count all nine answers.
-#[test]
-fn a_round_right_after_one_decided_early_gets_its_own_replies() {
-    let (_cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
+/// With nodes at 0, 0 and 100 ms one way and two connections per node, runs `warm_up` once,
+/// then `cycle` (an acquire, an extend and a release) three times on one factory, and checks
+/// that the slow node's statistics count each of its nine answers, none as a failure: a
+/// connection whose replies a round left unread carries the next command only after they were
+/// read, so no command is ever given another's reply. Returns the cluster, to look at what is
+/// left.
+fn each_late_reply_is_its_own_commands(
+    warm_up: impl Fn(&redmutex::RedLockFactory),
+    cycle: impl Fn(&redmutex::RedLockFactory),
+) -> RedisCluster {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
     let f = builder()
         .nodes(proxies.iter().map(|p| p.url()))
         .pool_size(2)
@@ -111,15 +113,12 @@ fn a_round_right_after_one_decided_early_gets_its_own_replies() {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let lock = f.create_lock("quorum-own-replies");
     // Warm-up: the slow node's round trip is learnt (its two yes votes read).
-    drop(lock.acquire().unwrap());
+    warm_up(&f);
     assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
     let before = votes(&f, 2);
     for _ in 0..3 {
-        let guard = lock.acquire().unwrap();
-        guard.extend(Duration::from_secs(20)).unwrap();
-        guard.release().unwrap();
+        cycle(&f);
     }
     let answered = || {
         let (given, refused, _) = votes(&f, 2);
@@ -132,6 +131,25 @@ fn a_round_right_after_one_decided_early_gets_its_own_replies() {
     );
     assert_eq!(answered(), 9, "{before:?} -> {:?}", votes(&f, 2));
     assert_eq!(votes(&f, 2).2, before.2, "a reply counted as a failure");
+    cluster
+}
+
+/// A lock's rounds decided on the two fast nodes: with two connections per node, the
+/// acquire's and the extend's go to the slow node's reader, and the release waits for one of
+/// them, which then carries it. Each command gets its own reply (read as another's, an
+/// acquire's "OK" or an extend's reply would fail a release or an extend, or count as a
+/// failure), and the slow node's statistics count all nine answers.
+#[test]
+fn a_round_right_after_one_decided_early_gets_its_own_replies() {
+    let lock = |f: &redmutex::RedLockFactory| f.create_lock("quorum-own-replies");
+    each_late_reply_is_its_own_commands(
+        |f| drop(lock(f).acquire().unwrap()),
+        |f| {
+            let guard = lock(f).acquire().unwrap();
+            guard.extend(Duration::from_secs(20)).unwrap();
+            guard.release().unwrap();
+        },
+    );
 }
 
 /// The lock is held elsewhere on the two fast nodes; the slow node is free, and the attempt's
@@ -293,52 +311,28 @@ fn a_semaphore_cycle_follows_the_quorums_slowest_node() {
     );
 }
 
-/// A semaphore round decided early (on the two fast nodes) leaves the slow node's replies to
-/// its reader; with two connections per node, the acquire's and the extend's connections are
-/// busy until then, and the release waits for one of them. Each command gets its own reply
-/// (read as another's, a grant's `{1, slot, taken}` would fail an extend or a release, or
-/// count as a failure), and the slow node's statistics count all nine answers.
+/// The same for a semaphore's rounds (a grant's `{1, slot, taken}` read as another command's
+/// reply would fail an extend or a release, or count as a failure); nothing is left on the
+/// slow node once its replies are read.
 #[test]
 fn a_round_right_after_a_semaphore_round_decided_early_gets_its_own_replies() {
-    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
-    let f = builder()
-        .nodes(proxies.iter().map(|p| p.url()))
-        .pool_size(2)
-        .io_timeout(Duration::from_secs(2))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let sem = f.create_semaphore("quorum-sem-own-replies", 3);
-    // Warm-up: the slow node's round trip is learnt (its two yes votes read).
-    drop(sem.acquire().unwrap());
-    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
-    let before = votes(&f, 2);
-    for _ in 0..3 {
-        let permit = sem.acquire().unwrap();
-        permit.extend(Duration::from_secs(20)).unwrap();
-        permit.release().unwrap();
-    }
-    let answered = || {
-        let (given, refused, _) = votes(&f, 2);
-        given + refused - before.0 - before.1
-    };
-    assert!(
-        deadline_loop(Duration::from_secs(10), || answered() >= 9),
-        "the slow node's replies: {before:?} -> {:?}",
-        votes(&f, 2)
+    let name = "quorum-sem-own-replies";
+    let sem = |f: &redmutex::RedLockFactory| f.create_semaphore(name, 3);
+    let cluster = each_late_reply_is_its_own_commands(
+        |f| drop(sem(f).acquire().unwrap()),
+        |f| {
+            let permit = sem(f).acquire().unwrap();
+            permit.extend(Duration::from_secs(20)).unwrap();
+            permit.release().unwrap();
+        },
     );
-    assert_eq!(answered(), 9, "{before:?} -> {:?}", votes(&f, 2));
-    assert_eq!(votes(&f, 2).2, before.2, "a reply counted as a failure");
     assert!(
         deadline_loop(Duration::from_secs(10), || semaphore_keys(
-            &cluster,
-            2,
-            "quorum-sem-own-replies",
-            3
+            &cluster, 2, name, 3
         )
         .is_empty()),
         "left on node 2: {:?}",
-        semaphore_keys(&cluster, 2, "quorum-sem-own-replies", 3)
+        semaphore_keys(&cluster, 2, name, 3)
     );
 }
 
