@@ -13,7 +13,9 @@
 //!    is two rounds, so about 2x it is the limit) and the slowest round trip (what a client
 //!    that waits for every node pays per round). The same with the slowest node stopped
 //!    (SIGSTOP: it never answers) and killed (its connections refused), and the floor (raw
-//!    commands written to every node, every reply read) for the wait-for-all cycle.
+//!    commands written to every node, every reply read) for the wait-for-all cycle. With all
+//!    nodes up and with the slowest stopped, also a semaphore's permit (of 4) acquired and
+//!    released: its round decides at the quorum too.
 //! 2. `loopback`: the uncontended cycle at 1, 3 and 5 local nodes against the overlapped floor
 //!    (benches/support/floor.rs), runs alternated, in cycles per second and as a ratio. With
 //!    `QUORUM_PEER` set to a command, it is run in the same alternation as
@@ -129,6 +131,21 @@ fn cycles(factory: &RedLockFactory, key: &str, n: usize) -> Vec<Duration> {
     out
 }
 
+/// `n` acquire + release cycles of a permit of a semaphore of 4; the sorted durations.
+fn semaphore_cycles(factory: &RedLockFactory, key: &str, n: usize) -> Vec<Duration> {
+    let sem = factory.create_semaphore(key, 4);
+    let mut out: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let permit = sem.acquire().expect("acquire a permit");
+            permit.release().expect("release the permit");
+            t.elapsed()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// `n` floor cycles (every reply read); the sorted durations.
 fn floor_cycles(urls: &[String], key: &str, n: usize) -> Vec<Duration> {
     let mut floor = Floor::connect(urls, TTL);
@@ -192,6 +209,13 @@ fn distances(s: &Settings, out: &mut Vec<Row>) {
         third,
         slowest,
     );
+    let _ = semaphore_cycles(&factory, "quorum-bench-sem", 10);
+    row(
+        "distances: semaphore, all up",
+        semaphore_cycles(&factory, "quorum-bench-sem", s.cycles),
+        third,
+        slowest,
+    );
     row(
         "distances: floor (every reply)",
         floor_cycles(&urls, "quorum-floor", s.cycles.min(40)),
@@ -204,6 +228,12 @@ fn distances(s: &Settings, out: &mut Vec<Row>) {
     row(
         "distances: slowest stopped",
         cycles(&factory, "quorum-bench", s.cycles),
+        third,
+        rtts[rtts.len() - 2],
+    );
+    row(
+        "distances: semaphore, stopped",
+        semaphore_cycles(&factory, "quorum-bench-sem", s.cycles),
         third,
         rtts[rtts.len() - 2],
     );

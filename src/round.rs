@@ -30,7 +30,7 @@ use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::command::{self, Arg};
 use crate::error::{NodeCause, NodeError};
-use crate::node::{Ballot, MAX_NODES, MIN_TIMEOUT, Node, NodeManager, Nodes, Unread};
+use crate::node::{Ballot, Judge, MAX_NODES, MIN_TIMEOUT, Node, NodeManager, Nodes, Unread};
 use crate::scripts::{self, Lua};
 
 /// The time Redis may be off in expiring a key (1 ms) plus the minimum clock drift (1 ms),
@@ -407,6 +407,7 @@ pub(crate) fn round_owing(
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes,
+        late_for: None,
     };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
@@ -424,45 +425,108 @@ pub(crate) fn round_owing(
 
 /// Each node's replies to a round's commands, for callers that read values rather than votes.
 pub(crate) struct Replies {
-    /// `per_node[node][command]`, empty for nodes outside the round's mask.
+    /// `per_node[node][command]`, empty for nodes outside the round's mask and for the nodes
+    /// of `unread`.
     pub(crate) per_node: Vec<Vec<Result<Value, NodeError>>>,
     /// The nodes written to (see [`Tally::written`]).
     pub(crate) written: u64,
     /// The nodes sent the commands a second time (see [`Tally::resent`]).
     pub(crate) resent: u64,
+    /// The nodes written to whose replies the round left to their readers ([`replies_until`]).
+    pub(crate) unread: u64,
 }
+
+/// The replies a round has read so far: `[node][command]`, `None` while unread.
+pub(crate) type ReadSoFar = [Vec<Option<Result<Value, NodeError>>>];
+type ReadSoFarOwned = Vec<Vec<Option<Result<Value, NodeError>>>>;
 
 /// Runs `calls` (pipelined) on the nodes in `mask` and returns each node's replies as they
 /// came.
 pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
+    replies_settling(nodes, calls, mask, None)
+}
+
+/// [`replies`] for a caller that judges the replies itself and knows when they decide the
+/// round: reading stops once `settled(read so far, nodes unread)` says so (the rule of a
+/// [`Settle`], written by the caller), and the unread nodes' replies go to their readers.
+/// `late(node)`, asked at each hand-off (the round is settled by then), says how the reader
+/// counts that node's late replies, and the release it owes the node after them unless they
+/// count as a yes (see [`Unread`]). The caller learns which nodes were left unread
+/// ([`Replies::unread`]): their commands may still be applied, and whatever they give must be
+/// taken back or released like a reply read.
+pub(crate) fn replies_until(
+    nodes: &Nodes,
+    calls: &[Call<'_>],
+    mask: u64,
+    settled: &dyn Fn(&ReadSoFar, usize) -> bool,
+    late: &dyn Fn(usize) -> Late,
+) -> Replies {
+    replies_settling(nodes, calls, mask, Some((settled, late)))
+}
+
+/// How a node's reader counts a hand-off's late replies, and the release (packed, with how
+/// long it is owed) the node is owed after them unless they count as a yes.
+pub(crate) type Late = (Judge, Option<(Vec<u8>, Instant)>);
+
+/// `call` packed as a release a node is owed ([`owe`], [`Late`]): as EVAL when a script.
+pub(crate) fn packed_to_owe(call: Call<'_>) -> Vec<u8> {
+    let mut packed = Vec::new();
+    if !call.pack_eval(&mut packed) {
+        call.pack(&mut packed);
+    }
+    packed
+}
+
+type Until<'a> = Option<(
+    &'a dyn Fn(&ReadSoFar, usize) -> bool,
+    &'a dyn Fn(usize) -> Late,
+)>;
+
+fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'_>) -> Replies {
     nodes.count_round();
-    let mut out: Vec<Vec<Option<Result<Value, NodeError>>>> = (0..nodes.len())
-        .map(|_| (0..calls.len()).map(|_| None).collect())
-        .collect();
+    let out: RefCell<ReadSoFarOwned> = RefCell::new(
+        (0..nodes.len())
+            .map(|_| (0..calls.len()).map(|_| None).collect())
+            .collect(),
+    );
+    let settled = |pending| until.is_none_or(|(settled, _)| settled(&out.borrow(), pending));
+    let decide = match until {
+        Some((_, late)) => Decide {
+            settled: &settled,
+            // Only the gate of the hand-offs: `late_for` says how they count.
+            late: Some(|_| None),
+            owe_unless_yes: None,
+            late_for: Some(late),
+        },
+        None => Decide::ALL,
+    };
     let sent = command::with_buffer(|buf| {
         for call in calls {
             call.pack(buf);
         }
         // Indexed by command: replies re-sent as EVAL are recorded after the others.
-        exchange(
-            nodes,
-            buf,
-            calls,
-            mask,
-            &Decide::ALL,
-            &mut |cmd, node, reply| {
-                if let Some(slot) = out.get_mut(node).and_then(|r| r.get_mut(cmd)) {
-                    *slot = Some(reply);
-                }
-            },
-        )
+        exchange(nodes, buf, calls, mask, &decide, &mut |cmd, node, reply| {
+            if let Some(slot) = out.borrow_mut().get_mut(node).and_then(|r| r.get_mut(cmd)) {
+                *slot = Some(reply);
+            }
+        })
     });
+    let mut unread = 0;
     let per_node = out
+        .into_inner()
         .into_iter()
         .zip(nodes.iter())
         .enumerate()
         .map(|(i, (replies, node))| {
-            if mask & (1 << i) == 0 {
+            let bit = 1 << i;
+            if mask & bit == 0 {
+                return Vec::new();
+            }
+            // Every node written to gets a reply or a failure for each command, unless its
+            // connection went to its reader.
+            if sent.written & bit != 0 && !replies.is_empty() && replies.iter().all(Option::is_none)
+            {
+                unread |= bit;
                 return Vec::new();
             }
             replies
@@ -482,6 +546,7 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
         per_node,
         written: sent.written,
         resent: sent.resent,
+        unread,
     }
 }
 
@@ -555,6 +620,7 @@ pub(crate) fn batch(
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes: None,
+        late_for: None,
     };
     let sent = command::with_buffer(|buf| {
         for call in calls {
@@ -583,6 +649,9 @@ struct Decide<'a> {
     late: Option<Classify>,
     /// For a release: what its late "no" owes (see [`round_owing`]).
     owe_unless_yes: Option<OweUnlessYes<'a>>,
+    /// For a caller of [`replies_until`]: how node `i`'s late replies count, and what they owe
+    /// (in place of `late` and `owe_unless_yes`).
+    late_for: Option<&'a dyn Fn(usize) -> Late>,
 }
 
 /// The release a late "no" from one of `nodes` owes them, packed as EVAL, until `until`.
@@ -599,6 +668,7 @@ impl Decide<'static> {
         settled: &|pending| pending == 0,
         late: None,
         owe_unless_yes: None,
+        late_for: None,
     };
 }
 
@@ -802,16 +872,23 @@ fn read_phase(
             && let Some(classify) = decide.late
             && !read_now(due, now.saturating_duration_since(written))
         {
+            let (judge, owe_unless_yes) = match decide.late_for {
+                Some(late_for) => late_for(i),
+                None => (
+                    Box::new(move |v: &Value| ballot(classify, v)) as Judge,
+                    decide
+                        .owe_unless_yes
+                        .filter(|o| o.nodes & (1 << i) != 0)
+                        .map(|o| (o.packed.to_vec(), o.until)),
+                ),
+            };
             let unread = Unread {
                 conn,
                 replies: calls.len(),
                 written,
                 deadline,
-                judge: Box::new(move |v: &Value| ballot(classify, v)),
-                owe_unless_yes: decide
-                    .owe_unless_yes
-                    .filter(|o| o.nodes & (1 << i) != 0)
-                    .map(|o| (o.packed.to_vec(), o.until)),
+                judge,
+                owe_unless_yes,
             };
             match node.hand_off(unread) {
                 Ok(()) => {

@@ -24,7 +24,7 @@ mod sentinel;
 mod spec;
 mod vitals;
 
-pub(crate) use late::Unread;
+pub(crate) use late::{Judge, Unread};
 pub use list::split_node_list;
 use sentinel::Resolver;
 pub use sentinel::{DEFAULT_SENTINEL_PORT, SentinelNode};

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::proxy::{Proxy, contains};
+use crate::support::proxy::{Proxy, bulk, contains};
 use crate::support::{RedisCluster, builder, deadline_loop};
 
 /// Three nodes behind proxies that delay each direction by `one_way[i]`.
@@ -95,15 +95,17 @@ fn the_cycle_follows_the_quorums_slowest_node() {
     );
 }
 
-/// A connection whose replies a round left unread (it decided on the two fast nodes) carries
-/// the next command only after those replies were read: with two connections per node, the
-/// acquire's and the extend's go to the slow node's reader, and the release waits for one of
-/// them, which then carries it. Each command gets its own reply (read as another's, an
-/// acquire's "OK" or an extend's reply would fail a release or an extend, or count as a
-/// failure), and the slow node's statistics count all nine answers.
-#[test]
-fn a_round_right_after_one_decided_early_gets_its_own_replies() {
-    let (_cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
+/// With nodes at 0, 0 and 100 ms one way and two connections per node, runs `warm_up` once,
+/// then `cycle` (an acquire, an extend and a release) three times on one factory, and checks
+/// that the slow node's statistics count each of its nine answers, none as a failure: a
+/// connection whose replies a round left unread carries the next command only after they were
+/// read, so no command is ever given another's reply. Returns the cluster, to look at what is
+/// left.
+fn each_late_reply_is_its_own_commands(
+    warm_up: impl Fn(&redmutex::RedLockFactory),
+    cycle: impl Fn(&redmutex::RedLockFactory),
+) -> RedisCluster {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 100]);
     let f = builder()
         .nodes(proxies.iter().map(|p| p.url()))
         .pool_size(2)
@@ -111,15 +113,12 @@ fn a_round_right_after_one_decided_early_gets_its_own_replies() {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let lock = f.create_lock("quorum-own-replies");
     // Warm-up: the slow node's round trip is learnt (its two yes votes read).
-    drop(lock.acquire().unwrap());
+    warm_up(&f);
     assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
     let before = votes(&f, 2);
     for _ in 0..3 {
-        let guard = lock.acquire().unwrap();
-        guard.extend(Duration::from_secs(20)).unwrap();
-        guard.release().unwrap();
+        cycle(&f);
     }
     let answered = || {
         let (given, refused, _) = votes(&f, 2);
@@ -132,6 +131,25 @@ fn a_round_right_after_one_decided_early_gets_its_own_replies() {
     );
     assert_eq!(answered(), 9, "{before:?} -> {:?}", votes(&f, 2));
     assert_eq!(votes(&f, 2).2, before.2, "a reply counted as a failure");
+    cluster
+}
+
+/// A lock's rounds decided on the two fast nodes: with two connections per node, the
+/// acquire's and the extend's go to the slow node's reader, and the release waits for one of
+/// them, which then carries it. Each command gets its own reply (read as another's, an
+/// acquire's "OK" or an extend's reply would fail a release or an extend, or count as a
+/// failure), and the slow node's statistics count all nine answers.
+#[test]
+fn a_round_right_after_one_decided_early_gets_its_own_replies() {
+    let lock = |f: &redmutex::RedLockFactory| f.create_lock("quorum-own-replies");
+    each_late_reply_is_its_own_commands(
+        |f| drop(lock(f).acquire().unwrap()),
+        |f| {
+            let guard = lock(f).acquire().unwrap();
+            guard.extend(Duration::from_secs(20)).unwrap();
+            guard.release().unwrap();
+        },
+    );
 }
 
 /// The lock is held elsewhere on the two fast nodes; the slow node is free, and the attempt's
@@ -213,4 +231,234 @@ fn a_late_reply_that_never_comes_marks_its_node_down() {
     assert!(votes(&f, 2).2 >= 1, "no failed vote: {:?}", votes(&f, 2));
     proxies[2].heal();
     guard.release().unwrap();
+}
+
+// The semaphore: its round decides once one slot has a quorum of grants, or once no slot can
+// reach one whatever the unread nodes answer.
+
+/// The keys a semaphore `name` of `permits` leaves on node `i` (its slots and its name key).
+fn semaphore_keys(cluster: &RedisCluster, i: usize, name: &str, permits: u32) -> Vec<String> {
+    let mut keys: Vec<String> = (0..permits)
+        .map(|slot| format!("{name}:redmutex:permit:{slot}"))
+        .collect();
+    keys.push(name.to_owned());
+    keys.into_iter()
+        .filter(|k| cluster.cmd(i, &["EXISTS", k]) == "1")
+        .collect()
+}
+
+/// With nodes at 0, 2 and 250 ms one way, a permit's acquire + release cycle takes about two
+/// round trips of the second-fastest node (the quorum's slowest), not the slowest node's
+/// 500 ms: well under half of it, where reading every reply took over 500 ms for the acquire
+/// alone. The slow node grants the winning slot late, after the lease was released (the
+/// release reached it first, on another connection): that grant is released once its reply
+/// has been read, and the node's late replies count in its statistics.
+#[test]
+fn a_semaphore_cycle_follows_the_quorums_slowest_node() {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, MS * 2, MS * 250]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .io_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let sem = f.create_semaphore("quorum-sem-cycle", 2);
+    // Node 2 answers each round (the acquire and the release, read late or not): its answers'
+    // count says when they have all been read.
+    let all_read = |rounds: u64| {
+        let answered = || {
+            let (given, refused, _) = votes(&f, 2);
+            given + refused
+        };
+        deadline_loop(Duration::from_secs(20), || answered() >= rounds)
+            && answered() == rounds
+            && votes(&f, 2).2 == 0
+    };
+    // Warm-up: the round trips are learnt.
+    for _ in 0..2 {
+        drop(sem.acquire().unwrap());
+    }
+    assert!(all_read(4), "node 2's votes: {:?}", votes(&f, 2));
+    let mut cycles = Vec::new();
+    for cycle in 1..=5 {
+        let start = Instant::now();
+        let permit = sem.acquire().unwrap();
+        permit.release().unwrap();
+        cycles.push(start.elapsed());
+        assert!(
+            all_read(4 + 2 * cycle),
+            "late replies not counted: {:?}",
+            votes(&f, 2)
+        );
+    }
+    cycles.sort();
+    let p50 = cycles[cycles.len() / 2];
+    assert!(
+        p50 < MS * 250,
+        "cycle p50 {p50:?} (all: {cycles:?}): the round waited for the slowest node"
+    );
+    // Nothing is left behind on the slow node, whatever order its commands ran in.
+    assert!(
+        deadline_loop(Duration::from_secs(10), || semaphore_keys(
+            &cluster,
+            2,
+            "quorum-sem-cycle",
+            2
+        )
+        .is_empty()),
+        "a grant was left on node 2: {:?}",
+        semaphore_keys(&cluster, 2, "quorum-sem-cycle", 2)
+    );
+}
+
+/// The same for a semaphore's rounds (a grant's `{1, slot, taken}` read as another command's
+/// reply would fail an extend or a release, or count as a failure); nothing is left on the
+/// slow node once its replies are read.
+#[test]
+fn a_round_right_after_a_semaphore_round_decided_early_gets_its_own_replies() {
+    let name = "quorum-sem-own-replies";
+    let sem = |f: &redmutex::RedLockFactory| f.create_semaphore(name, 3);
+    let cluster = each_late_reply_is_its_own_commands(
+        |f| drop(sem(f).acquire().unwrap()),
+        |f| {
+            let permit = sem(f).acquire().unwrap();
+            permit.extend(Duration::from_secs(20)).unwrap();
+            permit.release().unwrap();
+        },
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || semaphore_keys(
+            &cluster, 2, name, 3
+        )
+        .is_empty()),
+        "left on node 2: {:?}",
+        semaphore_keys(&cluster, 2, name, 3)
+    );
+}
+
+/// The semaphore's one slot is held elsewhere on the two fast nodes; the slow node is free,
+/// and the attempt's acquire script reaches it only after the attempt has lost on the fast
+/// nodes (the proxy holds the script, recognised by its TTL argument, for 1.5 s). The attempt
+/// returns without waiting for it, and the late grant is taken back once its reply is read,
+/// not left to block the slow node's slot for the TTL.
+#[test]
+fn a_late_grant_of_a_lost_permit_attempt_is_taken_back() {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 20]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .ttl(Duration::from_secs(30))
+        .io_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let name = "quorum-sem-take-back";
+    let sem = f.create_semaphore(name, 1);
+    // Warm-up: round trips learnt; both of node 2's yes votes read.
+    drop(sem.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    let slot = format!("{name}:redmutex:permit:0");
+    for i in 0..2 {
+        assert_eq!(
+            cluster.cmd(i, &["SET", &slot, "someone-else", "PX", "30000"]),
+            "OK"
+        );
+        assert_eq!(
+            cluster.cmd(i, &["SET", name, "redmutex:semaphore:1:1", "PX", "30000"]),
+            "OK"
+        );
+    }
+    let hold = MS * 1500;
+    proxies[2].delay_requests_if(|req| contains(req, &bulk("30000")), hold);
+    let given = votes(&f, 2).0;
+    let start = Instant::now();
+    assert!(sem.try_acquire().unwrap().is_none(), "held on a quorum");
+    let took = start.elapsed();
+    assert!(
+        took < hold,
+        "the attempt waited for the slow node: {took:?}"
+    );
+    // The late grant lands on node 2, answers yes (counted), and is taken back after it.
+    assert!(
+        deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 > given),
+        "the late grant was never read"
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || semaphore_keys(
+            &cluster, 2, name, 1
+        )
+        .is_empty()),
+        "the late grant was left on node 2: {:?}",
+        semaphore_keys(&cluster, 2, name, 1)
+    );
+    proxies[2].clear_rules();
+}
+
+/// A won attempt's slow node grants another slot than the winning one (its winning slot is
+/// taken there): the two fast nodes grant slot 0 (slot 1 is taken on them), and the round
+/// decides on them; node 2, where slot 0 is taken, grants slot 1 late. That grant is taken
+/// back once its reply is read, while the permit on slot 0 is held; the permit's release then
+/// leaves nothing of ours on any node.
+#[test]
+fn a_late_grant_of_another_slot_than_the_winning_one_is_taken_back() {
+    let (cluster, proxies) = cluster_at([Duration::ZERO, Duration::ZERO, MS * 300]);
+    let f = builder()
+        .nodes(proxies.iter().map(|p| p.url()))
+        .ttl(Duration::from_secs(30))
+        .io_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let name = "quorum-sem-stray";
+    let sem = f.create_semaphore(name, 2);
+    // Warm-up: round trips learnt; both of node 2's yes votes read.
+    drop(sem.acquire().unwrap());
+    assert!(deadline_loop(Duration::from_secs(10), || votes(&f, 2).0 >= 2));
+    let slot = |s: u32| format!("{name}:redmutex:permit:{s}");
+    for (i, taken) in [(0, 1), (1, 1), (2, 0)] {
+        assert_eq!(
+            cluster.cmd(i, &["SET", &slot(taken), "someone-else", "PX", "30000"]),
+            "OK"
+        );
+    }
+    let refused = votes(&f, 2).1;
+    let start = Instant::now();
+    let permit = sem.acquire().unwrap();
+    let took = start.elapsed();
+    assert_eq!(permit.slot(), 0);
+    assert!(
+        took < MS * 600,
+        "the attempt waited for the slow node: {took:?}"
+    );
+    // Node 2's late grant of slot 1 is read (counted as a refusal of the winning slot, as the
+    // round counts a grant of another slot), then taken back; slot 0 there is still the other
+    // holder's.
+    assert!(
+        deadline_loop(Duration::from_secs(10), || votes(&f, 2).1 > refused),
+        "the late grant was never read: {:?}",
+        votes(&f, 2)
+    );
+    assert!(
+        deadline_loop(Duration::from_secs(10), || cluster
+            .cmd(2, &["EXISTS", &slot(1)])
+            == "0"),
+        "the late grant of slot 1 was left on node 2: {}",
+        cluster.cmd(2, &["GET", &slot(1)])
+    );
+    assert_eq!(cluster.cmd(2, &["GET", &slot(0)]), "someone-else");
+    for i in 0..2 {
+        assert_eq!(cluster.cmd(i, &["GET", &slot(0)]), permit.token());
+    }
+    permit.release().unwrap();
+    for i in 0..3 {
+        assert!(
+            deadline_loop(Duration::from_secs(10), || {
+                (0..2).all(|s| {
+                    cluster.cmd(i, &["GET", &slot(s)]) == "someone-else"
+                        || cluster.cmd(i, &["EXISTS", &slot(s)]) == "0"
+                }) && cluster.cmd(i, &["EXISTS", name]) == "0"
+            }),
+            "left on node {i}: {:?}",
+            semaphore_keys(&cluster, i, name, 2)
+        );
+    }
 }
