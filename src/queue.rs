@@ -14,6 +14,11 @@
 //!   wakes it directly, and it makes its attempt at once: a hand-over within the process costs one
 //!   round, with no publish and no poll. It still looks at the nodes every poll interval, in case
 //!   the lease ended without a release it could see.
+//! - A lock's release to the next waiter of its line, where others wait, leaves the line's
+//!   hand-over mark in the key instead of deleting it ([`Hold::hand_over`],
+//!   `scripts::HANDOVER_RELEASE_SRC`), for a few rounds ([`MARK_MAX`] at most); the next head's
+//!   attempt takes it over ([`Place::take_mark`], `scripts::TAKEOVER_SRC`), so another process
+//!   never finds the lock free between two holders of the line.
 //! - Fairness across processes: a release through the line that found a waiting mark (another
 //!   process's: this line's head does not mark while the lock is held here) tells the line
 //!   ([`Hold::others_waited`]). A line keeps at most [`MAX_TURNS`] such turns in a row; then the

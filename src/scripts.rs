@@ -3,7 +3,8 @@
 //!
 //! Every script acts on the lock key only while it still holds our token, so a stale holder can
 //! never delete or extend the lock of the client that holds it now. The lock key itself is
-//! exactly the resource name and holds only the token, as in every Redlock client, so redmutex
+//! exactly the resource name and holds only the token, as in every Redlock client (or, for at most
+//! 20 ms between two holders of one local queue, a hand-over mark no token equals), so redmutex
 //! interoperates on the wire.
 //!
 //! Every other key and the release channel are the resource name plus a fixed suffix, so an ACL
