@@ -610,6 +610,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_hand_over_mark_is_left_only_for_a_taker_that_takes_its_turn() {
+        let q = Queue::default();
+        let a = q.join("r", &["r"], Mode::Exclusive, true);
+        let hold = a.won(Mode::Exclusive).expect("held here");
+        assert!(hold.hand_over().is_none(), "nobody in line");
+        let writer = q.join("r", &["r"], Mode::Exclusive, false);
+        let lock_waiter = q.join("r", &["r"], Mode::Exclusive, true);
+        assert!(hold.hand_over().is_none(), "a writer is next: it takes no mark over");
+        drop(writer);
+        let (mark, ms) = hold.hand_over().expect("a lock's waiter is next");
+        assert!(mark.starts_with(scripts::HANDOVER_PREFIX));
+        assert!((10..=20).contains(&ms), "{ms} ms");
+        hold.others_waited(true);
+        drop(hold);
+        assert!(lock_waiter.take_turn());
+        assert_eq!(lock_waiter.take_mark().map(|(m, _)| m), Some(mark));
+        assert!(lock_waiter.take_mark().is_none(), "read once");
+        // After MAX_TURNS turns in a row while others wait, the release leaves no mark.
+        let hold = lock_waiter.won(Mode::Exclusive).expect("held here");
+        let _next = q.join("r", &["r"], Mode::Exclusive, true);
+        lock(&hold.line.state).streak = MAX_TURNS;
+        assert!(!hold.next_takes_it());
+        assert!(hold.hand_over().is_none());
+    }
+
     /// Polls `f` for up to 30 s.
     fn until(mut f: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + Duration::from_secs(30);
