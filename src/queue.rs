@@ -618,7 +618,10 @@ mod tests {
         assert!(hold.hand_over().is_none(), "nobody in line");
         let writer = q.join("r", &["r"], Mode::Exclusive, false);
         let lock_waiter = q.join("r", &["r"], Mode::Exclusive, true);
-        assert!(hold.hand_over().is_none(), "a writer is next: it takes no mark over");
+        assert!(
+            hold.hand_over().is_none(),
+            "a writer is next: it takes no mark over"
+        );
         drop(writer);
         let (mark, ms) = hold.hand_over().expect("a lock's waiter is next");
         assert!(mark.starts_with(scripts::HANDOVER_PREFIX));
