@@ -746,7 +746,8 @@ impl Lease {
         } else {
             Announce::Yes
         };
-        let handover = handover.filter(|_| quiet);
+        // Only a mutex's key (a lock's, a writer's) takes the mark.
+        let handover = handover.filter(|_| quiet && matches!(self.target, Target::Mutex));
         self.end_with(|lease| {
             let waited = release_within(
                 &lease.shared,
