@@ -22,8 +22,8 @@
 //!    guards.
 //!
 //! Options (after `--`): `--quick`, `--runs N`, `--secs S` (length of one run), `--no-svg`,
-//! `--profile cycle|nowake|floor|busy N` (only N operations on 3 nodes, for callgrind, DHAT
-//! or strace; collect inside `redlock::profiled`).
+//! `--profile cycle|nowake|floor|busy N` (only N operations on 3 nodes, or K with
+//! `--nodes K`, for callgrind, DHAT or strace; collect inside `redlock::profiled`).
 
 // The integration tests' harness (starts and stops redis-server processes); the benchmark
 // uses a small part of it.
@@ -81,6 +81,8 @@ struct Settings {
     guards: usize,
     svg: bool,
     profile: Option<(String, u64)>,
+    /// Nodes of the profiling mode (`--nodes K`, default 3).
+    profile_nodes: usize,
 }
 
 impl Settings {
@@ -100,6 +102,7 @@ impl Settings {
                 guards: 2_000,
                 svg: false,
                 profile: None,
+                profile_nodes: 3,
             }
         } else if bench {
             Self {
@@ -112,6 +115,7 @@ impl Settings {
                 guards: 10_000,
                 svg: true,
                 profile: None,
+                profile_nodes: 3,
             }
         } else {
             Self {
@@ -124,6 +128,7 @@ impl Settings {
                 guards: 100,
                 svg: false,
                 profile: None,
+                profile_nodes: 3,
             }
         };
         let mut it = args.iter();
@@ -144,6 +149,7 @@ impl Settings {
                     let n: u64 = parse(it.next(), "--profile cycle|nowake|floor|busy N");
                     s.profile = Some((what, n));
                 }
+                "--nodes" => s.profile_nodes = parse(it.next(), "--nodes K (with --profile)"),
                 _ => {}
             }
         }
@@ -1151,9 +1157,10 @@ fn svg(rows: &[Row], title: &str) -> String {
 // Profiling mode
 // ---------------------------------------------------------------------------
 
-/// Only `n` operations of one kind on 3 nodes, after a warm-up, so a profiler sees little else.
-fn profile(what: &str, n: u64) {
-    let cluster = common::RedisCluster::start(3);
+/// Only `n` operations of one kind on `nodes` nodes (3 unless `--nodes K`), after a warm-up, so
+/// a profiler sees little else.
+fn profile(what: &str, n: u64, nodes: usize) {
+    let cluster = common::RedisCluster::start(nodes);
     let urls = cluster.urls();
     let fac = quarantined_factory(&urls);
     let nowake = RedLockFactory::builder()
@@ -1216,14 +1223,17 @@ fn profiled(n: u64, op: &mut dyn FnMut()) {
 fn main() {
     let s = Settings::from_args();
     if let Some((what, n)) = &s.profile {
-        profile(what, *n);
+        profile(what, *n, s.profile_nodes);
         return;
     }
     let started = Instant::now();
     progress(&format!(
-        "mode {}: {} short run(s) per single-thread scenario, {} per threaded one; starting 5 \
+        "mode {}: {} short run(s) per single-thread scenario, {} per threaded one; starting {} \
          redis-server nodes",
-        s.mode, s.runs, s.long_runs
+        s.mode,
+        s.runs,
+        s.long_runs,
+        NODE_COUNTS[NODE_COUNTS.len() - 1]
     ));
     let cluster = common::RedisCluster::start(NODE_COUNTS[NODE_COUNTS.len() - 1]);
     let urls = cluster.urls();

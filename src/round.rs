@@ -22,7 +22,7 @@
 //! writes to it until its last reply is read, and the pool drops broken connections. A node
 //! that failed to answer is recorded as failing, never as healthy.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use r2d2::PooledConnection;
@@ -626,8 +626,17 @@ fn ballot(classify: Classify, v: &Value) -> Ballot {
 
 type Conn = PooledConnection<NodeManager>;
 
-/// Clusters up to this size keep a round's connections on the stack; larger ones in a `Vec`.
+/// Clusters up to this size keep a round's connections on the stack; larger ones in a `Vec`
+/// kept by the thread between its rounds ([`SPILL`]).
 const INLINE_NODES: usize = 8;
+
+thread_local! {
+    /// The slots of this thread's last round on more than [`INLINE_NODES`] nodes, all empty,
+    /// kept for its next one: allocating them for every round cost 9 nodes 2 allocations and
+    /// 4.6 KB a cycle, the only ones besides the lease's and redis-rs's reader's. A nested
+    /// round (none today) finds it taken and allocates its own.
+    static SPILL: Cell<Vec<Option<Conn>>> = const { Cell::new(Vec::new()) };
+}
 
 /// Where replies go: `(command, node, reply)`. A reply is an error when the node failed to
 /// answer, or answered with an error.
@@ -657,16 +666,22 @@ fn exchange(
     // and dropping all `MAX_NODES` of them cost ~2,300 instructions a round (callgrind), more
     // than the rest of the round's own work.
     let mut inline: [Option<Conn>; INLINE_NODES] = Default::default();
-    let mut spilled: Vec<Option<Conn>>;
+    let mut spilled: Vec<Option<Conn>> = Vec::new();
     let sent = match inline.get_mut(..nodes.len()) {
         Some(slots) => slots,
         None => {
-            spilled = (0..nodes.len()).map(|_| None).collect();
+            spilled = SPILL.take();
+            spilled.resize_with(nodes.len(), || None);
             spilled.as_mut_slice()
         }
     };
     let (written, fresh) = write_phase(nodes, packed, calls, mask, sent, record);
     let recovered = read_phase(nodes, packed, calls, sent, fresh, decide, record);
+    if spilled.capacity() > 0 {
+        // The read phase took every connection; whatever is left goes back to its pool now.
+        spilled.clear();
+        SPILL.set(spilled);
+    }
     Sent {
         written,
         resent: fresh | recovered,
@@ -771,6 +786,10 @@ fn read_phase(
     let mut resent = fresh;
     let mut settled = false;
     let mut recovered = 0;
+    // The latest reading of the clock: each node's read ends with one (its round trip), and the
+    // next node's read timeout and the hand-off check start from it rather than reading the
+    // clock again (only the recording of a reply comes in between).
+    let mut now = written;
     for &(i, due) in order.iter() {
         let i = usize::from(i);
         let (Some(slot), Some(node)) = (sent.get_mut(i), nodes.get(i)) else {
@@ -781,7 +800,7 @@ fn read_phase(
         };
         if settled
             && let Some(classify) = decide.late
-            && !read_now(due, written.elapsed())
+            && !read_now(due, now.saturating_duration_since(written))
         {
             let unread = Unread {
                 conn,
@@ -810,10 +829,12 @@ fn read_phase(
             deadline,
             io_timeout: nodes.io_timeout,
         };
-        if ctx.read(conn, fresh & (1 << i) != 0, record) {
+        let mut ended = Some(now);
+        if ctx.read(conn, fresh & (1 << i) != 0, record, &mut ended) {
             recovered |= 1 << i;
             resent |= 1 << i;
         }
+        now = ended.unwrap_or_else(Instant::now);
         pending -= 1;
         if !settled {
             settled = resent == 0 && (decide.settled)(pending);
@@ -840,13 +861,26 @@ impl Reading<'_> {
     /// `conn` arrives marked broken (it has replies in flight) and is marked sound only once
     /// every reply was read: whichever way reading stops (an error, a timeout, a panic in a
     /// caller's classifier), an unread connection is dropped, never pooled.
-    fn read(&self, mut conn: Conn, mut recovered: bool, record: &mut Record<'_>) -> bool {
+    ///
+    /// `clock`: on the way in, a reading of the clock taken just before (no wait since), for
+    /// the first reply's read timeout; on the way out, the instant every reply had been read,
+    /// or `None` when reading stopped early.
+    fn read(
+        &self,
+        mut conn: Conn,
+        mut recovered: bool,
+        record: &mut Record<'_>,
+        clock: &mut Option<Instant>,
+    ) -> bool {
+        let mut before = clock.take();
         let count = self.calls.len();
         // Commands the node answered NOSCRIPT to (its script cache was flushed).
         let mut no_script: Vec<usize> = Vec::new();
         let mut cmd = 0;
         while cmd < count {
-            let reply = match self.recv(&mut conn) {
+            // Only the first read may use the caller's instant: any later one (a recovery's
+            // included) reads the clock.
+            let reply = match self.recv(&mut conn, before.take()) {
                 Ok(reply) => reply,
                 Err(e) if cmd == 0 && !recovered && e.is_connection_dropped() => {
                     // Idle across a restart, or cut after the node ran the commands: nothing
@@ -893,14 +927,18 @@ impl Reading<'_> {
         conn.broken = false;
         // From the end of the round's writes (the read deadline's start) to now.
         let written = self.deadline.checked_sub(self.io_timeout);
-        let round_trip = written.map_or(Duration::ZERO, |t| t.elapsed());
+        let end = Instant::now();
+        let round_trip = written.map_or(Duration::ZERO, |t| end.saturating_duration_since(t));
         self.node.record_success(round_trip);
+        *clock = Some(end);
         recovered
     }
 
-    /// Reads one reply, with the read timeout of what is left of the round.
-    fn recv(&self, conn: &mut Conn) -> redis::RedisResult<Value> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+    /// Reads one reply, with the read timeout of what is left of the round (from `now`, a
+    /// reading of the clock taken just before, or the clock's).
+    fn recv(&self, conn: &mut Conn, now: Option<Instant>) -> redis::RedisResult<Value> {
+        let now = now.unwrap_or_else(Instant::now);
+        let left = self.deadline.saturating_duration_since(now);
         conn.set_read_timeout(read_timeout(left, self.io_timeout))?;
         recv_reply(&mut conn.con)
     }
@@ -947,7 +985,7 @@ impl Reading<'_> {
             return false;
         }
         for (n, cmd) in cmds.iter().enumerate() {
-            match self.recv(conn) {
+            match self.recv(conn, None) {
                 Ok(reply) => {
                     let reply = reply.extract_error();
                     if let Err(e) = &reply

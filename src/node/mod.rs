@@ -73,7 +73,9 @@ struct OwedList {
 
 /// A pooled connection with the bookkeeping the pool needs.
 pub(crate) struct NodeConn {
-    pub(crate) con: redis::Connection,
+    /// Boxed: a round moves its pooled connections around (out of the pool, into the round's
+    /// slots, to the reader and back), and a `redis::Connection` is most of their size.
+    pub(crate) con: Box<redis::Connection>,
     /// The node's generation when this connection was opened.
     generation: u64,
     /// Set after any I/O error or timeout: the connection may have a reply in flight or be dead,
@@ -224,7 +226,7 @@ impl NodeManager {
         self.health.observe(&facts, sent, received);
         con.set_read_timeout(Some(self.io_timeout))?;
         Ok(NodeConn {
-            con,
+            con: Box::new(con),
             generation,
             broken: false,
             read_timeout: self.io_timeout,

@@ -293,19 +293,13 @@ impl Target {
         });
         match self {
             Self::Mutex | Self::Run { .. } => {
-                // KEYS: lock, waiting mark, order set. ARGV: token, channel, announce, since
-                // (only when there is one).
+                // KEYS: lock, waiting mark, order set. ARGV: token, announce (left out when
+                // "1", the common case), since (only when there is one).
                 let lock = self.lock_key(name);
                 let keys = [
                     Arg::Str(lock),
                     Arg::Joined(lock, scripts::WAITING_SUFFIX),
                     Arg::Joined(lock, scripts::ORDER_SUFFIX),
-                ];
-                let args = [
-                    Arg::Str(token),
-                    Arg::Joined(lock, scripts::RELEASED_SUFFIX),
-                    flag,
-                    Arg::Int(since),
                 ];
                 if let (Some((mark, ms)), Announce::Quiet, Self::Mutex) = (handover, announce, self)
                 {
@@ -323,7 +317,12 @@ impl Target {
                         args,
                     });
                 }
-                let args = if since > 0 { &args[..] } else { &args[..3] };
+                let args = [Arg::Str(token), flag, Arg::Int(since)];
+                let args = match (since > 0, flag) {
+                    (true, _) => &args[..],
+                    (false, Arg::Str("1")) => &args[..1],
+                    (false, _) => &args[..2],
+                };
                 f(Call::Script {
                     script: &scripts::RELEASE,
                     keys: &keys,

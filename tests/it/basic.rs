@@ -1,4 +1,4 @@
-//! The lock's behaviour on healthy nodes: 1, 3 and 5 of them.
+//! The lock's behaviour on healthy nodes: 1, 3, 5 and 9 of them.
 
 use std::time::{Duration, Instant};
 

@@ -208,8 +208,8 @@ fn a_release_sent_again_after_its_reply_was_lost_is_not_a_loss() {
                 continue;
             }
         };
-        // Every release carries the lease's token, and the announce flag "1" after it; the
-        // lease's own tokens are the only 40-hex-digit values of the name's keys.
+        // Every release carries the lease's token and names the waiting mark (an extend names
+        // no mark); the lease's own tokens are the only 40-hex-digit values of the name's keys.
         let token = cluster
             .keys(0)
             .into_iter()
@@ -223,7 +223,13 @@ fn a_release_sent_again_after_its_reply_was_lost_is_not_a_loss() {
             failures.push(format!("{kind}: no token on the node"));
             continue;
         };
-        let fired = reset_first_reply(&proxy, &[&token, "1"]);
+        let fired = Arc::new(AtomicBool::new(false));
+        let (seen, token_bulk) = (Arc::clone(&fired), bulk(&token));
+        proxy.reset_replies_to_if(move |chunk| {
+            contains(chunk, &token_bulk)
+                && contains(chunk, b":redmutex:waiting")
+                && !seen.swap(true, Ordering::SeqCst)
+        });
         let released = release();
         proxy.clear_rules();
         if !fired.load(Ordering::SeqCst) {
