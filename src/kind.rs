@@ -228,7 +228,7 @@ pub(crate) mod sealed {
             self,
             shared: &Arc<Shared>,
             req: &Request<'_>,
-            mark: Mark,
+            mark: Mark<'_>,
             woken_by: Option<&[u8]>,
         ) -> Attempt<Lease> {
             let Mark { on, .. } = mark;
@@ -300,9 +300,16 @@ pub(crate) mod sealed {
                 // A candidate waits on the nodes by itself (see `Mode::Alone`).
                 Self::Leader(_) => (&one, Mode::Alone),
             };
-            wait_for(shared, name, members, mode, wait, |mark, woken_by| {
-                self.attempt(shared, req, mark, woken_by)
-            })
+            // A lock's attempts take a hand-over mark over (`Mark::handover`).
+            let takes_mark = matches!(self, Self::Lock);
+            wait_for(
+                shared,
+                name,
+                members,
+                (mode, takes_mark),
+                wait,
+                |mark, woken_by| self.attempt(shared, req, mark, woken_by),
+            )
         }
 
         /// What a token of this kind holds on the nodes, for the token-level calls.

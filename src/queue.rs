@@ -14,6 +14,11 @@
 //!   wakes it directly, and it makes its attempt at once: a hand-over within the process costs one
 //!   round, with no publish and no poll. It still looks at the nodes every poll interval, in case
 //!   the lease ended without a release it could see.
+//! - A lock's release to the next waiter of its line, where others wait, leaves the line's
+//!   hand-over mark in the key instead of deleting it ([`Hold::hand_over`],
+//!   `scripts::HANDOVER_RELEASE_SRC`), for a few rounds ([`MARK_MAX`] at most); the next head's
+//!   attempt takes it over ([`Place::take_mark`], `scripts::TAKEOVER_SRC`), so another process
+//!   never finds the lock free between two holders of the line.
 //! - Fairness across processes: a release through the line that found a waiting mark (another
 //!   process's: this line's head does not mark while the lock is held here) tells the line
 //!   ([`Hold::others_waited`]). A line keeps at most [`MAX_TURNS`] such turns in a row; then the
@@ -31,6 +36,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::scripts;
 
 /// Turns a line may take in a row while other processes wait (their waiting marks are on the
 /// resource); then its head holds back once.
@@ -124,14 +131,17 @@ struct Lines {
 #[derive(Debug)]
 struct Line {
     name: Arc<str>,
+    /// The line's hand-over mark (`scripts::HANDOVER_PREFIX` and a random id): the value a
+    /// quiet release of a lock won through the line leaves in the lock key for the next head.
+    mark: Arc<str>,
     state: Mutex<LineState>,
 }
 
 #[derive(Debug, Default)]
 struct LineState {
     /// The waiters in arrival order (the head first), each with the condition variable it sleeps
-    /// on (all of them under `state`).
-    waiters: VecDeque<(u64, Arc<Condvar>)>,
+    /// on (all of them under `state`) and whether its attempts take a hand-over mark over.
+    waiters: VecDeque<(u64, Arc<Condvar>, bool)>,
     next_ticket: u64,
     /// Exclusive leases won through this line and not ended yet.
     held: usize,
@@ -143,6 +153,11 @@ struct LineState {
     /// Since when (microseconds of the wall clock) this line has waited for a lock held by
     /// another process; 0 while it has not since it last won.
     since: u64,
+    /// The last lease's release left the line's hand-over mark on a node: read and cleared by
+    /// the next head's [`Place::take_mark`].
+    marked: bool,
+    /// How long the head's last attempt round took: the hand-over mark's life is a few of them.
+    round: Duration,
 }
 
 impl LineState {
@@ -151,11 +166,11 @@ impl LineState {
     }
 
     fn is_head(&self, ticket: u64) -> bool {
-        self.waiters.front().is_some_and(|(t, _)| *t == ticket)
+        self.waiters.front().is_some_and(|(t, _, _)| *t == ticket)
     }
 
     fn wake_head(&self) {
-        if let Some((_, cv)) = self.waiters.front() {
+        if let Some((_, cv, _)) = self.waiters.front() {
             cv.notify_one();
         }
     }
@@ -174,8 +189,16 @@ impl Queue {
         line.is_some_and(|l| lock(&l.state).live())
     }
 
-    /// Joins the line of `members` (named `name`), at its end.
-    pub(crate) fn join(&self, name: &str, members: &[&str], mode: Mode) -> Place<'_> {
+    /// Joins the line of `members` (named `name`), at its end. `takes_mark`: this waiter's
+    /// attempts take a hand-over mark over (a lock's do: `scripts::TAKEOVER_SRC`), so the
+    /// release before its turn may leave one.
+    pub(crate) fn join(
+        &self,
+        name: &str,
+        members: &[&str],
+        mode: Mode,
+        takes_mark: bool,
+    ) -> Place<'_> {
         let key = key(members, mode);
         let line = {
             let mut lines = lock(&self.lines);
@@ -186,6 +209,11 @@ impl Queue {
             Arc::clone(lines.map.entry(key).or_insert_with(|| {
                 Arc::new(Line {
                     name: Arc::from(name),
+                    mark: Arc::from(format!(
+                        "{}{:032x}",
+                        scripts::HANDOVER_PREFIX,
+                        rand::random::<u128>()
+                    )),
                     state: Mutex::default(),
                 })
             }))
@@ -195,7 +223,9 @@ impl Queue {
             let mut state = lock(&line.state);
             let ticket = state.next_ticket;
             state.next_ticket += 1;
-            state.waiters.push_back((ticket, Arc::clone(&cv)));
+            state
+                .waiters
+                .push_back((ticket, Arc::clone(&cv), takes_mark));
             ticket
         };
         self.live.fetch_add(1, Ordering::AcqRel);
@@ -235,6 +265,17 @@ impl Queue {
     pub(crate) fn yields(&self) -> u64 {
         self.yields.load(Ordering::Relaxed)
     }
+}
+
+/// The shortest and the longest life of a hand-over mark.
+const MARK_MIN: Duration = Duration::from_millis(10);
+/// See [`MARK_MIN`]: a mark whose next head is gone blocks others at most this long.
+pub(crate) const MARK_MAX: Duration = Duration::from_millis(20);
+
+/// How long a hand-over mark lives: four of the line's attempt rounds, 10 to 20 ms (the next
+/// head's take-over comes a round after the release, plus the time to wake its thread).
+fn mark_life(round: Duration) -> Duration {
+    round.saturating_mul(4).clamp(MARK_MIN, MARK_MAX)
 }
 
 /// Microseconds since the Unix epoch by the wall clock (at least 2, below 2^53: the markers'
@@ -348,6 +389,24 @@ impl Place<'_> {
         true
     }
 
+    /// At the head, after a release here that it takes at once ([`take_turn`](Self::take_turn)):
+    /// the line's hand-over mark, when that release left it on a node (the attempt then takes
+    /// it over: `scripts::TAKEOVER_SRC`), and until when at the latest it stands.
+    pub(crate) fn take_mark(&self) -> Option<(Arc<str>, Instant)> {
+        let mut state = lock(&self.line.state);
+        std::mem::take(&mut state.marked).then(|| {
+            (
+                Arc::clone(&self.line.mark),
+                Instant::now() + mark_life(state.round),
+            )
+        })
+    }
+
+    /// Records how long the head's attempt round took (the hand-over mark lives a few rounds).
+    pub(crate) fn record_round(&self, round: Duration) {
+        lock(&self.line.state).round = round;
+    }
+
     /// The lock was found held by another process: the turns in a row start again, and the
     /// line's wait for the other process starts now unless it had already.
     pub(crate) fn held_elsewhere(&self) {
@@ -368,7 +427,7 @@ impl Place<'_> {
     pub(crate) fn won(mut self, mode: Mode) -> Option<Hold> {
         self.done = true;
         let mut state = lock(&self.line.state);
-        state.waiters.retain(|(t, _)| *t != self.ticket);
+        state.waiters.retain(|(t, _, _)| *t != self.ticket);
         let since = std::mem::take(&mut state.since);
         let hold = (mode == Mode::Exclusive).then(|| {
             state.held += 1;
@@ -395,7 +454,7 @@ impl Drop for Place<'_> {
         }
         let mut state = lock(&self.line.state);
         let was_head = state.is_head(self.ticket);
-        state.waiters.retain(|(t, _)| *t != self.ticket);
+        state.waiters.retain(|(t, _, _)| *t != self.ticket);
         if was_head {
             state.wake_head();
         }
@@ -422,9 +481,29 @@ impl Hold {
         self.since
     }
 
-    /// The lease's release found others waiting (their waiting mark on the nodes).
-    pub(crate) fn others_waited(&self) {
-        lock(&self.line.state).others_waited = true;
+    /// The lease's release found others waiting (their waiting mark on the nodes); `marked`:
+    /// it left the line's hand-over mark (see [`hand_over`](Self::hand_over)).
+    pub(crate) fn others_waited(&self, marked: bool) {
+        let mut state = lock(&self.line.state);
+        state.others_waited = true;
+        state.marked |= marked;
+    }
+
+    /// When the next waiter takes the lock at once at this lease's end
+    /// ([`next_takes_it`](Self::next_takes_it)) and its attempts take a hand-over mark over:
+    /// the line's mark and its life in ms, for the release to leave on the nodes that find
+    /// others waiting (`scripts::HANDOVER_RELEASE_SRC`). `None` otherwise (a release after
+    /// [`MAX_TURNS`] turns announces and leaves no mark: no process keeps the lock).
+    pub(crate) fn hand_over(&self) -> Option<(Arc<str>, u64)> {
+        let state = lock(&self.line.state);
+        let (_, _, takes_mark) = state.waiters.front()?;
+        (*takes_mark && state.streak < MAX_TURNS).then(|| {
+            let ms = mark_life(state.round).as_millis();
+            (
+                Arc::clone(&self.line.mark),
+                u64::try_from(ms).unwrap_or(u64::MAX),
+            )
+        })
     }
 
     /// Whether the next waiter in line takes the lock at once when this lease ends: there is
@@ -457,9 +536,9 @@ mod tests {
     fn waiters_take_turns_in_arrival_order_and_a_leaver_hands_the_head_on() {
         let q = Queue::default();
         assert!(!q.occupied(&["r"], Mode::Exclusive));
-        let a = q.join("r", &["r"], Mode::Exclusive);
-        let b = q.join("r", &["r"], Mode::Exclusive);
-        let c = q.join("r", &["r"], Mode::Exclusive);
+        let a = q.join("r", &["r"], Mode::Exclusive, true);
+        let b = q.join("r", &["r"], Mode::Exclusive, true);
+        let c = q.join("r", &["r"], Mode::Exclusive, true);
         assert!(q.occupied(&["r"], Mode::Exclusive));
         assert!(
             !q.occupied(&["r"], Mode::Permit),
@@ -491,15 +570,15 @@ mod tests {
     #[test]
     fn a_head_that_leaves_wakes_the_next_and_a_cancel_flag_ends_the_wait() {
         let q = Queue::default();
-        let a = q.join("r", &["r"], Mode::Exclusive);
+        let a = q.join("r", &["r"], Mode::Exclusive, true);
         let stop = AtomicBool::new(false);
         thread::scope(|s| {
             let b = s.spawn(|| {
-                let b = q.join("r", &["r"], Mode::Exclusive);
+                let b = q.join("r", &["r"], Mode::Exclusive, true);
                 b.wait_turn(None, None)
             });
             let c = s.spawn(|| {
-                let c = q.join("r", &["r"], Mode::Exclusive);
+                let c = q.join("r", &["r"], Mode::Exclusive, true);
                 c.wait_turn(None, Some(&stop))
             });
             // Both queued behind a.
@@ -515,7 +594,7 @@ mod tests {
     #[test]
     fn a_line_keeps_at_most_max_turns_in_a_row_while_others_wait() {
         let q = Queue::default();
-        let a = q.join("r", &["r"], Mode::Exclusive);
+        let a = q.join("r", &["r"], Mode::Exclusive, true);
         let others = |waited: bool| lock(&a.line.state).others_waited = waited;
         let kept = (0..2 * MAX_TURNS + 2)
             .filter(|_| {
@@ -529,6 +608,35 @@ mod tests {
             (0..3 * MAX_TURNS).all(|_| a.take_turn()),
             "nobody else waited"
         );
+    }
+
+    #[test]
+    fn a_hand_over_mark_is_left_only_for_a_taker_that_takes_its_turn() {
+        let q = Queue::default();
+        let a = q.join("r", &["r"], Mode::Exclusive, true);
+        let hold = a.won(Mode::Exclusive).expect("held here");
+        assert!(hold.hand_over().is_none(), "nobody in line");
+        let writer = q.join("r", &["r"], Mode::Exclusive, false);
+        let lock_waiter = q.join("r", &["r"], Mode::Exclusive, true);
+        assert!(
+            hold.hand_over().is_none(),
+            "a writer is next: it takes no mark over"
+        );
+        drop(writer);
+        let (mark, ms) = hold.hand_over().expect("a lock's waiter is next");
+        assert!(mark.starts_with(scripts::HANDOVER_PREFIX));
+        assert!((10..=20).contains(&ms), "{ms} ms");
+        hold.others_waited(true);
+        drop(hold);
+        assert!(lock_waiter.take_turn());
+        assert_eq!(lock_waiter.take_mark().map(|(m, _)| m), Some(mark));
+        assert!(lock_waiter.take_mark().is_none(), "read once");
+        // After MAX_TURNS turns in a row while others wait, the release leaves no mark.
+        let hold = lock_waiter.won(Mode::Exclusive).expect("held here");
+        let _next = q.join("r", &["r"], Mode::Exclusive, true);
+        lock(&hold.line.state).streak = MAX_TURNS;
+        assert!(!hold.next_takes_it());
+        assert!(hold.hand_over().is_none());
     }
 
     /// Polls `f` for up to 30 s.

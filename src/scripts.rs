@@ -3,7 +3,8 @@
 //!
 //! Every script acts on the lock key only while it still holds our token, so a stale holder can
 //! never delete or extend the lock of the client that holds it now. The lock key itself is
-//! exactly the resource name and holds only the token, as in every Redlock client, so redmutex
+//! exactly the resource name and holds only the token, as in every Redlock client (or, for at most
+//! 20 ms between two holders of one local queue, a hand-over mark no token equals), so redmutex
 //! interoperates on the wire.
 //!
 //! Every other key and the release channel are the resource name plus a fixed suffix, so an ACL
@@ -101,6 +102,77 @@ if announce == "1" then
         redis.sha1hex(ARGV[1]) .. " " .. first)
 end
 return 2"#;
+
+/// The prefix of a lock's hand-over mark: `redmutex:handover:<line id>`, the value a quiet
+/// release leaves in the lock key for the next waiter of the releasing process's local queue
+/// ([`HANDOVER_RELEASE_SRC`]). No token equals it (a token is hex digits), so no client's
+/// `SET NX` takes the key while it stands, and no client's compare-and-delete removes it.
+pub(crate) const HANDOVER_PREFIX: &str = "redmutex:handover:";
+
+/// The release of a lock whose next holder is the next waiter of the releaser's own local
+/// queue (the quiet release, "2" in [`RELEASE_SRC`]), when that waiter takes the lock over.
+/// If the key holds our token and others wait (the waiting marker exists), the key is not
+/// deleted: it takes the line's hand-over mark (ARGV[2], see [`HANDOVER_PREFIX`]) for ARGV[3]
+/// ms, so that another process's attempt between this release and the next waiter's
+/// ([`TAKEOVER_SRC`]) finds the lock busy instead of free. With no waiting marker it deletes
+/// the key, as [`RELEASE_SRC`] does. It never announces.
+///
+/// The mark is never a holder: nobody's lease rests on it, it lives a few milliseconds, and a
+/// take-over is a grant like any other. Removes the line's order set entry as [`RELEASE_SRC`]
+/// does.
+///
+/// KEYS: lock, waiting marker, order set (optional). ARGV: token, hand-over mark, mark ms,
+/// since (optional). Returns 0 (not our token), 1 (deleted) or 2 (others wait: marked).
+pub(crate) const HANDOVER_RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] then
+    redis.pcall("ZREM", KEYS[3], ARGV[4])
+end
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    if redis.call("EXISTS", KEYS[2]) == 1 then
+        redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+        return 2
+    end
+    redis.call("DEL", KEYS[1])
+    return 1
+else
+    return 0
+end"#;
+
+/// The attempt of the next waiter of a local queue after a release of its process that left
+/// its line's hand-over mark ([`HANDOVER_RELEASE_SRC`]): [`ACQUIRE_SRC`], which also grants
+/// when the key holds that mark (ARGV[5]). The fencing counter is read only when ARGV[6] is
+/// "1" (otherwise the counter answered is 0), so that a lock without fencing tokens pays no
+/// read for it.
+///
+/// KEYS: lock, fencing counter, waiting marker, order set. ARGV: token, TTL ms, marker ms (0:
+/// don't mark), since (0: none), hand-over mark, fencing ("1" or "0"). Returns `{granted (1 or
+/// 0), counter}`.
+pub(crate) const TAKEOVER_SRC: &str = r#"local granted = 0
+local since = tonumber(ARGV[4]) or 0
+local held = redis.call("GET", KEYS[1])
+if not held or held == ARGV[5] then
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    granted = 1
+elseif held == ARGV[1] then
+    granted = 1
+elseif tonumber(ARGV[3]) > 0 then
+    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
+    if since > 0 then
+        local t = redis.pcall("TIME")
+        if type(t) == "table" and t[1] then
+            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+            redis.pcall("ZADD", KEYS[4], now + tonumber(ARGV[3]), ARGV[4])
+            redis.pcall("PEXPIRE", KEYS[4], ARGV[3])
+        end
+    end
+end
+if granted == 1 and since > 0 then
+    redis.pcall("ZREM", KEYS[4], ARGV[4])
+end
+local counter = 0
+if ARGV[6] == "1" then
+    counter = tonumber(redis.call("GET", KEYS[2]) or "0")
+end
+return {granted, counter}"#;
 
 /// Makes the lock key live at least ARGV[2] ms more if it holds our token. It never shortens
 /// the expiry: a node's expiry for a token only ever grows, so any round on a lease (failed,
@@ -910,6 +982,13 @@ pub(crate) static WITHDRAW: LazyLock<Lua> = LazyLock::new(|| Lua::new(WITHDRAW_S
 /// The release script.
 pub(crate) static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_SRC));
 
+/// The hand-over release script.
+pub(crate) static HANDOVER_RELEASE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(HANDOVER_RELEASE_SRC));
+
+/// The take-over script.
+pub(crate) static TAKEOVER: LazyLock<Lua> = LazyLock::new(|| Lua::new(TAKEOVER_SRC));
+
 /// The extend script.
 pub(crate) static EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(EXTEND_SRC));
 
@@ -976,6 +1055,8 @@ pub(crate) static RUN_COMPLETE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RUN_CO
 /// Every script, to load when a connection opens.
 pub(crate) static ALL: &[&LazyLock<Lua>] = &[
     &RELEASE,
+    &HANDOVER_RELEASE,
+    &TAKEOVER,
     &EXTEND,
     &ACQUIRE,
     &FENCE,

@@ -109,10 +109,15 @@ impl<'a> Wait<'a> {
 /// that its release is announced), and, for a lock, since when this waiter's local queue has
 /// waited (microseconds of the wall clock, 0 for none): the marker keeps the earliest, and the
 /// release announcement names it, so the longest-waiting process tries first.
+///
+/// `handover`: for a lock, the hand-over mark of this waiter's line, when the release just made
+/// in its process left it on a node (`scripts::HANDOVER_RELEASE_SRC`): the attempt takes it
+/// over (`scripts::TAKEOVER_SRC`).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Mark {
+pub(crate) struct Mark<'a> {
     pub(crate) on: bool,
     pub(crate) since: u64,
+    pub(crate) handover: Option<&'a str>,
 }
 
 /// The outcome of one attempt.
@@ -188,19 +193,23 @@ impl Progress {
 ///
 /// Every blocking acquisition goes through here, so this is where it is counted, traced (a span
 /// for the whole wait), reported to the event handler and, when slow, logged.
+///
+/// `takes_mark`: `attempt` takes a hand-over mark over ([`Mark::handover`]: a lock's does), so
+/// the release before this waiter's turn in the line may leave one.
 pub(crate) fn wait_for<T: Acquired>(
     shared: &Shared,
     resource: &str,
     members: &[&str],
-    mode: Mode,
+    (mode, takes_mark): (Mode, bool),
     wait: &Wait<'_>,
-    mut attempt: impl FnMut(Mark, Option<&[u8]>) -> Attempt<T>,
+    mut attempt: impl FnMut(Mark<'_>, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<T> {
     let span = OpSpan::acquire(resource);
     let mut progress = Progress::new();
     let line = Line {
         members,
         mode,
+        takes_mark,
         place: None,
     };
     let result =
@@ -212,6 +221,7 @@ pub(crate) fn wait_for<T: Acquired>(
 struct Line<'a, 'q> {
     members: &'a [&'a str],
     mode: Mode,
+    takes_mark: bool,
     place: Option<Place<'q>>,
 }
 
@@ -222,7 +232,7 @@ fn wait_loop<'s, T: Acquired>(
     mut line: Line<'_, 's>,
     wait: &Wait<'_>,
     progress: &mut Progress,
-    attempt: &mut impl FnMut(Mark, Option<&[u8]>) -> Attempt<T>,
+    attempt: &mut impl FnMut(Mark<'_>, Option<&[u8]>) -> Attempt<T>,
 ) -> Result<(T, Votes)> {
     let start = progress.start;
     let members = line.members;
@@ -262,7 +272,9 @@ fn wait_loop<'s, T: Acquired>(
     let lined = line.mode.lined();
     if lined && queue.occupied(members, line.mode) {
         // Others of this factory wait for it (or hold it): line up behind them, without a round.
-        let place = line.place.insert(queue.join(resource, members, line.mode));
+        let place = line
+            .place
+            .insert(queue.join(resource, members, line.mode, line.takes_mark));
         contended(progress, Votes::default());
         if !place.wait_turn(wait.deadline, wait.cancel) {
             return Err(gave_up(None));
@@ -288,6 +300,8 @@ fn wait_loop<'s, T: Acquired>(
     let mut woken = false;
     // What the release that woke us announced.
     let mut message: Option<Vec<u8>> = None;
+    // The hand-over mark the next attempt takes over, and until when it stands at the latest.
+    let mut handover: Option<(Arc<str>, Instant)> = None;
     loop {
         if wait.cancelled() {
             return Err(cancelled());
@@ -312,6 +326,9 @@ fn wait_loop<'s, T: Acquired>(
                 // Released here. Unless other processes wait and this line has had its turns,
                 // try at once; otherwise hold back as a releaser does, so that one of them,
                 // woken by the release's announcement, gets there first.
+                // The release left our line's hand-over mark where others waited (never after
+                // our line's last turn: that release announces instead).
+                handover = place.take_mark();
                 if !place.take_turn() {
                     // At least a short while, though we may come late to our turn.
                     let grace = waker.grace_left(members).max(SETTLE_MIN);
@@ -334,7 +351,24 @@ fn wait_loop<'s, T: Acquired>(
         let attempt_start = Instant::now();
         progress.rounds = progress.rounds.saturating_add(1);
         let since = line.place.as_ref().map_or(0, Place::since);
-        let outcome = attempt(Mark { on: mark, since }, message.take().as_deref());
+        if handover
+            .as_ref()
+            .is_some_and(|(_, until)| Instant::now() >= *until)
+        {
+            // Gone by itself: the next attempt is the usual one.
+            handover = None;
+        }
+        let outcome = attempt(
+            Mark {
+                on: mark,
+                since,
+                handover: handover.as_ref().map(|(m, _)| &**m),
+            },
+            message.take().as_deref(),
+        );
+        if let Some(place) = &line.place {
+            place.record_round(attempt_start.elapsed());
+        }
         if let Attempt::Busy { votes, .. } = &outcome {
             contended(progress, *votes);
             if let Some(place) = line.place.as_ref().filter(|p| !p.held_here()) {
@@ -342,7 +376,9 @@ fn wait_loop<'s, T: Acquired>(
             }
             if lined && line.place.is_none() {
                 // Held elsewhere: join the line (at its head, unless others got there first).
-                let place = line.place.insert(queue.join(resource, members, line.mode));
+                let place =
+                    line.place
+                        .insert(queue.join(resource, members, line.mode, line.takes_mark));
                 if place.is_head() {
                     // Unless its own lease is held here, the line waits for another process from
                     // now: its marking attempt, next, enters it in the order set.
@@ -413,6 +449,13 @@ fn wait_loop<'s, T: Acquired>(
         if let Some(ends) = ends {
             // Just after it ended (the nodes' clocks may run a little behind ours).
             pause = pause.min(ends.saturating_add(SETTLE_MIN));
+        }
+        if let Some((_, until)) = &handover {
+            // A take-over found it busy: a node the mark did not reach yet, or our mark where the
+            // attempt did not take it over. It goes by itself by `until`: look again just after.
+            let left = until.saturating_duration_since(Instant::now());
+            // (A waiter whose attempts do not take it over, a writer, waits for it to go.)
+            pause = pause.min(left.saturating_add(SETTLE_MIN));
         }
         if let Some(deadline) = wait.deadline {
             let now = Instant::now();
@@ -604,8 +647,12 @@ pub(crate) fn try_once<T>(
 
 /// One acquisition round of a mutex (plus the fencing rounds when fencing is on). `mark`: the
 /// caller will wait if the lock is busy, so mark the resource as waited for (see [`Mark`]).
-pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> Attempt<Lease> {
-    let Mark { on: mark, since } = mark;
+pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -> Attempt<Lease> {
+    let Mark {
+        on: mark,
+        since,
+        handover,
+    } = mark;
     if let Err(e) = shared.check_longest("ttl", req.ttl) {
         return Attempt::Fatal(e);
     }
@@ -613,7 +660,35 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark) -> At
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
     let start = Instant::now();
-    let tally = if req.fencing || mark {
+    let tally = if let Some(handover) = handover {
+        // Taking the release's hand-over mark over: the acquire script, granted on the mark too.
+        let keys = [
+            Arg::Str(resource),
+            Arg::Joined(resource, scripts::FENCE_SUFFIX),
+            Arg::Joined(resource, scripts::WAITING_SUFFIX),
+            Arg::Joined(resource, scripts::ORDER_SUFFIX),
+        ];
+        let args = [
+            Arg::Str(token.as_str()),
+            Arg::Int(ttl_ms),
+            Arg::Int(mark_ms(shared, mark)),
+            Arg::Int(since),
+            Arg::Str(handover),
+            Arg::Str(if req.fencing { "1" } else { "0" }),
+        ];
+        let call = Call::Script {
+            script: &scripts::TAKEOVER,
+            keys: &keys,
+            args: &args,
+        };
+        round::round(
+            &shared.nodes,
+            call,
+            shared.nodes.all(),
+            round::acquire_reply,
+            Settle::Grant(shared.config.quorum),
+        )
+    } else if req.fencing || mark {
         // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
         let keys = [
             Arg::Str(resource),

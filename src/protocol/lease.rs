@@ -264,22 +264,28 @@ impl Target {
         } else {
             Announce::No
         };
-        self.with_release_as(name, token, announce, 0, f)
+        self.with_release_as(name, token, Tell::from(announce), f)
     }
 
     /// [`with_release`](Self::with_release), announcing as `announce` says. Only a mutex's
     /// release (a lock's, a writer's) can report waiters without announcing: the others
     /// announce for [`Announce::Quiet`]. `since` (0: none): the order set entry of the local
     /// queue's line that won the lease, which a mutex's release removes (see
-    /// `scripts::RELEASE_SRC`).
+    /// `scripts::RELEASE_SRC`). `handover` (a mutex's quiet release only): the hand-over mark
+    /// of that line and its life in ms, which the release leaves instead of deleting the key
+    /// where others wait (`scripts::HANDOVER_RELEASE_SRC`).
     pub(crate) fn with_release_as<R>(
         &self,
         name: &str,
         token: &str,
-        announce: Announce,
-        since: u64,
+        tell: Tell<'_>,
         f: impl FnOnce(Call<'_>) -> R,
     ) -> R {
+        let Tell {
+            announce,
+            since,
+            handover,
+        } = tell;
         let flag = Arg::Str(match (announce, self) {
             (Announce::No, _) => "0",
             (Announce::Quiet, Self::Mutex) => "2",
@@ -295,6 +301,22 @@ impl Target {
                     Arg::Joined(lock, scripts::WAITING_SUFFIX),
                     Arg::Joined(lock, scripts::ORDER_SUFFIX),
                 ];
+                if let (Some((mark, ms)), Announce::Quiet, Self::Mutex) = (handover, announce, self)
+                {
+                    // ARGV: token, hand-over mark, mark ms, since (only when there is one).
+                    let args = [
+                        Arg::Str(token),
+                        Arg::Str(mark),
+                        Arg::Int(ms),
+                        Arg::Int(since),
+                    ];
+                    let args = if since > 0 { &args[..] } else { &args[..3] };
+                    return f(Call::Script {
+                        script: &scripts::HANDOVER_RELEASE,
+                        keys: &keys,
+                        args,
+                    });
+                }
                 let args = [Arg::Str(token), flag, Arg::Int(since)];
                 let args = match (since > 0, flag) {
                     (true, _) => &args[..],
@@ -401,18 +423,24 @@ pub(crate) enum Announce {
     Quiet,
 }
 
-/// What a release round tells the waiters: whether it announces, and the order set entry it
+/// What a release round tells the waiters: whether it announces, the order set entry it
 /// removes (`since`, 0 for none: the local queue's line that won the lease, see
-/// `scripts::RELEASE_SRC`).
+/// `scripts::RELEASE_SRC`), and, for a quiet release whose next holder takes a hand-over mark
+/// over, that mark and its life in ms (see `scripts::HANDOVER_RELEASE_SRC`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Tell {
+pub(crate) struct Tell<'a> {
     pub(crate) announce: Announce,
     pub(crate) since: u64,
+    pub(crate) handover: Option<(&'a str, u64)>,
 }
 
-impl From<Announce> for Tell {
+impl From<Announce> for Tell<'_> {
     fn from(announce: Announce) -> Self {
-        Self { announce, since: 0 }
+        Self {
+            announce,
+            since: 0,
+            handover: None,
+        }
     }
 }
 
@@ -704,27 +732,38 @@ impl Lease {
     pub(crate) fn release(&self) -> Result<()> {
         // The next waiter of our local queue takes it at once, unless its line has had its
         // turns: other processes' waiters need not be woken for it.
-        let (quiet, since) = lock(&self.outcome)
+        // Its attempt takes the lock over from a hand-over mark that the release leaves where
+        // others wait, so that no other process's attempt finds the lock free in between.
+        let (quiet, since, handover) = lock(&self.outcome)
             .hold
             .as_ref()
-            .map_or((false, 0), |h| (h.next_takes_it(), h.since()));
+            .map_or((false, 0, None), |h| {
+                (h.next_takes_it(), h.since(), h.hand_over())
+            });
         let announce = if quiet {
             Announce::Quiet
         } else {
             Announce::Yes
         };
+        // Only a mutex's key (a lock's, a writer's) takes the mark.
+        let handover = handover.filter(|_| quiet && matches!(self.target, Target::Mutex));
         self.end_with(|lease| {
             let waited = release_within(
                 &lease.shared,
                 &lease.target,
                 &lease.resource,
                 lease.token.as_str(),
-                Tell { announce, since },
+                Tell {
+                    announce,
+                    since,
+                    handover: handover.as_ref().map(|(mark, ms)| (&**mark, *ms)),
+                },
                 lease.owing(),
             )?;
             if waited && let Some(hold) = &lock(&lease.outcome).hold {
-                // Before the hold's end wakes the next head: others waited for this turn.
-                hold.others_waited();
+                // Before the hold's end wakes the next head: others waited for this turn (and
+                // the nodes that saw them hold our line's hand-over mark).
+                hold.others_waited(handover.is_some());
             }
             Ok(())
         })
@@ -1037,16 +1076,16 @@ pub(crate) struct Owing {
 /// command it queued while it was stopped may still run): it is owed the release, which it is
 /// sent before any round uses a connection to it that has not sent it (see `Node::owe`), so
 /// that a key it holds blocks nobody for the rest of its TTL.
-pub(crate) fn release_round(
+pub(crate) fn release_round<'a>(
     shared: &Shared,
     target: &Target,
     name: &str,
     token: &str,
     mask: u64,
-    tell: impl Into<Tell>,
+    tell: impl Into<Tell<'a>>,
     owing: Owing,
 ) -> Tally {
-    let Tell { announce, since } = tell.into();
+    let tell = tell.into();
     // Nodes whose replies to an earlier round are still unread (an acquisition decided
     // without them): that round's command may reach them after this release. Unless such a
     // node says yes to the release (then the grant had landed), the release is owed to it
@@ -1061,7 +1100,7 @@ pub(crate) fn release_round(
     };
     let unread_nodes = unread.iter().fold(0u64, |m, (i, _)| m | (1 << i));
     let owe_late = (unread_nodes != 0).then(|| (unread_nodes, until()));
-    let mut tally = target.with_release_as(name, token, announce, since, |call| {
+    let mut tally = target.with_release_as(name, token, tell, |call| {
         round::round_owing(
             &shared.nodes,
             call,
@@ -1114,7 +1153,7 @@ fn release_within(
     target: &Target,
     resource: &str,
     token: &str,
-    tell: Tell,
+    tell: Tell<'_>,
     owing: Owing,
 ) -> Result<bool> {
     let span = OpSpan::release(resource);
@@ -1139,7 +1178,7 @@ fn release_once(
     target: &Target,
     resource: &str,
     token: &str,
-    tell: Tell,
+    tell: Tell<'_>,
     owing: Owing,
 ) -> Result<bool> {
     let start = Instant::now();

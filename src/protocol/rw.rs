@@ -57,9 +57,14 @@ pub(crate) fn intent_ttl(shared: &Shared) -> Duration {
 pub(crate) fn write(shared: &Arc<Shared>, req: &Request<'_>, wait: &Wait<'_>) -> Result<Lease> {
     let intent = Token::new();
     let name: &str = req.resource;
-    let taken = wait_for(shared, name, &[name], Mode::Exclusive, wait, |_, _| {
-        write_attempt(shared, req, Some(&intent))
-    });
+    let taken = wait_for(
+        shared,
+        name,
+        &[name],
+        (Mode::Exclusive, false),
+        wait,
+        |_, _| write_attempt(shared, req, Some(&intent)),
+    );
     if taken.is_err() {
         // Readers it held back may come in now: tell them.
         withdraw(shared, req.resource, &intent, shared.nodes.all(), true);

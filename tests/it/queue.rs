@@ -372,3 +372,176 @@ fn a_line_enters_the_order_at_once_and_a_win_refused_by_one_node_leaves_no_entry
     );
     cluster.cmd(0, &["DEL", RESOURCE]);
 }
+
+/// Holds back, once armed, the first `on_contended` of the factory it handles, until opened:
+/// a waiter that joined its factory's line stays there without taking its turn.
+#[derive(Default)]
+struct GateState {
+    armed: AtomicBool,
+    entered: AtomicBool,
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+/// A shared [`GateState`], the handler.
+#[derive(Clone, Default)]
+struct Gate(Arc<GateState>);
+
+impl std::ops::Deref for Gate {
+    type Target = GateState;
+
+    fn deref(&self) -> &GateState {
+        &self.0
+    }
+}
+
+impl GateState {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// Opens the gate when dropped: a failed assertion does not leave the waiter behind it stuck.
+struct OpenOnDrop<'a>(&'a GateState);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+impl redmutex::HandleEvent for Gate {
+    fn on_contended(&self, _: &redmutex::event::ContendedEvent<'_>) {
+        if self.armed.swap(false, Ordering::AcqRel) {
+            self.entered.store(true, Ordering::Release);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+    }
+}
+
+/// Regression (issue 18, the 4 × 16 tail): when a lock won through a line is released to the
+/// next waiter of that line while another process waits, the lock is never free on the nodes
+/// in between: the release leaves the line's hand-over mark, which another factory's attempt
+/// finds busy, and which goes by itself within 20 ms when the next waiter does not take it over.
+/// Before, the release deleted the key, and another process's head that polled in that window
+/// took the lock, cutting the line's turns short and sending it to the back of the order.
+#[test]
+fn a_hand_over_in_a_line_leaves_no_window_and_its_mark_goes_by_itself() {
+    const RESOURCE: &str = "queue:hand-over";
+    let cluster = RedisCluster::start(3);
+    let gate = Gate::default();
+    let line_factory = support::factory(&cluster)
+        .event_handler(gate.clone())
+        .build()
+        .unwrap();
+    let other = support::factory(&cluster).build().unwrap();
+    let lock = line_factory.create_lock(RESOURCE);
+    // The first holder wins through its line: it waits for another factory's holder first.
+    let before = other.create_lock(RESOURCE).acquire().unwrap();
+    let first = thread::scope(|s| {
+        let waiter = s.spawn(|| lock.acquire_timeout(Duration::from_secs(60)));
+        assert!(queued(&line_factory, RESOURCE, 1));
+        before.release().unwrap();
+        waiter.join().unwrap().unwrap()
+    });
+    let held = |f: &RedLockFactory| f.stats().queues.iter().map(|q| q.held).sum::<usize>();
+    assert_eq!(held(&line_factory), 1, "not held through the line");
+    // Another process waits: its waiting marker is on every node.
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    for i in 0..3 {
+        cluster.cmd(i, &["SET", &waiting, "1", "PX", "60000"]);
+    }
+    // Connections opened beforehand, to read the key as soon as the release returns.
+    let mut conns: Vec<redis::Connection> = (0..3)
+        .map(|i| {
+            redis::Client::open(cluster.url(i))
+                .unwrap()
+                .get_connection_with_timeout(CMD)
+                .unwrap()
+        })
+        .collect();
+    thread::scope(|s| {
+        let _open = OpenOnDrop(&gate);
+        // The next waiter joins the line, and stays in it without taking its turn.
+        gate.armed.store(true, Ordering::Release);
+        let next = s.spawn(|| {
+            let g = lock.acquire_timeout(Duration::from_secs(60))?;
+            g.release()
+        });
+        assert!(deadline_loop(Duration::from_secs(30), || gate
+            .entered
+            .load(Ordering::Acquire)));
+        assert!(queued(&line_factory, RESOURCE, 1));
+        first.release().unwrap();
+        let released = Instant::now();
+        // What the nodes hold now, and for how long at most.
+        let seen: Vec<(Option<String>, i64)> = conns
+            .iter_mut()
+            .map(|c| {
+                let (value, ttl): (Option<String>, i64) = redis::pipe()
+                    .cmd("GET")
+                    .arg(RESOURCE)
+                    .cmd("PTTL")
+                    .arg(RESOURCE)
+                    .query(c)
+                    .unwrap();
+                (value, ttl)
+            })
+            .collect();
+        let attempt_at = Instant::now();
+        let stolen = other.create_lock(RESOURCE).try_acquire().unwrap();
+        let marked: Vec<i64> = seen
+            .iter()
+            .filter(|(v, _)| {
+                v.as_deref()
+                    .is_some_and(|v| v.starts_with("redmutex:handover:"))
+            })
+            .map(|(_, ttl)| *ttl)
+            .collect();
+        assert!(
+            marked.len() >= 2,
+            "the lock was free on the nodes between the hand-over and the next waiter's \
+             attempt: {seen:?}"
+        );
+        assert!(
+            marked.iter().all(|ttl| (1..=20).contains(ttl)),
+            "a hand-over mark lives at most 20 ms: {seen:?}"
+        );
+        // Refused while the mark stands (unless this thread came after its end: a loaded
+        // machine).
+        let stands_until = released
+            + Duration::from_millis(marked.iter().copied().min().unwrap_or(0).unsigned_abs());
+        if let Some(g) = stolen {
+            assert!(
+                attempt_at >= stands_until,
+                "another factory took the lock over the hand-over mark, {:?} after the release",
+                attempt_at.duration_since(released)
+            );
+            g.release().unwrap();
+        }
+        // The next waiter does not take its turn: the mark goes by itself.
+        let mut taken = None;
+        assert!(
+            deadline_loop(HAND_ON, || {
+                taken = other.create_lock(RESOURCE).try_acquire().unwrap();
+                taken.is_some()
+            }),
+            "the hand-over mark still blocks the lock {:?} after the release",
+            released.elapsed()
+        );
+        eprintln!(
+            "[figures] hand_over: marked on {} nodes ({marked:?} ms left), free again {:?} after the release",
+            marked.len(),
+            released.elapsed()
+        );
+        // Then the next waiter takes its turn, and waits for the other holder like any waiter.
+        gate.open();
+        taken.unwrap().release().unwrap();
+        next.join().unwrap().unwrap();
+    });
+    assert_eq!(held(&line_factory), 0);
+}
