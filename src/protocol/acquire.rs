@@ -660,8 +660,10 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
     let token = Token::new();
     let ttl_ms = millis(req.ttl);
     let start = Instant::now();
-    let tally = if let Some(handover) = handover {
-        // Taking the release's hand-over mark over: the acquire script, granted on the mark too.
+    let tally = if handover.is_some() || req.fencing || mark {
+        // The acquire script: SET NX PX, plus the fencing counter and the waiting mark; or,
+        // taking the release's hand-over mark over, the take-over script, which also grants on
+        // the mark (and takes two arguments more).
         let keys = [
             Arg::Str(resource),
             Arg::Joined(resource, scripts::FENCE_SUFFIX),
@@ -673,39 +675,17 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
             Arg::Int(ttl_ms),
             Arg::Int(mark_ms(shared, mark)),
             Arg::Int(since),
-            Arg::Str(handover),
+            Arg::Str(handover.unwrap_or_default()),
             Arg::Str(if req.fencing { "1" } else { "0" }),
         ];
-        let call = Call::Script {
-            script: &scripts::TAKEOVER,
-            keys: &keys,
-            args: &args,
+        let (script, args) = match handover {
+            Some(_) => (&scripts::TAKEOVER, &args[..]),
+            None => (&scripts::ACQUIRE, &args[..4]),
         };
-        round::round(
-            &shared.nodes,
-            call,
-            shared.nodes.all(),
-            round::acquire_reply,
-            Settle::Grant(shared.config.quorum),
-        )
-    } else if req.fencing || mark {
-        // The acquire script: SET NX PX, plus the fencing counter and the waiting mark.
-        let keys = [
-            Arg::Str(resource),
-            Arg::Joined(resource, scripts::FENCE_SUFFIX),
-            Arg::Joined(resource, scripts::WAITING_SUFFIX),
-            Arg::Joined(resource, scripts::ORDER_SUFFIX),
-        ];
-        let args = [
-            Arg::Str(token.as_str()),
-            Arg::Int(ttl_ms),
-            Arg::Int(mark_ms(shared, mark)),
-            Arg::Int(since),
-        ];
         let call = Call::Script {
-            script: &scripts::ACQUIRE,
+            script,
             keys: &keys,
-            args: &args,
+            args,
         };
         round::round(
             &shared.nodes,
