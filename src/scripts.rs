@@ -137,24 +137,13 @@ else
     return 0
 end"#;
 
-/// The attempt of the next waiter of a local queue after a release of its process that left
-/// its line's hand-over mark ([`HANDOVER_RELEASE_SRC`]): [`ACQUIRE_SRC`], which also grants
-/// when the key holds that mark (ARGV[5]). The fencing counter is read only when ARGV[6] is
-/// "1" (otherwise the counter answered is 0), so that a lock without fencing tokens pays no
-/// read for it.
-///
-/// KEYS: lock, fencing counter, waiting marker, order set. ARGV: token, TTL ms, marker ms (0:
-/// don't mark), since (0: none), hand-over mark, fencing ("1" or "0"). Returns `{granted (1 or
-/// 0), counter}`.
-pub(crate) const TAKEOVER_SRC: &str = r#"local granted = 0
-local since = tonumber(ARGV[4]) or 0
-local held = redis.call("GET", KEYS[1])
-if not held or held == ARGV[5] then
-    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-    granted = 1
-elseif held == ARGV[1] then
-    granted = 1
-elseif tonumber(ARGV[3]) > 0 then
+/// The end of the lock's acquire scripts ([`TAKEOVER_SRC`], [`ACQUIRE_SRC`]), after their
+/// grant branches: a refused attempt told to (ARGV[3] ms) marks the resource as waited for and
+/// enters its line (ARGV[4], its `since`) in the order set; a grant removes the line's entry.
+/// A macro, so that each script stays one literal (`concat!`).
+macro_rules! mark_waiting {
+    () => {
+        r#"elseif tonumber(ARGV[3]) > 0 then
     redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
     if since > 0 then
         local t = redis.pcall("TIME")
@@ -168,11 +157,36 @@ end
 if granted == 1 and since > 0 then
     redis.pcall("ZREM", KEYS[4], ARGV[4])
 end
-local counter = 0
+"#
+    };
+}
+
+/// The attempt of the next waiter of a local queue after a release of its process that left
+/// its line's hand-over mark ([`HANDOVER_RELEASE_SRC`]): [`ACQUIRE_SRC`], which also grants
+/// when the key holds that mark (ARGV[5]). The fencing counter is read only when ARGV[6] is
+/// "1" (otherwise the counter answered is 0), so that a lock without fencing tokens pays no
+/// read for it.
+///
+/// KEYS: lock, fencing counter, waiting marker, order set. ARGV: token, TTL ms, marker ms (0:
+/// don't mark), since (0: none), hand-over mark, fencing ("1" or "0"). Returns `{granted (1 or
+/// 0), counter}`.
+pub(crate) const TAKEOVER_SRC: &str = concat!(
+    r#"local granted = 0
+local since = tonumber(ARGV[4]) or 0
+local held = redis.call("GET", KEYS[1])
+if not held or held == ARGV[5] then
+    redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+    granted = 1
+elseif held == ARGV[1] then
+    granted = 1
+"#,
+    mark_waiting!(),
+    r#"local counter = 0
 if ARGV[6] == "1" then
     counter = tonumber(redis.call("GET", KEYS[2]) or "0")
 end
-return {granted, counter}"#;
+return {granted, counter}"#
+);
 
 /// Makes the lock key live at least ARGV[2] ms more if it holds our token. It never shortens
 /// the expiry: a node's expiry for a token only ever grows, so any round on a lease (failed,
@@ -220,27 +234,17 @@ return false"#;
 /// KEYS: lock, fencing counter, waiting marker, order set (only with a since). ARGV: token, TTL
 /// ms, marker ms (0: don't mark), since (0 or absent: none). Returns `{granted (1 or 0), counter
 /// (0 when absent)}`.
-pub(crate) const ACQUIRE_SRC: &str = r#"local granted = 0
+pub(crate) const ACQUIRE_SRC: &str = concat!(
+    r#"local granted = 0
 local since = tonumber(ARGV[4]) or 0
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
     granted = 1
 elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
-elseif tonumber(ARGV[3]) > 0 then
-    redis.call("SET", KEYS[3], "1", "PX", ARGV[3])
-    if since > 0 then
-        local t = redis.pcall("TIME")
-        if type(t) == "table" and t[1] then
-            local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-            redis.pcall("ZADD", KEYS[4], now + tonumber(ARGV[3]), ARGV[4])
-            redis.pcall("PEXPIRE", KEYS[4], ARGV[3])
-        end
-    end
-end
-if granted == 1 and since > 0 then
-    redis.pcall("ZREM", KEYS[4], ARGV[4])
-end
-return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#;
+"#,
+    mark_waiting!(),
+    r#"return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#
+);
 
 /// Raises the fencing counter to at least ARGV[1] (a max-register: it never goes down) and
 /// reports the value it held before. A counter that does not exist yet starts from redmutex

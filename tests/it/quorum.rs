@@ -32,6 +32,49 @@ fn votes(f: &redmutex::RedLockFactory, i: usize) -> (u64, u64, u64) {
     (s.votes_given, s.votes_refused, s.votes_failed)
 }
 
+/// Runs `cycle` `warm_ups` times, then `cycles` times timed, and returns the timed cycles'
+/// durations, sorted. Node 2 (the slow one) answers each of a cycle's two rounds, read late or
+/// not; after each cycle, the count of its answers (given or refused, never failed) must reach the
+/// rounds run so far within `read_within`: its late replies are read and counted, and their
+/// connections are free again before the next cycle.
+fn timed_cycles(
+    f: &redmutex::RedLockFactory,
+    (warm_ups, cycles): (u64, u64),
+    read_within: Duration,
+    mut cycle: impl FnMut(),
+) -> Vec<Duration> {
+    const ROUNDS_PER_CYCLE: u64 = 2;
+    let all_read = |rounds: u64| {
+        let answered = || {
+            let (given, refused, _) = votes(f, 2);
+            given + refused
+        };
+        deadline_loop(read_within, || answered() >= rounds)
+            && answered() == rounds
+            && votes(f, 2).2 == 0
+    };
+    for _ in 0..warm_ups {
+        cycle();
+    }
+    let warm = ROUNDS_PER_CYCLE * warm_ups;
+    assert!(all_read(warm), "node 2's votes: {:?}", votes(f, 2));
+    let mut times = Vec::new();
+    for n in 1..=cycles {
+        let start = Instant::now();
+        cycle();
+        times.push(start.elapsed());
+        // The slow node's two late replies (the acquire's and the release's) are read and
+        // counted as its votes; neither as a failure.
+        assert!(
+            all_read(warm + ROUNDS_PER_CYCLE * n),
+            "late replies not counted: {:?}",
+            votes(f, 2)
+        );
+    }
+    times.sort();
+    times
+}
+
 /// With nodes at 0, 2 and 150 ms one way, an acquire + release cycle takes about two round
 /// trips of the second-fastest node (the quorum's slowest), not two of the slowest: well under
 /// one slowest round trip (300 ms), where waiting for every node took over 600 ms. The slowest
@@ -53,34 +96,10 @@ fn the_cycle_follows_the_quorums_slowest_node() {
     // answers every round (a yes, or a "not ours" to a release that overtook its acquisition
     // on another connection: the release is then owed to it again after the acquisition):
     // its answers' count says when they have all been read.
-    for _ in 0..3 {
-        drop(lock.acquire().unwrap());
-    }
-    let all_read = |rounds: u64| {
-        let answered = || {
-            let (given, refused, _) = votes(&f, 2);
-            given + refused
-        };
-        deadline_loop(Duration::from_secs(10), || answered() >= rounds)
-            && answered() == rounds
-            && votes(&f, 2).2 == 0
-    };
-    assert!(all_read(6), "node 2's votes: {:?}", votes(&f, 2));
-    let mut cycles = Vec::new();
-    for cycle in 1..=7 {
-        let start = Instant::now();
+    let cycles = timed_cycles(&f, (3, 7), Duration::from_secs(10), || {
         let guard = lock.acquire().unwrap();
         guard.release().unwrap();
-        cycles.push(start.elapsed());
-        // The slow node's two late replies (the acquire's and the release's) are read and
-        // counted as its votes; neither as a failure.
-        assert!(
-            all_read(6 + 2 * cycle),
-            "late replies not counted: {:?}",
-            votes(&f, 2)
-        );
-    }
-    cycles.sort();
+    });
     let p50 = cycles[cycles.len() / 2];
     assert!(
         p50 < MS * 300,
@@ -264,34 +283,11 @@ fn a_semaphore_cycle_follows_the_quorums_slowest_node() {
         .unwrap();
     let sem = f.create_semaphore("quorum-sem-cycle", 2);
     // Node 2 answers each round (the acquire and the release, read late or not): its answers'
-    // count says when they have all been read.
-    let all_read = |rounds: u64| {
-        let answered = || {
-            let (given, refused, _) = votes(&f, 2);
-            given + refused
-        };
-        deadline_loop(Duration::from_secs(20), || answered() >= rounds)
-            && answered() == rounds
-            && votes(&f, 2).2 == 0
-    };
-    // Warm-up: the round trips are learnt.
-    for _ in 0..2 {
-        drop(sem.acquire().unwrap());
-    }
-    assert!(all_read(4), "node 2's votes: {:?}", votes(&f, 2));
-    let mut cycles = Vec::new();
-    for cycle in 1..=5 {
-        let start = Instant::now();
+    // count says when they have all been read (the warm-up also learns the round trips).
+    let cycles = timed_cycles(&f, (2, 5), Duration::from_secs(20), || {
         let permit = sem.acquire().unwrap();
         permit.release().unwrap();
-        cycles.push(start.elapsed());
-        assert!(
-            all_read(4 + 2 * cycle),
-            "late replies not counted: {:?}",
-            votes(&f, 2)
-        );
-    }
-    cycles.sort();
+    });
     let p50 = cycles[cycles.len() / 2];
     assert!(
         p50 < MS * 250,
