@@ -204,17 +204,11 @@ fn run_case(
     // loaded machine) backs off for up to 2 s, its attempts failing at once meanwhile (seen:
     // 10 cases in a row skipped, "skipped while backing off" on 2 of 3 nodes): try again
     // until the nodes have recovered.
-    let recovery = Instant::now() + RECOVERY;
-    let guard = loop {
-        match lock.acquire_timeout(recovery.saturating_duration_since(Instant::now())) {
-            Ok(guard) => break guard,
-            Err(_) if Instant::now() + Duration::from_millis(100) < recovery => {
-                thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => {
-                eprintln!("[deadline rule] case {case} skipped: {e}");
-                return Ok(None);
-            }
+    let guard = match support::acquire_recovering(RECOVERY, |left| lock.acquire_timeout(left)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("[deadline rule] case {case} skipped: {e}");
+            return Ok(None);
         }
     };
     let mut nodes = Nodes::connect(&s.cluster);

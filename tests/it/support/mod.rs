@@ -176,6 +176,26 @@ pub fn deadline_loop(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Calls `acquire` with what is left of `recovery` until it succeeds or `recovery` has passed,
+/// 100 ms apart, and returns its last result. For property tests whose next case starts
+/// right after the last one's faults were healed: a node that failed often backs off for up to
+/// 2 s, its attempts failing at once meanwhile ("skipped while backing off"), and a blocking
+/// acquisition gives up after a few failed rounds in a row, well within its own timeout.
+pub fn acquire_recovering<G>(
+    recovery: Duration,
+    mut acquire: impl FnMut(Duration) -> redmutex::Result<G>,
+) -> redmutex::Result<G> {
+    let until = Instant::now() + recovery;
+    loop {
+        match acquire(until.saturating_duration_since(Instant::now())) {
+            Err(_) if Instant::now() + Duration::from_millis(100) < until => {
+                thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// The keys by which a waiter marks `name` as waited for: today's `<name>:redmutex:waiting`,
 /// and `redmutex:waiting:<name>`, the name before issue 10 (d6cbdaa), so that the regression
 /// tests of `lease_truth` still run on that version. Nothing today writes the second one.
