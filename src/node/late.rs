@@ -40,8 +40,7 @@ const MAX_UNREAD: u64 = 64;
 const LINGER: Duration = Duration::from_millis(2);
 
 /// A read of a parked connection that took at least this long waited for its reply, which
-/// arrived as it ended: only then does it give the node's round trip a sample (a reply read
-/// later than it arrived says nothing about the node's speed).
+/// arrived as it ended: its round trip is a true sample (see [`late_sample`]).
 const WAITED: Duration = Duration::from_micros(50);
 
 /// How a late reply counts in its node's statistics.
@@ -338,8 +337,7 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
         None => {
             unread.conn.broken = false;
             let end = Instant::now();
-            let waited = end.saturating_duration_since(start) >= WAITED;
-            health.answered(waited.then(|| end.saturating_duration_since(unread.written)));
+            health.answered(late_sample(health, unread.written, start, end));
         }
         Some(e) => {
             count(health, Ballot::Failed);
@@ -382,6 +380,26 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
     Some(unread.conn)
 }
 
+/// The round trip sample of a late read that started at `start` and ended at `end`, of
+/// commands written at `written`: the whole time when the read waited for the reply (which
+/// then arrived as it ended); otherwise the reply was there at `start`, which bounds the round
+/// trip from above: a sample only when that bound is below the node's smoothed round trip, so
+/// an estimate raised by one slow moment comes down again even while every one of the node's
+/// replies is read late (without it, the node would look slower than it is for good, and its
+/// parked connections would wait for a due time long past).
+fn late_sample(
+    health: &Health,
+    written: Instant,
+    start: Instant,
+    end: Instant,
+) -> Option<Duration> {
+    if end.saturating_duration_since(start) >= WAITED {
+        return Some(end.saturating_duration_since(written));
+    }
+    let bound = start.saturating_duration_since(written);
+    (bound < expected(health)).then_some(bound)
+}
+
 /// Marks the node failing after an I/O error of its reader (a signal's interruption is not the
 /// node's failure), as a round's failure would.
 fn note_failure(health: &Health, e: &redis::RedisError) {
@@ -413,4 +431,41 @@ fn recv(con: &mut redis::Connection) -> redis::RedisResult<Value> {
 /// first), for the order a round reads the nodes in.
 pub(super) fn expected(health: &Health) -> Duration {
     Duration::from_nanos(health.round_trip.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::Watch;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_late_read_samples_its_round_trip_only_when_it_says_something() {
+        let h = Health::new("127.0.0.1:1".into(), 0, None, Watch::default());
+        let t0 = Instant::now();
+        // Waited from 1 ms to 5 ms: the reply came at 5 ms.
+        assert_eq!(late_sample(&h, t0, t0 + MS, t0 + MS * 5), Some(MS * 5));
+        h.answered(Some(MS * 5));
+        // There already at 8 ms: says nothing below a 5 ms estimate.
+        assert_eq!(late_sample(&h, t0, t0 + MS * 8, t0 + MS * 8), None);
+        // There already at 2 ms: the round trip was at most 2 ms, below the estimate.
+        assert_eq!(late_sample(&h, t0, t0 + MS * 2, t0 + MS * 2), Some(MS * 2));
+    }
+
+    #[test]
+    fn parkings_read_out_of_order_count_as_read_once_every_earlier_one_is() {
+        let mut book = Book {
+            handed: 4,
+            ..Book::default()
+        };
+        book.mark_read(2);
+        book.mark_read(4);
+        assert_eq!(book.read, 0);
+        book.mark_read(1);
+        assert_eq!(book.read, 2);
+        book.mark_read(3);
+        assert_eq!(book.read, 4);
+        assert!(book.read_ahead.is_empty());
+    }
 }

@@ -397,8 +397,8 @@ pub struct NodeStats {
     /// TCP smooths its RTT): from the moment a round had written to every node to the moment
     /// this node's reply was read. Replies are read one node after another, so a slow node
     /// also raises the figure of the nodes read after it. A reply read after its round was
-    /// decided (see `late_replies`) gives a sample only when the read waited for it. `None`
-    /// until it first answered.
+    /// decided (see `late_replies`) gives its round trip when the read waited for it; when it
+    /// was there already, only a bound that lowers the figure. `None` until it first answered.
     pub round_trip: Option<Duration>,
     /// Rounds decided before this node's replies were read: a quorum had settled them. Those
     /// replies were read later, by the node's next round or its reader, and are counted in the
