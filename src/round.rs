@@ -146,6 +146,10 @@ pub(crate) struct Tally {
     /// connection, after the first connection went: its first run may have been applied, so it
     /// is taken back whatever it answered.
     pub(crate) resent: u64,
+    /// Bit i set when node i was left unread by an acquisition that could no longer win, its
+    /// late grant (if any) taken back by the release its late read owes ([`acquisition`]):
+    /// the caller's take-back skips it.
+    pub(crate) deferred: u64,
     /// Nodes that refused the call as made for another configuration ([`Vote::Mismatch`]; also
     /// counted in `no`).
     pub(crate) mismatched: usize,
@@ -389,7 +393,37 @@ pub(crate) fn round(
     classify: Classify,
     settle: Settle,
 ) -> Tally {
-    exchange_one(nodes, call, mask, classify, settle, None)
+    exchange_one(nodes, call, mask, classify, settle, None, None)
+}
+
+/// [`round`] for an acquisition (`Settle::Grant(quorum)`) whose take-back is `take_back`: a
+/// node left unread once the round can no longer win (its yes votes and the nodes still
+/// unread together below the quorum) is sent no take-back now; its late read owes it
+/// `take_back` (until `until`) if its late reply is a grant, or none came. So a busy attempt
+/// costs no round for the node it did not wait for. Those nodes are in [`Tally::deferred`].
+pub(crate) fn acquisition(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+    classify: Classify,
+    quorum: usize,
+    take_back: Call<'_>,
+    until: Instant,
+) -> Tally {
+    let owe = OweIfYes {
+        call: take_back,
+        until,
+        quorum,
+    };
+    exchange_one(
+        nodes,
+        call,
+        mask,
+        classify,
+        Settle::Grant(quorum),
+        None,
+        Some(owe),
+    )
 }
 
 /// [`round`] for a release: a node whose reply is read late (its connection parked) and is
@@ -408,7 +442,7 @@ pub(crate) fn round_owing(
     until: Instant,
 ) -> Tally {
     let owe = OweUnlessYes { call, until };
-    exchange_one(nodes, call, mask, classify, settle, Some(owe))
+    exchange_one(nodes, call, mask, classify, settle, Some(owe), None)
 }
 
 /// [`round`], and [`round_owing`] with `owe_unless_yes`.
@@ -419,15 +453,18 @@ fn exchange_one(
     classify: Classify,
     settle: Settle,
     owe_unless_yes: Option<OweUnlessYes<'_>>,
+    owe_if_yes: Option<OweIfYes<'_>>,
 ) -> Tally {
     nodes.count_round();
     let tally = RefCell::new(Tally::default());
     let settled = |pending| settle.settled(nodes, &tally.borrow(), pending);
+    let yes = || tally.borrow().yes;
     let decide = Decide {
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes,
         late_for: None,
+        owe_if_yes: owe_if_yes.map(|o| (o, &yes as &dyn Fn() -> usize)),
     };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
@@ -440,6 +477,7 @@ fn exchange_one(
     let mut tally = tally.into_inner();
     tally.written = sent.written;
     tally.resent = sent.resent;
+    tally.deferred = sent.deferred;
     tally
 }
 
@@ -517,6 +555,7 @@ fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'
             late: Some(|_| None),
             owe_unless_yes: None,
             late_for: Some(late),
+            owe_if_yes: None,
         },
         None => Decide::ALL,
     };
@@ -641,6 +680,7 @@ pub(crate) fn batch(
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes: None,
         late_for: None,
+        owe_if_yes: None,
     };
     let sent = command::with_buffer(|buf| {
         for call in calls {
@@ -672,6 +712,18 @@ struct Decide<'a> {
     /// For a caller of [`replies_until`]: how node `i`'s late replies count, and what they owe
     /// (in place of `late` and `owe_unless_yes`).
     late_for: Option<&'a dyn Fn(usize) -> Late>,
+    /// For an acquisition: its take-back, owed by a late yes once the round can no longer
+    /// win, and the yes votes read so far (see [`acquisition`]).
+    owe_if_yes: Option<(OweIfYes<'a>, &'a dyn Fn() -> usize)>,
+}
+
+/// An acquisition's take-back (packed as EVAL when parked), owed until `until` by a late yes
+/// to a round that can no longer reach `quorum`.
+#[derive(Clone, Copy)]
+struct OweIfYes<'a> {
+    call: Call<'a>,
+    until: Instant,
+    quorum: usize,
 }
 
 /// The release a late reply other than a yes owes its node (packed as EVAL when parked),
@@ -689,6 +741,7 @@ impl Decide<'static> {
         late: None,
         owe_unless_yes: None,
         late_for: None,
+        owe_if_yes: None,
     };
 }
 
@@ -735,6 +788,8 @@ struct Sent {
     written: u64,
     /// Written to twice: on a fresh connection after the first one went.
     resent: u64,
+    /// Parked owing the take-back if their late reply is a yes (see [`acquisition`]).
+    deferred: u64,
 }
 
 /// The round: writes `packed` (the `calls`, packed) to every node in `mask`, then reads and
@@ -762,7 +817,7 @@ fn exchange(
         }
     };
     let (written, fresh) = write_phase(nodes, packed, calls, mask, sent, record);
-    let recovered = read_phase(nodes, packed, calls, sent, fresh, decide, record);
+    let (recovered, deferred) = read_phase(nodes, packed, calls, sent, fresh, decide, record);
     if spilled.capacity() > 0 {
         // The read phase took every connection; whatever is left goes back to its pool now.
         spilled.clear();
@@ -771,6 +826,7 @@ fn exchange(
     Sent {
         written,
         resent: fresh | recovered,
+        deferred,
     }
 }
 
@@ -830,7 +886,8 @@ fn write_phase(
 
 /// Reads the nodes' replies against one shared deadline: a round's reading is bounded by one
 /// I/O timeout (plus the slack of [`read_timeout`]) however many nodes are slow. Returns the
-/// nodes that were sent the round again while reading.
+/// nodes that were sent the round again while reading, and those parked owing an
+/// acquisition's take-back if their late reply is a yes ([`acquisition`]).
 ///
 /// The nodes are read in the order their replies are expected in (healthy nodes first, by
 /// smoothed round trip), and the round stops reading as soon as `decide` says the replies read
@@ -848,7 +905,7 @@ fn read_phase(
     fresh: u64,
     decide: &Decide<'_>,
     record: &mut Record<'_>,
-) -> u64 {
+) -> (u64, u64) {
     let written = Instant::now();
     let deadline = written + nodes.io_timeout;
     // The read order: by expected reply, a node backing off after a failure last.
@@ -875,6 +932,7 @@ fn read_phase(
     let mut resent = fresh;
     let mut settled = false;
     let mut recovered = 0;
+    let mut deferred = 0;
     // The latest reading of the clock: each node's read ends with one (its round trip), and the
     // next node's read timeout and the hand-off check start from it rather than reading the
     // clock again (only the recording of a reply comes in between).
@@ -901,6 +959,12 @@ fn read_phase(
                         .map(|o| (packed_to_owe(o.call), o.until)),
                 ),
             };
+            // A lost acquisition's take-back, owed only by a late yes.
+            let owe_if_yes = decide
+                .owe_if_yes
+                .filter(|(o, yes)| yes() + pending < o.quorum)
+                .map(|(o, _)| (packed_to_owe(o.call), o.until));
+            let deferring = owe_if_yes.is_some();
             let unread = Unread {
                 conn,
                 replies: calls.len(),
@@ -909,10 +973,14 @@ fn read_phase(
                 deadline,
                 judge,
                 owe_unless_yes,
+                owe_if_yes,
             };
             match node.hand_off(unread) {
                 Ok(()) => {
                     pending -= 1;
+                    if deferring {
+                        deferred |= 1 << i;
+                    }
                     continue;
                 }
                 Err(back) => conn = back.conn,
@@ -937,7 +1005,7 @@ fn read_phase(
             settled = resent == 0 && (decide.settled)(pending);
         }
     }
-    recovered & !fresh
+    (recovered & !fresh, deferred)
 }
 
 /// What reading one node's replies needs.

@@ -67,6 +67,10 @@ pub(crate) struct Unread {
     /// to the node (see [`Node::owe_after`]). It is owed once every connection parked before
     /// this one has been read too, so the grant has landed by then.
     pub(crate) owe_unless_yes: Option<(Vec<u8>, Instant)>,
+    /// A take-back to owe the node (until the instant) if a late reply is a yes, or none
+    /// comes: this round was an acquisition that had lost when it left the node unread, and
+    /// sent it no take-back (see `round::acquisition`).
+    pub(crate) owe_if_yes: Option<(Vec<u8>, Instant)>,
 }
 
 /// A parked connection.
@@ -352,9 +356,12 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
                     health.note_scripts(unread.scripts, false);
                 }
                 let ballot = (unread.judge)(&v);
-                if ballot != Ballot::Given
-                    && let Some((packed, until)) = unread.owe_unless_yes.take()
-                {
+                let owed = if ballot == Ballot::Given {
+                    unread.owe_if_yes.take()
+                } else {
+                    unread.owe_unless_yes.take()
+                };
+                if let Some((packed, until)) = owed {
                     owing.push(After {
                         after: seq,
                         packed,
@@ -377,8 +384,10 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
         }
         Some(e) => {
             count(health, Ballot::Failed);
-            // A release that got no answer may not have run, or run before the grant.
-            if let Some((packed, until)) = unread.owe_unless_yes.take() {
+            // A release that got no answer may not have run, or run before the grant; an
+            // acquisition that got none may have granted.
+            let owed = [unread.owe_unless_yes.take(), unread.owe_if_yes.take()];
+            for (packed, until) in owed.into_iter().flatten() {
                 owing.push(After {
                     after: seq,
                     packed,

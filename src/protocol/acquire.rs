@@ -687,28 +687,44 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
             keys: &keys,
             args,
         };
-        round::round(
-            &shared.nodes,
-            call,
-            shared.nodes.all(),
-            round::acquire_reply,
-            Settle::Grant(shared.config.quorum),
-        )
+        acquisition_round(shared, req, &token, start, call, round::acquire_reply)
     } else {
         let call = Call::SetNx {
             key: resource,
             token: token.as_str(),
             ms: ttl_ms,
         };
-        round::round(
+        acquisition_round(shared, req, &token, start, call, round::set_reply)
+    };
+    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
+}
+
+/// A mutex's acquisition round (`call`, sent at `start` with `token`): a node it leaves unread
+/// once it has lost is owed the take-back only if its late reply is a grant (see
+/// `round::acquisition`), so a busy attempt sends no take-back round for it.
+fn acquisition_round(
+    shared: &Shared,
+    req: &Request<'_>,
+    token: &Token,
+    start: Instant,
+    call: Call<'_>,
+    classify: round::Classify,
+) -> Tally {
+    // As long as the grant may live: the TTL, plus the drift, from the round's start.
+    let until = start
+        .checked_add(req.ttl.saturating_add(shared.drift(req.ttl)))
+        .unwrap_or(start);
+    Target::Mutex.with_release(req.resource, token.as_str(), false, |take_back| {
+        round::acquisition(
             &shared.nodes,
             call,
             shared.nodes.all(),
-            round::set_reply,
-            Settle::Grant(shared.config.quorum),
+            classify,
+            shared.config.quorum,
+            take_back,
+            until,
         )
-    };
-    conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
+    })
 }
 
 /// What a won round makes into a lease, whatever the kind of lease: the name, the lease's
@@ -856,7 +872,8 @@ fn take_back(
     tally: &Tally,
     ttl: Duration,
 ) {
-    let mask = tally.may_hold();
+    // A node left unread owes the take-back itself if its late reply is a grant.
+    let mask = tally.may_hold() & !tally.deferred;
     if mask != 0 {
         let owing = Owing { ttl, nodes: mask };
         let released = release_round(
