@@ -231,9 +231,12 @@ return false"#;
 /// release announcement names the entry with the smallest `since`: the process that has waited
 /// longest.
 ///
+/// The fencing counter is read unless ARGV[5] is "0" (a lock without fencing tokens: it has no
+/// use for it, and the counter answered is then 0), as [`TAKEOVER_SRC`] does.
+///
 /// KEYS: lock, fencing counter, waiting marker, order set (only with a since). ARGV: token, TTL
-/// ms, marker ms (0: don't mark), since (0 or absent: none). Returns `{granted (1 or 0), counter
-/// (0 when absent)}`.
+/// ms, marker ms (0: don't mark), since (0 or absent: none), fencing (absent or "1": read the
+/// counter; "0": don't). Returns `{granted (1 or 0), counter (0 when absent or not read)}`.
 pub(crate) const ACQUIRE_SRC: &str = concat!(
     r#"local granted = 0
 local since = tonumber(ARGV[4]) or 0
@@ -243,7 +246,11 @@ elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 "#,
     mark_waiting!(),
-    r#"return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#
+    r#"local counter = 0
+if ARGV[5] ~= "0" then
+    counter = tonumber(redis.call("GET", KEYS[2]) or "0")
+end
+return {granted, counter}"#
 );
 
 /// Raises the fencing counter to at least ARGV[1] (a max-register: it never goes down) and

@@ -663,24 +663,28 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
     let tally = if handover.is_some() || req.fencing || mark {
         // The acquire script: SET NX PX, plus the fencing counter and the waiting mark; or,
         // taking the release's hand-over mark over, the take-over script, which also grants on
-        // the mark (and takes two arguments more).
+        // the mark (and takes one argument more).
         let keys = [
             Arg::Str(resource),
             Arg::Joined(resource, scripts::FENCE_SUFFIX),
             Arg::Joined(resource, scripts::WAITING_SUFFIX),
             Arg::Joined(resource, scripts::ORDER_SUFFIX),
         ];
+        // ARGV: token, TTL, marker ms, since, then the take-over's hand-over mark and fencing
+        // flag, or the acquire script's fencing flag (the counter is read only for a fencing
+        // token).
+        let fencing = if req.fencing { "1" } else { "0" };
         let args = [
             Arg::Str(token.as_str()),
             Arg::Int(ttl_ms),
             Arg::Int(mark_ms(shared, mark)),
             Arg::Int(since),
-            Arg::Str(handover.unwrap_or_default()),
-            Arg::Str(if req.fencing { "1" } else { "0" }),
+            Arg::Str(handover.unwrap_or(fencing)),
+            Arg::Str(fencing),
         ];
         let (script, args) = match handover {
             Some(_) => (&scripts::TAKEOVER, &args[..]),
-            None => (&scripts::ACQUIRE, &args[..4]),
+            None => (&scripts::ACQUIRE, &args[..5]),
         };
         let call = Call::Script {
             script,
