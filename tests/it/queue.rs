@@ -545,3 +545,60 @@ fn a_hand_over_in_a_line_leaves_no_window_and_its_mark_goes_by_itself() {
     });
     assert_eq!(held(&line_factory), 0);
 }
+
+/// Issue 18 (commands per acquisition): a waiting head marks again (its waiting mark, its
+/// line's order set entry: `SET`, `TIME`, `ZADD`, `PEXPIRE` on every node) only when a third of
+/// the mark's life has passed since it last marked; the attempts in between, such as the one
+/// after each release it hears, are bare `SET NX PX`s. Its mark and its place in the order
+/// still stand for the next release. Before, every attempt of a head marked again.
+#[test]
+fn a_head_whose_mark_is_fresh_tries_without_marking_again() {
+    const RESOURCE: &str = "queue:fresh-mark";
+    let cluster = RedisCluster::start(3);
+    let holder_factory = support::factory(&cluster).build().unwrap();
+    // No poll within the test (the mark lives a minute): the waiter moves only on what it hears.
+    let waiter_factory = support::factory(&cluster)
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    let lock = waiter_factory.create_lock(RESOURCE);
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    let channel = format!("{RESOURCE}:redmutex:released");
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let g = lock.acquire_timeout(Duration::from_secs(60))?;
+            g.release()
+        });
+        assert!(queued(&waiter_factory, RESOURCE, 1));
+        assert!(
+            deadline_loop(Duration::from_secs(30), || (0..3)
+                .all(|i| !order_set(&cluster, i, RESOURCE).is_empty())),
+            "the waiting line is not in the order set on every node"
+        );
+        let zadds: u64 = (0..3).map(|i| cluster.calls(i, "zadd")).sum();
+        let sets = cluster.calls(0, "set");
+        // A release announcement (the lock is still held): the waiter wakes and tries.
+        for i in 0..3 {
+            cluster.cmd(i, &["PUBLISH", &channel, "0 1"]);
+        }
+        assert!(
+            deadline_loop(Duration::from_secs(30), || cluster.calls(0, "set") > sets),
+            "the waiter did not try after the announcement"
+        );
+        assert_eq!(
+            (0..3).map(|i| cluster.calls(i, "zadd")).sum::<u64>(),
+            zadds,
+            "the waiter marked again, though its mark was fresh"
+        );
+        assert!(
+            (0..3).all(|i| cluster.cmd(i, &["EXISTS", &waiting]) == "1"
+                && !order_set(&cluster, i, RESOURCE).is_empty()),
+            "the waiter's mark or its place in the order is gone"
+        );
+        // The real release: announced (the mark stands), the waiter takes the lock.
+        holder.release().unwrap();
+        waiter.join().unwrap().unwrap();
+    });
+}
