@@ -121,13 +121,18 @@ pub(crate) const HANDOVER_PREFIX: &str = "redmutex:handover:";
 /// take-over is a grant like any other. Removes the line's order set entry as [`RELEASE_SRC`]
 /// does.
 ///
+/// Blind (ARGV[5] "1": the release before found others waiting, and the line is taking its
+/// turns in a row), it leaves the mark without looking for the waiting marker, and answers as
+/// if it had found it: a line's run of turns pays for that look once, at its first hand-over.
+///
 /// KEYS: lock, waiting marker, order set (optional). ARGV: token, hand-over mark, mark ms,
-/// since (optional). Returns 0 (not our token), 1 (deleted) or 2 (others wait: marked).
-pub(crate) const HANDOVER_RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] then
+/// since (optional; "0": none), blind (optional). Returns 0 (not our token), 1 (deleted) or 2
+/// (others wait, or blind: marked).
+pub(crate) const HANDOVER_RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] and ARGV[4] ~= "0" then
     redis.pcall("ZREM", KEYS[3], ARGV[4])
 end
 if redis.call("GET", KEYS[1]) == ARGV[1] then
-    if redis.call("EXISTS", KEYS[2]) == 1 then
+    if ARGV[5] == "1" or redis.call("EXISTS", KEYS[2]) == 1 then
         redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
         return 2
     end

@@ -602,3 +602,49 @@ fn a_head_whose_mark_is_fresh_tries_without_marking_again() {
         waiter.join().unwrap().unwrap();
     });
 }
+
+/// Issue 18 (commands per acquisition): while a line takes its turns in a row because others
+/// wait (the first hand-over found their waiting mark), each later hand-over leaves the line's
+/// mark without looking for theirs again (no `EXISTS`), until the line holds back after
+/// `MAX_TURNS` (16) turns. Before, every hand-over looked: one `EXISTS` per acquisition.
+#[test]
+fn a_line_taking_its_turns_looks_for_other_waiters_once_per_run() {
+    const RESOURCE: &str = "queue:blind-hand-over";
+    const THREADS: usize = 4;
+    const TURNS: u64 = 40;
+    let cluster = RedisCluster::start(3);
+    let factory = support::factory(&cluster).build().unwrap();
+    // Another process waits all along (its marker, without its attempts).
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    for i in 0..3 {
+        cluster.cmd(i, &["SET", &waiting, "1", "PX", "600000"]);
+    }
+    let exists = cluster.calls(0, "exists");
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                let lock = factory.create_lock(RESOURCE);
+                for _ in 0..TURNS {
+                    let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+                    g.release().unwrap();
+                }
+            });
+        }
+    });
+    let acquisitions = THREADS as u64 * TURNS;
+    let looked = cluster.calls(0, "exists") - exists;
+    let handed = factory.stats().local_handovers;
+    eprintln!(
+        "[figures] blind_hand_over: {looked} EXISTS on node 0 for {acquisitions} acquisitions \
+         ({handed} hand-overs in the line)"
+    );
+    assert!(
+        handed * 2 >= acquisitions,
+        "too few hand-overs in the line to tell: {handed} of {acquisitions}"
+    );
+    // About 2 in 17: the release that ends a run of turns, and the next run's first hand-over.
+    assert!(
+        looked * 4 <= acquisitions,
+        "{looked} EXISTS for {acquisitions} acquisitions: hand-overs looked for others each time"
+    );
+}
