@@ -322,7 +322,13 @@ fn commands(cluster: &common::RedisCluster) -> BTreeMap<String, u64> {
         .filter_map(|l| l.strip_prefix("cmdstat_"))
         .filter_map(|l| {
             let (name, rest) = l.split_once(':')?;
-            let calls = rest.split_once("calls=")?.1.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             (name != "info").then(|| (name.to_owned(), calls))
         })
         .collect()
@@ -335,7 +341,12 @@ fn commands_between(
 ) -> BTreeMap<String, u64> {
     after
         .iter()
-        .map(|(k, v)| (k.clone(), v.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
         .filter(|(_, v)| *v > 0)
         .collect()
 }

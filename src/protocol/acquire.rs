@@ -367,7 +367,8 @@ fn wait_loop<'s, T: Acquired>(
         let attempt_start = Instant::now();
         progress.rounds = progress.rounds.saturating_add(1);
         let since = line.place.as_ref().map_or(0, Place::since);
-        let fresh = marked.is_some_and(|(until, entered)| attempt_start < until && entered == since);
+        let fresh =
+            marked.is_some_and(|(until, entered)| attempt_start < until && entered == since);
         let marking = mark && !fresh;
         if handover
             .as_ref()
