@@ -321,6 +321,26 @@ fn order_set(cluster: &RedisCluster, i: usize, resource: &str) -> String {
     cluster.cmd(i, &["ZRANGE", &key, "0", "-1"])
 }
 
+/// `resource` held by one factory, and another factory for a waiter that polls only every 30
+/// s: within a test, it moves only on what it hears (its mark lives a minute).
+fn held_with_a_quiet_waiter(
+    cluster: &RedisCluster,
+    resource: &str,
+) -> (redmutex::RedLockGuard, RedLockFactory) {
+    let holder = support::factory(cluster)
+        .build()
+        .unwrap()
+        .create_lock(resource)
+        .acquire()
+        .unwrap();
+    let waiter_factory = support::factory(cluster)
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    (holder, waiter_factory)
+}
+
 /// Regression (issue 18, the 4 × 16 tail): a line enters the order set with its first marking
 /// attempt (it used to mark with no `since` and enter only at its next attempt, a poll interval
 /// later), and a win that one node refused (it still held the previous holder's key, whose
@@ -333,14 +353,7 @@ fn order_set(cluster: &RedisCluster, i: usize, resource: &str) -> String {
 fn a_line_enters_the_order_at_once_and_a_win_refused_by_one_node_leaves_no_entry() {
     const RESOURCE: &str = "queue:stale-order";
     let cluster = RedisCluster::start(3);
-    let holder_factory = support::factory(&cluster).build().unwrap();
-    // No poll within the test: the waiter moves only on what it hears.
-    let waiter_factory = support::factory(&cluster)
-        .retry_delay(Duration::from_secs(30))
-        .retry_jitter(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    let (holder, waiter_factory) = held_with_a_quiet_waiter(&cluster, RESOURCE);
     let lock = waiter_factory.create_lock(RESOURCE);
     thread::scope(|s| {
         let waiter = s.spawn(|| {
@@ -555,14 +568,7 @@ fn a_hand_over_in_a_line_leaves_no_window_and_its_mark_goes_by_itself() {
 fn a_head_whose_mark_is_fresh_tries_without_marking_again() {
     const RESOURCE: &str = "queue:fresh-mark";
     let cluster = RedisCluster::start(3);
-    let holder_factory = support::factory(&cluster).build().unwrap();
-    // No poll within the test (the mark lives a minute): the waiter moves only on what it hears.
-    let waiter_factory = support::factory(&cluster)
-        .retry_delay(Duration::from_secs(30))
-        .retry_jitter(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    let (holder, waiter_factory) = held_with_a_quiet_waiter(&cluster, RESOURCE);
     let lock = waiter_factory.create_lock(RESOURCE);
     let waiting = format!("{RESOURCE}:redmutex:waiting");
     let channel = format!("{RESOURCE}:redmutex:released");
