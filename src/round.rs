@@ -156,6 +156,12 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// How many nodes were written to but not read when the round was decided (their replies
+    /// are read later: see [`read_phase`]).
+    pub(crate) const fn unread(&self) -> usize {
+        (self.written & !(self.given | self.refused | self.failed)).count_ones() as usize
+    }
+
     /// How many nodes answered at all.
     pub(crate) const fn answered(&self) -> usize {
         self.yes + self.no
@@ -366,7 +372,8 @@ fn classified(
 }
 
 /// Runs one command on the nodes in `mask`, reading until `settle` says the replies read
-/// decide the round; the rest are read by their nodes' readers (see [`read_phase`]).
+/// decide the round; the rest are read later, by their nodes' next checkouts or readers (see
+/// [`read_phase`]).
 pub(crate) fn round(
     nodes: &Nodes,
     call: Call<'_>,
@@ -374,35 +381,40 @@ pub(crate) fn round(
     classify: Classify,
     settle: Settle,
 ) -> Tally {
-    round_owing(nodes, call, mask, classify, settle, None)
+    exchange_one(nodes, call, mask, classify, settle, None)
 }
 
-/// [`round`] for a release that may overtake an earlier round's grant on the nodes of
-/// `owe.0` (their replies to it are still unread): a reply of theirs that is read late and is
-/// not a yes owes them the release again (until `owe.1`), after that grant (see
-/// [`Node::owe_after`] for the replies the round reads itself).
+/// [`round`] for a release: a node whose reply is read late (its connection parked) and is
+/// not a yes is owed the release again, until `until`, after every grant parked with it
+/// before (see [`Node::owe_after`] for the replies the round reads itself). The release may
+/// have overtaken an earlier round's grant there, failed to answer, or found the node's
+/// script cache flushed (`NOSCRIPT`, which the round itself answers by sending the script:
+/// see [`Reading::eval_fallback`]); a late "not ours" makes the repeat needless, and it costs
+/// one command.
 pub(crate) fn round_owing(
     nodes: &Nodes,
     call: Call<'_>,
     mask: u64,
     classify: Classify,
     settle: Settle,
-    owe: Option<(u64, Instant)>,
+    until: Instant,
+) -> Tally {
+    let owe = OweUnlessYes { call, until };
+    exchange_one(nodes, call, mask, classify, settle, Some(owe))
+}
+
+/// [`round`], and [`round_owing`] with `owe_unless_yes`.
+fn exchange_one(
+    nodes: &Nodes,
+    call: Call<'_>,
+    mask: u64,
+    classify: Classify,
+    settle: Settle,
+    owe_unless_yes: Option<OweUnlessYes<'_>>,
 ) -> Tally {
     nodes.count_round();
     let tally = RefCell::new(Tally::default());
     let settled = |pending| settle.settled(nodes, &tally.borrow(), pending);
-    let mut again = Vec::new();
-    let owe_unless_yes = owe.map(|(nodes, until)| {
-        if !call.pack_eval(&mut again) {
-            call.pack(&mut again);
-        }
-        OweUnlessYes {
-            nodes,
-            packed: &again,
-            until,
-        }
-    });
     let decide = Decide {
         settled: &settled,
         late: (settle != Settle::All).then_some(classify),
@@ -432,7 +444,7 @@ pub(crate) struct Replies {
     pub(crate) written: u64,
     /// The nodes sent the commands a second time (see [`Tally::resent`]).
     pub(crate) resent: u64,
-    /// The nodes written to whose replies the round left to their readers ([`replies_until`]).
+    /// The nodes written to whose replies the round left parked ([`replies_until`]).
     pub(crate) unread: u64,
 }
 
@@ -448,8 +460,8 @@ pub(crate) fn replies(nodes: &Nodes, calls: &[Call<'_>], mask: u64) -> Replies {
 
 /// [`replies`] for a caller that judges the replies itself and knows when they decide the
 /// round: reading stops once `settled(read so far, nodes unread)` says so (the rule of a
-/// [`Settle`], written by the caller), and the unread nodes' replies go to their readers.
-/// `late(node)`, asked at each hand-off (the round is settled by then), says how the reader
+/// [`Settle`], written by the caller), and the unread nodes' connections are parked.
+/// `late(node)`, asked at each parking (the round is settled by then), says how the late read
 /// counts that node's late replies, and the release it owes the node after them unless they
 /// count as a yes (see [`Unread`]). The caller learns which nodes were left unread
 /// ([`Replies::unread`]): their commands may still be applied, and whatever they give must be
@@ -464,7 +476,7 @@ pub(crate) fn replies_until(
     replies_settling(nodes, calls, mask, Some((settled, late)))
 }
 
-/// How a node's reader counts a hand-off's late replies, and the release (packed, with how
+/// How a parked connection's late replies count, and the release (packed, with how
 /// long it is owed) the node is owed after them unless they count as a yes.
 pub(crate) type Late = (Judge, Option<(Vec<u8>, Instant)>);
 
@@ -523,7 +535,7 @@ fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'
                 return Vec::new();
             }
             // Every node written to gets a reply or a failure for each command, unless its
-            // connection went to its reader.
+            // connection was parked.
             if sent.written & bit != 0 && !replies.is_empty() && replies.iter().all(Option::is_none)
             {
                 unread |= bit;
@@ -566,7 +578,7 @@ pub(crate) fn owe(nodes: &Nodes, call: Call<'_>, mask: u64, until: Instant) {
     }
 }
 
-/// The nodes of `mask` whose readers have replies of earlier rounds still to read, each with
+/// The nodes of `mask` with parked replies of earlier rounds still to read, each with
 /// its mark (see [`Node::unread_mark`]): taken before a release, so that the release is owed
 /// again after those replies ([`owe_after`]). Empty, without allocating, in the common case.
 pub(crate) fn unread_marks(nodes: &Nodes, mask: u64) -> Vec<(usize, u64)> {
@@ -581,8 +593,8 @@ pub(crate) fn unread_marks(nodes: &Nodes, mask: u64) -> Vec<(usize, u64)> {
     marks
 }
 
-/// Owes `call` (a release) to each node of `marks` once its reader has read the replies
-/// handed to it up to the mark: a command of an earlier round still in flight there (an
+/// Owes `call` (a release) to each node of `marks` once the replies parked with it up to the
+/// mark have been read: a command of an earlier round still in flight there (an
 /// acquisition decided without it) has then run, and the release runs after it, whichever
 /// connections they went on. Cold path: a node answered slower than the round needed.
 #[cold]
@@ -644,7 +656,7 @@ pub(crate) fn batch(
 struct Decide<'a> {
     /// Whether the replies recorded so far, with this many nodes unread, decide the round.
     settled: &'a dyn Fn(usize) -> bool,
-    /// How a reply read by the node's reader counts in its statistics; `None`: the round reads
+    /// How a reply read late (parked) counts in its node's statistics; `None`: the round reads
     /// every reply itself.
     late: Option<Classify>,
     /// For a release: what its late "no" owes (see [`round_owing`]).
@@ -654,11 +666,11 @@ struct Decide<'a> {
     late_for: Option<&'a dyn Fn(usize) -> Late>,
 }
 
-/// The release a late "no" from one of `nodes` owes them, packed as EVAL, until `until`.
+/// The release a late reply other than a yes owes its node (packed as EVAL when parked),
+/// until `until`.
 #[derive(Clone, Copy)]
 struct OweUnlessYes<'a> {
-    nodes: u64,
-    packed: &'a [u8],
+    call: Call<'a>,
     until: Instant,
 }
 
@@ -672,17 +684,13 @@ impl Decide<'static> {
     };
 }
 
-/// A node whose reply is due at most as long after the round is decided as the round has
-/// taken so far (and at least this long) is read by the round itself: reading a reply that is
-/// there (or nearly) costs less than handing the connection to the node's reader, and a node
-/// not much slower than the quorum is not worth it. On loopback and in one zone, nodes are
-/// nearly always read by the round (a loaded machine can stretch a round trip past 2 ms).
-const READ_IF_DUE_WITHIN: Duration = Duration::from_millis(2);
-
-/// Whether a node whose reply is due `due` after the writes is read by the round, decided
-/// `elapsed` after them (see [`READ_IF_DUE_WITHIN`]).
+/// Whether a node whose reply is due `due` after the writes (its smoothed round trip) is read
+/// by the round, decided `elapsed` after them: only when its reply is probably there already.
+/// Otherwise its connection is parked (see [`Node::hand_off`]), and the reply is read by the
+/// node's next checkout, which on loopback and in one zone finds it there: the round does not
+/// wait for it.
 fn read_now(due: Duration, elapsed: Duration) -> bool {
-    due <= elapsed.saturating_add(elapsed.max(READ_IF_DUE_WITHIN))
+    due <= elapsed
 }
 
 /// How a late reply counts in its node's statistics, as [`classified`] counts a round's.
@@ -818,11 +826,12 @@ fn write_phase(
 ///
 /// The nodes are read in the order their replies are expected in (healthy nodes first, by
 /// smoothed round trip), and the round stops reading as soon as `decide` says the replies read
-/// settle it. A node still unread then is read all the same when its reply is due within
-/// the time the round has taken (at least [`READ_IF_DUE_WITHIN`]); otherwise its connection, replies in flight, goes to the node's own
-/// reader ([`Node::hand_off`]), which counts them in the node's statistics and health and only
-/// then lets the connection carry anything else. A node sent the round twice (its connection
-/// went) leaves nothing unread: its answers need every reply to be judged.
+/// settle it. A node still unread then is read all the same when its reply is due by then
+/// (see [`read_now`]); otherwise its connection, replies in flight, is parked with the node
+/// ([`Node::hand_off`]): the node's next checkout, or its reader, reads them, counts them in
+/// the node's statistics and health, and only then lets the connection carry anything else. A
+/// node sent the round twice (its connection went) leaves nothing unread: its answers need
+/// every reply to be judged.
 fn read_phase(
     nodes: &Nodes,
     packed: &[u8],
@@ -878,8 +887,7 @@ fn read_phase(
                     Box::new(move |v: &Value| ballot(classify, v)) as Judge,
                     decide
                         .owe_unless_yes
-                        .filter(|o| o.nodes & (1 << i) != 0)
-                        .map(|o| (o.packed.to_vec(), o.until)),
+                        .map(|o| (packed_to_owe(o.call), o.until)),
                 ),
             };
             let unread = Unread {
@@ -1190,13 +1198,14 @@ mod tests {
     }
 
     #[test]
-    fn a_node_due_soon_is_read_by_the_round_a_far_one_handed_off() {
-        // Loopback: due in 0.3 ms, decided after 0.1 ms.
-        assert!(read_now(MS * 3 / 10, MS / 10));
+    fn a_node_whose_reply_is_there_is_read_by_the_round_a_later_one_parked() {
+        // Loopback: due in 0.3 ms, decided after 0.1 ms: parked, read by the next round.
+        assert!(!read_now(MS * 3 / 10, MS / 10));
+        // Due by the time the round was decided: read.
+        assert!(read_now(MS / 10, MS / 10));
         // Unknown round trip (zero): read.
         assert!(read_now(Duration::ZERO, MS));
-        // 2, 2, 10, 40, 80 ms: decided at 10 ms, the 40 and 80 ms nodes go to their readers.
-        assert!(read_now(MS * 12, MS * 10));
+        // 2, 2, 10, 40, 80 ms: decided at 10 ms, the 40 and 80 ms nodes are parked.
         assert!(!read_now(MS * 40, MS * 10));
         assert!(!read_now(Duration::MAX, MS * 10));
     }

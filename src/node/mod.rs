@@ -396,8 +396,14 @@ pub struct NodeStats {
     /// The node's recent round trip, smoothed (each round moves it an eighth of the way, as
     /// TCP smooths its RTT): from the moment a round had written to every node to the moment
     /// this node's reply was read. Replies are read one node after another, so a slow node
-    /// also raises the figure of the nodes read after it. `None` until it first answered.
+    /// also raises the figure of the nodes read after it. A reply read after its round was
+    /// decided (see `late_replies`) gives its round trip when the read waited for it; when it
+    /// was there already, only a bound that lowers the figure. `None` until it first answered.
     pub round_trip: Option<Duration>,
+    /// Rounds decided before this node's replies were read: a quorum had settled them. Those
+    /// replies were read later, by the node's next round or its reader, and are counted in the
+    /// votes all the same.
+    pub late_replies: u64,
     /// Commands it said yes to.
     pub votes_given: u64,
     /// Commands it said no to (the lock was held elsewhere, or the token was not there).
@@ -461,6 +467,8 @@ struct Health {
     given: AtomicU64,
     refused: AtomicU64,
     failed_votes: AtomicU64,
+    /// Rounds whose replies were read after the round was decided (see `late`).
+    late_replies: AtomicU64,
     downs: AtomicU64,
     /// Serialises the up/down transitions with their reports, so the listener hears them in
     /// the order they happened (cold path: taken only on a transition).
@@ -473,8 +481,8 @@ struct Health {
     owed_next: AtomicU64,
     /// Its standing against Redlock's assumptions (restarts, eviction, clock).
     vitals: vitals::Vitals,
-    /// The connections handed to the node's reader with replies unread (see `late`).
-    late: Mutex<late::Book>,
+    /// The connections parked with replies unread (see `late`).
+    late: late::Late,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -503,13 +511,14 @@ impl Health {
             given: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             failed_votes: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
             downs: AtomicU64::new(0),
             transition: Mutex::new(()),
             listener: Hears(listener),
             owed: Mutex::default(),
             owed_next: AtomicU64::new(0),
             vitals,
-            late: Mutex::default(),
+            late: late::Late::default(),
         }
     }
 
@@ -610,18 +619,21 @@ impl Health {
         self.ever_up.store(true, Ordering::Relaxed);
     }
 
-    /// Notes the replies of a round, which took `round_trip`: the node is healthy again.
-    fn answered(&self, round_trip: Duration) {
-        let sample = u64::try_from(round_trip.as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let old = self.round_trip.load(Ordering::Relaxed);
-        let smoothed = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        self.round_trip.store(smoothed, Ordering::Relaxed);
+    /// Notes the replies of a round, which took `round_trip` (`None`: unknown, the replies
+    /// were read later than they came): the node is healthy again.
+    fn answered(&self, round_trip: Option<Duration>) {
+        if let Some(round_trip) = round_trip {
+            let sample = u64::try_from(round_trip.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let old = self.round_trip.load(Ordering::Relaxed);
+            let smoothed = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            self.round_trip.store(smoothed, Ordering::Relaxed);
+        }
         if self.is_down() {
             let _order = self.transition.lock();
             if self.down_until.swap(0, Ordering::AcqRel) != 0 {
@@ -664,6 +676,7 @@ impl Health {
             up: !self.is_down(),
             last_error: NodeErrorKind::from_code(self.last_kind.load(Ordering::Relaxed)),
             round_trip: (nanos != 0).then(|| Duration::from_nanos(nanos)),
+            late_replies: self.late_replies.load(Ordering::Relaxed),
             votes_given: self.given.load(Ordering::Relaxed),
             votes_refused: self.refused.load(Ordering::Relaxed),
             votes_failed: self.failed_votes.load(Ordering::Relaxed),
@@ -722,8 +735,13 @@ pub(crate) struct Node {
     health: Arc<Health>,
     connect_timeout: Duration,
     io_timeout: Duration,
-    /// The node's reader of late replies (see `late`).
-    reader: late::Reader,
+}
+
+impl Drop for Node {
+    /// The node's reader reads what is parked (each within its round's deadline), then ends.
+    fn drop(&mut self) {
+        self.health.late.close();
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -781,7 +799,6 @@ impl Node {
             health,
             connect_timeout: s.connect_timeout,
             io_timeout: s.io_timeout,
-            reader: late::Reader::default(),
         })
     }
 
@@ -795,7 +812,10 @@ impl Node {
         &self,
         deadline: Instant,
     ) -> Result<PooledConnection<NodeManager>, NodeError> {
-        let conn = self.pooled(deadline)?;
+        let conn = match self.parked_due() {
+            Some(conn) => conn,
+            None => self.pooled(deadline)?,
+        };
         if conn.owed_seen >= self.health.owed_next.load(Ordering::Acquire) {
             return Ok(conn);
         }
@@ -819,6 +839,16 @@ impl Node {
                 Err(NodeError::new(&self.name, e.into()))
             }
         }
+    }
+
+    /// A parked connection whose late reply is due (see `late`): read, and used before an
+    /// idle one, so a late reply is read by the node's next round.
+    fn parked_due(&self) -> Option<PooledConnection<NodeManager>> {
+        if !self.has_parked() {
+            return None;
+        }
+        let generation = self.health.generation.load(Ordering::Acquire);
+        self.parked(generation, Some(Instant::now()))
     }
 
     /// Checks out a pooled connection (see [`checkout`](Self::checkout)).
@@ -849,6 +879,10 @@ impl Node {
                 // that worked; the connect failure is the news.
                 self.connect_error()
             });
+        }
+        // No idle connection: a parked one's reply comes sooner than a new connection.
+        if let Some(conn) = self.parked(generation, None) {
+            return Ok(conn);
         }
         let end = deadline.min(Instant::now() + self.connect_timeout);
         loop {
@@ -966,7 +1000,7 @@ impl Node {
     /// Notes a round in which the node delivered every reply, `round_trip` after the round's
     /// requests were written.
     pub(crate) fn record_success(&self, round_trip: Duration) {
-        self.health.answered(round_trip);
+        self.health.answered(Some(round_trip));
     }
 }
 
@@ -1109,10 +1143,10 @@ mod tests {
         let h = Health::new("127.0.0.1:1".into(), 4, Some(listener), Watch::default());
         let fresh = h.stats();
         assert!(fresh.up && fresh.last_error.is_none() && fresh.round_trip.is_none());
-        h.answered(10 * MS);
+        h.answered(Some(10 * MS));
         assert_eq!(h.stats().round_trip, Some(10 * MS));
         // Smoothed: an eighth of the way to each new sample.
-        h.answered(18 * MS);
+        h.answered(Some(18 * MS));
         assert_eq!(h.stats().round_trip, Some(11 * MS));
         h.failed(NodeErrorKind::Refused, "refused");
         // Further failures while down, and replies, report nothing new until it is up.
@@ -1121,8 +1155,8 @@ mod tests {
         assert!(!down.up);
         assert_eq!(down.last_error, Some(NodeErrorKind::Timeout));
         assert_eq!(down.times_down, 1);
-        h.answered(MS);
-        h.answered(MS);
+        h.answered(Some(MS));
+        h.answered(Some(MS));
         h.failed(NodeErrorKind::Dropped, "reset");
         let heard = heard.lock().unwrap().clone();
         let node = "127.0.0.1:1".to_owned();

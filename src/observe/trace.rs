@@ -49,10 +49,21 @@ mod on {
         yes: usize,
         no: usize,
         failed: usize,
+        unread: usize,
         quorum: usize,
         verdict: &'static str,
     ) {
-        tracing::debug!(target: "redmutex", question, yes, no, failed, quorum, verdict, "round");
+        tracing::debug!(
+            target: "redmutex",
+            question,
+            yes,
+            no,
+            failed,
+            unread,
+            quorum,
+            verdict,
+            "round"
+        );
     }
 }
 
@@ -93,6 +104,7 @@ mod on {
         _yes: usize,
         _no: usize,
         _failed: usize,
+        _unread: usize,
         _quorum: usize,
         _verdict: &'static str,
     ) {

@@ -1099,7 +1099,8 @@ pub(crate) fn release_round<'a>(
     // without them): that round's command may reach them after this release. Unless such a
     // node says yes to the release (then the grant had landed), the release is owed to it
     // again, to run after the grant: at once when it answered no or nothing in this round, or
-    // when its late answer is read (`round_owing`).
+    // when its late answer is read (`round_owing`, which owes the release to any node whose
+    // late answer is not a yes).
     let unread = round::unread_marks(&shared.nodes, mask & owing.nodes);
     let until = || {
         let ttl = owing.ttl;
@@ -1107,8 +1108,7 @@ pub(crate) fn release_round<'a>(
             .checked_add(ttl.saturating_add(shared.drift(ttl)))
             .unwrap_or_else(Instant::now)
     };
-    let unread_nodes = unread.iter().fold(0u64, |m, (i, _)| m | (1 << i));
-    let owe_late = (unread_nodes != 0).then(|| (unread_nodes, until()));
+    let owe_late = until();
     let mut tally = target.with_release_as(name, token, tell, |call| {
         round::round_owing(
             &shared.nodes,

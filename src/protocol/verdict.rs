@@ -76,6 +76,7 @@ pub(crate) fn decide(
         tally.yes,
         tally.no,
         tally.failures.len(),
+        tally.unread(),
         quorum,
         name,
     );

@@ -807,7 +807,14 @@ mod tracing_spans {
         for (i, (parent, fields)) in events.iter().enumerate() {
             assert_eq!(*parent, Some(i as u64 + 1), "{events:?}");
             assert_eq!(field(fields, "message"), Some("round"));
-            assert_eq!(field(fields, "yes"), Some("3"));
+            // The round is decided at the quorum: a node's reply may be read after it.
+            let count = |name| field(fields, name).and_then(|v| v.parse::<usize>().ok());
+            assert!(count("yes") >= Some(2), "{fields:?}");
+            assert_eq!(
+                count("yes").zip(count("unread")).map(|(y, u)| y + u),
+                Some(3),
+                "{fields:?}"
+            );
             assert_eq!(field(fields, "quorum"), Some("2"));
             assert_eq!(field(fields, "verdict"), Some("won"));
         }

@@ -1,6 +1,7 @@
 //! A round decides at the quorum (issue 21): it returns once the replies it has read settle
-//! its outcome, not when the slowest node has answered. Every test puts the nodes behind the
-//! delay proxy, at different distances.
+//! its outcome, not when the slowest node has answered. The tests put the nodes behind the
+//! delay proxy, at different distances, except one on plain loopback, where the last reply is
+//! read by the node's next round.
 //!
 //! What must hold besides the speed: a late reply is read and counted for its own command (the
 //! node's statistics, and never as the reply of a later command on the same connection), and a
@@ -456,5 +457,56 @@ fn a_late_grant_of_another_slot_than_the_winning_one_is_taken_back() {
             "left on node {i}: {:?}",
             semaphore_keys(&cluster, i, name, 2)
         );
+    }
+}
+
+/// On loopback too, a round decides at the quorum: over 300 cycles on three plain nodes, some
+/// rounds are decided before a node's replies were read (`late_replies`), whose connection is
+/// parked until the node's next round reads them. Once the cycles stop, every reply has been
+/// read and counted all the same (the last ones by the nodes' readers: no round comes): each
+/// node answered both rounds of every cycle, none as a failure, and no key is left. With a
+/// pool of one connection per node too, where the next round must read the parked one.
+#[test]
+fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
+    const CYCLES: u64 = 300;
+    let cluster = RedisCluster::start(3);
+    for pool in [1, 4] {
+        let f = builder()
+            .nodes(cluster.urls())
+            .pool_size(pool)
+            .build()
+            .unwrap();
+        let name = format!("quorum-loopback-{pool}");
+        let lock = f.create_lock(name.as_str());
+        for _ in 0..CYCLES {
+            let guard = lock.acquire().unwrap();
+            guard.release().unwrap();
+        }
+        let answered = |i: usize| {
+            let (given, refused, _) = votes(&f, i);
+            given + refused
+        };
+        assert!(
+            deadline_loop(Duration::from_secs(10), || (0..3)
+                .all(|i| answered(i) >= 2 * CYCLES)),
+            "pool {pool}: late replies never read: {:?}",
+            (0..3).map(|i| votes(&f, i)).collect::<Vec<_>>()
+        );
+        for i in 0..3 {
+            assert_eq!(
+                answered(i),
+                2 * CYCLES,
+                "pool {pool}, node {i}: {:?}",
+                votes(&f, i)
+            );
+            assert_eq!(votes(&f, i).2, 0, "pool {pool}, node {i}: a failed vote");
+            assert_eq!(
+                cluster.cmd(i, &["EXISTS", &name]),
+                "0",
+                "pool {pool}: key left on node {i}"
+            );
+        }
+        let late: u64 = f.stats().nodes.iter().map(|n| n.late_replies).sum();
+        assert!(late > 0, "pool {pool}: every round waited for every node");
     }
 }
