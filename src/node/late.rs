@@ -144,10 +144,20 @@ impl std::fmt::Debug for Late {
 }
 
 impl Late {
-    /// The node is being dropped: its reader reads what is parked, then ends.
-    pub(super) fn close(&self) {
-        lock(&self.book).closed = true;
+    /// The node is being dropped: its reader reads what is parked, then ends. Without a reader
+    /// (its start failed), the caller gets what is parked to read.
+    fn close(&self) -> Vec<Job> {
+        let mut book = lock(&self.book);
+        book.closed = true;
+        let orphans = if book.reader == ReaderState::Absent {
+            self.parked.store(0, Ordering::Relaxed);
+            book.parked.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        drop(book);
         self.wake.notify_all();
+        orphans
     }
 }
 
@@ -221,6 +231,14 @@ impl Node {
     /// Whether a connection is parked (a checkout's quick look, without reading the clock).
     pub(super) fn has_parked(&self) -> bool {
         self.health.late.parked.load(Ordering::Relaxed) != 0
+    }
+
+    /// The node is being dropped: its reader reads what is parked (each within its round's
+    /// deadline), then ends; with no reader, this thread reads it.
+    pub(super) fn close_parked(&self) {
+        for job in self.health.late.close() {
+            drop(read_late(&self.health, job, self.io_timeout));
+        }
     }
 
     /// A mark for [`owe_after`](Self::owe_after): `Some` while parked connections of this node

@@ -740,7 +740,7 @@ pub(crate) struct Node {
 impl Drop for Node {
     /// The node's reader reads what is parked (each within its round's deadline), then ends.
     fn drop(&mut self) {
-        self.health.late.close();
+        self.close_parked();
     }
 }
 

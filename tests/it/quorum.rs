@@ -470,6 +470,9 @@ fn a_late_grant_of_another_slot_than_the_winning_one_is_taken_back() {
 fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
     const CYCLES: u64 = 300;
     let cluster = RedisCluster::start(3);
+    // Client connections on node `i`, not counting the one asking.
+    let clients = |i: usize| cluster.cmd(i, &["CLIENT", "LIST"]).lines().count() - 1;
+    let before: Vec<usize> = (0..3).map(clients).collect();
     for pool in [1, 4] {
         let f = builder()
             .nodes(cluster.urls())
@@ -508,5 +511,36 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
         }
         let late: u64 = f.stats().nodes.iter().map(|n| n.late_replies).sum();
         assert!(late > 0, "pool {pool}: every round waited for every node");
+        // Dropping the factory (and the lock, which shares its nodes) closes every
+        // connection, parked ones included.
+        drop(lock);
+        drop(f);
+        assert!(
+            deadline_loop(Duration::from_secs(10), || (0..3)
+                .map(clients)
+                .eq(before.iter().copied())),
+            "pool {pool}: connections left open: {:?}, before {before:?}: {}",
+            (0..3).map(clients).collect::<Vec<_>>(),
+            cluster.cmd(0, &["CLIENT", "LIST"])
+        );
+    }
+    // Dropped right after its last round, with connections still parked: its nodes' readers
+    // read them, and every connection closes all the same.
+    let f = builder().nodes(cluster.urls()).build().unwrap();
+    let lock = f.create_lock("quorum-loopback-drop");
+    for _ in 0..50 {
+        lock.acquire().unwrap().release().unwrap();
+    }
+    drop(lock);
+    drop(f);
+    assert!(
+        deadline_loop(Duration::from_secs(10), || (0..3)
+            .map(clients)
+            .eq(before.iter().copied())),
+        "connections left open after a drop: {:?}, before {before:?}",
+        (0..3).map(clients).collect::<Vec<_>>()
+    );
+    for i in 0..3 {
+        assert_eq!(cluster.cmd(i, &["EXISTS", "quorum-loopback-drop"]), "0");
     }
 }
