@@ -329,6 +329,14 @@ impl Call<'_> {
         }
     }
 
+    /// The call's script's bit ([`Lua::bit`]), 0 for a plain command.
+    const fn script_bit(&self) -> u64 {
+        match self {
+            Self::Script { script, .. } => script.bit,
+            Self::Command(_) | Self::SetNx { .. } => 0,
+        }
+    }
+
     /// Whether the call goes again in another form than the first time.
     const fn changes_again(&self) -> bool {
         matches!(self, Self::SetNx { .. })
@@ -861,6 +869,8 @@ fn read_phase(
     }
     let order = order.get_mut(..len).unwrap_or_default();
     order.sort_by_key(|&(_, due)| due);
+    // The scripts the round sends: a node left unread must know them all.
+    let scripts = calls.iter().fold(0, |bits, call| bits | call.script_bit());
     let mut pending = len;
     let mut resent = fresh;
     let mut settled = false;
@@ -880,6 +890,7 @@ fn read_phase(
         if settled
             && let Some(classify) = decide.late
             && !read_now(due, now.saturating_duration_since(written))
+            && node.knows_scripts(scripts)
         {
             let (judge, owe_unless_yes) = match decide.late_for {
                 Some(late_for) => late_for(i),
@@ -893,6 +904,7 @@ fn read_phase(
             let unread = Unread {
                 conn,
                 replies: calls.len(),
+                scripts,
                 written,
                 deadline,
                 judge,
@@ -1005,8 +1017,17 @@ impl Reading<'_> {
             }
             cmd += 1;
         }
-        if !no_script.is_empty() && !self.eval_fallback(&mut conn, &no_script, record) {
-            return recovered;
+        if !no_script.is_empty() {
+            let bits = no_script
+                .iter()
+                .filter_map(|&cmd| self.calls.get(cmd))
+                .fold(0, |bits, call| bits | call.script_bit());
+            let ran = self.eval_fallback(&mut conn, &no_script, record);
+            // EVAL puts a script in the server's cache.
+            self.node.note_scripts(bits, ran);
+            if !ran {
+                return recovered;
+            }
         }
         // Every reply read: the connection may go back to the pool.
         conn.broken = false;

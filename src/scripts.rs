@@ -12,6 +12,7 @@
 //! lock touches.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The suffix of a resource's fencing counter key: a plain integer string, no expiry.
 pub(crate) const FENCE_SUFFIX: &str = ":redmutex:fence";
@@ -970,13 +971,21 @@ return {1, now}"#;
 pub(crate) struct Lua {
     pub(crate) src: &'static str,
     pub(crate) script: redis::Script,
+    /// Its bit in a node's set of the scripts known to be in its cache (0 past 64 scripts:
+    /// never known, so never left unread: see `round::read_phase`).
+    pub(crate) bit: u64,
 }
+
+/// How many scripts have been made so far: each takes the next bit.
+static MADE: AtomicU32 = AtomicU32::new(0);
 
 impl Lua {
     fn new(src: &'static str) -> Self {
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
         Self {
             src,
             script: redis::Script::new(src),
+            bit: 1u64.checked_shl(n).unwrap_or(0),
         }
     }
 }
@@ -1105,6 +1114,16 @@ pub(crate) fn sha1_hex(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_script_has_its_own_bit() {
+        let mut seen = 0u64;
+        for script in ALL {
+            assert_ne!(script.bit, 0, "more scripts than bits");
+            assert_eq!(seen & script.bit, 0, "two scripts share a bit");
+            seen |= script.bit;
+        }
+    }
+
     use super::*;
 
     #[test]

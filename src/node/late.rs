@@ -53,6 +53,10 @@ pub(crate) struct Unread {
     pub(crate) conn: Conn,
     /// How many replies it still owes.
     pub(crate) replies: usize,
+    /// The scripts its commands run ([`crate::scripts::Lua::bit`]): forgotten by the node on a
+    /// late `NOSCRIPT`, so that the next round reads such a reply itself (and answers it with
+    /// `EVAL`).
+    pub(crate) scripts: u64,
     /// When the round's commands were written (a late reply's round trip starts there).
     pub(crate) written: Instant,
     /// The round's deadline: a reply not read by then is the node's failure, as in a round.
@@ -195,7 +199,16 @@ impl Node {
         }
         let seq = book.handed + 1;
         book.handed = seq;
-        let due = unread.written + self.expected();
+        // A node whose replies come within `LINGER` (loopback, one zone) is read by the next
+        // checkout whenever it comes: the wait is short, the next round goes on the same
+        // connection (after the late commands, in order), and the read's sample keeps the
+        // node's round trip honest. A farther node's connection waits until its reply is due.
+        let expected = self.expected();
+        let due = if expected <= LINGER {
+            unread.written
+        } else {
+            unread.written + expected
+        };
         book.parked.push_back(Job { unread, seq, due });
         late.parked.store(book.parked.len(), Ordering::Relaxed);
         if book.reader == ReaderState::Idle {
@@ -333,6 +346,11 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
                 break;
             }
             Ok(v) => {
+                if let Value::ServerError(e) = &v
+                    && e.kind() == Some(ServerErrorKind::NoScript)
+                {
+                    health.note_scripts(unread.scripts, false);
+                }
                 let ballot = (unread.judge)(&v);
                 if ballot != Ballot::Given
                     && let Some((packed, until)) = unread.owe_unless_yes.take()

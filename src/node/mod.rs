@@ -193,14 +193,18 @@ impl NodeManager {
         // Read against one deadline: the whole exchange is bounded by the connect timeout.
         let deadline = sent + self.connect_timeout;
         let mut answers = Vec::with_capacity(vitals::QUESTIONS);
+        let mut loaded = 0;
         for i in 0..scripts::ALL.len() + vitals::QUESTIONS {
             let left = deadline.saturating_duration_since(Instant::now());
             con.set_read_timeout(Some(left.max(MIN_TIMEOUT)))?;
             let reply = con.recv_response()?;
-            if i >= scripts::ALL.len() {
-                answers.push(reply);
+            match scripts::ALL.get(i) {
+                Some(script) if !matches!(reply, Value::ServerError(_)) => loaded |= script.bit,
+                Some(_) => {}
+                None => answers.push(reply),
             }
         }
+        self.health.scripts.fetch_or(loaded, Ordering::Relaxed);
         let received = Instant::now();
         if !owed.is_empty() {
             let ran = read_owed(&mut con, &owed, deadline)?;
@@ -483,6 +487,12 @@ struct Health {
     vitals: vitals::Vitals,
     /// The connections parked with replies unread (see `late`).
     late: late::Late,
+    /// The scripts known to be in the server's cache (each script's [`scripts::Lua::bit`]):
+    /// loaded by a handshake, or run by an `EVAL` after a `NOSCRIPT`; forgotten on a late
+    /// `NOSCRIPT`. A round leaves a node unread only when it knows every script the round
+    /// sends there (a late `NOSCRIPT` would leave the command undone: only the round answers it
+    /// with `EVAL`).
+    scripts: AtomicU64,
 }
 
 /// The listener of a node's changes, if any (shown in `Debug` as whether there is one).
@@ -519,6 +529,7 @@ impl Health {
             owed_next: AtomicU64::new(0),
             vitals,
             late: late::Late::default(),
+            scripts: AtomicU64::new(0),
         }
     }
 
@@ -617,6 +628,15 @@ impl Health {
     /// Notes a connection opened to the node.
     fn connected(&self) {
         self.ever_up.store(true, Ordering::Relaxed);
+    }
+
+    /// See [`Node::note_scripts`].
+    fn note_scripts(&self, bits: u64, known: bool) {
+        if known {
+            self.scripts.fetch_or(bits, Ordering::Relaxed);
+        } else {
+            self.scripts.fetch_and(!bits, Ordering::Relaxed);
+        }
     }
 
     /// Notes the replies of a round, which took `round_trip` (`None`: unknown, the replies
@@ -915,6 +935,18 @@ impl Node {
     /// anyway), at most [`MAX_OWED`] at once.
     pub(crate) fn owe(&self, packed: Vec<u8>, until: Instant) {
         self.health.owe(packed, until);
+    }
+
+    /// Whether every script of `bits` is known to be in the server's cache (see
+    /// `Health::scripts`).
+    pub(crate) fn knows_scripts(&self, bits: u64) -> bool {
+        bits & !self.health.scripts.load(Ordering::Relaxed) == 0
+    }
+
+    /// Notes that the scripts of `bits` are in the server's cache (an `EVAL` ran them), or,
+    /// with `known` false, that some of them are not (a `NOSCRIPT`).
+    pub(crate) fn note_scripts(&self, bits: u64, known: bool) {
+        self.health.note_scripts(bits, known);
     }
 
     /// A fresh connection, after a pooled one turned out to be dead (the node restarted while

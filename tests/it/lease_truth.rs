@@ -755,6 +755,44 @@ fn scoped_user(cluster: &RedisCluster) -> Vec<String> {
         .collect()
 }
 
+/// The same user cannot `SCRIPT LOAD`, so each node first meets each script as `NOSCRIPT`
+/// and runs it as `EVAL`. A round decided at the quorum must not leave such a reply to be read
+/// late (only the round answers `NOSCRIPT` with `EVAL`: read late, the command stays undone):
+/// over 100 cycles with an extend each, every node said yes to every command, and once it knows
+/// the scripts, replies are read late all the same.
+#[test]
+fn a_user_without_script_load_gets_every_command_run_on_every_node() {
+    const CYCLES: u64 = 100;
+    let cluster = RedisCluster::start(3);
+    let f = builder(scoped_user(&cluster))
+        .io_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let lock = f.create_lock("lk:noscript");
+    for _ in 0..CYCLES {
+        let g = lock.acquire().unwrap();
+        g.extend(Duration::from_secs(5)).unwrap();
+        g.release().unwrap();
+    }
+    let given = |i: usize| f.stats().nodes[i].votes_given;
+    assert!(
+        crate::support::deadline_loop(Duration::from_secs(10), || (0..3)
+            .all(|i| given(i) >= 3 * CYCLES)),
+        "{:?}",
+        f.stats().nodes
+    );
+    for (i, node) in f.stats().nodes.iter().enumerate() {
+        assert_eq!(
+            (node.votes_given, node.votes_refused, node.votes_failed),
+            (3 * CYCLES, 0, 0),
+            "node {i}: {node:?}"
+        );
+        assert_eq!(cluster.cmd(i, &["EXISTS", "lk:noscript"]), "0");
+    }
+    let late: u64 = f.stats().nodes.iter().map(|n| n.late_replies).sum();
+    assert!(late > 0, "no reply was read late");
+}
+
 /// Acquire, extend, release: the lock key must be gone from every node afterwards.
 fn scoped_basics(cluster: &RedisCluster, f: &RedLockFactory) -> Result<(), String> {
     let g = f

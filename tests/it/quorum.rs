@@ -544,3 +544,32 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
         assert_eq!(cluster.cmd(i, &["EXISTS", "quorum-loopback-drop"]), "0");
     }
 }
+
+#[test]
+fn tmp_release_then_exists() {
+    let cluster = RedisCluster::start(3);
+    let mut report = Vec::new();
+    for n in 0..60 {
+        let f = redmutex::RedLockFactory::builder()
+            .restart_quarantine(false)
+            .nodes(cluster.urls())
+            .connect_timeout(Duration::from_secs(1))
+            .io_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let g = f.create_lock("tmp-x").try_acquire().unwrap().unwrap();
+        g.extend(Duration::from_secs(5)).unwrap();
+        let _ = f.create_lock("tmp-x").inspect().unwrap();
+        g.release().unwrap();
+        for i in 0..3 {
+            if cluster.cmd(i, &["EXISTS", "tmp-x"]) != "0" {
+                let t = Instant::now();
+                deadline_loop(Duration::from_secs(6), || {
+                    cluster.cmd(i, &["EXISTS", "tmp-x"]) == "0"
+                });
+                report.push((n, i, t.elapsed()));
+            }
+        }
+    }
+    assert!(report.is_empty(), "{report:?}");
+}
