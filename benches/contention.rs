@@ -31,7 +31,8 @@
 //!   (`wakeups_per_acq`), and the least against the most turns of one process
 //!   (`process_least_vs_most`).
 //!
-//! `cargo bench --bench contention [-- --quick] [--secs S] [--runs N] [--only NAME]`; run as a
+//! `cargo bench --bench contention [-- --quick] [--secs S] [--runs N] [--only NAME]
+//! [--breakdown]` (`--breakdown`: also each command's calls per acquisition on node 0); run as a
 //! test (`cargo test --benches`) it makes one tiny pass. It prints a table and one JSON line per
 //! scenario, with the machine's load average (`/proc/loadavg`) at the start and the end, and
 //! asserts nothing about speed: the figures are ratios measured in one run on a machine that
@@ -66,6 +67,8 @@ struct Settings {
     runs: usize,
     secs: f64,
     only: Option<String>,
+    /// `--breakdown`: also print, per scenario, each command's calls per acquisition.
+    breakdown: bool,
 }
 
 impl Settings {
@@ -79,6 +82,7 @@ impl Settings {
                 runs: 1,
                 secs: 2.0,
                 only: None,
+                breakdown: false,
             }
         } else if bench {
             Self {
@@ -86,6 +90,7 @@ impl Settings {
                 runs: 3,
                 secs: 4.0,
                 only: None,
+                breakdown: false,
             }
         } else {
             Self {
@@ -93,6 +98,7 @@ impl Settings {
                 runs: 1,
                 secs: 0.3,
                 only: None,
+                breakdown: false,
             }
         };
         let mut it = args.iter();
@@ -101,6 +107,7 @@ impl Settings {
                 "--runs" => s.runs = parse::<usize>(it.next(), "--runs N").max(1),
                 "--secs" => s.secs = parse::<f64>(it.next(), "--secs S").max(0.1),
                 "--only" => s.only = Some(parse(it.next(), "--only NAME")),
+                "--breakdown" => s.breakdown = true,
                 _ => {}
             }
         }
@@ -307,17 +314,41 @@ impl Drop for Worker {
 // The parent
 // ---------------------------------------------------------------------------
 
-/// Commands node 0 has run so far, by `INFO commandstats`, every command but `INFO`.
-fn commands(cluster: &common::RedisCluster) -> u64 {
+/// Commands node 0 has run so far, by `INFO commandstats`, by command, every command but
+/// `INFO`.
+fn commands(cluster: &common::RedisCluster) -> BTreeMap<String, u64> {
     let info = cluster.cmd(0, &["INFO", "commandstats"]);
     info.lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
         .filter_map(|l| {
-            l.split_once("calls=")
-                .and_then(|(_, rest)| rest.split(',').next())
-                .and_then(|n| n.parse::<u64>().ok())
+            let (name, rest) = l.split_once(':')?;
+            let calls = rest
+                .split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (name != "info").then(|| (name.to_owned(), calls))
         })
-        .sum()
+        .collect()
+}
+
+/// What node 0 ran between two [`commands`] readings, by command.
+fn commands_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect()
 }
 
 /// The p50 of an uncontended acquire + release over `run` (µs).
@@ -352,6 +383,9 @@ struct Run {
     yields_per_acq: f64,
     /// The least and the most turns of one process (equal with one process).
     process_least_vs_most: f64,
+    acquisitions: u64,
+    /// The commands node 0 ran, by command.
+    by_command: BTreeMap<String, u64>,
 }
 
 fn scenario(
@@ -417,7 +451,7 @@ fn scenario(
     // Every thread stops asking at the end of the run (a call under way then ends within a
     // round): the run's length is the time the acquisitions were made in.
     let wall = run;
-    let after = commands(cluster);
+    let by_command = commands_between(&before, &commands(cluster));
     drop(workers);
     waits.sort_unstable();
     let acquisitions: u64 = turns.iter().sum();
@@ -429,7 +463,7 @@ fn scenario(
         wait_p99_us: percentile(&waits, 0.99),
         least: turns.iter().copied().min().unwrap_or(0) as f64,
         most: turns.iter().copied().max().unwrap_or(0) as f64,
-        commands_per_acq: per_acq(after.saturating_sub(before)),
+        commands_per_acq: per_acq(by_command.values().sum()),
         errors: errors as f64,
         rounds_per_acq: per_acq(rounds),
         wakeups_per_acq: per_acq(wakeups),
@@ -437,6 +471,8 @@ fn scenario(
         yields_per_acq: per_acq(yields),
         process_least_vs_most: process_turns.iter().copied().min().unwrap_or(0) as f64
             / process_turns.iter().copied().max().unwrap_or(0).max(1) as f64,
+        acquisitions,
+        by_command,
     }
 }
 
@@ -620,6 +656,25 @@ fn main() {
         );
     }
     println!();
+    if s.breakdown {
+        // Each command's calls per acquisition on node 0, over all the runs of a scenario.
+        for &(p, t) in &picked {
+            let rs = &runs[&(p, t)];
+            let acquisitions = rs.iter().map(|r| r.acquisitions).sum::<u64>().max(1) as f64;
+            let mut total: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in rs {
+                for (k, v) in &r.by_command {
+                    *total.entry(k).or_default() += v;
+                }
+            }
+            let parts: Vec<String> = total
+                .iter()
+                .map(|(k, v)| format!("{k} {:.2}", *v as f64 / acquisitions))
+                .collect();
+            println!("commands/acq {p}x{t}: {}", parts.join(", "));
+        }
+        println!();
+    }
     for r in &rows {
         println!("{}", r.json());
     }

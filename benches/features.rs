@@ -280,17 +280,6 @@ fn contended_permits(factory: &RedLockFactory, run: Duration) -> (f64, Duration,
     (total as f64 / wall.as_secs_f64(), hold, least)
 }
 
-/// `calls` of one command in node 0's `INFO commandstats`.
-fn calls(cluster: &common::RedisCluster, command: &str) -> u64 {
-    let stats = cluster.cmd(0, &["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 fn semaphore_contended(m: &Mode, cluster: &common::RedisCluster) {
     const PERMITS: f64 = 4.0;
     let factory = common::defaults(cluster.urls()).build().unwrap();
@@ -305,9 +294,9 @@ fn semaphore_contended(m: &Mode, cluster: &common::RedisCluster) {
     let (mut scripts, mut acquisitions) = (0u64, 0f64);
     for _ in 0..m.runs {
         let cycle = 1.0 / rate(m.run, &mut mutex);
-        let before = calls(cluster, "evalsha");
+        let before = cluster.calls(0, "evalsha");
         let (per_sec, hold, fewest) = contended_permits(&factory, m.contended);
-        scripts += calls(cluster, "evalsha") - before;
+        scripts += cluster.calls(0, "evalsha") - before;
         acquisitions += per_sec * m.contended.as_secs_f64();
         // The limit with a nominal 1 ms hold, and with the hold really measured.
         let limit = PERMITS / (0.001 + cycle);

@@ -463,6 +463,20 @@ impl Drop for Place<'_> {
     }
 }
 
+/// What a quiet release leaves for the next waiter of its line ([`Hold::hand_over`]).
+#[derive(Debug, Clone)]
+pub(crate) struct HandOver {
+    /// The line's hand-over mark (`scripts::HANDOVER_PREFIX` and the line's id).
+    pub(crate) mark: Arc<str>,
+    /// Its life, ms.
+    pub(crate) ms: u64,
+    /// The release before this lease's found others waiting (the line is taking its turns in a
+    /// row while they wait, at most [`MAX_TURNS`]): this release leaves the mark without
+    /// looking for their waiting mark again, and counts as finding it. If they stopped waiting
+    /// meanwhile, the line holds back once at the end of its turns for nothing.
+    pub(crate) blind: bool,
+}
+
 /// An exclusive lease won through a line, held in this process: dropping it (at the lease's end)
 /// wakes the line's head.
 #[derive(Debug)]
@@ -494,15 +508,17 @@ impl Hold {
     /// the line's mark and its life in ms, for the release to leave on the nodes that find
     /// others waiting (`scripts::HANDOVER_RELEASE_SRC`). `None` otherwise (a release after
     /// [`MAX_TURNS`] turns announces and leaves no mark: no process keeps the lock).
-    pub(crate) fn hand_over(&self) -> Option<(Arc<str>, u64)> {
+    pub(crate) fn hand_over(&self) -> Option<HandOver> {
         let state = lock(&self.line.state);
         let (_, _, takes_mark) = state.waiters.front()?;
         (*takes_mark && state.streak < MAX_TURNS).then(|| {
             let ms = mark_life(state.round).as_millis();
-            (
-                Arc::clone(&self.line.mark),
-                u64::try_from(ms).unwrap_or(u64::MAX),
-            )
+            HandOver {
+                mark: Arc::clone(&self.line.mark),
+                ms: u64::try_from(ms).unwrap_or(u64::MAX),
+                // This lease was won on a turn taken while others waited.
+                blind: state.streak > 0,
+            }
         })
     }
 
@@ -623,17 +639,20 @@ mod tests {
             "a writer is next: it takes no mark over"
         );
         drop(writer);
-        let (mark, ms) = hold.hand_over().expect("a lock's waiter is next");
+        let HandOver { mark, ms, blind } = hold.hand_over().expect("a lock's waiter is next");
         assert!(mark.starts_with(scripts::HANDOVER_PREFIX));
         assert!((10..=20).contains(&ms), "{ms} ms");
+        assert!(!blind, "no turn was taken while others waited");
         hold.others_waited(true);
         drop(hold);
         assert!(lock_waiter.take_turn());
         assert_eq!(lock_waiter.take_mark().map(|(m, _)| m), Some(mark));
         assert!(lock_waiter.take_mark().is_none(), "read once");
-        // After MAX_TURNS turns in a row while others wait, the release leaves no mark.
+        // Won on a turn taken while others waited: its release leaves the mark without looking.
         let hold = lock_waiter.won(Mode::Exclusive).expect("held here");
         let _next = q.join("r", &["r"], Mode::Exclusive, true);
+        assert!(hold.hand_over().is_some_and(|h| h.blind));
+        // After MAX_TURNS turns in a row while others wait, the release leaves no mark.
         lock(&hold.line.state).streak = MAX_TURNS;
         assert!(!hold.next_takes_it());
         assert!(hold.hand_over().is_none());

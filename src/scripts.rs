@@ -122,13 +122,18 @@ pub(crate) const HANDOVER_PREFIX: &str = "redmutex:handover:";
 /// take-over is a grant like any other. Removes the line's order set entry as [`RELEASE_SRC`]
 /// does.
 ///
+/// Blind (ARGV[5] "1": the release before found others waiting, and the line is taking its
+/// turns in a row), it leaves the mark without looking for the waiting marker, and answers as
+/// if it had found it: a line's run of turns pays for that look once, at its first hand-over.
+///
 /// KEYS: lock, waiting marker, order set (optional). ARGV: token, hand-over mark, mark ms,
-/// since (optional). Returns 0 (not our token), 1 (deleted) or 2 (others wait: marked).
-pub(crate) const HANDOVER_RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] then
+/// since (optional; "0": none), blind (optional). Returns 0 (not our token), 1 (deleted) or 2
+/// (others wait, or blind: marked).
+pub(crate) const HANDOVER_RELEASE_SRC: &str = r#"if KEYS[3] and ARGV[4] and ARGV[4] ~= "0" then
     redis.pcall("ZREM", KEYS[3], ARGV[4])
 end
 if redis.call("GET", KEYS[1]) == ARGV[1] then
-    if redis.call("EXISTS", KEYS[2]) == 1 then
+    if ARGV[5] == "1" or redis.call("EXISTS", KEYS[2]) == 1 then
         redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
         return 2
     end
@@ -232,9 +237,12 @@ return false"#;
 /// release announcement names the entry with the smallest `since`: the process that has waited
 /// longest.
 ///
+/// The fencing counter is read unless ARGV[5] is "0" (a lock without fencing tokens: it has no
+/// use for it, and the counter answered is then 0), as [`TAKEOVER_SRC`] does.
+///
 /// KEYS: lock, fencing counter, waiting marker, order set (only with a since). ARGV: token, TTL
-/// ms, marker ms (0: don't mark), since (0 or absent: none). Returns `{granted (1 or 0), counter
-/// (0 when absent)}`.
+/// ms, marker ms (0: don't mark), since (0 or absent: none), fencing (absent or "1": read the
+/// counter; "0": don't). Returns `{granted (1 or 0), counter (0 when absent or not read)}`.
 pub(crate) const ACQUIRE_SRC: &str = concat!(
     r#"local granted = 0
 local since = tonumber(ARGV[4]) or 0
@@ -244,7 +252,11 @@ elseif redis.call("GET", KEYS[1]) == ARGV[1] then
     granted = 1
 "#,
     mark_waiting!(),
-    r#"return {granted, tonumber(redis.call("GET", KEYS[2]) or "0")}"#
+    r#"local counter = 0
+if ARGV[5] ~= "0" then
+    counter = tonumber(redis.call("GET", KEYS[2]) or "0")
+end
+return {granted, counter}"#
 );
 
 /// Raises the fencing counter to at least ARGV[1] (a max-register: it never goes down) and

@@ -28,6 +28,13 @@ const FENCE_ROUNDS: usize = 4;
 /// Bounds of the short look again after a wake-up that found the lock still held.
 const SETTLE_MIN: Duration = Duration::from_millis(1);
 const SETTLE_MAX: Duration = Duration::from_millis(20);
+/// A lock's waiter marks again (its waiting mark, its line's order set entry) once a third of
+/// the mark's life ([`waiting_mark`]) has passed since it last marked, not on every attempt: the
+/// attempts in between do not mark (a bare `SET NX PX` without fencing). Its next attempt comes
+/// at most a pause (plus a deferral to another process, [`SETTLE_MAX`]) later, while the mark
+/// lives two pauses and 100 ms: it does not lapse while the waiter waits (unless another client
+/// marks the resource with a shorter life).
+const MARK_FRESH: u32 = 3;
 
 /// How long an acquisition may wait for a lock held elsewhere, and a flag that calls the wait
 /// off: the argument of [`RedLock::acquire_with`](crate::RedLock::acquire_with).
@@ -302,6 +309,12 @@ fn wait_loop<'s, T: Acquired>(
     let mut message: Option<Vec<u8>> = None;
     // The hand-over mark the next attempt takes over, and until when it stands at the latest.
     let mut handover: Option<(Arc<str>, Instant)> = None;
+    // A lock's waiter: until when the waiting mark (and its line's order set entry) that its
+    // last marking attempt left stands well past the next attempt (see `MARK_FRESH`), and the
+    // line's `since` it entered. Until then an attempt that would mark is a bare one: marking
+    // again would only renew them. (A line that began to wait for another process after that
+    // attempt enters the order set at its next attempt.)
+    let mut marked: Option<(Instant, u64)> = None;
     loop {
         if wait.cancelled() {
             return Err(cancelled());
@@ -336,10 +349,13 @@ fn wait_loop<'s, T: Acquired>(
                         grace.min(d.saturating_duration_since(Instant::now()))
                     });
                     sleep(grace, wait.cancel);
-                    // Then listen and mark at once: a busy attempt needs no second one.
+                    // Then listen and mark at once: a busy attempt needs no second one. The
+                    // line waits for the others from now: that attempt enters it in the order
+                    // set (and its next ones need not mark again soon).
                     if wake && seat.is_none() {
                         seat = Some(waker.enter(&shared.nodes, resource, members, 0));
                     }
+                    place.held_elsewhere();
                     mark = wake;
                 } else {
                     mark = false;
@@ -351,6 +367,9 @@ fn wait_loop<'s, T: Acquired>(
         let attempt_start = Instant::now();
         progress.rounds = progress.rounds.saturating_add(1);
         let since = line.place.as_ref().map_or(0, Place::since);
+        let fresh =
+            marked.is_some_and(|(until, entered)| attempt_start < until && entered == since);
+        let marking = mark && !fresh;
         if handover
             .as_ref()
             .is_some_and(|(_, until)| Instant::now() >= *until)
@@ -360,7 +379,7 @@ fn wait_loop<'s, T: Acquired>(
         }
         let outcome = attempt(
             Mark {
-                on: mark,
+                on: marking,
                 since,
                 handover: handover.as_ref().map(|(m, _)| &**m),
             },
@@ -371,6 +390,12 @@ fn wait_loop<'s, T: Acquired>(
         }
         if let Attempt::Busy { votes, .. } = &outcome {
             contended(progress, *votes);
+            if marking && line.takes_mark {
+                // The nodes that refused it hold our mark for the waiting mark's life from now.
+                marked = attempt_start
+                    .checked_add(waiting_mark(shared) / MARK_FRESH)
+                    .map(|until| (until, since));
+            }
             if let Some(place) = line.place.as_ref().filter(|p| !p.held_here()) {
                 place.held_elsewhere();
             }
@@ -417,7 +442,10 @@ fn wait_loop<'s, T: Acquired>(
             }
             // Held in another process: listen for its release (subscribed before the marking
             // attempt, so that a release after it is heard), and mark.
-            Attempt::Busy { holders, .. } if wake && !here && (!mark || seat.is_none()) => {
+            // (Not after a bare attempt made while our mark stands: it needs no renewal yet.)
+            Attempt::Busy { holders, .. }
+                if wake && !here && (!(mark || fresh) || seat.is_none()) =>
+            {
                 if seat.is_none() {
                     seat = Some(waker.enter(&shared.nodes, resource, members, holders));
                 }
@@ -663,24 +691,28 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
     let tally = if handover.is_some() || req.fencing || mark {
         // The acquire script: SET NX PX, plus the fencing counter and the waiting mark; or,
         // taking the release's hand-over mark over, the take-over script, which also grants on
-        // the mark (and takes two arguments more).
+        // the mark (and takes one argument more).
         let keys = [
             Arg::Str(resource),
             Arg::Joined(resource, scripts::FENCE_SUFFIX),
             Arg::Joined(resource, scripts::WAITING_SUFFIX),
             Arg::Joined(resource, scripts::ORDER_SUFFIX),
         ];
+        // ARGV: token, TTL, marker ms, since, then the take-over's hand-over mark and fencing
+        // flag, or the acquire script's fencing flag (the counter is read only for a fencing
+        // token).
+        let fencing = if req.fencing { "1" } else { "0" };
         let args = [
             Arg::Str(token.as_str()),
             Arg::Int(ttl_ms),
             Arg::Int(mark_ms(shared, mark)),
             Arg::Int(since),
-            Arg::Str(handover.unwrap_or_default()),
-            Arg::Str(if req.fencing { "1" } else { "0" }),
+            Arg::Str(handover.unwrap_or(fencing)),
+            Arg::Str(fencing),
         ];
         let (script, args) = match handover {
             Some(_) => (&scripts::TAKEOVER, &args[..]),
-            None => (&scripts::ACQUIRE, &args[..4]),
+            None => (&scripts::ACQUIRE, &args[..5]),
         };
         let call = Call::Script {
             script,

@@ -272,8 +272,9 @@ impl Target {
     /// announce for [`Announce::Quiet`]. `since` (0: none): the order set entry of the local
     /// queue's line that won the lease, which a mutex's release removes (see
     /// `scripts::RELEASE_SRC`). `handover` (a mutex's quiet release only): the hand-over mark
-    /// of that line and its life in ms, which the release leaves instead of deleting the key
-    /// where others wait (`scripts::HANDOVER_RELEASE_SRC`).
+    /// of that line, its life in ms, and whether to leave it without looking for others'
+    /// waiting mark (`blind`), which the release leaves instead of deleting the key where others
+    /// wait (`scripts::HANDOVER_RELEASE_SRC`).
     pub(crate) fn with_release_as<R>(
         &self,
         name: &str,
@@ -301,16 +302,23 @@ impl Target {
                     Arg::Joined(lock, scripts::WAITING_SUFFIX),
                     Arg::Joined(lock, scripts::ORDER_SUFFIX),
                 ];
-                if let (Some((mark, ms)), Announce::Quiet, Self::Mutex) = (handover, announce, self)
+                if let (Some((mark, ms, blind)), Announce::Quiet, Self::Mutex) =
+                    (handover, announce, self)
                 {
-                    // ARGV: token, hand-over mark, mark ms, since (only when there is one).
+                    // ARGV: token, hand-over mark, mark ms, since (0: none; left out when 0 and
+                    // not blind), blind ("1", only when blind).
                     let args = [
                         Arg::Str(token),
                         Arg::Str(mark),
                         Arg::Int(ms),
                         Arg::Int(since),
+                        Arg::Str("1"),
                     ];
-                    let args = if since > 0 { &args[..] } else { &args[..3] };
+                    let args = match (blind, since > 0) {
+                        (true, _) => &args[..],
+                        (false, true) => &args[..4],
+                        (false, false) => &args[..3],
+                    };
                     return f(Call::Script {
                         script: &scripts::HANDOVER_RELEASE,
                         keys: &keys,
@@ -426,12 +434,13 @@ pub(crate) enum Announce {
 /// What a release round tells the waiters: whether it announces, the order set entry it
 /// removes (`since`, 0 for none: the local queue's line that won the lease, see
 /// `scripts::RELEASE_SRC`), and, for a quiet release whose next holder takes a hand-over mark
-/// over, that mark and its life in ms (see `scripts::HANDOVER_RELEASE_SRC`).
+/// over, that mark, its life in ms and whether it is left blind (see
+/// `scripts::HANDOVER_RELEASE_SRC`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tell<'a> {
     pub(crate) announce: Announce,
     pub(crate) since: u64,
-    pub(crate) handover: Option<(&'a str, u64)>,
+    pub(crate) handover: Option<(&'a str, u64, bool)>,
 }
 
 impl From<Announce> for Tell<'_> {
@@ -756,7 +765,7 @@ impl Lease {
                 Tell {
                     announce,
                     since,
-                    handover: handover.as_ref().map(|(mark, ms)| (&**mark, *ms)),
+                    handover: handover.as_ref().map(|h| (&*h.mark, h.ms, h.blind)),
                 },
                 lease.owing(),
             )?;

@@ -236,3 +236,42 @@ fn processes_tokens_follow_the_witness_order_through_kills_and_delayed_restarts(
     assert_eq!(tokens.len(), WORKERS * ROUNDS);
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
 }
+
+/// Issue 18 (commands per acquisition): a lock without fencing tokens does not read its
+/// fencing counter, even in the attempts of a wait (the acquire script, which marks the
+/// resource as waited for). Before, those attempts read it all the same, for nothing: a counter
+/// key that is not a number (here, another application's key of that name) made their replies
+/// malformed, and a waiting acquisition failed.
+#[test]
+fn a_lock_without_fencing_does_not_read_the_counter_while_it_waits() {
+    const RESOURCE: &str = "fencing:unread";
+    let cluster = RedisCluster::start(3);
+    let counter = format!("{RESOURCE}:redmutex:fence");
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    for i in 0..3 {
+        cluster.cmd(i, &["SET", &counter, "not a number"]);
+    }
+    let holder_factory = support::factory(&cluster).build().unwrap();
+    let waiter_factory = support::factory(&cluster).max_retries(2).build().unwrap();
+    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let g = waiter_factory
+                .create_lock(RESOURCE)
+                .acquire_timeout(Duration::from_secs(60))?;
+            let token = g.fencing_token();
+            g.release().map(|()| token)
+        });
+        // The waiter's marking attempt ran on every node.
+        assert!(
+            deadline_loop(Duration::from_secs(30), || (0..3)
+                .all(|i| cluster.cmd(i, &["EXISTS", &waiting]) == "1")),
+            "the waiter never marked the resource"
+        );
+        holder.release().unwrap();
+        let token = waiter.join().unwrap().expect("the waiting acquisition");
+        assert_eq!(token, None, "no fencing token was asked for");
+    });
+    // Untouched.
+    assert_eq!(cluster.cmd(0, &["GET", &counter]), "not a number");
+}

@@ -57,18 +57,6 @@ fn warm(factory: &RedLockFactory) {
     retrying(|| factory.create_lock("warm-up").acquire().map(drop)).unwrap();
 }
 
-/// `calls=N` of `cmdstat_<command>` in node `i`'s INFO commandstats (commands run by scripts
-/// included).
-fn calls(cluster: &RedisCluster, i: usize, command: &str) -> u64 {
-    let stats = cluster.cmd(i, &["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// One kind of lease, taken and released through a boxed guard.
 type Release = Box<dyn FnOnce() -> redmutex::Result<()>>;
 
@@ -312,7 +300,7 @@ fn a_release_reaches_a_node_that_was_stopped_once_it_is_back() {
     let lock = factory.create_lock("owed:release");
     // Every node has a pooled connection first, so the stopped node takes the request.
     drop(retrying(|| lock.acquire()).unwrap());
-    let sets = calls(&cluster, 2, "set");
+    let sets = cluster.calls(2, "set");
     cluster.stop(2);
     let guard = retrying(|| lock.acquire()).unwrap();
     let token = guard.token().to_owned();
@@ -321,7 +309,7 @@ fn a_release_reaches_a_node_that_was_stopped_once_it_is_back() {
     cluster.cont(2);
     // (Its key may be gone again at once: a fixed client may be reconnecting already.)
     assert!(
-        deadline_loop(Duration::from_secs(10), || calls(&cluster, 2, "set") > sets),
+        deadline_loop(Duration::from_secs(10), || cluster.calls(2, "set") > sets),
         "the resumed node never ran the queued acquisition: the scenario did not happen"
     );
     cluster.kill(1);
@@ -350,7 +338,7 @@ fn a_take_back_reaches_a_node_that_was_stopped_once_it_is_back() {
     let lock = factory.create_lock("owed:take-back");
     drop(retrying(|| lock.acquire()).unwrap());
     cluster.cmd(1, &["SET", "owed:take-back", "someone-else", "PX", "60000"]);
-    let sets = calls(&cluster, 2, "set");
+    let sets = cluster.calls(2, "set");
     cluster.stop(2);
     // Node 0 grants, node 1 refuses, node 2 times out: busy, and taken back where it may have
     // landed (node 0 now, node 2 later).
@@ -364,7 +352,7 @@ fn a_take_back_reaches_a_node_that_was_stopped_once_it_is_back() {
     cluster.cont(2);
     let ours = |v: &str| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit());
     assert!(
-        deadline_loop(Duration::from_secs(10), || calls(&cluster, 2, "set") > sets),
+        deadline_loop(Duration::from_secs(10), || cluster.calls(2, "set") > sets),
         "the resumed node never ran the queued attempt: the scenario did not happen"
     );
     let freed = deadline_loop(Duration::from_secs(20), || {

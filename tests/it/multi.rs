@@ -9,17 +9,6 @@ use std::time::{Duration, Instant};
 use crate::support::{self, RedisCluster};
 use redmutex::{Error, LossReason};
 
-/// `calls=N` of `cmdstat_<command>` in node `i`'s INFO commandstats.
-fn calls(cluster: &RedisCluster, i: usize, command: &str) -> u64 {
-    let stats = cluster.cmd(i, &["INFO", "commandstats"]);
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn every_resource_in_one_round_with_the_locks_own_keys() {
     let cluster = RedisCluster::start(3);
@@ -36,7 +25,7 @@ fn every_resource_in_one_round_with_the_locks_own_keys() {
     let guard = multi.acquire().unwrap();
     for i in 0..3 {
         assert_eq!(
-            calls(&cluster, i, "evalsha"),
+            cluster.calls(i, "evalsha"),
             1,
             "node {i}: one round, not eight"
         );

@@ -321,6 +321,26 @@ fn order_set(cluster: &RedisCluster, i: usize, resource: &str) -> String {
     cluster.cmd(i, &["ZRANGE", &key, "0", "-1"])
 }
 
+/// `resource` held by one factory, and another factory for a waiter that polls only every 30
+/// s: within a test, it moves only on what it hears (its mark lives a minute).
+fn held_with_a_quiet_waiter(
+    cluster: &RedisCluster,
+    resource: &str,
+) -> (redmutex::RedLockGuard, RedLockFactory) {
+    let holder = support::factory(cluster)
+        .build()
+        .unwrap()
+        .create_lock(resource)
+        .acquire()
+        .unwrap();
+    let waiter_factory = support::factory(cluster)
+        .retry_delay(Duration::from_secs(30))
+        .retry_jitter(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    (holder, waiter_factory)
+}
+
 /// Regression (issue 18, the 4 × 16 tail): a line enters the order set with its first marking
 /// attempt (it used to mark with no `since` and enter only at its next attempt, a poll interval
 /// later), and a win that one node refused (it still held the previous holder's key, whose
@@ -333,14 +353,7 @@ fn order_set(cluster: &RedisCluster, i: usize, resource: &str) -> String {
 fn a_line_enters_the_order_at_once_and_a_win_refused_by_one_node_leaves_no_entry() {
     const RESOURCE: &str = "queue:stale-order";
     let cluster = RedisCluster::start(3);
-    let holder_factory = support::factory(&cluster).build().unwrap();
-    // No poll within the test: the waiter moves only on what it hears.
-    let waiter_factory = support::factory(&cluster)
-        .retry_delay(Duration::from_secs(30))
-        .retry_jitter(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let holder = holder_factory.create_lock(RESOURCE).acquire().unwrap();
+    let (holder, waiter_factory) = held_with_a_quiet_waiter(&cluster, RESOURCE);
     let lock = waiter_factory.create_lock(RESOURCE);
     thread::scope(|s| {
         let waiter = s.spawn(|| {
@@ -544,4 +557,100 @@ fn a_hand_over_in_a_line_leaves_no_window_and_its_mark_goes_by_itself() {
         next.join().unwrap().unwrap();
     });
     assert_eq!(held(&line_factory), 0);
+}
+
+/// Issue 18 (commands per acquisition): a waiting head marks again (its waiting mark, its
+/// line's order set entry: `SET`, `TIME`, `ZADD`, `PEXPIRE` on every node) only when a third of
+/// the mark's life has passed since it last marked; the attempts in between, such as the one
+/// after each release it hears, are bare `SET NX PX`s. Its mark and its place in the order
+/// still stand for the next release. Before, every attempt of a head marked again.
+#[test]
+fn a_head_whose_mark_is_fresh_tries_without_marking_again() {
+    const RESOURCE: &str = "queue:fresh-mark";
+    let cluster = RedisCluster::start(3);
+    let (holder, waiter_factory) = held_with_a_quiet_waiter(&cluster, RESOURCE);
+    let lock = waiter_factory.create_lock(RESOURCE);
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    let channel = format!("{RESOURCE}:redmutex:released");
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let g = lock.acquire_timeout(Duration::from_secs(60))?;
+            g.release()
+        });
+        assert!(queued(&waiter_factory, RESOURCE, 1));
+        assert!(
+            deadline_loop(Duration::from_secs(30), || (0..3)
+                .all(|i| !order_set(&cluster, i, RESOURCE).is_empty())),
+            "the waiting line is not in the order set on every node"
+        );
+        let zadds: u64 = (0..3).map(|i| cluster.calls(i, "zadd")).sum();
+        let sets = cluster.calls(0, "set");
+        // A release announcement (the lock is still held): the waiter wakes and tries.
+        for i in 0..3 {
+            cluster.cmd(i, &["PUBLISH", &channel, "0 1"]);
+        }
+        assert!(
+            deadline_loop(Duration::from_secs(30), || cluster.calls(0, "set") > sets),
+            "the waiter did not try after the announcement"
+        );
+        assert_eq!(
+            (0..3).map(|i| cluster.calls(i, "zadd")).sum::<u64>(),
+            zadds,
+            "the waiter marked again, though its mark was fresh"
+        );
+        assert!(
+            (0..3).all(|i| cluster.cmd(i, &["EXISTS", &waiting]) == "1"
+                && !order_set(&cluster, i, RESOURCE).is_empty()),
+            "the waiter's mark or its place in the order is gone"
+        );
+        // The real release: announced (the mark stands), the waiter takes the lock.
+        holder.release().unwrap();
+        waiter.join().unwrap().unwrap();
+    });
+}
+
+/// Issue 18 (commands per acquisition): while a line takes its turns in a row because others
+/// wait (the first hand-over found their waiting mark), each later hand-over leaves the line's
+/// mark without looking for theirs again (no `EXISTS`), until the line holds back after
+/// `MAX_TURNS` (16) turns. Before, every hand-over looked: one `EXISTS` per acquisition.
+#[test]
+fn a_line_taking_its_turns_looks_for_other_waiters_once_per_run() {
+    const RESOURCE: &str = "queue:blind-hand-over";
+    const THREADS: usize = 4;
+    const TURNS: u64 = 40;
+    let cluster = RedisCluster::start(3);
+    let factory = support::factory(&cluster).build().unwrap();
+    // Another process waits all along (its marker, without its attempts).
+    let waiting = format!("{RESOURCE}:redmutex:waiting");
+    for i in 0..3 {
+        cluster.cmd(i, &["SET", &waiting, "1", "PX", "600000"]);
+    }
+    let exists = cluster.calls(0, "exists");
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                let lock = factory.create_lock(RESOURCE);
+                for _ in 0..TURNS {
+                    let g = lock.acquire_timeout(Duration::from_secs(60)).unwrap();
+                    g.release().unwrap();
+                }
+            });
+        }
+    });
+    let acquisitions = THREADS as u64 * TURNS;
+    let looked = cluster.calls(0, "exists") - exists;
+    let handed = factory.stats().local_handovers;
+    eprintln!(
+        "[figures] blind_hand_over: {looked} EXISTS on node 0 for {acquisitions} acquisitions \
+         ({handed} hand-overs in the line)"
+    );
+    assert!(
+        handed * 2 >= acquisitions,
+        "too few hand-overs in the line to tell: {handed} of {acquisitions}"
+    );
+    // About 2 in 17: the release that ends a run of turns, and the next run's first hand-over.
+    assert!(
+        looked * 4 <= acquisitions,
+        "{looked} EXISTS for {acquisitions} acquisitions: hand-overs looked for others each time"
+    );
 }

@@ -928,6 +928,21 @@ impl RedisCluster {
         self.nodes[i].try_cmd(args)
     }
 
+    /// The `calls=N` of `cmdstat_<command>` in node `i`'s `INFO commandstats` (the commands
+    /// scripts run included; 0 when it never ran).
+    ///
+    /// # Panics
+    /// As [`Self::cmd`].
+    pub fn calls(&self, i: usize, command: &str) -> u64 {
+        let stats = self.cmd(i, &["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The nodes a command can reach now: running and not frozen.
     fn live(&self) -> Vec<usize> {
         (0..self.len())
