@@ -545,21 +545,6 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
     }
 }
 
-/// Node `i`'s calls of the commands named, by `INFO commandstats`.
-fn calls(cluster: &RedisCluster, i: usize, commands: &[&str]) -> u64 {
-    cluster
-        .cmd(i, &["INFO", "commandstats"])
-        .lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?;
-            commands
-                .contains(&name)
-                .then(|| calls.parse::<u64>().ok())?
-        })
-        .sum()
-}
-
 /// A busy attempt on loopback is decided by the two nodes that said no, and leaves the third
 /// unread: it sends that node no take-back (the late reply is a "no" too), so 300 attempts at
 /// a lock held elsewhere cost no script run on any node; a late grant would still be taken
@@ -577,7 +562,7 @@ fn a_busy_attempt_sends_no_take_back_to_the_node_it_left_unread() {
     let lock = f.create_lock("quorum-busy");
     let scripts = || {
         (0..3)
-            .map(|i| calls(&cluster, i, &["evalsha", "eval"]))
+            .map(|i| cluster.calls(i, "evalsha") + cluster.calls(i, "eval"))
             .sum::<u64>()
     };
     let before = scripts();
