@@ -528,7 +528,13 @@ pub(crate) type Late = (Judge, Option<(Vec<u8>, Instant)>);
 
 /// `call` packed as a release a node is owed ([`owe`], [`Late`]): as EVAL when a script.
 pub(crate) fn packed_to_owe(call: Call<'_>) -> Vec<u8> {
-    let mut packed = Vec::new();
+    // The source and room for the keys and arguments: one allocation, where growing from
+    // empty took eight (a parked release or take-back packs one on every round).
+    let room = match call {
+        Call::Script { script, .. } => script.src.len() + 512,
+        Call::Command(_) | Call::SetNx { .. } => 256,
+    };
+    let mut packed = Vec::with_capacity(room);
     if !call.pack_eval(&mut packed) {
         call.pack(&mut packed);
     }
