@@ -473,6 +473,16 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
     // Client connections on node `i`, not counting the one asking.
     let clients = |i: usize| cluster.cmd(i, &["CLIENT", "LIST"]).lines().count() - 1;
     let before: Vec<usize> = (0..3).map(clients).collect();
+    // Every connection the factory opened is closed again, within a bound.
+    let all_closed = |what: &str| {
+        assert!(
+            deadline_loop(Duration::from_secs(10), || (0..3)
+                .map(clients)
+                .eq(before.iter().copied())),
+            "{what}: connections left open: {:?}, before {before:?}",
+            (0..3).map(clients).collect::<Vec<_>>()
+        );
+    };
     for pool in [1, 4] {
         let f = builder()
             .nodes(cluster.urls())
@@ -515,14 +525,7 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
         // connection, parked ones included.
         drop(lock);
         drop(f);
-        assert!(
-            deadline_loop(Duration::from_secs(10), || (0..3)
-                .map(clients)
-                .eq(before.iter().copied())),
-            "pool {pool}: connections left open: {:?}, before {before:?}: {}",
-            (0..3).map(clients).collect::<Vec<_>>(),
-            cluster.cmd(0, &["CLIENT", "LIST"])
-        );
+        all_closed(&format!("pool {pool}"));
     }
     // Dropped right after its last round, with connections still parked: its nodes' readers
     // read them, and every connection closes all the same.
@@ -533,13 +536,7 @@ fn on_loopback_a_round_decides_at_the_quorum_and_reads_every_late_reply() {
     }
     drop(lock);
     drop(f);
-    assert!(
-        deadline_loop(Duration::from_secs(10), || (0..3)
-            .map(clients)
-            .eq(before.iter().copied())),
-        "connections left open after a drop: {:?}, before {before:?}",
-        (0..3).map(clients).collect::<Vec<_>>()
-    );
+    all_closed("dropped right after its last round");
     for i in 0..3 {
         assert_eq!(cluster.cmd(i, &["EXISTS", "quorum-loopback-drop"]), "0");
     }
