@@ -38,6 +38,17 @@ fn left(cluster: &RedisCluster, i: usize, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// [`left`] once what node `i` was sent has run: a round returns once a quorum's replies
+/// settle it, so its command to node 0, behind the proxy (one thread hop more), may land just
+/// after the call returns. Waits up to 2 s (the leases live 30 s) for nothing to be left, and
+/// returns what is left then.
+fn left_soon(cluster: &RedisCluster, i: usize, prefix: &str) -> Vec<String> {
+    crate::support::deadline_loop(Duration::from_secs(2), || {
+        left(cluster, i, prefix).is_empty()
+    });
+    left(cluster, i, prefix)
+}
+
 /// Runs `f` until it does not fail for want of a quorum, for up to 30 s: a loaded machine can
 /// time a node out, above all on a first connection.
 fn retrying<T>(mut f: impl FnMut() -> redmutex::Result<T>) -> redmutex::Result<T> {
@@ -163,7 +174,7 @@ fn an_acquisition_sent_again_after_its_reply_was_lost_is_granted_once() {
         if let Err(e) = release() {
             failures.push(format!("{kind}: release: {e}"));
         }
-        let rest = left(&cluster, 0, &name);
+        let rest = left_soon(&cluster, 0, &name);
         if !rest.is_empty() {
             failures.push(format!("{kind}: left after the release: {rest:?}"));
         }
@@ -231,7 +242,7 @@ fn a_release_sent_again_after_its_reply_was_lost_is_not_a_loss() {
             Ok(()) | Err(Error::NoQuorum { .. }) => {}
             Err(e) => failures.push(format!("{kind}: release sent again: {e}")),
         }
-        let rest = left(&cluster, 0, &name);
+        let rest = left_soon(&cluster, 0, &name);
         if !rest.is_empty() {
             failures.push(format!("{kind}: left after the release: {rest:?}"));
         }
@@ -276,7 +287,7 @@ fn a_refused_attempt_takes_back_a_node_whose_command_was_sent_again() {
             Ok(Some(_)) => failures.push(format!("{kind}: granted while held elsewhere")),
             Err(e) => failures.push(format!("{kind}: {e}")),
         }
-        let rest = left(&cluster, 0, &name);
+        let rest = left_soon(&cluster, 0, &name);
         if !rest.is_empty() {
             let values: Vec<String> = rest.iter().map(|k| cluster.cmd(0, &["GET", k])).collect();
             failures.push(format!(
