@@ -394,7 +394,7 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
                     until,
                 });
             }
-            note_failure(health, &e);
+            note_failure(health, &unread.conn, &e);
         }
     }
     let due = {
@@ -419,7 +419,7 @@ fn read_late(health: &Health, job: Job, io_timeout: Duration) -> Option<Conn> {
     if unread.conn.owed_seen < health.owed_next.load(Ordering::Acquire)
         && let Err(e) = super::pay_owed_on(health, &mut unread.conn, io_timeout)
     {
-        note_failure(health, &e);
+        note_failure(health, &unread.conn, &e);
         return None;
     }
     Some(unread.conn)
@@ -445,10 +445,13 @@ fn late_sample(
     (bound < expected(health)).then_some(bound)
 }
 
-/// Marks the node failing after an I/O error of its reader (a signal's interruption is not the
-/// node's failure), as a round's failure would.
-fn note_failure(health: &Health, e: &redis::RedisError) {
-    if !is_interrupted(e) {
+/// Marks the node failing after an I/O error of a late read on `conn` (a signal's interruption
+/// is not the node's failure), as a round's failure would.
+fn note_failure(health: &Health, conn: &Conn, e: &redis::RedisError) {
+    // A connection opened before the node's last failure failing too is old news: that failure
+    // was recorded, and a node up again since (restarted, say) must not be marked down by the
+    // connections it dropped (before, its parked ones made it flap down and up once more).
+    if !is_interrupted(e) && conn.generation >= health.generation.load(Ordering::Acquire) {
         health.failed(NodeErrorKind::of(e), &describe(e));
     }
 }
