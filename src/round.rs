@@ -399,7 +399,8 @@ pub(crate) fn round(
 /// [`round`] for an acquisition (`Settle::Grant(quorum)`) whose take-back is `take_back`: a
 /// node left unread once the round can no longer win (its yes votes and the nodes still
 /// unread together below the quorum) is sent no take-back now; its late read owes it
-/// `take_back` (until `until`) if its late reply is a grant, or none came. So a busy attempt
+/// `take_back` (for `life` from the round's writes: as long as the grant may live) if its
+/// late reply is a grant, or none came. So a busy attempt
 /// costs no round for the node it did not wait for. Those nodes are in [`Tally::deferred`].
 pub(crate) fn acquisition(
     nodes: &Nodes,
@@ -408,12 +409,11 @@ pub(crate) fn acquisition(
     classify: Classify,
     quorum: usize,
     take_back: Call<'_>,
-    until: Instant,
+    life: Duration,
 ) -> Tally {
-    let owe = OweIfYes {
+    let owe = Owed {
         call: take_back,
-        until,
-        quorum,
+        life,
     };
     exchange_one(
         nodes,
@@ -422,12 +422,13 @@ pub(crate) fn acquisition(
         classify,
         Settle::Grant(quorum),
         None,
-        Some(owe),
+        Some((owe, quorum)),
     )
 }
 
 /// [`round`] for a release: a node whose reply is read late (its connection parked) and is
-/// not a yes is owed the release again, until `until`, after every grant parked with it
+/// not a yes is owed the release again, for `life` from the round's writes (as long as the
+/// lease may live), after every grant parked with it
 /// before (see [`Node::owe_after`] for the replies the round reads itself). The release may
 /// have overtaken an earlier round's grant there, failed to answer, or found the node's
 /// script cache flushed (`NOSCRIPT`, which the round itself answers by sending the script:
@@ -439,9 +440,9 @@ pub(crate) fn round_owing(
     mask: u64,
     classify: Classify,
     settle: Settle,
-    until: Instant,
+    life: Duration,
 ) -> Tally {
-    let owe = OweUnlessYes { call, until };
+    let owe = Owed { call, life };
     exchange_one(nodes, call, mask, classify, settle, Some(owe), None)
 }
 
@@ -452,8 +453,8 @@ fn exchange_one(
     mask: u64,
     classify: Classify,
     settle: Settle,
-    owe_unless_yes: Option<OweUnlessYes<'_>>,
-    owe_if_yes: Option<OweIfYes<'_>>,
+    owe_unless_yes: Option<Owed<'_>>,
+    owe_if_yes: Option<(Owed<'_>, usize)>,
 ) -> Tally {
     nodes.count_round();
     let tally = RefCell::new(Tally::default());
@@ -464,7 +465,7 @@ fn exchange_one(
         late: (settle != Settle::All).then_some(classify),
         owe_unless_yes,
         late_for: None,
-        owe_if_yes: owe_if_yes.map(|o| (o, &yes as &dyn Fn() -> usize)),
+        owe_if_yes: owe_if_yes.map(|(o, quorum)| (o, quorum, &yes as &dyn Fn() -> usize)),
     };
     let sent = command::with_buffer(|buf| {
         call.pack(buf);
@@ -620,10 +621,7 @@ fn replies_settling(nodes: &Nodes, calls: &[Call<'_>], mask: u64, until: Until<'
 /// until `until` (see [`Node::owe`]). Cold path: a node failed.
 #[cold]
 pub(crate) fn owe(nodes: &Nodes, call: Call<'_>, mask: u64, until: Instant) {
-    let mut packed = Vec::new();
-    if !call.pack_eval(&mut packed) {
-        call.pack(&mut packed);
-    }
+    let packed = packed_to_owe(call);
     for (i, node) in nodes.iter().enumerate() {
         if mask & (1 << i) != 0 {
             node.owe(packed.clone(), until);
@@ -652,10 +650,7 @@ pub(crate) fn unread_marks(nodes: &Nodes, mask: u64) -> Vec<(usize, u64)> {
 /// connections they went on. Cold path: a node answered slower than the round needed.
 #[cold]
 pub(crate) fn owe_after(nodes: &Nodes, call: Call<'_>, marks: &[(usize, u64)], until: Instant) {
-    let mut packed = Vec::new();
-    if !call.pack_eval(&mut packed) {
-        call.pack(&mut packed);
-    }
+    let packed = packed_to_owe(call);
     for &(i, mark) in marks {
         if let Some(node) = nodes.get(i) {
             node.owe_after(mark, packed.clone(), until);
@@ -714,30 +709,30 @@ struct Decide<'a> {
     /// every reply itself.
     late: Option<Classify>,
     /// For a release: what its late "no" owes (see [`round_owing`]).
-    owe_unless_yes: Option<OweUnlessYes<'a>>,
+    owe_unless_yes: Option<Owed<'a>>,
     /// For a caller of [`replies_until`]: how node `i`'s late replies count, and what they owe
     /// (in place of `late` and `owe_unless_yes`).
     late_for: Option<&'a dyn Fn(usize) -> Late>,
     /// For an acquisition: its take-back, owed by a late yes once the round can no longer
-    /// win, and the yes votes read so far (see [`acquisition`]).
-    owe_if_yes: Option<(OweIfYes<'a>, &'a dyn Fn() -> usize)>,
+    /// reach the quorum, and the yes votes read so far (see [`acquisition`]).
+    owe_if_yes: Option<(Owed<'a>, usize, &'a dyn Fn() -> usize)>,
 }
 
-/// An acquisition's take-back (packed as EVAL when parked), owed until `until` by a late yes
-/// to a round that can no longer reach `quorum`.
+/// A release a parked node may be owed (packed as EVAL when parked), for `life` from the
+/// round's writes: a release's late answer other than a yes, or a lost acquisition's late
+/// grant, owes it.
 #[derive(Clone, Copy)]
-struct OweIfYes<'a> {
+struct Owed<'a> {
     call: Call<'a>,
-    until: Instant,
-    quorum: usize,
+    life: Duration,
 }
 
-/// The release a late reply other than a yes owes its node (packed as EVAL when parked),
-/// until `until`.
-#[derive(Clone, Copy)]
-struct OweUnlessYes<'a> {
-    call: Call<'a>,
-    until: Instant,
+impl Owed<'_> {
+    /// The release packed, and until when it is owed (`life` after `written`).
+    fn packed(self, written: Instant) -> (Vec<u8>, Instant) {
+        let until = written.checked_add(self.life).unwrap_or(written);
+        (packed_to_owe(self.call), until)
+    }
 }
 
 impl Decide<'static> {
@@ -960,16 +955,14 @@ fn read_phase(
                 Some(late_for) => late_for(i),
                 None => (
                     Box::new(move |v: &Value| ballot(classify, v)) as Judge,
-                    decide
-                        .owe_unless_yes
-                        .map(|o| (packed_to_owe(o.call), o.until)),
+                    decide.owe_unless_yes.map(|o| o.packed(written)),
                 ),
             };
             // A lost acquisition's take-back, owed only by a late yes.
             let owe_if_yes = decide
                 .owe_if_yes
-                .filter(|(o, yes)| yes() + pending < o.quorum)
-                .map(|(o, _)| (packed_to_owe(o.call), o.until));
+                .filter(|&(_, quorum, yes)| yes() + pending < quorum)
+                .map(|(o, _, _)| o.packed(written));
             let deferring = owe_if_yes.is_some();
             let unread = Unread {
                 conn,

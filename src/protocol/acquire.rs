@@ -719,33 +719,30 @@ pub(crate) fn attempt(shared: &Arc<Shared>, req: &Request<'_>, mark: Mark<'_>) -
             keys: &keys,
             args,
         };
-        acquisition_round(shared, req, &token, start, call, round::acquire_reply)
+        acquisition_round(shared, req, &token, call, round::acquire_reply)
     } else {
         let call = Call::SetNx {
             key: resource,
             token: token.as_str(),
             ms: ttl_ms,
         };
-        acquisition_round(shared, req, &token, start, call, round::set_reply)
+        acquisition_round(shared, req, &token, call, round::set_reply)
     };
     conclude(shared, &req.grant(), Target::Mutex, token, start, &tally)
 }
 
-/// A mutex's acquisition round (`call`, sent at `start` with `token`): a node it leaves unread
+/// A mutex's acquisition round (`call`, with `token`): a node it leaves unread
 /// once it has lost is owed the take-back only if its late reply is a grant (see
 /// `round::acquisition`), so a busy attempt sends no take-back round for it.
 fn acquisition_round(
     shared: &Shared,
     req: &Request<'_>,
     token: &Token,
-    start: Instant,
     call: Call<'_>,
     classify: round::Classify,
 ) -> Tally {
-    // As long as the grant may live: the TTL, plus the drift, from the round's start.
-    let until = start
-        .checked_add(req.ttl.saturating_add(shared.drift(req.ttl)))
-        .unwrap_or(start);
+    // As long as the grant may live: the TTL, plus the drift.
+    let life = req.ttl.saturating_add(shared.drift(req.ttl));
     Target::Mutex.with_release(req.resource, token.as_str(), false, |take_back| {
         round::acquisition(
             &shared.nodes,
@@ -754,7 +751,7 @@ fn acquisition_round(
             classify,
             shared.config.quorum,
             take_back,
-            until,
+            life,
         )
     })
 }

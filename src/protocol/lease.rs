@@ -1108,7 +1108,8 @@ pub(crate) fn release_round<'a>(
             .checked_add(ttl.saturating_add(shared.drift(ttl)))
             .unwrap_or_else(Instant::now)
     };
-    let owe_late = until();
+    // As long as the token may live: what a late answer other than a yes owes is owed for.
+    let owe_late = owing.ttl.saturating_add(shared.drift(owing.ttl));
     let mut tally = target.with_release_as(name, token, tell, |call| {
         round::round_owing(
             &shared.nodes,
